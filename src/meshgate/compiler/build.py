@@ -1,0 +1,283 @@
+"""Desired resources to the data-plane IR. Pure and deterministic: the same state gives the same IR.
+
+Each gateway is compiled on its own, so one that cannot be served (a port conflict, a chain that
+loops back on itself) is reported and left out while every other gateway is still compiled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from meshgate.compiler import ir, naming
+from meshgate.conditions import parse_condition, to_dnf
+from meshgate.model.gateway import Gateway, Route, inline_endpoint
+from meshgate.model.service import HealthCheck, Instance, Service
+from meshgate.model.snapshot import Target, port_conflicts, resolve_target
+
+Key = tuple[str, str]  # (namespace, name)
+DEFAULT_CHECK = HealthCheck()
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    gateways: Sequence[Gateway]  # in creation order: an earlier gateway keeps a contested port
+    services: Sequence[Service] = ()
+    registered: Mapping[Key, Sequence[Instance]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RouteStatus:
+    target: str
+    kind: str  # service | gateway | address | inline | unresolved
+    instances: int
+    backend: str
+
+
+@dataclass(frozen=True)
+class GatewayResult:
+    errors: tuple[str, ...] = ()
+    routes: Mapping[str, RouteStatus] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass(frozen=True)
+class Compiled:
+    dataplane: ir.DataPlane
+    gateways: Mapping[Key, GatewayResult]
+
+
+def compile_state(state: DesiredState, settings: ir.Settings) -> Compiled:
+    services = {(s.namespace, s.name): s for s in state.services}
+    gateways = {(g.namespace, g.name): g for g in state.gateways}
+    results: dict[Key, GatewayResult] = {}
+    accepted: list[Gateway] = []
+    looping = _gateways_in_cycles(state.gateways, services, gateways)
+    for gateway in state.gateways:
+        key = (gateway.namespace, gateway.name)
+        errors = [str(p) for p in port_conflicts(gateway, accepted)]
+        if key in looping:
+            errors.append("routes: gateways chain back to this gateway (a loop)")
+        if errors:
+            results[key] = GatewayResult(errors=tuple(errors))
+        else:
+            accepted.append(gateway)
+
+    backends: list[ir.Backend] = []
+    weights: list[tuple[str, str]] = []
+    rules_by_gateway: dict[Key, ir.GatewayRules] = {}
+    for gateway in accepted:
+        key = (gateway.namespace, gateway.name)
+        compiled = _compile_gateway(gateway, services, gateways, state.registered)
+        rules_by_gateway[key], gateway_backends, statuses = compiled
+        backends.extend(gateway_backends)
+        route_weights = gateway.route_weights()
+        weights.extend((b.name, str(route_weights[b.route.route])) for b in gateway_backends)
+        results[key] = GatewayResult(routes=statuses)
+
+    frontends, host_maps = _frontends(accepted, rules_by_gateway)
+    maps = (*host_maps, ir.MapFile(ir.WEIGHTS_MAP, tuple(sorted(weights))))
+    dataplane = ir.DataPlane(
+        settings=settings,
+        frontends=tuple(frontends),
+        backends=tuple(sorted(backends, key=lambda b: b.name)),
+        maps=tuple(sorted(maps, key=lambda m: m.name)),
+    )
+    return Compiled(dataplane, results)
+
+
+def _compile_gateway(
+    gateway: Gateway,
+    services: Mapping[Key, Service],
+    gateways: Mapping[Key, Gateway],
+    registered: Mapping[Key, Sequence[Instance]],
+) -> tuple[ir.GatewayRules, list[ir.Backend], dict[str, RouteStatus]]:
+    gateway_id = naming.gateway_id(gateway.namespace, gateway.name)
+    sticky = gateway.sticky_mode
+    pins_route = sticky in ("route", "instance")
+    route_cookie = f"mgr_{gateway_id}" if pins_route else None
+    choices, backends, statuses = [], [], {}
+    for route_name, route in gateway.routes.items():
+        target = resolve_target(gateway, route_name, services, gateways)
+        backend_name = naming.route_backend_name(gateway.namespace, gateway.name, route_name)
+        token = naming.route_token(route_name) if pins_route else None
+        instances, check = _instances(gateway, route_name, route, target, services, gateways, registered)
+        servers = tuple(
+            ir.Server(
+                name=i.id,
+                address=i.address,
+                port=i.port,
+                weight=i.weight,
+                cookie=i.id if sticky == "instance" else None,
+            )
+            for i in instances
+        )
+        backends.append(
+            ir.Backend(
+                name=backend_name,
+                mode=gateway.port.mode,
+                route=ir.RouteRef(gateway.namespace, gateway.name, route_name),
+                balance=route.balance or gateway.default_balance,
+                servers=servers,
+                health=check,
+                sticky=sticky,
+                route_cookie=(route_cookie, token) if route_cookie and token else None,
+                instance_cookie=f"mgi_{gateway_id}" if sticky == "instance" else None,
+                rewrites=tuple(
+                    ir.Rewrite(rw.path, _dnf(rw.condition) if rw.condition else ((),))
+                    for rw in route.rewrites
+                ),
+                timeout_connect_ms=gateway.timeouts.connect,
+                timeout_server_ms=gateway.timeouts.server,
+            )
+        )
+        choices.append(
+            ir.RouteChoice(
+                backend=backend_name,
+                condition=_dnf(route.condition) if route.condition else (),
+                strength=route.strength,
+                cookie_value=token,
+            )
+        )
+        statuses[route_name] = RouteStatus(
+            target=target.name, kind=target.kind, instances=len(servers), backend=backend_name
+        )
+    rules = ir.GatewayRules(
+        gateway_id=gateway_id,
+        namespace=gateway.namespace,
+        name=gateway.name,
+        sticky=sticky,
+        route_cookie_name=route_cookie,
+        choices=tuple(choices),
+    )
+    return rules, backends, statuses
+
+
+def _dnf(condition: str) -> ir.Dnf:
+    # Conditions were validated when the resource was admitted; raw ACLs were allowed then.
+    return to_dnf(parse_condition(condition, allow_raw_acl=True))
+
+
+def _instances(
+    gateway: Gateway,
+    route_name: str,
+    route: Route,
+    target: Target,
+    services: Mapping[Key, Service],
+    gateways: Mapping[Key, Gateway],
+    registered: Mapping[Key, Sequence[Instance]],
+) -> tuple[list[Instance], ir.HealthCheck]:
+    if target.kind == "inline" and route.targets is not None:
+        return list(route.targets), _health(DEFAULT_CHECK, None)
+    if target.kind == "address":
+        endpoint = inline_endpoint(route_name)
+        assert endpoint is not None
+        return [Instance(address=endpoint[0], port=endpoint[1])], _health(DEFAULT_CHECK, None)
+    if target.kind == "service":
+        service = services[(gateway.namespace, target.name)]
+        extra = registered.get((service.namespace, service.name), ())
+        known = {i.id for i in service.instances}
+        instances = [*service.instances, *(i for i in extra if i.id not in known)]
+        passive = service.passive.error_limit if service.passive else None
+        return instances, _health(service.health_check or DEFAULT_CHECK, passive)
+    if target.kind == "gateway":
+        chained = gateways[(gateway.namespace, target.name)]
+        address = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(chained.bind, chained.bind)
+        return [Instance(address=address, port=chained.port.number, id="gateway")], _health(
+            DEFAULT_CHECK, None
+        )
+    return [], _health(DEFAULT_CHECK, None)
+
+
+def _health(check: HealthCheck, error_limit: int | None) -> ir.HealthCheck:
+    return ir.HealthCheck(
+        type=check.type,
+        interval_ms=check.interval,
+        rise=check.rise,
+        fall=check.fall,
+        timeout_ms=check.timeout,
+        port=check.port,
+        path=check.path,
+        method=check.method,
+        host=check.host,
+        expect_status=check.expect_status,
+        expect_body=check.expect_body,
+        send_hex=check.send.encode().hex() if check.send is not None else None,
+        expect_hex=check.expect.encode().hex() if check.expect is not None else None,
+        error_limit=error_limit,
+    )
+
+
+def _gateways_in_cycles(
+    ordered: Sequence[Gateway],
+    services: Mapping[Key, Service],
+    gateways: Mapping[Key, Gateway],
+) -> set[Key]:
+    edges: dict[Key, list[Key]] = {}
+    for gateway in ordered:
+        key = (gateway.namespace, gateway.name)
+        edges[key] = [
+            (gateway.namespace, name)
+            for name in gateway.routes
+            if resolve_target(gateway, name, services, gateways).kind == "gateway"
+        ]
+    looping: set[Key] = set()
+    for start in edges:
+        stack, seen = list(edges[start]), set()
+        while stack:
+            node = stack.pop()
+            if node == start:
+                looping.add(start)
+                break
+            if node not in seen:
+                seen.add(node)
+                stack.extend(edges.get(node, ()))
+    return looping
+
+
+def _frontends(
+    accepted: Sequence[Gateway], rules: Mapping[Key, ir.GatewayRules]
+) -> tuple[list[ir.Frontend], list[ir.MapFile]]:
+    by_port: dict[tuple[str, int], list[Gateway]] = {}
+    for gateway in accepted:
+        by_port.setdefault((gateway.bind, gateway.port.number), []).append(gateway)
+    frontends, maps = [], []
+    for (bind, port), members in sorted(by_port.items(), key=lambda item: (item[0][1], item[0][0])):
+        members.sort(key=lambda g: (g.namespace, g.name))
+        name = naming.frontend_name(bind, port)
+        uses_hosts = any(g.virtual_hosts for g in members)
+        default = next((g for g in members if not g.virtual_hosts), None)
+        host_map = wildcard_map = None
+        if uses_hosts:
+            exact, wild = [], []
+            for gateway in members:
+                gid = naming.gateway_id(gateway.namespace, gateway.name)
+                for host in gateway.virtual_hosts:
+                    if host.startswith("*."):
+                        wild.append((host[1:], gid))
+                    else:
+                        exact.append((host, gid))
+            host_map, wildcard_map = naming.host_map_name(name), naming.wildcard_map_name(name)
+            maps.append(ir.MapFile(host_map, tuple(sorted(exact))))
+            # map_end takes the first match in file order: longest suffixes first, so the most
+            # specific wildcard wins.
+            maps.append(ir.MapFile(wildcard_map, tuple(sorted(wild, key=lambda e: (-len(e[0]), e)))))
+        frontends.append(
+            ir.Frontend(
+                name=name,
+                bind=bind,
+                port=port,
+                mode=members[0].port.mode,
+                gateways=tuple(rules[(g.namespace, g.name)] for g in members),
+                host_map=host_map,
+                wildcard_map=wildcard_map,
+                default_gateway=naming.gateway_id(default.namespace, default.name) if default else None,
+                timeout_client_ms=max(
+                    (g.timeouts.client for g in members if g.timeouts.client), default=None
+                ),
+            )
+        )
+    return frontends, maps

@@ -1,0 +1,139 @@
+"""The data plane as frozen, typed values: what HAProxy should run, independent of its syntax.
+
+The compiler builds this from the desired resources; the renderer turns it into haproxy.cfg and
+map files; the planner compares two of them to decide between runtime commands and a reload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Mode = Literal["http", "tcp"]
+Sticky = Literal["none", "route", "instance", "source"]
+Dnf = tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class RouteRef:
+    """Which user-visible route a backend serves: how stats map HAProxy objects back."""
+
+    namespace: str
+    gateway: str
+    route: str
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str  # the instance id, unique within its backend
+    address: str
+    port: int
+    weight: int
+    cookie: str | None = None  # set when the gateway pins clients to instances
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    type: Literal["tcp", "http", "agent"]
+    interval_ms: int
+    rise: int
+    fall: int
+    timeout_ms: int | None = None
+    port: int | None = None
+    path: str = "/"
+    method: str = "GET"
+    host: str | None = None
+    expect_status: str = "200-399"
+    expect_body: str | None = None
+    send_hex: str | None = None
+    expect_hex: str | None = None
+    error_limit: int | None = None  # passive: mark down after N consecutive errors in traffic
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    path: str  # a validated literal path with at most %[path] and %[query] spliced in
+    condition: Dnf  # ((),) means always
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One route of one gateway: its own servers, so stats and weights are per route."""
+
+    name: str
+    mode: Mode
+    route: RouteRef
+    balance: str
+    servers: tuple[Server, ...]
+    health: HealthCheck
+    sticky: Sticky = "none"
+    route_cookie: tuple[str, str] | None = None  # (cookie name, value) that pins a client here
+    instance_cookie: str | None = None
+    rewrites: tuple[Rewrite, ...] = ()
+    timeout_connect_ms: int | None = None
+    timeout_server_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class RouteChoice:
+    """How a gateway's frontend rules pick one backend."""
+
+    backend: str
+    condition: Dnf  # () when the route has no condition
+    strength: int  # percent of matching requests that take the route
+    cookie_value: str | None = None  # route pin token when sticky is route or instance
+
+
+@dataclass(frozen=True)
+class GatewayRules:
+    gateway_id: str  # stable short id, used in variables and cookie names
+    namespace: str
+    name: str
+    sticky: Sticky
+    route_cookie_name: str | None
+    choices: tuple[RouteChoice, ...]
+
+
+@dataclass(frozen=True)
+class Frontend:
+    name: str
+    bind: str
+    port: int
+    mode: Mode
+    gateways: tuple[GatewayRules, ...]
+    host_map: str | None = None  # file name of exact host -> gateway id entries
+    wildcard_map: str | None = None  # file name of ".suffix" -> gateway id entries
+    default_gateway: str | None = None  # gateway id serving hosts no virtual host matches
+    timeout_client_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class MapFile:
+    name: str
+    entries: tuple[tuple[str, str], ...]
+
+    def text(self) -> str:
+        return "".join(f"{key} {value}\n" for key, value in self.entries)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the data plane's files and sockets live, and process-wide limits."""
+
+    run_dir: str
+    hard_stop_after_ms: int = 30_000
+    maxconn: int = 20_000
+
+
+WEIGHTS_MAP = "weights.map"
+
+
+@dataclass(frozen=True)
+class DataPlane:
+    settings: Settings
+    frontends: tuple[Frontend, ...] = ()
+    backends: tuple[Backend, ...] = ()
+    maps: tuple[MapFile, ...] = field(default=())
+
+    def map_named(self, name: str) -> MapFile | None:
+        return next((m for m in self.maps if m.name == name), None)

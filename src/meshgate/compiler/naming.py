@@ -1,0 +1,51 @@
+"""Stable, readable HAProxy object names derived from resource names.
+
+User names may contain '/', which HAProxy forbids in proxy names, and two different names could
+slug to the same text ('a/b' and 'a_b'); a short hash of the exact identity keeps names unique
+while the slug keeps them readable in `show stat` and in the rendered file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
+_SLUG_LENGTH = 48
+
+
+def short_hash(*parts: str, length: int = 6) -> str:
+    digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+    return digest[:length]
+
+
+def slug(name: str) -> str:
+    return _UNSAFE.sub("_", name.replace("/", "_"))[:_SLUG_LENGTH].strip("_") or "x"
+
+
+def gateway_id(namespace: str, name: str) -> str:
+    """Used in variables, map values and cookie names: letters and digits only."""
+    return "g" + short_hash(namespace, name, length=10)
+
+
+def route_backend_name(namespace: str, gateway: str, route: str) -> str:
+    return f"{namespace}.{slug(gateway)}.{slug(route)}.{short_hash(namespace, gateway, route)}"
+
+
+def route_token(route: str) -> str:
+    """The value a route-pinning cookie carries."""
+    return "r" + short_hash(route, length=8)
+
+
+def frontend_name(bind: str, port: int) -> str:
+    if bind in ("0.0.0.0", "::"):
+        return f"port_{port}"
+    return f"port_{port}_{slug(bind)}"
+
+
+def host_map_name(frontend: str) -> str:
+    return f"{frontend}.hosts.map"
+
+
+def wildcard_map_name(frontend: str) -> str:
+    return f"{frontend}.wildcards.map"

@@ -1,0 +1,174 @@
+"""The frontend rules that pick a gateway by Host and a route by condition, stickiness and weight.
+
+Everything happens inside the one frontend the client connected to, with variables and map
+lookups, so choosing a route costs no extra proxy hop. Weights live in a map file keyed by
+backend name, so a weight change is a map update at run time, not a reload. Availability is
+read live with nbsrv(), so a route whose instances are all down is skipped in the same request
+and its share goes to the others in proportion to their weights (SPEC §1, rule 2).
+
+Weighted choice, in HAProxy terms: sum the weights of the available routes, draw
+pick = random mod sum, then walk the routes subtracting each weight; the route that takes
+pick below zero is chosen. Sticky source draws from a hash of the client address instead.
+"""
+
+from __future__ import annotations
+
+from meshgate.compiler import ir
+from meshgate.conditions import render_condition
+
+NOT_CHOSEN = "!{ var(txn.mg_be) -m found }"
+CHOSEN = "{ var(txn.mg_be) -m found }"
+NO_GATEWAY = "!{ var(txn.mg_gw) -m found }"
+
+
+def available(backend: str) -> str:
+    return f"{{ nbsrv({backend}) gt 0 }}"
+
+
+def frontend_rules(frontend: ir.Frontend, maps_dir: str) -> list[str]:
+    """The rule lines of one frontend, in evaluation order (without indentation)."""
+    keyword = "http-request" if frontend.mode == "http" else "tcp-request content"
+    lines: list[str] = []
+    shared = frontend.host_map is not None or len(frontend.gateways) > 1
+    if frontend.host_map and frontend.wildcard_map:
+        host = "req.hdr(host),field(1,:),lower"
+        lines += [
+            f"{keyword} set-var(txn.mg_gw) {host},map_str({maps_dir}/{frontend.host_map})",
+            f"{keyword} set-var(txn.mg_gw) {host},map_end({maps_dir}/{frontend.wildcard_map})"
+            f" if {NO_GATEWAY}",
+        ]
+        if frontend.default_gateway:
+            lines.append(f"{keyword} set-var(txn.mg_gw) str({frontend.default_gateway}) if {NO_GATEWAY}")
+        else:
+            lines.append(
+                f'{keyword} return status 404 content-type text/plain string "no gateway serves'
+                f' this host" if {NO_GATEWAY}'
+            )
+    for gateway in frontend.gateways:
+        guard = (f"{{ var(txn.mg_gw) -m str {gateway.gateway_id} }}",) if shared else ()
+        lines.append(f"# gateway {gateway.namespace}/{gateway.name}")
+        lines += gateway_rules(gateway, keyword, guard, maps_dir)
+    if frontend.mode == "http":
+        lines.append(
+            f'{keyword} return status 503 content-type text/plain string "no route available"'
+            f" if {NOT_CHOSEN}"
+        )
+    else:
+        lines.append(f"{keyword} reject if {NOT_CHOSEN}")
+    return lines
+
+
+def gateway_rules(
+    gateway: ir.GatewayRules, keyword: str, guard: tuple[str, ...], maps_dir: str
+) -> list[str]:
+    set_backend = f"{keyword} set-var(txn.mg_be)"
+    lines: list[str] = []
+
+    def when(*terms: str) -> str:
+        return " ".join((*guard, *terms))
+
+    if gateway.route_cookie_name:
+        for choice in gateway.choices:
+            pinned = f"{{ req.cook({gateway.route_cookie_name}) -m str {choice.cookie_value} }}"
+            lines.append(
+                f"{set_backend} str({choice.backend}) if {when(NOT_CHOSEN, pinned, available(choice.backend))}"
+            )
+
+    for choice in gateway.choices:
+        if not choice.condition or choice.strength == 0:
+            continue
+        terms = [NOT_CHOSEN, available(choice.backend)]
+        if choice.strength < 100:
+            # A fresh draw per route: each conditional route takes its share of what is left.
+            lines.append(f"{keyword} set-var(txn.mg_draw) rand(100) if {when(NOT_CHOSEN)}")
+            terms.append(f"{{ var(txn.mg_draw) -m int lt {choice.strength} }}")
+        condition = render_condition(choice.condition, [*guard, *terms])
+        if condition is not None:
+            lines.append(f"{set_backend} str({choice.backend}) if {condition}")
+
+    weights = f"{maps_dir}/{ir.WEIGHTS_MAP}"
+    draw = "src,crc32(1)" if gateway.sticky == "source" else "rand"
+    lines.append(f"{keyword} set-var(txn.mg_sum) int(0) if {when(NOT_CHOSEN)}")
+    for choice in gateway.choices:
+        lines.append(
+            f"{keyword} set-var(txn.mg_sum) str({choice.backend}),map_str_int({weights},0),"
+            f"add(txn.mg_sum) if {when(NOT_CHOSEN, available(choice.backend))}"
+        )
+    lines.append(
+        f"{keyword} set-var(txn.mg_pick) {draw},mod(txn.mg_sum)"
+        f" if {when(NOT_CHOSEN, '{ var(txn.mg_sum) -m int gt 0 }')}"
+    )
+    for choice in gateway.choices:
+        up = available(choice.backend)
+        lines += [
+            f"{keyword} set-var(txn.mg_w) str({choice.backend}),map_str_int({weights},0)"
+            f" if {when(NOT_CHOSEN, up)}",
+            f"{keyword} set-var(txn.mg_pick) var(txn.mg_pick),sub(txn.mg_w) if {when(NOT_CHOSEN, up)}",
+            f"{set_backend} str({choice.backend})"
+            f" if {when(NOT_CHOSEN, up, '{ var(txn.mg_pick) -m int lt 0 }')}",
+        ]
+    return lines
+
+
+def backend_lines(backend: ir.Backend) -> list[str]:
+    """Directives of one route backend after its mode and balance lines (without servers)."""
+    lines: list[str] = []
+    if backend.timeout_connect_ms:
+        lines.append(f"timeout connect {backend.timeout_connect_ms}ms")
+    if backend.timeout_server_ms:
+        lines.append(f"timeout server {backend.timeout_server_ms}ms")
+    lines += _check_lines(backend)
+    if backend.sticky == "source":
+        lines += ["stick-table type ip size 1m expire 30m", "stick on src"]
+    if backend.instance_cookie:
+        lines.append(f"cookie {backend.instance_cookie} insert indirect nocache httponly")
+    if backend.route_cookie:
+        name, value = backend.route_cookie
+        lines += [
+            f"http-request set-var(txn.mg_pinned) req.cook({name})",
+            f'http-response add-header Set-Cookie "{name}={value}; Path=/; HttpOnly"'
+            f" if !{{ var(txn.mg_pinned) -m str {value} }}",
+        ]
+    for rewrite in backend.rewrites:
+        condition = render_condition(rewrite.condition)
+        if condition is not None:
+            lines.append(f'http-request set-path "{rewrite.path}" if {condition}')
+    return lines
+
+
+def _check_lines(backend: ir.Backend) -> list[str]:
+    check = backend.health
+    lines = []
+    if check.timeout_ms:
+        lines.append(f"timeout check {check.timeout_ms}ms")
+    if check.type == "http":
+        lines.append("option httpchk")
+        send = f"http-check send meth {check.method} uri {check.path} ver HTTP/1.1"
+        if check.host:
+            send += f" hdr host {check.host}"
+        lines += [send, f"http-check expect status {check.expect_status}"]
+        if check.expect_body:
+            lines.append(f"http-check expect string '{check.expect_body}'")
+    elif check.type == "tcp" and (check.send_hex or check.expect_hex):
+        lines += ["option tcp-check", "tcp-check connect"]
+        if check.send_hex:
+            lines.append(f"tcp-check send-binary {check.send_hex}")
+        if check.expect_hex:
+            lines.append(f"tcp-check expect binary {check.expect_hex}")
+    return lines
+
+
+def server_options(backend: ir.Backend, server: ir.Server) -> str:
+    """The options after `server NAME ADDR:PORT`, shared by the config file and `add server`."""
+    check = backend.health
+    parts = [f"weight {server.weight}", f"check inter {check.interval_ms}", f"rise {check.rise}",
+             f"fall {check.fall}"]
+    if check.port and check.type != "agent":
+        parts.append(f"port {check.port}")
+    if check.type == "agent" and check.port:
+        parts.append(f"agent-check agent-port {check.port} agent-inter {check.interval_ms}")
+    if check.error_limit:
+        parts.append(f"observe layer{4 if backend.mode == 'tcp' else 7} error-limit {check.error_limit} on-error mark-down")
+    if server.cookie:
+        parts.append(f"cookie {server.cookie}")
+    return " ".join(parts)

@@ -1,0 +1,150 @@
+"""Reading manifests: YAML or JSON text to validated resources, with errors that name the field
+and, where the text came from a file, the line it is on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from meshgate.errors import Problem, ValidationFailed
+from meshgate.model.gateway import Gateway
+from meshgate.model.service import Service
+from meshgate.model.values import FieldError
+
+Resource = Gateway | Service
+KINDS: dict[str, type[Gateway] | type[Service]] = {"gateway": Gateway, "service": Service}
+# The API and the store speak of kinds in the plural, as in /api/v1/gateways.
+PLURAL = {"gateway": "gateways", "service": "services"}
+SINGULAR = {plural: singular for singular, plural in PLURAL.items()}
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML/JSON document of a manifest, and where it came from."""
+
+    data: Any
+    source: str
+    line: int  # 1-based line where the document starts
+    node: yaml.Node | None = None
+
+    def line_of(self, path: str) -> int:
+        """Best-known line of a dotted field path (the document's line if it cannot be found)."""
+        node = self.node
+        line = self.line
+        for part in _split_path(path):
+            if isinstance(node, yaml.MappingNode):
+                found = next((v for k, v in node.value if str(k.value) == part), None)
+                key_node = next((k for k, v in node.value if str(k.value) == part), None)
+                if found is None or key_node is None:
+                    break
+                line, node = key_node.start_mark.line + 1, found
+            elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+                node = node.value[int(part)]
+                line = node.start_mark.line + 1
+            else:
+                break
+        return line
+
+
+class ManifestError(ValidationFailed):
+    """Problems found in a manifest; each problem's path is prefixed by `source[:line]`."""
+
+    def __init__(self, located: list[tuple[str, Problem]]) -> None:
+        self.located = located
+        super().__init__([problem for _, problem in located])
+
+    def lines(self) -> list[str]:
+        return [f"{where}: {problem}" for where, problem in self.located]
+
+
+def _split_path(path: str) -> list[str]:
+    # Route names contain '.', so a dotted path is ambiguous; the loader keeps real tuples where
+    # it can, and this split is only used to find a line, where a near miss is harmless.
+    return [p for p in path.split(".") if p]
+
+
+def parse_text(text: str, source: str = "<input>") -> list[Document]:
+    """Split YAML (JSON is YAML) text into documents, keeping their position."""
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ManifestError([(where, Problem("", f"not valid YAML or JSON: {reason}"))]) from None
+    documents = []
+    for node in nodes:
+        if node is None:
+            continue
+        data = yaml.SafeLoader(text).construct_document(node)
+        documents.append(Document(data, source, node.start_mark.line + 1, node))
+    return documents
+
+
+def problems_from_pydantic(error: ValidationError) -> list[Problem]:
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = [str(part) for part in item["loc"]]
+        message = item["msg"].removeprefix("Value error, ")
+        cause = (item.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldError):
+            loc.append(cause.path)
+            message = cause.message
+        # Drop pydantic's internal tags for union members and "function-before" wrappers.
+        loc = [p for p in loc if not p.startswith(("function-", "list[", "dict["))]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        problems.append(Problem(".".join(loc), message))
+    return problems
+
+
+def validate_resource(
+    data: Any, *, allow_raw_acl: bool = False, kind: str | None = None
+) -> Resource:
+    """One document's data to a resource; `kind` (singular) is what the caller expects, if any."""
+    if not isinstance(data, Mapping):
+        raise ValidationFailed([Problem("", "a manifest document must be a mapping of fields")])
+    declared = data.get("kind", kind or "gateway")
+    if not isinstance(declared, str) or declared.lower() not in KINDS:
+        raise ValidationFailed(
+            [Problem("kind", f"{declared!r} is not a kind; use gateway or service")]
+        )
+    declared = declared.lower()
+    if kind is not None and declared != kind:
+        raise ValidationFailed([Problem("kind", f"expected {kind}, got {declared}")])
+    model = KINDS[declared]
+    try:
+        return model.model_validate(
+            {**data, "kind": declared}, context={"allow_raw_acl": allow_raw_acl}
+        )
+    except ValidationError as exc:
+        raise ValidationFailed(problems_from_pydantic(exc)) from None
+
+
+def load_documents(documents: Iterable[Document], *, allow_raw_acl: bool = False) -> list[Resource]:
+    """Validate every document; all problems of all documents are reported together."""
+    resources: list[Resource] = []
+    located: list[tuple[str, Problem]] = []
+    for document in documents:
+        try:
+            resources.append(validate_resource(document.data, allow_raw_acl=allow_raw_acl))
+        except ValidationFailed as exc:
+            for problem in exc.problems:
+                located.append((f"{document.source}:{document.line_of(problem.path)}", problem))
+    if located:
+        raise ManifestError(located)
+    return resources
+
+
+def resource_key(resource: Resource) -> tuple[str, str, str]:
+    """(plural kind, namespace, name): how the store and the API address a resource."""
+    return PLURAL[resource.kind], resource.namespace, resource.name
+
+
+def to_document(resource: Resource) -> dict[str, Any]:
+    """The resource as a manifest document (what the store keeps and the API returns)."""
+    return resource.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,64 @@
+"""Patterns every user-chosen name must match before it can reach HAProxy configuration.
+
+Names end up in proxy names, map keys, cookie values and comments, so the alphabet is kept to
+characters that are inert in all of those places: no spaces, quotes, `#`, `%`, `$` or newlines.
+"""
+
+from __future__ import annotations
+
+import re
+
+SEGMENT = r"[A-Za-z0-9._:-]+"
+RESOURCE_NAME = re.compile(rf"^{SEGMENT}(/{SEGMENT}){{0,3}}$")
+NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$")
+HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_NAME_LENGTH = 200
+
+DEFAULT_NAMESPACE = "default"
+
+
+def check_resource_name(value: str) -> str:
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters")
+    if not RESOURCE_NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use 1-4 '/'-separated segments of letters, "
+            "digits, '.', '_', ':' and '-'"
+        )
+    return value
+
+
+def check_namespace(value: str) -> str:
+    if not NAMESPACE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid namespace: lowercase letters, digits and '-', "
+            "at most 63 characters, starting and ending with a letter or digit"
+        )
+    return value
+
+
+def check_instance_id(value: str) -> str:
+    if not INSTANCE_ID.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid instance id: letters, digits, '.', '_', ':' and '-', "
+            "at most 63 characters"
+        )
+    return value
+
+
+def normalize_hostname(value: str, *, allow_wildcard: bool) -> str:
+    """Lower-cased host name; `*.example.com` allowed when `allow_wildcard`."""
+    host = value.strip().lower().rstrip(".")
+    labels = host.split(".")
+    if allow_wildcard and labels and labels[0] == "*":
+        labels = labels[1:]
+        if len(labels) < 2:
+            raise ValueError(f"{value!r}: a wildcard needs at least two labels after '*.'")
+    if not labels or len(host) > 253 or not all(HOSTNAME_LABEL.match(lb) for lb in labels):
+        raise ValueError(
+            f"{value!r} is not a valid host name"
+            + (" (a wildcard is written '*.example.com')" if allow_wildcard else "")
+        )
+    return host

@@ -1,0 +1,190 @@
+"""The Service resource: a named set of instances with a health check (SPEC §1 "Service")."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from meshgate.model.names import (
+    DEFAULT_NAMESPACE,
+    check_instance_id,
+    check_namespace,
+    check_resource_name,
+)
+from meshgate.model.values import (
+    check_port,
+    format_endpoint,
+    normalize_address,
+    parse_duration_ms,
+    split_endpoint,
+)
+
+DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+
+# Values that HAProxy receives inside quotes or as bare words in check directives: printable
+# ASCII without quotes, backslashes, '#', '%' or '$' (which HAProxy may expand or treat as syntax).
+_CHECK_PATH = re.compile(r"^/[A-Za-z0-9/._~!&()*+,;=:@?-]{0,1023}$")
+_CHECK_TEXT = re.compile(r"^[A-Za-z0-9 ._~!&()*+,;=:@?/<>\[\]{}|^-]{1,256}$")
+_STATUS_RANGE = re.compile(r"^([1-5]\d\d)(?:-([1-5]\d\d))?$")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Instance(Model):
+    address: str
+    port: int
+    weight: int = Field(default=100, ge=0, le=256)
+    id: str = ""
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return normalize_address(value)
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        return check_port(value)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return check_instance_id(value) if value else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_endpoint_string(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            address, port = split_endpoint(data)
+            return {"address": address, "port": port}
+        return data
+
+    @model_validator(mode="after")
+    def _default_id(self) -> Instance:
+        if not self.id:
+            object.__setattr__(self, "id", format_endpoint(self.address, self.port).strip("[]"))
+            # IPv6 endpoints contain ']:'; keep ids in the instance-id alphabet.
+            object.__setattr__(self, "id", self.id.replace("]", ""))
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return format_endpoint(self.address, self.port)
+
+
+class HealthCheck(Model):
+    type: Literal["http", "tcp", "agent"] = "tcp"
+    path: str = "/"
+    method: str = "GET"
+    host: str | None = None
+    expect_status: str = "200-399"
+    expect_body: str | None = None
+    send: str | None = None
+    expect: str | None = None
+    port: int | None = None
+    interval: DurationMs = 2000
+    timeout: DurationMs | None = None
+    rise: int = Field(default=2, ge=1, le=100)
+    fall: int = Field(default=3, ge=1, le=100)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not _CHECK_PATH.match(value):
+            raise ValueError("must start with '/' and use URL characters only (no spaces, quotes, '%', '#')")
+        return value
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        method = value.upper()
+        if not re.fullmatch(r"[A-Z]{1,20}", method):
+            raise ValueError(f"{value!r} is not an HTTP method")
+        return method
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_address(value)
+
+    @field_validator("expect_status")
+    @classmethod
+    def _status(cls, value: str | int) -> str:
+        text = str(value).strip()
+        match = _STATUS_RANGE.match(text)
+        if not match or (match.group(2) and int(match.group(2)) < int(match.group(1))):
+            raise ValueError(f"{value!r} is not a status code or range such as 200-399")
+        return text
+
+    @field_validator("expect_body")
+    @classmethod
+    def _body(cls, value: str | None) -> str | None:
+        if value is not None and not _CHECK_TEXT.match(value):
+            raise ValueError("must be 1-256 printable characters without quotes, '\\', '#', '%' or '$'")
+        return value
+
+    @field_validator("send", "expect")
+    @classmethod
+    def _payload(cls, value: str | None) -> str | None:
+        # Sent as hex (tcp-check send-binary), so any text is safe; only bound its size.
+        if value is not None and not 1 <= len(value.encode()) <= 1024:
+            raise ValueError("must be 1-1024 bytes")
+        return value
+
+    @field_validator("port")
+    @classmethod
+    def _check_port(cls, value: int | None) -> int | None:
+        return None if value is None else check_port(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HealthCheck:
+        if self.type != "tcp" and (self.send is not None or self.expect is not None):
+            raise ValueError("send/expect apply to tcp checks only")
+        if self.type == "agent" and self.port is None:
+            raise ValueError("an agent check needs a port")
+        return self
+
+
+class PassiveCheck(Model):
+    error_limit: int = Field(ge=1, le=1000)
+
+
+Mode = Literal["http", "tcp"]
+
+
+class Service(Model):
+    kind: Literal["service"] = "service"
+    name: str
+    namespace: str = DEFAULT_NAMESPACE
+    mode: Mode = "http"
+    instances: list[Instance] = Field(default_factory=list, max_length=10_000)
+    health_check: HealthCheck | None = None
+    passive: PassiveCheck | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_resource_name(value)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        return check_namespace(value)
+
+    @field_validator("instances")
+    @classmethod
+    def _unique_instances(cls, instances: list[Instance]) -> list[Instance]:
+        return check_unique_instances(instances)
+
+
+def check_unique_instances(instances: list[Instance]) -> list[Instance]:
+    seen: set[str] = set()
+    for index, instance in enumerate(instances):
+        if instance.id in seen:
+            raise ValueError(f"item {index} repeats instance id {instance.id!r}")
+        seen.add(instance.id)
+    return instances
