@@ -1,0 +1,173 @@
+"""The reconcile loop: watch the store, debounce, compile, check, apply, publish status.
+
+A burst of writes produces one pass (the debounce), a pass that compiles to the running data
+plane does nothing, and a gateway that cannot be served is reported in its status and left out
+while every other gateway is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from meshgate.agent.desired import Key, Loaded, load_desired
+from meshgate.agent.driver import Driver
+from meshgate.compiler import Compiled, DesiredState, compile_state
+from meshgate.errors import MeshgateError
+from meshgate.metrics import ControlPlaneMetrics
+from meshgate.store import CompactedError, Delete, Key as StoreKey, Put, Store
+
+log = structlog.get_logger("meshgate.agent")
+WATCHED_KINDS = ("gateways", "services", "instances")
+
+
+class Agent:
+    def __init__(
+        self,
+        store: Store,
+        driver: Driver,
+        metrics: ControlPlaneMetrics,
+        *,
+        debounce_s: float = 0.05,
+    ) -> None:
+        self.store = store
+        self.driver = driver
+        self.metrics = metrics
+        self.debounce_s = debounce_s
+        self._dirty = asyncio.Event()
+        self._published: dict[StoreKey, dict[str, Any]] = {}
+        self.last_error: str | None = None
+        self.passes = 0
+        self.healthy = False
+
+    async def run(self) -> None:
+        """Reconcile now and on every change, until cancelled."""
+        for kind in ("status.gateways", "status.services"):
+            for record in await self.store.list(kind):
+                self._published[record.key] = record.value
+        watcher = asyncio.create_task(self._watch())
+        try:
+            self._dirty.set()
+            while True:
+                await self._dirty.wait()
+                await asyncio.sleep(self.debounce_s)
+                self._dirty.clear()
+                await self.reconcile()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _watch(self) -> None:
+        revision = await self.store.revision()
+        while True:
+            try:
+                async for _event in self.store.watch(revision, kinds=WATCHED_KINDS):
+                    revision = _event.revision
+                    self._dirty.set()
+            except CompactedError:
+                revision = await self.store.revision()
+                self._dirty.set()
+
+    async def reconcile(self) -> None:
+        """One pass. Never raises for a bad resource; logs and reports instead."""
+        with self.metrics.reconcile_seconds.time():
+            try:
+                loaded = await load_desired(self.store)
+                compiled, rejected = await self._compile_checked(loaded.state)
+                outcome = await self.driver.apply(compiled.dataplane)
+            except MeshgateError as exc:
+                self.last_error = str(exc)
+                self.healthy = False
+                self.metrics.reconciles.labels("failed").inc()
+                log.error("reconcile failed", error=str(exc))
+                return
+        self.passes += 1
+        self.healthy = True
+        self.last_error = None
+        self.metrics.reconciles.labels("applied" if outcome.reason != "no change" else "unchanged").inc()
+        if outcome.reloaded:
+            self.metrics.reloads.inc()
+        self.metrics.runtime_commands.inc(outcome.runtime_commands)
+        if outcome.reason != "no change":
+            log.info("data plane updated", how=outcome.reason, seconds=round(outcome.duration_s, 4))
+        await self._publish(loaded, compiled, rejected)
+
+    async def _compile_checked(self, state: DesiredState) -> tuple[Compiled, dict[Key, str]]:
+        """Compile, and leave out gateways HAProxy rejects, found by checking each on its own."""
+        settings = self.driver.settings()
+        compiled = compile_state(state, settings)
+        if compiled.dataplane == self.driver.running:
+            return compiled, {}
+        ok, output = await self.driver.check(compiled.dataplane)
+        if ok:
+            return compiled, {}
+        rejected: dict[Key, str] = {}
+        for gateway in state.gateways:
+            alone = DesiredState(gateways=[gateway], services=state.services, registered=state.registered)
+            good, message = await self.driver.check(compile_state(alone, settings).dataplane)
+            if not good:
+                rejected[(gateway.namespace, gateway.name)] = f"HAProxy rejected it: {_last_alert(message)}"
+        kept = [g for g in state.gateways if (g.namespace, g.name) not in rejected]
+        state = DesiredState(gateways=kept, services=state.services, registered=state.registered)
+        compiled = compile_state(state, settings)
+        ok, output = await self.driver.check(compiled.dataplane)
+        if not ok:
+            raise MeshgateError(f"HAProxy rejected the configuration: {_last_alert(output)}")
+        self.metrics.rejected.inc(len(rejected))
+        return compiled, rejected
+
+    async def _publish(self, loaded: Loaded, compiled: Compiled, rejected: Mapping[Key, str]) -> None:
+        ops: list[Put | Delete] = []
+        served = 0
+        for key, version in loaded.gateway_versions.items():
+            result = compiled.gateways.get(key)
+            errors = list(result.errors) if result else []
+            if key in rejected:
+                errors.append(rejected[key])
+            status: dict[str, Any] = {"errors": errors}
+            if errors:
+                status["state"] = "rejected"
+                previous = self._published.get(StoreKey("status.gateways", *key), {})
+                status["applied_version"] = previous.get("applied_version")
+            else:
+                served += 1
+                status["state"] = "serving"
+                status["applied_version"] = version
+                status["routes"] = {
+                    name: {"target": r.target, "kind": r.kind, "instances": r.instances,
+                           "backend": r.backend}
+                    for name, r in (result.routes.items() if result else ())
+                }
+            ops += self._status_op(StoreKey("status.gateways", *key), status)
+        for key, version in loaded.service_versions.items():
+            ops += self._status_op(StoreKey("status.services", *key), {"applied_version": version})
+        for (kind, namespace, name), message in loaded.invalid.items():
+            ops += self._status_op(
+                StoreKey(f"status.{kind}", namespace, name), {"state": "invalid", "errors": [message]}
+            )
+        live = {StoreKey("status.gateways", *k) for k in loaded.gateway_versions} | {
+            StoreKey("status.services", *k) for k in loaded.service_versions
+        } | {StoreKey(f"status.{kind}", ns, n) for kind, ns, n in loaded.invalid}
+        for stale in [k for k in self._published if k not in live]:
+            ops.append(Delete(stale))
+            del self._published[stale]
+        self.metrics.gateways.labels("serving").set(served)
+        self.metrics.gateways.labels("rejected").set(len(loaded.gateway_versions) - served)
+        if ops:
+            await self.store.commit(ops)
+
+    def _status_op(self, key: StoreKey, status: dict[str, Any]) -> list[Put | Delete]:
+        if self._published.get(key) == status:
+            return []
+        self._published[key] = status
+        return [Put(key, status)]
+
+
+def _last_alert(output: str) -> str:
+    alerts = [line for line in output.splitlines() if "ALERT" in line]
+    return (alerts[-1] if alerts else output.strip().splitlines()[-1] if output.strip() else output)[:500]

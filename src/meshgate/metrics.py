@@ -1,0 +1,41 @@
+"""The control plane's own Prometheus metrics: reconciles, reloads, runtime commands, rejections.
+
+Each node owns a registry (not the process-global default), so several nodes in one process,
+as in tests, never share counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class ControlPlaneMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.reconciles = Counter(
+            "meshgate_reconciles_total", "Reconcile passes, by outcome", ["outcome"],
+            registry=self.registry,
+        )
+        self.reconcile_seconds = Histogram(
+            "meshgate_reconcile_duration_seconds", "Time from reading the store to HAProxy obeying",
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "meshgate_haproxy_reloads_total", "HAProxy reloads and starts", registry=self.registry
+        )
+        self.runtime_commands = Counter(
+            "meshgate_runtime_commands_total", "Changes applied through the runtime API",
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "meshgate_rejected_changes_total",
+            "Gateways left out of the data plane because they could not be served",
+            registry=self.registry,
+        )
+        self.gateways = Gauge(
+            "meshgate_gateways", "Gateways, by whether the data plane serves them", ["state"],
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
