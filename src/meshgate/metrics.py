@@ -6,7 +6,15 @@ as in tests, never share counters.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from fastapi import APIRouter, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 
 class ControlPlaneMetrics:
@@ -39,3 +47,13 @@ class ControlPlaneMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def metrics_router(metrics: ControlPlaneMetrics) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

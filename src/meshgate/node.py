@@ -17,7 +17,7 @@ from meshgate.agent import Agent, Driver
 from meshgate.api import create_app
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.supervisor import HaproxySupervisor
-from meshgate.metrics import ControlPlaneMetrics
+from meshgate.metrics import ControlPlaneMetrics, metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
 from meshgate.store import Key, Put, SqliteStore, Store
 
@@ -86,7 +86,7 @@ async def run_node(options: NodeOptions) -> None:
 
         app = create_app(
             store, allow_raw_acl=options.allow_raw_acl, token=options.token, readiness=readiness,
-            metrics=metrics,
+            extra_routers=[metrics_router(metrics)],
         )
         server = uvicorn.Server(
             uvicorn.Config(app, host=options.api_host, port=options.api_port, log_level="warning")

@@ -122,7 +122,6 @@ class Settings:
 
     run_dir: str
     hard_stop_after_ms: int = 30_000
-    maxconn: int = 20_000
 
 
 WEIGHTS_MAP = "weights.map"
