@@ -1,0 +1,452 @@
+"""SqliteStore against the Store contract: CRUD, revisions, transactions, watch, leases."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from meshgate.errors import MeshgateError
+from meshgate.store import (
+    CompactedError,
+    ConflictError,
+    Delete,
+    Key,
+    NotFoundError,
+    Put,
+    SqliteStore,
+    Store,
+    StoreClosedError,
+    WatchEvent,
+)
+
+GW_A = Key("gateways", "default", "a")
+GW_B = Key("gateways", "default", "b")
+SVC = Key("services", "default", "sava")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = await SqliteStore.open(db_path)
+    yield opened
+    await opened.close()
+
+
+async def take(events: AsyncIterator[WatchEvent], count: int) -> list[WatchEvent]:
+    return [await asyncio.wait_for(anext(events), 2.0) for _ in range(count)]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 3.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def waiting_watch(store: SqliteStore) -> asyncio.Future[WatchEvent]:
+    """The next event of a watch that has caught up and is already waiting for live writes."""
+    pending = asyncio.ensure_future(anext(store.watch(await store.revision())))
+    await asyncio.sleep(0.05)
+    assert not pending.done()
+    return pending
+
+
+def summary(events: list[WatchEvent]) -> list[tuple[str, str, int]]:
+    return [(e.type, e.key.name, e.revision) for e in events]
+
+
+# --- CRUD and revisions ------------------------------------------------------------------------
+
+
+async def test_satisfies_the_protocol(store: SqliteStore) -> None:
+    as_protocol: Store = store
+    assert await as_protocol.revision() == 0
+
+
+async def test_put_then_get(store: SqliteStore) -> None:
+    record = await store.put(GW_A, {"port": 80, "routes": ["x"]})
+    assert record.key == GW_A
+    assert record.value == {"port": 80, "routes": ["x"]}
+    assert (record.revision, record.create_revision, record.lease) == (1, 1, None)
+    assert await store.get(GW_A) == record
+    assert await store.get(GW_B) is None
+
+
+async def test_update_keeps_create_revision_and_bumps_revision(store: SqliteStore) -> None:
+    await store.put(GW_A, {"v": 1})
+    await store.put(GW_B, {"v": 1})
+    updated = await store.put(GW_A, {"v": 2})
+    assert (updated.revision, updated.create_revision) == (3, 1)
+    assert await store.revision() == 3
+
+
+async def test_delete(store: SqliteStore) -> None:
+    await store.put(GW_A, {})
+    assert await store.delete(GW_A) is True
+    assert await store.get(GW_A) is None
+    assert await store.delete(GW_A) is False
+    assert await store.revision() == 2  # deleting nothing writes nothing
+
+
+async def test_recreated_key_gets_a_new_create_revision(store: SqliteStore) -> None:
+    await store.put(GW_A, {})
+    await store.delete(GW_A)
+    again = await store.put(GW_A, {})
+    assert (again.create_revision, again.revision) == (3, 3)
+
+
+async def test_conditional_delete(store: SqliteStore) -> None:
+    first = await store.put(GW_A, {})
+    await store.put(GW_A, {"changed": True})
+    with pytest.raises(ConflictError) as stale:
+        await store.delete(GW_A, expect_revision=first.revision)
+    assert (stale.value.expected, stale.value.actual) == (1, 2)
+    assert await store.delete(GW_A, expect_revision=2) is True
+    with pytest.raises(NotFoundError):
+        await store.delete(GW_A, expect_revision=2)
+
+
+async def test_values_are_copies(store: SqliteStore) -> None:
+    value = {"nested": {"n": 1}}
+    record = await store.put(GW_A, value)
+    value["nested"]["n"] = 2
+    record.value["nested"]["n"] = 3
+    stored = await store.get(GW_A)
+    assert stored is not None and stored.value == {"nested": {"n": 1}}
+
+
+async def test_values_must_be_json(store: SqliteStore) -> None:
+    with pytest.raises(TypeError):
+        await store.put(GW_A, {"bad": {1, 2}})
+    with pytest.raises(ValueError):
+        await store.put(GW_A, {"bad": float("nan")})
+    assert await store.revision() == 0
+
+
+def test_keys_are_validated() -> None:
+    for kind, namespace, name in [
+        ("", "ns", "n"),
+        ("a/b", "ns", "n"),
+        ("k", "a/b", "n"),
+        ("k", "ns", ""),
+        ("k", "ns", "a\x00b"),
+    ]:
+        with pytest.raises(ValueError):
+            Key(kind, namespace, name)
+
+
+async def test_names_with_slash_and_colon(store: SqliteStore) -> None:
+    route = Key("gateways", "default", "sava:1.1/sava/port")
+    plain = Key("gateways", "default", "sava")
+    await store.put(route, {"w": 1})
+    await store.put(plain, {"w": 2})
+    got = await store.get(route)
+    assert got is not None and got.value == {"w": 1}
+    assert [r.key for r in await store.list("gateways")] == [plain, route]
+
+
+async def test_list_filters_and_sorts(store: SqliteStore) -> None:
+    keys = [
+        Key("services", "prod", "z"),
+        Key("gateways", "prod", "b"),
+        Key("gateways", "default", "c"),
+        Key("gateways", "prod", "a"),
+        Key("status.gateways", "default", "c"),
+    ]
+    for key in keys:
+        await store.put(key, {"name": key.name})
+    assert [r.key for r in await store.list()] == sorted(keys)
+    assert [r.key for r in await store.list("gateways")] == sorted(keys[1:4])
+    assert [r.key.name for r in await store.list("gateways", "prod")] == ["a", "b"]
+    assert [r.key.kind for r in await store.list(namespace="prod")] == ["gateways"] * 2 + [
+        "services"
+    ]
+    assert await store.list("certificates") == []
+
+
+# --- compare-and-swap and transactions ---------------------------------------------------------
+
+
+async def test_create_only(store: SqliteStore) -> None:
+    await store.put(GW_A, {"v": 1}, expect_revision=0)
+    with pytest.raises(ConflictError) as exists:
+        await store.put(GW_A, {"v": 2}, expect_revision=0)
+    assert (exists.value.key, exists.value.expected, exists.value.actual) == (GW_A, 0, 1)
+    assert isinstance(exists.value, MeshgateError)
+
+
+async def test_compare_and_swap(store: SqliteStore) -> None:
+    first = await store.put(GW_A, {"v": 1})
+    second = await store.put(GW_A, {"v": 2}, expect_revision=first.revision)
+    with pytest.raises(ConflictError) as stale:
+        await store.put(GW_A, {"v": 3}, expect_revision=first.revision)
+    assert (stale.value.expected, stale.value.actual) == (first.revision, second.revision)
+    with pytest.raises(ConflictError) as absent:
+        await store.put(GW_B, {}, expect_revision=7)
+    assert absent.value.actual == 0
+    stored = await store.get(GW_A)
+    assert stored is not None and stored.value == {"v": 2}
+
+
+async def test_commit_is_one_revision(store: SqliteStore) -> None:
+    await store.put(SVC, {})
+    revision = await store.commit([Put(GW_A, {"a": 1}), Put(GW_B, {"b": 1}), Delete(SVC)])
+    assert revision == 2 == await store.revision()
+    records = await store.list()
+    assert [r.revision for r in records] == [2, 2]
+    events = await take(store.watch(1), 3)
+    assert summary(events) == [("put", "a", 2), ("put", "b", 2), ("delete", "sava", 2)]
+
+
+async def test_commit_is_all_or_nothing(store: SqliteStore) -> None:
+    await store.put(SVC, {"v": 1})
+    with pytest.raises(ConflictError) as failed:
+        await store.commit([Put(GW_A, {}), Put(GW_B, {}, expect_revision=5), Delete(SVC)])
+    assert failed.value.key == GW_B
+    assert await store.revision() == 1
+    assert [r.key for r in await store.list()] == [SVC]
+
+
+async def test_commit_names_the_first_failing_key(store: SqliteStore) -> None:
+    await store.put(GW_A, {})
+    with pytest.raises(ConflictError) as failed:
+        await store.commit([Put(GW_B, {}, expect_revision=3), Put(GW_A, {}, expect_revision=0)])
+    assert failed.value.key == GW_B
+
+
+async def test_empty_commit_writes_nothing(store: SqliteStore) -> None:
+    await store.put(GW_A, {})
+    assert await store.commit([]) == 1
+    assert await store.commit([Delete(GW_B)]) == 1  # a no-op delete is no write either
+    assert await store.revision() == 1
+
+
+async def test_commit_rejects_a_key_twice(store: SqliteStore) -> None:
+    with pytest.raises(ValueError):
+        await store.commit([Put(GW_A, {}), Delete(GW_A)])
+
+
+async def test_revisions_stay_unique_with_two_writers(db_path: Path) -> None:
+    one, two = await SqliteStore.open(db_path), await SqliteStore.open(db_path)
+    try:
+        writes = [
+            (one if i % 2 else two).put(Key("instances", "default", f"i{i}"), {"i": i})
+            for i in range(40)
+        ]
+        records = await asyncio.gather(*writes)
+        assert sorted(r.revision for r in records) == list(range(1, 41))
+        assert await one.revision() == await two.revision() == 40
+    finally:
+        await one.close()
+        await two.close()
+
+
+# --- watch ----------------------------------------------------------------------------------
+
+
+async def test_watch_replays_history_then_follows(store: SqliteStore) -> None:
+    await store.put(GW_A, {"v": 1})
+    await store.delete(GW_A)
+    events = store.watch(0)
+    replayed = await take(events, 2)
+    assert summary(replayed) == [("put", "a", 1), ("delete", "a", 2)]
+    assert replayed[0].value == {"v": 1} and replayed[1].value is None
+    await store.put(GW_B, {"v": 2})
+    live = await take(events, 1)
+    assert summary(live) == [("put", "b", 3)] and live[0].value == {"v": 2}
+
+
+async def test_watch_from_a_revision(store: SqliteStore) -> None:
+    for name in "abc":
+        await store.put(Key("gateways", "default", name), {})
+    assert summary(await take(store.watch(2), 1)) == [("put", "c", 3)]
+
+
+async def test_watch_waits_without_busy_looping(store: SqliteStore) -> None:
+    pending = await waiting_watch(store)
+    await asyncio.sleep(0.3)  # several poll periods: nothing happened, so nothing is yielded
+    assert not pending.done()
+    await store.put(GW_A, {})
+    assert summary([await asyncio.wait_for(pending, 2.0)]) == [("put", "a", 1)]
+
+
+async def test_watch_filters_by_kind(store: SqliteStore) -> None:
+    events = store.watch(0, kinds=["services", "certificates"])
+    await store.put(GW_A, {})
+    await store.put(SVC, {})
+    await store.commit([Put(GW_B, {}), Delete(SVC)])
+    assert summary(await take(events, 2)) == [("put", "sava", 2), ("delete", "sava", 3)]
+
+
+async def test_watch_sees_another_store_on_the_same_file(store: SqliteStore, db_path: Path) -> None:
+    waiting = await waiting_watch(store)
+    other = await SqliteStore.open(db_path)
+    try:
+        await other.put(GW_A, {"from": "other"})
+        event = await asyncio.wait_for(waiting, 2.0)
+        assert event.key == GW_A and event.value == {"from": "other"}
+    finally:
+        await other.close()
+
+
+async def test_watch_sees_another_process(store: SqliteStore, db_path: Path) -> None:
+    waiting = await waiting_watch(store)
+    script = (
+        "import asyncio, sys\n"
+        "from meshgate.store import Key, SqliteStore\n"
+        "async def main():\n"
+        "    store = await SqliteStore.open(sys.argv[1])\n"
+        "    await store.put(Key('instances', 'default', 'child'), {'ok': True})\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+    command = [sys.executable, "-c", script, str(db_path)]
+    await asyncio.to_thread(subprocess.run, command, check=True, timeout=30)
+    event = await asyncio.wait_for(waiting, 2.0)
+    assert (event.key.name, event.value) == ("child", {"ok": True})
+
+
+async def test_watch_of_compacted_history_fails(db_path: Path) -> None:
+    async with await SqliteStore.open(db_path, history=5) as small:
+        for i in range(12):
+            await small.put(GW_A, {"i": i})
+        with pytest.raises(CompactedError) as compacted:
+            await anext(small.watch(0))
+        assert compacted.value.compact_revision == 7
+        assert [e.value for e in await take(small.watch(7), 5)] == [{"i": i} for i in range(7, 12)]
+
+
+async def test_watch_ends_when_the_store_closes(db_path: Path) -> None:
+    closing = await SqliteStore.open(db_path)
+    events = closing.watch(0)
+    pending = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0.05)
+    await closing.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(pending, 2.0)
+
+
+# --- leases ---------------------------------------------------------------------------------
+
+
+async def test_keys_vanish_when_their_lease_expires(store: SqliteStore) -> None:
+    lease = await store.grant_lease(0.5)
+    record = await store.put(Key("instances", "default", "sava/1"), {"port": 8080}, lease=lease)
+    await store.put(SVC, {})
+    assert record.lease == lease
+    events = store.watch(await store.revision())
+
+    async def gone() -> bool:
+        return await store.get(record.key) is None
+
+    await eventually(gone)
+    assert summary(await take(events, 1)) == [("delete", "sava/1", 3)]
+    assert await store.get(SVC) is not None
+    with pytest.raises(NotFoundError):
+        await store.keepalive(lease)
+
+
+async def test_keepalive_extends_a_lease(store: SqliteStore) -> None:
+    lease = await store.grant_lease(0.5)
+    await store.put(GW_A, {}, lease=lease)
+    for _ in range(5):
+        await asyncio.sleep(0.2)
+        await store.keepalive(lease)
+    assert await store.get(GW_A) is not None  # 1 s later: alive only thanks to the keepalives
+
+
+async def test_revoke_deletes_attached_keys(store: SqliteStore) -> None:
+    lease = await store.grant_lease(30)
+    await store.commit([Put(GW_A, {}, lease=lease), Put(GW_B, {}, lease=lease), Put(SVC, {})])
+    events = store.watch(1)
+    await store.revoke(lease)
+    assert summary(await take(events, 2)) == [("delete", "a", 2), ("delete", "b", 2)]
+    assert [r.key for r in await store.list()] == [SVC]
+    with pytest.raises(NotFoundError):
+        await store.revoke(lease)
+
+
+async def test_put_without_lease_detaches_it(store: SqliteStore) -> None:
+    lease = await store.grant_lease(30)
+    await store.put(GW_A, {}, lease=lease)
+    detached = await store.put(GW_A, {"kept": True})
+    assert detached.lease is None
+    await store.revoke(lease)
+    assert await store.get(GW_A) == detached
+
+
+async def test_unknown_leases_are_refused(store: SqliteStore) -> None:
+    with pytest.raises(NotFoundError):
+        await store.put(GW_A, {}, lease=999)
+    with pytest.raises(NotFoundError):
+        await store.keepalive(999)
+    with pytest.raises(ValueError):
+        await store.grant_lease(0)
+    assert await store.revision() == 0
+
+
+async def test_lease_survives_reopen(db_path: Path) -> None:
+    async with await SqliteStore.open(db_path) as first:
+        lease = await first.grant_lease(30)
+        await first.put(GW_A, {}, lease=lease)
+    async with await SqliteStore.open(db_path) as second:
+        record = await second.get(GW_A)
+        assert record is not None and record.lease == lease
+        await second.keepalive(lease)
+        await second.revoke(lease)
+        assert await second.get(GW_A) is None
+
+
+async def test_lease_expires_while_closed(db_path: Path) -> None:
+    async with await SqliteStore.open(db_path) as first:
+        lease = await first.grant_lease(0.2)
+        await first.put(GW_A, {}, lease=lease)
+    await asyncio.sleep(0.3)
+    async with await SqliteStore.open(db_path) as second:
+        with pytest.raises(NotFoundError):
+            await second.keepalive(lease)
+
+        async def gone() -> bool:
+            return await second.get(GW_A) is None
+
+        await eventually(gone)
+
+
+# --- lifecycle ------------------------------------------------------------------------------
+
+
+async def test_reopen_keeps_data_and_revision(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "store.db"
+    async with await SqliteStore.open(path) as first:
+        await first.put(GW_A, {"v": 1})
+        await first.commit([Put(GW_B, {"v": 2}), Put(SVC, {"v": 3})])
+        before = await first.list()
+    async with await SqliteStore.open(path) as second:
+        assert await second.list() == before
+        assert await second.revision() == 2
+        assert (await second.put(GW_A, {"v": 4})).revision == 3
+        assert summary(await take(second.watch(0), 1)) == [("put", "a", 1)]
+
+
+async def test_close_stops_everything(db_path: Path) -> None:
+    closing = await SqliteStore.open(db_path)
+    await closing.put(GW_A, {})
+    await closing.close()
+    await closing.close()  # idempotent
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("store-")]
+    with pytest.raises(StoreClosedError):
+        await closing.get(GW_A)
+    with pytest.raises(StoreClosedError):
+        await closing.put(GW_A, {})
+    with pytest.raises(StoreClosedError):
+        closing.watch(0)
