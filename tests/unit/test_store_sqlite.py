@@ -450,3 +450,23 @@ async def test_close_stops_everything(db_path: Path) -> None:
         await closing.put(GW_A, {})
     with pytest.raises(StoreClosedError):
         closing.watch(0)
+
+
+async def test_watch_reads_long_histories_in_batches(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("meshgate.store.sqlite._WATCH_BATCH_REVISIONS", 2)
+    await store.commit([Put(GW_A, {}), Put(GW_B, {})])
+    for i in range(4):
+        await store.put(SVC, {"i": i})
+    events = await take(store.watch(0), 6)
+    assert [e.revision for e in events] == [1, 1, 2, 3, 4, 5]
+
+
+async def test_a_consumer_may_stop_iterating(store: SqliteStore) -> None:
+    await store.put(GW_A, {})
+    async for event in store.watch(0):
+        assert event.key == GW_A
+        break
+    await store.put(GW_B, {})  # the abandoned watch holds nothing up
+    assert await store.revision() == 2

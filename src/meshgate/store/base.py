@@ -148,14 +148,21 @@ class Store(Protocol):
     ) -> Record: ...
 
     async def delete(self, key: Key, *, expect_revision: int | None = None) -> bool:
-        """True if deleted; False if absent and `expect_revision` is None."""
+        """True if deleted; False if absent and `expect_revision` is None. With a compare, an
+        absent key raises NotFoundError and a different revision ConflictError."""
         ...
 
     async def commit(self, ops: Sequence[Op]) -> int:
-        """Apply all ops or none; return the transaction's revision."""
+        """Apply all ops or none, under one new revision, which is returned. Compares are all
+        checked first; the first failing one raises ConflictError. A transaction that changes
+        nothing (no ops, or only deletes of absent keys) returns the current revision. A key
+        may appear only once (ValueError otherwise), as in etcd."""
         ...
 
-    async def revision(self) -> int: ...
+    async def revision(self) -> int:
+        """The current global revision. To list and then follow changes without a gap, take it
+        *before* listing and watch from it: replaying a change already listed is harmless."""
+        ...
 
     def watch(
         self, from_revision: int, kinds: Collection[str] | None = None
@@ -163,10 +170,18 @@ class Store(Protocol):
         """Every event after `from_revision`, in order, then live ones until the store closes."""
         ...
 
-    async def grant_lease(self, ttl_seconds: float) -> int: ...
+    async def grant_lease(self, ttl_seconds: float) -> int:
+        """A new lease id (opaque; never reused). Keys put with it go when it expires."""
+        ...
 
-    async def keepalive(self, lease: int) -> None: ...
+    async def keepalive(self, lease: int) -> None:
+        """Restart the lease's TTL; NotFoundError if it is unknown or already expired."""
+        ...
 
-    async def revoke(self, lease: int) -> None: ...
+    async def revoke(self, lease: int) -> None:
+        """End the lease now, deleting its keys under one revision; NotFoundError if unknown."""
+        ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release everything; later calls raise StoreClosedError and live watches end."""
+        ...
