@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,14 @@ async def seed_manifests(store: Store, paths: Sequence[Path], *, allow_raw_acl: 
     return len(ops)
 
 
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the node stops everything it started itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def run_node(options: NodeOptions) -> None:
     data_dir = options.data_dir.resolve()
     run_dir = data_dir / "run"
@@ -88,10 +96,9 @@ async def run_node(options: NodeOptions) -> None:
             store, allow_raw_acl=options.allow_raw_acl, token=options.token, readiness=readiness,
             extra_routers=[metrics_router(metrics)],
         )
-        server = uvicorn.Server(
+        server = _ApiServer(
             uvicorn.Config(app, host=options.api_host, port=options.api_port, log_level="warning")
         )
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -101,16 +108,12 @@ async def run_node(options: NodeOptions) -> None:
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         server.should_exit = True
+        stopper.cancel()
         for task in tasks:
             if task not in done:
                 task.cancel()
-        stopper.cancel()
-        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for task in done:
-            if task is not stopper and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
     finally:
         await supervisor.stop()
         await store.close()

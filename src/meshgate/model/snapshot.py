@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,8 +52,8 @@ class Target:
 def resolve_target(
     gateway: Gateway,
     route_name: str,
-    services: dict[tuple[str, str], Service],
-    gateways: dict[tuple[str, str], Gateway],
+    services: Mapping[tuple[str, str], Service],
+    gateways: Mapping[tuple[str, str], Gateway],
 ) -> Target:
     """What a route points at; services win over gateways of the same name (SPEC §1 rule 5)."""
     route = gateway.routes[route_name]

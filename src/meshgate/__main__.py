@@ -1,0 +1,5 @@
+"""`python -m meshgate` runs the CLI."""
+
+from meshgate.cli import main
+
+main()

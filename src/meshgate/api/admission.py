@@ -1,0 +1,130 @@
+"""Admission: whether a write may happen, decided before it touches the store. Pure.
+
+One document is checked on its own (`validate_resource`), then against what else exists: a
+gateway's port must not clash with the gateways already stored or with the others written in
+the same batch. Every problem found is reported, each with its field path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from meshgate.errors import Problem, ValidationFailed
+from meshgate.model import Gateway, Resource, resource_key, validate_resource
+from meshgate.model.snapshot import port_conflicts
+from meshgate.store import Record
+
+ResourceKey = tuple[str, str, str]
+
+
+def stored_gateways(records: Iterable[Record]) -> list[Gateway]:
+    """The gateways in `records` (values of kind `gateways`) as models.
+
+    Stored values passed admission when written; one that no longer validates (a rule got
+    stricter since) cannot serve as a reason to reject someone else's write, so it is skipped.
+    """
+    gateways = []
+    for record in records:
+        try:
+            resource = validate_resource(record.value, allow_raw_acl=True, kind="gateway")
+        except ValidationFailed:
+            continue
+        if isinstance(resource, Gateway):
+            gateways.append(resource)
+    return gateways
+
+
+def admit(
+    data: Any,
+    *,
+    kind: str,
+    name: str | None,
+    namespace: str | None,
+    others: Iterable[Gateway] = (),
+    allow_raw_acl: bool = False,
+) -> Resource:
+    """Validate one document written to /api/v1/{kind}[/{name}][?namespace=].
+
+    `kind` is singular. `name` and `namespace` come from the URL (None when it has none); the
+    body may omit them, and when it repeats them they must agree. `others` are the gateways
+    already stored (the resource's own stored version may be among them; it is ignored).
+    """
+    if not isinstance(data, Mapping):
+        raise ValidationFailed([Problem("", "the body must be one manifest document (a mapping)")])
+    filled = dict(data)
+    problems = []
+    for field, from_url, where in (("name", name, "URL"), ("namespace", namespace, "query")):
+        given = data.get(field)
+        if given is None:
+            if from_url is not None:
+                filled[field] = from_url
+        elif from_url is not None and given != from_url:
+            message = f"{given!r} does not match the {field} {from_url!r} in the {where}"
+            problems.append(Problem(field, message))
+    if problems:
+        raise ValidationFailed(problems)
+    resource = validate_resource(filled, allow_raw_acl=allow_raw_acl, kind=kind)
+    if isinstance(resource, Gateway):
+        conflicts = port_conflicts(resource, others)
+        if conflicts:
+            raise ValidationFailed(conflicts)
+    return resource
+
+
+def batch_conflicts(
+    resources: Sequence[tuple[int, Resource]], stored: Iterable[Gateway] = ()
+) -> list[tuple[int, Problem]]:
+    """Problems that only show when documents are seen together, as (document index, problem):
+    one resource written twice, and gateways whose ports clash with a stored gateway or an
+    earlier gateway of the batch. A stored gateway that the batch rewrites is not considered:
+    its new version is."""
+    problems: list[tuple[int, Problem]] = []
+    first_seen: dict[ResourceKey, int] = {}
+    for index, resource in resources:
+        key = resource_key(resource)
+        if key in first_seen:
+            what = f"{resource.kind} {resource.namespace}/{resource.name}"
+            problems.append((index, Problem("name", f"{what} is also document {first_seen[key]}")))
+        else:
+            first_seen[key] = index
+    unchanged = [g for g in stored if resource_key(g) not in first_seen]
+    earlier: list[Gateway] = []
+    for index, resource in resources:
+        if isinstance(resource, Gateway):
+            for problem in port_conflicts(resource, [*unchanged, *earlier]):
+                problems.append((index, problem))
+            earlier.append(resource)
+    return problems
+
+
+def admit_batch(
+    documents: Sequence[Any],
+    *,
+    stored: Iterable[Gateway] = (),
+    allow_raw_acl: bool = False,
+    prefix: str = "documents",
+) -> list[Resource]:
+    """Validate every document of an apply; all problems of all documents are raised together,
+    with paths under `prefix.N.` (N = the document's position)."""
+    if not documents:
+        raise ValidationFailed([Problem(prefix, "there are no documents to apply")])
+    valid: list[tuple[int, Resource]] = []
+    located: list[tuple[int, Problem]] = []
+    for index, data in enumerate(documents):
+        try:
+            valid.append((index, validate_resource(data, allow_raw_acl=allow_raw_acl)))
+        except ValidationFailed as exc:
+            located.extend((index, problem) for problem in exc.problems)
+    located.extend(batch_conflicts(valid, stored))
+    if located:
+        # Stable sort: each document's problems together, in document order.
+        located.sort(key=lambda item: item[0])
+        raise ValidationFailed(
+            [_under(f"{prefix}.{index}", problem) for index, problem in located]
+        )
+    return [resource for _, resource in valid]
+
+
+def _under(prefix: str, problem: Problem) -> Problem:
+    return Problem(f"{prefix}.{problem.path}" if problem.path else prefix, problem.message)

@@ -1,0 +1,213 @@
+"""Fixtures that run the real thing: meshgate nodes, HAProxy, demo backends, all on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+if shutil.which("haproxy") is None:  # pragma: no cover - CI installs it
+    pytest.skip("haproxy is not installed", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port}")
+
+
+class Backends:
+    """Demo backend processes, each answering with its name."""
+
+    def __init__(self) -> None:
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, port: int | None = None) -> int:
+        port = port or free_port()
+        self.processes[port] = subprocess.Popen(
+            [sys.executable, "-m", "meshgate.demo", "--name", name, "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(port)
+        return port
+
+    def stop(self, port: int) -> None:
+        process = self.processes.pop(port)
+        process.kill()
+        process.wait()
+
+    def stop_all(self) -> None:
+        for port in list(self.processes):
+            self.stop(port)
+
+
+@pytest.fixture
+def backends() -> Iterator[Backends]:
+    pool = Backends()
+    yield pool
+    pool.stop_all()
+
+
+class Node:
+    """A `meshgate up` process with its own data dir and API port."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.api_port = free_port()
+        self.url = f"http://127.0.0.1:{self.api_port}"
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+        self.api = httpx.Client(base_url=self.url, timeout=10)
+
+    def start(self) -> None:
+        log = (self.data_dir / "node.log").open("ab")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "meshgate", "up", "--data-dir", str(self.data_dir),
+             "--api", f"127.0.0.1:{self.api_port}", *self.extra],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"meshgate exited:\n{self.log()}")
+            try:
+                if self.api.get("/healthz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"meshgate did not become healthy:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def log(self) -> str:
+        path = self.data_dir / "node.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    # -- API helpers -------------------------------------------------------------------------
+
+    def apply(self, *documents: dict[str, Any]) -> list[dict[str, Any]]:
+        response = self.api.post("/api/v1/apply", json=list(documents))
+        assert response.status_code == 200, response.text
+        applied: list[dict[str, Any]] = response.json()["applied"]
+        for item in applied:
+            self.wait_applied(item["kind"], item["name"], item.get("namespace", "default"))
+        return applied
+
+    def get(self, kind: str, name: str, namespace: str = "default") -> dict[str, Any]:
+        response = self.api.get(
+            f"/api/v1/{kind}/{quote(name)}", params={"namespace": namespace}
+        )
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def wait_applied(self, kind: str, name: str, namespace: str = "default", timeout: float = 10) -> dict[str, Any]:
+        plural = kind if kind.endswith("s") else kind + "s"
+        deadline = time.monotonic() + timeout
+        while True:
+            resource = self.get(plural, name, namespace)
+            if resource["status"].get("applied"):
+                return resource
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{plural}/{name} not applied: {resource['status']}\n{self.log()}")
+            time.sleep(0.05)
+
+    def delete(self, kind: str, name: str, namespace: str = "default") -> None:
+        response = self.api.delete(f"/api/v1/{kind}/{quote(name)}", params={"namespace": namespace})
+        assert response.status_code in (204, 404), response.text
+
+    def haproxy_pids(self) -> tuple[int, list[int]]:
+        """(master pid, current worker pids), read from the master socket."""
+        from meshgate.haproxy.runtime import RuntimeClient  # noqa: PLC0415
+
+        import asyncio  # noqa: PLC0415
+
+        run = self.data_dir.resolve() / "run"
+        client = RuntimeClient(str(run / "admin.sock"), str(run / "master.sock"))
+        proc = asyncio.run(client.proc())
+        return proc.master_pid, [w.pid for w in proc.workers]
+
+
+def quote(name: str) -> str:
+    from urllib.parse import quote as url_quote  # noqa: PLC0415
+
+    return url_quote(name, safe="")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    running = Node(tmp_path_factory.mktemp("node"))
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def make_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    nodes: list[Node] = []
+
+    def factory(*extra: str, data_dir: Path | None = None) -> Node:
+        created = Node(data_dir or tmp_path / f"node{len(nodes)}", *extra)
+        nodes.append(created)
+        created.start()
+        return created
+
+    yield factory
+    for created in nodes:
+        created.stop()
+
+
+def count_served(url: str, requests: int, **kwargs: Any) -> dict[str, int]:
+    """Send `requests` GETs (fresh connection each, so every request is routed anew)."""
+    counts: dict[str, int] = {}
+    for _ in range(requests):
+        response = httpx.get(url, timeout=5, **kwargs)
+        key = response.text.strip() if response.status_code == 200 else str(response.status_code)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
