@@ -139,6 +139,7 @@ def test_shared_port_needs_disjoint_virtual_hosts() -> None:
         namespace=None,
         others=others,
     )
+    assert isinstance(admitted, Gateway)
     assert admitted.virtual_hosts == ["b.example.com"]
 
 

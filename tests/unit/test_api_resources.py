@@ -155,7 +155,9 @@ async def test_if_match_guards_replace_and_delete(client: httpx.AsyncClient) -> 
         url("gateways", "sava"), json=sava(balance="first"), headers={"If-Match": f'"{version}"'}
     )
     assert current.status_code == 200
-    missing = await client.put(url("gateways", "nope"), json={}, headers={"If-Match": "*"})
+    missing = await client.put(
+        url("gateways", "nope"), json=sava(name="nope", port=9071), headers={"If-Match": "*"}
+    )
     assert missing.status_code == 412
     delete_stale = await client.delete(url("gateways", "sava"), headers={"If-Match": "1"})
     assert delete_stale.status_code == 412
@@ -226,6 +228,31 @@ async def test_invalid_gateway_is_422_with_its_path(client: httpx.AsyncClient) -
     response = await client.post("/api/v1/gateways", json=document)
     assert response.status_code == 422
     assert errors(response)[0][0] == f"routes.{CANARY}.condition"
+
+
+def _with(route: str, **settings: Any) -> dict[str, Any]:
+    document = sava()
+    document["routes"][route].update(settings)
+    return document
+
+
+@pytest.mark.parametrize(
+    ("document", "path"),
+    [
+        (_with(STABLE, weight="heavy"), f"routes.{STABLE}.weight"),
+        (_with(STABLE, weight=50), "routes"),
+        (_with(CANARY, condition="host == a.com and"), f"routes.{CANARY}.condition"),
+        (sava(sticky="always"), "sticky"),
+        (sava(extra=True), "extra"),
+        (sava(port=0), "port.number"),
+    ],
+)
+async def test_each_kind_of_bad_input_is_422_with_its_path(
+    client: httpx.AsyncClient, document: dict[str, Any], path: str
+) -> None:
+    response = await client.post("/api/v1/gateways", json=document)
+    assert response.status_code == 422
+    assert [p for p, _ in errors(response)] == [path]
 
 
 async def test_raw_acl_is_allowed_when_the_server_allows_it(make_client: MakeClient) -> None:

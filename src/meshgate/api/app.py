@@ -23,6 +23,10 @@ from meshgate.store import Store, StoreError
 logger = logging.getLogger(__name__)
 
 Readiness = Callable[[], Awaitable[dict[str, Any]]]
+# Module level, not built per app: FastAPI resolves a dependency's annotations by name in this
+# module's globals.
+_bearer = HTTPBearer(auto_error=False, description="the token meshgate was started with")
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def _errors(status_code: int, errors: list[dict[str, str]], **headers: str) -> JSONResponse:
@@ -69,12 +73,9 @@ async def _store_failed(request: Request, exc: Exception) -> JSONResponse:
 
 def bearer_auth(token: str) -> Callable[..., Awaitable[None]]:
     """A dependency that admits requests carrying `Authorization: Bearer <token>`."""
-    scheme = HTTPBearer(auto_error=False, description="the token meshgate was started with")
     expected = token.encode()
 
-    async def require_token(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(scheme)],
-    ) -> None:
+    async def require_token(credentials: BearerCredentials) -> None:
         given = b"" if credentials is None else credentials.credentials.encode()
         # Constant time, so the token cannot be guessed one character at a time.
         if not secrets.compare_digest(given, expected):
