@@ -10,14 +10,21 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshgate.conditions import (
     MAX_LINE_WORDS,
+    And,
+    Condition,
     ConditionError,
+    Constant,
     CookieMatch,
+    CookiePresent,
     HeaderPresent,
     HostEquals,
     Not,
+    Or,
     PathMatch,
     RawAcl,
     SourceIn,
@@ -59,7 +66,10 @@ NOT_A, NOT_B, NOT_C = ("!" + t for t in (A, B, C))
         ("user-agent == Edge", "{ req.fhdr(user-agent) -m sub -i 'Edg' }"),
         ('user-agent == "Opera Mini"', "{ req.fhdr(user-agent) -m sub -i 'Opera Mini' }"),
         ("user-agent != Firefox", "!{ req.fhdr(user-agent) -m sub -i 'Firefox' }"),
-        ("host == Sava.Example.com", "{ req.hdr(host),field(1,:),lower -m str 'sava.example.com' }"),
+        (
+            "host == Sava.Example.com",
+            "{ req.hdr(host),field(1,:),lower -m str 'sava.example.com' }",
+        ),
         ("host misses a.com", "!{ req.hdr(host),field(1,:),lower -m str 'a.com' }"),
         ("has cookie beta", "{ req.cook(beta) -m found }"),
         ("misses cookie beta", "!{ req.cook(beta) -m found }"),
@@ -176,7 +186,7 @@ def test_six_choices_fit() -> None:
 
 
 def test_trees_built_by_hand_are_checked_too() -> None:
-    unsafe = [
+    unsafe: list[Condition] = [
         CookieMatch("a b", TextMatch.EQUALS, "x", 3),
         CookieMatch("a", TextMatch.EQUALS, "x' }\nbackend evil", 3),
         CookieMatch("a", TextMatch.PREFIX, "x", 3),
@@ -192,6 +202,56 @@ def test_trees_built_by_hand_are_checked_too() -> None:
         with pytest.raises(ConditionError) as caught:
             to_dnf(cond)
         assert caught.value.column == 3, cond
+
+
+# Random trees over four cookies: the OR of ANDs must agree with the tree on every request.
+COOKIES = "abcd"
+small_trees = st.recursive(
+    st.one_of(
+        st.sampled_from(COOKIES).map(lambda name: CookiePresent(name, 1)),
+        st.booleans().map(lambda value: Constant(value, 1)),
+    ),
+    lambda inner: st.one_of(
+        inner.map(lambda operand: Not(operand, 1)),
+        st.lists(inner, min_size=2, max_size=3).map(lambda ops: And(tuple(ops), 1)),
+        st.lists(inner, min_size=2, max_size=3).map(lambda ops: Or(tuple(ops), 1)),
+    ),
+    max_leaves=10,
+)
+
+
+def evaluate(cond: Condition, cookies: set[str]) -> bool:
+    if isinstance(cond, Constant):
+        return cond.value
+    if isinstance(cond, CookiePresent):
+        return cond.name in cookies
+    if isinstance(cond, Not):
+        return not evaluate(cond.operand, cookies)
+    if isinstance(cond, And):
+        return all(evaluate(op, cookies) for op in cond.operands)
+    assert isinstance(cond, Or)
+    return any(evaluate(op, cookies) for op in cond.operands)
+
+
+def evaluate_term(term: str, cookies: set[str]) -> bool:
+    name = term.split("req.cook(")[1][0]
+    return (name in cookies) != term.startswith("!")
+
+
+@settings(max_examples=300, deadline=None)
+@given(small_trees)
+def test_normal_form_means_the_same_as_the_tree(cond: Condition) -> None:
+    form = to_dnf(cond)
+    for mask in range(2 ** len(COOKIES)):
+        cookies = {name for bit, name in enumerate(COOKIES) if mask & (1 << bit)}
+        in_form = any(all(evaluate_term(t, cookies) for t in conj) for conj in form)
+        assert in_form == evaluate(cond, cookies)
+    # Simplified: no repeats, no contradictions, no conjunction implied by another.
+    sets = [frozenset(conj) for conj in form]
+    for index, conj in enumerate(sets):
+        assert len(conj) == len(form[index])
+        assert not any(("!" + t) in conj for t in conj)
+        assert not any(other <= conj for j, other in enumerate(sets) if j != index)
 
 
 # --- rendering ----------------------------------------------------------------------------------

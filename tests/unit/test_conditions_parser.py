@@ -61,7 +61,9 @@ COOKIE_C = ("CookiePresent", "c")
 # --- user-agent ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("subject", ["user-agent", "user.agent", "useragent", "USER-AGENT", "User.Agent"])
+@pytest.mark.parametrize(
+    "subject", ["user-agent", "user.agent", "useragent", "USER-AGENT", "User.Agent"]
+)
 @pytest.mark.parametrize("operator", ["==", "=", "is", "IS"])
 def test_user_agent_positive_spellings(subject: str, operator: str) -> None:
     assert parse_condition(f"{subject} {operator} Firefox") == UserAgentContains("Firefox", 1)
@@ -334,7 +336,10 @@ def test_unterminated_raw_acl() -> None:
 def test_error_type_and_text() -> None:
     error = error_of("user-agent ==")
     assert isinstance(error, MeshgateError)
-    assert (error.column, error.message) == (14, "expected a value after '==', found end of condition")
+    assert (error.column, error.message) == (
+        14,
+        "expected a value after '==', found end of condition",
+    )
     assert str(error) == "column 14: expected a value after '==', found end of condition"
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.column, copy.message) == (14, error.message)
