@@ -1,0 +1,33 @@
+"""The `meshgate` command line (SPEC §2)."""
+
+from __future__ import annotations
+
+import click
+
+from meshgate.cli.common import Settings
+from meshgate.cli.local import render, up, validate, version
+from meshgate.cli.remote import apply, delete, get
+from meshgate.client import DEFAULT_SERVER
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--server",
+    envvar="MESHGATE_SERVER",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    help="meshgate server URL (env MESHGATE_SERVER)",
+)
+@click.option(
+    "--token", envvar="MESHGATE_TOKEN", default=None, help="bearer token (env MESHGATE_TOKEN)"
+)
+@click.pass_context
+def main(ctx: click.Context, server: str, token: str | None) -> None:
+    """meshgate: gateways for HAProxy, configured from manifests."""
+    ctx.obj = Settings(server=server, token=token or None)
+
+
+for command in (up, apply, get, delete, validate, render, version):
+    main.add_command(command)
+
+__all__ = ["main"]

@@ -1,0 +1,148 @@
+"""The commands that need no server: validate, render, version, and up (which is the server)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+
+import click
+
+from meshgate import __version__
+from meshgate.cli.common import Settings, fail, manifest_paths
+from meshgate.cli.manifests import check_documents, read_documents
+from meshgate.errors import MeshgateError
+from meshgate.model import ManifestError, Resource
+
+CONFIG_FILE = "haproxy.cfg"
+DEFAULT_API = "127.0.0.1:7700"
+
+allow_raw_acl_option = click.option(
+    "--allow-raw-acl", is_flag=True, help="accept Vamp's raw '< acl >' conditions"
+)
+
+
+def _checked(paths: tuple[Path, ...], allow_raw_acl: bool) -> list[Resource]:
+    try:
+        return check_documents(read_documents(paths), allow_raw_acl=allow_raw_acl)
+    except ManifestError as exc:
+        fail(exc.lines())
+
+
+@click.command()
+@manifest_paths
+@allow_raw_acl_option
+def validate(paths: tuple[Path, ...], allow_raw_acl: bool) -> None:
+    """Check manifests offline, each document and the ports they share."""
+    count = len(_checked(paths, allow_raw_acl))
+    click.echo(f"{count} document{'' if count == 1 else 's'} valid")
+
+
+@click.command()
+@manifest_paths
+@allow_raw_acl_option
+def render(paths: tuple[Path, ...], allow_raw_acl: bool) -> None:
+    """Print the HAProxy configuration the manifests compile to (offline)."""
+    resources = _checked(paths, allow_raw_acl)
+    # Imported here: the compiler is only needed by this command.
+    from meshgate.compiler import render_manifests
+
+    try:
+        files = render_manifests(resources)
+    except MeshgateError as exc:
+        fail([f"cannot render: {exc}"])
+    names = sorted(files, key=lambda name: name != CONFIG_FILE)  # haproxy.cfg first, stable
+    for name in names:
+        if name != CONFIG_FILE:
+            click.echo(f"# --- {name} ---")
+        content = files[name]
+        click.echo(content, nl=not content.endswith("\n"))
+
+
+def haproxy_version() -> str | None:
+    """The first line of `haproxy -v`, if an haproxy is on PATH and answers."""
+    binary = shutil.which("haproxy")
+    if binary is None:
+        return None
+    try:
+        result = subprocess.run(
+            [binary, "-v"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    return lines[0].strip() if lines else None
+
+
+@click.command()
+def version() -> None:
+    """Print meshgate's version, and HAProxy's if it is installed."""
+    click.echo(f"meshgate {__version__}")
+    found = haproxy_version()
+    if found:
+        click.echo(found)
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[IPv6]:PORT`, `:PORT` or `PORT` (host 127.0.0.1)."""
+    host, colon, port_text = value.rpartition(":")
+    if not colon:
+        host, port_text = "", value
+    host = host.strip("[]") or "127.0.0.1"
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT with a port from 1 to 65535")
+    return host, int(port_text)
+
+
+def _api_address(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
+    try:
+        return parse_host_port(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@click.option(
+    "-f", "--filename", "paths", multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="manifests to apply at start (files or directories); repeatable",
+)
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".meshgate"), show_default=True, help="where the store and run files live",
+)
+@click.option(
+    "--api", "api", default=DEFAULT_API, show_default=True, callback=_api_address,
+    help="address the REST API listens on",
+)
+@allow_raw_acl_option
+@click.option("--token", default=None, help="require this bearer token from API clients")
+@click.pass_obj
+def up(
+    settings: Settings,
+    paths: tuple[Path, ...],
+    data_dir: Path,
+    api: tuple[str, int],
+    allow_raw_acl: bool,
+    token: str | None,
+) -> None:
+    """Run the store, the API, the agent and HAProxy on this machine until interrupted."""
+    # Imported here: the node pulls in uvicorn and the agent, which no other command needs.
+    from meshgate.node import NodeOptions, run_node
+
+    options = NodeOptions(
+        data_dir=data_dir,
+        api_host=api[0],
+        api_port=api[1],
+        manifests=list(paths),
+        allow_raw_acl=allow_raw_acl,
+        # One MESHGATE_TOKEN serves both sides: the server requires what clients send.
+        token=token or settings.token,
+    )
+    try:
+        asyncio.run(run_node(options))
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(130) from None
+    except (MeshgateError, OSError) as exc:
+        fail([f"meshgate up: {exc}"])

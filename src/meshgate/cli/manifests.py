@@ -1,0 +1,92 @@
+"""Manifest files for the CLI: finding them, reading their documents, and checking them without a
+server, with every problem reported as `FILE:LINE: path: message`."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from meshgate.api.admission import batch_conflicts
+from meshgate.errors import Problem
+from meshgate.model import Document, ManifestError, Resource, load_documents, parse_text
+
+MANIFEST_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
+STDIN = Path("-")
+_BATCH_PATH = re.compile(r"^documents\.(\d+)(?:\.(.*))?$", re.DOTALL)
+
+
+def manifest_files(paths: Sequence[Path]) -> list[Path]:
+    """Files as given; a directory contributes its own *.yaml, *.yml and *.json files (not its
+    subdirectories'), sorted by name so that the order of documents is stable."""
+    files: list[Path] = []
+    for path in paths:
+        if path != STDIN and path.is_dir():
+            found = (p for p in path.iterdir() if p.suffix.lower() in MANIFEST_SUFFIXES)
+            files.extend(sorted(p for p in found if p.is_file()))
+        else:
+            files.append(path)
+    return files
+
+
+def _read(path: Path) -> tuple[str, str]:
+    """(source name, text) of one file, `-` being standard input."""
+    if path == STDIN:
+        return "<stdin>", sys.stdin.read()
+    try:
+        return str(path), path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ManifestError([(str(path), Problem("", f"cannot read: {reason}"))]) from None
+
+
+def read_documents(paths: Sequence[Path]) -> list[Document]:
+    """Every document of every manifest under `paths`; unreadable or unparsable files are all
+    reported together."""
+    documents: list[Document] = []
+    located: list[tuple[str, Problem]] = []
+    files = manifest_files(paths)
+    for path in files:
+        try:
+            source, text = _read(path)
+            documents.extend(parse_text(text, source))
+        except ManifestError as exc:
+            located.extend(exc.located)
+    if located:
+        raise ManifestError(located)
+    if not documents:
+        where = ", ".join(str(p) for p in paths)
+        raise ManifestError([(where, Problem("", "no manifest documents found"))])
+    return documents
+
+
+def check_documents(documents: Sequence[Document], *, allow_raw_acl: bool) -> list[Resource]:
+    """Validate each document, then the rules that span them (ports, duplicates), as the server
+    would for an apply of these documents onto an empty store."""
+    resources = load_documents(documents, allow_raw_acl=allow_raw_acl)
+    conflicts = batch_conflicts(list(enumerate(resources)))
+    if conflicts:
+        raise ManifestError(
+            [(_where(documents[index], problem.path), problem) for index, problem in conflicts]
+        )
+    return resources
+
+
+def _where(document: Document, path: str) -> str:
+    return f"{document.source}:{document.line_of(path)}"
+
+
+def locate(problems: Sequence[Problem], documents: Sequence[Document]) -> list[str]:
+    """The server's problems with an apply, placed in the files: `documents.N.path` becomes
+    `FILE:LINE: path` for the Nth document sent."""
+    lines = []
+    for problem in problems:
+        match = _BATCH_PATH.match(problem.path)
+        index = int(match.group(1)) if match else -1
+        if match is None or index >= len(documents):
+            lines.append(str(problem))
+            continue
+        inner = Problem(match.group(2) or "", problem.message)
+        lines.append(f"{_where(documents[index], inner.path)}: {inner}")
+    return lines

@@ -1,0 +1,74 @@
+"""How `meshgate get` prints resources: an aligned table, YAML or JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+
+def applied_state(resource: dict[str, Any]) -> str:
+    status = resource.get("status") or {}
+    if status.get("applied"):
+        return "yes"
+    if status.get("error") or status.get("errors") or status.get("state") == "invalid":
+        return "error"
+    return "no"
+
+
+def _instances(resource: dict[str, Any]) -> str:
+    reported = (resource.get("status") or {}).get("instances")
+    if isinstance(reported, list) and reported:
+        up = sum(1 for i in reported if isinstance(i, dict) and i.get("status") == "UP")
+        return f"{up}/{len(reported)} up"
+    return str(len(resource.get("instances") or []))
+
+
+def _row(kind: str, resource: dict[str, Any]) -> list[str]:
+    start = [str(resource.get("name", "")), str(resource.get("namespace", ""))]
+    end = [str(resource.get("version", "")), applied_state(resource)]
+    if kind == "gateways":
+        hosts = ",".join(resource.get("virtual_hosts") or []) or "-"
+        routes = str(len(resource.get("routes") or {}))
+        return [*start, str(resource.get("port", "")), hosts, routes, *end]
+    if kind == "services":
+        return [*start, str(resource.get("mode", "")), _instances(resource), *end]
+    return [*start, *end]
+
+
+def _header(kind: str) -> list[str]:
+    if kind == "gateways":
+        return ["NAME", "NAMESPACE", "PORT", "HOSTS", "ROUTES", "VERSION", "APPLIED"]
+    if kind == "services":
+        return ["NAME", "NAMESPACE", "MODE", "INSTANCES", "VERSION", "APPLIED"]
+    return ["NAME", "NAMESPACE", "VERSION", "APPLIED"]
+
+
+def table(kind: str, resources: Sequence[dict[str, Any]]) -> str:
+    rows = [_header(kind)] + [_row(kind, r) for r in resources]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def as_yaml(data: dict[str, Any] | Sequence[dict[str, Any]]) -> str:
+    """One resource as a YAML document; several as a multi-document stream."""
+    if isinstance(data, dict):
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n")
+    return yaml.safe_dump_all(list(data), sort_keys=False, allow_unicode=True).rstrip("\n")
+
+
+def as_json(data: dict[str, Any] | Sequence[dict[str, Any]]) -> str:
+    return json.dumps(data if isinstance(data, dict) else list(data), indent=2)
+
+
+def render(kind: str, data: dict[str, Any] | Sequence[dict[str, Any]], fmt: str) -> str:
+    if fmt == "yaml":
+        return as_yaml(data)
+    if fmt == "json":
+        return as_json(data)
+    return table(kind, [data] if isinstance(data, dict) else data)

@@ -1,0 +1,139 @@
+"""A small synchronous client of the REST API (SPEC §3), as the CLI uses it.
+
+Transport failures and error answers become the project's own exceptions here, so callers deal
+with "unreachable" and "the server said no (these problems)" and never with httpx.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from meshgate.errors import MeshgateError, Problem
+
+DEFAULT_SERVER = "http://127.0.0.1:7700"
+
+
+class ClientError(MeshgateError):
+    """A request did not succeed. `problems` are what to show the user."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+class UnreachableError(ClientError):
+    """Nothing answered at the server address."""
+
+    def __init__(self, server: str, reason: str) -> None:
+        self.server = server
+        super().__init__([Problem("", f"cannot reach meshgate at {server}: {reason}")])
+
+
+class ApiError(ClientError):
+    """The server answered with an error status."""
+
+    def __init__(self, status_code: int, problems: list[Problem]) -> None:
+        self.status_code = status_code
+        super().__init__(problems)
+
+
+def _problems(response: httpx.Response) -> list[Problem]:
+    try:
+        errors = response.json()["errors"]
+        return [Problem(str(e.get("path", "")), str(e["message"])) for e in errors]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        # Not our error shape (a proxy in between, or not a meshgate server at all).
+        text = response.text.strip()[:200] or response.reason_phrase
+        return [Problem("", f"HTTP {response.status_code}: {text}")]
+
+
+def _json(response: httpx.Response, field: str) -> Any:
+    """`field` of a JSON object answer; anything else means we are not talking to meshgate."""
+    try:
+        return response.json()[field]
+    except (ValueError, KeyError, TypeError):
+        where = str(response.request.url)
+        raise ClientError([Problem("", f"unexpected answer from {where}")]) from None
+
+
+def _name_path(kind: str, name: str) -> str:
+    # Names contain '/' and ':'; encoded, they stay one path segment on the way through.
+    return f"/api/v1/{kind}/{quote(name, safe='')}"
+
+
+class MeshgateClient:
+    """Client of one server. `kind` arguments are plural API kinds (`gateways`, `services`)."""
+
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=self.server, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> MeshgateClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def apply(self, documents: Sequence[Any]) -> list[dict[str, Any]]:
+        """POST /api/v1/apply; one `{kind, namespace, name, version, result}` per document."""
+        # YAML can hold values JSON cannot (dates); as text they fail validation with a path,
+        # where an encoder error would only say "not serializable".
+        body = json.dumps({"documents": list(documents)}, default=str)
+        response = self._request(
+            "POST", "/api/v1/apply", content=body, headers={"Content-Type": "application/json"}
+        )
+        applied: list[dict[str, Any]] = _json(response, "applied")
+        return applied
+
+    def list(self, kind: str, *, namespace: str = "default") -> list[dict[str, Any]]:
+        response = self._request("GET", f"/api/v1/{kind}", params={"namespace": namespace})
+        items: list[dict[str, Any]] = _json(response, "items")
+        return items
+
+    def get(self, kind: str, name: str, *, namespace: str = "default") -> dict[str, Any]:
+        response = self._request("GET", _name_path(kind, name), params={"namespace": namespace})
+        _json(response, "name")  # only to check that the answer is a resource
+        resource: dict[str, Any] = response.json()
+        return resource
+
+    def delete(self, kind: str, name: str, *, namespace: str = "default") -> None:
+        self._request("DELETE", _name_path(kind, name), params={"namespace": namespace})
+
+    def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **options)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise UnreachableError(self.server, str(exc) or type(exc).__name__) from None
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            message = f"meshgate at {self.server} failed: {reason}"
+            raise ClientError([Problem("", message)]) from None
+        if response.is_error:
+            raise ApiError(response.status_code, _problems(response))
+        return response
