@@ -423,3 +423,38 @@ async def test_openapi_documents_the_manifest_models(client: httpx.AsyncClient) 
     assert {"Gateway", "Service"} <= set(schema["components"]["schemas"])
     create = schema["paths"]["/api/v1/{kind}"]["post"]
     assert "application/yaml" in create["requestBody"]["content"]
+
+
+async def test_oversized_bodies_are_413(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("meshgate.api.bodies.MAX_BODY_BYTES", 64)
+    response = await client.post("/api/v1/gateways", json=sava())
+    assert response.status_code == 413
+    assert "larger than 64 bytes" in errors(response)[0][1]
+
+
+async def test_framework_validation_errors_have_the_same_shape(make_client: MakeClient) -> None:
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.get("/api/v1/echo")
+    async def echo(limit: int) -> dict[str, int]:
+        return {"limit": limit}
+
+    client = await make_client(extra_routers=[router])
+    response = await client.get("/api/v1/echo?limit=many")
+    assert response.status_code == 422
+    assert [path for path, _ in errors(response)] == ["limit"]
+
+
+async def test_apply_wrapper_must_hold_a_list_and_nothing_else(client: httpx.AsyncClient) -> None:
+    not_a_list = await client.post("/api/v1/apply", json={"documents": sava()})
+    assert [p for p, _ in errors(not_a_list)] == ["documents"]
+    extra = await client.post("/api/v1/apply", json={"documents": [sava()], "prune": True})
+    assert errors(extra) == [("prune", "unknown field")]
+    empty = await client.post("/api/v1/apply", json=[])
+    assert empty.status_code == 422
+    single = await client.post("/api/v1/apply", json=sava())
+    assert single.json()["applied"][0]["result"] == "created"
