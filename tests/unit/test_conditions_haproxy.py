@@ -32,6 +32,7 @@ from meshgate.conditions import (
     UserAgentContains,
     count_words,
     parse_condition,
+    render_alternatives,
     render_condition,
     to_dnf,
 )
@@ -281,6 +282,12 @@ def test_render_always() -> None:
 
 def test_render_does_not_repeat_a_guard() -> None:
     assert render_condition(((A, B),), [A]) == f"{A} {B}"
+
+
+def test_render_alternatives_one_text_per_conjunction() -> None:
+    assert render_alternatives(((A,), (B, C)), ["{ g }"]) == [f"{{ g }} {A}", f"{{ g }} {B} {C}"]
+    assert render_alternatives(()) == []
+    assert render_alternatives(((A,), ())) == ["{ always_true }"]
 
 
 def test_count_words() -> None:

@@ -208,6 +208,10 @@ def test_invalid_regex_is_reported_at_the_value() -> None:
     assert "invalid regular expression" in error.message
 
 
+def test_regex_that_python_only_warns_about_is_accepted() -> None:
+    assert parse_condition('path matches "[[a]"') == PathMatch(TextMatch.REGEX, "[[a]", 1)
+
+
 @pytest.mark.parametrize("method", ["G3T", "GÉT", "A" * 21])
 def test_invalid_method(method: str) -> None:
     assert error_of(f"method == {method}").column == 11

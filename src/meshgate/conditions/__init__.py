@@ -34,6 +34,7 @@ from meshgate.conditions.haproxy import (
     MAX_LINE_WORDS,
     Dnf,
     count_words,
+    render_alternatives,
     render_condition,
     to_dnf,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "UserAgentContains",
     "count_words",
     "parse_condition",
+    "render_alternatives",
     "render_condition",
     "requires_http",
     "to_dnf",

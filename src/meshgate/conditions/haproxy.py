@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 
 from meshgate.conditions.ast import (
@@ -107,7 +108,11 @@ def check_regex(pattern: str, column: int) -> str:
     # Backslashes are the point of a regular expression, and are literal inside single quotes.
     check_value(pattern, column, allow_backslash=True)
     try:
-        re.compile(pattern)
+        # Python warns about patterns whose meaning may change in its own future versions
+        # ("possible nested set"); HAProxy compiles with PCRE, so only hard errors count.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            re.compile(pattern)
     except re.error as error:
         raise ConditionError(
             f"invalid regular expression {_show(pattern)}: {error.msg}", column
@@ -353,8 +358,17 @@ def render_condition(dnf: Dnf, guards: Sequence[str] = ()) -> str | None:
     None when `dnf` is never true (the caller leaves the rule out). An always-true conjunction
     with no guards needs a term of its own, `{ always_true }`, because `if` wants one.
     """
-    if not dnf:
-        return None
+    alternatives = render_alternatives(dnf, guards)
+    return " || ".join(alternatives) if alternatives else None
+
+
+def render_alternatives(dnf: Dnf, guards: Sequence[str] = ()) -> list[str]:
+    """One condition text per conjunction, each with the guards; empty when never true.
+
+    For callers that write one rule per alternative instead of one `||` line: equivalent when
+    the first matching rule wins (or the action is idempotent), and it keeps lines under
+    HAProxy's `MAX_LINE_WORDS` where guards repeated in every conjunction would not.
+    """
     if any(not conjunction for conjunction in dnf):
         # One conjunction that always holds makes the others irrelevant.
         dnf = ((),)
@@ -362,7 +376,7 @@ def render_condition(dnf: Dnf, guards: Sequence[str] = ()) -> str | None:
     for conjunction in dnf:
         terms = list(dict.fromkeys([*guards, *conjunction]))
         alternatives.append(" ".join(terms) if terms else "{ always_true }")
-    return " || ".join(alternatives)
+    return alternatives
 
 
 def count_words(text: str) -> int:
