@@ -28,11 +28,14 @@ from meshgate.model.values import FieldError, check_port, parse_percentage, spli
 
 MAX_ROUTES = 64
 _BALANCE_PLAIN = {"roundrobin", "static-rr", "leastconn", "first", "source", "random", "uri"}
-_BALANCE_ARG = re.compile(r"^(url_param|hdr)\(([^()]*)\)$")
-_REWRITE = re.compile(r"^(?P<path>\S+)(?:\s+if\s+(?P<condition>.+))?$", re.DOTALL)
+_BALANCE_ARG = re.compile(r"^(url_param|hdr)\(([^()]*)\)\Z")
+_REWRITE = re.compile(r"^(?P<path>\S+)(?:\s+if\s+(?P<condition>.+))?\Z", re.DOTALL)
 # A rewritten path is a literal URL path that may splice in %[path] and %[query], nothing else.
-_REWRITE_PATH = re.compile(r"^(?:%\[path\]|%\[query\]|[A-Za-z0-9/._~!&()*+,;=:@-])+$")
-_INLINE_TARGET = re.compile(r"^\[(.+)\]$")
+_REWRITE_PATH = re.compile(r"^(?:%\[path\]|%\[query\]|[A-Za-z0-9/._~!&()*+,;=:@-])+\Z")
+# `[host:port]` (IPv6 as `[[::1]:80]`, or plainly `[::1]:80`); route names reach the config as
+# written, so only endpoint characters are allowed.
+_INLINE_TARGET = re.compile(r"^\[([A-Za-z0-9.:\[\]-]+)\]\Z")
+_IPV6_TARGET = re.compile(r"^\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}\Z")
 
 
 def check_balance(value: str) -> str:
@@ -172,6 +175,8 @@ class Route(Model):
 
 def inline_endpoint(route_name: str) -> tuple[str, int] | None:
     """The (address, port) of a `[host:port]` route name, or None for a named target."""
+    if _IPV6_TARGET.match(route_name):
+        return split_endpoint(route_name)
     match = _INLINE_TARGET.match(route_name)
     return split_endpoint(match.group(1)) if match else None
 
@@ -217,9 +222,13 @@ class Gateway(Model):
     @classmethod
     def _bind(cls, value: str) -> str:
         try:
-            return str(ipaddress.ip_address(value.strip()))
+            address = str(ipaddress.ip_address(value.strip()))
         except ValueError:
-            raise ValueError(f"{value!r} is not an IP address to listen on") from None
+            address = ""
+        # Python accepts an IPv6 scope id ("fe80::1%eth0") of any text, newlines included.
+        if not address or "%" in address:
+            raise ValueError(f"{value!r} is not an IP address to listen on")
+        return address
 
     @field_validator("virtual_hosts")
     @classmethod

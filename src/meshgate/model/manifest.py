@@ -35,16 +35,28 @@ class Document:
         """Best-known line of a dotted field path (the document's line if it cannot be found)."""
         node = self.node
         line = self.line
-        for part in _split_path(path):
+        parts = _split_path(path)
+        while parts:
             if isinstance(node, yaml.MappingNode):
-                found = next((v for k, v in node.value if str(k.value) == part), None)
-                key_node = next((k for k, v in node.value if str(k.value) == part), None)
-                if found is None or key_node is None:
+                # Keys may contain '.' themselves (route names such as `sava:1.0/sava/port`):
+                # take the longest run of parts that names a key.
+                entry = None
+                for size in range(len(parts), 0, -1):
+                    key = ".".join(parts[:size])
+                    entry = next(((k, v) for k, v in node.value if str(k.value) == key), None)
+                    if entry is not None:
+                        break
+                if entry is None:
                     break
-                line, node = key_node.start_mark.line + 1, found
-            elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
-                node = node.value[int(part)]
-                line = node.start_mark.line + 1
+                key_node, node = entry
+                line, parts = key_node.start_mark.line + 1, parts[size:]
+            elif (
+                isinstance(node, yaml.SequenceNode)
+                and parts[0].isdigit()
+                and int(parts[0]) < len(node.value)
+            ):
+                node = node.value[int(parts[0])]
+                line, parts = node.start_mark.line + 1, parts[1:]
             else:
                 break
         return line
@@ -62,8 +74,8 @@ class ManifestError(ValidationFailed):
 
 
 def _split_path(path: str) -> list[str]:
-    # Route names contain '.', so a dotted path is ambiguous; the loader keeps real tuples where
-    # it can, and this split is only used to find a line, where a near miss is harmless.
+    # Route names contain '.', so a dotted path is ambiguous; `Document.line_of` resolves that
+    # against the keys actually present.
     return [p for p in path.split(".") if p]
 
 

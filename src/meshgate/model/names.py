@@ -2,6 +2,8 @@
 
 Names end up in proxy names, map keys, cookie values and comments, so the alphabet is kept to
 characters that are inert in all of those places: no spaces, quotes, `#`, `%`, `$` or newlines.
+Patterns end in `\\Z`, not `$`: `$` also matches before a trailing newline, which would let a
+name ending in a newline through.
 """
 
 from __future__ import annotations
@@ -9,11 +11,11 @@ from __future__ import annotations
 import re
 
 SEGMENT = r"[A-Za-z0-9._:-]+"
-RESOURCE_NAME = re.compile(rf"^{SEGMENT}(/{SEGMENT}){{0,3}}$")
-NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$")
-HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RESOURCE_NAME = re.compile(rf"^{SEGMENT}(/{SEGMENT}){{0,3}}\Z")
+NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}\Z")
+HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 MAX_NAME_LENGTH = 200
 
 DEFAULT_NAMESPACE = "default"

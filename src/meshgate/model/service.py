@@ -25,9 +25,10 @@ DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
 
 # Values that HAProxy receives inside quotes or as bare words in check directives: printable
 # ASCII without quotes, backslashes, '#', '%' or '$' (which HAProxy may expand or treat as syntax).
-_CHECK_PATH = re.compile(r"^/[A-Za-z0-9/._~!&()*+,;=:@?-]{0,1023}$")
-_CHECK_TEXT = re.compile(r"^[A-Za-z0-9 ._~!&()*+,;=:@?/<>\[\]{}|^-]{1,256}$")
-_STATUS_RANGE = re.compile(r"^([1-5]\d\d)(?:-([1-5]\d\d))?$")
+_CHECK_PATH = re.compile(r"^/[A-Za-z0-9/._~!&()*+,;=:@?-]{0,1023}\Z")
+_CHECK_TEXT = re.compile(r"^[A-Za-z0-9 ._~!&()*+,;=:@?/<>\[\]{}|^-]{1,256}\Z")
+# [0-9], not \d: \d also matches non-ASCII digits, which would reach the config as written.
+_STATUS_RANGE = re.compile(r"^([1-5][0-9][0-9])(?:-([1-5][0-9][0-9]))?\Z")
 
 
 class Model(BaseModel):
@@ -101,8 +102,9 @@ class HealthCheck(Model):
     @field_validator("method")
     @classmethod
     def _method(cls, value: str) -> str:
+        # Checked before upper-casing: str.upper() turns some non-ASCII letters into ASCII ones.
         method = value.upper()
-        if not re.fullmatch(r"[A-Z]{1,20}", method):
+        if not value.isascii() or not re.fullmatch(r"[A-Z]{1,20}", method):
             raise ValueError(f"{value!r} is not an HTTP method")
         return method
 
@@ -111,9 +113,11 @@ class HealthCheck(Model):
     def _host(cls, value: str | None) -> str | None:
         return None if value is None else normalize_address(value)
 
-    @field_validator("expect_status")
+    @field_validator("expect_status", mode="before")
     @classmethod
     def _status(cls, value: str | int) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValueError("expected a status code or range such as 200-399")
         text = str(value).strip()
         match = _STATUS_RANGE.match(text)
         if not match or (match.group(2) and int(match.group(2)) < int(match.group(1))):

@@ -56,9 +56,14 @@ def normalize_address(value: str) -> str:
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
     try:
-        return str(ipaddress.ip_address(text))
+        address = str(ipaddress.ip_address(text))
     except ValueError:
         pass
+    else:
+        # Python accepts an IPv6 scope id ("fe80::1%eth0") of any text, newlines included.
+        if "%" in address:
+            raise ValueError(f"{value!r}: IPv6 scope ids are not supported")
+        return address
     try:
         return normalize_hostname(text, allow_wildcard=False)
     except ValueError:
