@@ -93,6 +93,9 @@ def parse_text(text: str, source: str = "<input>") -> list[Document]:
         if node is None:
             continue
         data = yaml.SafeLoader(text).construct_document(node)
+        if data is None:
+            # An empty document, as between `---` separators or after a trailing `---`.
+            continue
         documents.append(Document(data, source, node.start_mark.line + 1, node))
     return documents
 
