@@ -40,7 +40,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: DemoServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         return  # quiet: thousands of requests per test
 
     def _answer(self) -> None:
@@ -92,7 +92,7 @@ if __name__ == "__main__":
 
 def start_demo_backends(host: str = "127.0.0.1") -> list[DemoServer]:
     """The demo's two versions of sava, served from threads of the calling process."""
-    import threading  # noqa: PLC0415
+    import threading
 
     servers = [DemoServer("sava 1.0", host, 8081), DemoServer("sava 1.1", host, 8082)]
     for server in servers:

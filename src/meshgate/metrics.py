@@ -21,18 +21,22 @@ class ControlPlaneMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.reconciles = Counter(
-            "meshgate_reconciles_total", "Reconcile passes, by outcome", ["outcome"],
+            "meshgate_reconciles_total",
+            "Reconcile passes, by outcome",
+            ["outcome"],
             registry=self.registry,
         )
         self.reconcile_seconds = Histogram(
-            "meshgate_reconcile_duration_seconds", "Time from reading the store to HAProxy obeying",
+            "meshgate_reconcile_duration_seconds",
+            "Time from reading the store to HAProxy obeying",
             registry=self.registry,
         )
         self.reloads = Counter(
             "meshgate_haproxy_reloads_total", "HAProxy reloads and starts", registry=self.registry
         )
         self.runtime_commands = Counter(
-            "meshgate_runtime_commands_total", "Changes applied through the runtime API",
+            "meshgate_runtime_commands_total",
+            "Changes applied through the runtime API",
             registry=self.registry,
         )
         self.rejected = Counter(
@@ -41,7 +45,9 @@ class ControlPlaneMetrics:
             registry=self.registry,
         )
         self.gateways = Gauge(
-            "meshgate_gateways", "Gateways, by whether the data plane serves them", ["state"],
+            "meshgate_gateways",
+            "Gateways, by whether the data plane serves them",
+            ["state"],
             registry=self.registry,
         )
 

@@ -82,7 +82,9 @@ async def run_node(options: NodeOptions) -> None:
     agent = Agent(store, Driver(supervisor, runtime, run_dir), metrics)
     try:
         if options.manifests:
-            changed = await seed_manifests(store, options.manifests, allow_raw_acl=options.allow_raw_acl)
+            changed = await seed_manifests(
+                store, options.manifests, allow_raw_acl=options.allow_raw_acl
+            )
             log.info("manifests applied", changed=changed)
 
         async def readiness() -> dict[str, Any]:
@@ -93,7 +95,10 @@ async def run_node(options: NodeOptions) -> None:
             }
 
         app = create_app(
-            store, allow_raw_acl=options.allow_raw_acl, token=options.token, readiness=readiness,
+            store,
+            allow_raw_acl=options.allow_raw_acl,
+            token=options.token,
+            readiness=readiness,
             extra_routers=[metrics_router(metrics)],
         )
         server = _ApiServer(

@@ -87,8 +87,17 @@ class Node:
         log = (self.data_dir / "node.log").open("ab")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "meshgate", "up", "--data-dir", str(self.data_dir),
-             "--api", f"127.0.0.1:{self.api_port}", *self.extra],
+            [
+                sys.executable,
+                "-m",
+                "meshgate",
+                "up",
+                "--data-dir",
+                str(self.data_dir),
+                "--api",
+                f"127.0.0.1:{self.api_port}",
+                *self.extra,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -133,14 +142,14 @@ class Node:
         return applied
 
     def get(self, kind: str, name: str, namespace: str = "default") -> dict[str, Any]:
-        response = self.api.get(
-            f"/api/v1/{kind}/{quote(name)}", params={"namespace": namespace}
-        )
+        response = self.api.get(f"/api/v1/{kind}/{quote(name)}", params={"namespace": namespace})
         assert response.status_code == 200, response.text
         result: dict[str, Any] = response.json()
         return result
 
-    def wait_applied(self, kind: str, name: str, namespace: str = "default", timeout: float = 10) -> dict[str, Any]:
+    def wait_applied(
+        self, kind: str, name: str, namespace: str = "default", timeout: float = 10
+    ) -> dict[str, Any]:
         plural = kind if kind.endswith("s") else kind + "s"
         deadline = time.monotonic() + timeout
         while True:
@@ -148,7 +157,9 @@ class Node:
             if resource["status"].get("applied"):
                 return resource
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{plural}/{name} not applied: {resource['status']}\n{self.log()}")
+                raise TimeoutError(
+                    f"{plural}/{name} not applied: {resource['status']}\n{self.log()}"
+                )
             time.sleep(0.05)
 
     def delete(self, kind: str, name: str, namespace: str = "default") -> None:
@@ -157,9 +168,9 @@ class Node:
 
     def haproxy_pids(self) -> tuple[int, list[int]]:
         """(master pid, current worker pids), read from the master socket."""
-        from meshgate.haproxy.runtime import RuntimeClient  # noqa: PLC0415
+        import asyncio
 
-        import asyncio  # noqa: PLC0415
+        from meshgate.haproxy.runtime import RuntimeClient
 
         run = self.data_dir.resolve() / "run"
         client = RuntimeClient(str(run / "admin.sock"), str(run / "master.sock"))
@@ -168,7 +179,7 @@ class Node:
 
 
 def quote(name: str) -> str:
-    from urllib.parse import quote as url_quote  # noqa: PLC0415
+    from urllib.parse import quote as url_quote
 
     return url_quote(name, safe="")
 
@@ -208,6 +219,13 @@ def count_served(url: str, requests: int, **kwargs: Any) -> dict[str, int]:
 
 @pytest.fixture(autouse=True)
 def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    for variable in (
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ):
         monkeypatch.delenv(variable, raising=False)
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")

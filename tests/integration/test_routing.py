@@ -17,8 +17,13 @@ FAST_CHECK = {"type": "http", "path": "/health", "interval": "200ms", "rise": 1,
 
 
 def service(name: str, *ports: int, **extra: Any) -> dict[str, Any]:
-    return {"kind": "service", "name": name, "instances": [f"127.0.0.1:{p}" for p in ports],
-            "health_check": FAST_CHECK, **extra}
+    return {
+        "kind": "service",
+        "name": name,
+        "instances": [f"127.0.0.1:{p}" for p in ports],
+        "health_check": FAST_CHECK,
+        **extra,
+    }
 
 
 def gateway(name: str, port: int, routes: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -41,8 +46,11 @@ def settle(url: str, expected: set[str], timeout: float = 10.0) -> None:
 def test_weighted_split_follows_weights(node: Node, backends: Backends) -> None:
     a, b = backends.start("v1"), backends.start("v2")
     port = free_port()
-    node.apply(service("split:v1", a), service("split:v2", b),
-               gateway("split", port, {"split:v1": {"weight": "90%"}, "split:v2": {"weight": "10%"}}))
+    node.apply(
+        service("split:v1", a),
+        service("split:v2", b),
+        gateway("split", port, {"split:v1": {"weight": "90%"}, "split:v2": {"weight": "10%"}}),
+    )
     url = f"http://127.0.0.1:{port}/"
     settle(url, {"v1", "v2"})
     counts = count_served(url, 1000)
@@ -58,7 +66,9 @@ def test_weight_change_is_followed(node: Node, backends: Backends) -> None:
     node.apply(service("reweigh:v1", a), service("reweigh:v2", b), gateway("reweigh", port, routes))
     url = f"http://127.0.0.1:{port}/"
     settle(url, {"v1"})
-    node.apply(gateway("reweigh", port, {"reweigh:v1": {"weight": 0}, "reweigh:v2": {"weight": 100}}))
+    node.apply(
+        gateway("reweigh", port, {"reweigh:v1": {"weight": 0}, "reweigh:v2": {"weight": 100}})
+    )
     assert count_served(url, 50) == {"v2": 50}
 
 
@@ -86,8 +96,12 @@ def test_condition_strength_and_rule_order(node: Node, backends: Backends) -> No
         "order:second": {"weight": 0, "condition": "has header X-Try"},
         "order:rest": {"weight": 100},
     }
-    node.apply(service("order:first", first), service("order:second", second),
-               service("order:rest", rest), gateway("order", port, routes))
+    node.apply(
+        service("order:first", first),
+        service("order:second", second),
+        service("order:rest", rest),
+        gateway("order", port, routes),
+    )
     url = f"http://127.0.0.1:{port}/"
     settle(url, {"rest"})
     counts = count_served(url, 400, headers={"X-Try": "1"})
@@ -103,7 +117,9 @@ def test_route_without_instances_gives_its_share_away(node: Node, backends: Back
     # share:ghost resolves to nothing at all: it must take no traffic either.
     routes["share:alive"]["weight"] = 30
     routes["share:doomed"]["weight"] = 30
-    node.apply(service("share:alive", a), service("share:doomed", b), gateway("share", port, routes))
+    node.apply(
+        service("share:alive", a), service("share:doomed", b), gateway("share", port, routes)
+    )
     url = f"http://127.0.0.1:{port}/"
     settle(url, {"alive", "doomed"})
     status = node.get("gateways", "share")["status"]
@@ -124,8 +140,11 @@ def test_sticky_route_pins_client_and_ignores_dead_pin(node: Node, backends: Bac
     a, b = backends.start("one"), backends.start("two")
     port = free_port()
     routes = {"sticky:one": {"weight": 50}, "sticky:two": {"weight": 50}}
-    node.apply(service("sticky:one", a), service("sticky:two", b),
-               gateway("sticky", port, routes, sticky="route"))
+    node.apply(
+        service("sticky:one", a),
+        service("sticky:two", b),
+        gateway("sticky", port, routes, sticky="route"),
+    )
     url = f"http://127.0.0.1:{port}/"
     settle(url, {"one", "two"})
     with httpx.Client() as client:
@@ -142,7 +161,9 @@ def test_sticky_route_pins_client_and_ignores_dead_pin(node: Node, backends: Bac
 def test_sticky_instance_pins_route_and_instance(node: Node, backends: Backends) -> None:
     ports = [backends.start(f"i{n}") for n in range(3)]
     port = free_port()
-    node.apply(service("inst:svc", *ports), gateway("inst", port, {"inst:svc": {}}, sticky="instance"))
+    node.apply(
+        service("inst:svc", *ports), gateway("inst", port, {"inst:svc": {}}, sticky="instance")
+    )
     url = f"http://127.0.0.1:{port}/"
     settle(url, {"i0", "i1", "i2"})
     with httpx.Client() as client:
@@ -154,14 +175,18 @@ def test_sticky_source_pins_by_client_address(node: Node, backends: Backends) ->
     a, b = backends.start("s1"), backends.start("s2")
     port = free_port()
     routes = {"src:s1": {"weight": 50}, "src:s2": {"weight": 50}}
-    node.apply(service("src:s1", a), service("src:s2", b), gateway("src", port, routes, sticky="source"))
+    node.apply(
+        service("src:s1", a), service("src:s2", b), gateway("src", port, routes, sticky="source")
+    )
     url = f"http://127.0.0.1:{port}/"
     settle(url, {"s1", "s2"})
     seen = set()
     for last in range(2, 22):
         transport = httpx.HTTPTransport(local_address=f"127.0.0.{last}")
         with httpx.Client(transport=transport) as client:
-            answers = {client.get(url, headers={"Connection": "close"}).text.strip() for _ in range(5)}
+            answers = {
+                client.get(url, headers={"Connection": "close"}).text.strip() for _ in range(5)
+            }
         assert len(answers) == 1, answers  # one address, one route
         seen |= answers
     assert seen == {"s1", "s2"}  # and different addresses spread over the routes
@@ -169,14 +194,25 @@ def test_sticky_source_pins_by_client_address(node: Node, backends: Backends) ->
 
 @pytest.mark.parametrize(
     "balance",
-    ["roundrobin", "static-rr", "leastconn", "first", "source", "random", "uri",
-     "url_param(user)", "hdr(X-User)"],
+    [
+        "roundrobin",
+        "static-rr",
+        "leastconn",
+        "first",
+        "source",
+        "random",
+        "uri",
+        "url_param(user)",
+        "hdr(X-User)",
+    ],
 )
 def test_every_balance_method_serves(node: Node, backends: Backends, balance: str) -> None:
     a, b = backends.start("b1"), backends.start("b2")
     port = free_port()
     name = f"bal:{balance.replace('(', '-').replace(')', '')}"
-    node.apply(service(name, a, b), gateway(name.replace(":", "-"), port, {name: {"balance": balance}}))
+    node.apply(
+        service(name, a, b), gateway(name.replace(":", "-"), port, {name: {"balance": balance}})
+    )
     url = f"http://127.0.0.1:{port}/?user=7"
     wait_until(lambda: set(count_served(url, 10, headers={"X-User": "u"})) <= {"b1", "b2"})
     counts = count_served(url, 20, headers={"X-User": "u"})
@@ -191,7 +227,9 @@ def test_virtual_hosts_share_a_port(node: Node, backends: Backends) -> None:
     a, b, c = backends.start("site-a"), backends.start("site-b"), backends.start("fallback")
     port = free_port()
     node.apply(
-        service("vh:a", a), service("vh:b", b), service("vh:default", c),
+        service("vh:a", a),
+        service("vh:b", b),
+        service("vh:default", c),
         gateway("vh-a", port, {"vh:a": {}}, virtual_hosts=["a.example.com", "*.a.example.com"]),
         gateway("vh-b", port, {"vh:b": {}}, virtual_hosts="B.example.com"),
         gateway("vh-default", port, {"vh:default": {}}),
@@ -231,23 +269,41 @@ def test_gateway_chaining_and_inline_targets(node: Node, backends: Backends) -> 
     inner_port, outer_port = free_port(), free_port()
     node.apply(
         gateway("chain-inner", inner_port, {f"[127.0.0.1:{a}]": {}}),
-        gateway("chain-outer", outer_port, {
-            "chain-inner": {"weight": 100},
-            "canary": {"weight": 0, "targets": [f"127.0.0.1:{b}"], "condition": "has header X-Canary"},
-        }),
+        gateway(
+            "chain-outer",
+            outer_port,
+            {
+                "chain-inner": {"weight": 100},
+                "canary": {
+                    "weight": 0,
+                    "targets": [f"127.0.0.1:{b}"],
+                    "condition": "has header X-Canary",
+                },
+            },
+        ),
     )
     url = f"http://127.0.0.1:{outer_port}/"
     wait_until(lambda: httpx.get(url).text.strip() == "inner")
-    assert node.get("gateways", "chain-outer")["status"]["routes"]["chain-inner"]["kind"] == "gateway"
+    assert (
+        node.get("gateways", "chain-outer")["status"]["routes"]["chain-inner"]["kind"] == "gateway"
+    )
     wait_until(lambda: httpx.get(url, headers={"X-Canary": "1"}).text.strip() == "inline")
 
 
 def test_rewrites_and_timeouts(node: Node, backends: Backends) -> None:
     a = backends.start("rw")
     port = free_port()
-    node.apply(service("rw:svc", a), gateway("rw", port, {
-        "rw:svc": {"rewrites": [{"path": "/v2%[path] if path starts with /api"}]},
-    }, timeouts={"server": "300ms"}))
+    node.apply(
+        service("rw:svc", a),
+        gateway(
+            "rw",
+            port,
+            {
+                "rw:svc": {"rewrites": [{"path": "/v2%[path] if path starts with /api"}]},
+            },
+            timeouts={"server": "300ms"},
+        ),
+    )
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(f"{base}/api/x").status_code == 200)
     assert httpx.get(f"{base}/api/users?id=3").headers["X-Path"] == "/v2/api/users?id=3"

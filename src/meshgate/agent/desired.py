@@ -17,7 +17,7 @@ class Loaded:
     state: DesiredState
     gateway_versions: dict[Key, int]
     service_versions: dict[Key, int]
-    # Stored documents that no longer validate (written by an older version, say): reported, skipped.
+    # Stored documents that no longer validate (written by an older version): reported, skipped.
     invalid: dict[tuple[str, str, str], str]
 
 

@@ -39,7 +39,9 @@ def write_files(directory: Path, files: dict[str, str]) -> None:
 
 
 class Driver:
-    def __init__(self, supervisor: HaproxySupervisor, runtime: RuntimeClient, run_dir: Path) -> None:
+    def __init__(
+        self, supervisor: HaproxySupervisor, runtime: RuntimeClient, run_dir: Path
+    ) -> None:
         self.supervisor = supervisor
         self.runtime = runtime
         self.run_dir = run_dir

@@ -19,7 +19,8 @@ from meshgate.agent.driver import Driver
 from meshgate.compiler import Compiled, DesiredState, compile_state
 from meshgate.errors import MeshgateError
 from meshgate.metrics import ControlPlaneMetrics
-from meshgate.store import CompactedError, Delete, Key as StoreKey, Put, Store
+from meshgate.store import CompactedError, Delete, Put, Store
+from meshgate.store import Key as StoreKey
 
 log = structlog.get_logger("meshgate.agent")
 WATCHED_KINDS = ("gateways", "services", "instances")
@@ -89,7 +90,9 @@ class Agent:
         self.passes += 1
         self.healthy = True
         self.last_error = None
-        self.metrics.reconciles.labels("applied" if outcome.reason != "no change" else "unchanged").inc()
+        self.metrics.reconciles.labels(
+            "applied" if outcome.reason != "no change" else "unchanged"
+        ).inc()
         if outcome.reloaded:
             self.metrics.reloads.inc()
         self.metrics.runtime_commands.inc(outcome.runtime_commands)
@@ -108,10 +111,14 @@ class Agent:
             return compiled, {}
         rejected: dict[Key, str] = {}
         for gateway in state.gateways:
-            alone = DesiredState(gateways=[gateway], services=state.services, registered=state.registered)
+            alone = DesiredState(
+                gateways=[gateway], services=state.services, registered=state.registered
+            )
             good, message = await self.driver.check(compile_state(alone, settings).dataplane)
             if not good:
-                rejected[(gateway.namespace, gateway.name)] = f"HAProxy rejected it: {_last_alert(message)}"
+                rejected[(gateway.namespace, gateway.name)] = (
+                    f"HAProxy rejected it: {_last_alert(message)}"
+                )
         kept = [g for g in state.gateways if (g.namespace, g.name) not in rejected]
         state = DesiredState(gateways=kept, services=state.services, registered=state.registered)
         compiled = compile_state(state, settings)
@@ -121,7 +128,9 @@ class Agent:
         self.metrics.rejected.inc(len(rejected))
         return compiled, rejected
 
-    async def _publish(self, loaded: Loaded, compiled: Compiled, rejected: Mapping[Key, str]) -> None:
+    async def _publish(
+        self, loaded: Loaded, compiled: Compiled, rejected: Mapping[Key, str]
+    ) -> None:
         ops: list[Put | Delete] = []
         served = 0
         for key, version in loaded.gateway_versions.items():
@@ -139,8 +148,12 @@ class Agent:
                 status["state"] = "serving"
                 status["applied_version"] = version
                 status["routes"] = {
-                    name: {"target": r.target, "kind": r.kind, "instances": r.instances,
-                           "backend": r.backend}
+                    name: {
+                        "target": r.target,
+                        "kind": r.kind,
+                        "instances": r.instances,
+                        "backend": r.backend,
+                    }
                     for name, r in (result.routes.items() if result else ())
                 }
             ops += self._status_op(StoreKey("status.gateways", *key), status)
@@ -148,11 +161,14 @@ class Agent:
             ops += self._status_op(StoreKey("status.services", *key), {"applied_version": version})
         for (kind, namespace, name), message in loaded.invalid.items():
             ops += self._status_op(
-                StoreKey(f"status.{kind}", namespace, name), {"state": "invalid", "errors": [message]}
+                StoreKey(f"status.{kind}", namespace, name),
+                {"state": "invalid", "errors": [message]},
             )
-        live = {StoreKey("status.gateways", *k) for k in loaded.gateway_versions} | {
-            StoreKey("status.services", *k) for k in loaded.service_versions
-        } | {StoreKey(f"status.{kind}", ns, n) for kind, ns, n in loaded.invalid}
+        live = (
+            {StoreKey("status.gateways", *k) for k in loaded.gateway_versions}
+            | {StoreKey("status.services", *k) for k in loaded.service_versions}
+            | {StoreKey(f"status.{kind}", ns, n) for kind, ns, n in loaded.invalid}
+        )
         for stale in [k for k in self._published if k not in live]:
             ops.append(Delete(stale))
             del self._published[stale]
@@ -170,4 +186,6 @@ class Agent:
 
 def _last_alert(output: str) -> str:
     alerts = [line for line in output.splitlines() if "ALERT" in line]
-    return (alerts[-1] if alerts else output.strip().splitlines()[-1] if output.strip() else output)[:500]
+    return (
+        alerts[-1] if alerts else output.strip().splitlines()[-1] if output.strip() else output
+    )[:500]

@@ -5,15 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from meshgate.compiler import ir
-from meshgate.compiler.build import Compiled, DesiredState, GatewayResult, RouteStatus, compile_state
+from meshgate.compiler.build import (
+    Compiled,
+    DesiredState,
+    GatewayResult,
+    RouteStatus,
+    compile_state,
+)
 from meshgate.compiler.render import CONFIG_FILE, render_config, render_files
 from meshgate.model import Gateway, Resource, Service
 
 DEFAULT_RUN_DIR = "/var/run/meshgate"
 
 
-def render_manifests(resources: Sequence[Resource], run_dir: str = DEFAULT_RUN_DIR) -> dict[str, str]:
-    """Offline rendering for `meshgate render`: the files the agent would write for these resources."""
+def render_manifests(
+    resources: Sequence[Resource], run_dir: str = DEFAULT_RUN_DIR
+) -> dict[str, str]:
+    """For `meshgate render`: the files the agent would write for these resources."""
     state = DesiredState(
         gateways=[r for r in resources if isinstance(r, Gateway)],
         services=[r for r in resources if isinstance(r, Service)],

@@ -104,7 +104,9 @@ def _compile_gateway(
         target = resolve_target(gateway, route_name, services, gateways)
         backend_name = naming.route_backend_name(gateway.namespace, gateway.name, route_name)
         token = naming.route_token(route_name) if pins_route else None
-        instances, check = _instances(gateway, route_name, route, target, services, gateways, registered)
+        instances, check = _instances(
+            gateway, route_name, route, target, services, gateways, registered
+        )
         servers = tuple(
             ir.Server(
                 name=i.id,
@@ -264,7 +266,9 @@ def _frontends(
             maps.append(ir.MapFile(host_map, tuple(sorted(exact))))
             # map_end takes the first match in file order: longest suffixes first, so the most
             # specific wildcard wins.
-            maps.append(ir.MapFile(wildcard_map, tuple(sorted(wild, key=lambda e: (-len(e[0]), e)))))
+            maps.append(
+                ir.MapFile(wildcard_map, tuple(sorted(wild, key=lambda e: (-len(e[0]), e))))
+            )
         frontends.append(
             ir.Frontend(
                 name=name,
@@ -274,7 +278,9 @@ def _frontends(
                 gateways=tuple(rules[(g.namespace, g.name)] for g in members),
                 host_map=host_map,
                 wildcard_map=wildcard_map,
-                default_gateway=naming.gateway_id(default.namespace, default.name) if default else None,
+                default_gateway=naming.gateway_id(default.namespace, default.name)
+                if default
+                else None,
                 timeout_client_ms=max(
                     (g.timeouts.client for g in members if g.timeouts.client), default=None
                 ),

@@ -22,7 +22,7 @@ def _template() -> jinja2.Template:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
-        autoescape=False,  # the output is HAProxy configuration, not HTML  # noqa: S701
+        autoescape=False,  # the output is HAProxy configuration, not HTML
     )
     return environment.get_template("haproxy.cfg.j2")
 

@@ -13,8 +13,10 @@ pick below zero is chosen. Sticky source draws from a hash of the client address
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from meshgate.compiler import ir
-from meshgate.conditions import render_condition
+from meshgate.conditions import MAX_LINE_WORDS, count_words
 
 NOT_CHOSEN = "!{ var(txn.mg_be) -m found }"
 CHOSEN = "{ var(txn.mg_be) -m found }"
@@ -23,6 +25,48 @@ NO_GATEWAY = "!{ var(txn.mg_gw) -m found }"
 
 def available(backend: str) -> str:
     return f"{{ nbsrv({backend}) gt 0 }}"
+
+
+def conditional_rules(keyword: str, action: str, terms: Sequence[str]) -> list[str]:
+    """`KEYWORD ACTION if TERMS...`, split over several rules when one line would be too long.
+
+    HAProxy reads at most 64 words a line. A longer AND is evaluated in steps that count how
+    many chunks have matched in txn.mg_chain; the action runs when all of them have.
+    """
+    line = f"{keyword} {action} if {' '.join(terms)}" if terms else f"{keyword} {action}"
+    if count_words(line) <= MAX_LINE_WORDS:
+        return [line]
+    lines = [f"{keyword} set-var(txn.mg_chain) int(0)"]
+    chunk: list[str] = []
+    step = 0
+
+    def flush() -> None:
+        nonlocal step
+        previous = f"{{ var(txn.mg_chain) -m int eq {step} }} " if step else ""
+        step += 1
+        lines.append(f"{keyword} set-var(txn.mg_chain) int({step}) if {previous}{' '.join(chunk)}")
+        chunk.clear()
+
+    for term in terms:
+        candidate = (
+            f"{keyword} set-var(txn.mg_chain) int(99) if {{ var(txn.mg_chain) -m int eq 99 }}"
+        )
+        if chunk and count_words(" ".join([candidate, *chunk, term])) > MAX_LINE_WORDS:
+            flush()
+        chunk.append(term)
+    flush()
+    lines.append(f"{keyword} {action} if {{ var(txn.mg_chain) -m int eq {step} }}")
+    return lines
+
+
+def alternatives_rules(keyword: str, action: str, dnf: ir.Dnf, guards: Sequence[str]) -> list[str]:
+    """One rule set per conjunction of `dnf`; the caller's guards make the first match win."""
+    if any(not conjunction for conjunction in dnf):
+        dnf = ((),)  # one conjunction that always holds makes the others irrelevant
+    rules: list[str] = []
+    for conjunction in dnf:
+        rules += conditional_rules(keyword, action, list(dict.fromkeys([*guards, *conjunction])))
+    return rules
 
 
 def frontend_rules(frontend: ir.Frontend, maps_dir: str) -> list[str]:
@@ -38,7 +82,9 @@ def frontend_rules(frontend: ir.Frontend, maps_dir: str) -> list[str]:
             f" if {NO_GATEWAY}",
         ]
         if frontend.default_gateway:
-            lines.append(f"{keyword} set-var(txn.mg_gw) str({frontend.default_gateway}) if {NO_GATEWAY}")
+            lines.append(
+                f"{keyword} set-var(txn.mg_gw) str({frontend.default_gateway}) if {NO_GATEWAY}"
+            )
         else:
             lines.append(
                 f'{keyword} return status 404 content-type text/plain string "no gateway serves'
@@ -70,9 +116,8 @@ def gateway_rules(
     if gateway.route_cookie_name:
         for choice in gateway.choices:
             pinned = f"{{ req.cook({gateway.route_cookie_name}) -m str {choice.cookie_value} }}"
-            lines.append(
-                f"{set_backend} str({choice.backend}) if {when(NOT_CHOSEN, pinned, available(choice.backend))}"
-            )
+            up = available(choice.backend)
+            lines.append(f"{set_backend} str({choice.backend}) if {when(NOT_CHOSEN, pinned, up)}")
 
     for choice in gateway.choices:
         if not choice.condition or choice.strength == 0:
@@ -82,9 +127,9 @@ def gateway_rules(
             # A fresh draw per route: each conditional route takes its share of what is left.
             lines.append(f"{keyword} set-var(txn.mg_draw) rand(100) if {when(NOT_CHOSEN)}")
             terms.append(f"{{ var(txn.mg_draw) -m int lt {choice.strength} }}")
-        condition = render_condition(choice.condition, [*guard, *terms])
-        if condition is not None:
-            lines.append(f"{set_backend} str({choice.backend}) if {condition}")
+        lines += alternatives_rules(
+            keyword, f"set-var(txn.mg_be) str({choice.backend})", choice.condition, [*guard, *terms]
+        )
 
     weights = f"{maps_dir}/{ir.WEIGHTS_MAP}"
     draw = "src,crc32(1)" if gateway.sticky == "source" else "rand"
@@ -103,7 +148,8 @@ def gateway_rules(
         lines += [
             f"{keyword} set-var(txn.mg_w) str({choice.backend}),map_str_int({weights},0)"
             f" if {when(NOT_CHOSEN, up)}",
-            f"{keyword} set-var(txn.mg_pick) var(txn.mg_pick),sub(txn.mg_w) if {when(NOT_CHOSEN, up)}",
+            f"{keyword} set-var(txn.mg_pick) var(txn.mg_pick),sub(txn.mg_w)"
+            f" if {when(NOT_CHOSEN, up)}",
             f"{set_backend} str({choice.backend})"
             f" if {when(NOT_CHOSEN, up, '{ var(txn.mg_pick) -m int lt 0 }')}",
         ]
@@ -130,9 +176,15 @@ def backend_lines(backend: ir.Backend) -> list[str]:
             f" if !{{ var(txn.mg_pinned) -m str {value} }}",
         ]
     for rewrite in backend.rewrites:
-        condition = render_condition(rewrite.condition)
-        if condition is not None:
-            lines.append(f'http-request set-path "{rewrite.path}" if {condition}')
+        # A rewrite may match through several alternatives; set-path once is enough, so the
+        # alternatives after the first match are guarded by txn.mg_rewritten.
+        lines.append("http-request unset-var(txn.mg_rewritten)")
+        lines += alternatives_rules(
+            "http-request", "set-var(txn.mg_rewritten) bool(true)", rewrite.condition, ()
+        )
+        lines.append(
+            f'http-request set-path "{rewrite.path}" if {{ var(txn.mg_rewritten) -m bool }}'
+        )
     return lines
 
 
@@ -161,14 +213,19 @@ def _check_lines(backend: ir.Backend) -> list[str]:
 def server_options(backend: ir.Backend, server: ir.Server) -> str:
     """The options after `server NAME ADDR:PORT`, shared by the config file and `add server`."""
     check = backend.health
-    parts = [f"weight {server.weight}", f"check inter {check.interval_ms}", f"rise {check.rise}",
-             f"fall {check.fall}"]
+    parts = [
+        f"weight {server.weight}",
+        f"check inter {check.interval_ms}",
+        f"rise {check.rise}",
+        f"fall {check.fall}",
+    ]
     if check.port and check.type != "agent":
         parts.append(f"port {check.port}")
     if check.type == "agent" and check.port:
         parts.append(f"agent-check agent-port {check.port} agent-inter {check.interval_ms}")
     if check.error_limit:
-        parts.append(f"observe layer{4 if backend.mode == 'tcp' else 7} error-limit {check.error_limit} on-error mark-down")
+        layer = 4 if backend.mode == "tcp" else 7
+        parts.append(f"observe layer{layer} error-limit {check.error_limit} on-error mark-down")
     if server.cookie:
         parts.append(f"cookie {server.cookie}")
     return " ".join(parts)
