@@ -1,0 +1,176 @@
+"""Plan transcripts: given the running data plane and the desired one, these actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshgate.compiler import DesiredState, compile_state, ir
+from meshgate.model import Gateway, Instance, Resource, Service, validate_resource
+from meshgate.plan import Reload, ReplaceMap, plan
+
+SETTINGS = ir.Settings(run_dir="/run/mg")
+
+
+def resource(**data: Any) -> Resource:
+    return validate_resource(data)
+
+
+def dataplane(
+    *resources: Resource, settings: ir.Settings = SETTINGS, **registered: Any
+) -> ir.DataPlane:
+    state = DesiredState(
+        gateways=[r for r in resources if isinstance(r, Gateway)],
+        services=[r for r in resources if isinstance(r, Service)],
+        registered={("default", name): instances for name, instances in registered.items()},
+    )
+    return compile_state(state, settings).dataplane
+
+
+def sava(weights: tuple[Any, Any] = ("90%", "10%"), **fields: Any) -> Resource:
+    data = {
+        "name": "sava",
+        "port": 9070,
+        "virtual_hosts": ["sava.example.com"],
+        "routes": {
+            "sava:1.0": {"weight": weights[0]},
+            "sava:1.1": {"weight": weights[1], "condition": "has cookie beta"},
+        },
+    }
+    return resource(**{**data, **fields})
+
+
+SERVICES = (
+    resource(kind="service", name="sava:1.0", instances=["127.0.0.1:8081"]),
+    resource(kind="service", name="sava:1.1", instances=["127.0.0.1:8091"]),
+)
+RUNNING = dataplane(sava(), *SERVICES)
+
+
+def test_nothing_running_means_a_reload() -> None:
+    assert plan(None, RUNNING) == [Reload("first configuration")]
+
+
+def test_nothing_changed_means_nothing_to_do() -> None:
+    assert plan(RUNNING, dataplane(sava(), *SERVICES)) == []
+
+
+def test_only_weights_changed_replaces_the_weights_map() -> None:
+    desired = dataplane(sava(("50%", "50%")), *SERVICES)
+    actions = plan(RUNNING, desired)
+    weights = desired.map_named(ir.WEIGHTS_MAP)
+    assert weights is not None
+    assert actions == [ReplaceMap("weights.map", weights.entries)]
+    assert sorted(value for _, value in weights.entries) == ["50", "50"]
+
+
+def test_implicit_weights_changing_replace_the_weights_map_too() -> None:
+    running = dataplane(sava((None, None)), *SERVICES)
+    desired = dataplane(sava((None, "20%")), *SERVICES)
+    (action,) = plan(running, desired)
+    assert isinstance(action, ReplaceMap)
+    assert action.name == "weights.map"
+    assert sorted(value for _, value in action.entries) == ["20", "80"]
+
+
+def test_a_virtual_host_alias_replaces_the_host_map_only() -> None:
+    desired = dataplane(sava(virtual_hosts=["sava.example.com", "www.sava.example.com"]), *SERVICES)
+    hosts = desired.map_named("port_9070.hosts.map")
+    assert hosts is not None
+    assert plan(RUNNING, desired) == [ReplaceMap("port_9070.hosts.map", hosts.entries)]
+    assert [host for host, _ in hosts.entries] == ["sava.example.com", "www.sava.example.com"]
+
+
+def test_a_wildcard_alias_replaces_the_wildcard_map_only() -> None:
+    desired = dataplane(sava(virtual_hosts=["sava.example.com", "*.sava.example.com"]), *SERVICES)
+    wildcards = desired.map_named("port_9070.wildcards.map")
+    assert wildcards is not None
+    assert plan(RUNNING, desired) == [ReplaceMap("port_9070.wildcards.map", wildcards.entries)]
+
+
+def test_weights_and_aliases_together_replace_both_maps_in_name_order() -> None:
+    desired = dataplane(
+        sava(("0%", "100%"), virtual_hosts=["sava.example.com", "sava.example.org"]), *SERVICES
+    )
+    assert [a.name for a in plan(RUNNING, desired) if isinstance(a, ReplaceMap)] == [
+        "port_9070.hosts.map",
+        "weights.map",
+    ]
+
+
+def test_first_virtual_host_of_a_lone_gateway_reloads() -> None:
+    running = dataplane(sava(virtual_hosts=[]), *SERVICES)
+    assert plan(running, RUNNING) == [Reload("frontends changed")]
+
+
+def test_a_new_route_reloads() -> None:
+    desired = dataplane(
+        resource(
+            name="sava",
+            port=9070,
+            virtual_hosts=["sava.example.com"],
+            routes={
+                "sava:1.0": {"weight": 80},
+                "sava:1.1": {"weight": 10, "condition": "has cookie beta"},
+                "[127.0.0.1:8099]": {"weight": 10},
+            },
+        ),
+        *SERVICES,
+    )
+    assert plan(RUNNING, desired) == [Reload("frontends changed")]
+
+
+def test_a_new_gateway_reloads() -> None:
+    desired = dataplane(
+        sava(), resource(name="other", port=9080, routes={"sava:1.0": {}}), *SERVICES
+    )
+    assert plan(RUNNING, desired) == [Reload("frontends changed")]
+
+
+def test_a_changed_condition_reloads() -> None:
+    desired = dataplane(
+        sava(
+            routes={
+                "sava:1.0": {"weight": 90},
+                "sava:1.1": {"weight": 10, "condition": "has cookie b"},
+            }
+        ),
+        *SERVICES,
+    )
+    assert plan(RUNNING, desired) == [Reload("frontends changed")]
+
+
+def test_a_new_server_reloads_for_now() -> None:
+    desired = dataplane(
+        sava(), *SERVICES, **{"sava:1.0": [Instance(address="127.0.0.1", port=8082)]}
+    )
+    assert plan(RUNNING, desired) == [Reload("backends changed")]
+
+
+def test_a_changed_health_check_reloads() -> None:
+    checked = resource(
+        kind="service",
+        name="sava:1.0",
+        instances=["127.0.0.1:8081"],
+        health_check={"type": "http", "path": "/health"},
+    )
+    desired = dataplane(sava(), checked, SERVICES[1])
+    assert plan(RUNNING, desired) == [Reload("backends changed")]
+
+
+def test_changed_settings_reload() -> None:
+    desired = dataplane(sava(), *SERVICES, settings=ir.Settings(run_dir="/run/other"))
+    assert plan(RUNNING, desired) == [Reload("data-plane settings changed")]
+    longer = ir.Settings(run_dir="/run/mg", hard_stop_after_ms=60_000)
+    assert plan(RUNNING, dataplane(sava(), *SERVICES, settings=longer)) == [
+        Reload("data-plane settings changed")
+    ]
+
+
+def test_removing_everything_reloads() -> None:
+    assert plan(RUNNING, dataplane()) == [Reload("frontends changed")]
+
+
+def test_plans_are_pure() -> None:
+    desired = dataplane(sava(("50%", "50%")), *SERVICES)
+    assert plan(RUNNING, desired) == plan(RUNNING, desired)
+    assert plan(RUNNING, RUNNING) == []
