@@ -1,0 +1,268 @@
+"""High-level runtime operations on a running HAProxy: servers, weights, maps, process list.
+
+Each operation is a short sequence of single commands (see `commands`) sent over `transport`
+and checked with `replies`. Where a reply leaves the outcome open (a timeout after the command
+was sent, a sentence HAProxy may word differently) the state is read back before deciding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from meshgate.haproxy import commands, replies, transport
+from meshgate.haproxy.commands import HaproxyError, ServerAdminState
+from meshgate.haproxy.replies import (
+    CommandKind,
+    MapInfo,
+    NoSuchServer,
+    ProcInfo,
+    ServerHasConnections,
+    ServerState,
+    StatRow,
+    StatType,
+)
+from meshgate.haproxy.transport import RuntimeUnavailable
+
+# Keep each `add map` payload well inside HAProxy's request buffer (16 kB by default): a
+# request that does not fit is dropped without a reply.
+MAP_PAYLOAD_BYTES = 12_000
+
+# Observer of every command sent: (kind, seconds, succeeded). For metrics; must not raise.
+CommandObserver = Callable[[CommandKind, float, bool], None]
+
+
+class ServerNotConfirmed(HaproxyError):  # noqa: N818
+    """A server change was acknowledged but reading the state back does not show it."""
+
+
+class RuntimeClient:
+    def __init__(
+        self,
+        admin_socket: str,
+        master_socket: str,
+        *,
+        timeout: float = 5.0,
+        observer: CommandObserver | None = None,
+    ) -> None:
+        self.admin_socket = admin_socket
+        self.master_socket = master_socket
+        self.timeout = timeout
+        self.observer = observer
+
+    async def _run(
+        self,
+        kind: CommandKind,
+        command: str,
+        *,
+        payload: str | None = None,
+        master: bool = False,
+    ) -> str:
+        started = time.monotonic()
+        ok = False
+        try:
+            reply = await transport.send(
+                self.master_socket if master else self.admin_socket,
+                command,
+                payload=payload,
+                timeout=self.timeout,
+            )
+            replies.check_reply(kind, reply)
+            ok = True
+            return reply
+        finally:
+            if self.observer is not None:
+                self.observer(kind, time.monotonic() - started, ok)
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def info(self) -> dict[str, str]:
+        return replies.parse_info(await self._run(CommandKind.READ, commands.show_info()))
+
+    async def stats(self, proxy: str | None = None) -> list[StatRow]:
+        reply = await self._run(CommandKind.READ, commands.show_stat(proxy))
+        return replies.parse_stat_csv(reply)
+
+    async def servers_state(self, backend: str | None = None) -> list[ServerState]:
+        reply = await self._run(CommandKind.READ, commands.show_servers_state(backend))
+        return replies.parse_servers_state(reply)
+
+    async def server_state(self, backend: str, server: str) -> ServerState | None:
+        for state in await self.servers_state(backend):
+            if state.name == server:
+                return state
+        return None
+
+    async def proc(self) -> ProcInfo:
+        reply = await self._run(CommandKind.READ, commands.show_proc(), master=True)
+        return replies.parse_proc(reply)
+
+    # --- servers ------------------------------------------------------------------------
+
+    async def set_server_weight(self, backend: str, server: str, weight: int) -> None:
+        await self._run(CommandKind.SET_SERVER, commands.set_server_weight(backend, server, weight))
+
+    async def set_server_state(
+        self, backend: str, server: str, state: ServerAdminState | str
+    ) -> None:
+        await self._run(CommandKind.SET_SERVER, commands.set_server_state(backend, server, state))
+
+    async def set_server_addr(self, backend: str, server: str, address: str, port: int) -> None:
+        command = commands.set_server_addr(backend, server, address, port)
+        await self._run(CommandKind.SET_SERVER_ADDR, command)
+
+    async def add_server(
+        self,
+        backend: str,
+        name: str,
+        address: str,
+        port: int,
+        *,
+        weight: int | None = None,
+        check: bool = False,
+        inter_ms: int | None = None,
+        rise: int | None = None,
+        fall: int | None = None,
+    ) -> ServerState:
+        """Add a dynamic server and put it in service; returns its state as read back.
+
+        A dynamic server starts in maintenance with its health check off, so after `add server`
+        the check is enabled (if any) and the server set ready. Without a check it counts as up
+        at once; with one it is UP after `rise` good checks.
+        """
+        command = commands.add_server(
+            backend, name, address, port,
+            server_weight=weight, check=check, inter_ms=inter_ms, rise=rise, fall=fall,
+        )  # fmt: skip
+        expected_addr = commands.address(address)
+        try:
+            await self._run(CommandKind.ADD_SERVER, command)
+        except RuntimeUnavailable as error:
+            # The command may have run before the connection failed: look before giving up.
+            if not error.sent:
+                raise
+            existing = await self.server_state(backend, name)
+            if existing is None or (existing.addr, existing.port) != (expected_addr, port):
+                raise
+        if check:
+            await self._run(CommandKind.HEALTH, commands.enable_health(backend, name))
+        await self.set_server_state(backend, name, ServerAdminState.READY)
+        state = await self.server_state(backend, name)
+        if state is None or state.admin_state.in_maintenance:
+            raise ServerNotConfirmed(f"{backend}/{name} is not in service after add_server")
+        if (state.addr, state.port) != (expected_addr, port):
+            raise ServerNotConfirmed(
+                f"{backend}/{name} runs at {state.addr}:{state.port}, not {expected_addr}:{port}"
+            )
+        return state
+
+    async def remove_server(
+        self,
+        backend: str,
+        name: str,
+        *,
+        drain_timeout: float = 10.0,
+        poll_interval: float = 0.1,
+        missing_ok: bool = False,
+    ) -> None:
+        """Drain a server, then delete it.
+
+        New traffic stops at once (drain); sessions in progress get up to `drain_timeout`
+        seconds to finish. Then the server goes to maintenance and is deleted. 2.6 refuses to
+        delete a server that still has sessions, queued requests or idle connections, so the
+        delete is retried until the deadline; past it, remaining sessions are shut down.
+        """
+        try:
+            await self.set_server_state(backend, name, ServerAdminState.DRAIN)
+        except NoSuchServer:
+            if missing_ok:
+                return
+            raise
+        deadline = time.monotonic() + drain_timeout
+        while time.monotonic() < deadline and await self._server_busy(backend, name):
+            await asyncio.sleep(poll_interval)
+        await self.set_server_state(backend, name, ServerAdminState.MAINT)
+        shut_down = False
+        while True:
+            try:
+                await self._run(CommandKind.DEL_SERVER, commands.del_server(backend, name))
+                return
+            except ServerHasConnections:
+                # Idle server-side connections block deletion too; HAProxy closes them soon
+                # after the server enters maintenance, so waiting a little usually suffices.
+                if time.monotonic() < deadline:
+                    await asyncio.sleep(poll_interval)
+                    continue
+                if shut_down:
+                    raise
+                # Past the drain deadline: cut the streams still running, then retry briefly.
+                command = commands.shutdown_server_sessions(backend, name)
+                await self._run(CommandKind.SHUTDOWN_SESSIONS, command)
+                shut_down = True
+                deadline = time.monotonic() + max(1.0, 10 * poll_interval)
+
+    async def _server_busy(self, backend: str, name: str) -> bool:
+        for row in await self.stats(backend):
+            if row.type is StatType.SERVER and row.svname == name:
+                return row.scur > 0 or row.qcur > 0
+        return False
+
+    # --- maps ---------------------------------------------------------------------------
+
+    async def maps(self) -> list[MapInfo]:
+        return replies.parse_map_list(await self._run(CommandKind.READ, commands.show_map()))
+
+    async def show_map(self, path: str, *, version: int | None = None) -> dict[str, str]:
+        reply = await self._run(CommandKind.READ, commands.show_map(path, version=version))
+        return replies.parse_map_entries(reply)
+
+    async def replace_map(self, path: str, entries: Mapping[str, str]) -> int:
+        """Replace a map's whole content atomically; returns the committed version.
+
+        Entries go into a fresh version (`prepare map`) in as few `add map` payloads as fit
+        the request buffer; lookups keep seeing the old content until `commit map` swaps
+        versions in one step. An empty mapping empties the map atomically the same way.
+        """
+        command = commands.prepare_map(path)  # validates the path before anything is sent
+        batches = list(_payload_batches(path, entries.items()))  # validates every entry
+        version = replies.parse_prepare_map(await self._run(CommandKind.PREPARE_MAP, command))
+        for batch in batches:
+            add_command, payload = commands.add_map_payload(path, batch, version=version)
+            await self._run(CommandKind.CHANGE_MAP, add_command, payload=payload)
+        await self._run(CommandKind.CHANGE_MAP, commands.commit_map(path, version))
+        return version
+
+    async def set_map_entry(self, path: str, key: str, value: str) -> None:
+        """Set one key, adding it when absent (`set map` only changes existing keys)."""
+        try:
+            await self._run(CommandKind.CHANGE_MAP, commands.set_map_entry(path, key, value))
+        except replies.MapEntryNotFound:
+            await self._run(CommandKind.CHANGE_MAP, commands.add_map_entry(path, key, value))
+
+    async def del_map_entry(self, path: str, key: str, *, missing_ok: bool = True) -> None:
+        try:
+            await self._run(CommandKind.CHANGE_MAP, commands.del_map_entry(path, key))
+        except replies.MapEntryNotFound:
+            if not missing_ok:
+                raise
+
+
+def _payload_batches(
+    path: str, entries: Iterable[tuple[str, str]]
+) -> Iterable[list[tuple[str, str]]]:
+    """Entries grouped so each `add map` request stays under MAP_PAYLOAD_BYTES."""
+    overhead = len(f"add map @{commands.MAX_VERSION} {path} <<\n\n\n")
+    batch: list[tuple[str, str]] = []
+    size = overhead
+    for key, value in entries:
+        commands.map_word(key)
+        commands.map_word(value, "map value")
+        line = len(key) + len(value) + 2
+        if batch and size + line > MAP_PAYLOAD_BYTES:
+            yield batch
+            batch, size = [], overhead
+        batch.append((key, value))
+        size += line
+    if batch:
+        yield batch

@@ -1,0 +1,422 @@
+"""Running HAProxy 2.6 in master-worker mode: validate, start, reload (confirmed), watch, stop.
+
+The master stays our child (`-W`, never `-D`) in a process group of its own, so stopping the
+group stops its workers too. Three facts of 2.6 shape this module:
+
+- `reload` makes the master re-execute itself with the arguments it was started with. So the
+  master always reads one file owned by this supervisor (`supervisor/active.cfg`); a config is
+  validated as a staged copy and only then moved there. The caller's own file may be rewritten
+  at any time without affecting what a later restart reads.
+- The master passes its listening sockets to the new worker (the `-x sockpair@N` it adds to
+  its own command line): connections queue in the same kernel sockets across a reload, so none
+  is refused. `expose-fd listeners` on the admin socket is not needed for that, but lets an
+  operator use `-x admin.sock` by hand.
+- `reload` answers nothing, even when the new configuration fails to load. The outcome is read
+  from `show proc`: the master's reload counter advances on every attempt and its "failed"
+  count is reset to 0 by a successful one; the new worker's pid appears among the current
+  workers, and we confirm it answers before calling the reload done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meshgate.haproxy import commands, replies, transport
+from meshgate.haproxy.commands import HaproxyError
+from meshgate.haproxy.replies import CommandKind, ProcInfo
+from meshgate.haproxy.transport import RuntimeUnavailable
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.02
+_UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    output: str  # HAProxy's own messages (`haproxy -c`)
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    worker_pid: int
+    old_worker_pids: list[int] = field(default_factory=list)
+    duration_s: float = 0.0  # the whole reload: validation, reload, confirmation
+    validate_s: float = 0.0  # of which `haproxy -c`
+
+
+class ConfigRejected(HaproxyError):  # noqa: N818
+    def __init__(self, output: str) -> None:
+        self.output = output
+        super().__init__(f"HAProxy rejected the configuration:\n{output}")
+
+
+class HaproxyStartFailed(HaproxyError):  # noqa: N818
+    pass
+
+
+class ReloadFailed(HaproxyError):  # noqa: N818
+    pass
+
+
+class NotRunning(HaproxyError):  # noqa: N818
+    pass
+
+
+class HaproxySupervisor:
+    def __init__(
+        self,
+        *,
+        binary: str = "haproxy",
+        run_dir: Path,
+        start_timeout: float = 10.0,
+        reload_timeout: float = 10.0,
+        stop_grace: float = 5.0,
+        check_timeout: float = 60.0,
+        server_state_file: Path | None = None,
+        max_restart_delay: float = 10.0,
+    ) -> None:
+        self.binary = binary
+        self.run_dir = Path(run_dir).absolute()
+        self.master_socket = self.run_dir / "master.sock"
+        # Where the compiler's `server-state-file` points; dumped before each reload.
+        self.server_state_file = server_state_file or self.run_dir / "server-state"
+        self.start_timeout = start_timeout
+        self.reload_timeout = reload_timeout
+        self.stop_grace = stop_grace
+        self.check_timeout = check_timeout
+        self.max_restart_delay = max_restart_delay
+        self.restarts = 0
+        self._own_dir = self.run_dir / "supervisor"
+        self._active = self._own_dir / "active.cfg"
+        self._last_good = self._own_dir / "last-good.cfg"
+        self._pidfile = self._own_dir / "master.pid"
+        self._process: asyncio.subprocess.Process | None = None
+        self._output_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._stopping = False
+        self._output: deque[str] = deque(maxlen=400)
+        self._output_count = 0
+        if len(str(self.master_socket)) > _UNIX_PATH_MAX:
+            raise ValueError(f"run dir too long for a unix socket path: {self.master_socket}")
+
+    @property
+    def master_pid(self) -> int | None:
+        return self._process.pid if self.running and self._process else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    # --- validation ---------------------------------------------------------------------
+
+    async def validate(self, config_path: Path) -> CheckResult:
+        """`haproxy -c -f config_path`. An invalid configuration is a result, not an error."""
+        process = await asyncio.create_subprocess_exec(
+            self._binary_path(), "-c", "-f", str(Path(config_path).absolute()),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, cwd=self._cwd(),
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(self.check_timeout):
+                output, _ = await process.communicate()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return CheckResult(False, f"haproxy -c did not finish within {self.check_timeout}s")
+        return CheckResult(process.returncode == 0, output.decode("utf-8", "replace").strip())
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, config_path: Path) -> None:
+        """Validate and start HAProxy; returns once a worker answers. If HAProxy is already
+        running (started before, or brought back by the watchdog), this reloads instead."""
+        if self.running:
+            await self.reload(config_path)
+            return
+        self._own_dir.mkdir(parents=True, exist_ok=True)
+        staged = await self._stage_and_check(config_path)
+        async with self._lock:
+            await self._reap_orphan()
+            os.replace(staged, self._active)
+            await self._spawn_until_ready()
+            shutil.copyfile(self._active, self._last_good)
+            self._stopping = False
+            if self._watch_task is None or self._watch_task.done():
+                self._watch_task = asyncio.create_task(self._watch(), name="haproxy-watchdog")
+
+    async def reload(self, config_path: Path) -> ReloadResult:
+        """Validate, reload through the master, and confirm a new worker is serving. A rejected
+        configuration raises ConfigRejected and leaves the running processes untouched."""
+        started = time.monotonic()
+        staged = await self._stage_and_check(config_path)
+        validated = time.monotonic()
+        try:
+            async with self._lock:
+                return await self._reload_locked(staged, started, validated - started)
+        finally:
+            staged.unlink(missing_ok=True)
+
+    async def _reload_locked(self, staged: Path, started: float, validate_s: float) -> ReloadResult:
+        if not self.running:
+            raise NotRunning("HAProxy is not running; start it first")
+        before = await self._proc()
+        await self._dump_server_state()
+        mark = self._output_count
+        os.replace(staged, self._active)
+        try:
+            await transport.send(str(self.master_socket), commands.reload(), timeout=2.0)
+        except RuntimeUnavailable as error:
+            # The master closes the connection when it re-executes; only a failure before
+            # the command was written means nothing happened.
+            if not error.sent:
+                shutil.copyfile(self._last_good, self._active)
+                raise ReloadFailed(f"could not ask HAProxy to reload: {error}") from None
+        try:
+            after, worker_pid = await self._await_reload(before, mark)
+        except ReloadFailed:
+            # Keep the file the master re-reads on its next reload or restart good.
+            shutil.copyfile(self._last_good, self._active)
+            raise
+        shutil.copyfile(self._active, self._last_good)
+        result = ReloadResult(
+            worker_pid=worker_pid,
+            old_worker_pids=[w.pid for w in after.old_workers],
+            duration_s=time.monotonic() - started,
+            validate_s=validate_s,
+        )
+        log.info("HAProxy reloaded: worker %d in %.3fs", worker_pid, result.duration_s)
+        return result
+
+    async def stop(self) -> None:
+        """Soft-stop (SIGUSR1: finish what is in flight), then SIGTERM, then SIGKILL to the
+        whole process group; returns when no HAProxy process of ours is left."""
+        self._stopping = True
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
+        async with self._lock:
+            process = self._process
+            if process is not None:
+                await self._terminate(process)
+            self._pidfile.unlink(missing_ok=True)
+
+    async def proc(self) -> ProcInfo:
+        return await self._proc()
+
+    async def old_worker_count(self) -> int:
+        return len((await self._proc()).old_workers)
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _binary_path(self) -> str:
+        found = shutil.which(self.binary)
+        if found is None:
+            raise HaproxyStartFailed(f"HAProxy binary {self.binary!r} not found")
+        return found
+
+    def _cwd(self) -> str:
+        # Relative paths in a configuration resolve against the working directory; checking
+        # and running in the same one keeps the check honest.
+        return str(self.run_dir) if self.run_dir.is_dir() else os.getcwd()
+
+    async def _stage_and_check(self, config_path: Path) -> Path:
+        """Copy the configuration once, check the copy, and return it: what was checked is
+        byte for byte what will run, whatever happens to the caller's file afterwards."""
+        self._own_dir.mkdir(parents=True, exist_ok=True)
+        descriptor, name = tempfile.mkstemp(prefix="staged-", suffix=".cfg", dir=self._own_dir)
+        os.close(descriptor)
+        staged = Path(name)
+        shutil.copyfile(config_path, staged)
+        result = await self.validate(staged)
+        if not result.ok:
+            staged.unlink(missing_ok=True)
+            raise ConfigRejected(result.output.replace(str(staged), str(config_path)))
+        return staged
+
+    async def _proc(self) -> ProcInfo:
+        reply = await transport.send(str(self.master_socket), commands.show_proc(), timeout=2.0)
+        replies.check_reply(CommandKind.READ, reply)
+        return replies.parse_proc(reply)
+
+    async def _worker_answers(self, pid: int) -> bool:
+        command = commands.on_worker(pid, "show version")
+        try:
+            reply = await transport.send(str(self.master_socket), command, timeout=2.0)
+        except RuntimeUnavailable:
+            return False
+        return bool(reply.strip()) and not reply.startswith("Can't find")
+
+    async def _spawn_until_ready(self) -> None:
+        self.master_socket.unlink(missing_ok=True)  # a stale socket must not look alive
+        mark = self._output_count
+        process = await asyncio.create_subprocess_exec(
+            self._binary_path(), "-W", "-S", f"{self.master_socket},mode,600",
+            "-f", str(self._active),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, cwd=str(self.run_dir), start_new_session=True,
+        )  # fmt: skip
+        self._process = process
+        self._pidfile.write_text(f"{process.pid}\n")
+        self._output_task = asyncio.create_task(self._pump_output(process))
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                await asyncio.sleep(0.05)  # let the last lines of output arrive
+                raise HaproxyStartFailed(
+                    f"HAProxy exited with {process.returncode}:\n{self._output_since(mark)}"
+                )
+            with contextlib.suppress(RuntimeUnavailable, HaproxyError):
+                info = await self._proc()
+                if info.workers and await self._worker_answers(info.workers[0].pid):
+                    log.info("HAProxy started: master %d, worker %d", process.pid,
+                             info.workers[0].pid)  # fmt: skip
+                    return
+            await asyncio.sleep(_POLL_S)
+        await self._terminate(process)
+        raise HaproxyStartFailed(
+            f"HAProxy did not start within {self.start_timeout}s:\n{self._output_since(mark)}"
+        )
+
+    async def _await_reload(self, before: ProcInfo, mark: int) -> tuple[ProcInfo, int]:
+        old_pids = {w.pid for w in before.workers} | {w.pid for w in before.old_workers}
+        deadline = time.monotonic() + self.reload_timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise ReloadFailed(f"HAProxy exited during reload:\n{self._output_since(mark)}")
+            try:
+                info = await self._proc()
+            except (RuntimeUnavailable, HaproxyError):
+                info = None  # the master is re-executing and its socket is not back yet
+            if info is not None and info.reloads > before.reloads:
+                if info.failed_reloads > 0:
+                    raise ReloadFailed(
+                        f"HAProxy could not load the new configuration and keeps running the "
+                        f"previous one:\n{self._output_since(mark)}"
+                    )
+                fresh = [w.pid for w in info.workers if w.pid not in old_pids]
+                if fresh and await self._worker_answers(fresh[0]):
+                    return info, fresh[0]
+            await asyncio.sleep(_POLL_S)
+        raise ReloadFailed(
+            f"no new HAProxy worker within {self.reload_timeout}s:\n{self._output_since(mark)}"
+        )
+
+    async def _dump_server_state(self) -> None:
+        """Save servers' state (weights, health, maintenance) for the next configuration to
+        load: `load-server-state-from-file` reads this file on startup."""
+        command = commands.on_worker_relative(1, commands.show_servers_state())
+        try:
+            reply = await transport.send(str(self.master_socket), command, timeout=5.0)
+            replies.parse_servers_state(reply)  # refuse to save something that is not a state
+        except HaproxyError as error:
+            log.warning("server state not saved before reload: %s", error)
+            return
+        temporary = self.server_state_file.with_name(f".{self.server_state_file.name}.tmp")
+        temporary.write_text(reply.rstrip("\n") + "\n")
+        os.replace(temporary, self.server_state_file)
+
+    async def _watch(self) -> None:
+        """Restart HAProxy with the last good configuration when the master dies unasked."""
+        while not self._stopping:
+            process = self._process
+            if process is None:
+                return
+            code = await process.wait()
+            if self._stopping:
+                return
+            log.error("HAProxy master %d exited unexpectedly (%s); restarting it with the last "
+                      "good configuration", process.pid, code)  # fmt: skip
+            _signal_group(process.pid, signal.SIGTERM)  # its workers exit too; make sure
+            delay = 0.0
+            while not self._stopping:
+                await asyncio.sleep(delay)
+                async with self._lock:
+                    if self._stopping:
+                        return
+                    try:
+                        shutil.copyfile(self._last_good, self._active)
+                        await self._spawn_until_ready()
+                    except (HaproxyError, OSError) as error:
+                        log.error("HAProxy restart failed: %s", error)
+                        delay = min(max(0.5, delay * 2), self.max_restart_delay)
+                        continue
+                    self.restarts += 1
+                    log.warning("HAProxy restarted (restart #%d)", self.restarts)
+                    break
+
+    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+        for sig, wait_s in ((signal.SIGUSR1, self.stop_grace), (signal.SIGTERM, 2.0)):
+            if process.returncode is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(sig)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await process.wait()
+        if process.returncode is None:
+            _signal_group(process.pid, signal.SIGKILL)
+            await process.wait()
+        # Workers belong to the master's group; none may outlive it.
+        _signal_group(process.pid, signal.SIGKILL)
+        if self._output_task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(1.0):
+                    await self._output_task
+
+    async def _reap_orphan(self) -> None:
+        """Stop a master left behind by an earlier process of ours (same run dir): two
+        HAProxies would share the listening ports (SO_REUSEPORT) with different configs."""
+        try:
+            pid = int(self._pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if self._process is not None and self._process.pid == pid:
+            return
+        if str(self.master_socket).encode() not in cmdline:
+            return
+        log.warning("stopping HAProxy master %d left over from an earlier run", pid)
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            await asyncio.sleep(0.05)
+        _signal_group(pid, signal.SIGKILL)
+
+    async def _pump_output(self, process: asyncio.subprocess.Process) -> None:
+        """HAProxy's messages go to our log and to a short history used in error reports.
+        Draining the pipe continuously also keeps HAProxy from blocking on a full pipe."""
+        assert process.stdout is not None
+        while line := await process.stdout.readline():
+            text = line.decode("utf-8", "replace").rstrip()
+            self._output.append(text)
+            self._output_count += 1
+            level = logging.INFO
+            if text.startswith("[ALERT]"):
+                level = logging.ERROR
+            elif text.startswith("[WARNING]"):
+                level = logging.WARNING
+            log.log(level, "haproxy: %s", text)
+
+    def _output_since(self, mark: int) -> str:
+        count = min(self._output_count - mark, len(self._output))
+        return "\n".join(list(self._output)[-count:]) if count > 0 else "(no output)"
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

@@ -1,0 +1,245 @@
+"""RuntimeClient against a real HAProxy 2.6: servers, weights, maps, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from meshgate.haproxy import (
+    CommandKind,
+    HaproxySupervisor,
+    NoSuchBackend,
+    NoSuchMap,
+    NoSuchServer,
+    RuntimeClient,
+    RuntimeUnavailable,
+    ServerAlreadyExists,
+    ServerOpState,
+    StatType,
+    UnsafeRuntimeArgument,
+)
+from tests.integration.haproxy_helpers import Layout, http_get, needs_haproxy, running_haproxy
+
+pytestmark = [pytest.mark.integration, needs_haproxy]
+
+Running = tuple[HaproxySupervisor, RuntimeClient, Layout]
+
+
+@pytest.fixture
+async def haproxy(tmp_path: Path) -> AsyncIterator[Running]:
+    async with running_haproxy(tmp_path) as running:
+        yield running
+
+
+async def get(port: int, path: str) -> tuple[int, str]:
+    return await asyncio.to_thread(http_get, port, path)
+
+
+async def test_info_stats_and_proc(haproxy: Running) -> None:
+    supervisor, runtime, _ = haproxy
+    info = await runtime.info()
+    assert info["Name"] == "HAProxy"
+    assert info["Version"].startswith("2.")
+    rows = await runtime.stats()
+    kinds = {(row.pxname, row.svname): row.type for row in rows}
+    assert kinds[("fe_main", "FRONTEND")] is StatType.FRONTEND
+    assert kinds[("be_static", "BACKEND")] is StatType.BACKEND
+    assert kinds[("be_static", "static")] is StatType.SERVER
+    proc = await runtime.proc()
+    assert proc.master_pid == supervisor.master_pid
+    assert len(proc.workers) == 1
+    assert int(info["Pid"]) == proc.workers[0].pid
+
+
+async def test_dynamic_server_receives_traffic(haproxy: Running) -> None:
+    _, runtime, layout = haproxy
+    state = await runtime.add_server("be_dyn", "a1", "127.0.0.1", layout.echo_port("a"), weight=10)
+    assert state.status == "UP"
+    assert state.weight == 10
+    assert await get(layout.front_port, "/dyn") == (200, "a")
+    counted = {row.svname: row for row in await runtime.stats("be_dyn")}
+    assert counted["a1"].stot >= 1
+    assert counted["a1"].hrsp_2xx >= 1
+
+
+async def test_dynamic_server_with_health_check_comes_up(haproxy: Running) -> None:
+    _, runtime, layout = haproxy
+    await runtime.add_server(
+        "be_dyn", "checked", "127.0.0.1", layout.echo_port("b"), check=True, inter_ms=100, rise=1
+    )
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        state = await runtime.server_state("be_dyn", "checked")
+        if state is not None and state.op_state is ServerOpState.RUNNING:
+            break
+        await asyncio.sleep(0.05)
+    assert state is not None and state.status == "UP"
+    assert await get(layout.front_port, "/dyn") == (200, "b")
+
+
+async def test_weight_change_is_visible(haproxy: Running) -> None:
+    _, runtime, layout = haproxy
+    await runtime.add_server("be_dyn", "w", "127.0.0.1", layout.echo_port("a"), weight=5)
+    await runtime.set_server_weight("be_dyn", "w", 42)
+    state = await runtime.server_state("be_dyn", "w")
+    assert state is not None
+    assert (state.weight, state.initial_weight) == (42, 5)
+
+
+async def test_weights_split_traffic(haproxy: Running) -> None:
+    _, runtime, layout = haproxy
+    await runtime.add_server("be_dyn", "a", "127.0.0.1", layout.echo_port("a"), weight=1)
+    await runtime.add_server("be_dyn", "b", "127.0.0.1", layout.echo_port("b"), weight=1)
+    await runtime.set_server_weight("be_dyn", "b", 0)
+    bodies = {(await get(layout.front_port, "/dyn"))[1] for _ in range(10)}
+    assert bodies == {"a"}
+
+
+async def test_drain_and_remove_server(haproxy: Running) -> None:
+    _, runtime, layout = haproxy
+    await runtime.add_server("be_dyn", "a", "127.0.0.1", layout.echo_port("a"))
+    await runtime.add_server("be_dyn", "b", "127.0.0.1", layout.echo_port("b"))
+    for _ in range(4):
+        await get(layout.front_port, "/dyn")
+    await runtime.remove_server("be_dyn", "a", drain_timeout=2)
+    assert [s.name for s in await runtime.servers_state("be_dyn")] == ["b"]
+    bodies = {(await get(layout.front_port, "/dyn"))[1] for _ in range(6)}
+    assert bodies == {"b"}
+    with pytest.raises(NoSuchServer):
+        await runtime.remove_server("be_dyn", "a")
+    await runtime.remove_server("be_dyn", "a", missing_ok=True)
+
+
+async def test_remove_server_waits_for_a_session_in_flight(haproxy: Running) -> None:
+    """A TCP session open through the server holds the delete until it ends."""
+    _, runtime, layout = haproxy
+    await runtime.add_server("be_dyn", "slow", "127.0.0.1", layout.echo_port("a"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", layout.front_port)
+    writer.write(b"GET /dyn HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: session stays open
+    await writer.drain()
+    assert b"200" in await reader.readuntil(b"\r\n\r\n")
+    # In drain the keep-alive session is still attached to the frontend, not the server: the
+    # server-side connection is idle and HAProxy releases it once the server is in maint.
+    started = time.monotonic()
+    await runtime.remove_server("be_dyn", "slow", drain_timeout=3)
+    assert time.monotonic() - started < 3.5
+    assert await runtime.server_state("be_dyn", "slow") is None
+    writer.close()
+
+
+async def test_add_existing_server_is_classified(haproxy: Running) -> None:
+    _, runtime, layout = haproxy
+    await runtime.add_server("be_dyn", "dup", "127.0.0.1", layout.echo_port("a"))
+    with pytest.raises(ServerAlreadyExists) as caught:
+        await runtime.add_server("be_dyn", "dup", "127.0.0.1", layout.echo_port("b"))
+    assert caught.value.kind is CommandKind.ADD_SERVER
+
+
+async def test_errors_are_classified(haproxy: Running) -> None:
+    _, runtime, _ = haproxy
+    with pytest.raises(NoSuchServer):
+        await runtime.set_server_weight("be_dyn", "nope", 1)
+    with pytest.raises(NoSuchBackend):
+        await runtime.set_server_weight("nope", "nope", 1)
+    with pytest.raises(NoSuchBackend):
+        await runtime.servers_state("nope")
+    with pytest.raises(NoSuchBackend):
+        await runtime.add_server("nope", "x", "127.0.0.1", 80)
+    with pytest.raises(NoSuchMap):
+        await runtime.show_map("/no/such.map")
+    with pytest.raises(NoSuchMap):
+        await runtime.replace_map("/no/such.map", {"a": "b"})
+
+
+async def test_unsafe_names_are_rejected_before_sending(tmp_path: Path) -> None:
+    # No HAProxy at these paths: an attempt to send would raise RuntimeUnavailable instead.
+    runtime = RuntimeClient(str(tmp_path / "none.sock"), str(tmp_path / "none-master.sock"))
+    attempts = [
+        runtime.set_server_weight("be\nshutdown", "s", 1),
+        runtime.set_server_weight("be", "s;shutdown sessions server be/x", 1),
+        runtime.add_server("be", "s", "127.0.0.1 check", 80),
+        runtime.add_server("be", "s", "example.com", 80),
+        runtime.add_server("be", "s", "127.0.0.1", 0),
+        runtime.set_map_entry("/m.map", "key", "value\nclear map /m.map"),
+        runtime.set_map_entry("/m.map", "#1", "v"),
+        runtime.replace_map("/m.map", {"a b": "c"}),
+        runtime.show_map("relative.map"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(UnsafeRuntimeArgument):
+            await attempt
+    with pytest.raises(RuntimeUnavailable):
+        await runtime.info()
+
+
+async def test_replace_map_is_atomic_and_complete(haproxy: Running) -> None:
+    _, runtime, layout = haproxy
+    path = str(layout.routes_map)
+    entries = {f"/k{i:05d}": f"be_{i}" for i in range(3000)}  # several payload batches
+    entries["/dyn"] = "be_static"
+    await runtime.replace_map(path, entries)
+    assert await runtime.show_map(path) == entries
+    (info,) = [m for m in await runtime.maps() if m.path == path]
+    assert info.entry_count == len(entries)  # the previous version is gone
+    assert await get(layout.front_port, "/dyn") == (200, "static")
+    await runtime.replace_map(path, {})
+    assert await runtime.show_map(path) == {}
+
+
+async def test_replace_map_never_shows_a_partial_map(haproxy: Running) -> None:
+    """Readers polling while two large maps alternate only ever see one or the other."""
+    _, runtime, layout = haproxy
+    path = str(layout.routes_map)
+    first = {f"/a{i:05d}": "be_static" for i in range(2000)}
+    second = {f"/b{i:05d}": "be_dyn" for i in range(2000)}
+    await runtime.replace_map(path, first)
+    seen: list[int] = []
+
+    async def watch() -> None:
+        for _ in range(30):
+            current = await runtime.show_map(path)
+            seen.append(len(current))
+            assert current in (first, second)
+
+    watcher = asyncio.create_task(watch())
+    for mapping in (second, first, second, first):
+        await runtime.replace_map(path, mapping)
+    await watcher
+    assert set(seen) == {2000}
+
+
+async def test_set_map_entry_adds_or_updates(haproxy: Running) -> None:
+    _, runtime, layout = haproxy
+    path = str(layout.routes_map)
+    await runtime.set_map_entry(path, "/new", "be_static")
+    await runtime.set_map_entry(path, "/dyn", "be_static")
+    assert await runtime.show_map(path) == {"/dyn": "be_static", "/new": "be_static"}
+    assert await get(layout.front_port, "/new") == (200, "static")
+    await runtime.del_map_entry(path, "/new")
+    await runtime.del_map_entry(path, "/new")  # absent is fine by default
+    assert await runtime.show_map(path) == {"/dyn": "be_static"}
+
+
+async def test_set_server_addr_moves_traffic(haproxy: Running) -> None:
+    _, runtime, layout = haproxy
+    await runtime.add_server("be_dyn", "m", "127.0.0.1", layout.echo_port("a"))
+    assert (await get(layout.front_port, "/dyn"))[1] == "a"
+    await runtime.set_server_addr("be_dyn", "m", "127.0.0.1", layout.echo_port("b"))
+    assert (await get(layout.front_port, "/dyn"))[1] == "b"
+
+
+async def test_command_latency_is_small(haproxy: Running) -> None:
+    """Not a benchmark: a sanity bound that one command per connection is cheap."""
+    _, runtime, _ = haproxy
+    durations: list[float] = []
+    runtime.observer = lambda kind, seconds, ok: durations.append(seconds)
+    for _ in range(50):
+        await runtime.servers_state("be_static")
+    durations.sort()
+    median_ms, max_ms = durations[25] * 1000, durations[-1] * 1000
+    print(f"show servers state: median {median_ms:.2f} ms, max {max_ms:.2f} ms")
+    assert durations[25] < 0.05
