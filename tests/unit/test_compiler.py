@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import random
 import re
+import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -872,3 +875,55 @@ def test_long_conditions_stay_within_haproxy_line_limits() -> None:
     )
     text = render_files(result.dataplane)[CONFIG_FILE]
     assert all(count_words(line) <= MAX_LINE_WORDS for line in text.splitlines())
+
+
+@pytest.mark.integration
+def test_haproxy_accepts_edge_cases(tmp_path: Path) -> None:
+    """What the golden inputs leave out: http checks on tcp, every balance, all-zero weights,
+    IPv6 everywhere, names at their longest, odd but valid route names."""
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        pytest.skip("haproxy is not installed")
+    longest = "x" * 200
+    resources: list[Resource] = [
+        gateway("tcpgw", "7000/tcp", routes={"websvc": {"balance": "source"}, "[::1]:7001": {}}),
+        service(
+            "websvc",
+            "[::1]:7100",
+            health_check={"type": "http", "path": "/h", "host": "::1", "expect_body": "   !x{"},
+            passive={"error_limit": 5},
+        ),
+        gateway(
+            "http-source",
+            7002,
+            sticky="source",
+            routes={
+                "a": {"balance": "first", "weight": 0},
+                "b": {"balance": "static-rr", "weight": 0},
+                "c": {"balance": "uri", "weight": 0},
+                "d": {"balance": "random", "weight": 0},
+                "websvc": {
+                    "weight": 0,
+                    "condition": 'method == POST or query x == "1"',
+                    "condition_strength": 0,
+                },
+            },
+        ),
+        gateway(longest, 7003, namespace="n" * 63, bind="::", routes={"-": {}, ":": {}}),
+        gateway("chain", 7004, routes={longest: {}}),
+        gateway(longest, 7005, routes={"websvc": {}}),
+    ]
+    result = compiled(*resources, settings=ir.Settings(run_dir=str(tmp_path)))
+    assert all(r.ok for r in result.gateways.values())
+    for name, content in render_files(result.dataplane).items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content, encoding="utf-8")
+    (tmp_path / "server-state").write_text("", encoding="utf-8")
+    checked = subprocess.run(
+        [haproxy, "-c", "-f", str(tmp_path / CONFIG_FILE)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
