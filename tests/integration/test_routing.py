@@ -179,17 +179,19 @@ def test_sticky_source_pins_by_client_address(node: Node, backends: Backends) ->
         service("src:s1", a), service("src:s2", b), gateway("src", port, routes, sticky="source")
     )
     url = f"http://127.0.0.1:{port}/"
-    settle(url, {"s1", "s2"})
-    seen = set()
-    for last in range(2, 22):
-        transport = httpx.HTTPTransport(local_address=f"127.0.0.{last}")
-        with httpx.Client(transport=transport) as client:
-            answers = {
-                client.get(url, headers={"Connection": "close"}).text.strip() for _ in range(5)
-            }
-        assert len(answers) == 1, answers  # one address, one route
-        seen |= answers
-    assert seen == {"s1", "s2"}  # and different addresses spread over the routes
+
+    def answers_by_address() -> list[set[str]]:
+        answers = []
+        for last in range(2, 22):
+            transport = httpx.HTTPTransport(local_address=f"127.0.0.{last}")
+            with httpx.Client(transport=transport) as client:
+                answers.append({client.get(url).text.strip() for _ in range(5)})
+        return answers
+
+    wait_until(lambda: set.union(*answers_by_address()) == {"s1", "s2"})
+    answers = answers_by_address()
+    assert all(len(a) == 1 for a in answers), answers  # one address, one route
+    assert set.union(*answers) == {"s1", "s2"}  # and addresses spread over the routes
 
 
 @pytest.mark.parametrize(

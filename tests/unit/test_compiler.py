@@ -545,10 +545,6 @@ def test_a_chaining_loop_is_reported_and_left_out() -> None:
     assert [f.name for f in result.dataplane.frontends] == ["port_8004"]
 
 
-@pytest.mark.xfail(
-    reason="a route to a gateway that lost its port is sent to the port's winner instead",
-    strict=True,
-)
 def test_a_route_to_a_gateway_that_is_not_served_gets_no_servers() -> None:
     result = compiled(
         gateway("winner", 8080),
@@ -670,10 +666,6 @@ def test_balance_per_route_and_default() -> None:
     assert "balance hdr(X-User)" in backend_section(text, backend(result, "g", "a"))
 
 
-@pytest.mark.xfail(
-    reason="url_param(NAME) is rendered as written; HAProxy wants 'balance url_param NAME'",
-    strict=True,
-)
 def test_url_param_balance_is_rendered_in_haproxy_syntax() -> None:
     result = compiled(gateway("g", 9001, routes={"a": {"balance": "url_param(session)"}}))
     lines = backend_section(render_files(result.dataplane)[CONFIG_FILE], backend(result, "g", "a"))

@@ -71,7 +71,7 @@ SERVER_OPTIONS = (
 )
 BALANCE = (
     r"(?:roundrobin|static-rr|leastconn|first|source|random|uri"
-    r"|url_param\([A-Za-z0-9._-]+\)|hdr\([A-Za-z0-9._-]+\))"
+    r"|url_param [A-Za-z0-9._-]+|hdr\([A-Za-z0-9._-]+\))"
 )
 SECTION_LINES = [
     rf"(?:http-request|tcp-request content) (?:{'|'.join(ACTIONS)})(?: if {CONDITION})?",

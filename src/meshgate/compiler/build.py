@@ -69,9 +69,12 @@ def compile_state(state: DesiredState, settings: ir.Settings) -> Compiled:
     backends: list[ir.Backend] = []
     weights: list[tuple[str, str]] = []
     rules_by_gateway: dict[Key, ir.GatewayRules] = {}
+    # Only gateways that are served can be chained to: a route to a left-out gateway resolves
+    # to nothing, rather than to whatever else listens on that port.
+    served = {(g.namespace, g.name): g for g in accepted}
     for gateway in accepted:
         key = (gateway.namespace, gateway.name)
-        compiled = _compile_gateway(gateway, services, gateways, state.registered)
+        compiled = _compile_gateway(gateway, services, served, state.registered)
         rules_by_gateway[key], gateway_backends, statuses = compiled
         backends.extend(gateway_backends)
         route_weights = gateway.route_weights()

@@ -8,7 +8,13 @@ from pathlib import PurePosixPath
 import jinja2
 
 from meshgate.compiler import ir
-from meshgate.compiler.rules import CHOSEN, backend_lines, frontend_rules, server_options
+from meshgate.compiler.rules import (
+    CHOSEN,
+    backend_lines,
+    balance_directive,
+    frontend_rules,
+    server_options,
+)
 
 CONFIG_FILE = "haproxy.cfg"
 MAPS_DIR = "maps"
@@ -45,6 +51,7 @@ def render_config(dataplane: ir.DataPlane) -> str:
         chosen=CHOSEN,
         frontend_rules=lambda frontend: frontend_rules(frontend, directory),
         backend_lines=backend_lines,
+        balance=balance_directive,
         server_options=server_options,
         endpoint=server_endpoint,
     )

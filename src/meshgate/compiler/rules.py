@@ -156,6 +156,13 @@ def gateway_rules(
     return lines
 
 
+def balance_directive(balance: str) -> str:
+    """The model spells `url_param(NAME)` like `hdr(NAME)`; HAProxy wants `url_param NAME`."""
+    if balance.startswith("url_param("):
+        return f"url_param {balance.removeprefix('url_param(').removesuffix(')')}"
+    return balance
+
+
 def backend_lines(backend: ir.Backend) -> list[str]:
     """Directives of one route backend after its mode and balance lines (without servers)."""
     lines: list[str] = []
