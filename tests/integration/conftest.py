@@ -84,23 +84,23 @@ class Node:
         self.api = httpx.Client(base_url=self.url, timeout=10)
 
     def start(self) -> None:
-        log = (self.data_dir / "node.log").open("ab")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "meshgate",
-                "up",
-                "--data-dir",
-                str(self.data_dir),
-                "--api",
-                f"127.0.0.1:{self.api_port}",
-                *self.extra,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with (self.data_dir / "node.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "meshgate",
+                    "up",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--api",
+                    f"127.0.0.1:{self.api_port}",
+                    *self.extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
