@@ -111,14 +111,15 @@ async def run_node(options: NodeOptions) -> None:
         tasks = [asyncio.create_task(agent.run()), asyncio.create_task(server.serve())]
         log.info("meshgate is up", api=f"http://{options.api_host}:{options.api_port}")
         stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-        server.should_exit = True
+        await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
-        for task in tasks:
-            if task not in done:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        agent_task, server_task = tasks
+        agent_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await agent_task
+        # uvicorn finishes its lifespan cleanly when asked to exit rather than cancelled.
+        server.should_exit = True
+        await server_task
     finally:
         await supervisor.stop()
         await store.close()

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from meshgate.errors import MeshgateError
 from tests.integration.conftest import Backends, Node, count_served, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -31,8 +32,14 @@ def gateway(name: str, port: int, routes: dict[str, Any], **extra: Any) -> dict[
 
 
 def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    """Poll `predicate` until true; errors count as not yet (a port may still be opening)."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        try:
+            if predicate():
+                return
+        except (httpx.HTTPError, OSError, MeshgateError):
+            pass
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(0.1)
