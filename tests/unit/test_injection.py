@@ -84,7 +84,7 @@ SECTION_LINES = [
     r"bind [0-9a-fA-F.:]+:[0-9]+",
     rf"balance {BALANCE}",
     r"timeout (?:connect|client|server|check) [0-9]+ms",
-    r"option (?:httpchk|tcp-check)",
+    r"option (?:httpchk|tcp-check|idle-close-on-response)",
     rf"http-check send meth [A-Z]{{1,20}} uri {CHECK_PATH} ver HTTP/1\.1"
     r"(?: hdr host [a-z0-9.:-]+)?",
     r"http-check expect status [1-5][0-9]{2}(?:-[1-5][0-9]{2})?",
