@@ -157,7 +157,9 @@ async def test_errors_are_classified(haproxy: Running) -> None:
 
 async def test_unsafe_names_are_rejected_before_sending(tmp_path: Path) -> None:
     # No HAProxy at these paths: an attempt to send would raise RuntimeUnavailable instead.
-    runtime = RuntimeClient(str(tmp_path / "none.sock"), str(tmp_path / "none-master.sock"))
+    runtime = RuntimeClient(
+        str(tmp_path / "none.sock"), str(tmp_path / "none-master.sock"), timeout=0.2
+    )
     attempts = [
         runtime.set_server_weight("be\nshutdown", "s", 1),
         runtime.set_server_weight("be", "s;shutdown sessions server be/x", 1),
@@ -243,3 +245,13 @@ async def test_command_latency_is_small(haproxy: Running) -> None:
     median_ms, max_ms = durations[25] * 1000, durations[-1] * 1000
     print(f"show servers state: median {median_ms:.2f} ms, max {max_ms:.2f} ms")
     assert durations[25] < 0.05
+
+
+async def test_admin_socket_route(haproxy: Running) -> None:
+    _, runtime, layout = haproxy
+    direct = RuntimeClient(runtime.admin_socket, runtime.master_socket, via_master=False)
+    assert int((await direct.info())["Pid"]) == (await runtime.proc()).workers[0].pid
+    await direct.add_server("be_dyn", "d", "127.0.0.1", layout.echo_port("a"))
+    assert await get(layout.front_port, "/dyn") == (200, "a")
+    with pytest.raises(NoSuchServer):
+        await direct.set_server_weight("be_dyn", "nope", 1)

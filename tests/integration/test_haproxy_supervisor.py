@@ -101,6 +101,19 @@ async def test_reload_is_confirmed_and_applies_the_new_config(tmp_path: Path) ->
         print(f"reload: {total_ms:.1f} ms (haproxy -c {check_ms:.1f} ms)")
 
 
+async def test_runtime_commands_reach_the_new_worker_after_reload(tmp_path: Path) -> None:
+    """Right after a reload the old worker still accepts on the admin socket (for the `grace`
+    period): commands routed by the master must land in the new worker."""
+    async with running_haproxy(tmp_path) as (supervisor, runtime, layout):
+        for number in range(5):
+            result = await supervisor.reload(layout.config_path)
+            assert int((await runtime.info())["Pid"]) == result.worker_pid
+            await runtime.set_map_entry(str(layout.routes_map), f"/n{number}", "be_static")
+        await wait_for(lambda: not any(process_alive(p) for p in result.old_worker_pids))
+        entries = await runtime.show_map(str(layout.routes_map))
+        assert {f"/n{number}" for number in range(5)} - set(entries) == {"/n0", "/n1", "/n2", "/n3"}
+
+
 async def test_rejected_reload_keeps_old_worker_serving(tmp_path: Path) -> None:
     async with running_haproxy(tmp_path) as (supervisor, _, layout):
         worker = (await supervisor.proc()).workers[0].pid

@@ -53,6 +53,10 @@ class NoReply(RuntimeCommandFailed):
     went away), so it did not run."""
 
 
+class NoSuchProcess(RuntimeCommandFailed):
+    """The master has no process behind an `@` prefix (yet): the command did not run."""
+
+
 class UnknownCommand(RuntimeCommandFailed): ...
 
 
@@ -86,6 +90,7 @@ class ServerHasConnections(RuntimeCommandFailed): ...
 # Checked in order against the start of the reply (case-sensitive, as HAProxy writes them).
 _ERRORS: tuple[tuple[str, type[RuntimeCommandFailed]], ...] = (
     ("Unknown command", UnknownCommand),
+    ("Can't find the target PID", NoSuchProcess),  # master: `@1 ...` with no worker
     ("Permission denied", PermissionDenied),
     ("No such backend.", NoSuchBackend),
     ("Can't find backend.", NoSuchBackend),  # show servers state <unknown>

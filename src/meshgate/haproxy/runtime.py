@@ -16,6 +16,7 @@ from meshgate.haproxy.commands import HaproxyError, ServerAdminState
 from meshgate.haproxy.replies import (
     CommandKind,
     MapInfo,
+    NoSuchProcess,
     NoSuchServer,
     ProcInfo,
     ServerHasConnections,
@@ -28,6 +29,9 @@ from meshgate.haproxy.transport import RuntimeUnavailable
 # Keep each `add map` payload well inside HAProxy's request buffer (16 kB by default): a
 # request that does not fit is dropped without a reply.
 MAP_PAYLOAD_BYTES = 12_000
+_RETRY_S = 0.02
+# A master re-executes in tens of milliseconds; longer than this, HAProxy is not coming back.
+_RETRY_WINDOW_S = 2.0
 
 # Observer of every command sent: (kind, seconds, succeeded). For metrics; must not raise.
 CommandObserver = Callable[[CommandKind, float, bool], None]
@@ -38,6 +42,15 @@ class ServerNotConfirmed(HaproxyError):  # noqa: N818
 
 
 class RuntimeClient:
+    """Runtime operations on the current worker.
+
+    Worker commands go through the master socket as `@1 <command>` (the first current worker)
+    rather than to the admin socket, unless `via_master=False`. The admin socket is a listener
+    like any other: after a reload the old and the new worker both accept on it until the old
+    one stops (with `grace`, for that whole period), so a command sent there may land in the
+    old worker and be lost with it. The master routes to the new worker as soon as it exists.
+    """
+
     def __init__(
         self,
         admin_socket: str,
@@ -45,11 +58,13 @@ class RuntimeClient:
         *,
         timeout: float = 5.0,
         observer: CommandObserver | None = None,
+        via_master: bool = True,
     ) -> None:
         self.admin_socket = admin_socket
         self.master_socket = master_socket
         self.timeout = timeout
         self.observer = observer
+        self.via_master = via_master
 
     async def _run(
         self,
@@ -59,18 +74,32 @@ class RuntimeClient:
         payload: str | None = None,
         master: bool = False,
     ) -> str:
+        if master:
+            socket_path, line = self.master_socket, command
+        elif self.via_master:
+            socket_path, line = self.master_socket, commands.on_worker_relative(1, command)
+        else:
+            socket_path, line = self.admin_socket, command
         started = time.monotonic()
+        deadline = started + min(self.timeout, _RETRY_WINDOW_S)
         ok = False
         try:
-            reply = await transport.send(
-                self.master_socket if master else self.admin_socket,
-                command,
-                payload=payload,
-                timeout=self.timeout,
-            )
-            replies.check_reply(kind, reply)
-            ok = True
-            return reply
+            while True:
+                try:
+                    reply = await transport.send(
+                        socket_path, line, payload=payload, timeout=self.timeout
+                    )
+                    replies.check_reply(kind, reply)
+                    ok = True
+                    return reply
+                except (RuntimeUnavailable, NoSuchProcess) as error:
+                    # Retried only when the command surely did not run: the master socket is
+                    # briefly away while the master re-executes for a reload, and a new
+                    # master has no worker for a moment.
+                    unsent = not isinstance(error, RuntimeUnavailable) or not error.sent
+                    if not unsent or time.monotonic() >= deadline:
+                        raise
+                    await asyncio.sleep(_RETRY_S)
         finally:
             if self.observer is not None:
                 self.observer(kind, time.monotonic() - started, ok)

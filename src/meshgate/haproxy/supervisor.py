@@ -143,19 +143,22 @@ class HaproxySupervisor:
     async def start(self, config_path: Path) -> None:
         """Validate and start HAProxy; returns once a worker answers. If HAProxy is already
         running (started before, or brought back by the watchdog), this reloads instead."""
-        if self.running:
-            await self.reload(config_path)
-            return
-        self._own_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
         staged = await self._stage_and_check(config_path)
-        async with self._lock:
-            await self._reap_orphan()
-            os.replace(staged, self._active)
-            await self._spawn_until_ready()
-            shutil.copyfile(self._active, self._last_good)
-            self._stopping = False
-            if self._watch_task is None or self._watch_task.done():
-                self._watch_task = asyncio.create_task(self._watch(), name="haproxy-watchdog")
+        try:
+            async with self._lock:
+                if self.running:
+                    await self._reload_locked(staged, started, time.monotonic() - started)
+                    return
+                await self._reap_orphan()
+                os.replace(staged, self._active)
+                await self._spawn_until_ready()
+                shutil.copyfile(self._active, self._last_good)
+                self._stopping = False
+                if self._watch_task is None or self._watch_task.done():
+                    self._watch_task = asyncio.create_task(self._watch(), name="haproxy-watchdog")
+        finally:
+            staged.unlink(missing_ok=True)
 
     async def reload(self, config_path: Path) -> ReloadResult:
         """Validate, reload through the master, and confirm a new worker is serving. A rejected
@@ -348,6 +351,8 @@ class HaproxySupervisor:
                 async with self._lock:
                     if self._stopping:
                         return
+                    if self.running:  # start() brought it back meanwhile
+                        break
                     try:
                         shutil.copyfile(self._last_good, self._active)
                         await self._spawn_until_ready()
