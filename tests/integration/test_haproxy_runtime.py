@@ -114,21 +114,72 @@ async def test_drain_and_remove_server(haproxy: Running) -> None:
     await runtime.remove_server("be_dyn", "a", missing_ok=True)
 
 
-async def test_remove_server_waits_for_a_session_in_flight(haproxy: Running) -> None:
-    """A TCP session open through the server holds the delete until it ends."""
+class SlowServer:
+    """A backend that answers each request only when released: requests stay in flight."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def close(self) -> None:
+        self.release.set()
+        if self.server is not None:
+            self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await self.release.wait()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_remove_server_waits_for_a_request_in_flight(haproxy: Running) -> None:
     _, runtime, layout = haproxy
-    await runtime.add_server("be_dyn", "slow", "127.0.0.1", layout.echo_port("a"))
-    reader, writer = await asyncio.open_connection("127.0.0.1", layout.front_port)
-    writer.write(b"GET /dyn HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: session stays open
-    await writer.drain()
-    assert b"200" in await reader.readuntil(b"\r\n\r\n")
-    # In drain the keep-alive session is still attached to the frontend, not the server: the
-    # server-side connection is idle and HAProxy releases it once the server is in maint.
-    started = time.monotonic()
-    await runtime.remove_server("be_dyn", "slow", drain_timeout=3)
-    assert time.monotonic() - started < 3.5
-    assert await runtime.server_state("be_dyn", "slow") is None
-    writer.close()
+    slow = SlowServer()
+    try:
+        await runtime.add_server("be_dyn", "slow", "127.0.0.1", await slow.start())
+        request = asyncio.create_task(get(layout.front_port, "/dyn"))
+        await asyncio.sleep(0.2)  # the request is now waiting on the server
+        removal = asyncio.create_task(runtime.remove_server("be_dyn", "slow", drain_timeout=5))
+        await asyncio.sleep(0.5)
+        assert not removal.done()  # drained, but a request is still running on it
+        state = await runtime.server_state("be_dyn", "slow")
+        assert state is not None and state.admin_state.draining
+        slow.release.set()
+        assert await request == (200, "slow")  # the request in flight completes
+        await removal
+        assert await runtime.server_state("be_dyn", "slow") is None
+    finally:
+        slow.close()
+
+
+async def test_remove_server_cuts_sessions_after_the_drain_timeout(haproxy: Running) -> None:
+    _, runtime, layout = haproxy
+    slow = SlowServer()
+    try:
+        await runtime.add_server("be_dyn", "stuck", "127.0.0.1", await slow.start())
+        request = asyncio.create_task(get(layout.front_port, "/dyn"))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await runtime.remove_server("be_dyn", "stuck", drain_timeout=0.5)
+        assert 0.5 <= time.monotonic() - started < 3
+        assert await runtime.server_state("be_dyn", "stuck") is None
+        try:
+            status, _ = await request
+        except OSError:  # reset
+            status = 0
+        assert status != 200  # cut: HAProxy answers with an error or closes
+    finally:
+        slow.close()
 
 
 async def test_add_existing_server_is_classified(haproxy: Running) -> None:
