@@ -117,6 +117,10 @@ class Node:
             time.sleep(0.1)
         raise TimeoutError(f"meshgate did not become healthy:\n{self.log()}")
 
+    def close(self) -> None:
+        self.stop()
+        self.api.close()
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -187,9 +191,11 @@ def quote(name: str) -> str:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     running = Node(tmp_path_factory.mktemp("node"))
-    running.start()
-    yield running
-    running.stop()
+    try:
+        running.start()
+        yield running
+    finally:
+        running.close()
 
 
 @pytest.fixture
@@ -204,7 +210,7 @@ def make_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
 
     yield factory
     for created in nodes:
-        created.stop()
+        created.close()
 
 
 def count_served(url: str, requests: int, **kwargs: Any) -> dict[str, int]:

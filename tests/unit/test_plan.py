@@ -6,7 +6,14 @@ from typing import Any
 
 from meshgate.compiler import DesiredState, compile_state, ir
 from meshgate.model import Gateway, Instance, Resource, Service, validate_resource
-from meshgate.plan import Reload, ReplaceMap, plan
+from meshgate.plan import (
+    AddServer,
+    Reload,
+    RemoveServer,
+    ReplaceMap,
+    SetServerWeight,
+    plan,
+)
 
 SETTINGS = ir.Settings(run_dir="/run/mg")
 
@@ -139,11 +146,85 @@ def test_a_changed_condition_reloads() -> None:
     assert plan(RUNNING, desired) == [Reload("frontends changed")]
 
 
-def test_a_new_server_reloads_for_now() -> None:
-    desired = dataplane(
+def backend_named(dataplane_: ir.DataPlane, route: str) -> ir.Backend:
+    return next(b for b in dataplane_.backends if b.route.route == route)
+
+
+def test_a_new_instance_is_added_at_run_time() -> None:
+    extra = Instance(address="127.0.0.1", port=8082)
+    desired = dataplane(sava(), *SERVICES, **{"sava:1.0": [extra]})
+    backend = backend_named(desired, "sava:1.0")
+    added = next(s for s in backend.servers if s.port == 8082)
+    assert plan(RUNNING, desired) == [AddServer(backend.name, added, backend.health)]
+
+
+def test_a_departed_instance_is_drained_and_removed() -> None:
+    running = dataplane(
         sava(), *SERVICES, **{"sava:1.0": [Instance(address="127.0.0.1", port=8082)]}
     )
-    assert plan(RUNNING, desired) == [Reload("backends changed")]
+    backend = backend_named(running, "sava:1.0")
+    assert plan(running, RUNNING) == [RemoveServer(backend.name, "127.0.0.1:8082")]
+
+
+def test_an_instance_weight_is_set_at_run_time() -> None:
+    heavier = resource(
+        kind="service",
+        name="sava:1.0",
+        instances=[{"address": "127.0.0.1", "port": 8081, "weight": 7}],
+    )
+    desired = dataplane(sava(), heavier, SERVICES[1])
+    backend = backend_named(desired, "sava:1.0")
+    assert plan(RUNNING, desired) == [SetServerWeight(backend.name, "127.0.0.1:8081", 7)]
+
+
+def test_a_moved_instance_is_replaced_under_the_same_name() -> None:
+    moved = resource(
+        kind="service",
+        name="sava:1.0",
+        instances=[{"address": "127.0.0.2", "port": 8081, "id": "a"}],
+    )
+    before = resource(
+        kind="service",
+        name="sava:1.0",
+        instances=[{"address": "127.0.0.1", "port": 8081, "id": "a"}],
+    )
+    running = dataplane(sava(), before, SERVICES[1])
+    desired = dataplane(sava(), moved, SERVICES[1])
+    backend = backend_named(desired, "sava:1.0")
+    assert plan(running, desired) == [
+        RemoveServer(backend.name, "a"),
+        AddServer(backend.name, backend.servers[0], backend.health),
+    ]
+
+
+def test_additions_come_before_maps_and_removals_last() -> None:
+    two = resource(kind="service", name="sava:1.0", instances=["127.0.0.1:8081", "127.0.0.1:8083"])
+    running = dataplane(sava(), two, SERVICES[1])
+    swapped = resource(
+        kind="service", name="sava:1.0", instances=["127.0.0.1:8083", "127.0.0.1:8084"]
+    )
+    desired = dataplane(sava(("50%", "50%")), swapped, SERVICES[1])
+    backend = backend_named(desired, "sava:1.0")
+    new_server = next(s for s in backend.servers if s.port == 8084)
+    weights = desired.map_named(ir.WEIGHTS_MAP)
+    assert weights is not None
+    assert plan(running, desired) == [
+        AddServer(backend.name, new_server, backend.health),
+        ReplaceMap(ir.WEIGHTS_MAP, weights.entries),
+        RemoveServer(backend.name, "127.0.0.1:8081"),
+    ]
+
+
+def test_a_server_with_a_persistence_cookie_needs_a_reload() -> None:
+    running = dataplane(sava(sticky="instance"), *SERVICES)
+    desired = dataplane(
+        sava(sticky="instance"),
+        *SERVICES,
+        **{"sava:1.0": [Instance(address="127.0.0.1", port=8082)]},
+    )
+    assert plan(running, desired) == [
+        Reload("a server with a persistence cookie cannot be added at run time")
+    ]
 
 
 def test_a_changed_health_check_reloads() -> None:
@@ -154,7 +235,8 @@ def test_a_changed_health_check_reloads() -> None:
         health_check={"type": "http", "path": "/health"},
     )
     desired = dataplane(sava(), checked, SERVICES[1])
-    assert plan(RUNNING, desired) == [Reload("backends changed")]
+    backend = backend_named(desired, "sava:1.0")
+    assert plan(RUNNING, desired) == [Reload(f"backend {backend.name} changed")]
 
 
 def test_changed_settings_reload() -> None:

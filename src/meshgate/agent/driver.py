@@ -14,10 +14,25 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from meshgate.compiler import CONFIG_FILE, ir, render_files
+from meshgate.compiler.render import MAPS_DIR
+from meshgate.errors import MeshgateError
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.supervisor import HaproxySupervisor
-from meshgate.plan import Reload, ReplaceMap, plan
+from meshgate.plan import (
+    AddServer,
+    Reload,
+    ReplaceMap,
+    RuntimeAction,
+    SetServerWeight,
+    plan,
+)
+
+log = structlog.get_logger("meshgate.agent")
+# How long a departing instance may finish the requests it has before it is cut off.
+DRAIN_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,7 @@ class Driver:
         self.runtime = runtime
         self.run_dir = run_dir
         self.running: ir.DataPlane | None = None
+        self._restarts_seen = 0
 
     def settings(self) -> ir.Settings:
         return ir.Settings(run_dir=str(self.run_dir))
@@ -60,34 +76,74 @@ class Driver:
             result = await self.supervisor.validate(Path(scratch) / CONFIG_FILE)
             return result.ok, result.output
 
+    def resync_needed(self) -> bool:
+        """True when HAProxy was restarted behind our back (by the supervisor's watchdog).
+
+        A restart loads the configuration of the last reload, which lacks what was changed at
+        run time since; the next apply then reloads from the current files.
+        """
+        return self.supervisor.restarts != self._restarts_seen
+
     async def apply(self, desired: ir.DataPlane) -> Outcome:
         """Make HAProxy run `desired`, which the caller has checked."""
         started = time.monotonic()
         actions = plan(self.running, desired)
-        if not self.supervisor.running and self.running is not None:
-            actions = [Reload("HAProxy is not running")]
+        if self.running is not None and (not self.supervisor.running or self.resync_needed()):
+            actions = [Reload("HAProxy was restarted or is not running")]
         if not actions:
             return Outcome(False, 0, time.monotonic() - started, "no change")
-        files = render_files(desired)
-        commands = 0
+        # Files first: whatever happens next, a reload or restart reproduces `desired`.
+        write_files(self.run_dir, render_files(desired))
         reloads = [a for a in actions if isinstance(a, Reload)]
-        write_files(self.run_dir, files)
+        commands = 0
+        reason = reloads[0].reason if reloads else "changed at run time"
+        if not reloads:
+            try:
+                for action in actions:
+                    assert not isinstance(action, Reload)
+                    await self._run(action)
+                    commands += 1
+            except MeshgateError as exc:
+                # The runtime state is now uncertain; a reload from the files makes it exact.
+                log.warning("runtime change failed, reloading", error=str(exc))
+                reloads = [Reload(f"runtime change failed: {exc}")]
+                reason = reloads[0].reason
         if reloads:
-            config = self.run_dir / CONFIG_FILE
-            if self.supervisor.running:
-                await self.supervisor.reload(config)
-            else:
-                await self.supervisor.start(config)
-            reason = reloads[0].reason
-        else:
-            maps_dir = self.run_dir / "maps"
-            for action in actions:
-                assert isinstance(action, ReplaceMap)
-                await self.runtime.replace_map(str(maps_dir / action.name), dict(action.entries))
-                commands += 1
-            reason = "maps updated at run time"
+            await self._reload()
         self.running = desired
         return Outcome(bool(reloads), commands, time.monotonic() - started, reason)
+
+    async def _reload(self) -> None:
+        config = self.run_dir / CONFIG_FILE
+        if self.supervisor.running:
+            await self.supervisor.reload(config)
+        else:
+            await self.supervisor.start(config)
+        self._restarts_seen = self.supervisor.restarts
+
+    async def _run(self, action: RuntimeAction) -> None:
+        if isinstance(action, ReplaceMap):
+            path = self.run_dir / MAPS_DIR / action.name
+            await self.runtime.replace_map(str(path), dict(action.entries))
+        elif isinstance(action, AddServer):
+            server, health = action.server, action.health
+            await self.runtime.add_server(
+                action.backend,
+                server.name,
+                server.address,
+                server.port,
+                weight=server.weight,
+                check=True,
+                inter_ms=health.interval_ms,
+                rise=health.rise,
+                fall=health.fall,
+            )
+        elif isinstance(action, SetServerWeight):
+            await self.runtime.set_server_weight(action.backend, action.server, action.weight)
+        else:
+            await self.runtime.remove_server(
+                action.backend, action.server, drain_timeout=DRAIN_TIMEOUT_S, missing_ok=True
+            )
 
     async def stop(self) -> None:
         await self.supervisor.stop()

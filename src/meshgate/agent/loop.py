@@ -24,6 +24,7 @@ from meshgate.store import Key as StoreKey
 
 log = structlog.get_logger("meshgate.agent")
 WATCHED_KINDS = ("gateways", "services", "instances")
+RESYNC_CHECK_S = 1.0  # how often to look for a HAProxy restarted by the supervisor
 
 
 class Agent:
@@ -54,7 +55,10 @@ class Agent:
         try:
             self._dirty.set()
             while True:
-                await self._dirty.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._dirty.wait(), RESYNC_CHECK_S)
+                if not self._dirty.is_set() and not self.driver.resync_needed():
+                    continue
                 await asyncio.sleep(self.debounce_s)
                 self._dirty.clear()
                 await self.reconcile()

@@ -131,27 +131,50 @@ def gateway_rules(
             keyword, f"set-var(txn.mg_be) str({choice.backend})", choice.condition, [*guard, *terms]
         )
 
+    lines += weighted_rules(gateway, keyword, guard, maps_dir, only_available=True)
+    # A worker that is shutting down after a reload reports no usable server anywhere (its
+    # backends are stopped) while it finishes its last requests. Those requests are then
+    # split by weight alone, and a route that really has no instance answers 503 itself.
+    lines += weighted_rules(gateway, keyword, guard, maps_dir, only_available=False)
+    return lines
+
+
+def weighted_rules(
+    gateway: ir.GatewayRules,
+    keyword: str,
+    guard: tuple[str, ...],
+    maps_dir: str,
+    *,
+    only_available: bool,
+) -> list[str]:
+    """Pick a route by weight among the routes (the available ones, if `only_available`)."""
     weights = f"{maps_dir}/{ir.WEIGHTS_MAP}"
     draw = "src,crc32(1)" if gateway.sticky == "source" else "rand"
-    lines.append(f"{keyword} set-var(txn.mg_sum) int(0) if {when(NOT_CHOSEN)}")
+
+    def when(*terms: str) -> str:
+        return " ".join((*guard, NOT_CHOSEN, *terms))
+
+    def up(choice: ir.RouteChoice) -> tuple[str, ...]:
+        return (available(choice.backend),) if only_available else ()
+
+    lines = [f"{keyword} set-var(txn.mg_sum) int(0) if {when()}"]
     for choice in gateway.choices:
         lines.append(
             f"{keyword} set-var(txn.mg_sum) str({choice.backend}),map_str_int({weights},0),"
-            f"add(txn.mg_sum) if {when(NOT_CHOSEN, available(choice.backend))}"
+            f"add(txn.mg_sum) if {when(*up(choice))}"
         )
     lines.append(
         f"{keyword} set-var(txn.mg_pick) {draw},mod(txn.mg_sum)"
-        f" if {when(NOT_CHOSEN, '{ var(txn.mg_sum) -m int gt 0 }')}"
+        f" if {when('{ var(txn.mg_sum) -m int gt 0 }')}"
     )
     for choice in gateway.choices:
-        up = available(choice.backend)
         lines += [
             f"{keyword} set-var(txn.mg_w) str({choice.backend}),map_str_int({weights},0)"
-            f" if {when(NOT_CHOSEN, up)}",
+            f" if {when(*up(choice))}",
             f"{keyword} set-var(txn.mg_pick) var(txn.mg_pick),sub(txn.mg_w)"
-            f" if {when(NOT_CHOSEN, up)}",
-            f"{set_backend} str({choice.backend})"
-            f" if {when(NOT_CHOSEN, up, '{ var(txn.mg_pick) -m int lt 0 }')}",
+            f" if {when(*up(choice))}",
+            f"{keyword} set-var(txn.mg_be) str({choice.backend})"
+            f" if {when(*up(choice), '{ var(txn.mg_pick) -m int lt 0 }')}",
         ]
     return lines
 
