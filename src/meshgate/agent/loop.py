@@ -19,12 +19,14 @@ from meshgate.agent.driver import Driver
 from meshgate.compiler import Compiled, DesiredState, compile_state
 from meshgate.errors import MeshgateError
 from meshgate.metrics import ControlPlaneMetrics
+from meshgate.plan import Reload, plan
 from meshgate.store import CompactedError, Delete, Put, Store
 from meshgate.store import Key as StoreKey
 
 log = structlog.get_logger("meshgate.agent")
 WATCHED_KINDS = ("gateways", "services", "instances")
 RESYNC_CHECK_S = 1.0  # how often to look for a HAProxy restarted by the supervisor
+MAX_BATCH_S = 0.5  # a steady stream of writes still reaches HAProxy this often
 
 
 class Agent:
@@ -34,7 +36,7 @@ class Agent:
         driver: Driver,
         metrics: ControlPlaneMetrics,
         *,
-        debounce_s: float = 0.05,
+        debounce_s: float = 0.03,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -59,13 +61,23 @@ class Agent:
                     await asyncio.wait_for(self._dirty.wait(), RESYNC_CHECK_S)
                 if not self._dirty.is_set() and not self.driver.resync_needed():
                     continue
-                await asyncio.sleep(self.debounce_s)
-                self._dirty.clear()
+                await self._quiet_period()
                 await self.reconcile()
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+    async def _quiet_period(self) -> None:
+        """Wait until writes pause for `debounce_s` (at most MAX_BATCH_S), so that a burst of
+        changes is applied in one pass and costs at most one reload."""
+        deadline = asyncio.get_running_loop().time() + MAX_BATCH_S
+        while True:
+            self._dirty.clear()
+            await asyncio.sleep(self.debounce_s)
+            if not self._dirty.is_set() or asyncio.get_running_loop().time() > deadline:
+                self._dirty.clear()
+                return
 
     async def _watch(self) -> None:
         revision = await self.store.revision()
@@ -108,7 +120,11 @@ class Agent:
         """Compile, and leave out gateways HAProxy rejects, found by checking each on its own."""
         settings = self.driver.settings()
         compiled = compile_state(state, settings)
-        if compiled.dataplane == self.driver.running:
+        running = self.driver.running
+        if running is not None and not any(
+            isinstance(action, Reload) for action in plan(running, compiled.dataplane)
+        ):
+            # Runtime changes keep the configuration's structure, which HAProxy accepted.
             return compiled, {}
         ok, output = await self.driver.check(compiled.dataplane)
         if ok:
