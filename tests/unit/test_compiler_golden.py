@@ -35,7 +35,9 @@ def render(resources: list[Resource], run_dir: str) -> dict[str, str]:
         gateways=[r for r in resources if isinstance(r, Gateway)],
         services=[r for r in resources if isinstance(r, Service)],
     )
-    result = compile_state(state, ir.Settings(run_dir=run_dir))
+    # With the access log on, as `meshgate up` runs by default.
+    settings = ir.Settings(run_dir=run_dir, log_socket=f"{run_dir}/log.sock")
+    result = compile_state(state, settings)
     problems = {key: r.errors for key, r in result.gateways.items() if not r.ok}
     assert not problems, problems
     return render_files(result.dataplane)

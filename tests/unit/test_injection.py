@@ -21,10 +21,11 @@ from meshgate.compiler import CONFIG_FILE, DesiredState, compile_state, ir, rend
 from meshgate.conditions import MAX_LINE_WORDS, count_words
 from meshgate.errors import ValidationFailed
 from meshgate.model import Gateway, Resource, Service, validate_resource
+from meshgate.stats.logline import TCP_LOG_FORMAT
 
 RUN_DIR = "/run/mg"
 MAPS = re.escape(f"{RUN_DIR}/maps")
-SETTINGS = ir.Settings(run_dir=RUN_DIR)
+SETTINGS = ir.Settings(run_dir=RUN_DIR, log_socket=f"{RUN_DIR}/log.sock", log_sample=2)
 
 # --- the allow-list -----------------------------------------------------------------------------
 
@@ -95,6 +96,8 @@ SECTION_LINES = [
     r"stick on src",
     rf"cookie mgi_{GID} insert indirect nocache httponly",
     rf"server {NAME} [A-Za-z0-9.:-]+:[0-9]+ {SERVER_OPTIONS}",
+    # tcp frontends log their own line shape; http ones inherit theirs from the defaults.
+    re.escape(f'log-format "{TCP_LOG_FORMAT}"'),
 ]
 SECTION_LINE = re.compile("|".join(f"(?:{shape})" for shape in SECTION_LINES))
 HEADER = re.compile(rf"(?:frontend|backend) ({NAME})")

@@ -122,6 +122,10 @@ class Settings:
 
     run_dir: str
     hard_stop_after_ms: int = 30_000
+    # Where HAProxy streams one access-log line per request for the agent's latency
+    # histograms (a unix socket); None renders no logging at all.
+    log_socket: str | None = None
+    log_sample: int = 1  # HAProxy sends the line of one request in this many
 
 
 WEIGHTS_MAP = "weights.map"

@@ -15,6 +15,7 @@ from meshgate.compiler.rules import (
     frontend_rules,
     server_options,
 )
+from meshgate.stats.logline import HTTP_LOG_FORMAT, TCP_LOG_FORMAT
 
 CONFIG_FILE = "haproxy.cfg"
 MAPS_DIR = "maps"
@@ -54,6 +55,8 @@ def render_config(dataplane: ir.DataPlane) -> str:
         balance=balance_directive,
         server_options=server_options,
         endpoint=server_endpoint,
+        http_log_format=HTTP_LOG_FORMAT,
+        tcp_log_format=TCP_LOG_FORMAT,
     )
 
 
