@@ -15,10 +15,17 @@ import uvicorn
 
 from meshgate.agent import Agent, Driver
 from meshgate.api import create_app
+from meshgate.api.stats import stats_router
 from meshgate.haproxy.runtime import RuntimeClient
+from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.haproxy.supervisor import HaproxySupervisor
 from meshgate.metrics import ControlPlaneMetrics, metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
+from meshgate.stats.accesslog import AccessLog
+from meshgate.stats.collector import StatsCollector
+from meshgate.stats.latency import LatencyBook
+from meshgate.stats.logs import LogReceiver
+from meshgate.stats.prometheus import DataPlaneMetrics
 from meshgate.store import Key, Put, SqliteStore, Store
 
 log = structlog.get_logger("meshgate.node")
@@ -33,6 +40,11 @@ class NodeOptions:
     allow_raw_acl: bool = False
     token: str | None = None
     haproxy_binary: str = "haproxy"
+    latency: bool = True  # request lines from HAProxy for latency percentiles; off: counters only
+    log_sample: int = 1  # HAProxy sends the line of one request in this many
+    access_log: str | None = None  # a file, or "-" for stdout: one JSON object per request
+    # Lines parsed per second before the agent parses only one in N (None: all of them).
+    latency_budget_per_s: int | None = 20_000
 
 
 def manifest_files(paths: Sequence[Path]) -> list[Path]:
@@ -79,8 +91,17 @@ async def run_node(options: NodeOptions) -> None:
     supervisor = HaproxySupervisor(binary=options.haproxy_binary, run_dir=run_dir)
     runtime = RuntimeClient(str(run_dir / "admin.sock"), str(run_dir / "master.sock"))
     metrics = ControlPlaneMetrics()
-    agent = Agent(store, Driver(supervisor, runtime, run_dir), metrics)
+    log_socket = run_dir / "log.sock" if options.latency else None
+    driver = Driver(
+        supervisor, runtime, run_dir, log_socket=log_socket, log_sample=options.log_sample
+    )
+    agent = Agent(store, driver, metrics)
+    stats, receiver = _stats(options, run_dir, driver)
+    metrics.registry.register(DataPlaneMetrics(stats))
     try:
+        if receiver is not None:
+            # Listening before HAProxy starts, so its log forwarder connects at once.
+            await receiver.start()
         if options.manifests:
             changed = await seed_manifests(
                 store, options.manifests, allow_raw_acl=options.allow_raw_acl
@@ -99,7 +120,7 @@ async def run_node(options: NodeOptions) -> None:
             allow_raw_acl=options.allow_raw_acl,
             token=options.token,
             readiness=readiness,
-            extra_routers=[metrics_router(metrics)],
+            extra_routers=[metrics_router(metrics), stats_router(store, stats)],
         )
         server = _ApiServer(
             uvicorn.Config(app, host=options.api_host, port=options.api_port, log_level="warning")
@@ -109,18 +130,42 @@ async def run_node(options: NodeOptions) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         tasks = [asyncio.create_task(agent.run()), asyncio.create_task(server.serve())]
+        poller = asyncio.create_task(stats.run())
         log.info("meshgate is up", api=f"http://{options.api_host}:{options.api_port}")
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         agent_task, server_task = tasks
-        agent_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await agent_task
+        for task in (agent_task, poller):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         # uvicorn finishes its lifespan cleanly when asked to exit rather than cancelled.
         server.should_exit = True
         await server_task
     finally:
         await supervisor.stop()
+        if receiver is not None:
+            await receiver.stop()
         await store.close()
         log.info("meshgate stopped")
+
+
+def _stats(
+    options: NodeOptions, run_dir: Path, driver: Driver
+) -> tuple[StatsCollector, LogReceiver | None]:
+    """The stats poller, and the receiver of HAProxy's request lines when latency is on."""
+    book = None
+    if options.latency:
+        # An access log is a record of every request: it must not be thinned out.
+        budget = None if options.access_log else options.latency_budget_per_s
+        book = LatencyBook(budget_per_s=budget)
+    stats = StatsCollector(
+        StatsReader(str(run_dir / "master.sock")), lambda: driver.running, latency=book
+    )
+    if book is None:
+        return stats, None
+    access_log = None
+    if options.access_log:
+        access_log = AccessLog(options.access_log, lambda: driver.running)
+    return stats, LogReceiver(run_dir / "log.sock", book, access_log=access_log)

@@ -118,6 +118,18 @@ def _api_address(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 )
 @allow_raw_acl_option
 @click.option("--token", default=None, help="require this bearer token from API clients")
+@click.option(
+    "--latency/--no-latency", default=True, show_default=True,
+    help="have HAProxy log each request to the agent for latency percentiles",
+)
+@click.option(
+    "--log-sample", type=click.IntRange(1, 1_000_000), default=1, show_default=True,
+    help="HAProxy logs one request in N (latency percentiles from a sample)",
+)
+@click.option(
+    "--access-log", default=None, metavar="PATH|-",
+    help="write one JSON object per request to PATH, or to stdout with '-'",
+)
 @click.pass_obj
 def up(
     settings: Settings,
@@ -126,11 +138,16 @@ def up(
     api: tuple[str, int],
     allow_raw_acl: bool,
     token: str | None,
+    latency: bool,
+    log_sample: int,
+    access_log: str | None,
 ) -> None:
     """Run the store, the API, the agent and HAProxy on this machine until interrupted."""
     # Imported here: the node pulls in uvicorn and the agent, which no other command needs.
     from meshgate.node import NodeOptions, run_node
 
+    if access_log and not latency:
+        raise click.UsageError("--access-log needs the request log that --no-latency turns off")
     options = NodeOptions(
         data_dir=data_dir,
         api_host=api[0],
@@ -139,6 +156,9 @@ def up(
         allow_raw_acl=allow_raw_acl,
         # One MESHGATE_TOKEN serves both sides: the server requires what clients send.
         token=token or settings.token,
+        latency=latency,
+        log_sample=log_sample,
+        access_log=access_log,
     )
     try:
         asyncio.run(run_node(options))

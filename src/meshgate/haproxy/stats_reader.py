@@ -1,0 +1,37 @@
+"""Reading every HAProxy process's counters through the master socket.
+
+After a reload the old worker goes on serving the connections it has, and the admin socket
+already belongs to the new worker; asking the admin socket alone would miss whatever the old
+worker still serves. The master lists its workers, old ones included (`show proc`), and passes
+a command to any of them by pid (`@!<pid> show stat ...`), so each process is read on its own
+and its counters can be told apart from the others'.
+
+This is polling, not a change: it goes around `RuntimeClient` so that it does not count in the
+runtime-command metrics.
+"""
+
+from __future__ import annotations
+
+from meshgate.haproxy import commands, replies, transport
+from meshgate.haproxy.replies import CommandKind, ProcInfo, StatRow
+
+# Backends (2) and servers (4) of every proxy: frontends are not needed for route stats.
+_BACKENDS_AND_SERVERS = "show stat -1 6 -1"
+
+
+class StatsReader:
+    def __init__(self, master_socket: str, *, timeout: float = 2.0) -> None:
+        self.master_socket = master_socket
+        self.timeout = timeout
+
+    async def processes(self) -> ProcInfo:
+        reply = await transport.send(self.master_socket, commands.show_proc(), timeout=self.timeout)
+        replies.check_reply(CommandKind.READ, reply)
+        return replies.parse_proc(reply)
+
+    async def worker_stats(self, pid: int) -> list[StatRow]:
+        """One worker's backend and server rows; [] when the worker is gone (the master then
+        answers with an error sentence instead of CSV)."""
+        command = commands.on_worker(pid, _BACKENDS_AND_SERVERS)
+        reply = await transport.send(self.master_socket, command, timeout=self.timeout)
+        return replies.parse_stat_csv(reply)

@@ -1,0 +1,90 @@
+"""The stats poller: reads every HAProxy process once a second, and on demand for the API.
+
+A poll asks the master for its processes, reads each one's backend and server rows, and hands
+them to a `Tally`; the result is the latest `Snapshot`. An API request asks for a snapshot no
+older than a fraction of a second; concurrent requests share one poll. When HAProxy cannot be
+read (not started yet, the master re-executing during a reload), the previous snapshot stays
+and the poll is tried again on the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+
+from meshgate.compiler import ir
+from meshgate.haproxy.commands import HaproxyError
+from meshgate.haproxy.stats_reader import StatsReader
+from meshgate.stats.latency import LatencyBook
+from meshgate.stats.tally import Snapshot, Tally
+
+log = structlog.get_logger("meshgate.stats")
+
+
+class StatsCollector:
+    def __init__(
+        self,
+        reader: StatsReader,
+        dataplane: Callable[[], ir.DataPlane | None],
+        *,
+        latency: LatencyBook | None = None,
+        interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.reader = reader
+        self.dataplane = dataplane
+        self.latency = latency
+        self.interval_s = interval_s
+        self.clock = clock
+        self.tally = Tally(recent_window_s=latency.window_s if latency else 60.0)
+        self.snapshot = Snapshot(taken_at=clock())
+        self.polls = 0
+        self.failed_polls = 0
+        self._lock = asyncio.Lock()
+        self._running: ir.DataPlane | None = None
+
+    async def run(self) -> None:
+        """Poll every `interval_s` until cancelled."""
+        while True:
+            await self.refresh(max_age_s=self.interval_s / 2)
+            await asyncio.sleep(self.interval_s)
+
+    async def refresh(self, max_age_s: float = 0.25) -> Snapshot:
+        """A snapshot at most `max_age_s` old, polling if the last one is older."""
+        if self.clock() - self.snapshot.taken_at <= max_age_s and self.polls:
+            return self.snapshot
+        async with self._lock:
+            # Another caller may have polled while this one waited for the lock.
+            if self.clock() - self.snapshot.taken_at <= max_age_s and self.polls:
+                return self.snapshot
+            self._follow_dataplane()
+            try:
+                self.snapshot = await self._poll()
+                self.polls += 1
+            except (HaproxyError, OSError) as exc:
+                self.failed_polls += 1
+                log.debug("stats poll failed", error=str(exc))
+            if self.latency is not None:
+                self.latency.tick(self.snapshot.taken_at)
+            return self.snapshot
+
+    def _follow_dataplane(self) -> None:
+        """Tell the latency book which backends are routes, when the data plane changed."""
+        running = self.dataplane()
+        if running is self._running or self.latency is None:
+            return
+        self._running = running
+        self.latency.accept([b.name for b in running.backends] if running else [])
+
+    async def _poll(self) -> Snapshot:
+        processes = await self.reader.processes()
+        current = {worker.pid for worker in processes.workers}
+        pids = [*current, *(worker.pid for worker in processes.old_workers)]
+        rows = await asyncio.gather(*(self.reader.worker_stats(pid) for pid in pids))
+        self.tally.begin()
+        for pid, pid_rows in zip(pids, rows, strict=True):
+            self.tally.observe(pid, pid_rows, current=pid in current)
+        return self.tally.end(pids, self.clock(), old_workers=len(processes.old_workers))

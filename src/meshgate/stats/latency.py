@@ -1,0 +1,199 @@
+"""Latency histograms per backend and server, fed with access-log lines. Pure.
+
+Three histograms per (backend, server): `total` (Ta: the request's active time, or a tcp
+connection's whole time), `connect` (Tc) and `response` (Tr: until the server's response
+headers). Histograms are cumulative, which Prometheus wants; the stats API wants recent
+figures, so a snapshot of every series is taken every few seconds and a window is "now minus the
+oldest snapshot inside the window".
+
+Parsing costs the agent CPU per request. Above `budget_per_s` lines per second the book parses
+one line in `stride`, so its cost stays bounded; the percentiles stay honest because the counts
+come from HAProxy's counters, never from these lines, and the stats report how many requests
+the percentiles were computed from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+from meshgate.stats import logline
+from meshgate.stats.histogram import Histogram, merged
+
+COMPONENTS = ("total", "connect", "response")
+
+
+class Series:
+    __slots__ = ("connect", "records", "response", "total")
+
+    def __init__(self) -> None:
+        self.total = Histogram()
+        self.connect = Histogram()
+        self.response = Histogram()
+        self.records = 0  # lines recorded: tells a snapshot whether anything changed
+
+    def get(self, component: str) -> Histogram:
+        histogram: Histogram = getattr(self, component)
+        return histogram
+
+    def copy(self) -> Series:
+        other = Series()
+        other.total, other.connect, other.response = (
+            self.total.copy(), self.connect.copy(), self.response.copy(),
+        )  # fmt: skip
+        other.records = self.records
+        return other
+
+
+@dataclass(frozen=True)
+class Window:
+    """Histograms of one backend or server over the last `seconds`."""
+
+    seconds: float
+    total: Histogram
+    connect: Histogram
+    response: Histogram
+
+
+class Sampler:
+    """Decides which lines to parse: all of them until more than `budget_per_s` arrive in a
+    second, then one in `stride`, with the stride set each second from the last second's count."""
+
+    def __init__(self, budget_per_s: int | None) -> None:
+        self.budget_per_s = budget_per_s
+        self.stride = 1
+        self._second = -1
+        self._seen_this_second = 0
+        self._position = 0
+
+    def take(self, now: float) -> bool:
+        second = int(now)
+        if second != self._second:
+            if self.budget_per_s is not None and self._second >= 0:
+                rate = self._seen_this_second / max(1, second - self._second)
+                self.stride = max(1, math.ceil(rate / self.budget_per_s))
+            self._second = second
+            self._seen_this_second = 0
+        self._seen_this_second += 1
+        self._position += 1
+        if self._position >= self.stride:
+            self._position = 0
+            return True
+        return False
+
+
+class LatencyBook:
+    def __init__(
+        self,
+        *,
+        window_s: float = 60.0,
+        snapshot_every_s: float = 5.0,
+        budget_per_s: int | None = 20_000,
+    ) -> None:
+        self.window_s = window_s
+        self.snapshot_every_s = snapshot_every_s
+        self.sampler = Sampler(budget_per_s)
+        self._series: dict[tuple[bytes, bytes], Series] = {}
+        self._servers: dict[bytes, dict[bytes, Series]] = {}  # the same series, by backend
+        self._backends: frozenset[bytes] = frozenset()
+        self._snapshots: deque[tuple[float, dict[tuple[bytes, bytes], Series]]] = deque()
+        self.lines = 0  # every line offered
+        self.parsed = 0  # lines recorded into a histogram
+        self.skipped = 0  # request lines left out by sampling
+        self.ignored = 0  # lines that are not requests of a known route
+
+    def accept(self, backends: Collection[str]) -> None:
+        """The backends whose lines to record: the routes of the running data plane. Series of
+        backends no longer among them are dropped."""
+        names = frozenset(name.encode() for name in backends)
+        if names == self._backends:
+            return
+        self._backends = names
+        for key in [k for k in self._series if k[0] not in names]:
+            del self._series[key]
+        for backend in [b for b in self._servers if b not in names]:
+            del self._servers[backend]
+
+    def offer(self, line: bytes, now: float) -> list[bytes] | None:
+        """Record one line if the sampler takes it; returns its fields when recorded."""
+        self.lines += 1
+        fields = logline.split(line)
+        if fields is None or fields[logline.BACKEND] not in self._backends:
+            self.ignored += 1
+            return None
+        if not self.sampler.take(now):
+            self.skipped += 1
+            return None
+        key = (fields[logline.BACKEND], fields[logline.SERVER])
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = Series()
+            self._servers.setdefault(key[0], {})[key[1]] = series
+        series.records += 1
+        ms = logline.milliseconds
+        total = ms(fields[logline.TOTAL])
+        if total >= 0:
+            series.total.record(total)
+        connect = ms(fields[logline.CONNECT])
+        if connect >= 0:
+            series.connect.record(connect)
+        response = ms(fields[logline.RESPONSE])
+        if response >= 0:
+            series.response.record(response)
+        self.parsed += 1
+        return fields
+
+    def tick(self, now: float) -> None:
+        """Take a snapshot if one is due; forget those older than the window needs."""
+        if self._snapshots and now - self._snapshots[-1][0] < self.snapshot_every_s:
+            return
+        previous = self._snapshots[-1][1] if self._snapshots else {}
+        snapshot = {}
+        for key, series in self._series.items():
+            before = previous.get(key)
+            # Unchanged series share the previous snapshot's copy: idle routes cost nothing.
+            if before is not None and before.records == series.records:
+                snapshot[key] = before
+            else:
+                snapshot[key] = series.copy()
+        self._snapshots.append((now, snapshot))
+        while len(self._snapshots) > 1 and self._snapshots[1][0] <= now - self.window_s:
+            self._snapshots.popleft()
+
+    def _base(self, now: float) -> tuple[float | None, dict[tuple[bytes, bytes], Series]]:
+        """The oldest snapshot inside the window; (None, {}) before the first one."""
+        for taken, snapshot in self._snapshots:
+            if taken >= now - self.window_s:
+                return taken, snapshot
+        return None, {}
+
+    def window(self, backend: str, server: str | None, now: float) -> Window:
+        """Recent histograms of a server, or of a whole backend (server None)."""
+        taken, base = self._base(now)
+        wanted = backend.encode()
+        servers = self._servers.get(wanted, {})
+        if server is not None:
+            one = servers.get(server.encode())
+            servers = {server.encode(): one} if one is not None else {}
+        parts: dict[str, list[Histogram]] = {c: [] for c in COMPONENTS}
+        for name, series in servers.items():
+            before = base.get((wanted, name))
+            for component in COMPONENTS:
+                current = series.get(component)
+                parts[component].append(
+                    current.since(before.get(component)) if before else current.copy()
+                )
+        seconds = self.window_s if taken is None else max(0.0, now - taken)
+        return Window(
+            seconds=seconds,
+            total=merged(parts["total"]),
+            connect=merged(parts["connect"]),
+            response=merged(parts["response"]),
+        )
+
+    def cumulative(self) -> Iterable[tuple[str, str, Series]]:
+        """(backend, server, series) of everything recorded since the start."""
+        for (backend, server), series in self._series.items():
+            yield backend.decode(), server.decode(), series

@@ -1,0 +1,144 @@
+"""From `show stat` rows of every HAProxy process to per-backend and per-server figures. Pure.
+
+One poll reads each live process (current and old workers) and ends with the set of live pids;
+`Tally` turns that into a `Snapshot`: monotonic counters (see `counters`), request rates, the
+current sessions summed over processes, and each server's health as the current worker sees it.
+Keys are HAProxy names (backend, server); mapping them to routes and instances is `view`'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from meshgate.haproxy.replies import StatRow, StatType
+from meshgate.stats.counters import History, MonotonicTotals
+
+# What a row contributes to the monotonic totals, in this order.
+COUNTERS = ("requests", "1xx", "2xx", "3xx", "4xx", "5xx", "bytes_in", "bytes_out")
+RESPONSE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def row_counters(row: StatRow) -> tuple[int, ...]:
+    # HTTP requests for http proxies (keep-alive carries several per connection), connections
+    # (sessions) for tcp ones.
+    requests = row.req_tot if row.mode == "http" else row.stot
+    return (
+        requests,
+        row.hrsp_1xx, row.hrsp_2xx, row.hrsp_3xx, row.hrsp_4xx, row.hrsp_5xx,
+        row.bin, row.bout,
+    )  # fmt: skip
+
+
+def server_status(text: str) -> str:
+    """`show stat`'s status column as UP, DOWN or MAINT (SPEC §3). "UP 1/3" is up and going
+    down, "DOWN 1/2" down and coming up; a server without a health check counts as up;
+    draining (no new traffic, by an operator's decision) counts as maintenance."""
+    if text.startswith(("MAINT", "DRAIN")):
+        return "MAINT"
+    if text.startswith(("UP", "no check", "NOLB")):
+        return "UP"
+    return "DOWN"
+
+
+@dataclass(frozen=True)
+class Counts:
+    requests: int = 0
+    responses: Mapping[str, int] = field(default_factory=dict)
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    @classmethod
+    def of(cls, values: tuple[int, ...]) -> Counts:
+        return cls(
+            requests=values[0],
+            responses=dict(zip(RESPONSE_CLASSES, values[1:6], strict=True)),
+            bytes_in=values[6],
+            bytes_out=values[7],
+        )
+
+
+@dataclass(frozen=True)
+class BackendStats:
+    counts: Counts
+    active: int  # sessions in progress, all processes
+    rate: float  # requests per second over the rate window
+    recent_requests: int  # requests over the latency window, to compare with latency samples
+    recent_seconds: float
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    counts: Counts
+    active: int
+    status: str  # UP, DOWN, MAINT; "" when the current worker does not list the server
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_at: float  # the clock's time (monotonic) of the poll
+    backends: Mapping[str, BackendStats] = field(default_factory=dict)
+    servers: Mapping[tuple[str, str], ServerStats] = field(default_factory=dict)
+    workers: int = 0
+    old_workers: int = 0
+
+
+class Tally:
+    def __init__(self, *, rate_window_s: float = 10.0, recent_window_s: float = 60.0) -> None:
+        self.rate_window_s = rate_window_s
+        self.recent_window_s = recent_window_s
+        self._backends: MonotonicTotals[str] = MonotonicTotals(len(COUNTERS))
+        self._servers: MonotonicTotals[tuple[str, str]] = MonotonicTotals(len(COUNTERS))
+        self._history: dict[str, History] = {}
+        self._active: dict[str, int] = {}
+        self._server_active: dict[tuple[str, str], int] = {}
+        self._status: dict[tuple[str, str], str] = {}
+
+    def begin(self) -> None:
+        """Start a poll: gauges are summed afresh over the processes it reads."""
+        self._active = {}
+        self._server_active = {}
+
+    def observe(self, pid: int, rows: Iterable[StatRow], *, current: bool) -> None:
+        """The rows of one process; `current` for the newest worker, whose view of server
+        health is the one reported."""
+        if current:
+            self._status = {}
+        for row in rows:
+            if row.type is StatType.BACKEND:
+                self._backends.observe(pid, row.pxname, row_counters(row))
+                self._active[row.pxname] = self._active.get(row.pxname, 0) + row.scur
+            elif row.type is StatType.SERVER:
+                key = (row.pxname, row.svname)
+                self._servers.observe(pid, key, row_counters(row))
+                self._server_active[key] = self._server_active.get(key, 0) + row.scur
+                if current:
+                    self._status[key] = server_status(row.status)
+
+    def end(self, live_pids: Collection[int], now: float, *, old_workers: int = 0) -> Snapshot:
+        """Finish a poll: processes not in `live_pids` are gone for good."""
+        self._backends.retire(live_pids)
+        self._servers.retire(live_pids)
+        backends = {}
+        for name in self._backends.names():
+            values = self._backends.total(name)
+            history = self._history.setdefault(name, History(keep_s=self.recent_window_s + 10))
+            history.add(now, values[0])
+            recent, seconds = history.increase(self.recent_window_s)
+            backends[name] = BackendStats(
+                counts=Counts.of(values),
+                active=self._active.get(name, 0),
+                rate=history.rate(self.rate_window_s),
+                recent_requests=recent,
+                recent_seconds=seconds,
+            )
+        servers = {
+            key: ServerStats(
+                counts=Counts.of(self._servers.total(key)),
+                active=self._server_active.get(key, 0),
+                status=self._status.get(key, ""),
+            )
+            for key in self._servers.names()
+        }
+        workers = len(live_pids) - old_workers
+        return Snapshot(now, backends, servers, workers=workers, old_workers=old_workers)
