@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from meshgate.compiler import DesiredState
 from meshgate.errors import ValidationFailed
-from meshgate.model import Gateway, Service, validate_resource
+from meshgate.model import Gateway, Resource, Service, validate_resource
 from meshgate.store import Record, Store
 
 Key = tuple[str, str]
@@ -21,33 +21,52 @@ class Loaded:
     invalid: dict[tuple[str, str, str], str]
 
 
-async def load_desired(store: Store) -> Loaded:
-    gateways: list[tuple[Record, Gateway]] = []
-    services: list[Service] = []
-    service_versions: dict[Key, int] = {}
-    invalid: dict[tuple[str, str, str], str] = {}
-    for record in await store.list("gateways"):
+@dataclass
+class DesiredLoader:
+    """Reads and validates stored resources, re-validating only those whose version changed:
+    with thousands of gateways, validation would otherwise dominate every pass."""
+
+    store: Store
+    _cache: dict[tuple[str, str, str], tuple[int, Resource | str]] = field(default_factory=dict)
+
+    async def load(self) -> Loaded:
+        gateways: list[tuple[Record, Gateway]] = []
+        services: list[Service] = []
+        service_versions: dict[Key, int] = {}
+        invalid: dict[tuple[str, str, str], str] = {}
+        seen: set[tuple[str, str, str]] = set()
+        for kind in ("gateways", "services"):
+            for record in await self.store.list(kind):
+                key = (kind, record.key.namespace, record.key.name)
+                seen.add(key)
+                resource = self._validated(key, record)
+                if isinstance(resource, str):
+                    invalid[key] = resource
+                elif isinstance(resource, Gateway):
+                    gateways.append((record, resource))
+                else:
+                    services.append(resource)
+                    service_versions[(resource.namespace, resource.name)] = record.revision
+        for gone in self._cache.keys() - seen:
+            del self._cache[gone]
+        # Creation order decides who keeps a contested port: the gateway that was there first.
+        gateways.sort(key=lambda pair: pair[0].create_revision)
+        return Loaded(
+            state=DesiredState(gateways=[g for _, g in gateways], services=services),
+            gateway_versions={(g.namespace, g.name): r.revision for r, g in gateways},
+            service_versions=service_versions,
+            invalid=invalid,
+        )
+
+    def _validated(self, key: tuple[str, str, str], record: Record) -> Resource | str:
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == record.revision:
+            return cached[1]
+        singular = "gateway" if key[0] == "gateways" else "service"
+        result: Resource | str
         try:
-            gateway = validate_resource(record.value, allow_raw_acl=True, kind="gateway")
+            result = validate_resource(record.value, allow_raw_acl=True, kind=singular)
         except ValidationFailed as exc:
-            invalid[("gateways", record.key.namespace, record.key.name)] = str(exc)
-            continue
-        assert isinstance(gateway, Gateway)
-        gateways.append((record, gateway))
-    for record in await store.list("services"):
-        try:
-            service = validate_resource(record.value, kind="service")
-        except ValidationFailed as exc:
-            invalid[("services", record.key.namespace, record.key.name)] = str(exc)
-            continue
-        assert isinstance(service, Service)
-        services.append(service)
-        service_versions[(service.namespace, service.name)] = record.revision
-    # Creation order decides who keeps a contested port: the gateway that was there first.
-    gateways.sort(key=lambda pair: pair[0].create_revision)
-    return Loaded(
-        state=DesiredState(gateways=[g for _, g in gateways], services=services),
-        gateway_versions={(g.namespace, g.name): r.revision for r, g in gateways},
-        service_versions=service_versions,
-        invalid=invalid,
-    )
+            result = str(exc)
+        self._cache[key] = (record.revision, result)
+        return result

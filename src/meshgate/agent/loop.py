@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from meshgate.agent.desired import Key, Loaded, load_desired
+from meshgate.agent.desired import DesiredLoader, Key, Loaded
 from meshgate.agent.driver import Driver
 from meshgate.compiler import Compiled, DesiredState, compile_state
 from meshgate.errors import MeshgateError
@@ -39,6 +39,7 @@ class Agent:
         debounce_s: float = 0.03,
     ) -> None:
         self.store = store
+        self.loader = DesiredLoader(store)
         self.driver = driver
         self.metrics = metrics
         self.debounce_s = debounce_s
@@ -94,7 +95,7 @@ class Agent:
         """One pass. Never raises for a bad resource; logs and reports instead."""
         with self.metrics.reconcile_seconds.time():
             try:
-                loaded = await load_desired(self.store)
+                loaded = await self.loader.load()
                 compiled, rejected = await self._compile_checked(loaded.state)
                 outcome = await self.driver.apply(compiled.dataplane)
             except MeshgateError as exc:

@@ -6,6 +6,7 @@ loops back on itself) is reported and left out while every other gateway is stil
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -161,6 +162,7 @@ def _compile_gateway(
     return rules, backends, statuses
 
 
+@functools.lru_cache(maxsize=8192)
 def _dnf(condition: str) -> ir.Dnf:
     # Conditions were validated when the resource was admitted; raw ACLs were allowed then.
     return to_dnf(parse_condition(condition, allow_raw_acl=True))
