@@ -122,6 +122,14 @@ class MeshgateClient:
         resource: dict[str, Any] = response.json()
         return resource
 
+    def gateway_stats(self, name: str, *, namespace: str = "default") -> dict[str, Any]:
+        """GET /api/v1/gateways/{name}/stats: per-route counters, rates, latencies."""
+        path = f"{_name_path('gateways', name)}/stats"
+        response = self._request("GET", path, params={"namespace": namespace})
+        _json(response, "routes")  # only to check that the answer is stats
+        stats: dict[str, Any] = response.json()
+        return stats
+
     def delete(self, kind: str, name: str, *, namespace: str = "default") -> None:
         self._request("DELETE", _name_path(kind, name), params={"namespace": namespace})
 

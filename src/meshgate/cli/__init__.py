@@ -8,6 +8,7 @@ from meshgate.cli.common import Settings
 from meshgate.cli.demo import demo
 from meshgate.cli.local import render, up, validate, version
 from meshgate.cli.remote import apply, delete, get
+from meshgate.cli.stats import stats
 from meshgate.client import DEFAULT_SERVER
 
 
@@ -28,7 +29,7 @@ def main(ctx: click.Context, server: str, token: str | None) -> None:
     ctx.obj = Settings(server=server, token=token or None)
 
 
-for command in (up, demo, apply, get, delete, validate, render, version):
+for command in (up, demo, apply, get, delete, stats, validate, render, version):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -1,0 +1,104 @@
+"""`meshgate stats [GATEWAY] [--watch]`: per-route traffic as a table, once or live."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from meshgate.cli.common import client_options, open_client
+from meshgate.cli.remote import reporting
+from meshgate.client import MeshgateClient
+
+HEADER = ["ROUTE", "RATE/S", "REQUESTS", "2XX", "4XX", "5XX", "ERR%", "P50", "P99", "UP"]
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value}ms"
+
+
+def _error_percent(route: dict[str, Any]) -> str:
+    """Server errors (5xx) among the requests counted so far."""
+    requests = int(route.get("requests") or 0)
+    if not requests:
+        return "-"
+    errors = int((route.get("responses") or {}).get("5xx") or 0)
+    return f"{100 * errors / requests:.1f}%"
+
+
+def route_row(name: str, route: dict[str, Any]) -> list[str]:
+    responses = route.get("responses") or {}
+    latency = route.get("latency_ms") or {}
+    instances = route.get("instances") or []
+    up = sum(1 for instance in instances if instance.get("status") == "UP")
+    return [
+        name,
+        f"{float(route.get('rate') or 0):.1f}",
+        str(route.get("requests", 0)),
+        str(responses.get("2xx", 0)),
+        str(responses.get("4xx", 0)),
+        str(responses.get("5xx", 0)),
+        _error_percent(route),
+        _ms(latency.get("p50")),
+        _ms(latency.get("p99")),
+        f"{up}/{len(instances)}",
+    ]
+
+
+def stats_table(stats: dict[str, Any]) -> str:
+    """One gateway's stats: a title line, then one aligned row per route."""
+    title = f"gateway {stats.get('namespace', 'default')}/{stats.get('gateway', '')}"
+    routes = stats.get("routes") or {}
+    if not routes:
+        return f"{title}\n  (no routes served)"
+    rows = [HEADER] + [route_row(name, route) for name, route in routes.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    lines = [
+        "  ".join(
+            # Names left-aligned, figures right-aligned, as in any table of numbers.
+            cell.ljust(width) if index == 0 else cell.rjust(width)
+            for index, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    return "\n".join([title, *lines])
+
+
+def _gateway_names(client: MeshgateClient, gateway: str | None, namespace: str) -> Sequence[str]:
+    if gateway is not None:
+        return [gateway]
+    return [str(item["name"]) for item in client.list("gateways", namespace=namespace)]
+
+
+def render_all(client: MeshgateClient, gateway: str | None, namespace: str) -> str:
+    names = _gateway_names(client, gateway, namespace)
+    if not names:
+        return f"no gateways in namespace {namespace}"
+    tables = [stats_table(client.gateway_stats(name, namespace=namespace)) for name in names]
+    return "\n\n".join(tables)
+
+
+@click.command()
+@click.argument("gateway", required=False)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-w", "--watch", is_flag=True, help="refresh every second until interrupted")
+@client_options
+def stats(
+    gateway: str | None, namespace: str, watch: bool, server: str | None, token: str | None
+) -> None:
+    """Per-route traffic of GATEWAY (all gateways when omitted): rate, requests, response
+    classes, server error share, latency percentiles, instances up."""
+    with reporting(), open_client(server, token) as client:
+        if not watch:
+            click.echo(render_all(client, gateway, namespace))
+            return
+        try:
+            while True:
+                text = render_all(client, gateway, namespace)
+                click.clear()
+                click.echo(text)
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            return
