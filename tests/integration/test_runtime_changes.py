@@ -145,3 +145,26 @@ def _reloads(node: Node) -> float:
         if line.startswith("meshgate_haproxy_reloads_total "):
             return float(line.split()[1])
     raise AssertionError("no reload counter in /metrics")
+
+
+def test_a_burst_of_changes_costs_one_reload(node: Node, backends: Backends) -> None:
+    a = backends.start("burst")
+    node.apply(service("burst:svc", a))
+    before = _reloads(node)
+    ports = [free_port() for _ in range(10)]
+    for index, port in enumerate(ports):  # ten separate API calls, as fast as they go
+        response = node.api.post(
+            "/api/v1/gateways", json=gateway(f"burst-{index}", port, {"burst:svc": {}})
+        )
+        assert response.status_code == 201, response.text
+    for index in range(10):
+        node.wait_applied("gateways", f"burst-{index}")
+    assert _reloads(node) - before <= 1
+    # Re-applying identical documents changes nothing at all.
+    pids = node.haproxy_pids()
+    for index, port in enumerate(ports):
+        node.apply(gateway(f"burst-{index}", port, {"burst:svc": {}}))
+    assert _reloads(node) - before <= 1
+    assert node.haproxy_pids() == pids
+    for index in range(10):
+        node.delete("gateways", f"burst-{index}")
