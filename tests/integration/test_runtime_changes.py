@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -168,3 +170,22 @@ def test_a_burst_of_changes_costs_one_reload(node: Node, backends: Backends) -> 
     assert node.haproxy_pids() == pids
     for index in range(10):
         node.delete("gateways", f"burst-{index}")
+
+
+def test_runtime_changes_survive_a_haproxy_restart(node: Node, backends: Backends) -> None:
+    first, second = backends.start("before"), backends.start("after")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    node.apply(service("survive:svc", first), gateway("survive", port, {"survive:svc": {}}))
+    wait_until(lambda: count_served(url, 3) == {"before": 3})
+    pids = node.haproxy_pids()
+    node.apply(service("survive:svc", second))  # a runtime change: no reload
+    assert count_served(url, 3) == {"after": 3}
+    assert node.haproxy_pids() == pids
+
+    os.kill(pids[0], signal.SIGKILL)
+    # The watchdog restarts HAProxy from its last reload; the agent then brings back what was
+    # changed at run time since.
+    wait_until(lambda: node.haproxy_pids()[0] != pids[0], timeout=15)
+    wait_until(lambda: count_served(url, 3) == {"after": 3}, timeout=15)
+    assert count_served(url, 20) == {"after": 20}
