@@ -86,6 +86,7 @@ SECTION_LINES = [
     rf"balance {BALANCE}",
     r"timeout (?:connect|client|server|check) [0-9]+ms",
     r"option (?:httpchk|tcp-check|idle-close-on-response)",
+    r"http-after-response set-header connection close if \{ stopping \}",
     rf"http-check send meth [A-Z]{{1,20}} uri {CHECK_PATH} ver HTTP/1\.1"
     r"(?: hdr host [a-z0-9.:-]+)?",
     r"http-check expect status [1-5][0-9]{2}(?:-[1-5][0-9]{2})?",
