@@ -1,0 +1,110 @@
+"""Totals that never go backwards across resets, reloads and restarts; rates over a window."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshgate.stats.counters import History, MonotonicTotals
+
+
+def test_readings_of_one_source_are_its_latest_values() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(2)
+    totals.observe(100, "be", (3, 30))
+    totals.observe(100, "be", (5, 50))
+    assert totals.total("be") == (5, 50)
+
+
+def test_a_counter_that_goes_down_was_reset_and_its_last_value_is_carried() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(2)
+    totals.observe(100, "srv", (7, 70))
+    totals.observe(100, "srv", (2, 70))  # the first counter restarted (server re-added)
+    assert totals.total("srv") == (9, 70)
+    totals.observe(100, "srv", (4, 75))
+    assert totals.total("srv") == (11, 75)
+
+
+def test_sources_add_up_while_both_live() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(1)
+    totals.observe(100, "be", (10,))  # the old worker after a reload
+    totals.observe(200, "be", (3,))  # the new one
+    assert totals.total("be") == (13,)
+    totals.observe(100, "be", (11,))  # the old worker finished one more request
+    assert totals.total("be") == (14,)
+
+
+def test_a_gone_source_keeps_counting_through_its_last_reading() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(1)
+    totals.observe(100, "be", (10,))
+    totals.observe(200, "be", (3,))
+    totals.retire({200})  # the old worker exited
+    assert totals.total("be") == (13,)
+    assert totals.sources() == {200}
+    totals.observe(200, "be", (5,))
+    assert totals.total("be") == (15,)
+
+
+def test_a_restart_starts_new_sources_from_zero_without_losing_the_old_totals() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(1)
+    history = []
+    for pid, reading in ((100, 40), (100, 50), (300, 0), (300, 2), (300, 60)):
+        totals.observe(pid, "be", (reading,))
+        totals.retire({pid})
+        history.append(totals.total("be")[0])
+    assert history == [40, 50, 50, 52, 110]
+    assert history == sorted(history)
+
+
+def test_a_row_missing_from_one_poll_is_not_a_reset() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(1)
+    totals.observe(100, "srv", (5,))
+    # Nothing about "srv" this poll; the source is still alive.
+    totals.retire({100})
+    totals.observe(100, "srv", (6,))
+    assert totals.total("srv") == (6,)
+
+
+def test_unknown_keys_total_zero_and_names_lists_every_key() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(2)
+    assert totals.total("nothing") == (0, 0)
+    totals.observe(1, "a", (1, 1))
+    totals.observe(2, "b", (1, 1))
+    totals.retire({1})
+    assert sorted(totals.names()) == ["a", "b"]
+
+
+def test_readings_must_have_the_declared_width() -> None:
+    with pytest.raises(ValueError):
+        MonotonicTotals[str](2).observe(1, "a", (1,))
+
+
+def test_rate_is_the_increase_per_second_over_the_window() -> None:
+    history = History(keep_s=60)
+    for second in range(21):
+        history.add(float(second), second * 5)  # 5 per second
+    assert history.rate(10.0) == 5.0
+    history.add(21.0, 105 + 20)  # a burst of 20 in the last second
+    assert history.rate(10.0) == pytest.approx((125 - 55) / 10)
+
+
+def test_rate_is_zero_without_two_samples_or_without_traffic() -> None:
+    history = History()
+    assert history.rate() == 0.0
+    history.add(1.0, 10)
+    assert history.rate() == 0.0
+    history.add(2.0, 10)
+    assert history.rate() == 0.0
+
+
+def test_increase_spans_at_most_the_window_and_says_how_long() -> None:
+    history = History(keep_s=100)
+    for second in range(0, 100, 10):
+        history.add(float(second), second)
+    assert history.increase(30.0) == (30, 30.0)
+    assert history.increase(1000.0) == (90, 90.0)
+
+
+def test_old_samples_are_forgotten() -> None:
+    history = History(keep_s=5)
+    for second in range(100):
+        history.add(float(second), second)
+    assert history.increase(1000.0) == (5, 5.0)
