@@ -1,0 +1,169 @@
+"""From `show stat` rows of every HAProxy process to snapshots: reloads, restarts, health."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from meshgate.compiler import ir
+from meshgate.haproxy.replies import ProcEntry, ProcInfo, StatRow, StatType
+from meshgate.haproxy.transport import RuntimeUnavailable
+from meshgate.stats.collector import StatsCollector
+from meshgate.stats.latency import LatencyBook
+from meshgate.stats.tally import Tally, server_status
+
+BE = "default.gw.v1.abc123"
+
+
+def backend_row(requests: int, *, xx2: int = 0, xx5: int = 0, scur: int = 0) -> StatRow:
+    return StatRow(
+        BE, "BACKEND", StatType.BACKEND, "UP", "", "", "http",
+        req_tot=requests, stot=requests, hrsp_2xx=xx2, hrsp_5xx=xx5, bin=10 * requests,
+        bout=100 * requests, scur=scur,
+    )  # fmt: skip
+
+
+def server_row(name: str, requests: int, status: str = "UP") -> StatRow:
+    return StatRow(
+        BE, name, StatType.SERVER, status, "", "127.0.0.1:1", "http",
+        req_tot=requests, stot=requests, hrsp_2xx=requests,
+    )  # fmt: skip
+
+
+def test_a_reload_adds_the_new_worker_to_the_old_one_until_the_old_one_is_gone() -> None:
+    tally = Tally()
+    tally.begin()
+    tally.observe(100, [backend_row(10, xx2=10)], current=True)
+    assert tally.end([100], 1.0).backends[BE].counts.requests == 10
+    tally.begin()
+    tally.observe(200, [backend_row(2, xx2=2)], current=True)  # new worker
+    tally.observe(100, [backend_row(11, xx2=11, scur=1)], current=False)  # old one finishing
+    snapshot = tally.end([200, 100], 2.0, old_workers=1)
+    assert snapshot.backends[BE].counts.requests == 13
+    assert snapshot.backends[BE].counts.responses["2xx"] == 13
+    assert snapshot.backends[BE].active == 1
+    assert (snapshot.workers, snapshot.old_workers) == (1, 1)
+    tally.begin()
+    tally.observe(200, [backend_row(3, xx2=3)], current=True)
+    snapshot = tally.end([200], 3.0)
+    assert snapshot.backends[BE].counts.requests == 14
+    assert snapshot.backends[BE].counts.bytes_in == 140
+
+
+def test_a_restart_never_makes_a_total_go_down() -> None:
+    tally = Tally()
+    seen = []
+    for pid, requests in ((100, 5), (100, 50), (300, 1), (300, 7)):
+        tally.begin()
+        tally.observe(pid, [backend_row(requests)], current=True)
+        seen.append(tally.end([pid], float(len(seen))).backends[BE].counts.requests)
+    assert seen == [5, 50, 51, 57]
+
+
+def test_servers_report_health_from_the_current_worker() -> None:
+    tally = Tally()
+    tally.begin()
+    current = [server_row("a", 1, "DOWN 1/2"), server_row("b", 1, "no check")]
+    tally.observe(200, current, current=True)
+    tally.observe(100, [server_row("a", 9, "UP")], current=False)
+    snapshot = tally.end([200, 100], 1.0, old_workers=1)
+    assert snapshot.servers[(BE, "a")].status == "DOWN"
+    assert snapshot.servers[(BE, "a")].counts.requests == 10
+    assert snapshot.servers[(BE, "b")].status == "UP"
+
+
+@pytest.mark.parametrize(
+    ("text", "status"),
+    [
+        ("UP", "UP"), ("UP 1/3", "UP"), ("no check", "UP"), ("NOLB", "UP"),
+        ("DOWN", "DOWN"), ("DOWN 1/2", "DOWN"), ("MAINT", "MAINT"), ("MAINT (via x/y)", "MAINT"),
+        ("DRAIN", "MAINT"), ("", "DOWN"),
+    ],
+)  # fmt: skip
+def test_server_status_words(text: str, status: str) -> None:
+    assert server_status(text) == status
+
+
+def test_rates_come_from_the_request_history() -> None:
+    tally = Tally(rate_window_s=10.0)
+    for second in range(12):
+        tally.begin()
+        tally.observe(1, [backend_row(second * 20)], current=True)
+        snapshot = tally.end([1], float(second))
+    assert snapshot.backends[BE].rate == 20.0
+    assert snapshot.backends[BE].recent_requests == 220
+
+
+class FakeReader:
+    """What the master would answer: a script of (workers, old workers, rows per pid)."""
+
+    def __init__(self) -> None:
+        self.workers: list[int] = []
+        self.old: list[int] = []
+        self.rows: dict[int, Sequence[StatRow]] = {}
+        self.down = False
+
+    async def processes(self) -> ProcInfo:
+        if self.down:
+            raise RuntimeUnavailable("master.sock", "connection refused", sent=False)
+
+        def entry(pid: int, kind: str) -> ProcEntry:
+            return ProcEntry(pid, kind, 0, 1, "2.6")
+
+        return ProcInfo(
+            master=entry(1, "master"),
+            failed_reloads=0,
+            workers=[entry(p, "worker") for p in self.workers],
+            old_workers=[entry(p, "worker") for p in self.old],
+            programs=[],
+        )
+
+    async def worker_stats(self, pid: int) -> list[StatRow]:
+        return list(self.rows.get(pid, []))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def dataplane() -> ir.DataPlane:
+    backend = ir.Backend(
+        name=BE,
+        mode="http",
+        route=ir.RouteRef("default", "gw", "v1"),
+        balance="roundrobin",
+        servers=(ir.Server("a", "127.0.0.1", 1, 1),),
+        health=ir.HealthCheck("tcp", 2000, 2, 3),
+    )
+    return ir.DataPlane(ir.Settings(run_dir="/run"), backends=(backend,))
+
+
+async def test_the_collector_polls_every_process_and_keeps_the_last_snapshot_on_failure() -> None:
+    reader, clock = FakeReader(), Clock()
+    running = dataplane()
+    book = LatencyBook()
+    collector = StatsCollector(
+        reader,  # type: ignore[arg-type]
+        lambda: running,
+        latency=book,
+        clock=clock,
+    )
+    reader.workers, reader.rows = [100], {100: [backend_row(4)]}
+    assert (await collector.refresh()).backends[BE].counts.requests == 4
+    assert book.offer(f"{BE} a 200 0 0 1 1 1 1 -- 127.0.0.1 GET /".encode(), 0.0) is not None
+    reader.workers, reader.old = [200], [100]
+    reader.rows = {100: [backend_row(5)], 200: [backend_row(1)]}
+    assert (await collector.refresh()).backends[BE].counts.requests == 4  # still fresh: cached
+    clock.now = 1.0
+    assert (await collector.refresh()).backends[BE].counts.requests == 6
+    reader.down = True
+    clock.now = 2.0
+    snapshot = await collector.refresh()
+    assert snapshot.backends[BE].counts.requests == 6
+    assert snapshot.taken_at == 1.0
+    assert collector.failed_polls == 1

@@ -1,0 +1,117 @@
+"""The latency book: which lines it records, windows from snapshots, sampling under load."""
+
+from __future__ import annotations
+
+from meshgate.stats.histogram import BOUNDS_MS, bucket_of
+from meshgate.stats.latency import LatencyBook, Sampler
+
+BACKEND = "default.gw.s1.3116af"
+
+
+def line(total: int, *, connect: int = 0, response: int | None = None, server: str = "a") -> bytes:
+    response = total if response is None else response
+    timings = f"0 {connect} {response} {total}"
+    return f"{BACKEND} {server} 200 {timings} 10 20 -- 127.0.0.1 GET /".encode()
+
+
+def book(**options: object) -> LatencyBook:
+    latency = LatencyBook(**options)  # type: ignore[arg-type]
+    latency.accept([BACKEND])
+    return latency
+
+
+def test_lines_of_known_backends_are_recorded_by_component_and_server() -> None:
+    latency = book()
+    latency.offer(line(200, connect=3, response=150, server="a"), now=0.0)
+    latency.offer(line(10, connect=1, response=5, server="b"), now=0.0)
+    route = latency.window(BACKEND, None, now=1.0)
+    assert (route.total.count, route.connect.count, route.response.count) == (2, 2, 2)
+    assert route.total.percentile(1.0) == BOUNDS_MS[bucket_of(200)]
+    assert route.connect.percentile(1.0) == 3
+    one = latency.window(BACKEND, "b", now=1.0)
+    assert one.total.count == 1 and one.total.percentile(0.5) == 10
+    assert latency.window(BACKEND, "nobody", now=1.0).total.count == 0
+    assert latency.parsed == 2
+
+
+def test_steps_that_did_not_happen_are_left_out_of_their_histogram() -> None:
+    latency = book()
+    latency.offer(f"{BACKEND} <NOSRV> 503 -1 -1 -1 0 217 82 SC 127.0.0.1 GET /".encode(), 0.0)
+    window = latency.window(BACKEND, None, now=0.0)
+    assert (window.total.count, window.connect.count, window.response.count) == (1, 0, 0)
+
+
+def test_other_lines_and_other_backends_are_ignored() -> None:
+    latency = book()
+    assert latency.offer(b"Proxy default.gw.s1.3116af started.", 0.0) is None
+    assert latency.offer(line(5).replace(BACKEND.encode(), b"meshgate_probe"), 0.0) is None
+    assert (latency.ignored, latency.parsed) == (2, 0)
+
+
+def test_backends_leaving_the_data_plane_are_forgotten() -> None:
+    latency = book()
+    latency.offer(line(5), 0.0)
+    latency.accept(["another"])
+    assert latency.window(BACKEND, None, 0.0).total.count == 0
+    assert list(latency.cumulative()) == []
+
+
+def test_the_window_holds_only_what_came_after_the_oldest_snapshot_inside_it() -> None:
+    latency = book(window_s=10.0, snapshot_every_s=1.0)
+    latency.tick(0.0)
+    latency.offer(line(500), 0.5)
+    for second in range(1, 12):
+        latency.tick(float(second))
+        latency.offer(line(5), second + 0.5)
+    window = latency.window(BACKEND, None, now=11.0)
+    # The snapshot at 1 is the oldest inside [1, 11]: the 500 ms request (at 0.5) is out, the
+    # eleven 5 ms ones (1.5 to 11.5) are in.
+    assert window.seconds == 10.0
+    assert window.total.count == 11
+    assert window.total.percentile(1.0) == 5
+    cumulative = {server: s for _, server, s in latency.cumulative()}
+    assert cumulative["a"].total.count == 12
+
+
+def test_before_the_first_snapshot_the_window_is_everything() -> None:
+    latency = book()
+    latency.offer(line(5), 0.0)
+    window = latency.window(BACKEND, None, now=0.0)
+    assert window.total.count == 1
+    assert window.seconds == latency.window_s
+
+
+def test_the_sampler_takes_everything_under_its_budget() -> None:
+    sampler = Sampler(budget_per_s=100)
+    assert all(sampler.take(0.5) for _ in range(100))
+    assert sampler.stride == 1
+
+
+def test_over_budget_the_sampler_takes_one_line_in_stride() -> None:
+    sampler = Sampler(budget_per_s=100)
+    for _ in range(1000):
+        sampler.take(0.5)  # a second of 1000 lines
+    taken = sum(sampler.take(1.5) for _ in range(1000))
+    assert sampler.stride == 10
+    assert taken == 100
+    # Back under budget, the next second takes every line again.
+    taken = sum(sampler.take(2.5) for _ in range(50))
+    assert sampler.stride == 10
+    taken = sum(sampler.take(3.5) for _ in range(50))
+    assert sampler.stride == 1
+    assert taken == 50
+
+
+def test_without_a_budget_every_line_is_taken() -> None:
+    sampler = Sampler(budget_per_s=None)
+    assert all(sampler.take(float(i // 1000)) for i in range(10_000))
+
+
+def test_the_book_counts_lines_sampling_left_out() -> None:
+    latency = book(budget_per_s=10)
+    for _ in range(100):
+        latency.offer(line(5), 0.5)
+    for _ in range(100):
+        latency.offer(line(5), 1.5)
+    assert latency.parsed == 100 + 10
+    assert latency.skipped == 90
