@@ -16,6 +16,7 @@ import uvicorn
 from meshgate.agent import Agent, Driver
 from meshgate.api import create_app
 from meshgate.api.stats import stats_router
+from meshgate.compiler import ir
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.haproxy.supervisor import HaproxySupervisor
@@ -40,6 +41,7 @@ class NodeOptions:
     allow_raw_acl: bool = False
     token: str | None = None
     haproxy_binary: str = "haproxy"
+    hard_stop_after_ms: int = 30_000  # how long an old HAProxy worker may finish its connections
     latency: bool = True  # request lines from HAProxy for latency percentiles; off: counters only
     log_sample: int = 1  # HAProxy sends the line of one request in this many
     access_log: str | None = None  # a file, or "-" for stdout: one JSON object per request
@@ -91,10 +93,13 @@ async def run_node(options: NodeOptions) -> None:
     supervisor = HaproxySupervisor(binary=options.haproxy_binary, run_dir=run_dir)
     runtime = RuntimeClient(str(run_dir / "admin.sock"), str(run_dir / "master.sock"))
     metrics = ControlPlaneMetrics()
-    log_socket = run_dir / "log.sock" if options.latency else None
-    driver = Driver(
-        supervisor, runtime, run_dir, log_socket=log_socket, log_sample=options.log_sample
+    settings = ir.Settings(
+        run_dir=str(run_dir),
+        hard_stop_after_ms=options.hard_stop_after_ms,
+        log_socket=str(run_dir / "log.sock") if options.latency else None,
+        log_sample=options.log_sample,
     )
+    driver = Driver(supervisor, runtime, settings)
     agent = Agent(store, driver, metrics)
     stats, receiver = _stats(options, run_dir, driver)
     metrics.registry.register(DataPlaneMetrics(stats))
@@ -113,6 +118,7 @@ async def run_node(options: NodeOptions) -> None:
                 "ok": agent.healthy and supervisor.running,
                 "agent": "ok" if agent.healthy else (agent.last_error or "starting"),
                 "haproxy": "running" if supervisor.running else "stopped",
+                "old_workers": await supervisor.old_worker_count() if supervisor.running else 0,
             }
 
         app = create_app(

@@ -298,16 +298,16 @@ def test_up_passes_its_options_to_the_node(
         "--allow-raw-acl", env={"MESHGATE_TOKEN": "t"},
     )
     assert result.exit_code == 0, result.output
-    assert seen == [
-        {
-            "data_dir": tmp_path / "data",
-            "api_host": "0.0.0.0",
-            "api_port": 7800,
-            "manifests": [manifest],
-            "allow_raw_acl": True,
-            "token": "t",
-        }
-    ]
+    expected = {
+        "data_dir": tmp_path / "data",
+        "api_host": "0.0.0.0",
+        "api_port": 7800,
+        "manifests": [manifest],
+        "allow_raw_acl": True,
+        "token": "t",
+        "hard_stop_after_ms": 30_000,
+    }
+    assert len(seen) == 1 and {k: seen[0][k] for k in expected} == expected
     run("up", "--api", "7801", "--token", "own")
     second = seen[1]
     assert (second["api_host"], second["api_port"], second["token"]) == ("127.0.0.1", 7801, "own")

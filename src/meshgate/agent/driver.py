@@ -58,25 +58,17 @@ class Driver:
         self,
         supervisor: HaproxySupervisor,
         runtime: RuntimeClient,
-        run_dir: Path,
-        *,
-        log_socket: Path | None = None,
-        log_sample: int = 1,
+        settings: ir.Settings,
     ) -> None:
         self.supervisor = supervisor
         self.runtime = runtime
-        self.run_dir = run_dir
-        self.log_socket = log_socket
-        self.log_sample = log_sample
+        self._settings = settings
+        self.run_dir = Path(settings.run_dir)
         self.running: ir.DataPlane | None = None
         self._restarts_seen = 0
 
     def settings(self) -> ir.Settings:
-        return ir.Settings(
-            run_dir=str(self.run_dir),
-            log_socket=str(self.log_socket) if self.log_socket else None,
-            log_sample=self.log_sample,
-        )
+        return self._settings
 
     async def check(self, dataplane: ir.DataPlane) -> tuple[bool, str]:
         """Would HAProxy accept this data plane? Checked on a scratch copy of its files."""

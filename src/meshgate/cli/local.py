@@ -14,6 +14,7 @@ from meshgate.cli.common import Settings, fail, manifest_paths
 from meshgate.cli.manifests import check_documents, read_documents
 from meshgate.errors import MeshgateError
 from meshgate.model import ManifestError, Resource
+from meshgate.model.values import parse_duration_ms
 
 CONFIG_FILE = "haproxy.cfg"
 DEFAULT_API = "127.0.0.1:7700"
@@ -102,6 +103,13 @@ def _api_address(ctx: click.Context, param: click.Parameter, value: str) -> tupl
         raise click.BadParameter(str(exc)) from None
 
 
+def _duration_ms(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        return parse_duration_ms(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @click.option(
     "-f", "--filename", "paths", multiple=True,
@@ -130,6 +138,10 @@ def _api_address(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     "--access-log", default=None, metavar="PATH|-",
     help="write one JSON object per request to PATH, or to stdout with '-'",
 )
+@click.option(
+    "--hard-stop-after", "hard_stop_after", default="30s", show_default=True,
+    callback=_duration_ms, help="how long an old HAProxy worker may finish after a reload",
+)
 @click.pass_obj
 def up(
     settings: Settings,
@@ -141,6 +153,7 @@ def up(
     latency: bool,
     log_sample: int,
     access_log: str | None,
+    hard_stop_after: int,
 ) -> None:
     """Run the store, the API, the agent and HAProxy on this machine until interrupted."""
     # Imported here: the node pulls in uvicorn and the agent, which no other command needs.
@@ -159,6 +172,7 @@ def up(
         latency=latency,
         log_sample=log_sample,
         access_log=access_log,
+        hard_stop_after_ms=hard_stop_after,
     )
     try:
         asyncio.run(run_node(options))
