@@ -61,6 +61,30 @@ def test_a_restart_never_makes_a_total_go_down() -> None:
     assert seen == [5, 50, 51, 57]
 
 
+def test_a_reload_under_traffic_loses_nothing_the_old_worker_logged() -> None:
+    tally = Tally(grace_s=3.0)
+    tally.begin()
+    tally.observe(100, [backend_row(10)], current=True)
+    tally.end([100], 0.0)
+    # Reload: worker 100 served 4 more requests, then exited before the next poll.
+    logged = {BE: {100: [14, 0, 0, 0, 0, 0], 200: [1, 0, 0, 0, 0, 0]}}
+    tally.begin()
+    tally.observe(200, [backend_row(1)], current=True)
+    snapshot = tally.end([200], 1.0, logged_backends=logged)
+    assert snapshot.backends[BE].counts.requests == 15
+    assert tally.retired == set()  # still inside the grace period: late lines may come
+    tally.begin()
+    tally.observe(200, [backend_row(2)], current=True)
+    logged = {BE: {100: [14, 0, 0, 0, 0, 0], 200: [2, 0, 0, 0, 0, 0]}}
+    snapshot = tally.end([200], 4.5, logged_backends=logged)
+    assert tally.retired == {100}
+    assert snapshot.backends[BE].counts.requests == 16
+    tally.begin()
+    tally.observe(200, [backend_row(2)], current=True)
+    after = tally.end([200], 5.5, logged_backends={BE: {200: [2, 0, 0, 0, 0, 0]}})
+    assert after.backends[BE].counts.requests == 16
+
+
 def test_servers_report_health_from_the_current_worker() -> None:
     tally = Tally()
     tally.begin()
@@ -155,7 +179,7 @@ async def test_the_collector_polls_every_process_and_keeps_the_last_snapshot_on_
     )
     reader.workers, reader.rows = [100], {100: [backend_row(4)]}
     assert (await collector.refresh()).backends[BE].counts.requests == 4
-    assert book.offer(f"{BE} a 200 0 0 1 1 1 1 -- 127.0.0.1 GET /".encode(), 0.0) is not None
+    assert book.offer(f"100 {BE} a 200 0 0 1 1 1 1 -- 127.0.0.1 GET /".encode(), 0.0) is not None
     reader.workers, reader.old = [200], [100]
     reader.rows = {100: [backend_row(5)], 200: [backend_row(1)]}
     assert (await collector.refresh()).backends[BE].counts.requests == 4  # still fresh: cached

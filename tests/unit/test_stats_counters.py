@@ -36,7 +36,7 @@ def test_a_gone_source_keeps_counting_through_its_last_reading() -> None:
     totals: MonotonicTotals[str] = MonotonicTotals(1)
     totals.observe(100, "be", (10,))
     totals.observe(200, "be", (3,))
-    totals.retire({200})  # the old worker exited
+    totals.retire({100})  # the old worker exited
     assert totals.total("be") == (13,)
     assert totals.sources() == {200}
     totals.observe(200, "be", (5,))
@@ -48,7 +48,7 @@ def test_a_restart_starts_new_sources_from_zero_without_losing_the_old_totals() 
     history = []
     for pid, reading in ((100, 40), (100, 50), (300, 0), (300, 2), (300, 60)):
         totals.observe(pid, "be", (reading,))
-        totals.retire({pid})
+        totals.retire({100} if pid == 300 else set())
         history.append(totals.total("be")[0])
     assert history == [40, 50, 50, 52, 110]
     assert history == sorted(history)
@@ -58,7 +58,7 @@ def test_a_row_missing_from_one_poll_is_not_a_reset() -> None:
     totals: MonotonicTotals[str] = MonotonicTotals(1)
     totals.observe(100, "srv", (5,))
     # Nothing about "srv" this poll; the source is still alive.
-    totals.retire({100})
+    totals.retire(set())
     totals.observe(100, "srv", (6,))
     assert totals.total("srv") == (6,)
 
@@ -68,8 +68,45 @@ def test_unknown_keys_total_zero_and_names_lists_every_key() -> None:
     assert totals.total("nothing") == (0, 0)
     totals.observe(1, "a", (1, 1))
     totals.observe(2, "b", (1, 1))
-    totals.retire({1})
+    totals.retire({2})
     assert sorted(totals.names()) == ["a", "b"]
+
+
+def test_a_reset_source_counts_what_it_had_before_the_reset_when_retired() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(1)
+    totals.observe(100, "srv", (7,))
+    totals.observe(100, "srv", (2,))
+    totals.retire({100})
+    assert totals.total("srv") == (9,)
+    assert totals.sources() == set()
+
+
+def test_log_counts_cover_what_a_worker_served_after_its_last_poll() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(3)  # requests, 2xx, bytes
+    totals.observe(100, "be", (10, 10, 1000))
+    # The worker served 3 more requests, logged, then exited before the next poll.
+    logged = {"be": {100: [13, 13]}}
+    assert totals.total("be", logged) == (13, 13, 1000)
+    totals.retire({100}, logged)
+    assert totals.total("be") == (13, 13, 1000)
+
+
+def test_polls_ahead_of_the_log_are_kept() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(2)
+    totals.observe(100, "be", (10, 9))  # one request still in progress: counted, not logged
+    logged = {"be": {100: [9, 9]}}
+    assert totals.total("be", logged) == (10, 9)
+    totals.retire({100}, logged)
+    assert totals.total("be") == (10, 9)
+
+
+def test_a_worker_seen_only_in_the_log_counts_too() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(2)
+    totals.observe(100, "be", (5, 5))
+    logged = {"be": {100: [5, 5], 200: [2, 2]}}  # 200 lived and died between two polls
+    assert totals.total("be", logged) == (7, 7)
+    totals.retire({200}, logged)
+    assert totals.total("be", {"be": {100: [5, 5]}}) == (7, 7)
 
 
 def test_readings_must_have_the_declared_width() -> None:

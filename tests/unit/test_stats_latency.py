@@ -11,7 +11,7 @@ BACKEND = "default.gw.s1.3116af"
 def line(total: int, *, connect: int = 0, response: int | None = None, server: str = "a") -> bytes:
     response = total if response is None else response
     timings = f"0 {connect} {response} {total}"
-    return f"{BACKEND} {server} 200 {timings} 10 20 -- 127.0.0.1 GET /".encode()
+    return f"7 {BACKEND} {server} 200 {timings} 10 20 -- 127.0.0.1 GET /".encode()
 
 
 def book(**options: object) -> LatencyBook:
@@ -36,7 +36,7 @@ def test_lines_of_known_backends_are_recorded_by_component_and_server() -> None:
 
 def test_steps_that_did_not_happen_are_left_out_of_their_histogram() -> None:
     latency = book()
-    latency.offer(f"{BACKEND} <NOSRV> 503 -1 -1 -1 0 217 82 SC 127.0.0.1 GET /".encode(), 0.0)
+    latency.offer(f"7 {BACKEND} <NOSRV> 503 -1 -1 -1 0 217 82 SC 127.0.0.1 GET /".encode(), 0.0)
     window = latency.window(BACKEND, None, now=0.0)
     assert (window.total.count, window.connect.count, window.response.count) == (1, 0, 0)
 
@@ -44,8 +44,9 @@ def test_steps_that_did_not_happen_are_left_out_of_their_histogram() -> None:
 def test_other_lines_and_other_backends_are_ignored() -> None:
     latency = book()
     assert latency.offer(b"Proxy default.gw.s1.3116af started.", 0.0) is None
+    assert latency.offer(b"Server default.gw.s1.3116af/a is UP, reason: Layer4 check.", 0.0) is None
     assert latency.offer(line(5).replace(BACKEND.encode(), b"meshgate_probe"), 0.0) is None
-    assert (latency.ignored, latency.parsed) == (2, 0)
+    assert (latency.ignored, latency.parsed) == (3, 0)
 
 
 def test_backends_leaving_the_data_plane_are_forgotten() -> None:
@@ -115,3 +116,25 @@ def test_the_book_counts_lines_sampling_left_out() -> None:
         latency.offer(line(5), 1.5)
     assert latency.parsed == 100 + 10
     assert latency.skipped == 90
+
+
+def test_every_line_of_a_known_backend_is_counted_by_pid_server_and_class() -> None:
+    latency = book(budget_per_s=1)  # sampling leaves lines out of the histograms, not the counts
+    for now in (0.5, 1.5):  # in the second second, one line in four is parsed
+        for status, server in ((200, "a"), (503, "a"), (404, "b")):
+            latency.offer(line(1, server=server).replace(b" 200 ", f" {status} ".encode()), now)
+        latency.offer(f"8 {BACKEND} <NOSRV> 503 -1 -1 -1 0 1 1 SC ::1 GET /".encode(), now)
+    assert latency.skipped == 3
+    backends, servers = latency.logged()
+    assert backends == {BACKEND: {7: [6, 0, 2, 0, 2, 2], 8: [2, 0, 0, 0, 0, 2]}}
+    assert servers[(BACKEND, "a")] == {7: [4, 0, 2, 0, 0, 2]}
+    assert servers[(BACKEND, "<NOSRV>")] == {8: [2, 0, 0, 0, 0, 2]}
+
+
+def test_forgotten_workers_are_no_longer_counted() -> None:
+    latency = book()
+    latency.offer(line(1), 0.0)
+    latency.forget([7])
+    latency.offer(line(1), 0.0)  # a late line of the retired worker
+    assert latency.logged() == ({}, {})
+    assert latency.parsed == 2  # its latency still counts

@@ -7,10 +7,10 @@ from meshgate.stats import logline
 from meshgate.stats.accesslog import entry
 
 # Captured from HAProxy 2.6.12 running a configuration meshgate rendered (ring, raw format).
-HTTP_OK = b"default.gw.s1.3116af 127.0.0.1:18101 200 0 0 602 602 169 92 -- 127.0.0.1 GET /"
-HTTP_503 = b"default.gw.s1.3116af 127.0.0.1:18101 503 0 0 0 0 187 93 -- 127.0.0.1 GET /"
-NO_SERVER = b"default.nothing.dead.de2162 <NOSRV> 503 -1 -1 -1 0 217 82 SC 127.0.0.1 GET /"
-TCP = b"default.tcpgw.s1.b2b26f 127.0.0.1:18101 - 1 0 - 6 171 68 -- 127.0.0.1"
+HTTP_OK = b"4242 default.gw.s1.3116af 127.0.0.1:18101 200 0 0 602 602 169 92 -- 127.0.0.1 GET /"
+HTTP_503 = b"4242 default.gw.s1.3116af 127.0.0.1:18101 503 0 0 0 0 187 93 -- 127.0.0.1 GET /"
+NO_SERVER = b"4242 default.nothing.dead.de2162 <NOSRV> 503 -1 -1 -1 0 217 82 SC 127.0.0.1 GET /"
+TCP = b"4242 default.tcpgw.s1.b2b26f 127.0.0.1:18101 - 1 0 - 6 171 68 -- 127.0.0.1"
 STATE_CHANGE = (
     b"Server default.gw.dead.b2282e/127.0.0.1:18109 is DOWN, reason: Layer4 connection problem,"
     b' info: "Connection refused", check duration: 0ms. 0 active and 0 backup servers left.'
@@ -36,6 +36,7 @@ def test_an_http_line() -> None:
     assert fields is not None
     record = logline.record(fields)
     assert record == logline.AccessRecord(
+        pid=4242,
         backend="default.gw.s1.3116af",
         server="127.0.0.1:18101",
         status=200,

@@ -87,4 +87,14 @@ class StatsCollector:
         self.tally.begin()
         for pid, pid_rows in zip(pids, rows, strict=True):
             self.tally.observe(pid, pid_rows, current=pid in current)
-        return self.tally.end(pids, self.clock(), old_workers=len(processes.old_workers))
+        logged_backends, logged_servers = self.latency.logged() if self.latency else ({}, {})
+        snapshot = self.tally.end(
+            pids,
+            self.clock(),
+            old_workers=len(processes.old_workers),
+            logged_backends=logged_backends,
+            logged_servers=logged_servers,
+        )
+        if self.latency is not None and self.tally.retired:
+            self.latency.forget(self.tally.retired)
+        return snapshot

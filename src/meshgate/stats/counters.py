@@ -3,11 +3,18 @@
 Every HAProxy process counts from zero: a reload starts a new worker (the old one finishes
 its connections and exits), a restart a new master and workers, and a server removed and added
 again at run time starts its counters over inside the same worker. So readings are kept per
-source (a worker's pid) and per key (a backend or server), and a total is what was carried
-forward plus the latest reading of every live source:
+source (a worker's pid) and per key (a backend or server):
 
-- a counter that reads lower than before was reset: its last value is carried forward;
-- a source that is gone (its pid no longer listed) has its last values carried forward.
+- a counter that reads lower than before in the same source was reset: what it had counted is
+  kept as that source's base, and the source's count is base + the latest reading;
+- a source that is gone has its count carried forward into the key's total for good.
+
+Polling cannot see what an old worker serves between its last poll and its exit. The request
+log can: each line names the worker's pid. So a source's count is the larger of what was polled
+and what was logged, counter by counter. While it runs, polls are ahead (HAProxy counts a request
+when it starts, logs it when it ends); once it is gone, its log has the last word. Either alone
+only grows, so the larger of the two only grows too. Lost or sampled log lines just leave the
+polled counts in charge.
 
 Readings are never dropped for being absent from one poll: a missing row is not a reset, and
 counting it twice on its return would be worse than keeping a frozen value.
@@ -16,10 +23,33 @@ counting it twice on its return would be worse than keeping a frozen value.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Hashable, Iterator, Sequence
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+
+# Log counts per key, then per source: each a vector no longer than the polled one (the counters
+# a log line can tell; the others come from polls only).
+Logged = Mapping[K, Mapping[int, Sequence[int]]]
+
+
+def _larger(polled: Sequence[int], logged: Sequence[int] | None) -> list[int]:
+    result = list(polled)
+    for index, value in enumerate(logged or ()):
+        if value > result[index]:
+            result[index] = value
+    return result
+
+
+class _Source:
+    __slots__ = ("base", "last")
+
+    def __init__(self, values: Sequence[int]) -> None:
+        self.base = [0] * len(values)
+        self.last = list(values)
+
+    def counted(self) -> list[int]:
+        return [b + v for b, v in zip(self.base, self.last, strict=True)]
 
 
 class MonotonicTotals(Generic[K]):
@@ -27,37 +57,42 @@ class MonotonicTotals(Generic[K]):
 
     def __init__(self, width: int) -> None:
         self.width = width
-        self._live: dict[K, dict[int, list[int]]] = {}
+        self._live: dict[K, dict[int, _Source]] = {}
         self._carried: dict[K, list[int]] = {}
 
     def observe(self, source: int, key: K, values: Sequence[int]) -> None:
         if len(values) != self.width:
             raise ValueError(f"expected {self.width} values, got {len(values)}")
         sources = self._live.setdefault(key, {})
-        last = sources.get(source)
-        if last is None:
-            sources[source] = list(values)
+        known = sources.get(source)
+        if known is None:
+            sources[source] = _Source(values)
             return
-        carried = None
         for index, value in enumerate(values):
-            if value < last[index]:
-                if carried is None:
-                    carried = self._carried.setdefault(key, [0] * self.width)
-                carried[index] += last[index]
-            last[index] = value
+            if value < known.last[index]:
+                known.base[index] += known.last[index]
+            known.last[index] = value
 
-    def retire(self, live_sources: Collection[int]) -> None:
-        """Carry forward the last readings of every source not in `live_sources`."""
-        for key, sources in self._live.items():
-            for source in [s for s in sources if s not in live_sources]:
+    def retire(self, gone: Collection[int], logged: Logged[K] | None = None) -> None:
+        """Carry forward, for good, the counts of every source in `gone`: the larger of the
+        polled and the logged ones."""
+        logged = logged or {}
+        for key in self._live.keys() | logged.keys():
+            sources = self._live.get(key, {})
+            lines = logged.get(key, {})
+            for source in {s for s in sources if s in gone} | {s for s in lines if s in gone}:
+                polled = sources.pop(source).counted() if source in sources else [0] * self.width
                 carried = self._carried.setdefault(key, [0] * self.width)
-                for index, value in enumerate(sources.pop(source)):
+                for index, value in enumerate(_larger(polled, lines.get(source))):
                     carried[index] += value
 
-    def total(self, key: K) -> tuple[int, ...]:
+    def total(self, key: K, logged: Logged[K] | None = None) -> tuple[int, ...]:
         result = list(self._carried.get(key, [0] * self.width))
-        for values in self._live.get(key, {}).values():
-            for index, value in enumerate(values):
+        sources = self._live.get(key, {})
+        lines = (logged or {}).get(key, {})
+        for source in sources.keys() | lines.keys():
+            polled = sources[source].counted() if source in sources else [0] * self.width
+            for index, value in enumerate(_larger(polled, lines.get(source))):
                 result[index] += value
         return tuple(result)
 

@@ -1,10 +1,14 @@
-"""Latency histograms per backend and server, fed with access-log lines. Pure.
+"""Latency histograms and request counts per backend and server, from request-log lines. Pure.
 
 Three histograms per (backend, server): `total` (Ta: the request's active time, or a tcp
 connection's whole time), `connect` (Tc) and `response` (Tr: until the server's response
 headers). Histograms are cumulative, which Prometheus wants; the stats API wants recent
 figures, so a snapshot of every series is taken every few seconds and a window is "now minus the
 oldest snapshot inside the window".
+
+Every line of a known backend is also counted per worker pid, server and status class, before
+any sampling: these counts let `counters` account for what an old worker served between its last
+poll and its exit.
 
 Parsing costs the agent CPU per request. Above `budget_per_s` lines per second the book parses
 one line in `stride`, so its cost stays bounded; the percentiles stay honest because the counts
@@ -99,6 +103,9 @@ class LatencyBook:
         self._servers: dict[bytes, dict[bytes, Series]] = {}  # the same series, by backend
         self._backends: frozenset[bytes] = frozenset()
         self._snapshots: deque[tuple[float, dict[tuple[bytes, bytes], Series]]] = deque()
+        # (pid, backend, server) -> [requests, 1xx, 2xx, 3xx, 4xx, 5xx], every line counted.
+        self._counts: dict[tuple[bytes, bytes, bytes], list[int]] = {}
+        self._forgotten: dict[bytes, None] = {}  # pids whose counts were handed over for good
         self.lines = 0  # every line offered
         self.parsed = 0  # lines recorded into a histogram
         self.skipped = 0  # request lines left out by sampling
@@ -123,6 +130,16 @@ class LatencyBook:
         if fields is None or fields[logline.BACKEND] not in self._backends:
             self.ignored += 1
             return None
+        pid = fields[logline.PID]
+        if pid not in self._forgotten:
+            counted = (pid, fields[logline.BACKEND], fields[logline.SERVER])
+            counts = self._counts.get(counted)
+            if counts is None:
+                counts = self._counts[counted] = [0, 0, 0, 0, 0, 0]
+            counts[0] += 1
+            status = fields[logline.STATUS]
+            if status and 49 <= status[0] <= 53:  # b"1" to b"5": the status class
+                counts[status[0] - 48] += 1
         if not self.sampler.take(now):
             self.skipped += 1
             return None
@@ -144,6 +161,36 @@ class LatencyBook:
             series.response.record(response)
         self.parsed += 1
         return fields
+
+    def logged(
+        self,
+    ) -> tuple[dict[str, dict[int, list[int]]], dict[tuple[str, str], dict[int, list[int]]]]:
+        """Lines counted per backend and per (backend, server), each by worker pid:
+        [requests, 1xx, 2xx, 3xx, 4xx, 5xx]."""
+        backends: dict[str, dict[int, list[int]]] = {}
+        servers: dict[tuple[str, str], dict[int, list[int]]] = {}
+        for (pid_text, backend_name, server_name), counts in self._counts.items():
+            try:
+                pid = int(pid_text)
+            except ValueError:
+                continue
+            backend, server = backend_name.decode(), server_name.decode()
+            total = backends.setdefault(backend, {}).setdefault(pid, [0] * len(counts))
+            for index, value in enumerate(counts):
+                total[index] += value
+            servers.setdefault((backend, server), {})[pid] = list(counts)
+        return backends, servers
+
+    def forget(self, pids: Collection[int]) -> None:
+        """Drop the counts of workers whose totals were carried forward, and ignore any line of
+        theirs still to come, which would otherwise count again."""
+        wanted = {str(pid).encode() for pid in pids}
+        for key in [k for k in self._counts if k[0] in wanted]:
+            del self._counts[key]
+        for pid in wanted:
+            self._forgotten[pid] = None
+        while len(self._forgotten) > 1024:  # pids are reused, eventually: remember the recent
+            del self._forgotten[next(iter(self._forgotten))]
 
     def tick(self, now: float) -> None:
         """Take a snapshot if one is due; forget those older than the window needs."""

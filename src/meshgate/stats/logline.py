@@ -4,8 +4,9 @@ What HAProxy writes (`HTTP_LOG_FORMAT`, `TCP_LOG_FORMAT`, rendered into haproxy.
 compiler) and what the agent reads live together here, so they cannot drift apart. One line per
 request (http) or connection (tcp), fields separated by single spaces:
 
-    backend server status Tw Tc Tr Ta bytes_out bytes_in termination client method path
+    pid backend server status Tw Tc Tr Ta bytes_out bytes_in termination client method path
 
+- `pid` is the worker's: it tells whose counters a line adds to (see `counters`);
 - times in ms (`Tw` queue, `Tc` connect, `Tr` server response headers, `Ta` active time of the
   request); -1 when the step did not happen (connection refused, client gone);
 - `bytes_out` is what went to the client (%B), `bytes_in` what came from it (%U);
@@ -20,13 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-HTTP_LOG_FORMAT = "%b %s %ST %Tw %Tc %Tr %Ta %B %U %ts %ci %HM %HPO"
-TCP_LOG_FORMAT = "%b %s - %Tw %Tc - %Tt %B %U %ts %ci"
+HTTP_LOG_FORMAT = "%pid %b %s %ST %Tw %Tc %Tr %Ta %B %U %ts %ci %HM %HPO"
+TCP_LOG_FORMAT = "%pid %b %s - %Tw %Tc - %Tt %B %U %ts %ci"
 
-BACKEND, SERVER, STATUS, QUEUE, CONNECT, RESPONSE, TOTAL = 0, 1, 2, 3, 4, 5, 6
-BYTES_OUT, BYTES_IN, TERMINATION, CLIENT, METHOD, PATH = 7, 8, 9, 10, 11, 12
-FIELDS = 13
-TCP_FIELDS = 11
+PID, BACKEND, SERVER, STATUS, QUEUE, CONNECT, RESPONSE, TOTAL = 0, 1, 2, 3, 4, 5, 6, 7
+BYTES_OUT, BYTES_IN, TERMINATION, CLIENT, METHOD, PATH = 8, 9, 10, 11, 12, 13
+FIELDS = 14
+TCP_FIELDS = 12
 NO_SERVER = "<NOSRV>"
 
 
@@ -48,6 +49,7 @@ def milliseconds(field: bytes) -> int:
 
 @dataclass(frozen=True, slots=True)
 class AccessRecord:
+    pid: int
     backend: str
     server: str
     status: int | None
@@ -66,12 +68,14 @@ class AccessRecord:
 def record(fields: list[bytes]) -> AccessRecord | None:
     """All of a line's fields, typed; None if a number is not one."""
     try:
+        pid = int(fields[PID])
         bytes_out, bytes_in = int(fields[BYTES_OUT]), int(fields[BYTES_IN])
     except ValueError:
         return None
     http = len(fields) == FIELDS
     status = milliseconds(fields[STATUS])
     return AccessRecord(
+        pid=pid,
         backend=fields[BACKEND].decode("ascii", "replace"),
         server=fields[SERVER].decode("ascii", "replace"),
         status=status if status >= 0 else None,

@@ -1,18 +1,25 @@
 """From `show stat` rows of every HAProxy process to per-backend and per-server figures. Pure.
 
-One poll reads each live process (current and old workers) and ends with the set of live pids;
-`Tally` turns that into a `Snapshot`: monotonic counters (see `counters`), request rates, the
-current sessions summed over processes, and each server's health as the current worker sees it.
-Keys are HAProxy names (backend, server); mapping them to routes and instances is `view`'s job.
+One poll reads each live process (current and old workers) and ends with the set of live pids
+and the request-log counts; `Tally` turns that into a `Snapshot`: monotonic counters (see
+`counters`), request rates, the current sessions summed over processes, and each server's health
+as the current worker sees it. Keys are HAProxy names (backend, server); mapping them to routes
+and instances is `view`'s job.
+
+A worker that leaves the process list is retired only after `grace_s`: the last lines it logged
+may still be on their way, and they are what counts the requests it served after its last poll.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from meshgate.haproxy.replies import StatRow, StatType
-from meshgate.stats.counters import History, MonotonicTotals
+from meshgate.stats.counters import History, Logged, MonotonicTotals
+
+K = TypeVar("K", bound=Hashable)
 
 # What a row contributes to the monotonic totals, in this order.
 COUNTERS = ("requests", "1xx", "2xx", "3xx", "4xx", "5xx", "bytes_in", "bytes_out")
@@ -84,9 +91,18 @@ class Snapshot:
 
 
 class Tally:
-    def __init__(self, *, rate_window_s: float = 10.0, recent_window_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        rate_window_s: float = 10.0,
+        recent_window_s: float = 60.0,
+        grace_s: float = 3.0,
+    ) -> None:
         self.rate_window_s = rate_window_s
         self.recent_window_s = recent_window_s
+        self.grace_s = grace_s
+        self._gone: dict[int, float] = {}  # pid -> when it was first missing
+        self.retired: set[int] = set()  # pids retired by the last `end`
         self._backends: MonotonicTotals[str] = MonotonicTotals(len(COUNTERS))
         self._servers: MonotonicTotals[tuple[str, str]] = MonotonicTotals(len(COUNTERS))
         self._history: dict[str, History] = {}
@@ -115,13 +131,35 @@ class Tally:
                 if current:
                     self._status[key] = server_status(row.status)
 
-    def end(self, live_pids: Collection[int], now: float, *, old_workers: int = 0) -> Snapshot:
-        """Finish a poll: processes not in `live_pids` are gone for good."""
-        self._backends.retire(live_pids)
-        self._servers.retire(live_pids)
+    def end(
+        self,
+        live_pids: Collection[int],
+        now: float,
+        *,
+        old_workers: int = 0,
+        logged_backends: Logged[str] | None = None,
+        logged_servers: Logged[tuple[str, str]] | None = None,
+    ) -> Snapshot:
+        """Finish a poll. Processes not in `live_pids` for `grace_s` are retired for good."""
+        logged_backends, logged_servers = logged_backends or {}, logged_servers or {}
+        known = self._backends.sources() | self._servers.sources()
+        known |= {pid for by_pid in logged_backends.values() for pid in by_pid}
+        for pid in known:
+            if pid in live_pids:
+                self._gone.pop(pid, None)
+            else:
+                self._gone.setdefault(pid, now)
+        self.retired = {pid for pid, since in self._gone.items() if now - since >= self.grace_s}
+        if self.retired:
+            self._backends.retire(self.retired, logged_backends)
+            self._servers.retire(self.retired, logged_servers)
+            for pid in self.retired:
+                del self._gone[pid]
+            logged_backends = _without(logged_backends, self.retired)
+            logged_servers = _without(logged_servers, self.retired)
         backends = {}
-        for name in self._backends.names():
-            values = self._backends.total(name)
+        for name in set(self._backends.names()) | logged_backends.keys():
+            values = self._backends.total(name, logged_backends)
             history = self._history.setdefault(name, History(keep_s=self.recent_window_s + 10))
             history.add(now, values[0])
             recent, seconds = history.increase(self.recent_window_s)
@@ -134,11 +172,18 @@ class Tally:
             )
         servers = {
             key: ServerStats(
-                counts=Counts.of(self._servers.total(key)),
+                counts=Counts.of(self._servers.total(key, logged_servers)),
                 active=self._server_active.get(key, 0),
                 status=self._status.get(key, ""),
             )
-            for key in self._servers.names()
+            for key in set(self._servers.names()) | logged_servers.keys()
         }
         workers = len(live_pids) - old_workers
         return Snapshot(now, backends, servers, workers=workers, old_workers=old_workers)
+
+
+def _without(logged: Logged[K], pids: Collection[int]) -> dict[K, dict[int, Sequence[int]]]:
+    return {
+        key: {pid: values for pid, values in by_pid.items() if pid not in pids}
+        for key, by_pid in logged.items()
+    }
