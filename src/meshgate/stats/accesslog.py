@@ -43,6 +43,7 @@ def entry(fields: list[bytes], routes: dict[str, ir.RouteRef], at: float) -> dic
         "bytes_in": record.bytes_in,
         "bytes_out": record.bytes_out,
         "termination": record.termination,
+        "worker": record.pid,  # HAProxy's process: tells requests around a reload apart
     }
     return result
 

@@ -5,6 +5,12 @@ them to a `Tally`; the result is the latest `Snapshot`. An API request asks for 
 older than a fraction of a second; concurrent requests share one poll. When HAProxy cannot be
 read (not started yet, the master re-executing during a reload), the previous snapshot stays
 and the poll is tried again on the next tick.
+
+What an old worker serves after its last poll is recovered from its request-log lines (see
+`counters`), except for the lines it logs once its soft stop has begun: HAProxy 2.6 closes the
+ring forwarder at soft stop (haproxy issue #3436), so those never arrive. Polling old workers
+every `OLD_WORKER_POLL_S` narrows that gap to requests finishing in their last moments; counts
+stay monotonic regardless, and are exact whenever no reload overlaps traffic.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from meshgate.stats.latency import LatencyBook
 from meshgate.stats.tally import Snapshot, Tally
 
 log = structlog.get_logger("meshgate.stats")
+OLD_WORKER_POLL_S = 0.1
 
 
 class StatsCollector:
@@ -47,10 +54,11 @@ class StatsCollector:
         self._running: ir.DataPlane | None = None
 
     async def run(self) -> None:
-        """Poll every `interval_s` until cancelled."""
+        """Poll every `interval_s` until cancelled; faster while old workers finish, since what
+        they serve after their last poll is lost when they exit (see below)."""
         while True:
             await self.refresh(max_age_s=self.interval_s / 2)
-            await asyncio.sleep(self.interval_s)
+            await asyncio.sleep(OLD_WORKER_POLL_S if self.snapshot.old_workers else self.interval_s)
 
     async def refresh(self, max_age_s: float = 0.25) -> Snapshot:
         """A snapshot at most `max_age_s` old, polling if the last one is older."""
