@@ -19,12 +19,13 @@ the percentiles were computed from.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from meshgate.stats import logline
-from meshgate.stats.histogram import Histogram, merged
+from meshgate.stats.histogram import BOUNDS_MS, Histogram, merged
 
 COMPONENTS = ("total", "connect", "response")
 
@@ -49,6 +50,17 @@ class Series:
         )  # fmt: skip
         other.records = self.records
         return other
+
+
+class _Entry:
+    """What one (pid, backend, server) of the log feeds: its line counts (None once the pid's
+    counts were handed over for good) and its backend and server's latency series."""
+
+    __slots__ = ("counts", "series")
+
+    def __init__(self, counts: list[int] | None, series: Series) -> None:
+        self.counts = counts
+        self.series = series
 
 
 @dataclass(frozen=True)
@@ -103,8 +115,8 @@ class LatencyBook:
         self._servers: dict[bytes, dict[bytes, Series]] = {}  # the same series, by backend
         self._backends: frozenset[bytes] = frozenset()
         self._snapshots: deque[tuple[float, dict[tuple[bytes, bytes], Series]]] = deque()
-        # (pid, backend, server) -> [requests, 1xx, 2xx, 3xx, 4xx, 5xx], every line counted.
-        self._counts: dict[tuple[bytes, bytes, bytes], list[int]] = {}
+        # (pid, backend, server) -> its line counts and its (backend, server) latency series.
+        self._entries: dict[tuple[bytes, bytes, bytes], _Entry] = {}
         self._forgotten: dict[bytes, None] = {}  # pids whose counts were handed over for good
         self.lines = 0  # every line offered
         self.parsed = 0  # lines recorded into a histogram
@@ -120,47 +132,83 @@ class LatencyBook:
         self._backends = names
         for key in [k for k in self._series if k[0] not in names]:
             del self._series[key]
+        for entry_key in [k for k in self._entries if k[1] not in names]:
+            del self._entries[entry_key]
         for backend in [b for b in self._servers if b not in names]:
             del self._servers[backend]
 
     def offer(self, line: bytes, now: float) -> list[bytes] | None:
-        """Record one line if the sampler takes it; returns its fields when recorded."""
-        self.lines += 1
-        fields = logline.split(line)
-        if fields is None or fields[logline.BACKEND] not in self._backends:
-            self.ignored += 1
-            return None
-        pid = fields[logline.PID]
-        if pid not in self._forgotten:
-            counted = (pid, fields[logline.BACKEND], fields[logline.SERVER])
-            counts = self._counts.get(counted)
-            if counts is None:
-                counts = self._counts[counted] = [0, 0, 0, 0, 0, 0]
-            counts[0] += 1
-            status = fields[logline.STATUS]
-            if status and 49 <= status[0] <= 53:  # b"1" to b"5": the status class
-                counts[status[0] - 48] += 1
-        if not self.sampler.take(now):
-            self.skipped += 1
-            return None
-        key = (fields[logline.BACKEND], fields[logline.SERVER])
-        series = self._series.get(key)
+        """Count and (if the sampler takes it) record one line; its fields when recorded."""
+        recorded: list[list[bytes]] = []
+        self.offer_lines([line], now, recorded)
+        return recorded[0] if recorded else None
+
+    def offer_lines(
+        self, lines: Iterable[bytes], now: float, recorded: list[list[bytes]] | None = None
+    ) -> None:
+        """`offer` for many lines at once: the receiver's hot path, one pass with everything it
+        touches in local variables. The fields of recorded lines are appended to `recorded`."""
+        backends, entries, sampler = self._backends, self._entries, self.sampler
+        split_limit = logline.FIELDS - 1
+        shapes = logline.SHAPES
+        pid_at, backend_at, server_at = logline.PID, logline.BACKEND, logline.SERVER
+        status_at, total_at = logline.STATUS, logline.TOTAL
+        connect_at, response_at = logline.CONNECT, logline.RESPONSE
+        take = sampler.take
+        ignored = skipped = parsed = count = 0
+        for line in lines:
+            count += 1
+            fields = line.split(b" ", split_limit)
+            if len(fields) not in shapes or fields[backend_at] not in backends:
+                ignored += 1
+                continue
+            key = (fields[pid_at], fields[backend_at], fields[server_at])
+            entry = entries.get(key)
+            if entry is None:
+                entry = self._entry(key)
+            counts = entry.counts
+            if counts is not None:
+                counts[0] += 1
+                status = fields[status_at]
+                if status and 49 <= status[0] <= 53:  # b"1" to b"5": the status class
+                    counts[status[0] - 48] += 1
+            if not take(now):
+                skipped += 1
+                continue
+            series = entry.series
+            series.records += 1
+            for histogram, at in (
+                (series.total, total_at),
+                (series.connect, connect_at),
+                (series.response, response_at),
+            ):
+                try:
+                    value = int(fields[at])
+                except ValueError:
+                    continue  # "-": the step does not exist (tcp has no response time)
+                if value >= 0:  # -1: the step did not happen
+                    histogram.counts[bisect_left(BOUNDS_MS, value)] += 1
+                    histogram.count += 1
+                    histogram.sum += value
+                    if value > histogram.max:
+                        histogram.max = value
+            parsed += 1
+            if recorded is not None:
+                recorded.append(fields)
+        self.lines += count
+        self.ignored += ignored
+        self.skipped += skipped
+        self.parsed += parsed
+
+    def _entry(self, key: tuple[bytes, bytes, bytes]) -> _Entry:
+        pid, backend, server = key
+        series = self._series.get((backend, server))
         if series is None:
-            series = self._series[key] = Series()
-            self._servers.setdefault(key[0], {})[key[1]] = series
-        series.records += 1
-        ms = logline.milliseconds
-        total = ms(fields[logline.TOTAL])
-        if total >= 0:
-            series.total.record(total)
-        connect = ms(fields[logline.CONNECT])
-        if connect >= 0:
-            series.connect.record(connect)
-        response = ms(fields[logline.RESPONSE])
-        if response >= 0:
-            series.response.record(response)
-        self.parsed += 1
-        return fields
+            series = self._series[(backend, server)] = Series()
+            self._servers.setdefault(backend, {})[server] = series
+        counts = None if pid in self._forgotten else [0, 0, 0, 0, 0, 0]
+        entry = self._entries[key] = _Entry(counts, series)
+        return entry
 
     def logged(
         self,
@@ -169,7 +217,10 @@ class LatencyBook:
         [requests, 1xx, 2xx, 3xx, 4xx, 5xx]."""
         backends: dict[str, dict[int, list[int]]] = {}
         servers: dict[tuple[str, str], dict[int, list[int]]] = {}
-        for (pid_text, backend_name, server_name), counts in self._counts.items():
+        for (pid_text, backend_name, server_name), entry in self._entries.items():
+            counts = entry.counts
+            if counts is None:
+                continue
             try:
                 pid = int(pid_text)
             except ValueError:
@@ -185,8 +236,8 @@ class LatencyBook:
         """Drop the counts of workers whose totals were carried forward, and ignore any line of
         theirs still to come, which would otherwise count again."""
         wanted = {str(pid).encode() for pid in pids}
-        for key in [k for k in self._counts if k[0] in wanted]:
-            del self._counts[key]
+        for key in [k for k in self._entries if k[0] in wanted]:
+            del self._entries[key]
         for pid in wanted:
             self._forgotten[pid] = None
         while len(self._forgotten) > 1024:  # pids are reused, eventually: remember the recent

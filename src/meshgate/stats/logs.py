@@ -89,15 +89,11 @@ class LogReceiver:
             self.access_log.close()
 
     def lines(self, lines: list[bytes]) -> None:
-        now = self.clock()
-        offer = self.book.offer
-        access_log = self.access_log
-        if access_log is None:
-            for line in lines:
-                offer(line, now)
+        if self.access_log is None:
+            self.book.offer_lines(lines, self.clock())
             return
-        for line in lines:
-            fields = offer(line, now)
-            if fields is not None:
-                access_log.write(fields)
-        access_log.flush()
+        recorded: list[list[bytes]] = []
+        self.book.offer_lines(lines, self.clock(), recorded)
+        for fields in recorded:
+            self.access_log.write(fields)
+        self.access_log.flush()

@@ -1,0 +1,306 @@
+"""Stats overhead: throughput with the request log on (latency percentiles) against off.
+
+Two `meshgate up` nodes serve the same gateway (two routes, 50/50, over two nginx servers):
+
+  on    `meshgate up` as it starts by default: HAProxy logs every request into a ring that is
+        streamed to the agent, which parses the lines into latency histograms
+  off   `meshgate up --no-latency`: no request log; counters still come from `show stat`
+  on/N  (with --log-sample N) the default node's logging with HAProxy sending 1 line in N
+
+Rounds alternate the configurations (on, off, on, off, ...), so that noise on the machine falls
+on both alike. Reported: median requests per second and the on/off ratio (target >= 0.95), and
+the CPU time of the `meshgate up` process (its /proc/PID/stat utime + stime, before and after
+each counted wrk run) per 10,000 requests, beside HAProxy's. Each run is also checked against the
+stats API: the requests it counted on the routes must cover every request wrk completed.
+
+Exit status: 0 when every run was clean, 1 on socket errors, non-2xx responses, a stats count
+below wrk's, or a setup failure, whether or not the target ratio is met.
+
+    .venv/bin/python bench/stats_overhead.py                  # 3 rounds x 5 s, 32 connections
+    .venv/bin/python bench/stats_overhead.py --rounds 5 --log-sample 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `bench.common` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    LOOPBACK,
+    BenchError,
+    MeshgateNode,
+    Nginx,
+    WrkResult,
+    cpu_count,
+    cpu_seconds,
+    free_port,
+    gateway_doc,
+    load_average,
+    median,
+    run_wrk,
+    service_doc,
+    stop_node,
+    tool_version,
+    wait_serving,
+)
+
+GATEWAY = "bench"
+ROUTES = ("bench:v1", "bench:v2")
+PER = 10_000  # CPU time is reported per this many requests
+
+
+@dataclass(frozen=True)
+class Sample:
+    wrk: WrkResult
+    node_cpu_s: float  # the `meshgate up` process
+    proxy_cpu_s: float  # HAProxy master and workers
+    counted: int  # requests the stats API added up over the run
+
+    def per(self, seconds: float) -> float:
+        """Milliseconds of CPU per PER requests."""
+        return seconds / self.wrk.requests * PER * 1e3 if self.wrk.requests else math.nan
+
+
+@dataclass
+class Config:
+    key: str
+    description: str
+    port: int
+    node: MeshgateNode | None = None
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}/"
+
+    def requests_counted(self) -> int:
+        assert self.node is not None
+        response = self.node.api.get(f"/api/v1/gateways/{GATEWAY}/stats")
+        if response.status_code != 200:
+            raise BenchError(f"stats answered {response.status_code}: {response.text}")
+        routes: dict[str, Any] = response.json()["routes"]
+        return sum(int(route["requests"]) for route in routes.values())
+
+    def stats(self) -> dict[str, Any]:
+        assert self.node is not None
+        result: dict[str, Any] = self.node.api.get(f"/api/v1/gateways/{GATEWAY}/stats").json()
+        return result
+
+    def median_of(self, value: Callable[[Sample], float]) -> float:
+        return median([value(s) for s in self.samples])
+
+
+def documents(port: int, v1: int, v2: int) -> list[dict[str, object]]:
+    return [
+        service_doc("bench:v1", v1),
+        service_doc("bench:v2", v2),
+        gateway_doc(GATEWAY, port, {"bench:v1": {"weight": 50}, "bench:v2": {"weight": 50}}),
+    ]
+
+
+def measure(config: Config, args: argparse.Namespace, duration: float) -> tuple[Sample, bool]:
+    node = config.node
+    assert node is not None
+    counted_before = config.requests_counted()
+    node_pids, proxy_pids = node.node_pids(), node.haproxy_pids()
+    node_before, proxy_before = cpu_seconds(node_pids), cpu_seconds(proxy_pids)
+    result = run_wrk(
+        config.url,
+        duration=duration,
+        connections=args.connections,
+        threads=args.threads,
+        binary=args.wrk,
+    )
+    node_cpu = cpu_seconds(node_pids) - node_before
+    proxy_cpu = cpu_seconds(proxy_pids) - proxy_before
+    time.sleep(0.3)  # past the stats API's cache: the reading includes every answered request
+    counted = config.requests_counted() - counted_before
+    sample = Sample(result, node_cpu, proxy_cpu, counted)
+    problems = []
+    if any(result.socket_errors.values()):
+        problems.append(f"socket errors {result.socket_errors}")
+    if result.non_2xx:
+        problems.append(f"{result.non_2xx} non-2xx responses")
+    if counted < result.requests:
+        problems.append(f"stats counted {counted} requests, wrk completed {result.requests}")
+    if problems:
+        print(f"    ERROR {config.key}: {', '.join(problems)}\n{result.output}", flush=True)
+    return sample, not problems
+
+
+def report(configs: Sequence[Config], target: float) -> None:
+    on, off = configs[0], configs[1]
+    print()
+    print(
+        "| config | median req/s | p50 ms | p99 ms | req/s vs off | meshgate CPU ms / 10k req "
+        "| HAProxy CPU ms / 10k req | stats count / wrk count |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    off_rps = off.median_of(lambda s: s.wrk.requests_per_sec)
+    for config in configs:
+        rps = config.median_of(lambda s: s.wrk.requests_per_sec)
+        print(
+            f"| {config.key} | {rps:,.0f} "
+            f"| {config.median_of(lambda s: s.wrk.p50_ms):.2f} "
+            f"| {config.median_of(lambda s: s.wrk.p99_ms):.2f} "
+            f"| {rps / off_rps:.3f} "
+            f"| {config.median_of(lambda s: s.per(s.node_cpu_s)):.0f} "
+            f"| {config.median_of(lambda s: s.per(s.proxy_cpu_s)):.0f} "
+            f"| {config.median_of(lambda s: s.counted / s.wrk.requests):.4f} |"
+        )
+    rounds = len(on.samples)
+    paired = [
+        a.wrk.requests_per_sec / b.wrk.requests_per_sec
+        for a, b in zip(on.samples, off.samples, strict=True)
+    ]
+    value = on.median_of(lambda s: s.wrk.requests_per_sec) / off_rps
+    print(
+        f"\non/off req/s = {value:.3f} (ratio of medians over {rounds} rounds; per-round ratios "
+        f"{', '.join(f'{r:.3f}' for r in paired)}); target >= {target:.2f}: "
+        f"{'met' if value >= target else 'NOT met'}"
+    )
+    extra = on.median_of(lambda s: s.per(s.node_cpu_s)) - off.median_of(
+        lambda s: s.per(s.node_cpu_s)
+    )
+    print(f"request-log cost in the agent: {extra:.0f} ms CPU per {PER:,} requests (on - off)")
+
+
+def sampling_line(config: Config) -> str:
+    """What the latency figures of the last run were computed from."""
+    routes = config.stats()["routes"]
+    parts = []
+    for name in ROUTES:
+        sampling = routes.get(name, {}).get("sampling")
+        latency = routes.get(name, {}).get("latency_ms", {})
+        if sampling:
+            parts.append(
+                f"{name}: {sampling['samples']:,} samples of {sampling['requests']:,} requests "
+                f"(ratio {sampling['ratio']}), "
+                f"p50 {latency.get('p50')} ms, p99 {latency.get('p99')} ms"
+            )
+    return "; ".join(parts) or "no request log"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run (5)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per configuration (3)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first (1)")
+    parser.add_argument(
+        "--log-sample", type=int, default=0, help="add a node with --log-sample N (off: 0)"
+    )
+    parser.add_argument("--target", type=float, default=0.95, help="on/off goal (0.95)")
+    parser.add_argument("--nginx", default="/usr/sbin/nginx", help="nginx binary")
+    parser.add_argument("--wrk", default="wrk", help="wrk binary")
+    parser.add_argument("--meshgate", default=None, help="meshgate executable (the venv's)")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be between 1 and 20")
+    if not 1 <= args.duration <= 60:
+        parser.error("--duration must be between 1 and 60 seconds")
+    if not 0 <= args.warmup <= 10:
+        parser.error("--warmup must be between 0 and 10 seconds")
+    if not 1 <= args.connections <= 1000:
+        parser.error("--connections must be between 1 and 1000")
+    if not 1 <= args.threads <= args.connections:
+        parser.error("--threads must be between 1 and --connections")
+    if args.log_sample < 0 or args.log_sample == 1:
+        parser.error("--log-sample must be 0 (no such node) or at least 2")
+    return args
+
+
+def run(args: argparse.Namespace, workdir: Path) -> int:
+    v1, v2 = free_port(), free_port()
+    configs = [
+        Config("on", "meshgate up (request log on)", free_port()),
+        Config("off", "meshgate up --no-latency", free_port()),
+    ]
+    extra_args: dict[str, list[str]] = {"on": [], "off": ["--no-latency"]}
+    if args.log_sample:
+        key = f"on/{args.log_sample}"
+        configs.append(Config(key, f"meshgate up --log-sample {args.log_sample}", free_port()))
+        extra_args[key] = ["--log-sample", str(args.log_sample)]
+    repo = Path(__file__).resolve().parent.parent
+    print(
+        f"machine: {cpu_count()} CPUs, loopback only, load average {load_average()}; "
+        f"{tool_version(['haproxy', '-v'])}; {tool_version([args.nginx, '-v'])}; "
+        f"{tool_version([args.wrk, '--version'])}"
+    )
+    print(
+        "meshgate: "
+        + tool_version(["git", "-C", str(repo), "describe", "--always", "--dirty"])
+        + " (the source tree the virtualenv installs, uncommitted changes included)"
+    )
+    print(
+        f"load: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, keep-alive; "
+        f"{args.rounds} rounds, order: {', '.join(c.key for c in configs)}"
+    )
+    clean = True
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(Nginx(workdir / "nginx", {"v1": v1, "v2": v2}, binary=args.nginx))
+        for config in configs:
+            node = MeshgateNode(
+                workdir / f"node-{config.key.replace('/', '-')}",
+                *extra_args[config.key],
+                binary=args.meshgate,
+            )
+            node.start()
+            stack.callback(stop_node, node, [config.port])
+            config.node = node
+            node.apply(documents(config.port, v1, v2))
+            node.wait_applied("gateways", GATEWAY)
+            wait_serving(config.url)
+            print(f"  {config.key:<6} {config.description}, gateway on port {config.port}")
+        if args.warmup > 0:
+            for config in configs:
+                clean &= measure(config, args, args.warmup)[1]
+        for round_number in range(1, args.rounds + 1):
+            line = []
+            for config in configs:
+                sample, ok = measure(config, args, args.duration)
+                clean &= ok
+                config.samples.append(sample)
+                line.append(f"{config.key} {sample.wrk.requests_per_sec:,.0f}")
+            print(f"  round {round_number}: " + ", ".join(line) + " req/s", flush=True)
+        for config in configs:
+            print(f"  latency sources after the last run, {config.key}: {sampling_line(config)}")
+    report(configs, args.target)
+    print(f"load average after: {load_average()}")
+    if not clean:
+        print("FAILED: some runs had errors or undercounted (see above)")
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="meshgate-stats-bench-"))
+    try:
+        return run(args, workdir)
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            print(f"work dir kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
