@@ -1,13 +1,16 @@
 """A small HTTP backend for the demo and the tests, and the demo's manifests.
 
 The backend answers every request with its name, so a client sees which instance served it.
-`?status=NNN` and `?delay=MS` make it fail or be slow on demand; `/health` answers `ok`.
+`?status=NNN` and `?delay=MS` make it fail or be slow on demand; `/health` answers `ok`, or
+503 while the file named by `--fail-health-file` exists (so a test can fail its health check
+without stopping it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -52,6 +55,9 @@ class _Handler(BaseHTTPRequestHandler):
         if "delay" in query:
             time.sleep(min(int(query["delay"][0]), 30_000) / 1000)
         status = int(query.get("status", ["200"])[0])
+        failing = self.server.fail_health_file
+        if url.path == "/health" and failing and os.path.exists(failing):
+            status = 503
         body = ("ok\n" if url.path == "/health" else f"{self.server.name}\n").encode()
         if url.path == "/echo":
             echo = {"name": self.server.name, "path": self.path, "headers": dict(self.headers)}
@@ -71,8 +77,15 @@ class _Handler(BaseHTTPRequestHandler):
 class DemoServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, name: str, host: str, port: int) -> None:
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Health checks and clients that hang up early are routine here, not errors to print.
+        return
+
+    def __init__(
+        self, name: str, host: str, port: int, fail_health_file: str | None = None
+    ) -> None:
         self.name = name
+        self.fail_health_file = fail_health_file
         super().__init__((host, port), _Handler)
 
 
@@ -81,8 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fail-health-file", default=None, help="/health fails while it exists")
     args = parser.parse_args(argv)
-    with DemoServer(args.name, args.host, args.port) as server:
+    with DemoServer(args.name, args.host, args.port, args.fail_health_file) as server:
         server.serve_forever()
 
 
