@@ -6,6 +6,9 @@ as in tests, never share counters.
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Callable, Iterable
+
 from fastapi import APIRouter, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -15,6 +18,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from meshgate.model.certificate import Certificate
 
 
 class ControlPlaneMetrics:
@@ -51,8 +56,34 @@ class ControlPlaneMetrics:
             registry=self.registry,
         )
 
+        self.certificate_expiry = Gauge(
+            "meshgate_certificate_expiry_seconds",
+            "Seconds until the certificate expires (negative once it has); read at scrape time",
+            ["namespace", "certificate"],
+            registry=self.registry,
+        )
+        self._certificates: set[tuple[str, str]] = set()
+
+    def set_certificate_expiry(self, certificates: Iterable[Certificate]) -> None:
+        """One series per stored certificate; the value is computed when scraped, so it
+        keeps counting down between reconciles."""
+        current: set[tuple[str, str]] = set()
+        for certificate in certificates:
+            labels = (certificate.namespace, certificate.name)
+            current.add(labels)
+            self.certificate_expiry.labels(*labels).set_function(
+                _seconds_until(certificate.info.not_after)
+            )
+        for gone in self._certificates - current:
+            self.certificate_expiry.remove(*gone)
+        self._certificates = current
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _seconds_until(end: datetime.datetime) -> Callable[[], float]:
+    return lambda: (end - datetime.datetime.now(datetime.UTC)).total_seconds()
 
 
 def metrics_router(metrics: ControlPlaneMetrics) -> APIRouter:

@@ -2,9 +2,12 @@
 
 Map contents (route weights, virtual-host aliases) and the servers of an existing backend are
 data HAProxy can change at run time, so such changes need no reload: maps are swapped
-atomically, servers are added, re-weighted, or drained and deleted. Anything else — a new or
-changed frontend or backend, a server that HAProxy 2.6 cannot add at run time — needs a
-reload, which the supervisor makes hitless.
+atomically, servers are added, re-weighted, or drained and deleted. Certificates are data too:
+new content for a loaded certificate or CA file is swapped in by a runtime transaction, and a
+certificate added to a TLS port is loaded and appended to the port's crt-list. Anything else —
+a new or changed frontend or backend, a certificate removed from a port or a changed default
+certificate, a server that HAProxy 2.6 cannot add at run time — needs a reload, which the
+supervisor makes hitless.
 """
 
 from __future__ import annotations
@@ -29,6 +32,40 @@ class AddServer:
     backend: str
     server: ir.Server
     health: ir.HealthCheck
+    tls: ir.ServerTls | None = None
+
+
+@dataclass(frozen=True)
+class UpdateCertificate:
+    """New content for a certificate file HAProxy has loaded (set ssl cert / commit ssl cert):
+    every listener using it serves the new one for new handshakes."""
+
+    name: str  # file name under the certs directory
+    pem: str
+
+
+@dataclass(frozen=True)
+class AddCertificate:
+    """Load a certificate file HAProxy does not know yet (new ssl cert, set, commit)."""
+
+    name: str
+    pem: str
+
+
+@dataclass(frozen=True)
+class AddCrtListEntry:
+    """Append a line to a TLS port's crt-list (add ssl crt-list)."""
+
+    crt_list: str  # file name under the certs directory
+    entry: ir.CrtListEntry
+
+
+@dataclass(frozen=True)
+class UpdateCaFile:
+    """New content for a CA file HAProxy has loaded (set ssl ca-file / commit ssl ca-file)."""
+
+    name: str
+    pem: str
 
 
 @dataclass(frozen=True)
@@ -51,22 +88,38 @@ class Reload:
     reason: str
 
 
-RuntimeAction = ReplaceMap | AddServer | SetServerWeight | RemoveServer
+RuntimeAction = (
+    ReplaceMap
+    | AddServer
+    | SetServerWeight
+    | RemoveServer
+    | UpdateCertificate
+    | AddCertificate
+    | AddCrtListEntry
+    | UpdateCaFile
+)
 Action = RuntimeAction | Reload
 
 
 def plan(running: ir.DataPlane | None, desired: ir.DataPlane) -> list[Action]:
     """Actions that take HAProxy from `running` to `desired`, in the order to run them.
 
-    New servers come first and departing ones last, so a route never goes without instances
-    in between; maps come after the additions for the same reason.
+    Certificates come first, so a host routed by a new map entry already has its certificate;
+    new servers come next and departing ones last, so a route never goes without instances in
+    between; maps come after the additions for the same reason.
     """
     if running is None:
         return [Reload("first configuration")]
     if running.settings != desired.settings:
         return [Reload("data-plane settings changed")]
-    if running.frontends != desired.frontends:
-        return [Reload("frontends changed")]
+    if running.redirects != desired.redirects:
+        return [Reload("HTTPS redirects changed")]
+    entries = _crt_list_additions(running.frontends, desired.frontends)
+    if isinstance(entries, Reload):
+        return [entries]
+    certificates = _certificate_changes(running, desired, entries)
+    if isinstance(certificates, Reload):
+        return [certificates]
     if {m.name for m in running.maps} != {m.name for m in desired.maps}:
         return [Reload("map files added or removed")]
     old_backends = {b.name: b for b in running.backends}
@@ -94,7 +147,7 @@ def plan(running: ir.DataPlane | None, desired: ir.DataPlane) -> list[Action]:
                     return [Reload(reason)]
                 if before is not None:
                     removals.append(RemoveServer(name, server_name))
-                additions.append(AddServer(name, server, new.health))
+                additions.append(AddServer(name, server, new.health, new.tls))
             elif before.weight != server.weight:
                 weights.append(SetServerWeight(name, server_name, server.weight))
         removals += [RemoveServer(name, s) for s in old_servers if s not in new_servers]
@@ -108,7 +161,66 @@ def plan(running: ir.DataPlane | None, desired: ir.DataPlane) -> list[Action]:
     replaced = {(a.backend, a.server.name) for a in additions}
     first = [r for r in removals if (r.backend, r.server) in replaced]
     last = [r for r in removals if (r.backend, r.server) not in replaced]
-    return [*first, *additions, *weights, *maps, *last]
+    return [*certificates, *entries, *first, *additions, *weights, *maps, *last]
+
+
+def _crt_list_additions(
+    running: tuple[ir.Frontend, ...], desired: tuple[ir.Frontend, ...]
+) -> list[AddCrtListEntry] | Reload:
+    """Lines to append to crt-lists, when that is all that changed in the frontends.
+
+    HAProxy appends lines at run time but cannot reorder or remove them here, so the port's
+    first line (its default certificate) and every existing line must stay as they are. The
+    running list's order may then differ from the file's; only the first line's position has
+    a meaning, because SNI filters pick the others.
+    """
+    if len(running) != len(desired):
+        return Reload("frontends changed")
+    additions: list[AddCrtListEntry] = []
+    for old, new in zip(running, desired, strict=True):
+        if old == new:
+            continue
+        if (
+            old.tls is None
+            or new.tls is None
+            or dataclasses.replace(old, tls=None) != dataclasses.replace(new, tls=None)
+            or old.tls.crt_list != new.tls.crt_list
+        ):
+            return Reload("frontends changed")
+        remaining = list(new.tls.entries)
+        for entry in old.tls.entries:
+            if entry not in remaining:
+                return Reload(f"certificates removed from port {new.port} or their names changed")
+            remaining.remove(entry)
+        if old.tls.entries[0] != new.tls.entries[0]:
+            return Reload(f"the default certificate of port {new.port} changed")
+        additions += [AddCrtListEntry(new.tls.crt_list, entry) for entry in remaining]
+    return additions
+
+
+def _certificate_changes(
+    running: ir.DataPlane, desired: ir.DataPlane, entries: list[AddCrtListEntry]
+) -> list[RuntimeAction] | Reload:
+    """Certificate and CA files to load or to refill with new content."""
+    old = {f.name: f.text for f in running.certificates}
+    new = {f.name: f.text for f in desired.certificates}
+    if old.keys() - new.keys():
+        return Reload("certificates removed")
+    listed = {e.entry.certificate for e in entries}
+    if new.keys() - old.keys() - listed:
+        return Reload("certificates added outside a crt-list")
+    actions: list[RuntimeAction] = [
+        UpdateCertificate(name, text)
+        for name, text in new.items()
+        if name in old and old[name] != text
+    ]
+    actions += [AddCertificate(name, text) for name, text in new.items() if name not in old]
+    old_cas = {f.name: f.text for f in running.ca_files}
+    new_cas = {f.name: f.text for f in desired.ca_files}
+    if old_cas.keys() != new_cas.keys():
+        return Reload("CA files added or removed")
+    actions += [UpdateCaFile(n, t) for n, t in new_cas.items() if old_cas[n] != t]
+    return actions
 
 
 def _cannot_add_at_run_time(backend: ir.Backend, server: ir.Server) -> str | None:

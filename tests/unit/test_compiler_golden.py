@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from meshgate.compiler import CONFIG_FILE, DesiredState, compile_state, ir, render_files
-from meshgate.model import Gateway, Resource, Service, load_documents, parse_text
+from meshgate.model import Certificate, Gateway, Resource, Service, load_documents, parse_text
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
 INPUTS = sorted(GOLDEN_DIR.glob("*.yaml"))
@@ -34,6 +34,7 @@ def render(resources: list[Resource], run_dir: str) -> dict[str, str]:
     state = DesiredState(
         gateways=[r for r in resources if isinstance(r, Gateway)],
         services=[r for r in resources if isinstance(r, Service)],
+        certificates=[r for r in resources if isinstance(r, Certificate)],
     )
     # With the access log on, as `meshgate up` runs by default.
     settings = ir.Settings(run_dir=run_dir, log_socket=f"{run_dir}/log.sock")

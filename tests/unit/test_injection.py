@@ -9,6 +9,7 @@ characters, and the sections are exactly those of the IR.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -20,11 +21,13 @@ from hypothesis import strategies as st
 from meshgate.compiler import CONFIG_FILE, DesiredState, compile_state, ir, render_files
 from meshgate.conditions import MAX_LINE_WORDS, count_words
 from meshgate.errors import ValidationFailed
-from meshgate.model import Gateway, Resource, Service, validate_resource
+from meshgate.model import Certificate, Gateway, Resource, Service, validate_resource
 from meshgate.stats.logline import TCP_LOG_FORMAT
+from tests.tlscerts import Authority
 
 RUN_DIR = "/run/mg"
 MAPS = re.escape(f"{RUN_DIR}/maps")
+CERTS = re.escape(f"{RUN_DIR}/certs")
 SETTINGS = ir.Settings(run_dir=RUN_DIR, log_socket=f"{RUN_DIR}/log.sock", log_sample=2)
 
 # --- the allow-list -----------------------------------------------------------------------------
@@ -70,6 +73,10 @@ SERVER_OPTIONS = (
     r"(?: observe layer[47] error-limit [0-9]+ on-error mark-down)?"
     rf"(?: cookie {NAME})?"
 )
+SERVER_TLS = (
+    rf"(?: ssl verify (?:none|required)(?: ca-file {CERTS}/{NAME}\.ca\.pem)?"
+    r"(?: sni str\([a-z0-9.-]+\) check-sni [a-z0-9.-]+)?)?"
+)
 BALANCE = (
     r"(?:roundrobin|static-rr|leastconn|first|source|random|uri"
     r"|url_param [A-Za-z0-9._-]+|hdr\([A-Za-z0-9._-]+\))"
@@ -96,11 +103,23 @@ SECTION_LINES = [
     r"stick-table type ip size 1m expire 30m",
     r"stick on src",
     rf"cookie mgi_{GID} insert indirect nocache httponly",
-    rf"server {NAME} [A-Za-z0-9.:-]+:[0-9]+ {SERVER_OPTIONS}",
+    rf"server {NAME} [A-Za-z0-9.:-]+:[0-9]+ {SERVER_OPTIONS}{SERVER_TLS}",
+    rf"bind [0-9a-fA-F.:]+:[0-9]+ ssl crt-list {CERTS}/{NAME}\.crtlist",
+    rf"default-server ca-file {CERTS}/{NAME}\.ca\.pem",
+    r'http-response set-header Strict-Transport-Security "max-age=[0-9]+"'
+    rf"(?: if \{{ var\(txn\.mg_gw\) -m str {GID} \}})?",
+    r"http-request set-log-level silent",
+    r"http-request redirect location https://%\[req\.hdr\(host\),regsub\(:\[0-9\]\+\$,\)\]"
+    r"(?::[0-9]+)?%\[pathq\] code 308",
     # tcp frontends log their own line shape; http ones inherit theirs from the defaults.
     re.escape(f'log-format "{TCP_LOG_FORMAT}"'),
 ]
 SECTION_LINE = re.compile("|".join(f"(?:{shape})" for shape in SECTION_LINES))
+HOST = r"(?:\*\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*"
+CRT_LIST_LINE = re.compile(
+    rf"{CERTS}/{NAME}\.pem \[(?:alpn h2,http/1\.1 )?ssl-min-ver TLSv1\.[23]\](?: {HOST})*"
+)
+PEM_LINE = re.compile(r"[A-Za-z0-9+/=]{1,76}|-----(?:BEGIN|END) (?:CERTIFICATE|PRIVATE KEY)-----")
 HEADER = re.compile(rf"(?:frontend|backend) ({NAME})")
 FORBIDDEN = re.compile(r"[^\x20-\x7e\n]")
 MAP_LINE = re.compile(rf"{NAME} {NAME}")
@@ -122,8 +141,13 @@ def problems(files: dict[str, str], dataplane: ir.DataPlane) -> list[str]:
         if FORBIDDEN.search(content):
             found.append(f"{name}: a control or non-ASCII character")
         if name != CONFIG_FILE:
+            shape = (
+                CRT_LIST_LINE if name.endswith(".crtlist")
+                else PEM_LINE if name.endswith(".pem")
+                else MAP_LINE
+            )  # fmt: skip
             found += [
-                f"{name}: {line!r}" for line in content.splitlines() if not MAP_LINE.fullmatch(line)
+                f"{name}: {line!r}" for line in content.splitlines() if not shape.fullmatch(line)
             ]
     sections: list[str] = []
     servers = 0
@@ -140,6 +164,7 @@ def problems(files: dict[str, str], dataplane: ir.DataPlane) -> list[str]:
             servers += line.startswith("    server ")
     expected = [
         *(f"frontend {f.name}" for f in dataplane.frontends),
+        *(f"frontend {r.name}" for r in dataplane.redirects),
         *(f"backend {b.name}" for b in dataplane.backends),
     ]
     if sections != expected:
@@ -164,6 +189,9 @@ GATEWAY: dict[str, Any] = {
     "sticky": "instance",
     "balance": "roundrobin",
     "timeouts": {"connect": "5s", "client": "50s", "server": "50s"},
+    "tls": {
+        "certificates": ["sava-cert"], "min_version": "1.2", "redirect_http": 9080, "hsts": 600
+    },
     "routes": {
         "svc": {
             "weight": "50%",
@@ -180,7 +208,9 @@ GATEWAY: dict[str, Any] = {
     },
 }
 # A default gateway on the same port, so the shared-port rules are rendered too.
-NEIGHBOUR: dict[str, Any] = {"name": "default-site", "port": 9070, "routes": {"svc": {}}}
+NEIGHBOUR: dict[str, Any] = {
+    "name": "default-site", "port": 9070, "tls": {"certificates": ["other"]}, "routes": {"svc": {}}
+}
 SERVICE: dict[str, Any] = {
     "kind": "service",
     "name": "svc",
@@ -198,6 +228,7 @@ SERVICE: dict[str, Any] = {
         "timeout": "1s",
     },
     "passive": {"error_limit": 10},
+    "tls": {"ca": "internal-ca", "sni": "svc.internal"},
 }
 TCP_CHECK = {"type": "tcp", "send": "PING\r\n", "expect": "+PONG", "interval": "2s"}
 
@@ -323,6 +354,12 @@ FIELDS: dict[str, tuple[Callable[[Documents, str], None], str]] = {
     "check timeout": (set_field("s.health_check.timeout"), "1s"),
     "check send": (with_tcp_check("send"), "PING\r\n"),
     "check expect": (with_tcp_check("expect"), "+PONG"),
+    "tls certificate name": (set_field("g.tls.certificates.0"), "sava-cert"),
+    "tls min version": (set_field("g.tls.min_version"), "1.3"),
+    "tls redirect port": (set_field("g.tls.redirect_http"), "9080"),
+    "tls hsts": (set_field("g.tls.hsts"), "600"),
+    "service tls ca": (set_field("s.tls.ca"), "internal-ca"),
+    "service tls sni": (set_field("s.tls.sni"), "svc.internal"),
 }
 
 NEEDS_RAW_ACL = {"condition raw acl"}
@@ -365,11 +402,33 @@ def compile_or_reject(
     except ValidationFailed as rejected:
         assert rejected.problems
         return None
+    # The certificates the documents name, whatever the names: they reach file names.
+    names = {("default", "other", True)}
+    for found in resources:
+        if isinstance(found, Gateway) and found.tls:
+            names |= {(found.namespace, name, True) for name in found.tls.certificates}
+        if isinstance(found, Service) and found.tls and found.tls.ca:
+            names.add((found.namespace, found.tls.ca, False))
     state = DesiredState(
         gateways=[r for r in resources if isinstance(r, Gateway)],
         services=[r for r in resources if isinstance(r, Service)],
+        certificates=[certificate(*name) for name in sorted(names)],
     )
     return compile_state(state, SETTINGS).dataplane
+
+
+CA = Authority()
+LEAF = CA.issue("sava.example.com", "*.sava.example.com")
+
+
+@functools.cache
+def certificate(namespace: str, name: str, with_key: bool) -> Certificate:
+    document = LEAF.document(name) if with_key else {"kind": "certificate", "name": name}
+    resource = validate_resource(
+        {**document, "namespace": namespace, **({} if with_key else {"cert": CA.cert})}
+    )
+    assert isinstance(resource, Certificate)
+    return resource
 
 
 # --- the checker itself -------------------------------------------------------------------------

@@ -503,9 +503,30 @@ def test_unknown_fields_are_rejected(fields: dict[str, Any], path: str) -> None:
     assert problem(**fields) == Problem(path, "unknown field")
 
 
-def test_tls_is_not_available_yet() -> None:
-    found = problem(tls={"certificates": ["sava-cert"]})
-    assert found.path == "tls"
+def test_tls_as_the_spec_writes_it_takes_defaults() -> None:
+    tls = gateway(tls={"certificates": ["sava-cert"]}).tls
+    assert tls is not None
+    assert (tls.certificates, tls.min_version, tls.redirect_http, tls.hsts) == (
+        ["sava-cert"], "1.2", None, None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"tls": {"certificates": []}}, "tls.certificates"),
+        ({"tls": {"certificates": ["a", "a"]}}, "tls.certificates"),
+        ({"tls": {"certificates": ["a b"]}}, "tls.certificates"),
+        ({"tls": {"certificates": ["a"], "min_version": "1.1"}}, "tls.min_version"),
+        ({"tls": {"certificates": ["a"], "hsts": -1}}, "tls.hsts"),
+        ({"tls": {"certificates": ["a"], "redirect_http": 70000}}, "tls.redirect_http"),
+        ({"tls": {"certificates": ["a"], "redirect_http": 9070}}, "tls.redirect_http"),
+        ({"port": "9070/tcp", "tls": {"certificates": ["a"], "hsts": 60}}, "tls.hsts"),
+        ({"tls": {"certificates": ["a"], "alpn": "h2"}}, "tls.alpn"),
+    ],
+)
+def test_bad_tls_settings_are_rejected_with_their_path(fields: dict[str, Any], path: str) -> None:
+    assert problem(**fields).path == path
 
 
 # --- [host:port] routes and inline targets ------------------------------------------------------

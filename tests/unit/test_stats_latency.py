@@ -82,30 +82,32 @@ def test_before_the_first_snapshot_the_window_is_everything() -> None:
     assert window.seconds == latency.window_s
 
 
+def take(sampler: Sampler, now: float, lines: int) -> int:
+    sampler.start(now)
+    return sum(sampler.take() for _ in range(lines))
+
+
 def test_the_sampler_takes_everything_under_its_budget() -> None:
     sampler = Sampler(budget_per_s=100)
-    assert all(sampler.take(0.5) for _ in range(100))
+    assert take(sampler, 0.5, 100) == 100
     assert sampler.stride == 1
 
 
 def test_over_budget_the_sampler_takes_one_line_in_stride() -> None:
     sampler = Sampler(budget_per_s=100)
-    for _ in range(1000):
-        sampler.take(0.5)  # a second of 1000 lines
-    taken = sum(sampler.take(1.5) for _ in range(1000))
+    take(sampler, 0.5, 1000)  # a second of 1000 lines
+    assert take(sampler, 1.5, 1000) == 100
     assert sampler.stride == 10
-    assert taken == 100
     # Back under budget, the next second takes every line again.
-    taken = sum(sampler.take(2.5) for _ in range(50))
+    take(sampler, 2.5, 50)
     assert sampler.stride == 10
-    taken = sum(sampler.take(3.5) for _ in range(50))
+    assert take(sampler, 3.5, 50) == 50
     assert sampler.stride == 1
-    assert taken == 50
 
 
 def test_without_a_budget_every_line_is_taken() -> None:
     sampler = Sampler(budget_per_s=None)
-    assert all(sampler.take(float(i // 1000)) for i in range(10_000))
+    assert sum(take(sampler, float(second), 1000) for second in range(10)) == 10_000
 
 
 def test_the_book_counts_lines_sampling_left_out() -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from meshgate.compiler import DesiredState
 from meshgate.errors import ValidationFailed
-from meshgate.model import Gateway, Resource, Service, validate_resource
+from meshgate.model import SINGULAR, Certificate, Gateway, Resource, Service, validate_resource
 from meshgate.store import Record, Store
 
 Key = tuple[str, str]
@@ -19,6 +19,7 @@ class Loaded:
     service_versions: dict[Key, int]
     # Stored documents that no longer validate (written by an older version): reported, skipped.
     invalid: dict[tuple[str, str, str], str]
+    certificate_versions: dict[Key, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -33,9 +34,11 @@ class DesiredLoader:
         gateways: list[tuple[Record, Gateway]] = []
         services: list[Service] = []
         service_versions: dict[Key, int] = {}
+        certificates: list[Certificate] = []
+        certificate_versions: dict[Key, int] = {}
         invalid: dict[tuple[str, str, str], str] = {}
         seen: set[tuple[str, str, str]] = set()
-        for kind in ("gateways", "services"):
+        for kind in ("gateways", "services", "certificates"):
             for record in await self.store.list(kind):
                 key = (kind, record.key.namespace, record.key.name)
                 seen.add(key)
@@ -44,6 +47,9 @@ class DesiredLoader:
                     invalid[key] = resource
                 elif isinstance(resource, Gateway):
                     gateways.append((record, resource))
+                elif isinstance(resource, Certificate):
+                    certificates.append(resource)
+                    certificate_versions[(resource.namespace, resource.name)] = record.revision
                 else:
                     services.append(resource)
                     service_versions[(resource.namespace, resource.name)] = record.revision
@@ -52,20 +58,27 @@ class DesiredLoader:
         # Creation order decides who keeps a contested port: the gateway that was there first.
         gateways.sort(key=lambda pair: pair[0].create_revision)
         return Loaded(
-            state=DesiredState(gateways=[g for _, g in gateways], services=services),
+            state=DesiredState(
+                gateways=[g for _, g in gateways], services=services, certificates=certificates
+            ),
             gateway_versions={(g.namespace, g.name): r.revision for r, g in gateways},
             service_versions=service_versions,
             invalid=invalid,
+            certificate_versions=certificate_versions,
         )
 
     def _validated(self, key: tuple[str, str, str], record: Record) -> Resource | str:
         cached = self._cache.get(key)
         if cached is not None and cached[0] == record.revision:
             return cached[1]
-        singular = "gateway" if key[0] == "gateways" else "service"
+        singular = SINGULAR[key[0]]
         result: Resource | str
         try:
-            result = validate_resource(record.value, allow_raw_acl=True, kind=singular)
+            # A certificate that expired since it was stored still loads: it keeps being
+            # served, and its status says it has expired.
+            result = validate_resource(
+                record.value, allow_raw_acl=True, kind=singular, allow_expired=True
+            )
         except ValidationFailed as exc:
             result = str(exc)
         self._cache[key] = (record.revision, result)

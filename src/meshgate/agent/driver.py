@@ -18,15 +18,21 @@ import structlog
 
 from meshgate.compiler import CONFIG_FILE, ir, render_files
 from meshgate.compiler.render import MAPS_DIR
+from meshgate.compiler.tls_text import CERTS_DIR
 from meshgate.errors import MeshgateError
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.supervisor import HaproxySupervisor
 from meshgate.plan import (
+    AddCertificate,
+    AddCrtListEntry,
     AddServer,
     Reload,
+    RemoveServer,
     ReplaceMap,
     RuntimeAction,
     SetServerWeight,
+    UpdateCaFile,
+    UpdateCertificate,
     plan,
 )
 
@@ -44,13 +50,35 @@ class Outcome:
 
 
 def write_files(directory: Path, files: dict[str, str]) -> None:
-    """Write each file atomically (rename), so HAProxy never reads a half-written one."""
+    """Write each file atomically (rename), so HAProxy never reads a half-written one.
+
+    Files under certs/ hold private keys: the directory is its owner's alone and each file is
+    created with mode 0600 before any byte is written to it.
+    """
     for relative, content in files.items():
         path = directory / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = relative.startswith(f"{CERTS_DIR}/")
+        path.parent.mkdir(mode=0o700 if secret else 0o777, parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(content)
+        if secret:
+            temporary.unlink(missing_ok=True)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(content)
+        else:
+            temporary.write_text(content)
         os.replace(temporary, path)
+
+
+def prune_certificates(directory: Path, files: dict[str, str]) -> None:
+    """Delete certificate files no longer in use, so no private key outlives its resource on
+    disk. HAProxy has what it serves in memory; the files only matter to the next reload."""
+    certs = directory / CERTS_DIR
+    if not certs.is_dir():
+        return
+    for path in certs.iterdir():
+        if f"{CERTS_DIR}/{path.name}" not in files:
+            path.unlink(missing_ok=True)
 
 
 class Driver:
@@ -97,7 +125,9 @@ class Driver:
         if not actions:
             return Outcome(False, 0, time.monotonic() - started, "no change")
         # Files first: whatever happens next, a reload or restart reproduces `desired`.
-        write_files(self.run_dir, render_files(desired))
+        files = render_files(desired)
+        write_files(self.run_dir, files)
+        prune_certificates(self.run_dir, files)
         reloads = [a for a in actions if isinstance(a, Reload)]
         commands = 0
         reason = reloads[0].reason if reloads else "changed at run time"
@@ -141,13 +171,43 @@ class Driver:
                 inter_ms=health.interval_ms,
                 rise=health.rise,
                 fall=health.fall,
+                ssl=action.tls is not None,
+                verify=action.tls.verify if action.tls else True,
+                ca_file=self._cert_path(action.tls.ca_file)
+                if action.tls and action.tls.ca_file
+                else None,
+                sni=action.tls.sni if action.tls else None,
             )
         elif isinstance(action, SetServerWeight):
             await self.runtime.set_server_weight(action.backend, action.server, action.weight)
-        else:
+        elif isinstance(action, RemoveServer):
             await self.runtime.remove_server(
                 action.backend, action.server, drain_timeout=DRAIN_TIMEOUT_S, missing_ok=True
             )
+        else:
+            await self._run_tls(action)
+
+    async def _run_tls(
+        self, action: UpdateCertificate | AddCertificate | AddCrtListEntry | UpdateCaFile
+    ) -> None:
+        if isinstance(action, UpdateCertificate):
+            await self.runtime.update_certificate(self._cert_path(action.name), action.pem)
+        elif isinstance(action, AddCertificate):
+            await self.runtime.add_certificate(self._cert_path(action.name), action.pem)
+        elif isinstance(action, AddCrtListEntry):
+            entry = action.entry
+            await self.runtime.add_crt_list_entry(
+                self._cert_path(action.crt_list),
+                self._cert_path(entry.certificate),
+                min_version=f"TLSv{entry.min_version}",
+                alpn=entry.alpn is not None,
+                filters=entry.filters,
+            )
+        else:
+            await self.runtime.update_ca_file(self._cert_path(action.name), action.pem)
+
+    def _cert_path(self, name: str) -> str:
+        return str(self.run_dir / CERTS_DIR / name)
 
     async def stop(self) -> None:
         await self.supervisor.stop()

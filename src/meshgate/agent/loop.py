@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +25,7 @@ from meshgate.store import CompactedError, Delete, Put, Store
 from meshgate.store import Key as StoreKey
 
 log = structlog.get_logger("meshgate.agent")
-WATCHED_KINDS = ("gateways", "services", "instances")
+WATCHED_KINDS = ("gateways", "services", "instances", "certificates")
 RESYNC_CHECK_S = 1.0  # how often to look for a HAProxy restarted by the supervisor
 MAX_BATCH_S = 0.5  # a steady stream of writes still reaches HAProxy this often
 
@@ -51,7 +52,7 @@ class Agent:
 
     async def run(self) -> None:
         """Reconcile now and on every change, until cancelled."""
-        for kind in ("status.gateways", "status.services"):
+        for kind in ("status.gateways", "status.services", "status.certificates"):
             for record in await self.store.list(kind):
                 self._published[record.key] = record.value
         watcher = asyncio.create_task(self._watch())
@@ -132,16 +133,14 @@ class Agent:
             return compiled, {}
         rejected: dict[Key, str] = {}
         for gateway in state.gateways:
-            alone = DesiredState(
-                gateways=[gateway], services=state.services, registered=state.registered
-            )
+            alone = dataclasses.replace(state, gateways=[gateway])
             good, message = await self.driver.check(compile_state(alone, settings).dataplane)
             if not good:
                 rejected[(gateway.namespace, gateway.name)] = (
                     f"HAProxy rejected it: {_last_alert(message)}"
                 )
         kept = [g for g in state.gateways if (g.namespace, g.name) not in rejected]
-        state = DesiredState(gateways=kept, services=state.services, registered=state.registered)
+        state = dataclasses.replace(state, gateways=kept)
         compiled = compile_state(state, settings)
         ok, output = await self.driver.check(compiled.dataplane)
         if not ok:
@@ -180,6 +179,10 @@ class Agent:
             ops += self._status_op(StoreKey("status.gateways", *key), status)
         for key, version in loaded.service_versions.items():
             ops += self._status_op(StoreKey("status.services", *key), {"applied_version": version})
+        for key, version in loaded.certificate_versions.items():
+            status = {"applied_version": version, "used_by": _certificate_users(loaded, key)}
+            ops += self._status_op(StoreKey("status.certificates", *key), status)
+        self.metrics.set_certificate_expiry(loaded.state.certificates)
         for (kind, namespace, name), message in loaded.invalid.items():
             ops += self._status_op(
                 StoreKey(f"status.{kind}", namespace, name),
@@ -188,6 +191,7 @@ class Agent:
         live = (
             {StoreKey("status.gateways", *k) for k in loaded.gateway_versions}
             | {StoreKey("status.services", *k) for k in loaded.service_versions}
+            | {StoreKey("status.certificates", *k) for k in loaded.certificate_versions}
             | {StoreKey(f"status.{kind}", ns, n) for kind, ns, n in loaded.invalid}
         )
         for stale in [k for k in self._published if k not in live]:
@@ -203,6 +207,22 @@ class Agent:
             return []
         self._published[key] = status
         return [Put(key, status)]
+
+
+def _certificate_users(loaded: Loaded, key: Key) -> list[str]:
+    """Which gateways serve a certificate and which services trust it as their CA."""
+    namespace, name = key
+    users = [
+        f"gateway {g.name}"
+        for g in loaded.state.gateways
+        if g.namespace == namespace and g.tls and name in g.tls.certificates
+    ]
+    users += [
+        f"service {s.name}"
+        for s in loaded.state.services
+        if s.namespace == namespace and s.tls and s.tls.ca == name
+    ]
+    return users
 
 
 def _last_alert(output: str) -> str:

@@ -13,7 +13,7 @@ from meshgate.compiler.build import (
     compile_state,
 )
 from meshgate.compiler.render import CONFIG_FILE, render_config, render_files
-from meshgate.model import Gateway, Resource, Service
+from meshgate.model import Certificate, Gateway, Resource, Service
 
 DEFAULT_RUN_DIR = "/var/run/meshgate"
 
@@ -25,6 +25,7 @@ def render_manifests(
     state = DesiredState(
         gateways=[r for r in resources if isinstance(r, Gateway)],
         services=[r for r in resources if isinstance(r, Service)],
+        certificates=[r for r in resources if isinstance(r, Certificate)],
     )
     return render_files(compile_state(state, ir.Settings(run_dir=run_dir)).dataplane)
 

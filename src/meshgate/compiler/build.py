@@ -11,10 +11,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meshgate.compiler import ir, naming
+from meshgate.compiler import tls as tls_parts
 from meshgate.conditions import parse_condition, to_dnf
+from meshgate.model.certificate import Certificate
 from meshgate.model.gateway import Gateway, Route, inline_endpoint
 from meshgate.model.service import HealthCheck, Instance, Service
-from meshgate.model.snapshot import Target, port_conflicts, resolve_target
+from meshgate.model.snapshot import (
+    Target,
+    certificate_problems,
+    port_conflicts,
+    resolve_target,
+)
 
 Key = tuple[str, str]  # (namespace, name)
 DEFAULT_CHECK = HealthCheck()
@@ -25,6 +32,7 @@ class DesiredState:
     gateways: Sequence[Gateway]  # in creation order: an earlier gateway keeps a contested port
     services: Sequence[Service] = ()
     registered: Mapping[Key, Sequence[Instance]] = field(default_factory=dict)
+    certificates: Sequence[Certificate] = ()
 
 
 @dataclass(frozen=True)
@@ -54,12 +62,18 @@ class Compiled:
 def compile_state(state: DesiredState, settings: ir.Settings) -> Compiled:
     services = {(s.namespace, s.name): s for s in state.services}
     gateways = {(g.namespace, g.name): g for g in state.gateways}
+    certificates = {(c.namespace, c.name): c for c in state.certificates}
     results: dict[Key, GatewayResult] = {}
     accepted: list[Gateway] = []
     looping = _gateways_in_cycles(state.gateways, services, gateways)
     for gateway in state.gateways:
         key = (gateway.namespace, gateway.name)
         errors = [str(p) for p in port_conflicts(gateway, accepted)]
+        # A certificate deleted (or a CA renamed) after the gateway was admitted: the gateway
+        # cannot be served as written, so it is left out and says why.
+        errors += [str(p) for p in certificate_problems(gateway, certificates)]
+        targets = {r: resolve_target(gateway, r, services, gateways) for r in gateway.routes}
+        errors += tls_parts.missing_cas(gateway, targets, services, certificates)
         if key in looping:
             errors.append("routes: gateways chain back to this gateway (a loop)")
         if errors:
@@ -82,13 +96,16 @@ def compile_state(state: DesiredState, settings: ir.Settings) -> Compiled:
         weights.extend((b.name, str(route_weights[b.route.route])) for b in gateway_backends)
         results[key] = GatewayResult(routes=statuses)
 
-    frontends, host_maps = _frontends(accepted, rules_by_gateway)
+    frontends, host_maps = _frontends(accepted, rules_by_gateway, certificates)
     maps = (*host_maps, ir.MapFile(ir.WEIGHTS_MAP, tuple(sorted(weights))))
     dataplane = ir.DataPlane(
         settings=settings,
         frontends=tuple(frontends),
         backends=tuple(sorted(backends, key=lambda b: b.name)),
         maps=tuple(sorted(maps, key=lambda m: m.name)),
+        certificates=tls_parts.served_certificates(accepted, certificates),
+        ca_files=tls_parts.ca_bundles(backends, certificates),
+        redirects=tls_parts.redirects(accepted),
     )
     return Compiled(dataplane, results)
 
@@ -138,6 +155,7 @@ def _compile_gateway(
                 ),
                 timeout_connect_ms=gateway.timeouts.connect,
                 timeout_server_ms=gateway.timeouts.server,
+                tls=tls_parts.backend_tls(gateway, target, services, gateways),
             )
         )
         choices.append(
@@ -158,6 +176,7 @@ def _compile_gateway(
         sticky=sticky,
         route_cookie_name=route_cookie,
         choices=tuple(choices),
+        hsts_max_age=gateway.tls.hsts if gateway.tls else None,
     )
     return rules, backends, statuses
 
@@ -246,7 +265,9 @@ def _gateways_in_cycles(
 
 
 def _frontends(
-    accepted: Sequence[Gateway], rules: Mapping[Key, ir.GatewayRules]
+    accepted: Sequence[Gateway],
+    rules: Mapping[Key, ir.GatewayRules],
+    certificates: Mapping[Key, Certificate],
 ) -> tuple[list[ir.Frontend], list[ir.MapFile]]:
     by_port: dict[tuple[str, int], list[Gateway]] = {}
     for gateway in accepted:
@@ -289,6 +310,7 @@ def _frontends(
                 timeout_client_ms=max(
                     (g.timeouts.client for g in members if g.timeouts.client), default=None
                 ),
+                tls=tls_parts.frontend_tls(name, members, certificates),
             )
         )
     return frontends, maps

@@ -72,6 +72,16 @@ class Backend:
     rewrites: tuple[Rewrite, ...] = ()
     timeout_connect_ms: int | None = None
     timeout_server_ms: int | None = None
+    tls: ServerTls | None = None  # the instances speak TLS
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """TLS from HAProxy to the instances of a backend (re-encryption)."""
+
+    verify: bool
+    ca_file: str | None = None  # file name under the certs directory
+    sni: str | None = None  # sent to the instances, and checked against their certificate
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,7 @@ class GatewayRules:
     sticky: Sticky
     route_cookie_name: str | None
     choices: tuple[RouteChoice, ...]
+    hsts_max_age: int | None = None  # Strict-Transport-Security on this gateway's responses
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,42 @@ class Frontend:
     wildcard_map: str | None = None  # file name of ".suffix" -> gateway id entries
     default_gateway: str | None = None  # gateway id serving hosts no virtual host matches
     timeout_client_ms: int | None = None
+    tls: FrontendTls | None = None  # set when the port terminates TLS
+
+
+@dataclass(frozen=True)
+class CrtListEntry:
+    """One line of a crt-list: a certificate file, its TLS settings and the SNI names that
+    select it. The first line of a list is what clients without (matching) SNI get."""
+
+    certificate: str  # file name under the certs directory
+    min_version: Literal["1.2", "1.3"]
+    alpn: str | None  # protocols offered to clients, e.g. "h2,http/1.1"
+    filters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FrontendTls:
+    crt_list: str  # file name under the certs directory
+    entries: tuple[CrtListEntry, ...]
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """A plain-HTTP listener that sends every request to the same URL over HTTPS."""
+
+    name: str
+    bind: str
+    port: int
+    https_port: int
+
+
+@dataclass(frozen=True)
+class PemFile:
+    """A certificate file HAProxy loads: a chain with its key, or a bundle of CA certificates."""
+
+    name: str  # file name under the certs directory
+    text: str
 
 
 @dataclass(frozen=True)
@@ -137,6 +184,9 @@ class DataPlane:
     frontends: tuple[Frontend, ...] = ()
     backends: tuple[Backend, ...] = ()
     maps: tuple[MapFile, ...] = field(default=())
+    certificates: tuple[PemFile, ...] = ()  # chains with keys, for TLS listeners
+    ca_files: tuple[PemFile, ...] = ()  # CA bundles, for TLS towards instances
+    redirects: tuple[Redirect, ...] = ()
 
     def map_named(self, name: str) -> MapFile | None:
         return next((m for m in self.maps if m.name == name), None)

@@ -49,3 +49,21 @@ def host_map_name(frontend: str) -> str:
 
 def wildcard_map_name(frontend: str) -> str:
     return f"{frontend}.wildcards.map"
+
+
+def certificate_file_name(namespace: str, name: str) -> str:
+    """The chain-and-key file of a certificate resource."""
+    return f"{namespace}.{slug(name)}.{short_hash(namespace, name)}.pem"
+
+
+def ca_file_name(namespace: str, name: str) -> str:
+    """The same certificate resource as a CA bundle (no key)."""
+    return f"{namespace}.{slug(name)}.{short_hash(namespace, name)}.ca.pem"
+
+
+def crt_list_name(frontend: str) -> str:
+    return f"{frontend}.crtlist"
+
+
+def redirect_name(bind: str, port: int) -> str:
+    return f"redirect_{frontend_name(bind, port)}"

@@ -15,6 +15,15 @@ from meshgate.compiler.rules import (
     frontend_rules,
     server_options,
 )
+from meshgate.compiler.tls_text import (
+    CERTS_DIR,
+    bind_options,
+    certs_dir,
+    crt_list_text,
+    hsts_lines,
+    redirect_location,
+    server_tls_words,
+)
 from meshgate.stats.logline import HTTP_LOG_FORMAT, TCP_LOG_FORMAT
 
 CONFIG_FILE = "haproxy.cfg"
@@ -42,8 +51,16 @@ def server_endpoint(server: ir.Server) -> str:
     return f"{server.address}:{server.port}"
 
 
+def _server_options(backend: ir.Backend, server: ir.Server, certs: str) -> str:
+    words = [server_options(backend, server)]
+    if backend.tls is not None:
+        words += server_tls_words(backend.tls, certs)
+    return " ".join(words)
+
+
 def render_config(dataplane: ir.DataPlane) -> str:
     directory = maps_dir(dataplane.settings)
+    certs = certs_dir(dataplane.settings)
     return _template().render(
         run_dir=dataplane.settings.run_dir,
         settings=dataplane.settings,
@@ -53,16 +70,36 @@ def render_config(dataplane: ir.DataPlane) -> str:
         frontend_rules=lambda frontend: frontend_rules(frontend, directory),
         backend_lines=backend_lines,
         balance=balance_directive,
-        server_options=server_options,
+        server_options=lambda backend, server: _server_options(backend, server, certs),
         endpoint=server_endpoint,
+        bind_options=lambda frontend: bind_options(frontend, certs),
+        hsts_lines=hsts_lines,
+        redirects=dataplane.redirects,
+        redirect_location=redirect_location,
+        certs_dir=certs,
         http_log_format=HTTP_LOG_FORMAT,
         tcp_log_format=TCP_LOG_FORMAT,
     )
 
 
 def render_files(dataplane: ir.DataPlane) -> dict[str, str]:
-    """File name (relative to the run dir) to content: the config first, then the maps."""
+    """File name (relative to the run dir) to content: the config first, then the maps, then
+    the crt-lists and certificate files (which hold private keys: see `is_secret`)."""
     files = {CONFIG_FILE: render_config(dataplane)}
     for map_file in dataplane.maps:
         files[f"{MAPS_DIR}/{map_file.name}"] = map_file.text()
+    certs = certs_dir(dataplane.settings)
+    for frontend in dataplane.frontends:
+        if frontend.tls is not None:
+            files[f"{CERTS_DIR}/{frontend.tls.crt_list}"] = crt_list_text(frontend.tls, certs)
+    for pem_file in (*dataplane.certificates, *dataplane.ca_files):
+        files[f"{CERTS_DIR}/{pem_file.name}"] = pem_file.text
     return files
+
+
+def is_secret(name: str) -> bool:
+    """Whether a rendered file (by its name relative to the run dir) holds a private key: it
+    is written readable by its owner only, and never printed."""
+    return name.startswith(f"{CERTS_DIR}/") and name.endswith(".pem") and not name.endswith(
+        ".ca.pem"
+    )

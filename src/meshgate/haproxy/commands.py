@@ -46,6 +46,16 @@ _MAP_PATH = re.compile(r"/[A-Za-z0-9_./-]{0,1023}\Z")
 # payload, so both are refused too.
 _MAP_WORD = re.compile(r"[!#-&(-:<-\[\]-~]{1,1024}\Z")
 
+# Host names sent as `sni` / `check-sni` and written as crt-list filters: lower-case labels,
+# a filter may start with `*.`.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
+# A PEM payload line: base64 text, or a BEGIN/END marker. No empty line: in a payload, an empty
+# line ends it, and whatever followed would run as commands.
+_PEM_LINE = re.compile(r"(?:[A-Za-z0-9+/=]{1,76}|-----(?:BEGIN|END) [A-Z0-9 ]{1,40}-----)\Z")
+_TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+ALPN_PROTOCOLS = "h2,http/1.1"
+
 MAX_WEIGHT = 256  # HAProxy refuses larger absolute weights ("between 0 and 256 inclusive").
 MAX_VERSION = 2**32 - 1  # map versions are unsigned 32-bit counters
 
@@ -90,6 +100,32 @@ def map_word(value: str, what: str = "map key") -> str:
             "or a leading '#'",
         )
     return value
+
+
+def file_path(value: str, what: str = "file path") -> str:
+    """A certificate, CA or crt-list file as HAProxy knows it: the path it was loaded from."""
+    if not isinstance(value, str) or not _MAP_PATH.match(value) or "//" in value:
+        raise UnsafeRuntimeArgument(
+            what, value, "use an absolute path of letters, digits, '_', '.', '/' or '-'"
+        )
+    return value
+
+
+def host_name(value: str, what: str = "host name", *, wildcard: bool = False) -> str:
+    text = value[2:] if wildcard and isinstance(value, str) and value.startswith("*.") else value
+    if not isinstance(text, str) or len(text) > 253 or not _HOST.match(text):
+        raise UnsafeRuntimeArgument(what, value, "use a lower-case DNS name")
+    return value
+
+
+def pem_payload(value: str) -> str:
+    """PEM text as a payload: its BEGIN/END and base64 lines, without blank lines."""
+    lines = value.strip("\n").split("\n") if isinstance(value, str) else [""]
+    if not lines or not all(_PEM_LINE.match(line) for line in lines):
+        raise UnsafeRuntimeArgument(
+            "PEM payload", "<certificate>", "use PEM blocks only, without blank lines"
+        )
+    return "\n".join(lines)
 
 
 def address(value: str) -> str:
@@ -193,12 +229,20 @@ def add_server(
     inter_ms: int | None = None,
     rise: int | None = None,
     fall: int | None = None,
+    ssl: bool = False,
+    verify: bool = True,
+    ca_file: str | None = None,
+    sni: str | None = None,
 ) -> str:
     """`add server` with the keywords HAProxy 2.6 accepts for dynamic servers.
 
     Not offered: `cookie` (2.6 answers "'cookie' option is not accepted for dynamic server"),
     and host names (never resolved for dynamic servers). An IPv6 address is written as-is:
     HAProxy takes the port after the last colon, so `::1:8080` is address ::1, port 8080.
+
+    With `ssl`, the server speaks TLS: `verify` its certificate against `ca_file` (a CA file
+    2.6 must already have loaded: it loads none for a dynamic server), and send `sni`, also
+    to health checks.
     """
     words = [f"add server {_server_ref(backend, server)} {address(addr)}:{port(port_number)}"]
     if server_weight is not None:
@@ -213,6 +257,15 @@ def add_server(
         words.append(f"rise {bounded_int(rise, 'rise', 1, 1000)}")
     if fall is not None:
         words.append(f"fall {bounded_int(fall, 'fall', 1, 1000)}")
+    if ssl:
+        words += ["ssl", f"verify {'required' if verify else 'none'}"]
+        if ca_file is not None:
+            words.append(f"ca-file {file_path(ca_file, 'CA file')}")
+        if sni is not None:
+            host = host_name(sni, "sni")
+            words += [f"sni str({host})", f"check-sni {host}"]
+    elif ca_file is not None or sni is not None:
+        raise UnsafeRuntimeArgument("TLS settings", (ca_file, sni), "need ssl=True")
     return " ".join(words)
 
 
@@ -273,6 +326,76 @@ def del_map_entry(path: str, key: str) -> str:
 def clear_map(path: str, *, version: int | None = None) -> str:
     prefix = "" if version is None else f"@{map_version(version)} "
     return f"clear map {prefix}{map_path(path)}"
+
+
+# --- certificates (admin socket) ------------------------------------------------------------
+
+
+def new_ssl_cert(path: str) -> str:
+    """An empty certificate entry, to be filled by set/commit and then used by a crt-list."""
+    return f"new ssl cert {file_path(path, 'certificate path')}"
+
+
+def set_ssl_cert(path: str, pem: str) -> tuple[str, str]:
+    """Start a transaction holding new content for a loaded certificate: (command, payload)."""
+    return f"set ssl cert {file_path(path, 'certificate path')}", pem_payload(pem)
+
+
+def commit_ssl_cert(path: str) -> str:
+    return f"commit ssl cert {file_path(path, 'certificate path')}"
+
+
+def abort_ssl_cert(path: str) -> str:
+    return f"abort ssl cert {file_path(path, 'certificate path')}"
+
+
+def show_ssl_cert(path: str | None = None) -> str:
+    """The loaded certificate files, or one file's details (serial, dates, names)."""
+    if path is None:
+        return "show ssl cert"
+    return f"show ssl cert {file_path(path, 'certificate path')}"
+
+
+def new_ssl_ca_file(path: str) -> str:
+    return f"new ssl ca-file {file_path(path, 'CA file')}"
+
+
+def set_ssl_ca_file(path: str, pem: str) -> tuple[str, str]:
+    return f"set ssl ca-file {file_path(path, 'CA file')}", pem_payload(pem)
+
+
+def commit_ssl_ca_file(path: str) -> str:
+    return f"commit ssl ca-file {file_path(path, 'CA file')}"
+
+
+def abort_ssl_ca_file(path: str) -> str:
+    return f"abort ssl ca-file {file_path(path, 'CA file')}"
+
+
+def crt_list_line(
+    certificate: str, *, min_version: str, alpn: bool, filters: Iterable[str] = ()
+) -> str:
+    """`<certificate> [alpn h2,http/1.1 ssl-min-ver TLSvX] <filter>...`, checked word by word."""
+    if min_version not in _TLS_VERSIONS:
+        raise UnsafeRuntimeArgument("TLS version", min_version, "use TLSv1.2 or TLSv1.3")
+    options = f"alpn {ALPN_PROTOCOLS} " if alpn else ""
+    words = [file_path(certificate, "certificate path"), f"[{options}ssl-min-ver {min_version}]"]
+    words += [host_name(f, "SNI filter", wildcard=True) for f in filters]
+    return " ".join(words)
+
+
+def add_ssl_crt_list(
+    crt_list: str,
+    certificate: str,
+    *,
+    min_version: str,
+    alpn: bool,
+    filters: Iterable[str] = (),
+) -> tuple[str, str]:
+    """Append one line to a loaded crt-list: (command, payload). The payload form keeps the
+    line's brackets and filters away from the command's own words."""
+    line = crt_list_line(certificate, min_version=min_version, alpn=alpn, filters=filters)
+    return f"add ssl crt-list {file_path(crt_list, 'crt-list path')}", line
 
 
 # --- master socket --------------------------------------------------------------------------

@@ -9,6 +9,9 @@ command; `check_reply` knows each kind:
 - A fixed sentence on success: `add server` ("New server registered."), `del server` ("Server
   deleted."), `prepare map` ("New version created: N").
 - A report on success: `set server ... addr` ("IP changed from ...", "no need to change ...").
+- A sentence on success, a report ending in "Can't ..." on failure: the certificate and CA
+  file commands (`new`, `set`, `commit`, `abort ssl cert|ca-file`, `add ssl crt-list`);
+  `commit` and `add ssl crt-list` end with "Success!" when they worked.
 - Nothing at all, the connection simply closed: master `reload` (the master re-executes
   itself). For every other command a reply of zero bytes means the command was never run: 2.6
   drops a request that does not fit its buffer (16 kB by default) without a word.
@@ -33,6 +36,11 @@ class CommandKind(Enum):
     SHUTDOWN_SESSIONS = "shutdown sessions"
     PREPARE_MAP = "prepare map"
     CHANGE_MAP = "change map"  # add/set/del/commit/clear map
+    NEW_SSL = "new ssl"  # new ssl cert|ca-file
+    SET_SSL = "set ssl"  # set ssl cert|ca-file: opens a transaction
+    COMMIT_SSL = "commit ssl"  # commit ssl cert|ca-file
+    ABORT_SSL = "abort ssl"
+    ADD_CRT_LIST = "add ssl crt-list"
     RELOAD = "reload"
 
 
@@ -105,11 +113,18 @@ _ERRORS: tuple[tuple[str, type[RuntimeCommandFailed]], ...] = (
     ("Server still has connections attached to it", ServerHasConnections),
 )
 
-_SUCCESS_SENTENCE = {
+_SUCCESS_SENTENCE: dict[CommandKind, str | tuple[str, ...]] = {
     CommandKind.ADD_SERVER: "New server registered.",
     CommandKind.DEL_SERVER: "Server deleted.",
     CommandKind.PREPARE_MAP: "New version created:",
+    # "... for certificate <path>!" / "... for CA <path>!" (lower-case t for CA files in 2.6).
+    CommandKind.SET_SSL: ("Transaction created for", "transaction created for"),
+    # "New empty certificate store '<path>'!" / "New CA file created '<path>'!"
+    CommandKind.NEW_SSL: ("New empty certificate store", "New CA file created"),
+    CommandKind.ABORT_SSL: "Transaction aborted",
 }
+# Kinds that report their steps and end with this line when everything worked.
+_SUCCESS_LAST_LINE = {CommandKind.COMMIT_SSL: "Success!", CommandKind.ADD_CRT_LIST: "Success!"}
 _ADDR_CHANGED = ("IP changed from", "no need to change", "port changed from")
 
 
@@ -136,6 +151,10 @@ def check_reply(kind: CommandKind, reply: str) -> None:
         return
     if kind in _SUCCESS_SENTENCE:
         if text.startswith(_SUCCESS_SENTENCE[kind]):
+            return
+        raise classify(kind, reply)
+    if kind in _SUCCESS_LAST_LINE:
+        if text.splitlines()[-1:] == [_SUCCESS_LAST_LINE[kind]]:
             return
         raise classify(kind, reply)
     if kind is CommandKind.SET_SERVER_ADDR:

@@ -8,6 +8,7 @@ was sent, a sentence HAProxy may word differently) the state is read back before
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -153,6 +154,10 @@ class RuntimeClient:
         inter_ms: int | None = None,
         rise: int | None = None,
         fall: int | None = None,
+        ssl: bool = False,
+        verify: bool = True,
+        ca_file: str | None = None,
+        sni: str | None = None,
     ) -> ServerState:
         """Add a dynamic server and put it in service; returns its state as read back.
 
@@ -163,6 +168,7 @@ class RuntimeClient:
         command = commands.add_server(
             backend, name, address, port,
             server_weight=weight, check=check, inter_ms=inter_ms, rise=rise, fall=fall,
+            ssl=ssl, verify=verify, ca_file=ca_file, sni=sni,
         )  # fmt: skip
         expected_addr = commands.address(address)
         try:
@@ -275,6 +281,58 @@ class RuntimeClient:
         except replies.MapEntryNotFound:
             if not missing_ok:
                 raise
+
+
+    # --- certificates -------------------------------------------------------------------
+
+    async def update_certificate(self, path: str, pem: str) -> None:
+        """Give a loaded certificate file new content; new handshakes use it at once.
+
+        `set ssl cert` holds the new content in a transaction that `commit ssl cert` applies
+        (HAProxy checks there that the key matches). A transaction that fails to commit is
+        aborted, so it does not block the next attempt.
+        """
+        command, payload = commands.set_ssl_cert(path, pem)
+        await self._run(CommandKind.SET_SSL, command, payload=payload)
+        await self._commit(commands.commit_ssl_cert(path), commands.abort_ssl_cert(path))
+
+    async def add_certificate(self, path: str, pem: str) -> None:
+        """Load a certificate file HAProxy does not know, ready to be listed in a crt-list."""
+        await self._run(CommandKind.NEW_SSL, commands.new_ssl_cert(path))
+        await self.update_certificate(path, pem)
+
+    async def add_crt_list_entry(
+        self,
+        crt_list: str,
+        certificate: str,
+        *,
+        min_version: str,
+        alpn: bool,
+        filters: Iterable[str] = (),
+    ) -> None:
+        """Append a line to a crt-list: the certificate is served on that list's listeners."""
+        command, payload = commands.add_ssl_crt_list(
+            crt_list, certificate, min_version=min_version, alpn=alpn, filters=filters
+        )
+        await self._run(CommandKind.ADD_CRT_LIST, command, payload=payload)
+
+    async def update_ca_file(self, path: str, pem: str) -> None:
+        """Give a loaded CA file new content (set ssl ca-file, then commit)."""
+        command, payload = commands.set_ssl_ca_file(path, pem)
+        await self._run(CommandKind.SET_SSL, command, payload=payload)
+        await self._commit(commands.commit_ssl_ca_file(path), commands.abort_ssl_ca_file(path))
+
+    async def certificate(self, path: str) -> dict[str, str]:
+        """`show ssl cert <path>`: Serial, notAfter, Subject, ... as HAProxy has it loaded."""
+        return replies.parse_info(await self._run(CommandKind.READ, commands.show_ssl_cert(path)))
+
+    async def _commit(self, commit: str, abort: str) -> None:
+        try:
+            await self._run(CommandKind.COMMIT_SSL, commit)
+        except HaproxyError:
+            with contextlib.suppress(HaproxyError):
+                await self._run(CommandKind.ABORT_SSL, abort)
+            raise
 
 
 def _payload_batches(

@@ -1,6 +1,7 @@
-"""Validated resources (gateways, services) and the manifest reader. Pure: no I/O."""
+"""Validated resources (gateways, services, certificates) and the manifest reader. Pure: no I/O."""
 
-from meshgate.model.gateway import Gateway, Port, Rewrite, Route, Timeouts
+from meshgate.model.certificate import Certificate
+from meshgate.model.gateway import Gateway, Port, Rewrite, Route, Timeouts, Tls
 from meshgate.model.manifest import (
     PLURAL,
     SINGULAR,
@@ -13,11 +14,12 @@ from meshgate.model.manifest import (
     to_document,
     validate_resource,
 )
-from meshgate.model.service import HealthCheck, Instance, PassiveCheck, Service
+from meshgate.model.service import HealthCheck, Instance, PassiveCheck, Service, ServiceTls
 
 __all__ = [
     "PLURAL",
     "SINGULAR",
+    "Certificate",
     "Document",
     "Gateway",
     "HealthCheck",
@@ -29,7 +31,9 @@ __all__ = [
     "Rewrite",
     "Route",
     "Service",
+    "ServiceTls",
     "Timeouts",
+    "Tls",
     "load_documents",
     "parse_text",
     "resource_key",

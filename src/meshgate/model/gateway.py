@@ -187,8 +187,42 @@ class Timeouts(Model):
     server: DurationMs | None = None
 
 
+# HSTS max-age beyond ten years is a typo more often than a policy.
+MAX_HSTS_SECONDS = 10 * 365 * 86_400
+_TLS_VERSIONS = {"1.2": "1.2", "1.3": "1.3", "tlsv1.2": "1.2", "tlsv1.3": "1.3"}
+
+
+def _tls_version(value: Any) -> Any:
+    # YAML reads `min_version: 1.2` as a float.
+    if isinstance(value, float | str) and not isinstance(value, bool):
+        text = str(value).strip().lower()
+        if text in _TLS_VERSIONS:
+            return _TLS_VERSIONS[text]
+    raise ValueError(f"{value!r} is not a TLS version; use 1.2 or 1.3")
+
+
 class Tls(Model):
+    """`tls:` of a gateway: terminate TLS on its port with these certificates (SNI picks)."""
+
     certificates: list[str] = Field(min_length=1, max_length=100)
+    min_version: Annotated[Literal["1.2", "1.3"], BeforeValidator(_tls_version)] = "1.2"
+    redirect_http: int | None = None  # a plain-HTTP port that redirects clients to this one
+    hsts: int | None = Field(default=None, ge=0, le=MAX_HSTS_SECONDS)  # max-age, seconds
+
+    @field_validator("certificates")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            check_resource_name(name)
+        duplicates = sorted({n for n in value if value.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"{duplicates[0]!r} is listed twice")
+        return value
+
+    @field_validator("redirect_http")
+    @classmethod
+    def _redirect_port(cls, value: int | None) -> int | None:
+        return None if value is None else check_port(value)
 
 
 Sticky = Literal["none", "route", "instance", "source"]
@@ -244,13 +278,6 @@ class Gateway(Model):
     def _balance(cls, value: str | None) -> str | None:
         return None if value is None else check_balance(value)
 
-    @field_validator("tls")
-    @classmethod
-    def _tls(cls, value: Tls | None) -> Tls | None:
-        if value is not None:
-            raise ValueError("TLS termination is not available in this version")
-        return value
-
     @field_validator("routes", mode="before")
     @classmethod
     def _route_values(cls, value: Any) -> Any:
@@ -290,6 +317,13 @@ class Gateway(Model):
                     raise FieldError(f"routes.{name}.rewrites", "needs an http port")
                 if route.balance and route.balance.startswith(("hdr(", "url_param(", "uri")):
                     raise FieldError(f"routes.{name}.balance", "needs an http port")
+        if self.tls and self.port.mode == "tcp":
+            if self.tls.redirect_http is not None:
+                raise FieldError("tls.redirect_http", "needs an http port")
+            if self.tls.hsts is not None:
+                raise FieldError("tls.hsts", "needs an http port")
+        if self.tls and self.tls.redirect_http == self.port.number:
+            raise FieldError("tls.redirect_http", "must differ from the gateway's own port")
         if self.balance and self.port.mode == "tcp" and self.balance.startswith(
             ("hdr(", "url_param(", "uri")
         ):

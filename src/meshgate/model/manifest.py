@@ -11,14 +11,19 @@ import yaml
 from pydantic import ValidationError
 
 from meshgate.errors import Problem, ValidationFailed
+from meshgate.model.certificate import Certificate
 from meshgate.model.gateway import Gateway
 from meshgate.model.service import Service
 from meshgate.model.values import FieldError
 
-Resource = Gateway | Service
-KINDS: dict[str, type[Gateway] | type[Service]] = {"gateway": Gateway, "service": Service}
+Resource = Gateway | Service | Certificate
+KINDS: dict[str, type[Gateway] | type[Service] | type[Certificate]] = {
+    "gateway": Gateway,
+    "service": Service,
+    "certificate": Certificate,
+}
 # The API and the store speak of kinds in the plural, as in /api/v1/gateways.
-PLURAL = {"gateway": "gateways", "service": "services"}
+PLURAL = {"gateway": "gateways", "service": "services", "certificate": "certificates"}
 SINGULAR = {plural: singular for singular, plural in PLURAL.items()}
 
 
@@ -118,15 +123,19 @@ def problems_from_pydantic(error: ValidationError) -> list[Problem]:
 
 
 def validate_resource(
-    data: Any, *, allow_raw_acl: bool = False, kind: str | None = None
+    data: Any, *, allow_raw_acl: bool = False, kind: str | None = None, allow_expired: bool = False
 ) -> Resource:
-    """One document's data to a resource; `kind` (singular) is what the caller expects, if any."""
+    """One document's data to a resource; `kind` (singular) is what the caller expects, if any.
+
+    `allow_expired` accepts certificates past their end date: new ones are refused, but one
+    stored while valid that has since expired must still load (and be reported), not vanish.
+    """
     if not isinstance(data, Mapping):
         raise ValidationFailed([Problem("", "a manifest document must be a mapping of fields")])
     declared = data.get("kind", kind or "gateway")
     if not isinstance(declared, str) or declared.lower() not in KINDS:
         raise ValidationFailed(
-            [Problem("kind", f"{declared!r} is not a kind; use gateway or service")]
+            [Problem("kind", f"{declared!r} is not a kind; use gateway, service or certificate")]
         )
     declared = declared.lower()
     if kind is not None and declared != kind:
@@ -134,7 +143,8 @@ def validate_resource(
     model = KINDS[declared]
     try:
         return model.model_validate(
-            {**data, "kind": declared}, context={"allow_raw_acl": allow_raw_acl}
+            {**data, "kind": declared},
+            context={"allow_raw_acl": allow_raw_acl, "allow_expired": allow_expired},
         )
     except ValidationError as exc:
         raise ValidationFailed(problems_from_pydantic(exc)) from None

@@ -12,8 +12,10 @@ from meshgate.model.names import (
     check_instance_id,
     check_namespace,
     check_resource_name,
+    normalize_hostname,
 )
 from meshgate.model.values import (
+    FieldError,
     check_port,
     format_endpoint,
     normalize_address,
@@ -157,6 +159,33 @@ class PassiveCheck(Model):
     error_limit: int = Field(ge=1, le=1000)
 
 
+class ServiceTls(Model):
+    """`tls:` of a service: its instances speak TLS, and their certificates are checked
+    against the certificate resource named by `ca` (or, explicitly, not at all)."""
+
+    verify: Literal["required", "none"] = "required"
+    ca: str | None = None
+    sni: str | None = None  # the name sent to instances, and checked against their certificate
+
+    @field_validator("ca")
+    @classmethod
+    def _ca(cls, value: str | None) -> str | None:
+        return None if value is None else check_resource_name(value)
+
+    @field_validator("sni")
+    @classmethod
+    def _sni(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_hostname(value, allow_wildcard=False)
+
+    @model_validator(mode="after")
+    def _verify_needs_ca(self) -> ServiceTls:
+        if self.verify == "required" and self.ca is None:
+            raise FieldError("ca", "is required to verify instances; or write verify: none")
+        if self.verify == "none" and self.ca is not None:
+            raise FieldError("ca", "is not used with verify: none")
+        return self
+
+
 Mode = Literal["http", "tcp"]
 
 
@@ -168,6 +197,7 @@ class Service(Model):
     instances: list[Instance] = Field(default_factory=list, max_length=10_000)
     health_check: HealthCheck | None = None
     passive: PassiveCheck | None = None
+    tls: ServiceTls | None = None
 
     @field_validator("name")
     @classmethod

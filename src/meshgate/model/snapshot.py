@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from meshgate.errors import Problem
+from meshgate.model.certificate import Certificate
 from meshgate.model.gateway import Gateway, inline_endpoint
 from meshgate.model.service import Service
 
@@ -17,6 +18,7 @@ def port_conflicts(gateway: Gateway, others: Iterable[Gateway]) -> list[Problem]
     for other in others:
         if (other.namespace, other.name) == (gateway.namespace, gateway.name):
             continue
+        problems += _redirect_conflicts(gateway, other)
         if other.port.number != gateway.port.number:
             continue
         owner = f"gateway {other.namespace}/{other.name}"
@@ -26,6 +28,14 @@ def port_conflicts(gateway: Gateway, others: Iterable[Gateway]) -> list[Problem]
         elif "tcp" in (other.port.mode, gateway.port.mode):
             reason = f"port {gateway.port.number} is used by {owner}; only http gateways share a port"
             problems.append(Problem("port", reason))
+        elif (other.tls is None) != (gateway.tls is None):
+            # One listener either terminates TLS or does not; SNI picks among TLS gateways.
+            which = "terminates TLS" if other.tls else "is plain HTTP"
+            reason = (
+                f"port {gateway.port.number} {which} for {owner}; gateways sharing a port "
+                "must all have tls or all have none"
+            )
+            problems.append(Problem("tls", reason))
         elif not other.virtual_hosts and not gateway.virtual_hosts:
             reason = (
                 f"port {gateway.port.number} already has a default gateway ({owner}); "
@@ -38,6 +48,60 @@ def port_conflicts(gateway: Gateway, others: Iterable[Gateway]) -> list[Problem]
                 reason = f"{shared[0]} on port {gateway.port.number} is already served by {owner}"
                 problems.append(Problem("virtual_hosts", reason))
     return problems
+
+
+def _redirect_conflicts(gateway: Gateway, other: Gateway) -> list[Problem]:
+    """Clashes of the plain-HTTP redirect listeners (`tls.redirect_http`) with other ports.
+
+    Gateways on one TLS port may name the same redirect port: they share its listener.
+    """
+    owner = f"gateway {other.namespace}/{other.name}"
+    mine = gateway.tls.redirect_http if gateway.tls else None
+    theirs = other.tls.redirect_http if other.tls else None
+    problems = []
+    if mine is not None and mine == other.port.number:
+        reason = f"port {mine} is the port of {owner}"
+        problems.append(Problem("tls.redirect_http", reason))
+    if theirs is not None and theirs == gateway.port.number:
+        reason = f"port {theirs} redirects to HTTPS for {owner}"
+        problems.append(Problem("port", reason))
+    if mine is not None and mine == theirs and (
+        (gateway.bind, gateway.port.number) != (other.bind, other.port.number)
+    ):
+        reason = f"port {mine} already redirects to port {other.port.number} for {owner}"
+        problems.append(Problem("tls.redirect_http", reason))
+    return problems
+
+
+def certificate_problems(
+    gateway: Gateway, certificates: Mapping[tuple[str, str], Certificate]
+) -> list[Problem]:
+    """Certificates a gateway names that do not exist in its namespace, or cannot be served."""
+    if gateway.tls is None:
+        return []
+    problems = []
+    for index, name in enumerate(gateway.tls.certificates):
+        certificate = certificates.get((gateway.namespace, name))
+        path = f"tls.certificates.{index}"
+        if certificate is None:
+            where = f"namespace {gateway.namespace}"
+            problems.append(Problem(path, f"certificate {name!r} does not exist in {where}"))
+        elif not certificate.servable:
+            reason = f"certificate {name!r} has no private key; it can only serve as a CA"
+            problems.append(Problem(path, reason))
+    return problems
+
+
+def ca_problems(
+    service: Service, certificates: Mapping[tuple[str, str], Certificate]
+) -> list[Problem]:
+    """A service's `tls.ca` that names no certificate of its namespace."""
+    if service.tls is None or service.tls.ca is None:
+        return []
+    if (service.namespace, service.tls.ca) in certificates:
+        return []
+    reason = f"certificate {service.tls.ca!r} does not exist in namespace {service.namespace}"
+    return [Problem("tls.ca", reason)]
 
 
 TargetKind = Literal["service", "gateway", "address", "inline", "unresolved"]

@@ -75,16 +75,18 @@ class Window:
 
 class Sampler:
     """Decides which lines to parse: all of them until more than `budget_per_s` arrive in a
-    second, then one in `stride`, with the stride set each second from the last second's count."""
+    second, then one in `stride`, with the stride set each second from the last second's count.
+
+    Lines come in chunks: `start(now)` before a chunk, `take()` per line, `finish()` after."""
 
     def __init__(self, budget_per_s: int | None) -> None:
         self.budget_per_s = budget_per_s
         self.stride = 1
         self._second = -1
         self._seen_this_second = 0
-        self._position = 0
+        self.position = 0  # lines since the last one taken
 
-    def take(self, now: float) -> bool:
+    def start(self, now: float) -> None:
         second = int(now)
         if second != self._second:
             if self.budget_per_s is not None and self._second >= 0:
@@ -92,10 +94,12 @@ class Sampler:
                 self.stride = max(1, math.ceil(rate / self.budget_per_s))
             self._second = second
             self._seen_this_second = 0
+
+    def take(self) -> bool:
         self._seen_this_second += 1
-        self._position += 1
-        if self._position >= self.stride:
-            self._position = 0
+        self.position += 1
+        if self.position >= self.stride:
+            self.position = 0
             return True
         return False
 
@@ -154,6 +158,7 @@ class LatencyBook:
         pid_at, backend_at, server_at = logline.PID, logline.BACKEND, logline.SERVER
         status_at, total_at = logline.STATUS, logline.TOTAL
         connect_at, response_at = logline.CONNECT, logline.RESPONSE
+        sampler.start(now)
         take = sampler.take
         ignored = skipped = parsed = count = 0
         for line in lines:
@@ -172,26 +177,45 @@ class LatencyBook:
                 status = fields[status_at]
                 if status and 49 <= status[0] <= 53:  # b"1" to b"5": the status class
                     counts[status[0] - 48] += 1
-            if not take(now):
+            if not take():
                 skipped += 1
                 continue
             series = entry.series
             series.records += 1
-            for histogram, at in (
-                (series.total, total_at),
-                (series.connect, connect_at),
-                (series.response, response_at),
-            ):
-                try:
-                    value = int(fields[at])
-                except ValueError:
-                    continue  # "-": the step does not exist (tcp has no response time)
-                if value >= 0:  # -1: the step did not happen
-                    histogram.counts[bisect_left(BOUNDS_MS, value)] += 1
-                    histogram.count += 1
-                    histogram.sum += value
-                    if value > histogram.max:
-                        histogram.max = value
+            # Unrolled for the three components: this loop runs once per request.
+            try:
+                value = int(fields[total_at])
+            except ValueError:
+                value = -1
+            if value >= 0:  # -1: the step did not happen
+                histogram = series.total
+                histogram.counts[bisect_left(BOUNDS_MS, value)] += 1
+                histogram.count += 1
+                histogram.sum += value
+                if value > histogram.max:
+                    histogram.max = value
+            try:
+                value = int(fields[connect_at])
+            except ValueError:
+                value = -1
+            if value >= 0:
+                histogram = series.connect
+                histogram.counts[bisect_left(BOUNDS_MS, value)] += 1
+                histogram.count += 1
+                histogram.sum += value
+                if value > histogram.max:
+                    histogram.max = value
+            try:
+                value = int(fields[response_at])
+            except ValueError:
+                value = -1  # "-": tcp lines have no response time
+            if value >= 0:
+                histogram = series.response
+                histogram.counts[bisect_left(BOUNDS_MS, value)] += 1
+                histogram.count += 1
+                histogram.sum += value
+                if value > histogram.max:
+                    histogram.max = value
             parsed += 1
             if recorded is not None:
                 recorded.append(fields)
