@@ -6,6 +6,7 @@ with "unreachable" and "the server said no (these problems)" and never with http
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Sequence
 from types import TracebackType
@@ -132,6 +133,43 @@ class MeshgateClient:
 
     def delete(self, kind: str, name: str, *, namespace: str = "default") -> None:
         self._request("DELETE", _name_path(kind, name), params={"namespace": namespace})
+
+    # --- instances registered at run time (SPEC §3) ---
+
+    def register_instance(
+        self, service: str, registration: dict[str, Any], *, namespace: str = "default"
+    ) -> dict[str, Any]:
+        """POST /api/v1/services/{service}/instances: the registered instance, with its id."""
+        path = f"{_name_path('services', service)}/instances"
+        response = self._request("POST", path, params={"namespace": namespace}, json=registration)
+        _json(response, "id")
+        registered: dict[str, Any] = response.json()
+        return registered
+
+    def heartbeat_instance(
+        self, service: str, instance_id: str, *, namespace: str = "default"
+    ) -> dict[str, Any]:
+        """PUT without a body: refresh the instance's TTL."""
+        path = f"{_name_path('services', service)}/instances/{quote(instance_id, safe='')}"
+        response = self._request("PUT", path, params={"namespace": namespace})
+        _json(response, "id")
+        instance: dict[str, Any] = response.json()
+        return instance
+
+    def list_instances(
+        self, service: str, *, namespace: str = "default"
+    ) -> builtins.list[dict[str, Any]]:
+        """Every instance of the service, from all sources, with its health."""
+        path = f"{_name_path('services', service)}/instances"
+        response = self._request("GET", path, params={"namespace": namespace})
+        items: builtins.list[dict[str, Any]] = _json(response, "items")
+        return items
+
+    def deregister_instance(
+        self, service: str, instance_id: str, *, namespace: str = "default"
+    ) -> None:
+        path = f"{_name_path('services', service)}/instances/{quote(instance_id, safe='')}"
+        self._request("DELETE", path, params={"namespace": namespace})
 
     def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
         try:

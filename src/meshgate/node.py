@@ -14,9 +14,11 @@ import structlog
 import uvicorn
 
 from meshgate.agent import Agent, Driver
+from meshgate.agent.health import InstanceHealth, poll_health
 from meshgate.api import create_app
 from meshgate.api.stats import stats_router
 from meshgate.compiler import ir
+from meshgate.discovery.dns import DnsFollower, Resolver
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.haproxy.supervisor import HaproxySupervisor
@@ -28,6 +30,7 @@ from meshgate.stats.latency import LatencyBook
 from meshgate.stats.logs import LogReceiver
 from meshgate.stats.prometheus import DataPlaneMetrics
 from meshgate.store import Key, Put, SqliteStore, Store
+from meshgate.watchdir.poller import ManifestDirWatcher
 
 log = structlog.get_logger("meshgate.node")
 
@@ -47,6 +50,8 @@ class NodeOptions:
     access_log: str | None = None  # a file, or "-" for stdout: one JSON object per request
     # Lines parsed per second before the agent parses only one in N (None: all of them).
     latency_budget_per_s: int | None = 20_000
+    watch: Path | None = None  # a manifest directory applied as its files change
+    dns_server: str | None = None  # "IP[:PORT]" for services' dns: names; else the system's
 
 
 def manifest_files(paths: Sequence[Path]) -> list[Path]:
@@ -100,7 +105,10 @@ async def run_node(options: NodeOptions) -> None:
         log_sample=options.log_sample,
     )
     driver = Driver(supervisor, runtime, settings)
-    agent = Agent(store, driver, metrics)
+    follower = DnsFollower(Resolver(options.dns_server), on_change=lambda: agent.request_pass())
+    health = InstanceHealth(dns_errors=follower.errors)
+    agent = Agent(store, driver, metrics, health=health)
+    agent.loader.dns = follower
     stats, receiver = _stats(options, run_dir, driver)
     metrics.registry.register(DataPlaneMetrics(stats))
     try:
@@ -137,12 +145,21 @@ async def run_node(options: NodeOptions) -> None:
             loop.add_signal_handler(signum, stop.set)
         tasks = [asyncio.create_task(agent.run()), asyncio.create_task(server.serve())]
         poller = asyncio.create_task(stats.run())
+        background = [
+            asyncio.create_task(follower.run()),
+            asyncio.create_task(poll_health(health, stats, agent.republish)),
+        ]
+        if options.watch is not None:
+            watcher = ManifestDirWatcher(
+                store, options.watch, allow_raw_acl=options.allow_raw_acl
+            )
+            background.append(asyncio.create_task(watcher.run()))
         log.info("meshgate is up", api=f"http://{options.api_host}:{options.api_port}")
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         agent_task, server_task = tasks
-        for task in (agent_task, poller):
+        for task in (agent_task, poller, *background):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

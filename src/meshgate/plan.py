@@ -231,7 +231,6 @@ def _cannot_add_at_run_time(backend: ir.Backend, server: ir.Server) -> str | Non
         ipaddress.ip_address(server.address)
     except ValueError:
         return "a server named by host name cannot be added at run time"
-    health = backend.health
-    if health.type == "agent" or health.port is not None or health.error_limit is not None:
-        return "a server with agent, port or passive checks cannot be added at run time"
+    if server.netns is not None:
+        return "a server in another network namespace cannot be added at run time"
     return None

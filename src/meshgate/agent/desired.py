@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from meshgate.compiler import DesiredState
+from meshgate.discovery import registry
+from meshgate.discovery.dns import DnsFollower
+from meshgate.discovery.sources import Sources, merge
 from meshgate.errors import ValidationFailed
 from meshgate.model import SINGULAR, Certificate, Gateway, Resource, Service, validate_resource
 from meshgate.store import Record, Store
@@ -19,6 +23,8 @@ class Loaded:
     service_versions: dict[Key, int]
     # Stored documents that no longer validate (written by an older version): reported, skipped.
     invalid: dict[tuple[str, str, str], str]
+    # Where each run-time instance came from: service -> instance id -> "api" | "dns".
+    sources: Sources = field(default_factory=dict)
     certificate_versions: dict[Key, int] = field(default_factory=dict)
 
 
@@ -28,9 +34,20 @@ class DesiredLoader:
     with thousands of gateways, validation would otherwise dominate every pass."""
 
     store: Store
+    dns: DnsFollower | None = None  # answers for services that name DNS records
     _cache: dict[tuple[str, str, str], tuple[int, Resource | str]] = field(default_factory=dict)
 
     async def load(self) -> Loaded:
+        """The resources, with the instances registered through the API and found in DNS."""
+        loaded = await self._load_resources()
+        api = registry.group_registered(await self.store.list(registry.KIND))
+        if self.dns is not None:
+            self.dns.follow(loaded.state.services)
+        registered, sources = merge(api, self.dns.instances() if self.dns else {})
+        state = dataclasses.replace(loaded.state, registered=registered)
+        return dataclasses.replace(loaded, state=state, sources=sources)
+
+    async def _load_resources(self) -> Loaded:
         gateways: list[tuple[Record, Gateway]] = []
         services: list[Service] = []
         service_versions: dict[Key, int] = {}

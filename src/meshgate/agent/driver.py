@@ -20,6 +20,7 @@ from meshgate.compiler import CONFIG_FILE, ir, render_files
 from meshgate.compiler.render import MAPS_DIR
 from meshgate.compiler.tls_text import CERTS_DIR
 from meshgate.errors import MeshgateError
+from meshgate.haproxy.commands import CheckExtras
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.supervisor import HaproxySupervisor
 from meshgate.plan import (
@@ -81,6 +82,23 @@ def prune_certificates(directory: Path, files: dict[str, str]) -> None:
             path.unlink(missing_ok=True)
 
 
+def check_extras(health: ir.HealthCheck, mode: str) -> CheckExtras | None:
+    """The check keywords of `rules.server_options` beyond inter/rise/fall, for `add server`,
+    so a server added at run time is checked exactly as the configuration file checks it."""
+    extras = CheckExtras(
+        port=health.port if health.type != "agent" else None,
+        agent_port=health.port if health.type == "agent" else None,
+        agent_inter_ms=health.interval_ms if health.type == "agent" else None,
+        observe_layer=(4 if mode == "tcp" else 7) if health.error_limit else None,
+        error_limit=health.error_limit,
+    )
+    return None if extras == CheckExtras(error_limit=health.error_limit) else extras
+
+
+def _backend_mode(dataplane: ir.DataPlane, backend: str) -> str:
+    return next((b.mode for b in dataplane.backends if b.name == backend), "http")
+
+
 class Driver:
     def __init__(
         self,
@@ -135,7 +153,7 @@ class Driver:
             try:
                 for action in actions:
                     assert not isinstance(action, Reload)
-                    await self._run(action)
+                    await self._run(action, desired)
                     commands += 1
             except MeshgateError as exc:
                 # The runtime state is now uncertain; a reload from the files makes it exact.
@@ -155,7 +173,7 @@ class Driver:
             await self.supervisor.start(config)
         self._restarts_seen = self.supervisor.restarts
 
-    async def _run(self, action: RuntimeAction) -> None:
+    async def _run(self, action: RuntimeAction, desired: ir.DataPlane) -> None:
         if isinstance(action, ReplaceMap):
             path = self.run_dir / MAPS_DIR / action.name
             await self.runtime.replace_map(str(path), dict(action.entries))
@@ -171,6 +189,7 @@ class Driver:
                 inter_ms=health.interval_ms,
                 rise=health.rise,
                 fall=health.fall,
+                extras=check_extras(health, _backend_mode(desired, action.backend)),
                 ssl=action.tls is not None,
                 verify=action.tls.verify if action.tls else True,
                 ca_file=self._cert_path(action.tls.ca_file)

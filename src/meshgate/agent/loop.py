@@ -17,6 +17,7 @@ import structlog
 
 from meshgate.agent.desired import DesiredLoader, Key, Loaded
 from meshgate.agent.driver import Driver
+from meshgate.agent.health import InstanceHealth
 from meshgate.compiler import Compiled, DesiredState, compile_state
 from meshgate.errors import MeshgateError
 from meshgate.metrics import ControlPlaneMetrics
@@ -38,6 +39,7 @@ class Agent:
         metrics: ControlPlaneMetrics,
         *,
         debounce_s: float = 0.03,
+        health: InstanceHealth | None = None,
     ) -> None:
         self.store = store
         self.loader = DesiredLoader(store)
@@ -49,6 +51,11 @@ class Agent:
         self.last_error: str | None = None
         self.passes = 0
         self.healthy = False
+        self.health = health
+        self._last: tuple[Loaded, Compiled, Mapping[Key, str]] | None = None
+        # Status is published after a pass and when instance health changes; one at a time,
+        # so an older view can never be written over a newer one.
+        self._publishing = asyncio.Lock()
 
     async def run(self) -> None:
         """Reconcile now and on every change, until cancelled."""
@@ -69,6 +76,16 @@ class Agent:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+    def request_pass(self) -> None:
+        """Reconcile soon, although the store did not change (a DNS answer did)."""
+        self._dirty.set()
+
+    async def republish(self) -> None:
+        """Publish status again without reconciling: an instance's health changed."""
+        if self._last is not None:
+            async with self._publishing:
+                await self._publish(*self._last)
 
     async def _quiet_period(self) -> None:
         """Wait until writes pause for `debounce_s` (at most MAX_BATCH_S), so that a burst of
@@ -116,7 +133,9 @@ class Agent:
         self.metrics.runtime_commands.inc(outcome.runtime_commands)
         if outcome.reason != "no change":
             log.info("data plane updated", how=outcome.reason, seconds=round(outcome.duration_s, 4))
-        await self._publish(loaded, compiled, rejected)
+        self._last = (loaded, compiled, rejected)
+        async with self._publishing:
+            await self._publish(loaded, compiled, rejected)
 
     async def _compile_checked(self, state: DesiredState) -> tuple[Compiled, dict[Key, str]]:
         """Compile, and leave out gateways HAProxy rejects, found by checking each on its own."""
@@ -177,8 +196,15 @@ class Agent:
                     for name, r in (result.routes.items() if result else ())
                 }
             ops += self._status_op(StoreKey("status.gateways", *key), status)
+        if self.health is not None:
+            self.health.update(
+                loaded.state.services, loaded.state.registered, loaded.sources, compiled
+            )
         for key, version in loaded.service_versions.items():
-            ops += self._status_op(StoreKey("status.services", *key), {"applied_version": version})
+            service_status: dict[str, Any] = {"applied_version": version}
+            if self.health is not None:
+                service_status.update(self.health.status(key))
+            ops += self._status_op(StoreKey("status.services", *key), service_status)
         for key, version in loaded.certificate_versions.items():
             status = {"applied_version": version, "used_by": _certificate_users(loaded, key)}
             ops += self._status_op(StoreKey("status.certificates", *key), status)

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from meshgate import __version__
 from meshgate.api.bodies import BodyTooLargeError
+from meshgate.api.instances import instances_router
 from meshgate.api.resources import api_error, manifest_schemas, resources_router
 from meshgate.errors import ValidationFailed
 from meshgate.store import Store, StoreError
@@ -115,6 +116,8 @@ def create_app(
     dependencies = [Depends(bearer_auth(token))] if token else []
     for router in extra_routers:
         app.include_router(router, dependencies=dependencies)
+    # Before the resource endpoints too: they would take ".../instances" for part of a name.
+    app.include_router(instances_router(store), dependencies=dependencies)
     app.include_router(
         resources_router(store, allow_raw_acl=allow_raw_acl), dependencies=dependencies
     )

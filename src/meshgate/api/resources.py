@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from meshgate.api.admission import admit, admit_batch, stored_gateways
 from meshgate.api.bodies import read_batch, read_document
+from meshgate.discovery.registry import registered_for
 from meshgate.errors import Problem, ValidationFailed
 from meshgate.model import Gateway, Resource, Service, resource_key, to_document
 from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
@@ -332,6 +333,11 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
                 # The status goes with the resource, so a later resource of the same name does
                 # not inherit it.
                 ops = [Delete(key, expect_revision=current.revision), Delete(status_key(key))]
+                if kind == "services":
+                    # Its registered instances go too: a later service of the same name starts
+                    # without them.
+                    found = await registered_for(store, key.namespace, key.name)
+                    ops += [Delete(record.key) for record in found]
                 await store.commit(ops)
             except ConflictError:
                 raise api_error(409, f"{_describe(key)} changed meanwhile; retry") from None

@@ -6,6 +6,7 @@ import click
 
 from meshgate.cli.common import Settings
 from meshgate.cli.demo import demo
+from meshgate.cli.instances import instances
 from meshgate.cli.local import render, up, validate, version
 from meshgate.cli.remote import apply, delete, get
 from meshgate.cli.stats import stats
@@ -29,7 +30,7 @@ def main(ctx: click.Context, server: str, token: str | None) -> None:
     ctx.obj = Settings(server=server, token=token or None)
 
 
-for command in (up, demo, apply, get, delete, stats, validate, render, version):
+for command in (up, demo, apply, get, delete, instances, stats, validate, render, version):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -103,6 +103,18 @@ def _api_address(ctx: click.Context, param: click.Parameter, value: str) -> tupl
         raise click.BadParameter(str(exc)) from None
 
 
+def _dns_server(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from meshgate.model.discovery import parse_ip_endpoint
+
+    try:
+        address, port = parse_ip_endpoint(value, 53)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def _duration_ms(ctx: click.Context, param: click.Parameter, value: str) -> int:
     try:
         return parse_duration_ms(value)
@@ -142,6 +154,14 @@ def _duration_ms(ctx: click.Context, param: click.Parameter, value: str) -> int:
     "--hard-stop-after", "hard_stop_after", default="30s", show_default=True,
     callback=_duration_ms, help="how long an old HAProxy worker may finish after a reload",
 )
+@click.option(
+    "--watch", "watch", default=None, type=click.Path(file_okay=False, path_type=Path),
+    help="apply the manifest files in DIR as they are added, changed and removed",
+)
+@click.option(
+    "--dns-server", "dns_server", default=None, callback=_dns_server, metavar="IP[:PORT]",
+    help="resolver for services' dns: names (default: the system's)",
+)
 @click.pass_obj
 def up(
     settings: Settings,
@@ -154,6 +174,8 @@ def up(
     log_sample: int,
     access_log: str | None,
     hard_stop_after: int,
+    watch: Path | None,
+    dns_server: str | None,
 ) -> None:
     """Run the store, the API, the agent and HAProxy on this machine until interrupted."""
     # Imported here: the node pulls in uvicorn and the agent, which no other command needs.
@@ -173,6 +195,8 @@ def up(
         log_sample=log_sample,
         access_log=access_log,
         hard_stop_after_ms=hard_stop_after,
+        watch=watch,
+        dns_server=dns_server,
     )
     try:
         asyncio.run(run_node(options))

@@ -55,6 +55,30 @@ def table(kind: str, resources: Sequence[dict[str, Any]]) -> str:
     )
 
 
+INSTANCE_HEADER = ["ID", "ADDRESS", "PORT", "WEIGHT", "STATUS", "SOURCE", "TTL"]
+
+
+def instances_table(items: Sequence[dict[str, Any]]) -> str:
+    """A service's instances, one row each, with health and where each came from."""
+    rows = [INSTANCE_HEADER] + [
+        [
+            str(item.get("id", "")),
+            str(item.get("address", "")),
+            str(item.get("port", "")),
+            str(item.get("weight", "-")),
+            str(item.get("status", "")),
+            str(item.get("source", "")),
+            f"{item['ttl']:g}s" if isinstance(item.get("ttl"), int | float) else "-",
+        ]
+        for item in items
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(INSTANCE_HEADER))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
 def as_yaml(data: dict[str, Any] | Sequence[dict[str, Any]]) -> str:
     """One resource as a YAML document; several as a multi-document stream."""
     if isinstance(data, dict):
@@ -71,4 +95,9 @@ def render(kind: str, data: dict[str, Any] | Sequence[dict[str, Any]], fmt: str)
         return as_yaml(data)
     if fmt == "json":
         return as_json(data)
+    if kind == "services" and isinstance(data, dict):
+        # One service: its instances too, as its status reports them.
+        reported = (data.get("status") or {}).get("instances") or []
+        below = f"\n\n{instances_table(reported)}" if reported else ""
+        return table(kind, [data]) + below
     return table(kind, [data] if isinstance(data, dict) else data)

@@ -135,6 +135,7 @@ def _compile_gateway(
                 port=i.port,
                 weight=i.weight,
                 cookie=i.id if sticky == "instance" else None,
+                netns=i.netns,
             )
             for i in instances
         )

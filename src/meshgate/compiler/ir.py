@@ -30,6 +30,7 @@ class Server:
     port: int
     weight: int
     cookie: str | None = None  # set when the gateway pins clients to instances
+    netns: str | None = None  # the Linux network namespace it lives in (`ip netns`)
 
 
 @dataclass(frozen=True)

@@ -258,4 +258,6 @@ def server_options(backend: ir.Backend, server: ir.Server) -> str:
         parts.append(f"observe layer{layer} error-limit {check.error_limit} on-error mark-down")
     if server.cookie:
         parts.append(f"cookie {server.cookie}")
+    if server.netns:
+        parts.append(f"namespace {server.netns}")
     return " ".join(parts)

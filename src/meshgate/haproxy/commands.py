@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
 from meshgate.errors import MeshgateError
@@ -218,6 +219,36 @@ def set_server_addr(backend: str, server: str, addr: str, port_number: int) -> s
     )
 
 
+@dataclass(frozen=True)
+class CheckExtras:
+    """Health-check keywords beyond inter/rise/fall that 2.6 also takes for a dynamic server
+    (tried against 2.6.12: `port`, `agent-check`/`agent-port`/`agent-inter` and
+    `observe`/`error-limit`/`on-error` are accepted; `namespace` and `cookie` are not)."""
+
+    port: int | None = None  # check this port instead of the server's
+    agent_port: int | None = None  # also ask an agent on this port (agent-check)
+    agent_inter_ms: int | None = None
+    observe_layer: int | None = None  # 4 or 7: passive checks on live traffic
+    error_limit: int | None = None  # consecutive errors that mark the server down
+
+    def words(self) -> list[str]:
+        words = []
+        if self.port is not None:
+            words.append(f"port {port(self.port)}")
+        if self.agent_port is not None:
+            words += ["agent-check", f"agent-port {port(self.agent_port)}"]
+            if self.agent_inter_ms is not None:
+                inter = bounded_int(self.agent_inter_ms, "agent-inter", 1, 86_400_000)
+                words.append(f"agent-inter {inter}")
+        if self.observe_layer is not None:
+            if self.observe_layer not in (4, 7):
+                raise UnsafeRuntimeArgument("observe layer", self.observe_layer, "use 4 or 7")
+            limit = bounded_int(self.error_limit or 10, "error-limit", 1, 1000)
+            words += [f"observe layer{self.observe_layer}", f"error-limit {limit}"]
+            words.append("on-error mark-down")
+        return words
+
+
 def add_server(
     backend: str,
     server: str,
@@ -229,6 +260,7 @@ def add_server(
     inter_ms: int | None = None,
     rise: int | None = None,
     fall: int | None = None,
+    extras: CheckExtras | None = None,
     ssl: bool = False,
     verify: bool = True,
     ca_file: str | None = None,
@@ -257,6 +289,10 @@ def add_server(
         words.append(f"rise {bounded_int(rise, 'rise', 1, 1000)}")
     if fall is not None:
         words.append(f"fall {bounded_int(fall, 'fall', 1, 1000)}")
+    if extras is not None:
+        if not check:
+            raise UnsafeRuntimeArgument("check settings", extras, "need check=True")
+        words += extras.words()
     if ssl:
         words += ["ssl", f"verify {'required' if verify else 'none'}"]
         if ca_file is not None:
@@ -271,6 +307,10 @@ def add_server(
 
 def enable_health(backend: str, server: str) -> str:
     return f"enable health {_server_ref(backend, server)}"
+
+
+def enable_agent(backend: str, server: str) -> str:
+    return f"enable agent {_server_ref(backend, server)}"
 
 
 def disable_health(backend: str, server: str) -> str:

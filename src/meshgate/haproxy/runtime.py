@@ -154,6 +154,7 @@ class RuntimeClient:
         inter_ms: int | None = None,
         rise: int | None = None,
         fall: int | None = None,
+        extras: commands.CheckExtras | None = None,
         ssl: bool = False,
         verify: bool = True,
         ca_file: str | None = None,
@@ -168,6 +169,7 @@ class RuntimeClient:
         command = commands.add_server(
             backend, name, address, port,
             server_weight=weight, check=check, inter_ms=inter_ms, rise=rise, fall=fall,
+            extras=extras,
             ssl=ssl, verify=verify, ca_file=ca_file, sni=sni,
         )  # fmt: skip
         expected_addr = commands.address(address)
@@ -182,6 +184,9 @@ class RuntimeClient:
                 raise
         if check:
             await self._run(CommandKind.HEALTH, commands.enable_health(backend, name))
+        if extras is not None and extras.agent_port is not None:
+            # Like the health check, a dynamic server's agent check starts disabled.
+            await self._run(CommandKind.HEALTH, commands.enable_agent(backend, name))
         await self.set_server_state(backend, name, ServerAdminState.READY)
         state = await self.server_state(backend, name)
         if state is None or state.admin_state.in_maintenance:

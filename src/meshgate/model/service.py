@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from meshgate.model.discovery import DnsDiscovery, check_netns
 from meshgate.model.names import (
     DEFAULT_NAMESPACE,
     check_instance_id,
@@ -42,6 +43,7 @@ class Instance(Model):
     port: int
     weight: int = Field(default=100, ge=0, le=256)
     id: str = ""
+    netns: str | None = None  # a Linux network namespace the instance lives in (`ip netns`)
 
     @field_validator("address")
     @classmethod
@@ -57,6 +59,11 @@ class Instance(Model):
     @classmethod
     def _id(cls, value: str) -> str:
         return check_instance_id(value) if value else value
+
+    @field_validator("netns")
+    @classmethod
+    def _netns(cls, value: str | None) -> str | None:
+        return None if value is None else check_netns(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -197,6 +204,7 @@ class Service(Model):
     instances: list[Instance] = Field(default_factory=list, max_length=10_000)
     health_check: HealthCheck | None = None
     passive: PassiveCheck | None = None
+    dns: DnsDiscovery | None = None  # instances are what this name resolves to, followed
     tls: ServiceTls | None = None
 
     @field_validator("name")

@@ -1,0 +1,146 @@
+"""Instance status for services: UP, DOWN or MAINT, and where each instance came from.
+
+Health is what HAProxy's checks say, read from `show stat` through the stats collector's poll
+(one poll serves stats and health). A service's instances are servers in every route backend
+that targets the service; an instance is UP when any of those backends has it up (a client
+reaching it through that route is served), MAINT when every one has it in maintenance or
+draining, DOWN otherwise. An instance of a service that no route uses is checked by no one:
+its status is UNKNOWN until a route targets the service.
+
+`InstanceHealth` is pure state: the agent tells it, on every pass, which instances each
+service has (`update`), the poller feeds it HAProxy's view (`observe`), and the agent's
+status publication reads the result (`status`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from meshgate.compiler import Compiled
+from meshgate.model.service import Instance, Service
+from meshgate.stats.collector import StatsCollector
+
+ServiceKey = tuple[str, str]
+ServerKey = tuple[str, str]  # (backend, server) as HAProxy names them
+UNKNOWN = "UNKNOWN"
+POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    address: str
+    port: int
+    source: str  # manifest | api | dns
+
+
+def aggregate(statuses: Sequence[str]) -> str:
+    """One instance's status from its status in each route backend ("" = not listed)."""
+    seen = [s for s in statuses if s]
+    if not seen:
+        return UNKNOWN
+    if "UP" in seen:
+        return "UP"
+    if all(s == "MAINT" for s in seen):
+        return "MAINT"
+    return "DOWN"
+
+
+def members_of(
+    service: Service, registered: Sequence[Instance], sources: Mapping[str, str]
+) -> list[Member]:
+    """The instances the compiler serves for `service`, in its order, with their source."""
+    manifest = {i.id for i in service.instances}
+    listed = [Member(i.id, i.address, i.port, "manifest") for i in service.instances]
+    listed += [
+        Member(i.id, i.address, i.port, sources.get(i.id, "api"))
+        for i in registered
+        if i.id not in manifest
+    ]
+    return listed
+
+
+def service_backends(compiled: Compiled) -> dict[ServiceKey, list[str]]:
+    """The route backends that serve each service."""
+    found: dict[ServiceKey, list[str]] = {}
+    for (namespace, _gateway), result in compiled.gateways.items():
+        for route in result.routes.values():
+            if route.kind == "service":
+                found.setdefault((namespace, route.target), []).append(route.backend)
+    return found
+
+
+class InstanceHealth:
+    def __init__(self, dns_errors: Callable[[], Mapping[ServiceKey, str]] | None = None) -> None:
+        self._members: dict[ServiceKey, list[Member]] = {}
+        self._backends: dict[ServiceKey, list[str]] = {}
+        self._servers: dict[ServerKey, str] = {}
+        self._dns_errors = dns_errors
+        self._reported: dict[ServiceKey, list[dict[str, Any]]] = {}
+
+    def update(
+        self,
+        services: Sequence[Service],
+        registered: Mapping[ServiceKey, Sequence[Instance]],
+        sources: Mapping[ServiceKey, Mapping[str, str]],
+        compiled: Compiled,
+    ) -> None:
+        """What each service has now, after an agent pass compiled it."""
+        self._members = {
+            (s.namespace, s.name): members_of(
+                s,
+                registered.get((s.namespace, s.name), ()),
+                sources.get((s.namespace, s.name), {}),
+            )
+            for s in services
+        }
+        self._backends = service_backends(compiled)
+        self._reported = {key: self._report(key) for key in self._members}
+
+    def observe(self, servers: Mapping[ServerKey, str]) -> bool:
+        """HAProxy's latest view of its servers; True when some service's report changed."""
+        self._servers = dict(servers)
+        reported = {key: self._report(key) for key in self._members}
+        changed = reported != self._reported
+        self._reported = reported
+        return changed
+
+    def status(self, key: ServiceKey) -> dict[str, Any]:
+        """The part of a service's status this module owns."""
+        status: dict[str, Any] = {"instances": self._reported.get(key, [])}
+        error = self._dns_errors().get(key) if self._dns_errors else None
+        if error:
+            status["dns_error"] = error
+        return status
+
+    def _report(self, key: ServiceKey) -> list[dict[str, Any]]:
+        backends = self._backends.get(key, [])
+        return [
+            {
+                "id": member.id,
+                "address": member.address,
+                "port": member.port,
+                "status": aggregate([self._servers.get((b, member.id), "") for b in backends]),
+                "source": member.source,
+            }
+            for member in self._members.get(key, [])
+        ]
+
+
+async def poll_health(
+    health: InstanceHealth,
+    collector: StatsCollector,
+    republish: Callable[[], Awaitable[None]],
+    interval_s: float = POLL_S,
+) -> None:
+    """Read HAProxy's server states every `interval_s` (sharing the stats poll) and have the
+    agent publish again when an instance's status changed. Runs until cancelled."""
+    while True:
+        snapshot = await collector.refresh(max_age_s=interval_s / 2)
+        states = {key: server.status for key, server in snapshot.servers.items()}
+        if health.observe(states):
+            await republish()
+        await asyncio.sleep(interval_s)
