@@ -113,12 +113,19 @@ def count_bodies(
 
 
 class Process:
-    """A child process whose stdout and stderr go to a log file; stopped with a signal."""
+    """A child process whose stdout and stderr go to a log file; stopped with a signal.
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
+    `new_session` starts it in a session of its own (setsid). Where the kernel groups CPU time
+    by session (autogroup scheduling), that decides whom it shares the CPUs with: give two
+    processes being compared the same treatment."""
+
+    def __init__(
+        self, name: str, argv: Sequence[str], log_path: Path, *, new_session: bool = False
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
+        self.new_session = new_session
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -126,7 +133,11 @@ class Process:
         with self.log_path.open("ab") as log:
             try:
                 self.popen = subprocess.Popen(
-                    self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=self.new_session,
                 )
             except OSError as exc:
                 raise BenchError(f"cannot start {self.name} ({self.argv[0]}): {exc}") from exc
@@ -318,14 +329,20 @@ class Nginx:
 
 
 class Haproxy:
-    """HAProxy in the foreground (`-db`) on a configuration file; ready when `port` listens."""
+    """HAProxy in the foreground (`-db`) on a configuration file; ready when `port` listens.
+
+    It runs in a session of its own, as meshgate's supervisor starts its HAProxy, so that both
+    get the same share of the CPUs where the kernel groups CPU time by session."""
 
     def __init__(self, config: Path, port: int, binary: str = "haproxy") -> None:
         self.config = config
         self.port = port
         self.binary = binary
         self.process = Process(
-            "haproxy", [binary, "-db", "-f", str(config)], config.with_suffix(".log")
+            "haproxy",
+            [binary, "-db", "-f", str(config)],
+            config.with_suffix(".log"),
+            new_session=True,
         )
 
     def check(self) -> None:
