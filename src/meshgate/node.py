@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from meshgate.agent import Agent, Driver
 from meshgate.agent.health import InstanceHealth, poll_health
 from meshgate.api import create_app
 from meshgate.api.stats import stats_router
+from meshgate.certificate_files import inline_document
 from meshgate.compiler import ir
 from meshgate.discovery.dns import DnsFollower, Resolver
 from meshgate.haproxy.runtime import RuntimeClient
@@ -69,7 +71,7 @@ async def seed_manifests(store: Store, paths: Sequence[Path], *, allow_raw_acl: 
     """Apply manifests given on the command line; documents already stored as-is are left alone."""
     documents = []
     for path in manifest_files(paths):
-        documents += parse_text(path.read_text(), str(path))
+        documents += [inline_document(d) for d in parse_text(path.read_text(), str(path))]
     ops = []
     for resource in load_documents(documents, allow_raw_acl=allow_raw_acl):
         key = Key(*resource_key(resource))
@@ -80,6 +82,17 @@ async def seed_manifests(store: Store, paths: Sequence[Path], *, allow_raw_acl: 
     if ops:
         await store.commit(ops)
     return len(ops)
+
+
+def private_file(path: Path) -> Path:
+    """Make `path` (and SQLite's -wal/-shm companions, which copy its mode) readable by its
+    owner only: the store holds certificates' private keys."""
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for companion in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if companion.exists():
+            companion.chmod(0o600)
+    return path
 
 
 class _ApiServer(uvicorn.Server):
@@ -94,7 +107,7 @@ async def run_node(options: NodeOptions) -> None:
     data_dir = options.data_dir.resolve()
     run_dir = data_dir / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
-    store = await SqliteStore.open(data_dir / "store.db")
+    store = await SqliteStore.open(private_file(data_dir / "store.db"))
     supervisor = HaproxySupervisor(binary=options.haproxy_binary, run_dir=run_dir)
     runtime = RuntimeClient(str(run_dir / "admin.sock"), str(run_dir / "master.sock"))
     metrics = ControlPlaneMetrics()

@@ -183,8 +183,6 @@ async def test_missing_resources_are_404_with_a_message(client: httpx.AsyncClien
 async def test_unknown_kinds_and_routes_are_json_404s(client: httpx.AsyncClient) -> None:
     unknown = await client.get("/api/v1/widgets")
     assert unknown.status_code == 404 and "unknown kind" in errors(unknown)[0][1]
-    planned = await client.get("/api/v1/certificates")
-    assert planned.status_code == 404 and "not supported" in errors(planned)[0][1]
     nowhere = await client.get("/nowhere")
     assert nowhere.status_code == 404 and errors(nowhere)[0][0] == ""
 

@@ -2,7 +2,8 @@
 
 One document is checked on its own (`validate_resource`), then against what else exists: a
 gateway's port must not clash with the gateways already stored or with the others written in
-the same batch. Every problem found is reported, each with its field path.
+the same batch, and the certificates a gateway serves or a service trusts must exist (stored,
+or written in the same batch). Every problem found is reported, each with its field path.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from meshgate.errors import Problem, ValidationFailed
-from meshgate.model import Gateway, Resource, resource_key, validate_resource
-from meshgate.model.snapshot import port_conflicts
+from meshgate.model import Certificate, Gateway, Resource, Service, resource_key, validate_resource
+from meshgate.model.snapshot import ca_problems, certificate_problems, port_conflicts
 from meshgate.store import Record
 
 ResourceKey = tuple[str, str, str]
+Certificates = Mapping[tuple[str, str], Certificate]
 
 
 def stored_gateways(records: Iterable[Record]) -> list[Gateway]:
@@ -35,6 +37,46 @@ def stored_gateways(records: Iterable[Record]) -> list[Gateway]:
     return gateways
 
 
+def stored_certificates(records: Iterable[Record]) -> dict[tuple[str, str], Certificate]:
+    """The certificates in `records`, by (namespace, name); expired ones count: they exist."""
+    found = {}
+    for record in records:
+        try:
+            resource = validate_resource(record.value, kind="certificate", allow_expired=True)
+        except ValidationFailed:
+            continue
+        if isinstance(resource, Certificate):
+            found[(resource.namespace, resource.name)] = resource
+    return found
+
+
+def reference_problems(resource: Resource, certificates: Certificates) -> list[Problem]:
+    """Certificates a gateway serves or a service trusts that do not exist (or cannot serve)."""
+    if isinstance(resource, Gateway):
+        return certificate_problems(resource, certificates)
+    if isinstance(resource, Service):
+        return ca_problems(resource, certificates)
+    return []
+
+
+def certificate_users(
+    certificate: tuple[str, str], gateways: Iterable[Gateway], services: Iterable[Service] = ()
+) -> list[str]:
+    """Who needs a certificate: the gateways serving it and the services trusting it."""
+    namespace, name = certificate
+    users = [
+        f"gateway {g.name}"
+        for g in gateways
+        if g.namespace == namespace and g.tls and name in g.tls.certificates
+    ]
+    users += [
+        f"service {s.name}"
+        for s in services
+        if s.namespace == namespace and s.tls and s.tls.ca == name
+    ]
+    return users
+
+
 def admit(
     data: Any,
     *,
@@ -43,12 +85,14 @@ def admit(
     namespace: str | None,
     others: Iterable[Gateway] = (),
     allow_raw_acl: bool = False,
+    certificates: Certificates | None = None,
 ) -> Resource:
     """Validate one document written to /api/v1/{kind}[/{name}][?namespace=].
 
     `kind` is singular. `name` and `namespace` come from the URL (None when it has none); the
     body may omit them, and when it repeats them they must agree. `others` are the gateways
     already stored (the resource's own stored version may be among them; it is ignored).
+    `certificates` are those stored; None skips the check of references to them.
     """
     if not isinstance(data, Mapping):
         raise ValidationFailed([Problem("", "the body must be one manifest document (a mapping)")])
@@ -69,7 +113,25 @@ def admit(
         conflicts = port_conflicts(resource, others)
         if conflicts:
             raise ValidationFailed(conflicts)
+    if certificates is not None:
+        missing = reference_problems(resource, certificates)
+        if missing:
+            raise ValidationFailed(missing)
+    if isinstance(resource, Certificate):
+        served = keyless_served(resource, others)
+        if served:
+            raise ValidationFailed(served)
     return resource
+
+
+def keyless_served(certificate: Certificate, gateways: Iterable[Gateway]) -> list[Problem]:
+    """A certificate written without its key while gateways serve it."""
+    if certificate.servable:
+        return []
+    users = certificate_users((certificate.namespace, certificate.name), gateways)
+    if not users:
+        return []
+    return [Problem("key", f"is required: {', '.join(users)} serves this certificate")]
 
 
 def batch_conflicts(
@@ -104,11 +166,14 @@ def admit_batch(
     stored: Iterable[Gateway] = (),
     allow_raw_acl: bool = False,
     prefix: str = "documents",
+    certificates: Certificates | None = None,
 ) -> list[Resource]:
     """Validate every document of an apply; all problems of all documents are raised together,
-    with paths under `prefix.N.` (N = the document's position)."""
+    with paths under `prefix.N.` (N = the document's position). References to certificates
+    are checked against `certificates` (those stored) and the batch's own, unless None."""
     if not documents:
         raise ValidationFailed([Problem(prefix, "there are no documents to apply")])
+    stored = list(stored)
     valid: list[tuple[int, Resource]] = []
     located: list[tuple[int, Problem]] = []
     for index, data in enumerate(documents):
@@ -117,6 +182,17 @@ def admit_batch(
         except ValidationFailed as exc:
             located.extend((index, problem) for problem in exc.problems)
     located.extend(batch_conflicts(valid, stored))
+    if certificates is not None:
+        known = dict(certificates)
+        known.update(
+            {(r.namespace, r.name): r for _, r in valid if isinstance(r, Certificate)}
+        )
+        rewritten = {resource_key(r) for _, r in valid}
+        unchanged = [g for g in stored if resource_key(g) not in rewritten]
+        for index, resource in valid:
+            located.extend((index, p) for p in reference_problems(resource, known))
+            if isinstance(resource, Certificate):
+                located.extend((index, p) for p in keyless_served(resource, unchanged))
     if located:
         # Stable sort: each document's problems together, in document order.
         located.sort(key=lambda item: item[0])

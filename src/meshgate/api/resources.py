@@ -9,26 +9,41 @@ Key("status." + kind, namespace, name) with a value such as
 from __future__ import annotations
 
 import asyncio
+import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from meshgate.api.admission import admit, admit_batch, stored_gateways
+from meshgate.api.admission import (
+    admit,
+    admit_batch,
+    certificate_users,
+    stored_certificates,
+    stored_gateways,
+)
 from meshgate.api.bodies import read_batch, read_document
+from meshgate.api.certificates import certificate_status, public_document
+from meshgate.certificate_files import inline_certificate_files
 from meshgate.discovery.registry import registered_for
 from meshgate.errors import Problem, ValidationFailed
-from meshgate.model import Gateway, Resource, Service, resource_key, to_document
+from meshgate.model import (
+    Certificate,
+    Gateway,
+    Resource,
+    Service,
+    resource_key,
+    to_document,
+    validate_resource,
+)
 from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
 from meshgate.store import ConflictError, Delete, Key, Put, Record, Store
 
-KINDS = {"gateways": "gateway", "services": "service"}
-# Kinds the contract names that this server does not serve yet: 404 with a reason, not "unknown".
-PLANNED_KINDS = frozenset({"certificates"})
+KINDS = {"gateways": "gateway", "services": "service", "certificates": "certificate"}
 STATUS_PREFIX = "status."
 
-KindParam = Annotated[str, Path(description="gateways or services")]
+KindParam = Annotated[str, Path(description="gateways, services or certificates")]
 NameParam = Annotated[
     str, Path(description="resource name; URL-encode it, since names contain '/' and ':'")
 ]
@@ -58,7 +73,12 @@ def present(record: Record, status: Record | None) -> dict[str, Any]:
     else:
         applied = status.value.get("applied_version") == record.revision
         merged = {**status.value, "applied": applied}
-    return {**record.value, "version": record.revision, "status": merged}
+    document = record.value
+    if record.key.kind == "certificates":
+        # Never the private key; and what the certificate says about itself, read now.
+        document = public_document(document)
+        merged.update(certificate_status(record.value, datetime.datetime.now(datetime.UTC)))
+    return {**document, "version": record.revision, "status": merged}
 
 
 def _etag(record: Record) -> dict[str, str]:
@@ -68,8 +88,6 @@ def _etag(record: Record) -> dict[str, str]:
 def _singular(kind: str) -> str:
     if kind in KINDS:
         return KINDS[kind]
-    if kind in PLANNED_KINDS:
-        raise api_error(404, f"{kind} are not supported by this server yet")
     raise api_error(404, f"unknown kind {kind!r}; use one of: {', '.join(KINDS)}")
 
 
@@ -127,7 +145,7 @@ def _location(kind: str, record: Record) -> str:
 def manifest_schemas() -> dict[str, Any]:
     """JSON schemas of the manifest models, for the OpenAPI document's `components.schemas`."""
     schemas: dict[str, Any] = {}
-    for model in (Gateway, Service):
+    for model in (Gateway, Service, Certificate):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -135,7 +153,11 @@ def manifest_schemas() -> dict[str, Any]:
 
 
 _MANIFEST = {
-    "oneOf": [{"$ref": "#/components/schemas/Gateway"}, {"$ref": "#/components/schemas/Service"}]
+    "oneOf": [
+        {"$ref": "#/components/schemas/Gateway"},
+        {"$ref": "#/components/schemas/Service"},
+        {"$ref": "#/components/schemas/Certificate"},
+    ]
 }
 _ONE_DOCUMENT = {
     "requestBody": {
@@ -160,6 +182,19 @@ _MANY_DOCUMENTS = {
 _ERRORS = {"description": "errors: {\"errors\": [{\"path\": ..., \"message\": ...}]}"}
 
 
+def _inline_batch(documents: list[Any]) -> list[Any]:
+    """Every document of an apply with the certificate files it names read in."""
+    inlined, problems = [], []
+    for index, document in enumerate(documents):
+        try:
+            inlined.append(inline_certificate_files(document))
+        except ValidationFailed as exc:
+            problems += exc.prefixed(f"documents.{index}").problems
+    if problems:
+        raise ValidationFailed(problems)
+    return inlined
+
+
 def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
     """The resource endpoints over `store`."""
     router = APIRouter(prefix="/api/v1", tags=["resources"])
@@ -168,7 +203,24 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
     write_lock = asyncio.Lock()
 
     async def gateways_in_store(kind: str) -> list[Gateway]:
-        return stored_gateways(await store.list("gateways")) if kind == "gateway" else []
+        # A certificate is checked against the gateways serving it (they need its key).
+        wanted = kind in ("gateway", "certificate")
+        return stored_gateways(await store.list("gateways")) if wanted else []
+
+    async def certificates_in_store() -> dict[tuple[str, str], Certificate]:
+        return stored_certificates(await store.list("certificates"))
+
+    async def certificate_in_use(key: Key) -> list[str]:
+        services = []
+        for record in await store.list("services", key.namespace):
+            try:
+                found = validate_resource(record.value, kind="service")
+            except ValidationFailed:
+                continue
+            if isinstance(found, Service):
+                services.append(found)
+        gateways = stored_gateways(await store.list("gateways", key.namespace))
+        return certificate_users((key.namespace, key.name), gateways, services)
 
     async def respond(record: Record, status_code: int = 200, **headers: str) -> JSONResponse:
         status = await store.get(status_key(record.key))
@@ -183,10 +235,15 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         summary="Create or replace many resources at once, all or nothing",
     )
     async def apply(request: Request) -> dict[str, Any]:
-        documents = await read_batch(request)
+        documents = _inline_batch(await read_batch(request))
         async with write_lock:
             stored = stored_gateways(await store.list("gateways"))
-            resources = admit_batch(documents, stored=stored, allow_raw_acl=allow_raw_acl)
+            resources = admit_batch(
+                documents,
+                stored=stored,
+                allow_raw_acl=allow_raw_acl,
+                certificates=await certificates_in_store(),
+            )
             ops: list[Put] = []
             outcomes: list[tuple[Resource, int | None, str]] = []
             for resource in resources:
@@ -238,7 +295,7 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
     ) -> JSONResponse:
         singular = _singular(kind)
         where = _namespace(namespace)
-        data = await read_document(request)
+        data = inline_certificate_files(await read_document(request))
         async with write_lock:
             others = await gateways_in_store(singular)
             resource = admit(
@@ -248,6 +305,7 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
                 namespace=where,
                 others=others,
                 allow_raw_acl=allow_raw_acl,
+                certificates=await certificates_in_store(),
             )
             key = Key(*resource_key(resource))
             try:
@@ -282,7 +340,7 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         singular = _singular(kind)
         where = _namespace(namespace)
         expected = _expected_version(if_match)
-        data = await read_document(request)
+        data = inline_certificate_files(await read_document(request))
         async with write_lock:
             others = await gateways_in_store(singular)
             resource = admit(
@@ -292,6 +350,7 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
                 namespace=where,
                 others=others,
                 allow_raw_acl=allow_raw_acl,
+                certificates=await certificates_in_store(),
             )
             key = Key(*resource_key(resource))
             current = await store.get(key)
@@ -329,6 +388,10 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
             if current is None:
                 raise api_error(404, f"{singular} {key.namespace}/{name} not found")
             _check_version(expected, current, _describe(key))
+            users = await certificate_in_use(key) if kind == "certificates" else []
+            if users:
+                message = f"{_describe(key)} is in use by {', '.join(users)}; change them first"
+                raise api_error(409, message)
             try:
                 # The status goes with the resource, so a later resource of the same name does
                 # not inherit it.

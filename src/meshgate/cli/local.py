@@ -48,6 +48,7 @@ def render(paths: tuple[Path, ...], allow_raw_acl: bool) -> None:
     resources = _checked(paths, allow_raw_acl)
     # Imported here: the compiler is only needed by this command.
     from meshgate.compiler import render_manifests
+    from meshgate.compiler.render import is_secret
 
     try:
         files = render_manifests(resources)
@@ -57,6 +58,10 @@ def render(paths: tuple[Path, ...], allow_raw_acl: bool) -> None:
     for name in names:
         if name != CONFIG_FILE:
             click.echo(f"# --- {name} ---")
+        if is_secret(name):
+            # The CLI never prints a private key; the agent writes this file with mode 0600.
+            click.echo("# (certificate chain and private key, not shown)")
+            continue
         content = files[name]
         click.echo(content, nl=not content.endswith("\n"))
 

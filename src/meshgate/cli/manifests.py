@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from meshgate.api.admission import batch_conflicts
-from meshgate.errors import Problem
+from meshgate.certificate_files import inline_document
+from meshgate.errors import Problem, ValidationFailed
 from meshgate.model import Document, ManifestError, Resource, load_documents, parse_text
 
 MANIFEST_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
@@ -42,8 +43,8 @@ def _read(path: Path) -> tuple[str, str]:
 
 
 def read_documents(paths: Sequence[Path]) -> list[Document]:
-    """Every document of every manifest under `paths`; unreadable or unparsable files are all
-    reported together."""
+    """Every document of every manifest under `paths`, with the certificate files they name
+    read in; unreadable or unparsable files are all reported together."""
     documents: list[Document] = []
     located: list[tuple[str, Problem]] = []
     files = manifest_files(paths)
@@ -58,7 +59,15 @@ def read_documents(paths: Sequence[Path]) -> list[Document]:
     if not documents:
         where = ", ".join(str(p) for p in paths)
         raise ManifestError([(where, Problem("", "no manifest documents found"))])
-    return documents
+    inlined = []
+    for document in documents:
+        try:
+            inlined.append(inline_document(document))
+        except ValidationFailed as exc:
+            located += [(_where(document, p.path), p) for p in exc.problems]
+    if located:
+        raise ManifestError(located)
+    return inlined
 
 
 def check_documents(documents: Sequence[Document], *, allow_raw_acl: bool) -> list[Resource]:

@@ -35,7 +35,19 @@ def _row(kind: str, resource: dict[str, Any]) -> list[str]:
         return [*start, str(resource.get("port", "")), hosts, routes, *end]
     if kind == "services":
         return [*start, str(resource.get("mode", "")), _instances(resource), *end]
+    if kind == "certificates":
+        return [*start, *_certificate_cells(resource), *end]
     return [*start, *end]
+
+
+def _certificate_cells(resource: dict[str, Any]) -> list[str]:
+    """NAMES, NOT-AFTER, DAYS-LEFT and KEY, from the status the server computes."""
+    status = resource.get("status") or {}
+    names = ",".join(status.get("names") or []) or "-"
+    not_after = str(status.get("not_after", "-"))[:10]
+    days = status.get("days_left")
+    left = "-" if days is None else ("expired" if status.get("expired") else str(days))
+    return [names, not_after, left, "yes" if resource.get("has_key") else "no"]
 
 
 def _header(kind: str) -> list[str]:
@@ -43,6 +55,8 @@ def _header(kind: str) -> list[str]:
         return ["NAME", "NAMESPACE", "PORT", "HOSTS", "ROUTES", "VERSION", "APPLIED"]
     if kind == "services":
         return ["NAME", "NAMESPACE", "MODE", "INSTANCES", "VERSION", "APPLIED"]
+    if kind == "certificates":
+        return ["NAME", "NAMESPACE", "NAMES", "NOT-AFTER", "DAYS-LEFT", "KEY", "VERSION", "APPLIED"]
     return ["NAME", "NAMESPACE", "VERSION", "APPLIED"]
 
 

@@ -88,7 +88,8 @@ def get(
     server: str | None,
     token: str | None,
 ) -> None:
-    """Show resources of a KIND (gateways, services), or the one called NAME."""
+    """Show resources of a KIND (gateways, services, certificates), or the one called NAME.
+    Certificates are shown without their private key."""
     with reporting(), open_client(server, token) as client:
         if name is None:
             items = client.list(kind, namespace=namespace)
