@@ -66,7 +66,13 @@ class Sample:
     wrk: WrkResult
     node_cpu_s: float  # the `meshgate up` process
     proxy_cpu_s: float  # HAProxy master and workers
+    backend_cpu_s: float  # nginx
     counted: int  # requests the stats API added up over the run
+
+    @property
+    def all_cpu_s(self) -> float:
+        """Everything that served the run: wrk, nginx, HAProxy and meshgate."""
+        return self.wrk.cpu_s + self.backend_cpu_s + self.proxy_cpu_s + self.node_cpu_s
 
     def per(self, seconds: float) -> float:
         """Milliseconds of CPU per PER requests."""
@@ -79,6 +85,7 @@ class Config:
     description: str
     port: int
     node: MeshgateNode | None = None
+    backend_pids: Callable[[], list[int]] = list
     samples: list[Sample] = field(default_factory=list)
 
     @property
@@ -115,7 +122,9 @@ def measure(config: Config, args: argparse.Namespace, duration: float) -> tuple[
     assert node is not None
     counted_before = config.requests_counted()
     node_pids, proxy_pids = node.node_pids(), node.haproxy_pids()
+    backend_pids = config.backend_pids()
     node_before, proxy_before = cpu_seconds(node_pids), cpu_seconds(proxy_pids)
+    backend_before = cpu_seconds(backend_pids)
     result = run_wrk(
         config.url,
         duration=duration,
@@ -125,9 +134,10 @@ def measure(config: Config, args: argparse.Namespace, duration: float) -> tuple[
     )
     node_cpu = cpu_seconds(node_pids) - node_before
     proxy_cpu = cpu_seconds(proxy_pids) - proxy_before
+    backend_cpu = cpu_seconds(backend_pids) - backend_before
     time.sleep(0.3)  # past the stats API's cache: the reading includes every answered request
     counted = config.requests_counted() - counted_before
-    sample = Sample(result, node_cpu, proxy_cpu, counted)
+    sample = Sample(result, node_cpu, proxy_cpu, backend_cpu, counted)
     problems = []
     if any(result.socket_errors.values()):
         problems.append(f"socket errors {result.socket_errors}")
@@ -145,9 +155,11 @@ def report(configs: Sequence[Config], target: float) -> None:
     print()
     print(
         "| config | median req/s | p50 ms | p99 ms | req/s vs off | meshgate CPU ms / 10k req "
-        "| HAProxy CPU ms / 10k req | stats count / wrk count |"
+        "| HAProxy CPU ms / 10k req | all CPU ms / 10k req | CPU-bound estimate "
+        "| stats count / wrk count |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    off_all = off.median_of(lambda s: s.per(s.all_cpu_s))
     off_rps = off.median_of(lambda s: s.wrk.requests_per_sec)
     for config in configs:
         rps = config.median_of(lambda s: s.wrk.requests_per_sec)
@@ -158,6 +170,8 @@ def report(configs: Sequence[Config], target: float) -> None:
             f"| {rps / off_rps:.3f} "
             f"| {config.median_of(lambda s: s.per(s.node_cpu_s)):.0f} "
             f"| {config.median_of(lambda s: s.per(s.proxy_cpu_s)):.0f} "
+            f"| {config.median_of(lambda s: s.per(s.all_cpu_s)):.0f} "
+            f"| {off_all / config.median_of(lambda s: s.per(s.all_cpu_s)):.3f} "
             f"| {config.median_of(lambda s: s.counted / s.wrk.requests):.4f} |"
         )
     rounds = len(on.samples)
@@ -175,10 +189,34 @@ def report(configs: Sequence[Config], target: float) -> None:
         lambda s: s.per(s.node_cpu_s)
     )
     print(f"request-log cost in the agent: {extra:.0f} ms CPU per {PER:,} requests (on - off)")
+    print(
+        "CPU columns are medians from /proc around each run; 'all' is wrk, nginx, HAProxy and\n"
+        "meshgate together, and 'CPU-bound estimate' is off's 'all' over this configuration's:\n"
+        "the req/s ratio to expect when the CPUs are the limit, less disturbed by other load."
+    )
+
+
+def log_lines(config: Config) -> dict[str, float]:
+    """`meshgate_access_log_lines_total` by outcome (recorded, sampled_out, ignored)."""
+    assert config.node is not None
+    text = config.node.api.get("/metrics").text
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("meshgate_access_log_lines_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            found[outcome] = float(line.rsplit(" ", 1)[1])
+    return found
 
 
 def sampling_line(config: Config) -> str:
-    """What the latency figures of the last run were computed from."""
+    """What the latency figures of the last run were computed from, and how many of HAProxy's
+    request lines reached the node at all (the ring drops lines when the node falls behind)."""
+    lines = log_lines(config)
+    if not lines:
+        return "no request log"
+    received = lines.get("recorded", 0) + lines.get("sampled_out", 0)
+    share = received / max(1, config.requests_counted())
+    delivered = f"lines received / requests counted, since start: {share:.4f}"
     routes = config.stats()["routes"]
     parts = []
     for name in ROUTES:
@@ -190,7 +228,7 @@ def sampling_line(config: Config) -> str:
                 f"(ratio {sampling['ratio']}), "
                 f"p50 {latency.get('p50')} ms, p99 {latency.get('p99')} ms"
             )
-    return "; ".join(parts) or "no request log"
+    return "; ".join([delivered, *parts])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -252,7 +290,9 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     )
     clean = True
     with contextlib.ExitStack() as stack:
-        stack.enter_context(Nginx(workdir / "nginx", {"v1": v1, "v2": v2}, binary=args.nginx))
+        nginx = stack.enter_context(
+            Nginx(workdir / "nginx", {"v1": v1, "v2": v2}, binary=args.nginx)
+        )
         for config in configs:
             node = MeshgateNode(
                 workdir / f"node-{config.key.replace('/', '-')}",
@@ -262,6 +302,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             node.start()
             stack.callback(stop_node, node, [config.port])
             config.node = node
+            config.backend_pids = nginx.pids
             node.apply(documents(config.port, v1, v2))
             node.wait_applied("gateways", GATEWAY)
             wait_serving(config.url)

@@ -116,6 +116,7 @@ async def run_node(options: NodeOptions) -> None:
         hard_stop_after_ms=options.hard_stop_after_ms,
         log_socket=str(run_dir / "log.sock") if options.latency else None,
         log_sample=options.log_sample,
+        log_details=options.access_log is not None,
     )
     driver = Driver(supervisor, runtime, settings)
     follower = DnsFollower(Resolver(options.dns_server), on_change=lambda: agent.request_pass())

@@ -22,13 +22,15 @@ from meshgate.compiler import CONFIG_FILE, DesiredState, compile_state, ir, rend
 from meshgate.conditions import MAX_LINE_WORDS, count_words
 from meshgate.errors import ValidationFailed
 from meshgate.model import Certificate, Gateway, Resource, Service, validate_resource
-from meshgate.stats.logline import TCP_LOG_FORMAT
+from meshgate.stats.logline import TCP_DETAILED_LOG_FORMAT, TCP_LOG_FORMAT
 from tests.tlscerts import Authority
 
 RUN_DIR = "/run/mg"
 MAPS = re.escape(f"{RUN_DIR}/maps")
 CERTS = re.escape(f"{RUN_DIR}/certs")
-SETTINGS = ir.Settings(run_dir=RUN_DIR, log_socket=f"{RUN_DIR}/log.sock", log_sample=2)
+SETTINGS = ir.Settings(
+    run_dir=RUN_DIR, log_socket=f"{RUN_DIR}/log.sock", log_sample=2, log_details=True
+)
 
 # --- the allow-list -----------------------------------------------------------------------------
 
@@ -113,6 +115,7 @@ SECTION_LINES = [
     r"(?::[0-9]+)?%\[pathq\] code 308",
     # tcp frontends log their own line shape; http ones inherit theirs from the defaults.
     re.escape(f'log-format "{TCP_LOG_FORMAT}"'),
+    re.escape(f'log-format "{TCP_DETAILED_LOG_FORMAT}"'),
 ]
 SECTION_LINE = re.compile("|".join(f"(?:{shape})" for shape in SECTION_LINES))
 HOST = r"(?:\*\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*"

@@ -179,7 +179,7 @@ async def test_the_collector_polls_every_process_and_keeps_the_last_snapshot_on_
     )
     reader.workers, reader.rows = [100], {100: [backend_row(4)]}
     assert (await collector.refresh()).backends[BE].counts.requests == 4
-    assert book.offer(f"100 {BE} a 200 0 0 1 1 1 1 -- 127.0.0.1 GET /".encode(), 0.0) is not None
+    assert book.offer(f"100 {BE} a 200 0 1 1".encode(), 0.0) is not None
     reader.workers, reader.old = [200], [100]
     reader.rows = {100: [backend_row(5)], 200: [backend_row(1)]}
     assert (await collector.refresh()).backends[BE].counts.requests == 4  # still fresh: cached

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import pytest
+
 from meshgate.compiler import ir
 from meshgate.stats import logline
 from meshgate.stats.accesslog import entry
 
-# Captured from HAProxy 2.6.12 running a configuration meshgate rendered (ring, raw format).
-HTTP_OK = b"4242 default.gw.s1.3116af 127.0.0.1:18101 200 0 0 602 602 169 92 -- 127.0.0.1 GET /"
-HTTP_503 = b"4242 default.gw.s1.3116af 127.0.0.1:18101 503 0 0 0 0 187 93 -- 127.0.0.1 GET /"
-NO_SERVER = b"4242 default.nothing.dead.de2162 <NOSRV> 503 -1 -1 -1 0 217 82 SC 127.0.0.1 GET /"
-TCP = b"4242 default.tcpgw.s1.b2b26f 127.0.0.1:18101 - 1 0 - 6 171 68 -- 127.0.0.1"
+# Captured from HAProxy 2.6.12 running configurations meshgate rendered (ring, raw format).
+HTTP_OK = (
+    b"17343 default.gw.s1.3116af 127.0.0.1:18101 200 0 601 602 0 169 92 -- 127.0.0.1 GET /"
+)
+HTTP_503 = b"17343 default.gw.s1.3116af 127.0.0.1:18101 503 0 0 0 0 187 93 -- 127.0.0.1 GET /"
+NO_SERVER = (
+    b"17343 default.nothing.dead.de2162 <NOSRV> 503 -1 -1 0 -1 217 82 SC 127.0.0.1 GET /"
+)
+TCP = b"17343 default.tcpgw.s1.b2b26f 127.0.0.1:18101 - 0 - 1 1 171 68 -- 127.0.0.1"
+COMPACT_OK = b"17064 default.gw.s1.3116af 127.0.0.1:18101 200 0 605 606"
+COMPACT_NO_SERVER = b"17064 default.nothing.dead.de2162 <NOSRV> 503 -1 -1 0"
+COMPACT_TCP = b"17064 default.tcpgw.s1.b2b26f 127.0.0.1:18101 - 0 - 5"
 STATE_CHANGE = (
     b"Server default.gw.dead.b2282e/127.0.0.1:18109 is DOWN, reason: Layer4 connection problem,"
     b' info: "Connection refused", check duration: 0ms. 0 active and 0 backup servers left.'
@@ -18,17 +27,39 @@ STATE_CHANGE = (
 NO_BACKEND = b"backend default.gw.dead.b2282e has no server available!"
 
 
-def test_the_formats_put_the_fields_where_the_parser_reads_them() -> None:
-    http = logline.HTTP_LOG_FORMAT.split(" ")
-    tcp = logline.TCP_LOG_FORMAT.split(" ")
-    assert len(http) == logline.FIELDS
-    assert len(tcp) == logline.TCP_FIELDS
+@pytest.mark.parametrize("detailed", [False, True])
+def test_the_formats_put_the_fields_where_the_parser_reads_them(detailed: bool) -> None:
+    http_format, tcp_format = logline.log_formats(detailed)
+    http, tcp = http_format.split(" "), tcp_format.split(" ")
+    assert len(http) in logline.SHAPES and len(tcp) in logline.SHAPES
+    assert http[logline.PID] == tcp[logline.PID] == "%pid"
     assert http[logline.BACKEND] == tcp[logline.BACKEND] == "%b"
     assert http[logline.SERVER] == tcp[logline.SERVER] == "%s"
+    assert http[logline.STATUS] == "%ST"
     assert http[logline.CONNECT] == tcp[logline.CONNECT] == "%Tc"
     assert (http[logline.RESPONSE], http[logline.TOTAL]) == ("%Tr", "%Ta")
     assert tcp[logline.TOTAL] == "%Tt"
-    assert http[-1] == "%HPO"  # the path is last: it is the only field that may hold spaces
+    if detailed:
+        assert (len(http), len(tcp)) == (logline.FIELDS, logline.TCP_FIELDS)
+        assert http[logline.QUEUE] == tcp[logline.QUEUE] == "%Tw"
+        assert (http[logline.BYTES_OUT], http[logline.BYTES_IN]) == ("%B", "%U")
+        assert (http[logline.CLIENT], http[logline.METHOD]) == ("%ci", "%HM")
+        assert http[-1] == "%HPO"  # the path is last: the only field that may hold spaces
+    else:
+        assert len(http) == len(tcp) == logline.COMPACT_FIELDS
+
+
+def test_compact_lines_split_but_carry_no_access_record() -> None:
+    for line in (COMPACT_OK, COMPACT_NO_SERVER, COMPACT_TCP):
+        fields = logline.split(line)
+        assert fields is not None and len(fields) == logline.COMPACT_FIELDS
+        assert logline.record(fields) is None
+    fields = logline.split(COMPACT_OK)
+    assert fields is not None
+    assert [logline.milliseconds(fields[i]) for i in (4, 5, 6)] == [0, 605, 606]
+    tcp = logline.split(COMPACT_TCP)
+    assert tcp is not None
+    assert logline.milliseconds(tcp[logline.RESPONSE]) == -1
 
 
 def test_an_http_line() -> None:
@@ -36,13 +67,13 @@ def test_an_http_line() -> None:
     assert fields is not None
     record = logline.record(fields)
     assert record == logline.AccessRecord(
-        pid=4242,
+        pid=17343,
         backend="default.gw.s1.3116af",
         server="127.0.0.1:18101",
         status=200,
         queue_ms=0,
         connect_ms=0,
-        response_ms=602,
+        response_ms=601,
         total_ms=602,
         bytes_out=169,
         bytes_in=92,
@@ -70,7 +101,7 @@ def test_a_tcp_line_has_no_status_response_time_method_or_path() -> None:
     record = logline.record(fields)
     assert record is not None
     assert (record.status, record.response_ms, record.method, record.path) == (None, -1, None, None)
-    assert (record.connect_ms, record.total_ms) == (0, 6)
+    assert (record.connect_ms, record.total_ms) == (0, 1)
     assert (record.bytes_out, record.bytes_in) == (171, 68)
 
 

@@ -174,6 +174,7 @@ class Settings:
     # histograms (a unix socket); None renders no logging at all.
     log_socket: str | None = None
     log_sample: int = 1  # HAProxy sends the line of one request in this many
+    log_details: bool = False  # the detailed line (client, method, path) for the access log
 
 
 WEIGHTS_MAP = "weights.map"

@@ -24,7 +24,7 @@ from meshgate.compiler.tls_text import (
     redirect_location,
     server_tls_words,
 )
-from meshgate.stats.logline import HTTP_LOG_FORMAT, TCP_LOG_FORMAT
+from meshgate.stats.logline import log_formats
 
 CONFIG_FILE = "haproxy.cfg"
 MAPS_DIR = "maps"
@@ -61,6 +61,7 @@ def _server_options(backend: ir.Backend, server: ir.Server, certs: str) -> str:
 def render_config(dataplane: ir.DataPlane) -> str:
     directory = maps_dir(dataplane.settings)
     certs = certs_dir(dataplane.settings)
+    http_format, tcp_format = log_formats(dataplane.settings.log_details)
     return _template().render(
         run_dir=dataplane.settings.run_dir,
         settings=dataplane.settings,
@@ -77,8 +78,8 @@ def render_config(dataplane: ir.DataPlane) -> str:
         redirects=dataplane.redirects,
         redirect_location=redirect_location,
         certs_dir=certs,
-        http_log_format=HTTP_LOG_FORMAT,
-        tcp_log_format=TCP_LOG_FORMAT,
+        http_log_format=http_format,
+        tcp_log_format=tcp_format,
     )
 
 

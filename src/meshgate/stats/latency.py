@@ -3,8 +3,9 @@
 Three histograms per (backend, server): `total` (Ta: the request's active time, or a tcp
 connection's whole time), `connect` (Tc) and `response` (Tr: until the server's response
 headers). Histograms are cumulative, which Prometheus wants; the stats API wants recent
-figures, so a snapshot of every series is taken every few seconds and a window is "now minus the
-oldest snapshot inside the window".
+figures, so a snapshot of every series is taken with each poll (every second) and a window is
+"now minus the oldest snapshot inside the window", the same span the request counts of that
+window cover.
 
 Every line of a known backend is also counted per worker pid, server and status class, before
 any sampling: these counts let `counters` account for what an old worker served between its last
@@ -109,7 +110,7 @@ class LatencyBook:
         self,
         *,
         window_s: float = 60.0,
-        snapshot_every_s: float = 5.0,
+        snapshot_every_s: float = 1.0,  # the poll interval: windows line up with the counts
         budget_per_s: int | None = 20_000,
     ) -> None:
         self.window_s = window_s

@@ -28,15 +28,17 @@ from meshgate.stats.latency import LatencyBook
 
 log = structlog.get_logger("meshgate.stats")
 MAX_LINE = 65_536  # a partial line longer than this is not one of ours: drop it
+READ_PAUSE_S = 0.01
 
 
 class _LogStream(asyncio.Protocol):
     def __init__(self, receiver: LogReceiver) -> None:
         self.receiver = receiver
         self.partial = b""
-        self.transport: asyncio.BaseTransport | None = None
+        self.transport: asyncio.ReadTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
         self.transport = transport
         self.receiver.streams.add(self)
 
@@ -46,6 +48,13 @@ class _LogStream(asyncio.Protocol):
         if len(self.partial) > MAX_LINE:
             self.partial = b""
         self.receiver.lines(lines)
+        # Let lines gather in HAProxy's ring for a moment: one large write instead of many
+        # small ones costs HAProxy fewer system calls per request, and this process fewer
+        # wake-ups (in a test: HAProxy 15.0 us of CPU a request instead of 17-18, this reader a
+        # quarter of the CPU). The ring holds far more than a pause's worth of lines.
+        if self.transport is not None and READ_PAUSE_S > 0:
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_later(READ_PAUSE_S, self.transport.resume_reading)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.receiver.streams.discard(self)
