@@ -7,11 +7,14 @@ runs last: it kills the node's HAProxy.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -182,6 +185,29 @@ def test_cli_prints_a_table_per_gateway(node: Node, split: dict[str, Any]) -> No
     every = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert every.returncode == 0, every.stderr
     assert "gateway default/stats" in every.stdout and "gateway default/lat" in every.stdout
+
+
+def test_access_log_has_a_json_object_per_request(
+    make_node: Callable[..., Node], backends: Backends, tmp_path: Path
+) -> None:
+    log = tmp_path / "access.jsonl"
+    node = make_node("--access-log", str(log))
+    port = free_port()
+    node.apply(service("logged", backends.start("logged")), gateway("logged", port, {"logged": {}}))
+    url = f"http://127.0.0.1:{port}"
+    settle(url + "/", {"logged"})
+    httpx.get(url + "/some/path?status=404", timeout=5)
+
+    def entries() -> list[dict[str, Any]]:
+        text = log.read_text() if log.exists() else ""
+        return [json.loads(line) for line in text.splitlines()]
+
+    wait_until(lambda: any(e["path"] == "/some/path" for e in entries()), 5)
+    entry = next(e for e in entries() if e["path"] == "/some/path")
+    assert (entry["gateway"], entry["route"], entry["status"], entry["method"]) == (
+        "logged", "logged", 404, "GET",
+    )  # fmt: skip
+    assert entry["instance"] and entry["client"] == "127.0.0.1" and entry["total_ms"] >= 0
 
 
 def test_counters_do_not_go_backwards_across_a_reload(node: Node, split: dict[str, Any]) -> None:
