@@ -22,9 +22,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import Backends, Node, count_served, free_port, quote
-from tests.integration.test_routing import gateway, service, settle, wait_until
+from tests.integration.test_routing import gateway, settle, wait_until
 
 pytestmark = pytest.mark.integration
+# Health checks that a busy machine does not fail: an instance marked down in the middle of a
+# test would turn a request into a 503 and spoil an exact count.
+TOLERANT_CHECK = {"type": "tcp", "interval": "1s", "rise": 1, "fall": 5}
+
+
+def service(name: str, *ports: int) -> dict[str, Any]:
+    instances = [f"127.0.0.1:{port}" for port in ports]
+    return {"kind": "service", "name": name, "instances": instances, "health_check": TOLERANT_CHECK}
 
 
 def stats(node: Node, name: str) -> dict[str, Any]:
@@ -73,7 +81,7 @@ def split(node: Node) -> dict[str, Any]:
 
 def test_route_counts_equal_what_each_backend_answered(node: Node, split: dict[str, Any]) -> None:
     before = baseline(node, "stats")
-    served = count_served(split["url"], 200)
+    served = count_served(split["url"], 120)
     assert set(served) == {"one", "two"}, served
     wait_for(
         node,
@@ -139,7 +147,8 @@ def test_a_slow_backend_shows_in_the_percentiles(node: Node, backends: Backends)
     assert slow["instances"][0]["latency_ms"]["p50"] >= 200, slow
     assert slow["sampling"]["samples"] == 12
     fast = stats(node, "lat")["routes"]["lat:fast"]["latency_ms"]
-    assert fast["p99"] is not None and fast["p99"] < 100, fast
+    assert fast["p50"] is not None and fast["p50"] < 50, fast
+    assert fast["p99"] < slow["latency_ms"]["p50"], fast
 
 
 def test_unknown_gateway_is_404(node: Node) -> None:
@@ -219,7 +228,7 @@ def test_counters_do_not_go_backwards_across_a_reload(node: Node, split: dict[st
     wait_until(lambda: node.haproxy_pids()[1] != workers, 10)
     after = baseline(node, "stats")
     assert all(after[route] >= before[route] for route in before), (before, after)
-    served = count_served(split["url"], 40)
+    served = count_served(split["url"], 24)
     wait_for(
         node,
         "stats",
@@ -251,7 +260,7 @@ def test_counters_do_not_go_backwards_across_a_haproxy_restart(
     # The probe above is one more request: read once it is surely counted.
     settled = baseline(node, "stats")
     assert all(settled[route] >= before[route] for route in before), (before, settled)
-    served = count_served(split["url"], 40)
+    served = count_served(split["url"], 24)
     wait_for(
         node,
         "stats",
