@@ -725,6 +725,8 @@ def test_the_default_check_is_a_tcp_connect_every_2s() -> None:
         "# default/g route s",
         "mode http",
         "balance roundrobin",
+        "retry-on conn-failure empty-response junk-response",
+        "http-request disable-l7-retry if !{ method GET HEAD OPTIONS }",
         "server 127.0.0.1:1 127.0.0.1:1 weight 100 check inter 2000 rise 2 fall 3",
     ]
 
@@ -751,6 +753,8 @@ def test_http_check_with_host_status_and_body() -> None:
         "http-check send meth HEAD uri /healthz?full=1 ver HTTP/1.1 hdr host sava.internal",
         "http-check expect status 204",
         "http-check expect string 'status: {up}'",
+        "retry-on conn-failure empty-response junk-response",
+        "http-request disable-l7-retry if !{ method GET HEAD OPTIONS }",
         "server 127.0.0.1:1 127.0.0.1:1 weight 100 check inter 500 rise 1 fall 5 port 9000",
     ]
 

@@ -74,6 +74,7 @@ SERVER_OPTIONS = (
     r"(?: agent-check agent-port [0-9]+ agent-inter [0-9]+)?"
     r"(?: observe layer[47] error-limit [0-9]+ on-error mark-down)?"
     rf"(?: cookie {NAME})?"
+    r"(?: namespace [A-Za-z0-9][A-Za-z0-9._-]{0,62})?"
 )
 SERVER_TLS = (
     rf"(?: ssl verify (?:none|required)(?: ca-file {CERTS}/{NAME}\.ca\.pem)?"
@@ -102,6 +103,8 @@ SECTION_LINES = [
     r"http-check expect string '[A-Za-z0-9 ._~!&()*+,;=:@?/<>\[\]{}|^-]+'",
     r"tcp-check connect",
     r"tcp-check (?:send-binary|expect binary) [0-9a-f]+",
+    r"retry-on conn-failure empty-response junk-response",
+    r"http-request disable-l7-retry if !\{ method GET HEAD OPTIONS \}",
     r"stick-table type ip size 1m expire 30m",
     r"stick on src",
     rf"cookie mgi_{GID} insert indirect nocache httponly",

@@ -210,7 +210,7 @@ def test_weights_that_do_not_add_up_report_the_routes_line() -> None:
               type: http
               send: PING
             """,
-            "sava.yaml:3: health_check: send/expect apply to tcp checks only",
+            "sava.yaml:5: health_check.send: send/expect apply to tcp checks only",
         ),
         (
             """\

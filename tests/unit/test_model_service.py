@@ -300,11 +300,13 @@ def test_tcp_payloads_are_bounded(field: str) -> None:
 )
 def test_send_and_expect_are_for_tcp_checks_only(kind: str, field: str) -> None:
     found = check_problem(type=kind, port=9000, **{field: "x"})
-    assert found == Problem("health_check", "send/expect apply to tcp checks only")
+    assert found == Problem(f"health_check.{field}", "send/expect apply to tcp checks only")
 
 
 def test_an_agent_check_needs_a_port() -> None:
-    assert check_problem(type="agent") == Problem("health_check", "an agent check needs a port")
+    assert check_problem(type="agent") == Problem(
+        "health_check.port", "an agent check needs a port (where the agent listens)"
+    )
     assert check(type="agent", port=9999).port == 9999
 
 

@@ -194,6 +194,14 @@ def backend_lines(backend: ir.Backend) -> list[str]:
     if backend.timeout_server_ms:
         lines.append(f"timeout server {backend.timeout_server_ms}ms")
     lines += _check_lines(backend)
+    if backend.mode == "http":
+        # A connection refused is retried on another instance (retries + redispatch in the
+        # defaults); so is a request whose instance died under it without answering, but only
+        # for methods that are safe to send twice.
+        lines += [
+            "retry-on conn-failure empty-response junk-response",
+            "http-request disable-l7-retry if !{ method GET HEAD OPTIONS }",
+        ]
     if backend.sticky == "source":
         lines += ["stick-table type ip size 1m expire 30m", "stick on src"]
     if backend.instance_cookie:

@@ -170,7 +170,8 @@ class DnsFollower:
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _refresh(self, key: ServiceKey) -> bool:
-        """Resolve one name; True when its instances changed."""
+        """Resolve one name; True when its instances changed, or it started or stopped
+        failing."""
         followed = self._followed.get(key)
         if followed is None:
             return False
@@ -179,15 +180,18 @@ class DnsFollower:
         try:
             instances = await self.resolver.resolve(spec)
         except DnsLookupError as exc:
-            if followed.error != str(exc):
+            # A new failure is worth a pass: the service's status then says what failed.
+            first = followed.error is None
+            if first:
                 log.warning("dns lookup failed; keeping the last answer", error=str(exc))
             followed.error = str(exc)
-            return False
+            return first
         if self._followed.get(key) is not followed or followed.spec != spec:
             return False  # changed meanwhile; the next turn resolves the new spec
+        recovered = followed.error is not None
         followed.error = None
         if instances == followed.instances:
-            return False
+            return recovered
         log.info(
             "dns answer changed",
             service=f"{key[0]}/{key[1]}",

@@ -156,9 +156,10 @@ class HealthCheck(Model):
     @model_validator(mode="after")
     def _consistent(self) -> HealthCheck:
         if self.type != "tcp" and (self.send is not None or self.expect is not None):
-            raise ValueError("send/expect apply to tcp checks only")
+            field = "send" if self.send is not None else "expect"
+            raise FieldError(field, "send/expect apply to tcp checks only")
         if self.type == "agent" and self.port is None:
-            raise ValueError("an agent check needs a port")
+            raise FieldError("port", "an agent check needs a port (where the agent listens)")
         return self
 
 
