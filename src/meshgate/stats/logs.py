@@ -28,7 +28,7 @@ from meshgate.stats.latency import LatencyBook
 
 log = structlog.get_logger("meshgate.stats")
 MAX_LINE = 65_536  # a partial line longer than this is not one of ours: drop it
-READ_PAUSE_S = 0.01
+READ_PAUSE_S = 0.025
 
 
 class _LogStream(asyncio.Protocol):
