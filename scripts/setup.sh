@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(haproxy python3-venv curl)
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(wrk nginx-light dnsmasq-base)
+    packages+=(wrk nginx-light dnsmasq-base nghttp2-client openssl)
 fi
 missing=()
 for package in "${packages[@]}"; do
