@@ -41,7 +41,7 @@ class UpdateCertificate:
     every listener using it serves the new one for new handshakes."""
 
     name: str  # file name under the certs directory
-    pem: str
+    pem: str = dataclasses.field(repr=False)  # holds the private key: never in logs
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class AddCertificate:
     """Load a certificate file HAProxy does not know yet (new ssl cert, set, commit)."""
 
     name: str
-    pem: str
+    pem: str = dataclasses.field(repr=False)
 
 
 @dataclass(frozen=True)

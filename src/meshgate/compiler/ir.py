@@ -152,7 +152,7 @@ class PemFile:
     """A certificate file HAProxy loads: a chain with its key, or a bundle of CA certificates."""
 
     name: str  # file name under the certs directory
-    text: str
+    text: str = field(repr=False)  # a chain file holds the private key: never in logs
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Literal
 
 from cryptography import x509
-from pydantic import ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from meshgate.model import pem
 from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace, check_resource_name
@@ -30,7 +30,7 @@ class Certificate(Model):
     name: str
     namespace: str = DEFAULT_NAMESPACE
     cert: str | None = None
-    key: str | None = None
+    key: str | None = Field(default=None, repr=False)  # never shown: not in logs either
     cert_file: str | None = None
     key_file: str | None = None
 
