@@ -20,7 +20,7 @@ class MeshgateError(Exception):
     """Base class of every error meshgate raises on purpose."""
 
 
-class ValidationFailed(MeshgateError):
+class ValidationFailed(MeshgateError):  # noqa: N818
     """User input was rejected; carries every problem found, each with its field path."""
 
     def __init__(self, problems: list[Problem]) -> None:

@@ -45,7 +45,9 @@ def check_balance(value: str) -> str:
     match = _BALANCE_ARG.match(text)
     if match:
         if not HEADER_NAME.match(match.group(2)):
-            raise ValueError(f"{match.group(1)}(NAME) needs a name of letters, digits, '.', '_', '-'")
+            raise ValueError(
+                f"{match.group(1)}(NAME) needs a name of letters, digits, '.', '_', '-'"
+            )
         return text
     allowed = ", ".join(sorted(_BALANCE_PLAIN)) + ", url_param(NAME), hdr(NAME)"
     raise ValueError(f"{value!r} is not a balance method; use one of {allowed}")
@@ -335,13 +337,16 @@ class Gateway(Model):
         return self
 
     def route_weights(self) -> dict[str, int]:
-        """Effective weights: unweighted routes share what is left evenly, the last the remainder."""
+        """Effective weights: unweighted routes share what is left evenly, the last route
+        taking the remainder."""
         given = {n: r.weight for n, r in self.routes.items() if r.weight is not None}
         total = sum(given.values())
         unweighted = [n for n in self.routes if n not in given]
         if not unweighted:
             if given and total not in (0, 100):
-                raise ValueError(f"route weights add up to {total}%; they must total 100% (or all be 0)")
+                raise ValueError(
+                    f"route weights add up to {total}%; they must total 100% (or all be 0)"
+                )
             return dict(given)
         if total > 100:
             raise ValueError(f"route weights add up to {total}%, more than 100%")

@@ -105,7 +105,9 @@ class HealthCheck(Model):
     @classmethod
     def _path(cls, value: str) -> str:
         if not _CHECK_PATH.match(value):
-            raise ValueError("must start with '/' and use URL characters only (no spaces, quotes, '%', '#')")
+            raise ValueError(
+                "must start with '/' and use URL characters only (no spaces, quotes, '%', '#')"
+            )
         return value
 
     @field_validator("method")
@@ -137,7 +139,9 @@ class HealthCheck(Model):
     @classmethod
     def _body(cls, value: str | None) -> str | None:
         if value is not None and not _CHECK_TEXT.match(value):
-            raise ValueError("must be 1-256 printable characters without quotes, '\\', '#', '%' or '$'")
+            raise ValueError(
+                "must be 1-256 printable characters without quotes, '\\', '#', '%' or '$'"
+            )
         return value
 
     @field_validator("send", "expect")

@@ -26,7 +26,9 @@ def port_conflicts(gateway: Gateway, others: Iterable[Gateway]) -> list[Problem]
             reason = f"port {gateway.port.number} is already bound on {other.bind} by {owner}"
             problems.append(Problem("bind", reason))
         elif "tcp" in (other.port.mode, gateway.port.mode):
-            reason = f"port {gateway.port.number} is used by {owner}; only http gateways share a port"
+            reason = (
+                f"port {gateway.port.number} is used by {owner}; only http gateways share a port"
+            )
             problems.append(Problem("port", reason))
         elif (other.tls is None) != (gateway.tls is None):
             # One listener either terminates TLS or does not; SNI picks among TLS gateways.

@@ -95,7 +95,7 @@ def format_endpoint(address: str, port: int) -> str:
 
 
 class FieldError(ValueError):
-    """A validation error raised above the field it concerns, carrying that field's relative path."""
+    """A validation error raised above the field it concerns, with that field's relative path."""
 
     def __init__(self, path: str, message: str) -> None:
         super().__init__(message)
