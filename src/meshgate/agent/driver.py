@@ -7,6 +7,7 @@ reads is touched.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import tempfile
@@ -20,10 +21,12 @@ from meshgate.compiler import CONFIG_FILE, ir, render_files
 from meshgate.compiler.render import MAPS_DIR
 from meshgate.compiler.tls_text import CERTS_DIR
 from meshgate.errors import MeshgateError
-from meshgate.haproxy.commands import CheckExtras
+from meshgate.haproxy.commands import CheckExtras, ServerAdminState
+from meshgate.haproxy.replies import ServerAdminFlags
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.supervisor import HaproxySupervisor
 from meshgate.plan import (
+    Action,
     AddCertificate,
     AddCrtListEntry,
     AddServer,
@@ -40,6 +43,10 @@ from meshgate.plan import (
 log = structlog.get_logger("meshgate.agent")
 # How long a departing instance may finish the requests it has before it is cut off.
 DRAIN_TIMEOUT_S = 5.0
+# Server additions sent to HAProxy at once: enough to hide the socket round trips, and well
+# under the ten connections the master CLI accepts at a time (16 got connections reset), which
+# the stats poller shares.
+ADD_CONCURRENCY = 4
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,18 @@ def check_extras(health: ir.HealthCheck, mode: str) -> CheckExtras | None:
         error_limit=health.error_limit,
     )
     return None if extras == CheckExtras(error_limit=health.error_limit) else extras
+
+
+def _batches(actions: list[Action]) -> list[list[RuntimeAction]]:
+    """Actions in order, consecutive server additions grouped (see `Driver._run_batch`)."""
+    batches: list[list[RuntimeAction]] = []
+    for action in actions:
+        assert not isinstance(action, Reload)
+        if isinstance(action, AddServer) and batches and isinstance(batches[-1][0], AddServer):
+            batches[-1].append(action)
+        else:
+            batches.append([action])
+    return batches
 
 
 def _backend_mode(dataplane: ir.DataPlane, backend: str) -> str:
@@ -151,10 +170,9 @@ class Driver:
         reason = reloads[0].reason if reloads else "changed at run time"
         if not reloads:
             try:
-                for action in actions:
-                    assert not isinstance(action, Reload)
-                    await self._run(action, desired)
-                    commands += 1
+                for batch in _batches(actions):
+                    await self._run_batch(batch, desired)
+                    commands += len(batch)
             except MeshgateError as exc:
                 # The runtime state is now uncertain; a reload from the files makes it exact.
                 log.warning("runtime change failed, reloading", error=str(exc))
@@ -162,6 +180,9 @@ class Driver:
                 reason = reloads[0].reason
         if reloads:
             await self._reload()
+            if not any(isinstance(a, Reload) for a in actions):
+                # The plan needed no reload: this one replaces a runtime change that failed.
+                await self._out_of_maintenance(desired)
         self.running = desired
         return Outcome(bool(reloads), commands, time.monotonic() - started, reason)
 
@@ -224,6 +245,42 @@ class Driver:
             )
         else:
             await self.runtime.update_ca_file(self._cert_path(action.name), action.pem)
+
+    async def _out_of_maintenance(self, desired: ir.DataPlane) -> None:
+        """After a reload that replaced a failed runtime change. A server that was being added
+        when it failed was still in maintenance (where dynamic servers start), and the server
+        state file carries that into the new worker, which would then never send it traffic.
+        meshgate puts no server of the desired data plane in maintenance on purpose."""
+        wanted = {(b.name, s.name) for b in desired.backends for s in b.servers}
+        try:
+            for state in await self.runtime.servers_state():
+                if (state.backend, state.name) in wanted and ServerAdminFlags.FMAINT & (
+                    state.admin_state
+                ):
+                    await self.runtime.set_server_state(
+                        state.backend, state.name, ServerAdminState.READY
+                    )
+        except MeshgateError as exc:
+            log.warning("could not take servers out of maintenance", error=str(exc))
+
+    async def _run_batch(self, batch: list[RuntimeAction], desired: ir.DataPlane) -> None:
+        """Run one action, or a run of server additions side by side: each addition is a few
+        round trips to the master socket, and a thousand of them one after the other would
+        take seconds. Their order does not matter, only that all are done before the next
+        action (a map that routes to them, a removal they replace)."""
+        if len(batch) == 1:
+            await self._run(batch[0], desired)
+            return
+        limit = asyncio.Semaphore(ADD_CONCURRENCY)
+
+        async def add(action: RuntimeAction) -> None:
+            async with limit:
+                await self._run(action, desired)
+
+        results = await asyncio.gather(*(add(a) for a in batch), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     def _cert_path(self, name: str) -> str:
         return str(self.run_dir / CERTS_DIR / name)
