@@ -20,21 +20,42 @@ ResourceKey = tuple[str, str, str]
 Certificates = Mapping[tuple[str, str], Certificate]
 
 
-def stored_gateways(records: Iterable[Record]) -> list[Gateway]:
+class StoredGateways:
     """The gateways in `records` (values of kind `gateways`) as models.
 
     Stored values passed admission when written; one that no longer validates (a rule got
     stricter since) cannot serve as a reason to reject someone else's write, so it is skipped.
+    Each is validated once per version: with thousands of gateways, validating all of them on
+    every write would dominate the API's response time.
     """
-    gateways = []
-    for record in records:
-        try:
-            resource = validate_resource(record.value, allow_raw_acl=True, kind="gateway")
-        except ValidationFailed:
-            continue
-        if isinstance(resource, Gateway):
-            gateways.append(resource)
-    return gateways
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, str], tuple[int, Gateway | None]] = {}
+
+    def __call__(self, records: Iterable[Record]) -> list[Gateway]:
+        gateways = []
+        for record in records:
+            key = (record.key.namespace, record.key.name)
+            cached = self._models.get(key)
+            if cached is None or cached[0] != record.revision:
+                cached = (record.revision, _as_gateway(record))
+                self._models[key] = cached
+            if cached[1] is not None:
+                gateways.append(cached[1])
+        return gateways
+
+
+def _as_gateway(record: Record) -> Gateway | None:
+    try:
+        resource = validate_resource(record.value, allow_raw_acl=True, kind="gateway")
+    except ValidationFailed:
+        return None
+    return resource if isinstance(resource, Gateway) else None
+
+
+def stored_gateways(records: Iterable[Record]) -> list[Gateway]:
+    """Uncached: for one-off checks."""
+    return StoredGateways()(records)
 
 
 def stored_certificates(records: Iterable[Record]) -> dict[tuple[str, str], Certificate]:

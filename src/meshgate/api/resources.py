@@ -17,11 +17,11 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Resp
 from fastapi.responses import JSONResponse
 
 from meshgate.api.admission import (
+    StoredGateways,
     admit,
     admit_batch,
     certificate_users,
     stored_certificates,
-    stored_gateways,
 )
 from meshgate.api.bodies import read_batch, read_document
 from meshgate.api.certificates import certificate_status, public_document
@@ -201,6 +201,7 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
     # Admission reads the stored gateways and then writes; serialising writes keeps two
     # requests from each passing the port check against a state the other is changing.
     write_lock = asyncio.Lock()
+    stored_gateways = StoredGateways()
 
     async def gateways_in_store(kind: str) -> list[Gateway]:
         # A certificate is checked against the gateways serving it (they need its key).

@@ -65,10 +65,16 @@ def compile_state(state: DesiredState, settings: ir.Settings) -> Compiled:
     certificates = {(c.namespace, c.name): c for c in state.certificates}
     results: dict[Key, GatewayResult] = {}
     accepted: list[Gateway] = []
+    # Accepted gateways by each port they listen on: a gateway can only clash with those that
+    # share a port with it, and comparing all pairs would grow with the square of their number.
+    accepted_on: dict[int, list[Gateway]] = {}
     looping = _gateways_in_cycles(state.gateways, services, gateways)
     for gateway in state.gateways:
         key = (gateway.namespace, gateway.name)
-        errors = [str(p) for p in port_conflicts(gateway, accepted)]
+        neighbours = {
+            (g.namespace, g.name): g for port in _ports(gateway) for g in accepted_on.get(port, ())
+        }
+        errors = [str(p) for p in port_conflicts(gateway, neighbours.values())]
         # A certificate deleted (or a CA renamed) after the gateway was admitted: the gateway
         # cannot be served as written, so it is left out and says why.
         errors += [str(p) for p in certificate_problems(gateway, certificates)]
@@ -78,8 +84,10 @@ def compile_state(state: DesiredState, settings: ir.Settings) -> Compiled:
             errors.append("routes: gateways chain back to this gateway (a loop)")
         if errors:
             results[key] = GatewayResult(errors=tuple(errors))
-        else:
-            accepted.append(gateway)
+            continue
+        accepted.append(gateway)
+        for port in _ports(gateway):
+            accepted_on.setdefault(port, []).append(gateway)
 
     backends: list[ir.Backend] = []
     weights: list[tuple[str, str]] = []
@@ -108,6 +116,12 @@ def compile_state(state: DesiredState, settings: ir.Settings) -> Compiled:
         redirects=tls_parts.redirects(accepted),
     )
     return Compiled(dataplane, results)
+
+
+def _ports(gateway: Gateway) -> set[int]:
+    """The ports a gateway listens on: its own, and its HTTP-to-HTTPS redirect's."""
+    redirect = gateway.tls.redirect_http if gateway.tls else None
+    return {gateway.port.number} | ({redirect} if redirect is not None else set())
 
 
 def _compile_gateway(
