@@ -161,10 +161,6 @@ class Driver:
             actions = [Reload("HAProxy was restarted or is not running")]
         if not actions:
             return Outcome(False, 0, time.monotonic() - started, "no change")
-        # Files first: whatever happens next, a reload or restart reproduces `desired`.
-        files = render_files(desired)
-        write_files(self.run_dir, files)
-        prune_certificates(self.run_dir, files)
         reloads = [a for a in actions if isinstance(a, Reload)]
         commands = 0
         reason = reloads[0].reason if reloads else "changed at run time"
@@ -178,6 +174,11 @@ class Driver:
                 log.warning("runtime change failed, reloading", error=str(exc))
                 reloads = [Reload(f"runtime change failed: {exc}")]
                 reason = reloads[0].reason
+        # Runtime commands go first, so rendering thousands of gateways does not delay them;
+        # the files follow at once, so any later reload or restart reproduces `desired`.
+        files = render_files(desired)
+        write_files(self.run_dir, files)
+        prune_certificates(self.run_dir, files)
         if reloads:
             await self._reload()
             if not any(isinstance(a, Reload) for a in actions):
