@@ -13,10 +13,11 @@ from functools import cached_property
 from typing import Literal
 
 from cryptography import x509
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from meshgate.model import pem
-from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace, check_resource_name
+from meshgate.model.fields import NamespaceName, ResourceName
+from meshgate.model.names import DEFAULT_NAMESPACE
 from meshgate.model.service import Model
 from meshgate.model.values import FieldError
 
@@ -27,22 +28,14 @@ def utc_now() -> datetime.datetime:
 
 class Certificate(Model):
     kind: Literal["certificate"] = "certificate"
-    name: str
-    namespace: str = DEFAULT_NAMESPACE
+    name: ResourceName
+    namespace: NamespaceName = DEFAULT_NAMESPACE
     cert: str | None = None
     key: str | None = Field(default=None, repr=False)  # never shown: not in logs either
     cert_file: str | None = None
     key_file: str | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return check_resource_name(value)
 
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, value: str) -> str:
-        return check_namespace(value)
 
     @model_validator(mode="after")
     def _pem(self, info: ValidationInfo) -> Certificate:

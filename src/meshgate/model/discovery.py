@@ -9,14 +9,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from meshgate.model.names import check_instance_id
+from meshgate.model.fields import InstanceId, NetnsName, PortNumber
 from meshgate.model.values import FieldError, check_port, parse_duration_ms
 
 # DNS names as they are queried: SRV owners carry '_service._proto.' labels, which host names
 # may not, so this is wider than a host name but as strict about length and characters.
 _DNS_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?\Z")
 # `ip netns` names are file names under /var/run/netns: no '/', and no leading '.'.
-_NETNS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 MIN_TTL_S = 1.0
 MAX_TTL_S = 86_400.0
 
@@ -40,13 +39,6 @@ def check_dns_name(value: str) -> str:
     return name
 
 
-def check_netns(value: str) -> str:
-    if not _NETNS.match(value):
-        raise ValueError(
-            f"{value!r} is not a network namespace name: letters, digits, '.', '_' and '-', "
-            "at most 63 characters, starting with a letter or digit"
-        )
-    return value
 
 
 def parse_ip_endpoint(value: str, default_port: int) -> tuple[str, int]:
@@ -142,11 +134,11 @@ class Registration(_Model):
     """
 
     address: str
-    port: int
+    port: PortNumber
     weight: int = Field(default=100, ge=0, le=256)
-    id: str = ""
+    id: InstanceId = ""
     ttl: Annotated[float, BeforeValidator(parse_ttl_s)] | None = None
-    netns: str | None = None
+    netns: NetnsName | None = None
 
     @field_validator("address")
     @classmethod
@@ -162,17 +154,5 @@ class Registration(_Model):
             raise ValueError(f"{value!r}: IPv6 scope ids are not supported")
         return address
 
-    @field_validator("port")
-    @classmethod
-    def _port(cls, value: int) -> int:
-        return check_port(value)
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        return check_instance_id(value) if value else value
 
-    @field_validator("netns")
-    @classmethod
-    def _netns(cls, value: str | None) -> str | None:
-        return None if value is None else check_netns(value)

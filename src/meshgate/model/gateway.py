@@ -16,10 +16,10 @@ from pydantic import (
 )
 
 from meshgate.conditions import ConditionError, parse_condition, requires_http
+from meshgate.model.fields import NamespaceName, PortNumber, ResourceName
 from meshgate.model.names import (
     DEFAULT_NAMESPACE,
     HEADER_NAME,
-    check_namespace,
     check_resource_name,
     normalize_hostname,
 )
@@ -67,7 +67,7 @@ def _as_list(value: Any) -> Any:
 
 
 class Port(Model):
-    number: int
+    number: PortNumber
     mode: Mode = "http"
 
     @model_validator(mode="before")
@@ -84,10 +84,6 @@ class Port(Model):
             return {"number": int(match.group(1)), "mode": (match.group(2) or "http").lower()}
         return data
 
-    @field_validator("number")
-    @classmethod
-    def _number(cls, value: int) -> int:
-        return check_port(value)
 
     @model_serializer
     def _as_text(self) -> str:
@@ -233,8 +229,8 @@ HostList = Annotated[list[str], BeforeValidator(_as_list)]
 
 class Gateway(Model):
     kind: Literal["gateway"] = "gateway"
-    name: str
-    namespace: str = DEFAULT_NAMESPACE
+    name: ResourceName
+    namespace: NamespaceName = DEFAULT_NAMESPACE
     port: Port
     bind: str = "0.0.0.0"
     virtual_hosts: HostList = Field(default_factory=list, max_length=1000)
@@ -244,15 +240,7 @@ class Gateway(Model):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     routes: dict[str, Route] = Field(default_factory=dict)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return check_resource_name(value)
 
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, value: str) -> str:
-        return check_namespace(value)
 
     @field_validator("bind")
     @classmethod

@@ -17,6 +17,7 @@ INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}\Z")
 HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 MAX_NAME_LENGTH = 200
+_NETNS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 
 DEFAULT_NAMESPACE = "default"
 
@@ -64,3 +65,12 @@ def normalize_hostname(value: str, *, allow_wildcard: bool) -> str:
             + (" (a wildcard is written '*.example.com')" if allow_wildcard else "")
         )
     return host
+
+
+def check_netns(value: str) -> str:
+    if not _NETNS.match(value):
+        raise ValueError(
+            f"{value!r} is not a network namespace name: letters, digits, '.', '_' and '-', "
+            "at most 63 characters, starting with a letter or digit"
+        )
+    return value

@@ -7,11 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from meshgate.model.discovery import DnsDiscovery, check_netns
+from meshgate.model.discovery import DnsDiscovery
+from meshgate.model.fields import InstanceId, NamespaceName, NetnsName, PortNumber, ResourceName
 from meshgate.model.names import (
     DEFAULT_NAMESPACE,
-    check_instance_id,
-    check_namespace,
     check_resource_name,
     normalize_hostname,
 )
@@ -40,30 +39,18 @@ class Model(BaseModel):
 
 class Instance(Model):
     address: str
-    port: int
+    port: PortNumber
     weight: int = Field(default=100, ge=0, le=256)
-    id: str = ""
-    netns: str | None = None  # a Linux network namespace the instance lives in (`ip netns`)
+    id: InstanceId = ""
+    netns: NetnsName | None = None  # a Linux network namespace the instance lives in (`ip netns`)
 
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
         return normalize_address(value)
 
-    @field_validator("port")
-    @classmethod
-    def _port(cls, value: int) -> int:
-        return check_port(value)
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        return check_instance_id(value) if value else value
 
-    @field_validator("netns")
-    @classmethod
-    def _netns(cls, value: str | None) -> str | None:
-        return None if value is None else check_netns(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -203,8 +190,8 @@ Mode = Literal["http", "tcp"]
 
 class Service(Model):
     kind: Literal["service"] = "service"
-    name: str
-    namespace: str = DEFAULT_NAMESPACE
+    name: ResourceName
+    namespace: NamespaceName = DEFAULT_NAMESPACE
     mode: Mode = "http"
     instances: list[Instance] = Field(default_factory=list, max_length=10_000)
     health_check: HealthCheck | None = None
@@ -212,15 +199,7 @@ class Service(Model):
     dns: DnsDiscovery | None = None  # instances are what this name resolves to, followed
     tls: ServiceTls | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return check_resource_name(value)
 
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, value: str) -> str:
-        return check_namespace(value)
 
     @field_validator("instances")
     @classmethod
