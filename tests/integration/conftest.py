@@ -16,16 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.haproxy_helpers import free_port
+
 pytestmark = pytest.mark.integration
 
 if shutil.which("haproxy") is None:  # pragma: no cover - CI installs it
     pytest.skip("haproxy is not installed", allow_module_level=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:

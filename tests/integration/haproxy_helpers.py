@@ -7,6 +7,7 @@ configuration: no extra processes, and each answers with its own name.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 from collections.abc import AsyncIterator
@@ -23,10 +24,24 @@ HAPROXY = shutil.which("haproxy") or shutil.which("/usr/sbin/haproxy")
 needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
 
 
+_LISTEN_PORTS = range(20_000, 32_000)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on, below the kernel's ephemeral range (32768-60999 here).
+
+    Port 0 would hand out an ephemeral port, which the client side of any connection on the
+    machine may take a moment later, so a listener could then fail to bind it.
+    """
+    for _ in range(200):
+        port = random.choice(_LISTEN_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
 
 
 @dataclass

@@ -140,6 +140,8 @@ def test_a_slow_backend_shows_in_the_percentiles(node: Node, backends: Backends)
         return {name: route["latency_ms"] for name, route in routes.items()}
 
     wait_until(lambda: latencies()["lat:slow"]["p50"] is not None, 5)
+    # The request log arrives a little after the responses: wait for all twelve lines.
+    wait_until(lambda: stats(node, "lat")["routes"]["lat:slow"]["sampling"]["samples"] == 12, 5)
     slow = stats(node, "lat")["routes"]["lat:slow"]
     assert slow["latency_ms"]["p50"] >= 200, slow
     assert slow["latency_ms"]["p99"] >= 200, slow
