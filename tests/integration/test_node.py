@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -123,3 +124,25 @@ def test_up_applies_manifests_and_stops_on_sigterm(
     node.process.send_signal(signal.SIGTERM)
     assert node.process.wait(timeout=15) == 0
     assert subprocess.run(["pgrep", "-f", str(node.data_dir)], check=False).returncode == 1
+
+
+def test_a_port_held_by_another_process_rejects_only_that_gateway(
+    node: Node, backends: Backends
+) -> None:
+    a = backends.start("bound")
+    taken, open_port = free_port(), free_port()
+    with socket.socket() as squatter:  # no SO_REUSEPORT: HAProxy cannot share this port
+        squatter.bind(("0.0.0.0", taken))
+        squatter.listen()
+        node.api.post("/api/v1/services", json=service("held:svc", a))
+        response = node.api.post("/api/v1/gateways", json=gateway("held", taken, {"held:svc": {}}))
+        assert response.status_code == 201, response.text
+        wait_until(lambda: node.get("gateways", "held")["status"].get("state") == "rejected")
+        assert "cannot be bound" in node.get("gateways", "held")["status"]["errors"][0]
+        # Everything else keeps being applied.
+        node.apply(gateway("held-other", open_port, {"held:svc": {}}))
+        assert count_served(f"http://127.0.0.1:{open_port}/", 3) == {"bound": 3}
+    # Once the port is free, the next change brings the gateway in.
+    node.apply(gateway("held-other", open_port, {"held:svc": {"weight": 100}}))
+    wait_until(lambda: node.get("gateways", "held")["status"].get("applied") is True)
+    assert count_served(f"http://127.0.0.1:{taken}/", 3) == {"bound": 3}

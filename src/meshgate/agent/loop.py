@@ -18,6 +18,7 @@ import structlog
 from meshgate.agent.desired import DesiredLoader, Key, Loaded
 from meshgate.agent.driver import Driver
 from meshgate.agent.health import InstanceHealth
+from meshgate.agent.ports import ports_in_use
 from meshgate.compiler import Compiled, DesiredState, compile_state
 from meshgate.errors import MeshgateError
 from meshgate.metrics import ControlPlaneMetrics
@@ -147,10 +148,19 @@ class Agent:
         ):
             # Runtime changes keep the configuration's structure, which HAProxy accepted.
             return compiled, {}
+        rejected: dict[Key, str] = {}
+        busy = ports_in_use(compiled.dataplane, running)
+        if busy:
+            for frontend in compiled.dataplane.frontends:
+                for gateway_rules in frontend.gateways if frontend.name in busy else ():
+                    rejected[(gateway_rules.namespace, gateway_rules.name)] = busy[frontend.name]
+            kept = [g for g in state.gateways if (g.namespace, g.name) not in rejected]
+            state = dataclasses.replace(state, gateways=kept)
+            compiled = compile_state(state, settings)
         ok, output = await self.driver.check(compiled.dataplane)
         if ok:
-            return compiled, {}
-        rejected: dict[Key, str] = {}
+            self.metrics.rejected.inc(len(rejected))
+            return compiled, rejected
         for gateway in state.gateways:
             alone = dataclasses.replace(state, gateways=[gateway])
             good, message = await self.driver.check(compile_state(alone, settings).dataplane)
