@@ -140,14 +140,17 @@ def test_a_slow_backend_shows_in_the_percentiles(node: Node, backends: Backends)
         return {name: route["latency_ms"] for name, route in routes.items()}
 
     wait_until(lambda: latencies()["lat:slow"]["p50"] is not None, 5)
-    # The request log arrives a little after the responses: wait for all twelve lines.
-    wait_until(lambda: stats(node, "lat")["routes"]["lat:slow"]["sampling"]["samples"] == 12, 5)
+    # The request log arrives a little after the responses. A line can be lost when an old
+    # worker, still in its grace period after this test's reload, served the request: 2.6
+    # stops forwarding a stopping worker's log ring (counts come from `show stat`, exact).
+    wait_until(lambda: stats(node, "lat")["routes"]["lat:slow"]["sampling"]["samples"] >= 10, 5)
     slow = stats(node, "lat")["routes"]["lat:slow"]
     assert slow["latency_ms"]["p50"] >= 200, slow
     assert slow["latency_ms"]["p99"] >= 200, slow
     assert slow["response_ms"]["p50"] >= 200, slow
     assert slow["instances"][0]["latency_ms"]["p50"] >= 200, slow
-    assert slow["sampling"]["samples"] == 12
+    assert 10 <= slow["sampling"]["samples"] <= 12
+    assert slow["requests"] == 12
     fast = stats(node, "lat")["routes"]["lat:fast"]["latency_ms"]
     assert fast["p50"] is not None and fast["p50"] < 50, fast
     assert fast["p99"] < slow["latency_ms"]["p50"], fast
