@@ -109,10 +109,8 @@ async def test_runtime_commands_reach_the_new_worker_after_reload(tmp_path: Path
             result = await supervisor.reload(layout.config_path)
             assert int((await runtime.info())["Pid"]) == result.worker_pid
             await runtime.set_map_entry(str(layout.routes_map), f"/n{number}", "be_static")
-        # Old workers leave once their connections close; a loaded machine can take a while.
-        await wait_for(
-            lambda: not any(process_alive(p) for p in result.old_worker_pids), timeout=20
-        )
+        # Read through the master too: the current worker holds only the last entry, each
+        # earlier one having gone with the worker it was set in.
         entries = await runtime.show_map(str(layout.routes_map))
         assert {f"/n{number}" for number in range(5)} - set(entries) == {"/n0", "/n1", "/n2", "/n3"}
 
