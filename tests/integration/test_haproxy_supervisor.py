@@ -170,7 +170,7 @@ async def test_old_worker_lingers_for_an_idle_client_then_leaves(tmp_path: Path)
             response = await client.get("/")
             assert response.text == "static"
             assert response.headers["connection"] == "close"
-        await wait_for(lambda: not process_alive(result.old_worker_pids[0]))
+        await wait_for(lambda: not process_alive(result.old_worker_pids[0]), timeout=15)
         assert await supervisor.old_worker_count() == 0
 
 
