@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -676,3 +677,21 @@ def tool_version(argv: Sequence[str]) -> str:
 def cpu_count() -> int:
     """CPUs this process may run on."""
     return len(os.sched_getaffinity(0))
+
+
+def run_in_workdir(prefix: str, keep: bool, run: Callable[[Path], int]) -> int:
+    """Run a benchmark in a fresh work directory, removed afterwards unless `keep`.
+
+    A `BenchError` (setup failed, a process died) becomes exit status 1 with its message.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return run(workdir)
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if keep:
+            print(f"work dir kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -57,6 +55,7 @@ from bench.common import (
     Nginx,
     free_port,
     load_average,
+    run_in_workdir,
     stop_node,
 )
 
@@ -300,17 +299,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="meshgate-discovery-"))
-    try:
-        return run(args, workdir)
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep:
-            print(f"work dir kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_in_workdir("meshgate-discovery-", args.keep, lambda workdir: run(args, workdir))
 
 
 if __name__ == "__main__":

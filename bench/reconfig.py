@@ -44,12 +44,10 @@ import os
 import pstats
 import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +71,7 @@ from bench.common import (
     median,
     parse_wrk,
     port_open,
+    run_in_workdir,
     service_doc,
     stop_node,
     tool_version,
@@ -948,17 +947,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="meshgate-reconfig-"))
-    try:
-        return run(args, workdir)
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep:
-            print(f"work dir kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_in_workdir("meshgate-reconfig-", args.keep, lambda workdir: run(args, workdir))
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +47,7 @@ from bench.common import (
     gateway_doc,
     load_average,
     median,
+    run_in_workdir,
     run_wrk,
     service_doc,
     stop_node,
@@ -330,17 +329,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="meshgate-stats-bench-"))
-    try:
-        return run(args, workdir)
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep:
-            print(f"work dir kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_in_workdir("meshgate-stats-bench-", args.keep, lambda workdir: run(args, workdir))
 
 
 if __name__ == "__main__":

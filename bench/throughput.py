@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +41,6 @@ if __package__ in (None, ""):  # run as a script: make `bench.common` importable
 
 from bench.common import (
     LOOPBACK,
-    BenchError,
     Haproxy,
     MeshgateNode,
     Nginx,
@@ -55,6 +52,7 @@ from bench.common import (
     gateway_doc,
     load_average,
     median,
+    run_in_workdir,
     run_wrk,
     service_doc,
     stop_node,
@@ -404,17 +402,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="meshgate-bench-"))
-    try:
-        return run(args, workdir)
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep:
-            print(f"work dir kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_in_workdir("meshgate-bench-", args.keep, lambda workdir: run(args, workdir))
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +66,7 @@ from bench.common import (
     load_average,
     median,
     parse_wrk,
+    run_in_workdir,
     service_doc,
     stop_node,
     tool_version,
@@ -198,8 +198,11 @@ def parse_h2load(output: str) -> tuple[int, float, float, int]:
         raise BenchError(f"no summary in h2load output:\n{output}")
     latency = _H2_LATENCY.search(output)
     mean = float(latency.group(5)) * _SCALE[latency.group(6)] if latency else math.nan
-    return int(counts.group(2)), float(rate.group(1)), mean, int(counts.group(4)) + int(
-        counts.group(5)
+    return (
+        int(counts.group(2)),
+        float(rate.group(1)),
+        mean,
+        int(counts.group(4)) + int(counts.group(5)),
     )
 
 
@@ -510,17 +513,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="meshgate-bench-tls-"))
-    try:
-        return run(args, workdir)
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep:
-            print(f"work dir kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_in_workdir("meshgate-bench-tls-", args.keep, lambda workdir: run(args, workdir))
 
 
 if __name__ == "__main__":
