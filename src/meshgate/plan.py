@@ -131,6 +131,8 @@ def plan(running: ir.DataPlane | None, desired: ir.DataPlane) -> list[Action]:
     removals: list[RemoveServer] = []
     for name, new in new_backends.items():
         old = old_backends[name]
+        if old is new:  # reused by the compiler: unchanged (the usual case, so it is cheap)
+            continue
         if dataclasses.replace(old, servers=()) != dataclasses.replace(new, servers=()):
             return [Reload(f"backend {name} changed")]
         old_servers = {s.name: s for s in old.servers}
@@ -151,10 +153,11 @@ def plan(running: ir.DataPlane | None, desired: ir.DataPlane) -> list[Action]:
             elif before.weight != server.weight:
                 weights.append(SetServerWeight(name, server_name, server.weight))
         removals += [RemoveServer(name, s) for s in old_servers if s not in new_servers]
+    old_maps = {m.name: m for m in running.maps}
     maps: list[RuntimeAction] = [
         ReplaceMap(new_map.name, new_map.entries)
         for new_map in desired.maps
-        if running.map_named(new_map.name) != new_map
+        if old_maps[new_map.name] != new_map
     ]
     # A server whose address changed is removed before its replacement of the same name is
     # added; every other removal waits until additions and maps are in place.
@@ -178,7 +181,7 @@ def _crt_list_additions(
         return Reload("frontends changed")
     additions: list[AddCrtListEntry] = []
     for old, new in zip(running, desired, strict=True):
-        if old == new:
+        if old is new or old == new:
             continue
         if (
             old.tls is None

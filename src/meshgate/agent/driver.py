@@ -37,7 +37,6 @@ from meshgate.plan import (
     SetServerWeight,
     UpdateCaFile,
     UpdateCertificate,
-    plan,
 )
 
 log = structlog.get_logger("meshgate.agent")
@@ -153,10 +152,10 @@ class Driver:
         """
         return self.supervisor.restarts != self._restarts_seen
 
-    async def apply(self, desired: ir.DataPlane) -> Outcome:
-        """Make HAProxy run `desired`, which the caller has checked."""
+    async def apply(self, desired: ir.DataPlane, actions: list[Action]) -> Outcome:
+        """Make HAProxy run `desired`, which the caller has checked, by `actions`, which
+        `plan(self.running, desired)` returned."""
         started = time.monotonic()
-        actions = plan(self.running, desired)
         if self.running is not None and (not self.supervisor.running or self.resync_needed()):
             actions = [Reload("HAProxy was restarted or is not running")]
         if not actions:

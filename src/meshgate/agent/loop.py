@@ -1,8 +1,11 @@
 """The reconcile loop: watch the store, debounce, compile, check, apply, publish status.
 
-A burst of writes produces one pass (the debounce), a pass that compiles to the running data
-plane does nothing, and a gateway that cannot be served is reported in its status and left out
-while every other gateway is applied.
+A write after a quiet spell is compiled at once, and applied at once when HAProxy can take it
+at run time: that is the path of a weight change or an instance coming or going, and it waits
+for nothing. A change that needs a reload, and every write of a burst after the first, waits
+for the writes to pause (the debounce), so a burst costs at most one reload. A pass that
+compiles to the running data plane does nothing, and a gateway that cannot be served is reported
+in its status and left out while every other gateway is applied.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Mapping
+import gc
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -20,9 +24,10 @@ from meshgate.agent.driver import Driver
 from meshgate.agent.health import InstanceHealth
 from meshgate.agent.ports import ports_in_use
 from meshgate.compiler import Compiled, DesiredState, compile_state
+from meshgate.compiler.build import CompileMemo
 from meshgate.errors import MeshgateError
 from meshgate.metrics import ControlPlaneMetrics
-from meshgate.plan import Reload, plan
+from meshgate.plan import Action, Reload, plan
 from meshgate.store import CompactedError, Delete, Put, Store
 from meshgate.store import Key as StoreKey
 
@@ -54,6 +59,8 @@ class Agent:
         self.healthy = False
         self.health = health
         self._last: tuple[Loaded, Compiled, Mapping[Key, str]] | None = None
+        self._memo = CompileMemo()
+        self._last_pass_end = -float("inf")
         # Status is published after a pass and when instance health changes; one at a time,
         # so an older view can never be written over a newer one.
         self._publishing = asyncio.Lock()
@@ -71,6 +78,10 @@ class Agent:
                     await asyncio.wait_for(self._dirty.wait(), RESYNC_CHECK_S)
                 if not self._dirty.is_set() and not self.driver.resync_needed():
                     continue
+                if self._dirty.is_set() and self._idle():
+                    self._dirty.clear()
+                    if await self.reconcile(runtime_only=True):
+                        continue
                 await self._quiet_period()
                 await self.reconcile()
         finally:
@@ -87,6 +98,10 @@ class Agent:
         if self._last is not None:
             async with self._publishing:
                 await self._publish(*self._last)
+
+    def _idle(self) -> bool:
+        """No pass for a debounce period: a write now is not in the middle of a burst."""
+        return asyncio.get_running_loop().time() - self._last_pass_end >= self.debounce_s
 
     async def _quiet_period(self) -> None:
         """Wait until writes pause for `debounce_s` (at most MAX_BATCH_S), so that a burst of
@@ -110,19 +125,30 @@ class Agent:
                 revision = await self.store.revision()
                 self._dirty.set()
 
-    async def reconcile(self) -> None:
-        """One pass. Never raises for a bad resource; logs and reports instead."""
-        with self.metrics.reconcile_seconds.time():
-            try:
+    async def reconcile(self, *, runtime_only: bool = False) -> bool:
+        """One pass; with `runtime_only`, only if it needs no reload. Returns False when it
+        left the pass for later for that reason. Never raises for a bad resource; logs and
+        reports instead."""
+        try:
+            with self.metrics.reconcile_seconds.time(), _collector_paused():
                 loaded = await self.loader.load()
-                compiled, rejected = await self._compile_checked(loaded.state)
-                outcome = await self.driver.apply(compiled.dataplane)
-            except MeshgateError as exc:
-                self.last_error = str(exc)
-                self.healthy = False
-                self.metrics.reconciles.labels("failed").inc()
-                log.error("reconcile failed", error=str(exc))
-                return
+                if runtime_only:
+                    compiled = compile_state(loaded.state, self.driver.settings(), self._memo)
+                    actions = plan(self.driver.running, compiled.dataplane)
+                    if any(isinstance(a, Reload) for a in actions) or self.driver.resync_needed():
+                        return False
+                    rejected: dict[Key, str] = {}
+                else:
+                    compiled, rejected, actions = await self._compile_checked(loaded.state)
+                outcome = await self.driver.apply(compiled.dataplane, actions)
+        except MeshgateError as exc:
+            self.last_error = str(exc)
+            self.healthy = False
+            self.metrics.reconciles.labels("failed").inc()
+            log.error("reconcile failed", error=str(exc))
+            return True
+        finally:
+            self._last_pass_end = asyncio.get_running_loop().time()
         self.passes += 1
         self.healthy = True
         self.last_error = None
@@ -137,17 +163,20 @@ class Agent:
         self._last = (loaded, compiled, rejected)
         async with self._publishing:
             await self._publish(loaded, compiled, rejected)
+        return True
 
-    async def _compile_checked(self, state: DesiredState) -> tuple[Compiled, dict[Key, str]]:
-        """Compile, and leave out gateways HAProxy rejects, found by checking each on its own."""
+    async def _compile_checked(
+        self, state: DesiredState
+    ) -> tuple[Compiled, dict[Key, str], list[Action]]:
+        """Compile and plan, leaving out gateways HAProxy rejects, found by checking each on
+        its own."""
         settings = self.driver.settings()
-        compiled = compile_state(state, settings)
+        compiled = compile_state(state, settings, self._memo)
         running = self.driver.running
-        if running is not None and not any(
-            isinstance(action, Reload) for action in plan(running, compiled.dataplane)
-        ):
+        actions = plan(running, compiled.dataplane)
+        if running is not None and not any(isinstance(a, Reload) for a in actions):
             # Runtime changes keep the configuration's structure, which HAProxy accepted.
-            return compiled, {}
+            return compiled, {}, actions
         rejected: dict[Key, str] = {}
         busy = ports_in_use(compiled.dataplane, running)
         if busy:
@@ -156,11 +185,11 @@ class Agent:
                     rejected[(gateway_rules.namespace, gateway_rules.name)] = busy[frontend.name]
             kept = [g for g in state.gateways if (g.namespace, g.name) not in rejected]
             state = dataclasses.replace(state, gateways=kept)
-            compiled = compile_state(state, settings)
+            compiled = compile_state(state, settings, self._memo)
         ok, output = await self.driver.check(compiled.dataplane)
         if ok:
             self.metrics.rejected.inc(len(rejected))
-            return compiled, rejected
+            return compiled, rejected, plan(running, compiled.dataplane)
         for gateway in state.gateways:
             alone = dataclasses.replace(state, gateways=[gateway])
             good, message = await self.driver.check(compile_state(alone, settings).dataplane)
@@ -170,12 +199,12 @@ class Agent:
                 )
         kept = [g for g in state.gateways if (g.namespace, g.name) not in rejected]
         state = dataclasses.replace(state, gateways=kept)
-        compiled = compile_state(state, settings)
+        compiled = compile_state(state, settings, self._memo)
         ok, output = await self.driver.check(compiled.dataplane)
         if not ok:
             raise MeshgateError(f"HAProxy rejected the configuration: {_last_alert(output)}")
         self.metrics.rejected.inc(len(rejected))
-        return compiled, rejected
+        return compiled, rejected, plan(running, compiled.dataplane)
 
     async def _publish(
         self, loaded: Loaded, compiled: Compiled, rejected: Mapping[Key, str]
@@ -243,6 +272,20 @@ class Agent:
             return []
         self._published[key] = status
         return [Put(key, status)]
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector waits while a change is on its way to HAProxy: with
+    thousands of gateways in memory, one full collection takes tens of milliseconds, and it
+    would land on whichever change happened to be under way. It runs right after the pass."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _certificate_users(loaded: Loaded, key: Key) -> list[str]:

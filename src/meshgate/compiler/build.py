@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from meshgate.compiler import ir, naming
 from meshgate.compiler import tls as tls_parts
+from meshgate.compiler.memo import Memo
 from meshgate.conditions import parse_condition, to_dnf
 from meshgate.model.certificate import Certificate
 from meshgate.model.gateway import Gateway, Route, inline_endpoint
@@ -59,16 +60,45 @@ class Compiled:
     gateways: Mapping[Key, GatewayResult]
 
 
-def compile_state(state: DesiredState, settings: ir.Settings) -> Compiled:
+@dataclass(frozen=True)
+class CompiledGateway:
+    """One gateway's share of the data plane."""
+
+    rules: ir.GatewayRules
+    backends: tuple[ir.Backend, ...]
+    statuses: Mapping[str, RouteStatus]
+    weights: tuple[tuple[str, str], ...]  # weights.map entries: backend -> route weight
+
+
+@dataclass
+class CompileMemo:
+    """What `compile_state` may reuse from earlier calls: gateways whose inputs are unchanged.
+
+    Reused values are the same objects as before, which also makes comparing the new data plane
+    with the running one (`plan`) a matter of identity checks for everything unchanged."""
+
+    gateways: Memo[Key, CompiledGateway] = field(default_factory=Memo)
+    frontends: Memo[tuple[str, int], tuple[ir.Frontend, tuple[ir.MapFile, ...]]] = field(
+        default_factory=Memo
+    )
+
+
+def compile_state(
+    state: DesiredState, settings: ir.Settings, memo: CompileMemo | None = None
+) -> Compiled:
     services = {(s.namespace, s.name): s for s in state.services}
     gateways = {(g.namespace, g.name): g for g in state.gateways}
     certificates = {(c.namespace, c.name): c for c in state.certificates}
+    targets_of = {
+        (g.namespace, g.name): {r: resolve_target(g, r, services, gateways) for r in g.routes}
+        for g in state.gateways
+    }
     results: dict[Key, GatewayResult] = {}
     accepted: list[Gateway] = []
     # Accepted gateways by each port they listen on: a gateway can only clash with those that
     # share a port with it, and comparing all pairs would grow with the square of their number.
     accepted_on: dict[int, list[Gateway]] = {}
-    looping = _gateways_in_cycles(state.gateways, services, gateways)
+    looping = _gateways_in_cycles(targets_of)
     for gateway in state.gateways:
         key = (gateway.namespace, gateway.name)
         neighbours = {
@@ -78,8 +108,7 @@ def compile_state(state: DesiredState, settings: ir.Settings) -> Compiled:
         # A certificate deleted (or a CA renamed) after the gateway was admitted: the gateway
         # cannot be served as written, so it is left out and says why.
         errors += [str(p) for p in certificate_problems(gateway, certificates)]
-        targets = {r: resolve_target(gateway, r, services, gateways) for r in gateway.routes}
-        errors += tls_parts.missing_cas(gateway, targets, services, certificates)
+        errors += tls_parts.missing_cas(gateway, targets_of[key], services, certificates)
         if key in looping:
             errors.append("routes: gateways chain back to this gateway (a loop)")
         if errors:
@@ -95,16 +124,27 @@ def compile_state(state: DesiredState, settings: ir.Settings) -> Compiled:
     # Only gateways that are served can be chained to: a route to a left-out gateway resolves
     # to nothing, rather than to whatever else listens on that port.
     served = {(g.namespace, g.name): g for g in accepted}
+    memo = memo if memo is not None else CompileMemo()
     for gateway in accepted:
         key = (gateway.namespace, gateway.name)
-        compiled = _compile_gateway(gateway, services, served, state.registered)
-        rules_by_gateway[key], gateway_backends, statuses = compiled
-        backends.extend(gateway_backends)
-        route_weights = gateway.route_weights()
-        weights.extend((b.name, str(route_weights[b.route.route])) for b in gateway_backends)
-        results[key] = GatewayResult(routes=statuses)
+        targets = {
+            route: Target("unresolved", t.name)
+            if t.kind == "gateway" and (gateway.namespace, t.name) not in served
+            else t
+            for route, t in targets_of[key].items()
+        }
+        inputs = _inputs(gateway, targets, services, served, state.registered)
+        part = memo.gateways.lookup(key, inputs)
+        if part is None:
+            part = _compile_gateway(gateway, targets, services, served, state.registered)
+            memo.gateways.store(key, inputs, part)
+        rules_by_gateway[key] = part.rules
+        backends.extend(part.backends)
+        weights.extend(part.weights)
+        results[key] = GatewayResult(routes=part.statuses)
+    memo.gateways.retain(served)
 
-    frontends, host_maps = _frontends(accepted, rules_by_gateway, certificates)
+    frontends, host_maps = _frontends(accepted, rules_by_gateway, certificates, memo.frontends)
     maps = (*host_maps, ir.MapFile(ir.WEIGHTS_MAP, tuple(sorted(weights))))
     dataplane = ir.DataPlane(
         settings=settings,
@@ -124,19 +164,41 @@ def _ports(gateway: Gateway) -> set[int]:
     return {gateway.port.number} | ({redirect} if redirect is not None else set())
 
 
+def _inputs(
+    gateway: Gateway,
+    targets: Mapping[str, Target],
+    services: Mapping[Key, Service],
+    served: Mapping[Key, Gateway],
+    registered: Mapping[Key, Sequence[Instance]],
+) -> tuple[object, ...]:
+    """Everything `_compile_gateway` reads, to tell whether its last result still holds."""
+    inputs: list[object] = [gateway]
+    for target in targets.values():
+        key = (gateway.namespace, target.name)
+        if target.kind == "service":
+            inputs.append((target, services[key], tuple(registered.get(key, ()))))
+        elif target.kind == "gateway":
+            chained = served[key]
+            inputs.append((target, chained.bind, chained.port.number, chained.tls is not None))
+        else:
+            inputs.append(target)
+    return tuple(inputs)
+
+
 def _compile_gateway(
     gateway: Gateway,
+    targets: Mapping[str, Target],
     services: Mapping[Key, Service],
     gateways: Mapping[Key, Gateway],
     registered: Mapping[Key, Sequence[Instance]],
-) -> tuple[ir.GatewayRules, list[ir.Backend], dict[str, RouteStatus]]:
+) -> CompiledGateway:
     gateway_id = naming.gateway_id(gateway.namespace, gateway.name)
     sticky = gateway.sticky_mode
     pins_route = sticky in ("route", "instance")
     route_cookie = f"mgr_{gateway_id}" if pins_route else None
     choices, backends, statuses = [], [], {}
     for route_name, route in gateway.routes.items():
-        target = resolve_target(gateway, route_name, services, gateways)
+        target = targets[route_name]
         backend_name = naming.route_backend_name(gateway.namespace, gateway.name, route_name)
         token = naming.route_token(route_name) if pins_route else None
         instances, check = _instances(
@@ -193,7 +255,9 @@ def _compile_gateway(
         choices=tuple(choices),
         hsts_max_age=gateway.tls.hsts if gateway.tls else None,
     )
-    return rules, backends, statuses
+    route_weights = gateway.route_weights()
+    weights = tuple((b.name, str(route_weights[b.route.route])) for b in backends)
+    return CompiledGateway(rules, tuple(backends), statuses, weights)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -252,19 +316,11 @@ def _health(check: HealthCheck, error_limit: int | None) -> ir.HealthCheck:
     )
 
 
-def _gateways_in_cycles(
-    ordered: Sequence[Gateway],
-    services: Mapping[Key, Service],
-    gateways: Mapping[Key, Gateway],
-) -> set[Key]:
-    edges: dict[Key, list[Key]] = {}
-    for gateway in ordered:
-        key = (gateway.namespace, gateway.name)
-        edges[key] = [
-            (gateway.namespace, name)
-            for name in gateway.routes
-            if resolve_target(gateway, name, services, gateways).kind == "gateway"
-        ]
+def _gateways_in_cycles(targets_of: Mapping[Key, Mapping[str, Target]]) -> set[Key]:
+    edges = {
+        key: [(key[0], t.name) for t in targets.values() if t.kind == "gateway"]
+        for key, targets in targets_of.items()
+    }
     looping: set[Key] = set()
     for start in edges:
         stack, seen = list(edges[start]), set()
@@ -283,49 +339,72 @@ def _frontends(
     accepted: Sequence[Gateway],
     rules: Mapping[Key, ir.GatewayRules],
     certificates: Mapping[Key, Certificate],
+    memo: Memo[tuple[str, int], tuple[ir.Frontend, tuple[ir.MapFile, ...]]],
 ) -> tuple[list[ir.Frontend], list[ir.MapFile]]:
     by_port: dict[tuple[str, int], list[Gateway]] = {}
     for gateway in accepted:
         by_port.setdefault((gateway.bind, gateway.port.number), []).append(gateway)
-    frontends, maps = [], []
+    frontends: list[ir.Frontend] = []
+    maps: list[ir.MapFile] = []
     for (bind, port), members in sorted(by_port.items(), key=lambda item: (item[0][1], item[0][0])):
         members.sort(key=lambda g: (g.namespace, g.name))
-        name = naming.frontend_name(bind, port)
-        uses_hosts = any(g.virtual_hosts for g in members)
-        default = next((g for g in members if not g.virtual_hosts), None)
-        host_map = wildcard_map = None
-        if uses_hosts:
-            exact, wild = [], []
-            for gateway in members:
-                gid = naming.gateway_id(gateway.namespace, gateway.name)
-                for host in gateway.virtual_hosts:
-                    if host.startswith("*."):
-                        wild.append((host[1:], gid))
-                    else:
-                        exact.append((host, gid))
-            host_map, wildcard_map = naming.host_map_name(name), naming.wildcard_map_name(name)
-            maps.append(ir.MapFile(host_map, tuple(sorted(exact))))
-            # map_end takes the first match in file order: longest suffixes first, so the most
-            # specific wildcard wins.
-            maps.append(
-                ir.MapFile(wildcard_map, tuple(sorted(wild, key=lambda e: (-len(e[0]), e))))
-            )
-        frontends.append(
-            ir.Frontend(
-                name=name,
-                bind=bind,
-                port=port,
-                mode=members[0].port.mode,
-                gateways=tuple(rules[(g.namespace, g.name)] for g in members),
-                host_map=host_map,
-                wildcard_map=wildcard_map,
-                default_gateway=naming.gateway_id(default.namespace, default.name)
-                if default
-                else None,
-                timeout_client_ms=max(
-                    (g.timeouts.client for g in members if g.timeouts.client), default=None
-                ),
-                tls=tls_parts.frontend_tls(name, members, certificates),
-            )
+        member_rules = tuple(rules[(g.namespace, g.name)] for g in members)
+        served_certificates = tuple(
+            certificates.get((g.namespace, name))
+            for g in members
+            for name in (g.tls.certificates if g.tls else ())
         )
+        inputs = (tuple(members), member_rules, served_certificates)
+        part = memo.lookup((bind, port), inputs)
+        if part is None:
+            part = _frontend(bind, port, members, member_rules, certificates)
+            memo.store((bind, port), inputs, part)
+        frontends.append(part[0])
+        maps.extend(part[1])
+    memo.retain(by_port)
     return frontends, maps
+
+
+def _frontend(
+    bind: str,
+    port: int,
+    members: Sequence[Gateway],
+    member_rules: tuple[ir.GatewayRules, ...],
+    certificates: Mapping[Key, Certificate],
+) -> tuple[ir.Frontend, tuple[ir.MapFile, ...]]:
+    """One listening port: the gateways on it, in name order, and its virtual-host maps."""
+    name = naming.frontend_name(bind, port)
+    default = next((g for g in members if not g.virtual_hosts), None)
+    host_map = wildcard_map = None
+    maps: tuple[ir.MapFile, ...] = ()
+    if any(g.virtual_hosts for g in members):
+        exact, wild = [], []
+        for gateway in members:
+            gid = naming.gateway_id(gateway.namespace, gateway.name)
+            for host in gateway.virtual_hosts:
+                if host.startswith("*."):
+                    wild.append((host[1:], gid))
+                else:
+                    exact.append((host, gid))
+        host_map, wildcard_map = naming.host_map_name(name), naming.wildcard_map_name(name)
+        # map_end takes the first match in file order: longest suffixes first, so the most
+        # specific wildcard wins.
+        maps = (
+            ir.MapFile(host_map, tuple(sorted(exact))),
+            ir.MapFile(wildcard_map, tuple(sorted(wild, key=lambda e: (-len(e[0]), e)))),
+        )
+    frontend = ir.Frontend(
+        name=name,
+        bind=bind,
+        port=port,
+        mode=members[0].port.mode,
+        gateways=member_rules,
+        host_map=host_map,
+        wildcard_map=wildcard_map,
+        default_gateway=naming.gateway_id(default.namespace, default.name) if default else None,
+        timeout_client_ms=max(
+            (g.timeouts.client for g in members if g.timeouts.client), default=None
+        ),
+        tls=tls_parts.frontend_tls(name, members, certificates),
+    )
+    return frontend, maps
