@@ -157,6 +157,11 @@ def test_metrics_parse_and_carry_the_route_and_instance_labels() -> None:
         and s.labels["component"] == "total"
     )
     assert count == 3
+    # A route nothing was sampled on has no latency series yet, as an unobserved labelled
+    # histogram of prometheus_client has none: idle routes cost a scrape nothing.
+    assert {s.labels["route"] for s in latency.samples} == {"v1"}
+    instances = families["meshgate_instance_latency_seconds"].samples
+    assert {s.labels["instance"] for s in instances} <= {"a", "b"}
     fives = {
         s.labels["code"]: s.value
         for s in families["meshgate_route_responses"].samples

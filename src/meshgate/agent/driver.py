@@ -174,10 +174,10 @@ class Driver:
                 reloads = [Reload(f"runtime change failed: {exc}")]
                 reason = reloads[0].reason
         # Runtime commands go first, so rendering thousands of gateways does not delay them;
-        # the files follow at once, so any later reload or restart reproduces `desired`.
-        files = render_files(desired)
-        write_files(self.run_dir, files)
-        prune_certificates(self.run_dir, files)
+        # the files follow at once, so any later reload or restart reproduces `desired`. The
+        # rendering runs in a thread (the IR is immutable), so that the API and the stats
+        # poller, which share this event loop, are not held up by it.
+        await asyncio.to_thread(self._write_files, desired)
         if reloads:
             await self._reload()
             if not any(isinstance(a, Reload) for a in actions):
@@ -185,6 +185,11 @@ class Driver:
                 await self._out_of_maintenance(desired)
         self.running = desired
         return Outcome(bool(reloads), commands, time.monotonic() - started, reason)
+
+    def _write_files(self, desired: ir.DataPlane) -> None:
+        files = render_files(desired)
+        write_files(self.run_dir, files)
+        prune_certificates(self.run_dir, files)
 
     async def _reload(self) -> None:
         config = self.run_dir / CONFIG_FILE

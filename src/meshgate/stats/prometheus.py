@@ -3,7 +3,10 @@
 A custom collector on the node's registry: at scrape time it reads the collector's latest
 snapshot and the latency book, both already in memory, so a scrape never waits on HAProxy.
 Latencies are Prometheus histograms in seconds: per route for each component (total, connect,
-response), per instance for the total only, to keep the number of series down.
+response), per instance for the total only, to keep the number of series down. A histogram
+appears once it has an observation, as a labelled prometheus_client histogram does: a node with
+thousands of idle routes would otherwise format tens of thousands of zero buckets per scrape,
+on the event loop that also applies changes.
 """
 
 from __future__ import annotations
@@ -111,9 +114,10 @@ class DataPlaneMetrics(Collector):
             if latency is not None:
                 for component in COMPONENTS:
                     histogram = merged(s.get(component) for s in mine.values())
-                    families.latency.add_metric(
-                        [*labels, component], _buckets(histogram), histogram.sum / 1000
-                    )
+                    if histogram.count:
+                        families.latency.add_metric(
+                            [*labels, component], _buckets(histogram), histogram.sum / 1000
+                        )
             for server in backend.servers:
                 instance = [*labels, server.name]
                 server_stats = snapshot.servers.get((backend.name, server.name))
@@ -125,10 +129,9 @@ class DataPlaneMetrics(Collector):
                 up = 1 if server_stats and server_stats.status == "UP" else 0
                 families.instance_up.add_metric(instance, up)
                 own = mine.get(server.name)
-                if latency is not None:
-                    histogram = own.total if own else Histogram()
+                if own is not None and own.total.count:
                     families.instance_latency.add_metric(
-                        instance, _buckets(histogram), histogram.sum / 1000
+                        instance, _buckets(own.total), own.total.sum / 1000
                     )
         yield from families.all()
         yield GaugeMetricFamily(
