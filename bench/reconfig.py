@@ -659,7 +659,8 @@ def report_latency(cells: Sequence[Cell]) -> None:
     print()
     print(
         "| gateways | change | how | n | p50 ms | p99 ms | old backend gone p50 / p99 ms "
-        "| from the call's start p50 / p99 ms | API call p50 ms | agent pass p50 ms | until status.applied p50 ms | reloads "
+        "| from the call's start p50 / p99 ms | API call p50 ms | agent pass p50 ms "
+        "| until status.applied p50 ms | reloads "
         "| probe period ms | probe failures |"
     )
     print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
