@@ -251,7 +251,7 @@ def test_every_route_takes_part_in_the_weighted_choice() -> None:
     rules = frontend_section(text, "frontend port_9070")
     for route in ("sava:1.0/sava/port", "sava:1.1/sava/port", "canary"):
         name = backend(result, "sava", route).name
-        assert any(f"set-var(txn.mg_w) str({name}),map_str_int(" in rule for rule in rules)
+        assert any(f"set-var(txn.mg_sum) str({name}),map_str_int(" in rule for rule in rules)
         assert any(
             rule.startswith(f"http-request set-var(txn.mg_be) str({name}) ") for rule in rules
         )

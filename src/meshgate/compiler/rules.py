@@ -6,9 +6,9 @@ backend name, so a weight change is a map update at run time, not a reload. Avai
 read live with nbsrv(), so a route whose instances are all down is skipped in the same request
 and its share goes to the others in proportion to their weights (SPEC §1, rule 2).
 
-Weighted choice, in HAProxy terms: sum the weights of the available routes, draw
-pick = random mod sum, then walk the routes subtracting each weight; the route that takes
-pick below zero is chosen. Sticky source draws from a hash of the client address instead.
+Weighted choice, in HAProxy terms: sum the weights of the available routes, noting where each
+route's share ends, draw pick = random mod sum, and choose the first route whose share ends
+above pick. Sticky source draws from a hash of the client address instead.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from meshgate.conditions import MAX_LINE_WORDS, count_words
 NOT_CHOSEN = "!{ var(txn.mg_be) -m found }"
 CHOSEN = "{ var(txn.mg_be) -m found }"
 NO_GATEWAY = "!{ var(txn.mg_gw) -m found }"
+STOPPING = "{ stopping }"
 
 
 def available(backend: str) -> str:
@@ -131,51 +132,49 @@ def gateway_rules(
             keyword, f"set-var(txn.mg_be) str({choice.backend})", choice.condition, [*guard, *terms]
         )
 
-    lines += weighted_rules(gateway, keyword, guard, maps_dir, only_available=True)
-    # A worker that is shutting down after a reload reports no usable server anywhere (its
-    # backends are stopped) while it finishes its last requests. Those requests are then
-    # split by weight alone, and a route that really has no instance answers 503 itself.
-    lines += weighted_rules(gateway, keyword, guard, maps_dir, only_available=False)
+    lines += weighted_rules(gateway, keyword, guard, maps_dir)
     return lines
 
 
 def weighted_rules(
-    gateway: ir.GatewayRules,
-    keyword: str,
-    guard: tuple[str, ...],
-    maps_dir: str,
-    *,
-    only_available: bool,
+    gateway: ir.GatewayRules, keyword: str, guard: tuple[str, ...], maps_dir: str
 ) -> list[str]:
-    """Pick a route by weight among the routes (the available ones, if `only_available`)."""
+    """Pick a route by weight among the usable routes.
+
+    The first pass keeps a running sum of the usable routes' weights and notes where each
+    route's share ends (txn.mg_cN); the draw is then below the end of exactly one share, and
+    the first route whose share ends above it is chosen. A route left out has no end noted,
+    so it is never chosen. One map lookup per route and one rule per route per pass: this runs
+    for every request.
+    """
     weights = f"{maps_dir}/{ir.WEIGHTS_MAP}"
     draw = "src,crc32(1)" if gateway.sticky == "source" else "rand"
 
     def when(*terms: str) -> str:
         return " ".join((*guard, NOT_CHOSEN, *terms))
 
-    def up(choice: ir.RouteChoice) -> tuple[str, ...]:
-        return (available(choice.backend),) if only_available else ()
+    def usable(choice: ir.RouteChoice) -> str:
+        # A worker that is shutting down after a reload reports no usable server anywhere (its
+        # backends are stopped) while it finishes its last requests. Those requests are then
+        # split by weight alone, and a route that really has no instance answers 503 itself.
+        return f"{when(available(choice.backend))} || {when(STOPPING)}"
 
     lines = [f"{keyword} set-var(txn.mg_sum) int(0) if {when()}"]
-    for choice in gateway.choices:
-        lines.append(
+    for number, choice in enumerate(gateway.choices):
+        lines += [
             f"{keyword} set-var(txn.mg_sum) str({choice.backend}),map_str_int({weights},0),"
-            f"add(txn.mg_sum) if {when(*up(choice))}"
-        )
+            f"add(txn.mg_sum) if {usable(choice)}",
+            f"{keyword} set-var(txn.mg_c{number}) var(txn.mg_sum) if {usable(choice)}",
+        ]
     lines.append(
         f"{keyword} set-var(txn.mg_pick) {draw},mod(txn.mg_sum)"
         f" if {when('{ var(txn.mg_sum) -m int gt 0 }')}"
     )
-    for choice in gateway.choices:
-        lines += [
-            f"{keyword} set-var(txn.mg_w) str({choice.backend}),map_str_int({weights},0)"
-            f" if {when(*up(choice))}",
-            f"{keyword} set-var(txn.mg_pick) var(txn.mg_pick),sub(txn.mg_w)"
-            f" if {when(*up(choice))}",
-            f"{keyword} set-var(txn.mg_be) str({choice.backend})"
-            f" if {when(*up(choice), '{ var(txn.mg_pick) -m int lt 0 }')}",
-        ]
+    lines += [
+        f"{keyword} set-var(txn.mg_be) str({choice.backend})"
+        f" if {when(f'{{ var(txn.mg_pick),sub(txn.mg_c{number}) -m int lt 0 }}')}"
+        for number, choice in enumerate(gateway.choices)
+    ]
     return lines
 
 
