@@ -191,3 +191,21 @@ async def test_the_collector_polls_every_process_and_keeps_the_last_snapshot_on_
     assert snapshot.backends[BE].counts.requests == 6
     assert snapshot.taken_at == 1.0
     assert collector.failed_polls == 1
+
+
+async def test_an_expensive_poll_spaces_the_next_ones_out() -> None:
+    class SlowReader(FakeReader):
+        async def processes(self) -> ProcInfo:
+            clock.now += 0.2  # a poll that takes 200 ms
+            return await super().processes()
+
+    clock = Clock()
+    reader = SlowReader()
+    reader.workers, reader.rows = [100], {100: [backend_row(4)]}
+    collector = StatsCollector(reader, lambda: None, clock=clock)  # type: ignore[arg-type]
+    assert collector.next_interval() == 1.0
+    await collector.refresh()
+    assert collector.poll_seconds == pytest.approx(0.2)
+    assert collector.workers == frozenset({100})
+    # At most about 5 % of the time polling: 20 x 200 ms.
+    assert collector.next_interval() == pytest.approx(4.0)
