@@ -42,6 +42,15 @@ def test_the_controller_follows_the_rate_between_polls() -> None:
     assert controller.observe(5.0, 17_000) == KEEP_SCALE  # quiet again: everything at once
 
 
+def test_the_controller_holds_its_value_while_idle() -> None:
+    controller = KeepController(budget_per_s=1_000)
+    controller.observe(0.0, 0)
+    assert controller.observe(1.0, 8_000) == 128
+    assert controller.observe(2.0, 8_000) == 128  # no requests: nothing is logged anyway
+    assert controller.observe(30.0, 8_000) == 128
+    assert controller.observe(31.0, 8_010) == KEEP_SCALE  # a trickle: every request again
+
+
 def test_the_controller_waits_for_a_long_enough_span() -> None:
     controller = KeepController(budget_per_s=1_000)
     controller.observe(0.0, 0)
@@ -80,7 +89,7 @@ async def test_the_keeper_sets_the_value_on_change_and_for_every_new_worker() ->
     assert set_var.sent == []
     await keeper.update(snapshot(1.0, 0), [100])
     assert set_var.sent == [(KEEP_VAR, KEEP_SCALE)]
-    await keeper.update(snapshot(2.0, 100), [100])  # unchanged
+    await keeper.update(snapshot(2.0, 100), [100])  # unchanged (150/s: under the budget)
     assert len(set_var.sent) == 1
     await keeper.update(snapshot(3.0, 100 + 8_000), [100])  # a + b: 12,000/s
     assert set_var.sent[-1] == (KEEP_VAR, 85)

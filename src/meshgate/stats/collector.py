@@ -13,11 +13,11 @@ every `OLD_WORKER_POLL_S` narrows that gap to requests finishing in their last m
 stay monotonic regardless, and are exact whenever no reload overlaps traffic.
 
 A poll reads and parses a row per backend and server of every process on the node's event
-loop: with many gateways that is milliseconds to tens of milliseconds (about 2,000 backends and
-4,000 servers, a thousand gateways of two routes, were measured at ~40 ms). The next poll waits
-at least `COST_FACTOR` times as long as the last one took, so polling takes at most about 5 %
-of the loop's time however large the configuration; rates and windows use the polls' actual
-times, so a longer interval only makes them coarser.
+loop: well under a millisecond for a few gateways, but about 130 ms for a thousand gateways of
+two routes of two instances (6,000 rows; docs/benchmarks.md). The next poll waits at least
+`COST_FACTOR` times as long as the last one took, so polling takes at most about 5 % of the
+loop's time however large the configuration; rates and windows use the polls' actual times, so
+a longer interval only makes them coarser.
 """
 
 from __future__ import annotations

@@ -63,6 +63,12 @@ class KeepController:
             return self.keep
         self.rate = (total_requests - base) / (now - began)
         self._since = (now, total_requests)
+        if self.rate == 0:
+            # Nothing to log while idle, whatever the value: holding it means a burst after a
+            # pause starts at the fraction the last one needed, instead of logging every request
+            # for the poll or two the controller takes to catch up. Any traffic at all after
+            # the pause moves it to where that traffic's rate wants it.
+            return self.keep
         wanted = keep_for(self.rate, self.budget_per_s)
         if wanted == KEEP_SCALE or abs(wanted - self.keep) > self.keep * HYSTERESIS:
             self.keep = wanted
