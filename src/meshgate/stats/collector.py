@@ -72,7 +72,7 @@ class StatsCollector:
         they serve after their last poll is lost when they exit (see below); slower when a
         poll is expensive (see the module's docstring)."""
         while True:
-            snapshot = await self.refresh(max_age_s=self.interval_s / 2)
+            snapshot = await self.refresh(max_age_s=self.next_interval() / 2)
             if self.keeper is not None:
                 await self.keeper.update(snapshot, self.workers)
             await asyncio.sleep(self.next_interval())
@@ -82,7 +82,11 @@ class StatsCollector:
         return max(wanted, COST_FACTOR * self.poll_seconds)
 
     async def refresh(self, max_age_s: float = 0.25) -> Snapshot:
-        """A snapshot at most `max_age_s` old, polling if the last one is older."""
+        """A snapshot at most `max_age_s` old, polling if the last one is older; or as old as
+        the cost bound allows (`COST_FACTOR` times the last poll's duration), so that neither
+        API requests nor the health poller can make polling take more than about 5 % of the
+        time."""
+        max_age_s = max(max_age_s, COST_FACTOR * self.poll_seconds)
         if self.clock() - self.snapshot.taken_at <= max_age_s and self.polls:
             return self.snapshot
         async with self._lock:
