@@ -2,10 +2,12 @@
 
 Two `meshgate up` nodes serve the same gateway (two routes, 50/50, over two nginx servers):
 
-  on    `meshgate up` as it starts by default: HAProxy logs every request into a ring that is
-        streamed to the agent, which parses the lines into latency histograms
+  on    `meshgate up` as it starts by default: HAProxy logs requests into a ring that is
+        streamed to the agent, which parses the lines into latency histograms; above the
+        node's budget (`--log-budget`, 2,000 lines/s by default) HAProxy logs a random sample
+        of requests, decided before the line is formatted
   off   `meshgate up --no-latency`: no request log; counters still come from `show stat`
-  on/N  (with --log-sample N) the default node's logging with HAProxy sending 1 line in N
+  all   (with --with-all) `meshgate up --log-budget 0`: HAProxy logs every request
 
 Rounds alternate the configurations (on, off, on, off, ...), so that noise on the machine falls
 on both alike. Reported: median requests per second and the on/off ratio (target >= 0.95), and
@@ -17,7 +19,8 @@ Exit status: 0 when every run was clean, 1 on socket errors, non-2xx responses, 
 below wrk's, or a setup failure, whether or not the target ratio is met.
 
     .venv/bin/python bench/stats_overhead.py                  # 3 rounds x 5 s, 32 connections
-    .venv/bin/python bench/stats_overhead.py --rounds 5 --log-sample 10
+    .venv/bin/python bench/stats_overhead.py --rounds 5 --with-all
+    .venv/bin/python bench/stats_overhead.py --log-budget 500
 """
 
 from __future__ import annotations
@@ -196,7 +199,8 @@ def report(configs: Sequence[Config], target: float) -> None:
 
 
 def log_lines(config: Config) -> dict[str, float]:
-    """`meshgate_access_log_lines_total` by outcome (recorded, sampled_out, ignored)."""
+    """`meshgate_access_log_lines_total` by outcome (recorded, sampled_out, ignored), and
+    `keep` (`meshgate_access_log_keep_ratio`: the share of requests HAProxy logs)."""
     assert config.node is not None
     text = config.node.api.get("/metrics").text
     found: dict[str, float] = {}
@@ -204,6 +208,8 @@ def log_lines(config: Config) -> dict[str, float]:
         if line.startswith("meshgate_access_log_lines_total{"):
             outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
             found[outcome] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("meshgate_access_log_keep_ratio "):
+            found["keep"] = float(line.rsplit(" ", 1)[1])
     return found
 
 
@@ -215,7 +221,10 @@ def sampling_line(config: Config) -> str:
         return "no request log"
     received = lines.get("recorded", 0) + lines.get("sampled_out", 0)
     share = received / max(1, config.requests_counted())
-    delivered = f"lines received / requests counted, since start: {share:.4f}"
+    delivered = (
+        f"HAProxy logs a share of {lines.get('keep', 1.0):.4f} of requests now; "
+        f"lines received / requests counted, since start: {share:.4f}"
+    )
     routes = config.stats()["routes"]
     parts = []
     for name in ROUTES:
@@ -238,7 +247,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first (1)")
     parser.add_argument(
-        "--log-sample", type=int, default=0, help="add a node with --log-sample N (off: 0)"
+        "--log-budget", type=int, default=None, help="the on node's --log-budget (its default)"
+    )
+    parser.add_argument(
+        "--with-all", action="store_true", help="add a node logging every request (budget 0)"
     )
     parser.add_argument("--target", type=float, default=0.95, help="on/off goal (0.95)")
     parser.add_argument("--nginx", default="/usr/sbin/nginx", help="nginx binary")
@@ -256,22 +268,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--connections must be between 1 and 1000")
     if not 1 <= args.threads <= args.connections:
         parser.error("--threads must be between 1 and --connections")
-    if args.log_sample < 0 or args.log_sample == 1:
-        parser.error("--log-sample must be 0 (no such node) or at least 2")
+    if args.log_budget is not None and not 1 <= args.log_budget <= 10_000_000:
+        parser.error("--log-budget must be between 1 and 10,000,000 (see --with-all for 0)")
     return args
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
     v1, v2 = free_port(), free_port()
+    on_args = [] if args.log_budget is None else ["--log-budget", str(args.log_budget)]
     configs = [
-        Config("on", "meshgate up (request log on)", free_port()),
+        Config("on", " ".join(["meshgate up", *on_args, "(request log on, sampled)"]), free_port()),
         Config("off", "meshgate up --no-latency", free_port()),
     ]
-    extra_args: dict[str, list[str]] = {"on": [], "off": ["--no-latency"]}
-    if args.log_sample:
-        key = f"on/{args.log_sample}"
-        configs.append(Config(key, f"meshgate up --log-sample {args.log_sample}", free_port()))
-        extra_args[key] = ["--log-sample", str(args.log_sample)]
+    extra_args: dict[str, list[str]] = {"on": on_args, "off": ["--no-latency"]}
+    if args.with_all:
+        configs.append(Config("all", "meshgate up --log-budget 0 (every request)", free_port()))
+        extra_args["all"] = ["--log-budget", "0"]
     repo = Path(__file__).resolve().parent.parent
     print(
         f"machine: {cpu_count()} CPUs, loopback only, load average {load_average()}; "

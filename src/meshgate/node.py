@@ -28,9 +28,11 @@ from meshgate.metrics import ControlPlaneMetrics, metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
 from meshgate.stats.accesslog import AccessLog
 from meshgate.stats.collector import StatsCollector
+from meshgate.stats.keeper import LogKeeper
 from meshgate.stats.latency import LatencyBook
 from meshgate.stats.logs import LogReceiver
 from meshgate.stats.prometheus import DataPlaneMetrics
+from meshgate.stats.sampling import KeepController
 from meshgate.store import Key, Put, SqliteStore, Store
 from meshgate.watchdir.poller import ManifestDirWatcher
 
@@ -48,10 +50,10 @@ class NodeOptions:
     haproxy_binary: str = "haproxy"
     hard_stop_after_ms: int = 30_000  # how long an old HAProxy worker may finish its connections
     latency: bool = True  # request lines from HAProxy for latency percentiles; off: counters only
-    log_sample: int = 1  # HAProxy sends the line of one request in this many
+    # Request lines per second HAProxy should log; above it, a random fraction of requests
+    # (0: every request). An access log overrides it: it records every request.
+    log_budget_per_s: int = 2_000
     access_log: str | None = None  # a file, or "-" for stdout: one JSON object per request
-    # Lines parsed per second before the agent parses only one in N (None: all of them).
-    latency_budget_per_s: int | None = 20_000
     watch: Path | None = None  # a manifest directory applied as its files change
     dns_server: str | None = None  # "IP[:PORT]" for services' dns: names; else the system's
 
@@ -115,7 +117,6 @@ async def run_node(options: NodeOptions) -> None:
         run_dir=str(run_dir),
         hard_stop_after_ms=options.hard_stop_after_ms,
         log_socket=str(run_dir / "log.sock") if options.latency else None,
-        log_sample=options.log_sample,
         log_details=options.access_log is not None,
     )
     driver = Driver(supervisor, runtime, settings)
@@ -123,7 +124,7 @@ async def run_node(options: NodeOptions) -> None:
     health = InstanceHealth(dns_errors=follower.errors)
     agent = Agent(store, driver, metrics, health=health)
     agent.loader.dns = follower
-    stats, receiver = _stats(options, run_dir, driver)
+    stats, receiver = _stats(options, run_dir, driver, runtime)
     metrics.registry.register(DataPlaneMetrics(stats))
     try:
         if receiver is not None:
@@ -188,17 +189,31 @@ async def run_node(options: NodeOptions) -> None:
         log.info("meshgate stopped")
 
 
+# The node parses at most this many lines a second however many HAProxy sends (one in N above
+# it): a bound on the agent's CPU while HAProxy's sampling catches up with a burst (it follows
+# the polls, a second or more behind), and with `--log-budget 0`.
+PARSE_FLOOR_PER_S = 20_000
+
+
 def _stats(
-    options: NodeOptions, run_dir: Path, driver: Driver
+    options: NodeOptions, run_dir: Path, driver: Driver, runtime: RuntimeClient
 ) -> tuple[StatsCollector, LogReceiver | None]:
     """The stats poller, and the receiver of HAProxy's request lines when latency is on."""
     book = None
+    keeper = None
     if options.latency:
-        # An access log is a record of every request: it must not be thinned out.
-        budget = None if options.access_log else options.latency_budget_per_s
-        book = LatencyBook(budget_per_s=budget)
+        # An access log is a record of every request: it must not be thinned out, in HAProxy
+        # (keep stays at every request) or here.
+        budget = None if options.access_log else options.log_budget_per_s or None
+        parse_budget = None if options.access_log else max(PARSE_FLOOR_PER_S, 2 * (budget or 0))
+        book = LatencyBook(budget_per_s=parse_budget)
+        if budget is not None:
+            keeper = LogKeeper(KeepController(budget), runtime.set_proc_var)
     stats = StatsCollector(
-        StatsReader(str(run_dir / "master.sock")), lambda: driver.running, latency=book
+        StatsReader(str(run_dir / "master.sock")),
+        lambda: driver.running,
+        latency=book,
+        keeper=keeper,
     )
     if book is None:
         return stats, None

@@ -301,3 +301,25 @@ async def test_admin_socket_route(haproxy: Running) -> None:
     assert await get(layout.front_port, "/dyn") == (200, "a")
     with pytest.raises(NoSuchServer):
         await direct.set_server_weight("be_dyn", "nope", 1)
+
+
+async def proc_var(socket: str, line: str) -> str:
+    from meshgate.haproxy import transport
+
+    return await transport.send(socket, line)
+
+
+async def test_set_proc_var_through_the_master_and_the_admin_socket(haproxy: Running) -> None:
+    """2.6 refuses `set var` outside experimental mode; the client turns it on for the one
+    command, through the master as through the admin socket."""
+    _, runtime, _ = haproxy
+    refused = await proc_var(runtime.master_socket, "@1 set var proc.mg_test int(1)")
+    assert "experimental mode" in refused
+    await runtime.set_proc_var("proc.mg_test", 5)
+    reply = await proc_var(runtime.master_socket, "@1 get var proc.mg_test")
+    assert "value=<5>" in reply, reply
+    direct = RuntimeClient(runtime.admin_socket, runtime.master_socket, via_master=False)
+    await direct.set_proc_var("proc.mg_test", -7)
+    assert "value=<-7>" in await proc_var(runtime.admin_socket, "get var proc.mg_test")
+    with pytest.raises(UnsafeRuntimeArgument):
+        await runtime.set_proc_var("proc.mg_test; shutdown sessions", 1)

@@ -20,6 +20,7 @@ stats_command = importlib.import_module("meshgate.cli.stats")
 ROUTE = {
     "requests": 10, "rate": 2.5, "responses": {"1xx": 0, "2xx": 9, "3xx": 0, "4xx": 0, "5xx": 1},
     "latency_ms": {"avg": 3.0, "p50": 2, "p90": 5, "p99": 9},
+    "sampling": {"window_s": 60.0, "samples": 4, "requests": 10, "ratio": 0.4, "logged": 0.5},
     "instances": [{"id": "a", "status": "UP"}, {"id": "b", "status": "DOWN"}],
 }  # fmt: skip
 
@@ -54,7 +55,9 @@ def test_one_gateway_is_a_table() -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "gateway default/web"
-    assert lines[2].split() == ["web:v1", "2.5", "10", "9", "0", "1", "10.0%", "2ms", "9ms", "1/2"]
+    assert lines[2].split() == [
+        "web:v1", "2.5", "10", "9", "0", "1", "10.0%", "2ms", "9ms", "40%", "1/2",
+    ]  # fmt: skip
 
 
 def test_without_a_name_every_gateway_gets_a_table() -> None:

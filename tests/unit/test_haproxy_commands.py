@@ -31,6 +31,27 @@ def test_master_commands() -> None:
     assert commands.on_worker_relative(1, "show servers state") == "@1 show servers state"
 
 
+def test_process_variable_commands() -> None:
+    assert commands.set_proc_var_int("proc.mg_log_keep", 5) == "set var proc.mg_log_keep int(5)"
+    assert commands.set_proc_var_int("proc.mg_log_keep", -1) == "set var proc.mg_log_keep int(-1)"
+    line = commands.experimental(commands.on_worker_relative(1, "set var proc.x int(0)"))
+    assert line == "experimental-mode on; @1 set var proc.x int(0)"
+
+
+@pytest.mark.parametrize(
+    "name", ["txn.mg", "proc.X", "proc.a b", "proc.a;x", "proc.", "proc.a)", "sess.a", 5]
+)
+def test_only_process_variables_can_be_set(name: object) -> None:
+    with pytest.raises(UnsafeRuntimeArgument):
+        commands.set_proc_var_int(name, 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [True, 1.5, "1", 2**63, -(2**63) - 1])
+def test_process_variable_values_are_integers(value: object) -> None:
+    with pytest.raises(UnsafeRuntimeArgument):
+        commands.set_proc_var_int("proc.mg_log_keep", value)  # type: ignore[arg-type]
+
+
 def test_server_commands() -> None:
     assert commands.set_server_weight("be", "s1", 42) == "set server be/s1 weight 42"
     assert commands.set_server_state("be", "s1", "drain") == "set server be/s1 state drain"

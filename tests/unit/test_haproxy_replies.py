@@ -130,6 +130,20 @@ UNKNOWN_COMMAND = (
 )
 
 
+def test_set_var_replies() -> None:
+    replies.check_reply(CommandKind.SET_VAR, "\n")  # the master's reply on success
+    with pytest.raises(replies.ExperimentalModeRequired):
+        replies.check_reply(
+            CommandKind.SET_VAR, "\nThis command is restricted to experimental mode only.\n\n"
+        )
+    with pytest.raises(replies.NoSuchProcess):
+        replies.check_reply(
+            CommandKind.SET_VAR, "Can't find the target PID matching the prefix '@1'\n"
+        )
+    with pytest.raises(replies.RuntimeCommandFailed):
+        replies.check_reply(CommandKind.SET_VAR, "fetch method 'int' : failed to parse 'x'\n")
+
+
 def test_parse_info() -> None:
     info = replies.parse_info(SHOW_INFO)
     assert info["Name"] == "HAProxy"

@@ -28,9 +28,7 @@ from tests.tlscerts import Authority
 RUN_DIR = "/run/mg"
 MAPS = re.escape(f"{RUN_DIR}/maps")
 CERTS = re.escape(f"{RUN_DIR}/certs")
-SETTINGS = ir.Settings(
-    run_dir=RUN_DIR, log_socket=f"{RUN_DIR}/log.sock", log_sample=2, log_details=True
-)
+SETTINGS = ir.Settings(run_dir=RUN_DIR, log_socket=f"{RUN_DIR}/log.sock", log_details=True)
 
 # --- the allow-list -----------------------------------------------------------------------------
 
@@ -113,6 +111,9 @@ SECTION_LINES = [
     r'http-response set-header Strict-Transport-Security "max-age=[0-9]+"'
     rf"(?: if \{{ var\(txn\.mg_gw\) -m str {GID} \}})?",
     r"http-request set-log-level silent",
+    # Sampling of the request log: a fixed line; the fraction is a process variable.
+    r"(?:http-request|tcp-request content) set-log-level silent"
+    r" if !\{ stopping \} \{ rand\(1024\),sub\(proc\.mg_log_keep\) ge 0 \}",
     r"http-request redirect location https://%\[req\.hdr\(host\),regsub\(:\[0-9\]\+\$,\)\]"
     r"(?::[0-9]+)?%\[pathq\] code 308",
     # tcp frontends log their own line shape; http ones inherit theirs from the defaults.

@@ -191,3 +191,40 @@ async def test_the_collector_polls_every_process_and_keeps_the_last_snapshot_on_
     assert snapshot.backends[BE].counts.requests == 6
     assert snapshot.taken_at == 1.0
     assert collector.failed_polls == 1
+
+
+async def test_an_expensive_poll_spaces_the_next_ones_out() -> None:
+    class SlowReader(FakeReader):
+        async def processes(self) -> ProcInfo:
+            clock.now += 0.2  # a poll that takes 200 ms
+            return await super().processes()
+
+    clock = Clock()
+    reader = SlowReader()
+    reader.workers, reader.rows = [100], {100: [backend_row(4)]}
+    collector = StatsCollector(reader, lambda: None, clock=clock)  # type: ignore[arg-type]
+    assert collector.next_interval() == 1.0
+    await collector.refresh()
+    assert collector.poll_seconds == pytest.approx(0.2)
+    assert collector.workers == frozenset({100})
+    # At most about 5 % of the time polling: 20 x 200 ms.
+    assert collector.next_interval() == pytest.approx(4.0)
+
+
+async def test_callers_cannot_poll_more_often_than_the_cost_bound() -> None:
+    class SlowReader(FakeReader):
+        async def processes(self) -> ProcInfo:
+            clock.now += 0.2
+            return await super().processes()
+
+    clock = Clock()
+    reader = SlowReader()
+    reader.workers, reader.rows = [100], {100: [backend_row(4)]}
+    collector = StatsCollector(reader, lambda: None, clock=clock)  # type: ignore[arg-type]
+    await collector.refresh()
+    clock.now += 1.0  # the API wants a reading no older than 0.25 s; 4 s is the bound
+    await collector.refresh(max_age_s=0.25)
+    assert collector.polls == 1
+    clock.now += 3.5  # past 4 s since the last reading
+    await collector.refresh(max_age_s=0.25)
+    assert collector.polls == 2

@@ -95,6 +95,12 @@ def test_gateway_stats_have_the_shape_of_the_contract() -> None:
     assert v1["instances"][0]["address"] == "127.0.0.1"
     assert v1["instances"][1]["latency_ms"]["p50"] >= 250
     assert v1["sampling"]["samples"] == 3
+    assert v1["sampling"]["logged"] == 1.0  # HAProxy logs every request unless told otherwise
+
+
+def test_the_share_haproxy_logs_is_reported() -> None:
+    result = gateway_stats(DATAPLANE, snapshot(), latency(), "default", "gw", logged=0.125)
+    assert result["routes"]["v1"]["sampling"]["logged"] == 0.125
 
 
 def test_a_route_without_traffic_is_listed_with_zeros_and_no_latency() -> None:
@@ -122,6 +128,7 @@ class Polled:
     def __init__(self) -> None:
         self.snapshot = snapshot()
         self.latency = latency()
+        self.keeper = None
 
     def dataplane(self) -> ir.DataPlane:
         return DATAPLANE
@@ -169,6 +176,7 @@ def test_metrics_parse_and_carry_the_route_and_instance_labels() -> None:
     }
     assert fives["5xx"] == 2
     assert families["meshgate_haproxy_old_workers"].samples[0].value == 0
+    assert families["meshgate_access_log_keep_ratio"].samples[0].value == 1.0
 
 
 def test_the_cli_table_has_a_row_per_route() -> None:
@@ -176,7 +184,7 @@ def test_the_cli_table_has_a_row_per_route() -> None:
     lines = stats_table(result).splitlines()
     assert lines[0] == "gateway default/gw"
     assert lines[1].split() == [
-        "ROUTE", "RATE/S", "REQUESTS", "2XX", "4XX", "5XX", "ERR%", "P50", "P99", "UP",
+        "ROUTE", "RATE/S", "REQUESTS", "2XX", "4XX", "5XX", "ERR%", "P50", "P99", "SAMPLED", "UP",
     ]  # fmt: skip
     v1 = lines[2].split()
     assert v1[0] == "v1"

@@ -43,6 +43,9 @@ def stats_router(store: Store, stats: StatsCollector) -> APIRouter:
         if key is None or await store.get(key) is None:
             raise api_error(404, f"gateway {space}/{name} not found")
         snapshot = await stats.refresh()
-        return view.gateway_stats(stats.dataplane(), snapshot, stats.latency, space, name)
+        logged = stats.keeper.fraction if stats.keeper else 1.0
+        return view.gateway_stats(
+            stats.dataplane(), snapshot, stats.latency, space, name, logged=logged
+        )
 
     return router

@@ -148,8 +148,10 @@ def _duration_ms(ctx: click.Context, param: click.Parameter, value: str) -> int:
     help="have HAProxy log each request to the agent for latency percentiles",
 )
 @click.option(
-    "--log-sample", type=click.IntRange(1, 1_000_000), default=1, show_default=True,
-    help="HAProxy logs one request in N (latency percentiles from a sample)",
+    "--log-budget", "log_budget", type=click.IntRange(0, 10_000_000), default=2_000,
+    show_default=True, metavar="LINES_PER_S",
+    help="request lines per second HAProxy logs for latency percentiles; above it, a random "
+    "sample of requests (0: every request; --access-log: every request)",
 )
 @click.option(
     "--access-log", default=None, metavar="PATH|-",
@@ -176,7 +178,7 @@ def up(
     allow_raw_acl: bool,
     token: str | None,
     latency: bool,
-    log_sample: int,
+    log_budget: int,
     access_log: str | None,
     hard_stop_after: int,
     watch: Path | None,
@@ -197,7 +199,7 @@ def up(
         # One MESHGATE_TOKEN serves both sides: the server requires what clients send.
         token=token or settings.token,
         latency=latency,
-        log_sample=log_sample,
+        log_budget_per_s=log_budget,
         access_log=access_log,
         hard_stop_after_ms=hard_stop_after,
         watch=watch,

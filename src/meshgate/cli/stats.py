@@ -12,7 +12,9 @@ from meshgate.cli.common import client_options, open_client
 from meshgate.cli.remote import reporting
 from meshgate.client import MeshgateClient
 
-HEADER = ["ROUTE", "RATE/S", "REQUESTS", "2XX", "4XX", "5XX", "ERR%", "P50", "P99", "UP"]
+HEADER = [
+    "ROUTE", "RATE/S", "REQUESTS", "2XX", "4XX", "5XX", "ERR%", "P50", "P99", "SAMPLED", "UP",
+]  # fmt: skip
 
 
 def _ms(value: Any) -> str:
@@ -26,6 +28,14 @@ def _error_percent(route: dict[str, Any]) -> str:
         return "-"
     errors = int((route.get("responses") or {}).get("5xx") or 0)
     return f"{100 * errors / requests:.1f}%"
+
+
+def _sampled(route: dict[str, Any]) -> str:
+    """The share of the latency window's requests the percentiles come from."""
+    ratio = (route.get("sampling") or {}).get("ratio")
+    if ratio is None:
+        return "-"
+    return f"{100 * float(ratio):.0f}%" if ratio >= 0.01 else f"{100 * float(ratio):.2f}%"
 
 
 def route_row(name: str, route: dict[str, Any]) -> list[str]:
@@ -43,6 +53,7 @@ def route_row(name: str, route: dict[str, Any]) -> list[str]:
         _error_percent(route),
         _ms(latency.get("p50")),
         _ms(latency.get("p99")),
+        _sampled(route),
         f"{up}/{len(instances)}",
     ]
 

@@ -171,9 +171,9 @@ class Settings:
     run_dir: str
     hard_stop_after_ms: int = 30_000
     # Where HAProxy streams one access-log line per request for the agent's latency
-    # histograms (a unix socket); None renders no logging at all.
+    # histograms (a unix socket); None renders no logging at all. Which requests are logged
+    # is decided at run time (`stats.sampling`), outside the configuration.
     log_socket: str | None = None
-    log_sample: int = 1  # HAProxy sends the line of one request in this many
     log_details: bool = False  # the detailed line (client, method, path) for the access log
 
 

@@ -25,6 +25,7 @@ from meshgate.compiler.tls_text import (
     server_tls_words,
 )
 from meshgate.stats.logline import log_formats
+from meshgate.stats.sampling import KEEP_SCALE, KEEP_VAR
 
 CONFIG_FILE = "haproxy.cfg"
 MAPS_DIR = "maps"
@@ -80,6 +81,8 @@ def render_config(dataplane: ir.DataPlane) -> str:
         certs_dir=certs,
         http_log_format=http_format,
         tcp_log_format=tcp_format,
+        keep_var=KEEP_VAR,
+        keep_scale=KEEP_SCALE,
     )
 
 

@@ -55,6 +55,9 @@ _HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
 # line ends it, and whatever followed would run as commands.
 _PEM_LINE = re.compile(r"(?:[A-Za-z0-9+/=]{1,76}|-----(?:BEGIN|END) [A-Z0-9 ]{1,40}-----)\Z")
 _TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+# Process-wide variables the compiler declares in `global` (`set-var proc.<name>`): a scope
+# HAProxy shares between all streams of a worker, so one command changes every frontend.
+_PROC_VAR = re.compile(r"proc\.[a-z][a-z0-9_]{0,62}\Z")
 ALPN_PROTOCOLS = "h2,http/1.1"
 
 MAX_WEIGHT = 256  # HAProxy refuses larger absolute weights ("between 0 and 256 inclusive").
@@ -161,6 +164,12 @@ def map_version(value: int) -> int:
 
 def pid(value: int) -> int:
     return bounded_int(value, "pid", 1, 2**31 - 1)
+
+
+def proc_var(value: str) -> str:
+    if not isinstance(value, str) or not _PROC_VAR.match(value):
+        raise UnsafeRuntimeArgument("variable", value, "use proc.<lower-case name>")
+    return value
 
 
 def _server_ref(backend: str, server: str) -> str:
@@ -436,6 +445,27 @@ def add_ssl_crt_list(
     line's brackets and filters away from the command's own words."""
     line = crt_list_line(certificate, min_version=min_version, alpn=alpn, filters=filters)
     return f"add ssl crt-list {file_path(crt_list, 'crt-list path')}", line
+
+
+# --- process variables ---------------------------------------------------------------------
+
+
+def set_proc_var_int(name: str, value: int) -> str:
+    """`set var proc.<name> int(<value>)`: only in experimental mode in 2.6 (see
+    `experimental`); HAProxy's integers are signed 64-bit."""
+    number = bounded_int(value, "variable value", -(2**63), 2**63 - 1)
+    return f"set var {proc_var(name)} int({number})"
+
+
+def experimental(command: str) -> str:
+    """`experimental-mode on; <command>`: 2.6 refuses `set var` on the CLI unless the same
+    connection turned experimental mode on first. On the master socket the mode belongs to the
+    master's session, which passes it on to the command it forwards: `experimental-mode on;
+    @1 set var ...` works, while `@1 experimental-mode on; @1 set var ...` is refused, each
+    `@1` opening a worker session of its own (checked on 2.6.12)."""
+    if "\n" in command:
+        raise UnsafeRuntimeArgument("command", command, "one line")
+    return f"experimental-mode on; {command}"
 
 
 # --- master socket --------------------------------------------------------------------------

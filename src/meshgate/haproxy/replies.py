@@ -5,7 +5,8 @@ code, so errors are recognised by their wording. What success looks like depends
 command; `check_reply` knows each kind:
 
 - Empty on success (the reply is only "\\n"): `set server ... weight|state`, `enable|disable
-  health`, `shutdown sessions`, `add map`, `set map`, `del map`, `commit map`, `clear map`.
+  health`, `shutdown sessions`, `add map`, `set map`, `del map`, `commit map`, `clear map`,
+  `set var` (through the master with `experimental-mode on;` before it: one empty line).
 - A fixed sentence on success: `add server` ("New server registered."), `del server` ("Server
   deleted."), `prepare map` ("New version created: N").
 - A report on success: `set server ... addr` ("IP changed from ...", "no need to change ...").
@@ -20,8 +21,10 @@ command; `check_reply` knows each kind:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from enum import Enum, IntEnum, IntFlag
+from operator import itemgetter
 
 from meshgate.haproxy.commands import HaproxyError
 
@@ -41,6 +44,7 @@ class CommandKind(Enum):
     COMMIT_SSL = "commit ssl"  # commit ssl cert|ca-file
     ABORT_SSL = "abort ssl"
     ADD_CRT_LIST = "add ssl crt-list"
+    SET_VAR = "set var"  # empty on success
     RELOAD = "reload"
 
 
@@ -95,11 +99,16 @@ class ServerNotInMaintenance(RuntimeCommandFailed): ...
 class ServerHasConnections(RuntimeCommandFailed): ...
 
 
+class ExperimentalModeRequired(RuntimeCommandFailed):
+    """The command needs `experimental-mode on` first, on the same connection."""
+
+
 # Checked in order against the start of the reply (case-sensitive, as HAProxy writes them).
 _ERRORS: tuple[tuple[str, type[RuntimeCommandFailed]], ...] = (
     ("Unknown command", UnknownCommand),
     ("Can't find the target PID", NoSuchProcess),  # master: `@1 ...` with no worker
     ("Permission denied", PermissionDenied),
+    ("This command is restricted to experimental mode only.", ExperimentalModeRequired),
     ("No such backend.", NoSuchBackend),
     ("Can't find backend.", NoSuchBackend),  # show servers state <unknown>
     ("No such proxy.", NoSuchBackend),  # show stat <unknown>
@@ -190,9 +199,13 @@ class StatType(IntEnum):
     LISTENER = 3
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StatRow:
-    """One `show stat` row. Counters HAProxy leaves empty for this row type read as 0."""
+    """One `show stat` row. Counters HAProxy leaves empty for this row type read as 0.
+
+    Not frozen, unlike the other replies: a poll builds one per backend and server of every
+    process (6,000 at a thousand gateways), and a frozen dataclass's `__init__`, which sets
+    each of the 48 fields through `object.__setattr__`, made up a third of a poll's time."""
 
     pxname: str
     svname: str
@@ -242,11 +255,22 @@ class StatRow:
     rtime: int = 0
     ttime: int = 0
     idle_conn_cur: int = 0
-    # Every column as HAProxy printed it, for fields not promoted above.
-    raw: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # The header's column names and this row's values, for fields not promoted above.
+    columns: Sequence[str] = field(default=(), compare=False, repr=False)
+    values: Sequence[str] = field(default=(), compare=False, repr=False)
+
+    @property
+    def raw(self) -> dict[str, str]:
+        """Every column as HAProxy printed it (built on demand: most rows never need it)."""
+        return dict(zip(self.columns, self.values, strict=False))
 
 
 _STAT_INT_FIELDS = tuple(f.name for f in fields(StatRow) if f.type in (int, "int"))
+_STAT_TEXT_FIELDS = ("pxname", "svname", "status", "check_status", "addr", "mode")
+# StatRow with positional arguments, which type checkers cannot follow through `*numbers`:
+# the text fields, then the integers in _STAT_INT_FIELDS's (the class's) order, then the
+# columns and values. A third faster than keywords, at thousands of rows a poll.
+_stat_row: Callable[..., StatRow] = StatRow
 
 
 def _int(text: str) -> int:
@@ -258,37 +282,47 @@ def _int(text: str) -> int:
 
 def parse_stat_csv(reply: str) -> list[StatRow]:
     """`show stat` CSV. Columns are found by the header's names, not positions, so columns
-    added by later versions do not shift anything."""
+    added by later versions do not shift anything.
+
+    This runs on every stats poll for every backend and server of every process (thousands of
+    rows with many gateways), so the columns' positions are looked up once per reply."""
     lines = reply.splitlines()
     header_index = next((i for i, line in enumerate(lines) if line.startswith("# ")), None)
     if header_index is None:
         return []
     names = lines[header_index][2:].split(",")
+    position = {name: index for index, name in enumerate(names)}
+    width = len(names)
+    # Columns this HAProxy does not print read as "" (then 0), from the padding below.
+    int_columns = itemgetter(*(position.get(name, width) for name in _STAT_INT_FIELDS))
+    text_columns = itemgetter(*(position.get(name, width) for name in _STAT_TEXT_FIELDS))
+    type_at = position.get("type", width)
+    pad = [""] * (width + 1)
     rows: list[StatRow] = []
     for line in lines[header_index + 1 :]:
         if not line or line.startswith("#"):
             continue
         # Values never contain commas except in free-text descriptions at the end of the row;
-        # zip() pairs what lines up and the typed fields all come first.
-        values = dict(zip(names, line.split(","), strict=False))
-        ints = {name: _int(values.get(name, "")) for name in _STAT_INT_FIELDS}
+        # columns are taken by position and the typed ones all come first.
+        parts = line.split(",")
+        if len(parts) <= width:
+            parts += pad[len(parts) :]
         try:
-            row_type = StatType(_int(values.get("type", "")))
+            row_type = StatType(_int(parts[type_at]))
         except ValueError:
             continue
+        texts = int_columns(parts)
+        try:
+            numbers = [int(text) if text else 0 for text in texts]
+        except ValueError:  # not expected in these columns; a bad value reads as 0
+            numbers = [_int(text) for text in texts]
+        pxname, svname, status, check_status, addr, mode = text_columns(parts)
         rows.append(
-            StatRow(
-                pxname=values.get("pxname", ""),
-                svname=values.get("svname", ""),
-                type=row_type,
-                status=values.get("status", ""),
-                check_status=values.get("check_status", ""),
-                addr=values.get("addr", ""),
-                mode=values.get("mode", ""),
-                raw=values,
-                **ints,
+            _stat_row(
+                pxname, svname, row_type, status, check_status, addr, mode,
+                *numbers, names, parts[:width],
             )
-        )
+        )  # fmt: skip
     return rows
 
 

@@ -248,6 +248,18 @@ class RuntimeClient:
                 return row.scur > 0 or row.qcur > 0
         return False
 
+    # --- process variables --------------------------------------------------------------
+
+    async def set_proc_var(self, name: str, value: int) -> None:
+        """Set an integer process variable in the current worker. A new worker starts from
+        the value its configuration declares, so callers set it again after a reload."""
+        command = commands.set_proc_var_int(name, value)
+        if self.via_master:
+            line = commands.experimental(commands.on_worker_relative(1, command))
+            await self._run(CommandKind.SET_VAR, line, master=True)
+        else:
+            await self._run(CommandKind.SET_VAR, commands.experimental(command))
+
     # --- maps ---------------------------------------------------------------------------
 
     async def maps(self) -> list[MapInfo]:

@@ -2,8 +2,9 @@
 
 Lines carry the route and instance (mapped from HAProxy's names through the running data
 plane), status, method, path, client, the timings and byte counts. It sees what the latency
-book records, so when the node parses only one line in N under load (see `latency.Sampler`),
-so does this log; `meshgate up --access-log` therefore turns that sampling off.
+book records, so when HAProxy logs a sample of requests (see `sampling`) or the node parses
+only one line in N (see `latency.Sampler`), so would this log; `meshgate up --access-log`
+therefore turns both off.
 """
 
 from __future__ import annotations

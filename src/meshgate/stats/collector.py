@@ -11,6 +11,13 @@ What an old worker serves after its last poll is recovered from its request-log 
 ring forwarder at soft stop (haproxy issue #3436), so those never arrive. Polling old workers
 every `OLD_WORKER_POLL_S` narrows that gap to requests finishing in their last moments; counts
 stay monotonic regardless, and are exact whenever no reload overlaps traffic.
+
+A poll reads and parses a row per backend and server of every process on the node's event
+loop: well under a millisecond for a few gateways, but about 130 ms for a thousand gateways of
+two routes of two instances (6,000 rows; docs/benchmarks.md). The next poll waits at least
+`COST_FACTOR` times as long as the last one took, so polling takes at most about 5 % of the
+loop's time however large the configuration; rates and windows use the polls' actual times, so
+a longer interval only makes them coarser.
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ import structlog
 from meshgate.compiler import ir
 from meshgate.haproxy.commands import HaproxyError
 from meshgate.haproxy.stats_reader import StatsReader
+from meshgate.stats.keeper import LogKeeper
 from meshgate.stats.latency import LatencyBook
 from meshgate.stats.tally import Snapshot, Tally
 
 log = structlog.get_logger("meshgate.stats")
 OLD_WORKER_POLL_S = 0.1
+COST_FACTOR = 20  # sleep at least this many times the last poll's duration
 
 
 class StatsCollector:
@@ -40,6 +49,7 @@ class StatsCollector:
         latency: LatencyBook | None = None,
         interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        keeper: LogKeeper | None = None,
     ) -> None:
         self.reader = reader
         self.dataplane = dataplane
@@ -50,18 +60,33 @@ class StatsCollector:
         self.snapshot = Snapshot(taken_at=clock())
         self.polls = 0
         self.failed_polls = 0
+        self.poll_seconds = 0.0  # how long the last poll took
+        self.workers: frozenset[int] = frozenset()  # current (not old) workers at the last poll
+        # Sets the share of requests HAProxy logs after each periodic poll (None: all of them).
+        self.keeper = keeper
         self._lock = asyncio.Lock()
         self._running: ir.DataPlane | None = None
 
     async def run(self) -> None:
         """Poll every `interval_s` until cancelled; faster while old workers finish, since what
-        they serve after their last poll is lost when they exit (see below)."""
+        they serve after their last poll is lost when they exit (see below); slower when a
+        poll is expensive (see the module's docstring)."""
         while True:
-            await self.refresh(max_age_s=self.interval_s / 2)
-            await asyncio.sleep(OLD_WORKER_POLL_S if self.snapshot.old_workers else self.interval_s)
+            snapshot = await self.refresh(max_age_s=self.next_interval() / 2)
+            if self.keeper is not None:
+                await self.keeper.update(snapshot, self.workers)
+            await asyncio.sleep(self.next_interval())
+
+    def next_interval(self) -> float:
+        wanted = OLD_WORKER_POLL_S if self.snapshot.old_workers else self.interval_s
+        return max(wanted, COST_FACTOR * self.poll_seconds)
 
     async def refresh(self, max_age_s: float = 0.25) -> Snapshot:
-        """A snapshot at most `max_age_s` old, polling if the last one is older."""
+        """A snapshot at most `max_age_s` old, polling if the last one is older; or as old as
+        the cost bound allows (`COST_FACTOR` times the last poll's duration), so that neither
+        API requests nor the health poller can make polling take more than about 5 % of the
+        time."""
+        max_age_s = max(max_age_s, COST_FACTOR * self.poll_seconds)
         if self.clock() - self.snapshot.taken_at <= max_age_s and self.polls:
             return self.snapshot
         async with self._lock:
@@ -69,12 +94,14 @@ class StatsCollector:
             if self.clock() - self.snapshot.taken_at <= max_age_s and self.polls:
                 return self.snapshot
             self._follow_dataplane()
+            started = self.clock()
             try:
                 self.snapshot = await self._poll()
                 self.polls += 1
             except (HaproxyError, OSError) as exc:
                 self.failed_polls += 1
                 log.debug("stats poll failed", error=str(exc))
+            self.poll_seconds = max(0.0, self.clock() - started)
             if self.latency is not None:
                 self.latency.tick(self.snapshot.taken_at)
             return self.snapshot
@@ -90,6 +117,7 @@ class StatsCollector:
     async def _poll(self) -> Snapshot:
         processes = await self.reader.processes()
         current = {worker.pid for worker in processes.workers}
+        self.workers = frozenset(current)
         pids = [*current, *(worker.pid for worker in processes.old_workers)]
         rows = await asyncio.gather(*(self.reader.worker_stats(pid) for pid in pids))
         self.tally.begin()

@@ -14,7 +14,12 @@ log can: each line names the worker's pid. So a source's count is the larger of 
 and what was logged, counter by counter. While it runs, polls are ahead (HAProxy counts a request
 when it starts, logs it when it ends); once it is gone, its log has the last word. Either alone
 only grows, so the larger of the two only grows too. Lost or sampled log lines just leave the
-polled counts in charge.
+polled counts in charge. So while HAProxy logs a sample of requests (above the node's budget
+of lines, see `sampling`), a worker's logged count falls behind its polled one and what it
+serves after its last poll goes uncounted: requests of at most one poll interval, and only
+when a worker ends while traffic is over the budget. A stopping old worker logs every request
+(the sampling rule exempts `stopping`), but HAProxy 2.6 loses most of those lines anyway (see
+`collector`); the collector's fast polls of old workers are what keeps that gap small.
 
 Readings are never dropped for being absent from one poll: a missing row is not a reset, and
 counting it twice on its return would be worse than keeping a frozen value.

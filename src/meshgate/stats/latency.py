@@ -11,10 +11,12 @@ Every line of a known backend is also counted per worker pid, server and status 
 any sampling: these counts let `counters` account for what an old worker served between its last
 poll and its exit.
 
-Parsing costs the agent CPU per request. Above `budget_per_s` lines per second the book parses
-one line in `stride`, so its cost stays bounded; the percentiles stay honest because the counts
-come from HAProxy's counters, never from these lines, and the stats report how many requests
-the percentiles were computed from.
+Above its budget HAProxy logs a random sample of requests (see `sampling`), so most lines are
+never written at all. Parsing what does arrive costs the agent CPU per line: above
+`budget_per_s` lines per second the book parses one line in `stride`, a second line of defence
+for the moments HAProxy's sampling lags behind a burst (it follows the stats polls). The
+percentiles stay honest because the counts come from HAProxy's counters, never from these
+lines, and the stats report how many requests the percentiles were computed from.
 """
 
 from __future__ import annotations

@@ -154,3 +154,9 @@ class DataPlaneMetrics(Collector):
                 "One access-log line in this many is parsed (1: all)",
                 value=latency.sampler.stride,
             )
+            keeper = self.stats.keeper
+            yield GaugeMetricFamily(
+                "meshgate_access_log_keep_ratio",
+                "Fraction of requests HAProxy logs, a random sample (1: all)",
+                value=keeper.fraction if keeper else 1.0,
+            )

@@ -34,7 +34,10 @@ def _responses(counts: Counts) -> dict[str, int]:
     return {cls: counts.responses.get(cls, 0) for cls in RESPONSE_CLASSES}
 
 
-def _sampling(window: Window, recent_requests: int) -> dict[str, Any]:
+def _sampling(window: Window, recent_requests: int, logged: float) -> dict[str, Any]:
+    """How many of the window's requests the percentiles rest on (`ratio`: HAProxy's random
+    sample and the node's own thinning together), and the share of requests HAProxy logs now
+    (`logged`, 1.0: every one)."""
     samples = window.total.count
     ratio = min(1.0, samples / recent_requests) if recent_requests else None
     return {
@@ -42,6 +45,7 @@ def _sampling(window: Window, recent_requests: int) -> dict[str, Any]:
         "samples": samples,
         "requests": recent_requests,
         "ratio": round(ratio, 4) if ratio is not None else None,
+        "logged": round(logged, 4),
     }
 
 
@@ -69,6 +73,7 @@ def route_stats(
     snapshot: Snapshot,
     latency: LatencyBook | None,
     now: float,
+    logged: float = 1.0,
 ) -> dict[str, Any]:
     stats: BackendStats | None = snapshot.backends.get(backend.name)
     counts = stats.counts if stats else _NO_COUNTS
@@ -96,7 +101,7 @@ def route_stats(
         "instances": instances,
     }
     if window is not None:
-        result["sampling"] = _sampling(window, stats.recent_requests if stats else 0)
+        result["sampling"] = _sampling(window, stats.recent_requests if stats else 0, logged)
     return result
 
 
@@ -106,12 +111,15 @@ def gateway_stats(
     latency: LatencyBook | None,
     namespace: str,
     gateway: str,
+    *,
+    logged: float = 1.0,
 ) -> dict[str, Any]:
     """`{"gateway", "namespace", "routes": {ROUTE: {...}}}` for one gateway. Latency figures
     cover the latency window up to the snapshot's time and are null when nothing was sampled;
-    without a latency book (logging off) they are null too and `sampling` is absent."""
+    without a latency book (logging off) they are null too and `sampling` is absent. `logged`
+    is the fraction of requests HAProxy logs now."""
     routes = {
-        backend.route.route: route_stats(backend, snapshot, latency, snapshot.taken_at)
+        backend.route.route: route_stats(backend, snapshot, latency, snapshot.taken_at, logged)
         for backend in gateway_backends(dataplane, namespace, gateway)
     }
     return {"gateway": gateway, "namespace": namespace, "routes": routes}
