@@ -34,6 +34,9 @@ from meshgate.store import Key as StoreKey
 log = structlog.get_logger("meshgate.agent")
 WATCHED_KINDS = ("gateways", "services", "instances", "certificates")
 RESYNC_CHECK_S = 1.0  # how often to look for a HAProxy restarted by the supervisor
+# How soon a gateway left out because another process held its port is tried again, without
+# any change: the port may have been freed.
+PORT_RETRY_S = 5.0
 MAX_BATCH_S = 0.5  # a steady stream of writes still reaches HAProxy this often
 
 
@@ -61,6 +64,7 @@ class Agent:
         self._last: tuple[Loaded, Compiled, Mapping[Key, str]] | None = None
         self._memo = CompileMemo()
         self._last_pass_end = -float("inf")
+        self._waiting_for_ports = False  # the last pass left a gateway out for a busy port
         # Status is published after a pass and when instance health changes; one at a time,
         # so an older view can never be written over a newer one.
         self._publishing = asyncio.Lock()
@@ -76,7 +80,9 @@ class Agent:
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._dirty.wait(), RESYNC_CHECK_S)
-                if not self._dirty.is_set() and not self.driver.resync_needed():
+                if not (
+                    self._dirty.is_set() or self.driver.resync_needed() or self._port_retry_due()
+                ):
                     continue
                 if self._dirty.is_set() and self._idle():
                     self._dirty.clear()
@@ -98,6 +104,12 @@ class Agent:
         if self._last is not None:
             async with self._publishing:
                 await self._publish(*self._last)
+
+    def _port_retry_due(self) -> bool:
+        return (
+            self._waiting_for_ports
+            and asyncio.get_running_loop().time() - self._last_pass_end >= PORT_RETRY_S
+        )
 
     def _idle(self) -> bool:
         """No pass for a debounce period: a write now is not in the middle of a burst."""
@@ -138,6 +150,7 @@ class Agent:
                     if any(isinstance(a, Reload) for a in actions) or self.driver.resync_needed():
                         return False
                     rejected: dict[Key, str] = {}
+                    self._waiting_for_ports = False  # every gateway is in, none left out
                 else:
                     compiled, rejected, actions = await self._compile_checked(loaded.state)
                 outcome = await self.driver.apply(compiled.dataplane, actions)
@@ -176,9 +189,11 @@ class Agent:
         actions = plan(running, compiled.dataplane)
         if running is not None and not any(isinstance(a, Reload) for a in actions):
             # Runtime changes keep the configuration's structure, which HAProxy accepted.
+            self._waiting_for_ports = False
             return compiled, {}, actions
         rejected: dict[Key, str] = {}
         busy = ports_in_use(compiled.dataplane, running)
+        self._waiting_for_ports = bool(busy)
         if busy:
             for frontend in compiled.dataplane.frontends:
                 for gateway_rules in frontend.gateways if frontend.name in busy else ():
@@ -186,6 +201,11 @@ class Agent:
             kept = [g for g in state.gateways if (g.namespace, g.name) not in rejected]
             state = dataclasses.replace(state, gateways=kept)
             compiled = compile_state(state, settings, self._memo)
+            actions = plan(running, compiled.dataplane)
+            if running is not None and not any(isinstance(a, Reload) for a in actions):
+                # Without them nothing needs a reload (a retry while the port is still held).
+                self.metrics.rejected.inc(len(rejected))
+                return compiled, rejected, actions
         ok, output = await self.driver.check(compiled.dataplane)
         if ok:
             self.metrics.rejected.inc(len(rejected))
