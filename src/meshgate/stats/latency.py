@@ -319,6 +319,9 @@ class LatencyBook:
         )
 
     def cumulative(self) -> Iterable[tuple[str, str, Series]]:
-        """(backend, server, series) of everything recorded since the start."""
-        for (backend, server), series in self._series.items():
+        """(backend, server, series) of everything recorded since the start.
+
+        Safe to call from another thread (a /metrics scrape is formatted in one) while lines
+        are recorded: the items are copied first, in one step under the GIL."""
+        for (backend, server), series in list(self._series.items()):
             yield backend.decode(), server.decode(), series
