@@ -125,6 +125,7 @@ async def run_node(options: NodeOptions) -> None:
     agent = Agent(store, driver, metrics, health=health)
     agent.loader.dns = follower
     stats, receiver = _stats(options, run_dir, driver, runtime)
+    stats.make_way = agent.make_way  # a stats poll never holds up a change
     metrics.registry.register(DataPlaneMetrics(stats))
     try:
         if receiver is not None:

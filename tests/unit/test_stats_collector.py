@@ -228,3 +228,41 @@ async def test_callers_cannot_poll_more_often_than_the_cost_bound() -> None:
     clock.now += 3.5  # past 4 s since the last reading
     await collector.refresh(max_age_s=0.25)
     assert collector.polls == 2
+
+
+async def test_a_poll_lets_changes_go_first_and_does_not_count_that_time() -> None:
+    class SlowReader(FakeReader):
+        async def processes(self) -> ProcInfo:
+            clock.now += 0.2
+            return await super().processes()
+
+    steps: list[str] = []
+
+    async def make_way() -> None:
+        steps.append(f"wait at {len(reader_calls)} reads")
+        clock.now += 1.0  # a pass of the agent under way: one second
+
+    clock = Clock()
+    reader = SlowReader()
+    reader_calls: list[int] = []
+    original = reader.worker_stats
+
+    async def counted(pid: int) -> list[StatRow]:
+        reader_calls.append(pid)
+        return await original(pid)
+
+    reader.worker_stats = counted  # type: ignore[method-assign]
+    reader.workers, reader.old = [200], [100]
+    reader.rows = {100: [backend_row(5)], 200: [backend_row(1)]}
+    collector = StatsCollector(
+        reader,  # type: ignore[arg-type]
+        lambda: None,
+        clock=clock,
+        make_way=make_way,
+    )
+    snapshot = await collector.refresh()
+    assert snapshot.backends[BE].counts.requests == 6
+    # Before reading, before tallying each process, before finishing.
+    assert steps == ["wait at 0 reads", *["wait at 2 reads"] * 3]
+    # The poll's own cost is what the bound spaces polls by, not the time spent waiting.
+    assert collector.poll_seconds == pytest.approx(0.2)

@@ -37,6 +37,7 @@ RESYNC_CHECK_S = 1.0  # how often to look for a HAProxy restarted by the supervi
 # How soon a gateway left out because another process held its port is tried again, without
 # any change: the port may have been freed.
 PORT_RETRY_S = 5.0
+MAKE_WAY_POLL_S = 0.005  # how often background work waiting for a pass looks again
 MAX_BATCH_S = 0.5  # a steady stream of writes still reaches HAProxy this often
 
 
@@ -65,6 +66,7 @@ class Agent:
         self._memo = CompileMemo()
         self._last_pass_end = -float("inf")
         self._waiting_for_ports = False  # the last pass left a gateway out for a busy port
+        self._passing = False  # a pass (or the quiet period before it) is under way
         # Status is published after a pass and when instance health changes; one at a time,
         # so an older view can never be written over a newer one.
         self._publishing = asyncio.Lock()
@@ -84,16 +86,34 @@ class Agent:
                     self._dirty.is_set() or self.driver.resync_needed() or self._port_retry_due()
                 ):
                     continue
-                if self._dirty.is_set() and self._idle():
-                    self._dirty.clear()
-                    if await self.reconcile(runtime_only=True):
-                        continue
-                await self._quiet_period()
-                await self.reconcile()
+                self._passing = True
+                try:
+                    if self._dirty.is_set() and self._idle():
+                        self._dirty.clear()
+                        if await self.reconcile(runtime_only=True):
+                            continue
+                    await self._quiet_period()
+                    await self.reconcile()
+                finally:
+                    self._passing = False
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+    def busy(self) -> bool:
+        """A change is on its way to HAProxy, or about to be."""
+        return self._passing or self._dirty.is_set()
+
+    async def make_way(self, limit_s: float = 0.5) -> None:
+        """Return once no change is on its way, or after `limit_s`: background work that holds
+        the event loop for a while (a stats poll of a thousand gateways takes tens of
+        milliseconds) waits here, so that it does not hold up a change. The limit keeps a
+        steady stream of writes from starving it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        while self.busy() and loop.time() < deadline:
+            await asyncio.sleep(MAKE_WAY_POLL_S)
 
     def request_pass(self) -> None:
         """Reconcile soon, although the store did not change (a DNS answer did)."""

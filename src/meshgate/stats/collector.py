@@ -17,14 +17,16 @@ loop: well under a millisecond for a few gateways, but about 130 ms for a thousa
 two routes of two instances (6,000 rows; docs/benchmarks.md). The next poll waits at least
 `COST_FACTOR` times as long as the last one took, so polling takes at most about 5 % of the
 loop's time however large the configuration; rates and windows use the polls' actual times, so
-a longer interval only makes them coarser.
+a longer interval only makes them coarser. And a poll lets a change on its way to HAProxy go
+first (`make_way`, the agent's), between its steps, so that it delays no change by more than
+one step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -50,6 +52,7 @@ class StatsCollector:
         interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         keeper: LogKeeper | None = None,
+        make_way: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.reader = reader
         self.dataplane = dataplane
@@ -64,6 +67,9 @@ class StatsCollector:
         self.workers: frozenset[int] = frozenset()  # current (not old) workers at the last poll
         # Sets the share of requests HAProxy logs after each periodic poll (None: all of them).
         self.keeper = keeper
+        # Awaited before each step of a poll's work: changes on their way to HAProxy go first.
+        self.make_way = make_way
+        self._waited = 0.0  # time the current poll spent letting them
         self._lock = asyncio.Lock()
         self._running: ir.DataPlane | None = None
 
@@ -95,13 +101,15 @@ class StatsCollector:
                 return self.snapshot
             self._follow_dataplane()
             started = self.clock()
+            self._waited = 0.0
             try:
                 self.snapshot = await self._poll()
                 self.polls += 1
             except (HaproxyError, OSError) as exc:
                 self.failed_polls += 1
                 log.debug("stats poll failed", error=str(exc))
-            self.poll_seconds = max(0.0, self.clock() - started)
+            # The poll's own cost: time spent letting a change go first is not.
+            self.poll_seconds = max(0.0, self.clock() - started - self._waited)
             if self.latency is not None:
                 self.latency.tick(self.snapshot.taken_at)
             return self.snapshot
@@ -114,7 +122,14 @@ class StatsCollector:
         self._running = running
         self.latency.accept([b.name for b in running.backends] if running else [])
 
+    async def _give_way(self) -> None:
+        if self.make_way is not None:
+            started = self.clock()
+            await self.make_way()
+            self._waited += self.clock() - started
+
     async def _poll(self) -> Snapshot:
+        await self._give_way()
         processes = await self.reader.processes()
         current = {worker.pid for worker in processes.workers}
         self.workers = frozenset(current)
@@ -122,7 +137,9 @@ class StatsCollector:
         rows = await asyncio.gather(*(self.reader.worker_stats(pid) for pid in pids))
         self.tally.begin()
         for pid, pid_rows in zip(pids, rows, strict=True):
+            await self._give_way()
             self.tally.observe(pid, pid_rows, current=pid in current)
+        await self._give_way()
         logged_backends, logged_servers = self.latency.logged() if self.latency else ({}, {})
         snapshot = self.tally.end(
             pids,
