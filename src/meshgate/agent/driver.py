@@ -54,6 +54,7 @@ class Outcome:
     runtime_commands: int
     duration_s: float
     reason: str
+    runtime_s: float = 0.0  # of which the runtime commands, until HAProxy had the change
 
 
 def write_files(directory: Path, files: dict[str, str]) -> None:
@@ -173,6 +174,7 @@ class Driver:
                 log.warning("runtime change failed, reloading", error=str(exc))
                 reloads = [Reload(f"runtime change failed: {exc}")]
                 reason = reloads[0].reason
+        runtime_s = time.monotonic() - started
         # Runtime commands go first, so rendering thousands of gateways does not delay them;
         # the files follow at once, so any later reload or restart reproduces `desired`. The
         # rendering runs in a thread (the IR is immutable), so that the API and the stats
@@ -184,7 +186,7 @@ class Driver:
                 # The plan needed no reload: this one replaces a runtime change that failed.
                 await self._out_of_maintenance(desired)
         self.running = desired
-        return Outcome(bool(reloads), commands, time.monotonic() - started, reason)
+        return Outcome(bool(reloads), commands, time.monotonic() - started, reason, runtime_s)
 
     def _write_files(self, desired: ir.DataPlane) -> None:
         files = render_files(desired)

@@ -192,7 +192,12 @@ class Agent:
             self.metrics.reloads.inc()
         self.metrics.runtime_commands.inc(outcome.runtime_commands)
         if outcome.reason != "no change":
-            log.info("data plane updated", how=outcome.reason, seconds=round(outcome.duration_s, 4))
+            log.info(
+                "data plane updated",
+                how=outcome.reason,
+                seconds=round(outcome.duration_s, 4),
+                runtime_seconds=round(outcome.runtime_s, 4),
+            )
         self._last = (loaded, compiled, rejected)
         async with self._publishing:
             await self._publish(loaded, compiled, rejected)
