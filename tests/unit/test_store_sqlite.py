@@ -174,6 +174,16 @@ async def test_list_filters_and_sorts(store: SqliteStore) -> None:
     assert await store.list("certificates") == []
 
 
+async def test_a_keys_only_list_has_the_revisions_without_the_values(store: SqliteStore) -> None:
+    first = await store.put(Key("gateways", "default", "a"), {"name": "a"})
+    second = await store.put(Key("gateways", "default", "b"), {"name": "b"})
+    heads = await store.list("gateways", keys_only=True)
+    assert [(h.key.name, h.revision, h.create_revision, h.value) for h in heads] == [
+        ("a", first.revision, first.revision, {}),
+        ("b", second.revision, second.revision, {}),
+    ]
+
+
 # --- compare-and-swap and transactions ---------------------------------------------------------
 
 

@@ -56,10 +56,13 @@ class DesiredLoader:
         invalid: dict[tuple[str, str, str], str] = {}
         seen: set[tuple[str, str, str]] = set()
         for kind in ("gateways", "services", "certificates"):
-            for record in await self.store.list(kind):
-                key = (kind, record.key.namespace, record.key.name)
+            for head in await self.store.list(kind, keys_only=True):
+                key = (kind, head.key.namespace, head.key.name)
+                found = await self._current(key, head)
+                if found is None:
+                    continue  # deleted since it was listed
+                record, resource = found
                 seen.add(key)
-                resource = self._validated(key, record)
                 if isinstance(resource, str):
                     invalid[key] = resource
                 elif isinstance(resource, Gateway):
@@ -84,10 +87,21 @@ class DesiredLoader:
             certificate_versions=certificate_versions,
         )
 
-    def _validated(self, key: tuple[str, str, str], record: Record) -> Resource | str:
+    async def _current(
+        self, key: tuple[str, str, str], head: Record
+    ) -> tuple[Record, Resource | str] | None:
+        """The resource at `head` (a keys-only record): from the cache when its version is
+        the cached one, else read and validated. With thousands of gateways, reading and
+        parsing every value on every pass would cost more than the pass's compile."""
         cached = self._cache.get(key)
-        if cached is not None and cached[0] == record.revision:
-            return cached[1]
+        if cached is not None and cached[0] == head.revision:
+            return head, cached[1]
+        record = await self.store.get(head.key)
+        if record is None:
+            return None
+        return record, self._validated(key, record)
+
+    def _validated(self, key: tuple[str, str, str], record: Record) -> Resource | str:
         singular = SINGULAR[key[0]]
         result: Resource | str
         try:

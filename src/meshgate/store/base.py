@@ -134,8 +134,12 @@ class Store(Protocol):
 
     async def get(self, key: Key) -> Record | None: ...
 
-    async def list(self, kind: str | None = None, namespace: str | None = None) -> list[Record]:
-        """Records matching the filters, sorted by key."""
+    async def list(
+        self, kind: str | None = None, namespace: str | None = None, *, keys_only: bool = False
+    ) -> list[Record]:
+        """Records matching the filters, sorted by key. With `keys_only` their values are left
+        empty (etcd's keys-only range): enough to tell from the revisions what changed, without
+        reading every value."""
         ...
 
     async def put(

@@ -70,6 +70,7 @@ COMMIT;
 """
 
 _KV_COLUMNS = "kind, namespace, name, value, create_revision, mod_revision, lease"
+_KEY_COLUMNS = "kind, namespace, name, '{}', create_revision, mod_revision, lease"
 _KEY_MATCH = "kind = ? AND namespace = ? AND name = ?"
 
 
@@ -127,10 +128,13 @@ def _get(conn: sqlite3.Connection, key: Key) -> Record | None:
     return None if row is None else _record(row)
 
 
-def _list(conn: sqlite3.Connection, kind: str | None, namespace: str | None) -> list[Record]:
+def _list(
+    conn: sqlite3.Connection, kind: str | None, namespace: str | None, keys_only: bool
+) -> list[Record]:
     # SQLite compares TEXT as UTF-8 bytes, which orders exactly like Python compares str.
+    columns = _KEY_COLUMNS if keys_only else _KV_COLUMNS
     query = (
-        f"SELECT {_KV_COLUMNS} FROM kv WHERE (?1 IS NULL OR kind = ?1)"
+        f"SELECT {columns} FROM kv WHERE (?1 IS NULL OR kind = ?1)"
         " AND (?2 IS NULL OR namespace = ?2) ORDER BY kind, namespace, name"
     )
     return [_record(row) for row in conn.execute(query, (kind, namespace))]
@@ -327,9 +331,9 @@ class SqliteStore:
         return await self._run(_get, key)
 
     async def list(
-        self, kind: str | None = None, namespace: str | None = None
+        self, kind: str | None = None, namespace: str | None = None, *, keys_only: bool = False
     ) -> builtins.list[Record]:
-        return await self._run(_list, kind, namespace)
+        return await self._run(_list, kind, namespace, keys_only)
 
     async def put(
         self,
