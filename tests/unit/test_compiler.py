@@ -204,23 +204,22 @@ def test_rendered_files_are_the_config_and_the_maps() -> None:
     assert list(rendered) == [
         "haproxy.cfg",
         "maps/port_9070.hosts.map",
-        "maps/port_9070.weights.map",
         "maps/port_9070.wildcards.map",
-        "maps/port_9080.weights.map",
+        "maps/weights.map",
     ]
-    assert f"map_str_int({MAPS}/port_9070.weights.map,0)" in rendered[CONFIG_FILE]
+    assert f"map_str_int({MAPS}/weights.map,0)" in rendered[CONFIG_FILE]
 
 
 def test_render_manifests_places_maps_under_the_run_dir() -> None:
     rendered = render_manifests(SAVA, "/srv/meshgate")
-    assert "/srv/meshgate/maps/port_9070.weights.map" in rendered[CONFIG_FILE]
+    assert "/srv/meshgate/maps/weights.map" in rendered[CONFIG_FILE]
     assert "server-state-file /srv/meshgate/server-state" in rendered[CONFIG_FILE]
 
 
 def test_no_gateways_still_gives_a_config_with_the_probe() -> None:
     rendered = files()
     assert "frontend meshgate_probe" in rendered[CONFIG_FILE]
-    assert list(rendered) == [CONFIG_FILE]  # no port, so no map
+    assert rendered["maps/weights.map"] == ""
 
 
 # --- weights ------------------------------------------------------------------------------------
@@ -229,12 +228,7 @@ def test_no_gateways_still_gives_a_config_with_the_probe() -> None:
 def test_weights_map_holds_the_effective_weight_of_every_backend() -> None:
     three = gateway("three", 9001, routes={"a": {}, "b": {}, "c": {}})
     result = compiled(*SAVA, three)
-    entries = {
-        key: value
-        for found in result.dataplane.maps
-        if found.name.endswith(".weights.map")
-        for key, value in found.entries
-    }
+    entries = dict(map_entries(result, ir.WEIGHTS_MAP))
     assert len(entries) == len(result.dataplane.backends)
     for found in result.dataplane.backends:
         gateway_of = next(
@@ -246,7 +240,7 @@ def test_weights_map_holds_the_effective_weight_of_every_backend() -> None:
 
 def test_weights_map_text() -> None:
     rendered = files(gateway("g", 9001, routes={"a": {"weight": 90}, "b": {"weight": 10}}))
-    lines = rendered["maps/port_9001.weights.map"].splitlines()
+    lines = rendered["maps/weights.map"].splitlines()
     assert [line.split(" ")[1] for line in lines] == ["90", "10"]
     assert all(re.fullmatch(r"default\.g\.[ab]\.[0-9a-f]{6} \d+", line) for line in lines)
 
@@ -346,10 +340,9 @@ def test_host_lookup_ignores_the_port_and_case() -> None:
 def test_no_host_maps_when_no_gateway_on_the_port_has_virtual_hosts() -> None:
     result = compiled(gateway("a", 8080), gateway("b", 8081, virtual_hosts="b.example.com"))
     assert [m.name for m in result.dataplane.maps] == [
-        "port_8080.weights.map",
         "port_8081.hosts.map",
-        "port_8081.weights.map",
         "port_8081.wildcards.map",
+        "weights.map",
     ]
     assert result.dataplane.frontends[0].host_map is None
 
@@ -497,7 +490,7 @@ def test_an_unresolved_target_is_a_backend_without_servers() -> None:
     assert result.gateways[("default", "g")].ok
     lines = backend_section(render_files(result.dataplane)[CONFIG_FILE], found)
     assert not any(line.startswith("server ") for line in lines)
-    assert dict(map_entries(result, "port_9001.weights.map"))[found.name] == "50"
+    assert dict(map_entries(result, ir.WEIGHTS_MAP))[found.name] == "50"
 
 
 def test_targets_resolve_only_in_their_own_namespace() -> None:

@@ -44,7 +44,7 @@ TERM = rf"!?\{{ {TOKEN}(?: {TOKEN})* \}}"
 CONJUNCTION = rf"{TERM}(?: {TERM})*"
 CONDITION = rf"{CONJUNCTION}(?: \|\| {CONJUNCTION})*"
 REWRITE_PATH = r'"(?:%\[path\]|%\[query\]|[A-Za-z0-9/._~!&()*+,;=:@-])+"'
-WEIGHTS = rf"{MAPS}/{NAME}\.weights\.map"
+WEIGHTS = rf"{MAPS}/weights\.map"
 HOST_FETCH = r"req\.hdr\(host\),field\(1,:\),lower"
 
 ACTIONS = [
@@ -495,8 +495,7 @@ def test_the_checker_catches_stray_map_lines() -> None:
     dataplane = compile_or_reject(*documents())
     assert dataplane is not None
     files = render_files(dataplane)
-    weights = next(name for name in files if name.endswith(".weights.map"))
-    tampered = {**files, weights: files[weights] + "a b c\n"}
+    tampered = {**files, "maps/weights.map": files["maps/weights.map"] + "a b c\n"}
     assert problems(tampered, dataplane)
 
 

@@ -16,7 +16,6 @@ from meshgate.plan import (
 )
 
 SETTINGS = ir.Settings(run_dir="/run/mg")
-WEIGHTS = "port_9070.weights.map"  # the weights of every gateway on port 9070
 
 
 def resource(**data: Any) -> Resource:
@@ -65,23 +64,10 @@ def test_nothing_changed_means_nothing_to_do() -> None:
 def test_only_weights_changed_replaces_the_weights_map() -> None:
     desired = dataplane(sava(("50%", "50%")), *SERVICES)
     actions = plan(RUNNING, desired)
-    weights = desired.map_named(WEIGHTS)
+    weights = desired.map_named(ir.WEIGHTS_MAP)
     assert weights is not None
-    assert actions == [ReplaceMap(WEIGHTS, weights.entries)]
+    assert actions == [ReplaceMap("weights.map", weights.entries)]
     assert sorted(value for _, value in weights.entries) == ["50", "50"]
-
-
-def test_a_weight_change_swaps_only_its_ports_weights() -> None:
-    others = [
-        resource(name=f"other-{n}", port=9100 + n, routes={"sava:1.0": {}, "sava:1.1": {}})
-        for n in range(3)
-    ]
-    running = dataplane(sava(), *others, *SERVICES)
-    desired = dataplane(sava(("10%", "90%")), *others, *SERVICES)
-    (action,) = plan(running, desired)
-    assert isinstance(action, ReplaceMap)
-    assert action.name == WEIGHTS
-    assert len(action.entries) == 2  # the two routes of sava, not those of the other ports
 
 
 def test_implicit_weights_changing_replace_the_weights_map_too() -> None:
@@ -89,7 +75,7 @@ def test_implicit_weights_changing_replace_the_weights_map_too() -> None:
     desired = dataplane(sava((None, "20%")), *SERVICES)
     (action,) = plan(running, desired)
     assert isinstance(action, ReplaceMap)
-    assert action.name == WEIGHTS
+    assert action.name == "weights.map"
     assert sorted(value for _, value in action.entries) == ["20", "80"]
 
 
@@ -114,7 +100,7 @@ def test_weights_and_aliases_together_replace_both_maps_in_name_order() -> None:
     )
     assert [a.name for a in plan(RUNNING, desired) if isinstance(a, ReplaceMap)] == [
         "port_9070.hosts.map",
-        "port_9070.weights.map",
+        "weights.map",
     ]
 
 
@@ -220,11 +206,11 @@ def test_additions_come_before_maps_and_removals_last() -> None:
     desired = dataplane(sava(("50%", "50%")), swapped, SERVICES[1])
     backend = backend_named(desired, "sava:1.0")
     new_server = next(s for s in backend.servers if s.port == 8084)
-    weights = desired.map_named(WEIGHTS)
+    weights = desired.map_named(ir.WEIGHTS_MAP)
     assert weights is not None
     assert plan(running, desired) == [
         AddServer(backend.name, new_server, backend.health),
-        ReplaceMap(WEIGHTS, weights.entries),
+        ReplaceMap(ir.WEIGHTS_MAP, weights.entries),
         RemoveServer(backend.name, "127.0.0.1:8081"),
     ]
 

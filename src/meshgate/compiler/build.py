@@ -67,7 +67,7 @@ class CompiledGateway:
     rules: ir.GatewayRules
     backends: tuple[ir.Backend, ...]
     statuses: Mapping[str, RouteStatus]
-    weights: tuple[tuple[str, str], ...]  # its port's weights map: backend -> route weight
+    weights: tuple[tuple[str, str], ...]  # weights.map entries: backend -> route weight
 
 
 @dataclass
@@ -119,7 +119,8 @@ def compile_state(
             accepted_on.setdefault(port, []).append(gateway)
 
     backends: list[ir.Backend] = []
-    parts: dict[Key, CompiledGateway] = {}
+    weights: list[tuple[str, str]] = []
+    rules_by_gateway: dict[Key, ir.GatewayRules] = {}
     # Only gateways that are served can be chained to: a route to a left-out gateway resolves
     # to nothing, rather than to whatever else listens on that port.
     served = {(g.namespace, g.name): g for g in accepted}
@@ -137,12 +138,14 @@ def compile_state(
         if part is None:
             part = _compile_gateway(gateway, targets, services, served, state.registered)
             memo.gateways.store(key, inputs, part)
-        parts[key] = part
+        rules_by_gateway[key] = part.rules
         backends.extend(part.backends)
+        weights.extend(part.weights)
         results[key] = GatewayResult(routes=part.statuses)
     memo.gateways.retain(served)
 
-    frontends, maps = _frontends(accepted, parts, certificates, memo.frontends)
+    frontends, host_maps = _frontends(accepted, rules_by_gateway, certificates, memo.frontends)
+    maps = (*host_maps, ir.MapFile(ir.WEIGHTS_MAP, tuple(sorted(weights))))
     dataplane = ir.DataPlane(
         settings=settings,
         frontends=tuple(frontends),
@@ -334,7 +337,7 @@ def _gateways_in_cycles(targets_of: Mapping[Key, Mapping[str, Target]]) -> set[K
 
 def _frontends(
     accepted: Sequence[Gateway],
-    parts: Mapping[Key, CompiledGateway],
+    rules: Mapping[Key, ir.GatewayRules],
     certificates: Mapping[Key, Certificate],
     memo: Memo[tuple[str, int], tuple[ir.Frontend, tuple[ir.MapFile, ...]]],
 ) -> tuple[list[ir.Frontend], list[ir.MapFile]]:
@@ -345,16 +348,16 @@ def _frontends(
     maps: list[ir.MapFile] = []
     for (bind, port), members in sorted(by_port.items(), key=lambda item: (item[0][1], item[0][0])):
         members.sort(key=lambda g: (g.namespace, g.name))
-        member_parts = tuple(parts[(g.namespace, g.name)] for g in members)
+        member_rules = tuple(rules[(g.namespace, g.name)] for g in members)
         served_certificates = tuple(
             certificates.get((g.namespace, name))
             for g in members
             for name in (g.tls.certificates if g.tls else ())
         )
-        inputs = (tuple(members), member_parts, served_certificates)
+        inputs = (tuple(members), member_rules, served_certificates)
         part = memo.lookup((bind, port), inputs)
         if part is None:
-            part = _frontend(bind, port, members, member_parts, certificates)
+            part = _frontend(bind, port, members, member_rules, certificates)
             memo.store((bind, port), inputs, part)
         frontends.append(part[0])
         maps.extend(part[1])
@@ -366,17 +369,14 @@ def _frontend(
     bind: str,
     port: int,
     members: Sequence[Gateway],
-    member_parts: tuple[CompiledGateway, ...],
+    member_rules: tuple[ir.GatewayRules, ...],
     certificates: Mapping[Key, Certificate],
 ) -> tuple[ir.Frontend, tuple[ir.MapFile, ...]]:
-    """One listening port: the gateways on it, in name order, its route weights and its
-    virtual-host maps. Weights are per port, so a weight change swaps a map of a few entries
-    at run time, however many gateways the node serves."""
+    """One listening port: the gateways on it, in name order, and its virtual-host maps."""
     name = naming.frontend_name(bind, port)
     default = next((g for g in members if not g.virtual_hosts), None)
     host_map = wildcard_map = None
-    weights = tuple(sorted(entry for part in member_parts for entry in part.weights))
-    maps: tuple[ir.MapFile, ...] = (ir.MapFile(naming.weights_map_name(name), weights),)
+    maps: tuple[ir.MapFile, ...] = ()
     if any(g.virtual_hosts for g in members):
         exact, wild = [], []
         for gateway in members:
@@ -389,7 +389,7 @@ def _frontend(
         host_map, wildcard_map = naming.host_map_name(name), naming.wildcard_map_name(name)
         # map_end takes the first match in file order: longest suffixes first, so the most
         # specific wildcard wins.
-        maps += (
+        maps = (
             ir.MapFile(host_map, tuple(sorted(exact))),
             ir.MapFile(wildcard_map, tuple(sorted(wild, key=lambda e: (-len(e[0]), e)))),
         )
@@ -398,7 +398,7 @@ def _frontend(
         bind=bind,
         port=port,
         mode=members[0].port.mode,
-        gateways=tuple(part.rules for part in member_parts),
+        gateways=member_rules,
         host_map=host_map,
         wildcard_map=wildcard_map,
         default_gateway=naming.gateway_id(default.namespace, default.name) if default else None,

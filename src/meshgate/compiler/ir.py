@@ -177,6 +177,9 @@ class Settings:
     log_details: bool = False  # the detailed line (client, method, path) for the access log
 
 
+WEIGHTS_MAP = "weights.map"
+
+
 @dataclass(frozen=True)
 class DataPlane:
     settings: Settings

@@ -43,10 +43,6 @@ def frontend_name(bind: str, port: int) -> str:
     return f"port_{port}_{slug(bind)}"
 
 
-def weights_map_name(frontend: str) -> str:
-    return f"{frontend}.weights.map"
-
-
 def host_map_name(frontend: str) -> str:
     return f"{frontend}.hosts.map"
 

@@ -1,8 +1,8 @@
 """The frontend rules that pick a gateway by Host and a route by condition, stickiness and weight.
 
 Everything happens inside the one frontend the client connected to, with variables and map
-lookups, so choosing a route costs no extra proxy hop. Weights live in a map file per port keyed
-by backend name, so a weight change is a map update at run time, not a reload. Availability is
+lookups, so choosing a route costs no extra proxy hop. Weights live in a map file keyed by
+backend name, so a weight change is a map update at run time, not a reload. Availability is
 read live with nbsrv(), so a route whose instances are all down is skipped in the same request
 and its share goes to the others in proportion to their weights (SPEC §1, rule 2).
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from meshgate.compiler import ir, naming
+from meshgate.compiler import ir
 from meshgate.conditions import MAX_LINE_WORDS, count_words
 
 NOT_CHOSEN = "!{ var(txn.mg_be) -m found }"
@@ -73,7 +73,6 @@ def alternatives_rules(keyword: str, action: str, dnf: ir.Dnf, guards: Sequence[
 def frontend_rules(frontend: ir.Frontend, maps_dir: str) -> list[str]:
     """The rule lines of one frontend, in evaluation order (without indentation)."""
     keyword = "http-request" if frontend.mode == "http" else "tcp-request content"
-    weights = f"{maps_dir}/{naming.weights_map_name(frontend.name)}"
     lines: list[str] = []
     shared = frontend.host_map is not None or len(frontend.gateways) > 1
     if frontend.host_map and frontend.wildcard_map:
@@ -95,7 +94,7 @@ def frontend_rules(frontend: ir.Frontend, maps_dir: str) -> list[str]:
     for gateway in frontend.gateways:
         guard = (f"{{ var(txn.mg_gw) -m str {gateway.gateway_id} }}",) if shared else ()
         lines.append(f"# gateway {gateway.namespace}/{gateway.name}")
-        lines += gateway_rules(gateway, keyword, guard, weights)
+        lines += gateway_rules(gateway, keyword, guard, maps_dir)
     if frontend.mode == "http":
         lines.append(
             f'{keyword} return status 503 content-type text/plain string "no route available"'
@@ -107,9 +106,8 @@ def frontend_rules(frontend: ir.Frontend, maps_dir: str) -> list[str]:
 
 
 def gateway_rules(
-    gateway: ir.GatewayRules, keyword: str, guard: tuple[str, ...], weights: str
+    gateway: ir.GatewayRules, keyword: str, guard: tuple[str, ...], maps_dir: str
 ) -> list[str]:
-    """`weights`: the path of the port's weights map."""
     set_backend = f"{keyword} set-var(txn.mg_be)"
     lines: list[str] = []
 
@@ -134,12 +132,12 @@ def gateway_rules(
             keyword, f"set-var(txn.mg_be) str({choice.backend})", choice.condition, [*guard, *terms]
         )
 
-    lines += weighted_rules(gateway, keyword, guard, weights)
+    lines += weighted_rules(gateway, keyword, guard, maps_dir)
     return lines
 
 
 def weighted_rules(
-    gateway: ir.GatewayRules, keyword: str, guard: tuple[str, ...], weights: str
+    gateway: ir.GatewayRules, keyword: str, guard: tuple[str, ...], maps_dir: str
 ) -> list[str]:
     """Pick a route by weight among the usable routes.
 
@@ -149,6 +147,7 @@ def weighted_rules(
     so it is never chosen. One map lookup per route and one rule per route per pass: this runs
     for every request.
     """
+    weights = f"{maps_dir}/{ir.WEIGHTS_MAP}"
     draw = "src,crc32(1)" if gateway.sticky == "source" else "rand"
 
     def when(*terms: str) -> str:
