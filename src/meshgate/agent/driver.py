@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import structlog
 
+from meshgate.agent.files import RunFiles, write_files
 from meshgate.compiler import CONFIG_FILE, ir, render_files
 from meshgate.compiler.render import MAPS_DIR
 from meshgate.compiler.tls_text import CERTS_DIR
@@ -55,38 +55,6 @@ class Outcome:
     duration_s: float
     reason: str
     runtime_s: float = 0.0  # of which the runtime commands, until HAProxy had the change
-
-
-def write_files(directory: Path, files: dict[str, str]) -> None:
-    """Write each file atomically (rename), so HAProxy never reads a half-written one.
-
-    Files under certs/ hold private keys: the directory is its owner's alone and each file is
-    created with mode 0600 before any byte is written to it.
-    """
-    for relative, content in files.items():
-        path = directory / relative
-        secret = relative.startswith(f"{CERTS_DIR}/")
-        path.parent.mkdir(mode=0o700 if secret else 0o777, parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        if secret:
-            temporary.unlink(missing_ok=True)
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as file:
-                file.write(content)
-        else:
-            temporary.write_text(content)
-        os.replace(temporary, path)
-
-
-def prune_certificates(directory: Path, files: dict[str, str]) -> None:
-    """Delete certificate files no longer in use, so no private key outlives its resource on
-    disk. HAProxy has what it serves in memory; the files only matter to the next reload."""
-    certs = directory / CERTS_DIR
-    if not certs.is_dir():
-        return
-    for path in certs.iterdir():
-        if f"{CERTS_DIR}/{path.name}" not in files:
-            path.unlink(missing_ok=True)
 
 
 def check_extras(health: ir.HealthCheck, mode: str) -> CheckExtras | None:
@@ -129,6 +97,7 @@ class Driver:
         self.runtime = runtime
         self._settings = settings
         self.run_dir = Path(settings.run_dir)
+        self._files = RunFiles(self.run_dir)
         self.running: ir.DataPlane | None = None
         self._restarts_seen = 0
 
@@ -179,7 +148,7 @@ class Driver:
         # the files follow at once, so any later reload or restart reproduces `desired`. The
         # rendering runs in a thread (the IR is immutable), so that the API and the stats
         # poller, which share this event loop, are not held up by it.
-        await asyncio.to_thread(self._write_files, desired)
+        await asyncio.to_thread(self._files.write, desired)
         if reloads:
             await self._reload()
             if not any(isinstance(a, Reload) for a in actions):
@@ -187,11 +156,6 @@ class Driver:
                 await self._out_of_maintenance(desired)
         self.running = desired
         return Outcome(bool(reloads), commands, time.monotonic() - started, reason, runtime_s)
-
-    def _write_files(self, desired: ir.DataPlane) -> None:
-        files = render_files(desired)
-        write_files(self.run_dir, files)
-        prune_certificates(self.run_dir, files)
 
     async def _reload(self) -> None:
         config = self.run_dir / CONFIG_FILE

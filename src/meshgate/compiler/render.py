@@ -86,10 +86,11 @@ def render_config(dataplane: ir.DataPlane) -> str:
     )
 
 
-def render_files(dataplane: ir.DataPlane) -> dict[str, str]:
+def render_files(dataplane: ir.DataPlane, *, config: str | None = None) -> dict[str, str]:
     """File name (relative to the run dir) to content: the config first, then the maps, then
-    the crt-lists and certificate files (which hold private keys: see `is_secret`)."""
-    files = {CONFIG_FILE: render_config(dataplane)}
+    the crt-lists and certificate files (which hold private keys: see `is_secret`). `config`:
+    the configuration's text, when the caller knows it is unchanged."""
+    files = {CONFIG_FILE: config if config is not None else render_config(dataplane)}
     for map_file in dataplane.maps:
         files[f"{MAPS_DIR}/{map_file.name}"] = map_file.text()
     certs = certs_dir(dataplane.settings)

@@ -1,0 +1,83 @@
+"""The run directory's files: written atomically, and only those whose content changed.
+
+A runtime change at a thousand gateways changes a map or a few server lines, but rendering and
+writing the whole 10 MB configuration took most of the pass. `RunFiles` keeps what it last wrote:
+the configuration is rendered again only when a part it is made of changed (the compiler reuses
+unchanged frontends and backends, so identity tells), and a file is written only when its text
+differs from what was last written there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from meshgate.compiler import CONFIG_FILE, ir, render_files
+from meshgate.compiler.tls_text import CERTS_DIR
+
+
+def write_files(directory: Path, files: dict[str, str]) -> None:
+    """Write each file atomically (rename), so HAProxy never reads a half-written one.
+
+    Files under certs/ hold private keys: the directory is its owner's alone and each file is
+    created with mode 0600 before any byte is written to it.
+    """
+    for relative, content in files.items():
+        path = directory / relative
+        secret = relative.startswith(f"{CERTS_DIR}/")
+        path.parent.mkdir(mode=0o700 if secret else 0o777, parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        if secret:
+            temporary.unlink(missing_ok=True)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(content)
+        else:
+            temporary.write_text(content)
+        os.replace(temporary, path)
+
+
+def prune_certificates(directory: Path, files: dict[str, str]) -> None:
+    """Delete certificate files no longer in use, so no private key outlives its resource on
+    disk. HAProxy has what it serves in memory; the files only matter to the next reload."""
+    certs = directory / CERTS_DIR
+    if not certs.is_dir():
+        return
+    for path in certs.iterdir():
+        if f"{CERTS_DIR}/{path.name}" not in files:
+            path.unlink(missing_ok=True)
+
+
+def _same_config(old: ir.DataPlane, new: ir.DataPlane) -> bool:
+    """Whether haproxy.cfg renders the same for both: its parts are equal, reused objects
+    compared by identity (map contents, certificates and CA files live in files of their own)."""
+    return (
+        old.settings == new.settings
+        and old.redirects == new.redirects
+        and _same_items(old.frontends, new.frontends)
+        and _same_items(old.backends, new.backends)
+    )
+
+
+def _same_items(old: tuple[object, ...], new: tuple[object, ...]) -> bool:
+    return len(old) == len(new) and all(a is b or a == b for a, b in zip(old, new, strict=True))
+
+
+class RunFiles:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._written: dict[str, str] = {}  # relative path -> text last written there
+        self._rendered: ir.DataPlane | None = None
+
+    def write(self, dataplane: ir.DataPlane) -> None:
+        """Make the directory hold `dataplane`'s files; delete certificates no longer used."""
+        previous = self._rendered
+        if previous is not None and _same_config(previous, dataplane):
+            files = render_files(dataplane, config=self._written[CONFIG_FILE])
+        else:
+            files = render_files(dataplane)
+        changed = {name: text for name, text in files.items() if self._written.get(name) != text}
+        write_files(self.directory, changed)
+        prune_certificates(self.directory, files)
+        self._written = files
+        self._rendered = dataplane

@@ -1,0 +1,88 @@
+"""The run directory's files: everything at first, then only what changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshgate.agent import files as run_files
+from meshgate.agent.files import RunFiles
+from meshgate.compiler import CONFIG_FILE, DesiredState, compile_state, ir, render_files
+from meshgate.compiler.build import CompileMemo
+from meshgate.model import Gateway, Resource, Service, validate_resource
+
+
+def resource(**data: Any) -> Resource:
+    return validate_resource(data)
+
+
+SERVICES = [
+    resource(kind="service", name="v1", instances=["127.0.0.1:8081"]),
+    resource(kind="service", name="v2", instances=["127.0.0.1:8082"]),
+]
+
+
+def gateway(v1: int, timeout: str = "50s") -> Resource:
+    return resource(
+        name="g",
+        port=9001,
+        routes={"v1": {"weight": v1}, "v2": {"weight": 100 - v1}},
+        timeouts={"server": timeout},
+    )
+
+
+def compile_with(memo: CompileMemo, *resources: Resource, run_dir: Path) -> ir.DataPlane:
+    state = DesiredState(
+        gateways=[r for r in resources if isinstance(r, Gateway)],
+        services=[r for r in resources if isinstance(r, Service)],
+    )
+    return compile_state(state, ir.Settings(run_dir=str(run_dir)), memo).dataplane
+
+
+@pytest.fixture
+def written(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The names each write_files call was given."""
+    calls: list[list[str]] = []
+    original = run_files.write_files
+
+    def recording(directory: Path, files: dict[str, str]) -> None:
+        calls.append(sorted(files))
+        original(directory, files)
+
+    monkeypatch.setattr(run_files, "write_files", recording)
+    return calls
+
+
+def test_only_changed_files_are_written_and_the_config_is_rendered_only_when_it_changes(
+    tmp_path: Path, written: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memo, files = CompileMemo(), RunFiles(tmp_path)
+    first = compile_with(memo, gateway(90), *SERVICES, run_dir=tmp_path)
+    files.write(first)
+    assert written[-1] == sorted(render_files(first))
+
+    renders: list[int] = []
+    original = run_files.render_files
+
+    def counting(dataplane: ir.DataPlane, *, config: str | None = None) -> dict[str, str]:
+        renders.append(config is None)
+        return original(dataplane, config=config)
+
+    monkeypatch.setattr(run_files, "render_files", counting)
+    weights = compile_with(memo, gateway(10), *SERVICES, run_dir=tmp_path)
+    files.write(weights)
+    assert written[-1] == ["maps/weights.map"]
+    assert renders[-1] is False  # the configuration's parts are the same objects
+    on_disk = {name: (tmp_path / name).read_text() for name in render_files(weights)}
+    assert on_disk == render_files(weights)
+
+    backend_change = compile_with(memo, gateway(10, "51s"), *SERVICES, run_dir=tmp_path)
+    files.write(backend_change)
+    assert renders[-1] is True
+    assert written[-1] == [CONFIG_FILE]
+    assert (tmp_path / CONFIG_FILE).read_text() == render_files(backend_change)[CONFIG_FILE]
+
+    files.write(backend_change)
+    assert written[-1] == []
