@@ -164,15 +164,10 @@ class Agent:
         try:
             with self.metrics.reconcile_seconds.time(), _collector_paused():
                 loaded = await self.loader.load()
-                if runtime_only:
-                    compiled = compile_state(loaded.state, self.driver.settings(), self._memo)
-                    actions = plan(self.driver.running, compiled.dataplane)
-                    if any(isinstance(a, Reload) for a in actions) or self.driver.resync_needed():
-                        return False
-                    rejected: dict[Key, str] = {}
-                    self._waiting_for_ports = False  # every gateway is in, none left out
-                else:
-                    compiled, rejected, actions = await self._compile_checked(loaded.state)
+                checked = await self._compile_checked(loaded.state, runtime_only=runtime_only)
+                if checked is None:
+                    return False
+                compiled, rejected, actions = checked
                 outcome = await self.driver.apply(compiled.dataplane, actions)
         except MeshgateError as exc:
             self.last_error = str(exc)
@@ -204,16 +199,20 @@ class Agent:
         return True
 
     async def _compile_checked(
-        self, state: DesiredState
-    ) -> tuple[Compiled, dict[Key, str], list[Action]]:
+        self, state: DesiredState, *, runtime_only: bool = False
+    ) -> tuple[Compiled, dict[Key, str], list[Action]] | None:
         """Compile and plan, leaving out gateways HAProxy rejects, found by checking each on
-        its own."""
+        its own. With `runtime_only`, None when the pass needs a reload (or HAProxy was
+        restarted): it is left for after the quiet period."""
         settings = self.driver.settings()
         compiled = compile_state(state, settings, self._memo)
         running = self.driver.running
         actions = plan(running, compiled.dataplane)
-        if running is not None and not any(isinstance(a, Reload) for a in actions):
-            # Runtime changes keep the configuration's structure, which HAProxy accepted.
+        if runtime_only and (_reloads(actions) or self.driver.resync_needed()):
+            return None
+        if not _reloads(actions):
+            # Runtime changes keep the configuration's structure, which HAProxy accepted, and
+            # every gateway is in: none is left out for a busy port.
             self._waiting_for_ports = False
             return compiled, {}, actions
         rejected: dict[Key, str] = {}
@@ -227,14 +226,14 @@ class Agent:
             state = dataclasses.replace(state, gateways=kept)
             compiled = compile_state(state, settings, self._memo)
             actions = plan(running, compiled.dataplane)
-            if running is not None and not any(isinstance(a, Reload) for a in actions):
+            if not _reloads(actions):
                 # Without them nothing needs a reload (a retry while the port is still held).
                 self.metrics.rejected.inc(len(rejected))
                 return compiled, rejected, actions
         ok, output = await self.driver.check(compiled.dataplane)
         if ok:
             self.metrics.rejected.inc(len(rejected))
-            return compiled, rejected, plan(running, compiled.dataplane)
+            return compiled, rejected, actions
         for gateway in state.gateways:
             alone = dataclasses.replace(state, gateways=[gateway])
             good, message = await self.driver.check(compile_state(alone, settings).dataplane)
@@ -317,6 +316,11 @@ class Agent:
             return []
         self._published[key] = status
         return [Put(key, status)]
+
+
+def _reloads(actions: list[Action]) -> bool:
+    """Whether a plan reloads HAProxy (it always does with nothing running yet)."""
+    return any(isinstance(action, Reload) for action in actions)
 
 
 @contextlib.contextmanager
