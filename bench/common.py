@@ -262,7 +262,26 @@ def nginx_config(workdir: Path, servers: Mapping[str, int]) -> str:
     )
 
 
-class Nginx:
+class Started:
+    """Started on entering a `with` block, stopped on leaving it (however it is left)."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class Nginx(Started):
     """One nginx (a single worker) with a server per entry of `servers`, body -> port.
 
     Bodies must be plain words; each server answers `<body>\\n`, so a client can tell which
@@ -316,20 +335,11 @@ class Nginx:
         errors = error_log.read_text(errors="replace")[-2000:] if error_log.exists() else ""
         return self.process.log_tail(2000) + errors
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
 
 # -- plain HAProxy ------------------------------------------------------------------------------
 
 
-class Haproxy:
+class Haproxy(Started):
     """HAProxy in the foreground (`-db`) on a configuration file; ready when `port` listens.
 
     It runs in a session of its own, as meshgate's supervisor starts its HAProxy, so that both
@@ -379,15 +389,6 @@ class Haproxy:
     def stop(self) -> None:
         # SIGTERM: HAProxy's hard stop, immediate; the benchmark has no connection left open.
         self.process.stop(signal.SIGTERM, timeout=10)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 # -- wrk ----------------------------------------------------------------------------------------
@@ -531,7 +532,7 @@ def gateway_doc(name: str, port: int, routes: Mapping[str, Mapping[str, Any]]) -
     }
 
 
-class MeshgateNode:
+class MeshgateNode(Started):
     """`meshgate up` as a child process, with its own data dir and API port.
 
     Stopped with SIGTERM, which makes meshgate stop the HAProxy it runs."""
@@ -623,15 +624,6 @@ class MeshgateNode:
         """SIGTERM, wait for meshgate (and its HAProxy) to stop; SIGKILL after `timeout` s."""
         self.api.close()
         return self.process.stop(signal.SIGTERM, timeout=timeout)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def stop_node(node: MeshgateNode, gateway_ports: Sequence[int]) -> None:
