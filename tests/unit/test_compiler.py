@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from meshgate.compiler import (
 )
 from meshgate.conditions import MAX_LINE_WORDS, count_words
 from meshgate.model import Gateway, Instance, Resource, Service, validate_resource
+from tests.haproxy_check import check_files, haproxy_or_skip
 
 RUN_DIR = "/run/mg"
 MAPS = f"{RUN_DIR}/maps"
@@ -877,9 +876,7 @@ def test_long_conditions_stay_within_haproxy_line_limits() -> None:
 def test_haproxy_accepts_edge_cases(tmp_path: Path) -> None:
     """What the golden inputs leave out: http checks on tcp, every balance, all-zero weights,
     IPv6 everywhere, names at their longest, odd but valid route names."""
-    haproxy = shutil.which("haproxy")
-    if haproxy is None:
-        pytest.skip("haproxy is not installed")
+    haproxy = haproxy_or_skip()
     longest = "x" * 200
     resources: list[Resource] = [
         gateway("tcpgw", "7000/tcp", routes={"websvc": {"balance": "source"}, "[::1]:7001": {}}),
@@ -911,15 +908,5 @@ def test_haproxy_accepts_edge_cases(tmp_path: Path) -> None:
     ]
     result = compiled(*resources, settings=ir.Settings(run_dir=str(tmp_path)))
     assert all(r.ok for r in result.gateways.values())
-    for name, content in render_files(result.dataplane).items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(content, encoding="utf-8")
-    (tmp_path / "server-state").write_text("", encoding="utf-8")
-    checked = subprocess.run(
-        [haproxy, "-c", "-f", str(tmp_path / CONFIG_FILE)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    ok, output = check_files(haproxy, tmp_path, render_files(result.dataplane))
+    assert ok, output

@@ -11,14 +11,13 @@ The integration tests also give each input's configuration to the real `haproxy 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from meshgate.compiler import CONFIG_FILE, DesiredState, compile_state, ir, render_files
 from meshgate.model import Certificate, Gateway, Resource, Service, load_documents, parse_text
+from tests.haproxy_check import check_files, complaints, haproxy_or_skip
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
 INPUTS = sorted(GOLDEN_DIR.glob("*.yaml"))
@@ -80,26 +79,7 @@ def test_golden_rendering_is_repeatable(source: Path) -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize("source", INPUTS, ids=lambda p: p.stem)
 def test_haproxy_accepts_the_golden_configuration(source: Path, tmp_path: Path) -> None:
-    haproxy = shutil.which("haproxy")
-    if haproxy is None:
-        pytest.skip("haproxy is not installed")
-    for name, content in render(load(source), str(tmp_path)).items():
-        target = tmp_path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content, encoding="utf-8")
-    (tmp_path / "server-state").write_text("", encoding="utf-8")
-    checked = subprocess.run(
-        [haproxy, "-c", "-f", str(tmp_path / CONFIG_FILE)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    output = checked.stdout + checked.stderr
-    assert checked.returncode == 0, output
-    warnings = [
-        line
-        for line in output.splitlines()
-        if ("[WARNING]" in line or "[ALERT]" in line) and "server state file" not in line
-    ]
-    assert warnings == [], output
+    haproxy = haproxy_or_skip()
+    ok, output = check_files(haproxy, tmp_path, render(load(source), str(tmp_path)))
+    assert ok, output
+    assert complaints(output) == [], output

@@ -3,8 +3,6 @@ TLS towards instances, and the port rules that come with them."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from meshgate.compiler.tls import ALPN_HTTP
 from meshgate.compiler.tls_text import crt_list_line
 from meshgate.haproxy import commands
 from meshgate.model import Certificate, Gateway, Resource, Service, validate_resource
+from tests.haproxy_check import check_files, complaints, haproxy_or_skip
 from tests.tlscerts import Authority
 
 RUN_DIR = "/run/mg"
@@ -281,9 +280,7 @@ def test_the_runtime_crt_list_line_is_the_files_line() -> None:
 
 @pytest.mark.integration
 def test_haproxy_accepts_tls_configurations(tmp_path: Path) -> None:
-    haproxy = shutil.which("haproxy")
-    if haproxy is None:
-        pytest.skip("haproxy is not installed")
+    haproxy = haproxy_or_skip()
     rsa = CA.issue("rsa.example.com", key_kind="rsa")
     chained = Authority("chained", intermediate=True).issue("c.example.com")
     result = compiled(
@@ -311,22 +308,6 @@ def test_haproxy_accepts_tls_configurations(tmp_path: Path) -> None:
         settings=ir.Settings(run_dir=str(tmp_path)),
     )
     assert all(r.ok for r in result.gateways.values()), result.gateways
-    for name, content in render_files(result.dataplane).items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(content, encoding="utf-8")
-    (tmp_path / "server-state").write_text("", encoding="utf-8")
-    checked = subprocess.run(
-        [haproxy, "-c", "-f", str(tmp_path / CONFIG_FILE)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    output = checked.stdout + checked.stderr
-    assert checked.returncode == 0, output
-    warnings = [
-        line
-        for line in output.splitlines()
-        if ("[WARNING]" in line or "[ALERT]" in line) and "server state file" not in line
-    ]
-    assert warnings == [], output
+    ok, output = check_files(haproxy, tmp_path, render_files(result.dataplane))
+    assert ok, output
+    assert complaints(output) == [], output
