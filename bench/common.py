@@ -671,6 +671,18 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def machine_line(*versions: str) -> str:
+    """A report's first line: the machine, how busy it is, and the tools' versions."""
+    head = f"machine: {cpu_count()} CPUs, loopback only, load average {load_average()}"
+    return "; ".join([head, *versions])
+
+
+def meshgate_version() -> str:
+    """`git describe` of the checkout the benchmarks belong to."""
+    repo = Path(__file__).resolve().parent.parent
+    return tool_version(["git", "-C", str(repo), "describe", "--always", "--dirty"])
+
+
 def run_in_workdir(prefix: str, keep: bool, run: Callable[[Path], int]) -> int:
     """Run a benchmark in a fresh work directory, removed afterwards unless `keep`.
 

@@ -66,10 +66,11 @@ from bench.common import (
     MeshgateNode,
     Nginx,
     WrkResult,
-    cpu_count,
     gateway_doc,
     load_average,
+    machine_line,
     median,
+    meshgate_version,
     parse_wrk,
     port_open,
     run_in_workdir,
@@ -910,15 +911,15 @@ def running_node(
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
-    repo = Path(__file__).resolve().parent.parent
     print(
-        f"machine: {cpu_count()} CPUs, loopback only, load average {load_average()}; "
-        f"{tool_version(['haproxy', '-v'])}; {tool_version([args.nginx, '-v'])}; "
-        f"{tool_version([args.wrk, '--version'])}"
+        machine_line(
+            tool_version(["haproxy", "-v"]),
+            tool_version([args.nginx, "-v"]),
+            tool_version([args.wrk, "--version"]),
+        )
     )
     print(
-        "meshgate: "
-        + tool_version(["git", "-C", str(repo), "describe", "--always", "--dirty"])
+        f"meshgate: {meshgate_version()}"
         + (" (meshgate up --no-latency)" if args.no_latency else " (meshgate up, defaults)")
     )
     results = Results()

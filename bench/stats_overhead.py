@@ -44,12 +44,13 @@ from bench.common import (
     MeshgateNode,
     Nginx,
     WrkResult,
-    cpu_count,
     cpu_seconds,
     free_port,
     gateway_doc,
     load_average,
+    machine_line,
     median,
+    meshgate_version,
     run_in_workdir,
     run_wrk,
     service_doc,
@@ -284,16 +285,16 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     if args.with_all:
         configs.append(Config("all", "meshgate up --log-budget 0 (every request)", free_port()))
         extra_args["all"] = ["--log-budget", "0"]
-    repo = Path(__file__).resolve().parent.parent
     print(
-        f"machine: {cpu_count()} CPUs, loopback only, load average {load_average()}; "
-        f"{tool_version(['haproxy', '-v'])}; {tool_version([args.nginx, '-v'])}; "
-        f"{tool_version([args.wrk, '--version'])}"
+        machine_line(
+            tool_version(["haproxy", "-v"]),
+            tool_version([args.nginx, "-v"]),
+            tool_version([args.wrk, "--version"]),
+        )
     )
     print(
-        "meshgate: "
-        + tool_version(["git", "-C", str(repo), "describe", "--always", "--dirty"])
-        + " (the source tree the virtualenv installs, uncommitted changes included)"
+        f"meshgate: {meshgate_version()}"
+        " (the source tree the virtualenv installs, uncommitted changes included)"
     )
     print(
         f"load: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, keep-alive; "

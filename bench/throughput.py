@@ -46,12 +46,13 @@ from bench.common import (
     Nginx,
     WrkResult,
     count_bodies,
-    cpu_count,
     cpu_seconds,
     free_port,
     gateway_doc,
     load_average,
+    machine_line,
     median,
+    meshgate_version,
     run_in_workdir,
     run_wrk,
     service_doc,
@@ -313,16 +314,16 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     configs = [c for c in (optional.get("meshgate"), baseline) if c is not None]
     configs += [c for name, c in optional.items() if name != "meshgate"]
 
-    repo = Path(__file__).resolve().parent.parent
     print(
-        f"machine: {cpu_count()} CPUs, loopback only, load average {load_average()}; "
-        f"{tool_version([args.haproxy, '-v'])}; {tool_version([args.nginx, '-v'])}; "
-        f"{tool_version([args.wrk, '--version'])}"
+        machine_line(
+            tool_version([args.haproxy, "-v"]),
+            tool_version([args.nginx, "-v"]),
+            tool_version([args.wrk, "--version"]),
+        )
     )
     print(
-        "meshgate: "
-        + tool_version(["git", "-C", str(repo), "describe", "--always", "--dirty"])
-        + " (the source tree the virtualenv installs, uncommitted changes included)"
+        f"meshgate: {meshgate_version()}"
+        " (the source tree the virtualenv installs, uncommitted changes included)"
     )
     print(
         f"load: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency, "

@@ -60,11 +60,12 @@ from bench.common import (
     Haproxy,
     MeshgateNode,
     Nginx,
-    cpu_count,
     cpu_seconds,
     free_port,
     load_average,
+    machine_line,
     median,
+    meshgate_version,
     parse_wrk,
     run_in_workdir,
     service_doc,
@@ -451,15 +452,15 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     meshgate = Config("meshgate", free_port(), via_master=True)
     baseline = Config("baseline", free_port(), socket=str(workdir / "baseline" / "admin.sock"))
     print(
-        f"machine: {cpu_count()} CPUs, loopback only, load average {load_average()}; "
-        f"{tool_version([args.haproxy, '-v'])}; {tool_version([args.wrk, '--version'])}; "
-        f"{tool_version([args.h2load, '--version']) if 'h2' in workloads else 'no h2load'}"
+        machine_line(
+            tool_version([args.haproxy, "-v"]),
+            tool_version([args.wrk, "--version"]),
+            tool_version([args.h2load, "--version"]) if "h2" in workloads else "no h2load",
+        )
     )
-    repo = Path(__file__).resolve().parent.parent
     print(
-        "meshgate: "
-        + tool_version(["git", "-C", str(repo), "describe", "--always", "--dirty"])
-        + f"; certificate: {'RSA 2048' if args.key == 'rsa' else 'ECDSA P-256'}, self-signed"
+        f"meshgate: {meshgate_version()}"
+        f"; certificate: {'RSA 2048' if args.key == 'rsa' else 'ECDSA P-256'}, self-signed"
     )
     print(
         f"load: {args.connections} connections, {args.duration:g} s per run, {args.rounds} rounds;"
