@@ -724,8 +724,6 @@ def test_the_default_check_is_a_tcp_connect_every_2s() -> None:
         "# default/g route s",
         "mode http",
         "balance roundrobin",
-        "retry-on conn-failure empty-response junk-response",
-        "http-request disable-l7-retry if !{ method GET HEAD OPTIONS }",
         "server 127.0.0.1:1 127.0.0.1:1 weight 100 check inter 2000 rise 2 fall 3",
     ]
 
@@ -752,10 +750,41 @@ def test_http_check_with_host_status_and_body() -> None:
         "http-check send meth HEAD uri /healthz?full=1 ver HTTP/1.1 hdr host sava.internal",
         "http-check expect status 204",
         "http-check expect string 'status: {up}'",
-        "retry-on conn-failure empty-response junk-response",
-        "http-request disable-l7-retry if !{ method GET HEAD OPTIONS }",
         "server 127.0.0.1:1 127.0.0.1:1 weight 100 check inter 500 rise 1 fall 5 port 9000",
     ]
+
+
+def test_a_service_without_retry_on_keeps_no_copy_of_requests() -> None:
+    # Only a refused connection is retried (the defaults' `retries`): no L7 retry, which
+    # would make HAProxy copy every request.
+    assert not any("retry" in line for line in checked())
+
+
+def test_retry_on_retries_failures_after_sending_for_safe_methods_only() -> None:
+    lines = checked(retries=3, retry_on=["empty-response", 503, "junk-response", 503])
+    assert lines[3:6] == [
+        "retries 3",
+        "retry-on conn-failure empty-response 503 junk-response",
+        "http-request disable-l7-retry if !{ method GET HEAD OPTIONS }",
+    ]
+
+
+def test_retries_alone_sets_the_count_and_nothing_else() -> None:
+    lines = checked(retries=0, mode="tcp")
+    assert "retries 0" in lines
+    assert not any("retry-on" in line for line in lines)
+
+
+def test_retry_on_of_an_http_service_is_left_out_behind_a_tcp_gateway() -> None:
+    # The gateway passes bytes: there is no request to keep a copy of or to retry.
+    result = compiled(
+        gateway("g", "9001/tcp", routes={"s": {}}),
+        service("s", "127.0.0.1:1", retry_on=["empty-response"]),
+    )
+    lines = backend_section(
+        render_files(result.dataplane)[CONFIG_FILE], result.dataplane.backends[0]
+    )
+    assert not any("retry" in line for line in lines)
 
 
 def test_http_check_without_host_or_body() -> None:

@@ -100,7 +100,9 @@ SECTION_LINES = [
     r"http-check expect string '[A-Za-z0-9 ._~!&()*+,;=:@?/<>\[\]{}|^-]+'",
     r"tcp-check connect",
     r"tcp-check (?:send-binary|expect binary) [0-9a-f]+",
-    r"retry-on conn-failure empty-response junk-response",
+    r"retries [0-9]{1,2}",
+    r"retry-on conn-failure(?: (?:empty-response|junk-response|response-timeout|0rtt-rejected"
+    r"|40[1348]|425|50[0-4]))+",
     r"http-request disable-l7-retry if !\{ method GET HEAD OPTIONS \}",
     r"stick-table type ip size 1m expire 30m",
     r"stick on src",

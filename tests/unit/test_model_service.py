@@ -354,6 +354,40 @@ def test_passive_error_limit() -> None:
     assert problem(passive={}).path == "passive.error_limit"
 
 
+def test_retries_default_to_the_count_of_the_defaults_and_no_retry_after_sending() -> None:
+    plain = service()
+    assert (plain.retries, plain.retry_on) == (None, [])
+
+
+def test_retry_on_takes_status_numbers_and_drops_repeats() -> None:
+    chosen = service(retries=0, retry_on=["empty-response", 503, "503", "junk-response"])
+    assert (chosen.retries, chosen.retry_on) == (0, ["empty-response", "503", "junk-response"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"retries": 11}, "retries"),
+        ({"retries": -1}, "retries"),
+        ({"retries": "2; option x"}, "retries"),
+        ({"retry_on": ["all-retryable-errors"]}, "retry_on.0"),
+        ({"retry_on": ["empty-response", "503 junk-response"]}, "retry_on.1"),
+        ({"retry_on": [200]}, "retry_on.0"),
+        ({"retry_on": [True]}, "retry_on.0"),
+        ({"retry_on": "empty-response"}, "retry_on"),
+    ],
+)
+def test_bad_retries_are_rejected(fields: dict[str, Any], path: str) -> None:
+    assert problem(**fields).path == path
+
+
+def test_retry_on_is_for_http_services_only() -> None:
+    assert problem(mode="tcp", retry_on=["empty-response"]) == Problem(
+        "retry_on", "applies to http services only; tcp retries refused connections"
+    )
+    assert service(mode="tcp", retries=1).retries == 1
+
+
 # --- value parsers ------------------------------------------------------------------------------
 
 

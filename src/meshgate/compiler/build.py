@@ -196,11 +196,13 @@ def _compile_gateway(
     sticky = gateway.sticky_mode
     pins_route = sticky in ("route", "instance")
     route_cookie = f"mgr_{gateway_id}" if pins_route else None
+    backend_mode = gateway.port.mode
     choices, backends, statuses = [], [], {}
     for route_name, route in gateway.routes.items():
         target = targets[route_name]
         backend_name = naming.route_backend_name(gateway.namespace, gateway.name, route_name)
         token = naming.route_token(route_name) if pins_route else None
+        service = services[(gateway.namespace, target.name)] if target.kind == "service" else None
         instances, check = _instances(
             gateway, route_name, route, target, services, gateways, registered
         )
@@ -218,7 +220,7 @@ def _compile_gateway(
         backends.append(
             ir.Backend(
                 name=backend_name,
-                mode=gateway.port.mode,
+                mode=backend_mode,
                 route=ir.RouteRef(gateway.namespace, gateway.name, route_name),
                 balance=route.balance or gateway.default_balance,
                 servers=servers,
@@ -233,6 +235,9 @@ def _compile_gateway(
                 timeout_connect_ms=gateway.timeouts.connect,
                 timeout_server_ms=gateway.timeouts.server,
                 tls=tls_parts.backend_tls(gateway, target, services, gateways),
+                retries=service.retries if service else None,
+                # An http service behind a tcp gateway: the bytes are not parsed as requests.
+                retry_on=tuple(service.retry_on) if service and backend_mode == "http" else (),
             )
         )
         choices.append(

@@ -74,6 +74,8 @@ class Backend:
     timeout_connect_ms: int | None = None
     timeout_server_ms: int | None = None
     tls: ServerTls | None = None  # the instances speak TLS
+    retries: int | None = None  # None: the defaults' count
+    retry_on: tuple[str, ...] = ()  # failures after sending that are retried (http only)
 
 
 @dataclass(frozen=True)

@@ -193,12 +193,14 @@ def backend_lines(backend: ir.Backend) -> list[str]:
     if backend.timeout_server_ms:
         lines.append(f"timeout server {backend.timeout_server_ms}ms")
     lines += _check_lines(backend)
-    if backend.mode == "http":
-        # A connection refused is retried on another instance (retries + redispatch in the
-        # defaults); so is a request whose instance died under it without answering, but only
-        # for methods that are safe to send twice.
+    if backend.retries is not None:
+        lines.append(f"retries {backend.retries}")
+    if backend.retry_on:
+        # A connection refused is always retried on another instance (retries + redispatch in
+        # the defaults). Retrying after the request was sent makes HAProxy keep a copy of every
+        # request, so it is the service's choice, and only for methods safe to send twice.
         lines += [
-            "retry-on conn-failure empty-response junk-response",
+            f"retry-on conn-failure {' '.join(backend.retry_on)}",
             "http-request disable-l7-retry if !{ method GET HEAD OPTIONS }",
         ]
     if backend.sticky == "source":

@@ -49,9 +49,6 @@ class Instance(Model):
     def _address(cls, value: str) -> str:
         return normalize_address(value)
 
-
-
-
     @model_validator(mode="before")
     @classmethod
     def _from_endpoint_string(cls, data: Any) -> Any:
@@ -158,6 +155,14 @@ class PassiveCheck(Model):
     error_limit: int = Field(ge=1, le=1000)
 
 
+# What HAProxy's `retry-on` can retry besides a refused connection (which is always retried):
+# failures after the request was sent, so a copy of every request is kept while they are on.
+RetryCondition = Literal[
+    "empty-response", "junk-response", "response-timeout", "0rtt-rejected",
+    "401", "403", "404", "408", "425", "500", "501", "502", "503", "504",
+]  # fmt: skip
+
+
 class ServiceTls(Model):
     """`tls:` of a service: its instances speak TLS, and their certificates are checked
     against the certificate resource named by `ca` (or, explicitly, not at all)."""
@@ -198,13 +203,37 @@ class Service(Model):
     passive: PassiveCheck | None = None
     dns: DnsDiscovery | None = None  # instances are what this name resolves to, followed
     tls: ServiceTls | None = None
-
-
+    # How many more attempts a failed request gets (on another instance where there is one),
+    # and which failures after the request was sent count, for GET, HEAD and OPTIONS only.
+    # Unset: the defaults' count, and only a refused connection is retried.
+    retries: int | None = Field(default=None, ge=0, le=10)
+    retry_on: list[RetryCondition] = Field(default_factory=list, max_length=20)
 
     @field_validator("instances")
     @classmethod
     def _unique_instances(cls, instances: list[Instance]) -> list[Instance]:
         return check_unique_instances(instances)
+
+    @field_validator("retry_on", mode="before")
+    @classmethod
+    def _status_numbers(cls, value: Any) -> Any:
+        # YAML reads `retry_on: [503]` as a number; HAProxy's keyword is the same digits.
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    @field_validator("retry_on")
+    @classmethod
+    def _unique_conditions(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _retries_fit_mode(self) -> Service:
+        if self.retry_on and self.mode == "tcp":
+            raise FieldError(
+                "retry_on", "applies to http services only; tcp retries refused connections"
+            )
+        return self
 
 
 def check_unique_instances(instances: list[Instance]) -> list[Instance]:

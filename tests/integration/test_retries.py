@@ -1,0 +1,112 @@
+"""Retries against real HAProxy: an instance that takes requests and hangs up without answering.
+
+By default only a refused connection is retried; a service's `retry_on` adds failures after the
+request was sent, for GET, HEAD and OPTIONS only (a POST may have had its effect already)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.integration.conftest import Node, free_port
+from tests.integration.discovery_helpers import Demos
+from tests.integration.test_routing import gateway, service, wait_until
+
+pytestmark = pytest.mark.integration
+
+TCP_CHECK = {"type": "tcp", "interval": "500ms"}  # the hang-up instance passes a connect check
+
+
+class HangUp:
+    """A TCP server on loopback that reads each request and closes without a byte of answer,
+    counting the requests it swallowed."""
+
+    def __init__(self) -> None:
+        self.swallowed = 0
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.port = int(self._listener.getsockname()[1])
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self._listener:
+            while not self._stop.is_set():
+                try:
+                    connection, _ = self._listener.accept()
+                except TimeoutError:
+                    continue
+                with connection:
+                    connection.settimeout(1)
+                    try:
+                        if connection.recv(4096):
+                            self.swallowed += 1
+                    except OSError:
+                        pass
+
+    def __enter__(self) -> HangUp:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def hang_up() -> Iterator[HangUp]:
+    with HangUp() as server:
+        yield server
+
+
+def statuses(method: str, url: str, count: int) -> list[int]:
+    """Status of `count` requests, each on a new connection so each is balanced anew."""
+    with httpx.Client(timeout=5, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        return [client.request(method, url).status_code for _ in range(count)]
+
+
+def test_retry_on_empty_response_saves_safe_requests_and_never_resends_a_post(
+    node: Node, hang_up: HangUp
+) -> None:
+    demos = Demos()
+    try:
+        well, _ = demos.start("well")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/"
+        node.apply(
+            service("flaky", hang_up.port, well, health_check=TCP_CHECK, retries=2,
+                    retry_on=["empty-response", "junk-response"]),
+            gateway("flaky", port, {"flaky": {}}),
+        )  # fmt: skip
+        wait_until(lambda: statuses("GET", url, 1) == [200])
+
+        swallowed_before = hang_up.swallowed
+        assert statuses("GET", url, 20) == [200] * 20
+        assert hang_up.swallowed > swallowed_before, "round robin sent no GET to the hang-up"
+
+        posts = statuses("POST", url, 20)
+        assert set(posts) == {200, 502}, posts  # the POSTs the hang-up took are not resent
+    finally:
+        demos.stop_all()
+
+
+def test_without_retry_on_a_request_the_instance_swallowed_fails(
+    node: Node, hang_up: HangUp
+) -> None:
+    demos = Demos()
+    try:
+        well, _ = demos.start("well")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/"
+        node.apply(
+            service("plain", hang_up.port, well, health_check=TCP_CHECK),
+            gateway("plain", port, {"plain": {}}),
+        )
+        wait_until(lambda: 200 in statuses("GET", url, 2))
+        assert set(statuses("GET", url, 20)) == {200, 502}
+    finally:
+        demos.stop_all()
