@@ -2,12 +2,12 @@
 
 Map contents (route weights, virtual-host aliases) and the servers of an existing backend are
 data HAProxy can change at run time, so such changes need no reload: maps are swapped
-atomically, servers are added, re-weighted, or drained and deleted. Certificates are data too:
-new content for a loaded certificate or CA file is swapped in by a runtime transaction, and a
-certificate added to a TLS port is loaded and appended to the port's crt-list. Anything else —
-a new or changed frontend or backend, a certificate removed from a port or a changed default
-certificate, a server that HAProxy 2.6 cannot add at run time — needs a reload, which the
-supervisor makes hitless.
+atomically (or a few values set one by one), servers are added, re-weighted, or drained and
+deleted. Certificates are data too: new content for a loaded certificate or CA file is swapped
+in by a runtime transaction, and a certificate added to a TLS port is loaded and appended to
+the port's crt-list. Anything else — a new or changed frontend or backend, a certificate
+removed from a port or a changed default certificate, a server that HAProxy 2.6 cannot add at
+run time — needs a reload, which the supervisor makes hitless.
 """
 
 from __future__ import annotations
@@ -22,6 +22,15 @@ from meshgate.compiler import ir
 @dataclass(frozen=True)
 class ReplaceMap:
     """Swap a map's whole content atomically (prepare / add / commit)."""
+
+    name: str
+    entries: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class SetMapEntries:
+    """New values for keys a map already has (`set map`), side by side: a handful of entries of
+    a large map, where swapping the whole content would send all of it."""
 
     name: str
     entries: tuple[tuple[str, str], ...]
@@ -90,6 +99,7 @@ class Reload:
 
 RuntimeAction = (
     ReplaceMap
+    | SetMapEntries
     | AddServer
     | SetServerWeight
     | RemoveServer
@@ -154,10 +164,11 @@ def plan(running: ir.DataPlane | None, desired: ir.DataPlane) -> list[Action]:
                 weights.append(SetServerWeight(name, server_name, server.weight))
         removals += [RemoveServer(name, s) for s in old_servers if s not in new_servers]
     old_maps = {m.name: m for m in running.maps}
-    maps: list[RuntimeAction] = [
-        ReplaceMap(new_map.name, new_map.entries)
+    maps = [
+        action
         for new_map in desired.maps
         if old_maps[new_map.name] != new_map
+        for action in map_changes(old_maps[new_map.name], new_map)
     ]
     # A server whose address changed is removed before its replacement of the same name is
     # added; every other removal waits until additions and maps are in place.
@@ -165,6 +176,31 @@ def plan(running: ir.DataPlane | None, desired: ir.DataPlane) -> list[Action]:
     first = [r for r in removals if (r.backend, r.server) in replaced]
     last = [r for r in removals if (r.backend, r.server) not in replaced]
     return [*certificates, *entries, *first, *additions, *weights, *maps, *last]
+
+
+# Beyond this many changed entries a map is swapped whole: one transaction, and atomic.
+MAX_ENTRIES_SET = 500
+
+
+def map_changes(old: ir.MapFile, new: ir.MapFile) -> list[RuntimeAction]:
+    """Set the changed values when the keys are the same and few values changed; otherwise
+    swap the whole map.
+
+    Values set one by one are not swapped atomically, so numbers that grow are set before
+    numbers that shrink: the weights of a gateway's routes never all read 0 in between."""
+    before = dict(old.entries)
+    changed = [(key, value) for key, value in new.entries if before.get(key) != value]
+    if len(before) != len(new.entries) or any(key not in before for key, _ in changed):
+        return [ReplaceMap(new.name, new.entries)]
+    if len(changed) > MAX_ENTRIES_SET:
+        return [ReplaceMap(new.name, new.entries)]
+    growing = tuple((key, value) for key, value in changed if _grows(before[key], value))
+    others = tuple((key, value) for key, value in changed if not _grows(before[key], value))
+    return [SetMapEntries(new.name, entries) for entries in (growing, others) if entries]
+
+
+def _grows(old: str, new: str) -> bool:
+    return old.isdigit() and new.isdigit() and int(new) > int(old)
 
 
 def _crt_list_additions(

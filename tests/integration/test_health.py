@@ -112,9 +112,9 @@ def test_a_killed_instance_costs_no_failed_request_once_detected(
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     check = {"type": "http", "path": "/health", "interval": "500ms", "fall": 2, "rise": 2}
+    retry_on = ["empty-response", "junk-response"]
     node.apply(
-        service("kill", victim_port, survivor_port, health_check=check,
-                retry_on=["empty-response", "junk-response"]),  # fmt: skip
+        service("kill", victim_port, survivor_port, health_check=check, retry_on=retry_on),
         gateway("kill", port, {"kill": {}}),
     )
     wait_until(lambda: set(count_served(url, 20)) == {"victim", "survivor"})

@@ -11,7 +11,7 @@ from typing import Any
 from meshgate.compiler import DesiredState, compile_state, ir
 from meshgate.compiler.build import CompileMemo
 from meshgate.model import Certificate, Gateway, Instance, Resource, Service, validate_resource
-from meshgate.plan import ReplaceMap, plan
+from meshgate.plan import SetMapEntries, plan
 from tests.tlscerts import Authority
 
 SETTINGS = ir.Settings(run_dir="/run/mg")
@@ -69,7 +69,7 @@ def test_registered_instances_are_an_input() -> None:
     walk(state(*base), state(*base, api=one), state(*base, api=two), state(*base))
 
 
-def test_a_weight_change_reuses_every_other_gateway_and_plans_one_map_swap() -> None:
+def test_a_weight_change_reuses_every_other_gateway_and_sets_only_changed_entries() -> None:
     others = [gw(f"g{n}", 9100 + n) for n in range(20)]
     before = state(
         svc(), svc("web"), *others, gw("c", routes={"api": {"weight": 90}, "web": {"weight": 10}})
@@ -84,7 +84,13 @@ def test_a_weight_change_reuses_every_other_gateway_and_plans_one_map_swap() -> 
     assert memo.gateways.hits - hits == 20
     assert desired == compile_state(after, SETTINGS).dataplane
     actions = plan(running, desired)
-    assert [type(a) for a in actions] == [ReplaceMap]
+    # 80 slots change owner; the weight that grows is set before the one that shrinks.
+    assert [(type(a), a.name, len(a.entries)) for a in actions] == [
+        (SetMapEntries, ir.SLOTS_MAP, 80),
+        (SetMapEntries, ir.WEIGHTS_MAP, 1),
+        (SetMapEntries, ir.WEIGHTS_MAP, 1),
+    ]
+    assert [a.entries[0][1] for a in actions[1:]] == ["90", "10"]
 
 
 def test_chained_gateways_follow_the_gateway_they_route_to() -> None:

@@ -204,9 +204,11 @@ def test_rendered_files_are_the_config_and_the_maps() -> None:
         "haproxy.cfg",
         "maps/port_9070.hosts.map",
         "maps/port_9070.wildcards.map",
+        "maps/slots.map",
         "maps/weights.map",
     ]
     assert f"map_str_int({MAPS}/weights.map,0)" in rendered[CONFIG_FILE]
+    assert f"map_str({MAPS}/slots.map)" in rendered[CONFIG_FILE]
 
 
 def test_render_manifests_places_maps_under_the_run_dir() -> None:
@@ -218,7 +220,7 @@ def test_render_manifests_places_maps_under_the_run_dir() -> None:
 def test_no_gateways_still_gives_a_config_with_the_probe() -> None:
     rendered = files()
     assert "frontend meshgate_probe" in rendered[CONFIG_FILE]
-    assert rendered["maps/weights.map"] == ""
+    assert rendered["maps/weights.map"] == rendered["maps/slots.map"] == ""
 
 
 # --- weights ------------------------------------------------------------------------------------
@@ -242,6 +244,35 @@ def test_weights_map_text() -> None:
     lines = rendered["maps/weights.map"].splitlines()
     assert [line.split(" ")[1] for line in lines] == ["90", "10"]
     assert all(re.fullmatch(r"default\.g\.[ab]\.[0-9a-f]{6} \d+", line) for line in lines)
+
+
+def test_slots_give_each_route_as_many_draws_as_its_weight() -> None:
+    result = compiled(
+        gateway("g", 9001, routes={"a": {"weight": 70}, "b": {"weight": 0}, "c": {"weight": 30}})
+    )
+    (rules,) = result.dataplane.frontends[0].gateways
+    slots = map_entries(result, ir.SLOTS_MAP)
+    assert [key for key, _ in slots] == [f"{n}.{rules.gateway_id}" for n in range(100)]
+    owners = [backend.split(".")[2] for _, backend in slots]
+    assert owners == ["a"] * 70 + ["c"] * 30
+
+
+def test_gateways_whose_weights_are_all_zero_have_no_slots() -> None:
+    result = compiled(gateway("g", 9001, routes={"a": {"weight": 0}, "b": {"weight": 0}}))
+    assert map_entries(result, ir.SLOTS_MAP) == ()
+
+
+def test_the_slot_lookup_runs_only_while_every_route_is_available() -> None:
+    result = compiled(gateway("g", 9001, routes={"a": {"weight": 50}, "b": {"weight": 50}}))
+    (rules,) = result.dataplane.frontends[0].gateways
+    a, b = (choice.backend for choice in rules.choices)
+    text = render_files(result.dataplane)[CONFIG_FILE]
+    fast = [line for line in frontend_section(text, "frontend port_9001") if "slots.map" in line]
+    assert fast == [
+        f"http-request set-var(txn.mg_be) rand(100),concat(.{rules.gateway_id}),"
+        f"map_str({MAPS}/slots.map) if !{{ var(txn.mg_be) -m found }}"
+        f" {{ nbsrv({a}) gt 0 }} {{ nbsrv({b}) gt 0 }}"
+    ]
 
 
 def test_every_route_takes_part_in_the_weighted_choice() -> None:
@@ -341,6 +372,7 @@ def test_no_host_maps_when_no_gateway_on_the_port_has_virtual_hosts() -> None:
     assert [m.name for m in result.dataplane.maps] == [
         "port_8081.hosts.map",
         "port_8081.wildcards.map",
+        "slots.map",
         "weights.map",
     ]
     assert result.dataplane.frontends[0].host_map is None

@@ -51,6 +51,8 @@ ACTIONS = [
     rf"set-var\(txn\.mg_gw\) {HOST_FETCH},map_(?:str|end)\({MAPS}/{NAME}\)",
     rf"set-var\(txn\.mg_gw\) str\({GID}\)",
     rf"set-var\(txn\.mg_be\) str\({NAME}\)",
+    rf"set-var\(txn\.mg_be\) (?:rand\(100\)|src,crc32\(1\),mod\(100\)),concat\(\.{GID}\),"
+    rf"map_str\({MAPS}/slots\.map\)",
     r"set-var\(txn\.mg_draw\) rand\(100\)",
     r"set-var\(txn\.mg_sum\) int\(0\)",
     rf"set-var\(txn\.mg_sum\) str\({NAME}\),map_str_int\({WEIGHTS},0\),add\(txn\.mg_sum\)",

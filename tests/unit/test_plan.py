@@ -7,11 +7,15 @@ from typing import Any
 from meshgate.compiler import DesiredState, compile_state, ir
 from meshgate.model import Gateway, Instance, Resource, Service, validate_resource
 from meshgate.plan import (
+    MAX_ENTRIES_SET,
+    Action,
     AddServer,
     Reload,
     RemoveServer,
     ReplaceMap,
+    SetMapEntries,
     SetServerWeight,
+    map_changes,
     plan,
 )
 
@@ -53,6 +57,11 @@ SERVICES = (
 RUNNING = dataplane(sava(), *SERVICES)
 
 
+def gid(dataplane: ir.DataPlane) -> str:
+    (gateway,) = dataplane.frontends[0].gateways
+    return gateway.gateway_id
+
+
 def test_nothing_running_means_a_reload() -> None:
     assert plan(None, RUNNING) == [Reload("first configuration")]
 
@@ -61,22 +70,48 @@ def test_nothing_changed_means_nothing_to_do() -> None:
     assert plan(RUNNING, dataplane(sava(), *SERVICES)) == []
 
 
-def test_only_weights_changed_replaces_the_weights_map() -> None:
+def map_actions(actions: list[Action]) -> list[tuple[str, str, tuple[tuple[str, str], ...]]]:
+    return [
+        (type(a).__name__, a.name, a.entries)
+        for a in actions
+        if isinstance(a, ReplaceMap | SetMapEntries)
+    ]
+
+
+def test_only_weights_changed_sets_the_changed_weights_and_slots() -> None:
     desired = dataplane(sava(("50%", "50%")), *SERVICES)
     actions = plan(RUNNING, desired)
-    weights = desired.map_named(ir.WEIGHTS_MAP)
-    assert weights is not None
-    assert actions == [ReplaceMap("weights.map", weights.entries)]
-    assert sorted(value for _, value in weights.entries) == ["50", "50"]
+    v0, v1 = (backend_named(desired, s).name for s in ("sava:1.0", "sava:1.1"))
+    # 90/10 -> 50/50: slots 50-89 change hands; the weight that grows is set first, so the
+    # routes never weigh 0 together.
+    assert map_actions(actions) == [
+        ("SetMapEntries", ir.SLOTS_MAP, tuple((f"{n}.{gid(desired)}", v1) for n in range(50, 90))),
+        ("SetMapEntries", ir.WEIGHTS_MAP, ((v1, "50"),)),
+        ("SetMapEntries", ir.WEIGHTS_MAP, ((v0, "50"),)),
+    ]
+    assert len(actions) == 3
 
 
-def test_implicit_weights_changing_replace_the_weights_map_too() -> None:
+def test_implicit_weights_changing_set_the_weights_too() -> None:
     running = dataplane(sava((None, None)), *SERVICES)
     desired = dataplane(sava((None, "20%")), *SERVICES)
-    (action,) = plan(running, desired)
-    assert isinstance(action, ReplaceMap)
-    assert action.name == "weights.map"
-    assert sorted(value for _, value in action.entries) == ["20", "80"]
+    weights = [a.entries for a in plan(running, desired) if a.name == ir.WEIGHTS_MAP]
+    assert [[value for _, value in entries] for entries in weights] == [["80"], ["20"]]
+
+
+def test_a_map_whose_keys_change_is_swapped_whole() -> None:
+    old = ir.MapFile("m.map", (("a", "1"), ("b", "2")))
+    new = ir.MapFile("m.map", (("a", "1"), ("c", "2")))
+    assert map_changes(old, new) == [ReplaceMap("m.map", new.entries)]
+
+
+def test_many_changed_values_are_swapped_whole_and_few_set_one_by_one() -> None:
+    keys = [f"k{n}" for n in range(MAX_ENTRIES_SET + 1)]
+    old = ir.MapFile("m.map", tuple((k, "x") for k in keys))
+    new = ir.MapFile("m.map", tuple((k, "y") for k in keys))
+    assert map_changes(old, new) == [ReplaceMap("m.map", new.entries)]
+    few = ir.MapFile("m.map", (*new.entries[:2], *old.entries[2:]))
+    assert map_changes(old, few) == [SetMapEntries("m.map", few.entries[:2])]
 
 
 def test_a_virtual_host_alias_replaces_the_host_map_only() -> None:
@@ -94,13 +129,15 @@ def test_a_wildcard_alias_replaces_the_wildcard_map_only() -> None:
     assert plan(RUNNING, desired) == [ReplaceMap("port_9070.wildcards.map", wildcards.entries)]
 
 
-def test_weights_and_aliases_together_replace_both_maps_in_name_order() -> None:
+def test_weights_and_aliases_together_change_the_maps_in_name_order() -> None:
     desired = dataplane(
         sava(("0%", "100%"), virtual_hosts=["sava.example.com", "sava.example.org"]), *SERVICES
     )
-    assert [a.name for a in plan(RUNNING, desired) if isinstance(a, ReplaceMap)] == [
-        "port_9070.hosts.map",
-        "weights.map",
+    assert [(kind, name) for kind, name, _ in map_actions(plan(RUNNING, desired))] == [
+        ("ReplaceMap", "port_9070.hosts.map"),
+        ("SetMapEntries", ir.SLOTS_MAP),
+        ("SetMapEntries", ir.WEIGHTS_MAP),
+        ("SetMapEntries", ir.WEIGHTS_MAP),
     ]
 
 
@@ -206,13 +243,10 @@ def test_additions_come_before_maps_and_removals_last() -> None:
     desired = dataplane(sava(("50%", "50%")), swapped, SERVICES[1])
     backend = backend_named(desired, "sava:1.0")
     new_server = next(s for s in backend.servers if s.port == 8084)
-    weights = desired.map_named(ir.WEIGHTS_MAP)
-    assert weights is not None
-    assert plan(running, desired) == [
-        AddServer(backend.name, new_server, backend.health),
-        ReplaceMap(ir.WEIGHTS_MAP, weights.entries),
-        RemoveServer(backend.name, "127.0.0.1:8081"),
-    ]
+    actions = plan(running, desired)
+    assert actions[0] == AddServer(backend.name, new_server, backend.health)
+    assert [type(a) for a in actions[1:-1]] == [SetMapEntries] * 3
+    assert actions[-1] == RemoveServer(backend.name, "127.0.0.1:8081")
 
 
 def test_a_server_with_a_persistence_cookie_needs_a_reload() -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from meshgate.plan import (
     RemoveServer,
     ReplaceMap,
     RuntimeAction,
+    SetMapEntries,
     SetServerWeight,
     UpdateCaFile,
     UpdateCertificate,
@@ -42,9 +45,9 @@ from meshgate.plan import (
 log = structlog.get_logger("meshgate.agent")
 # How long a departing instance may finish the requests it has before it is cut off.
 DRAIN_TIMEOUT_S = 5.0
-# Server additions sent to HAProxy at once: enough to hide the socket round trips, and well
-# under the ten connections the master CLI accepts at a time (16 got connections reset), which
-# the stats poller shares.
+# Server additions (or map entries) sent to HAProxy at once: enough to hide the socket round
+# trips, and well under the ten connections the master CLI accepts at a time (16 got
+# connections reset), which the stats poller shares.
 ADD_CONCURRENCY = 4
 
 
@@ -169,6 +172,10 @@ class Driver:
         if isinstance(action, ReplaceMap):
             path = self.run_dir / MAPS_DIR / action.name
             await self.runtime.replace_map(str(path), dict(action.entries))
+        elif isinstance(action, SetMapEntries):
+            map_file = str(self.run_dir / MAPS_DIR / action.name)
+            set_entry = functools.partial(self.runtime.set_map_entry, map_file)
+            await self._side_by_side([functools.partial(set_entry, *e) for e in action.entries])
         elif isinstance(action, AddServer):
             server, health = action.server, action.health
             await self.runtime.add_server(
@@ -239,16 +246,22 @@ class Driver:
         round trips to the master socket, and a thousand of them one after the other would
         take seconds. Their order does not matter, only that all are done before the next
         action (a map that routes to them, a removal they replace)."""
-        if len(batch) == 1:
-            await self._run(batch[0], desired)
+        await self._side_by_side([functools.partial(self._run, a, desired) for a in batch])
+
+    @staticmethod
+    async def _side_by_side(calls: Sequence[Callable[[], Awaitable[None]]]) -> None:
+        """Await every call, ADD_CONCURRENCY at a time; the first error is raised once all
+        have ended."""
+        if len(calls) == 1:
+            await calls[0]()
             return
         limit = asyncio.Semaphore(ADD_CONCURRENCY)
 
-        async def add(action: RuntimeAction) -> None:
+        async def limited(call: Callable[[], Awaitable[None]]) -> None:
             async with limit:
-                await self._run(action, desired)
+                await call()
 
-        results = await asyncio.gather(*(add(a) for a in batch), return_exceptions=True)
+        results = await asyncio.gather(*(limited(c) for c in calls), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result

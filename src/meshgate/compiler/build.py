@@ -7,12 +7,14 @@ loops back on itself) is reported and left out while every other gateway is stil
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meshgate.compiler import ir, naming
 from meshgate.compiler import tls as tls_parts
 from meshgate.compiler.memo import Memo
+from meshgate.compiler.slots import weight_slots
 from meshgate.conditions import parse_condition, to_dnf
 from meshgate.model.certificate import Certificate
 from meshgate.model.gateway import Gateway, Route, inline_endpoint
@@ -68,6 +70,7 @@ class CompiledGateway:
     backends: tuple[ir.Backend, ...]
     statuses: Mapping[str, RouteStatus]
     weights: tuple[tuple[str, str], ...]  # weights.map entries: backend -> route weight
+    slots: tuple[tuple[str, str], ...]  # slots.map entries: slot key -> backend
 
 
 @dataclass
@@ -120,6 +123,7 @@ def compile_state(
 
     backends: list[ir.Backend] = []
     weights: list[tuple[str, str]] = []
+    slots: dict[Key, tuple[tuple[str, str], ...]] = {}
     rules_by_gateway: dict[Key, ir.GatewayRules] = {}
     # Only gateways that are served can be chained to: a route to a left-out gateway resolves
     # to nothing, rather than to whatever else listens on that port.
@@ -141,11 +145,19 @@ def compile_state(
         rules_by_gateway[key] = part.rules
         backends.extend(part.backends)
         weights.extend(part.weights)
+        slots[key] = part.slots
         results[key] = GatewayResult(routes=part.statuses)
     memo.gateways.retain(served)
 
     frontends, host_maps = _frontends(accepted, rules_by_gateway, certificates, memo.frontends)
-    maps = (*host_maps, ir.MapFile(ir.WEIGHTS_MAP, tuple(sorted(weights))))
+    maps = (
+        *host_maps,
+        ir.MapFile(ir.WEIGHTS_MAP, tuple(sorted(weights))),
+        # By gateway, each in slot order: sorting 100 entries a gateway would slow every pass.
+        ir.MapFile(
+            ir.SLOTS_MAP, tuple(itertools.chain.from_iterable(slots[k] for k in sorted(slots)))
+        ),
+    )
     dataplane = ir.DataPlane(
         settings=settings,
         frontends=tuple(frontends),
@@ -260,9 +272,11 @@ def _compile_gateway(
         choices=tuple(choices),
         hsts_max_age=gateway.tls.hsts if gateway.tls else None,
     )
-    route_weights = gateway.route_weights()
-    weights = tuple((b.name, str(route_weights[b.route.route])) for b in backends)
-    return CompiledGateway(rules, tuple(backends), statuses, weights)
+    weight_of = gateway.route_weights()
+    route_weights = [(b.name, weight_of[b.route.route]) for b in backends]
+    weights = tuple((name, str(weight)) for name, weight in route_weights)
+    slots = weight_slots(gateway_id, route_weights)
+    return CompiledGateway(rules, tuple(backends), statuses, weights, slots)
 
 
 @functools.lru_cache(maxsize=8192)

@@ -180,6 +180,7 @@ class Settings:
 
 
 WEIGHTS_MAP = "weights.map"
+SLOTS_MAP = "slots.map"  # see compiler.slots
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from meshgate.compiler import ir
+from meshgate.compiler.slots import SLOTS, key_expression
 from meshgate.conditions import MAX_LINE_WORDS, count_words
 
 NOT_CHOSEN = "!{ var(txn.mg_be) -m found }"
@@ -141,11 +142,11 @@ def weighted_rules(
 ) -> list[str]:
     """Pick a route by weight among the usable routes.
 
-    The first pass keeps a running sum of the usable routes' weights and notes where each
-    route's share ends (txn.mg_cN); the draw is then below the end of exactly one share, and
-    the first route whose share ends above it is chosen. A route left out has no end noted,
-    so it is never chosen. One map lookup per route and one rule per route per pass: this runs
-    for every request.
+    While all routes are available, the slots map picks at once. Otherwise the first pass
+    keeps a running sum of the usable routes' weights and notes where each route's share ends
+    (txn.mg_cN); the draw is then below the end of exactly one share, and the first route
+    whose share ends above it is chosen. A route left out has no end noted, so it is never
+    chosen. One map lookup per route and one rule per route per pass.
     """
     weights = f"{maps_dir}/{ir.WEIGHTS_MAP}"
     draw = "src,crc32(1)" if gateway.sticky == "source" else "rand"
@@ -153,13 +154,24 @@ def weighted_rules(
     def when(*terms: str) -> str:
         return " ".join((*guard, NOT_CHOSEN, *terms))
 
+    # The fast path (compiler.slots): with every route available, one lookup of a draw of 0-99
+    # among the gateway's slots. The walk below then finds the route chosen and does nothing.
+    slot = key_expression(
+        "rand(100)" if draw == "rand" else f"{draw},mod({SLOTS})", gateway.gateway_id
+    )
+    fast = conditional_rules(
+        keyword,
+        f"set-var(txn.mg_be) {slot},map_str({maps_dir}/{ir.SLOTS_MAP})",
+        [*guard, NOT_CHOSEN, *(available(choice.backend) for choice in gateway.choices)],
+    )
+
     def usable(choice: ir.RouteChoice) -> str:
         # A worker that is shutting down after a reload reports no usable server anywhere (its
         # backends are stopped) while it finishes its last requests. Those requests are then
         # split by weight alone, and a route that really has no instance answers 503 itself.
         return f"{when(available(choice.backend))} || {when(STOPPING)}"
 
-    lines = [f"{keyword} set-var(txn.mg_sum) int(0) if {when()}"]
+    lines = [*fast, f"{keyword} set-var(txn.mg_sum) int(0) if {when()}"]
     for number, choice in enumerate(gateway.choices):
         lines += [
             f"{keyword} set-var(txn.mg_sum) str({choice.backend}),map_str_int({weights},0),"
