@@ -267,7 +267,12 @@ def test_the_slot_lookup_runs_only_while_every_route_is_available() -> None:
     (rules,) = result.dataplane.frontends[0].gateways
     a, b = (choice.backend for choice in rules.choices)
     text = render_files(result.dataplane)[CONFIG_FILE]
-    fast = [line for line in frontend_section(text, "frontend port_9001") if "slots.map" in line]
+    rules_text = frontend_section(text, "frontend port_9001")
+    fast = [line for line in rules_text if "slots.map" in line]
+    # Chosen: the frontend's remaining rules (the walk's, other gateways') are not evaluated.
+    assert rules_text[rules_text.index(fast[0]) + 1] == (
+        "http-request allow if { var(txn.mg_be) -m found }"
+    )
     assert fast == [
         f"http-request set-var(txn.mg_be) rand(100),concat(.{rules.gateway_id}),"
         f"map_str({MAPS}/slots.map) if !{{ var(txn.mg_be) -m found }}"
@@ -396,7 +401,12 @@ def test_gateway_guards_only_on_a_shared_port() -> None:
                 break
             block.append(line)
         assert block
-        assert all(f"if {guard} " in line for line in block), block
+        # Every rule but the one that ends the frontend's rules once a route is chosen.
+        guarded = [
+            line for line in block if line != "http-request allow if { var(txn.mg_be) -m found }"
+        ]
+        assert len(guarded) == len(block) - 1
+        assert all(f"if {guard} " in line for line in guarded), block
 
 
 # --- ports --------------------------------------------------------------------------------------

@@ -66,6 +66,8 @@ ACTIONS = [
     'return status 404 content-type text/plain string "no gateway serves this host"',
     'return status 503 content-type text/plain string "no route available"',
     "reject",
+    "allow",
+    "accept",
 ]
 CHECK_PATH = r"/[A-Za-z0-9/._~!&()*+,;=:@?-]*"
 SERVER_OPTIONS = (

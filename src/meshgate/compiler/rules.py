@@ -155,7 +155,7 @@ def weighted_rules(
         return " ".join((*guard, NOT_CHOSEN, *terms))
 
     # The fast path (compiler.slots): with every route available, one lookup of a draw of 0-99
-    # among the gateway's slots. The walk below then finds the route chosen and does nothing.
+    # among the gateway's slots.
     slot = key_expression(
         "rand(100)" if draw == "rand" else f"{draw},mod({SLOTS})", gateway.gateway_id
     )
@@ -171,7 +171,12 @@ def weighted_rules(
         # split by weight alone, and a route that really has no instance answers 503 itself.
         return f"{when(available(choice.backend))} || {when(STOPPING)}"
 
-    lines = [*fast, f"{keyword} set-var(txn.mg_sum) int(0) if {when()}"]
+    # Once a route is chosen (here, or by a pin or a condition above), the frontend's remaining
+    # rules have nothing left to do: the walk's and later gateways' rules would each still
+    # test their guards on every request.
+    done = "allow" if keyword == "http-request" else "accept"
+    lines = [*fast, f"{keyword} {done} if {CHOSEN}"]
+    lines.append(f"{keyword} set-var(txn.mg_sum) int(0) if {when()}")
     for number, choice in enumerate(gateway.choices):
         lines += [
             f"{keyword} set-var(txn.mg_sum) str({choice.backend}),map_str_int({weights},0),"
