@@ -30,6 +30,7 @@ from meshgate.stats.accesslog import AccessLog
 from meshgate.stats.collector import StatsCollector
 from meshgate.stats.keeper import LogKeeper
 from meshgate.stats.latency import LatencyBook
+from meshgate.stats.logline import RING
 from meshgate.stats.logs import LogReceiver
 from meshgate.stats.prometheus import DataPlaneMetrics
 from meshgate.stats.sampling import KeepController
@@ -166,9 +167,7 @@ async def run_node(options: NodeOptions) -> None:
             asyncio.create_task(poll_health(health, stats, agent.republish)),
         ]
         if options.watch is not None:
-            watcher = ManifestDirWatcher(
-                store, options.watch, allow_raw_acl=options.allow_raw_acl
-            )
+            watcher = ManifestDirWatcher(store, options.watch, allow_raw_acl=options.allow_raw_acl)
             background.append(asyncio.create_task(watcher.run()))
         log.info("meshgate is up", api=f"http://{options.api_host}:{options.api_port}")
         stopper = asyncio.create_task(stop.wait())
@@ -210,15 +209,16 @@ def _stats(
         book = LatencyBook(budget_per_s=parse_budget)
         if budget is not None:
             keeper = LogKeeper(KeepController(budget), runtime.set_proc_var)
+    # The access log wants every line, streamed as it is written; the statistics alone read
+    # the ring with each poll, which costs HAProxy less (see `stats.ring`).
     stats = StatsCollector(
         StatsReader(str(run_dir / "master.sock")),
         lambda: driver.running,
         latency=book,
         keeper=keeper,
+        ring=RING if book is not None and not options.access_log else None,
     )
-    if book is None:
+    if book is None or not options.access_log:
         return stats, None
-    access_log = None
-    if options.access_log:
-        access_log = AccessLog(options.access_log, lambda: driver.running)
+    access_log = AccessLog(options.access_log, lambda: driver.running)
     return stats, LogReceiver(run_dir / "log.sock", book, access_log=access_log)

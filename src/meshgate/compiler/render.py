@@ -24,7 +24,7 @@ from meshgate.compiler.tls_text import (
     redirect_location,
     server_tls_words,
 )
-from meshgate.stats.logline import log_formats
+from meshgate.stats.logline import POLLED_RING_BYTES, RING, log_formats
 from meshgate.stats.sampling import KEEP_SCALE, KEEP_VAR
 
 CONFIG_FILE = "haproxy.cfg"
@@ -83,6 +83,8 @@ def render_config(dataplane: ir.DataPlane) -> str:
         tcp_log_format=tcp_format,
         keep_var=KEEP_VAR,
         keep_scale=KEEP_SCALE,
+        ring=RING,
+        polled_ring_bytes=POLLED_RING_BYTES,
     )
 
 
@@ -105,6 +107,6 @@ def render_files(dataplane: ir.DataPlane, *, config: str | None = None) -> dict[
 def is_secret(name: str) -> bool:
     """Whether a rendered file (by its name relative to the run dir) holds a private key: it
     is written readable by its owner only, and never printed."""
-    return name.startswith(f"{CERTS_DIR}/") and name.endswith(".pem") and not name.endswith(
-        ".ca.pem"
+    return (
+        name.startswith(f"{CERTS_DIR}/") and name.endswith(".pem") and not name.endswith(".ca.pem")
     )

@@ -197,6 +197,10 @@ def show_servers_state(backend: str | None = None) -> str:
     return f"show servers state {proxy_name(backend, 'backend name')}"
 
 
+def show_events(ring: str) -> str:
+    return f"show events {proxy_name(ring, 'ring name')}"
+
+
 def show_map(path: str | None = None, *, version: int | None = None) -> str:
     """The list of maps (no path), or one map's entries (current version unless given)."""
     if path is None:

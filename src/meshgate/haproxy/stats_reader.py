@@ -29,6 +29,13 @@ class StatsReader:
         replies.check_reply(CommandKind.READ, reply)
         return replies.parse_proc(reply)
 
+    async def worker_events(self, pid: int, ring: str) -> bytes:
+        """Everything one worker's ring holds (`show events`); when the worker is gone, the
+        master's error sentence, which has no numbered lines."""
+        command = commands.on_worker(pid, commands.show_events(ring))
+        reply = await transport.send(self.master_socket, command, timeout=self.timeout)
+        return reply.encode()
+
     async def worker_stats(self, pid: int) -> list[StatRow]:
         """One worker's backend and server rows; [] when the worker is gone (the master then
         answers with an error sentence instead of CSV)."""

@@ -32,9 +32,11 @@ import structlog
 
 from meshgate.compiler import ir
 from meshgate.haproxy.commands import HaproxyError
+from meshgate.haproxy.replies import StatRow
 from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.stats.keeper import LogKeeper
 from meshgate.stats.latency import LatencyBook
+from meshgate.stats.ring import new_lines
 from meshgate.stats.tally import Snapshot, Tally
 
 log = structlog.get_logger("meshgate.stats")
@@ -53,6 +55,7 @@ class StatsCollector:
         clock: Callable[[], float] = time.monotonic,
         keeper: LogKeeper | None = None,
         make_way: Callable[[], Awaitable[None]] | None = None,
+        ring: str | None = None,
     ) -> None:
         self.reader = reader
         self.dataplane = dataplane
@@ -72,6 +75,12 @@ class StatsCollector:
         self._waited = 0.0  # time the current poll spent letting them
         self._lock = asyncio.Lock()
         self._running: ir.DataPlane | None = None
+        # The ring each poll reads request lines from, for `latency` (None: they are streamed
+        # to a receiver instead); per worker, the last line read and the requests counted then.
+        self.ring = ring
+        self._markers: dict[int, bytes | None] = {}
+        self._ring_totals: dict[int, int] = {}
+        self._lines_found: set[int] = set()
 
     async def run(self) -> None:
         """Poll every `interval_s` until cancelled; faster while old workers finish, since what
@@ -128,6 +137,33 @@ class StatsCollector:
             await self.make_way()
             self._waited += self.clock() - started
 
+    async def _read_rings(
+        self, ring: str, book: LatencyBook, rows: dict[int, list[StatRow]]
+    ) -> None:
+        """New request lines of each worker whose request count moved since its ring was last
+        read, or whose last read found lines: a line is written as its request ends, which may
+        be just after the count was read."""
+        totals = {
+            pid: sum(row.stot for row in pid_rows if row.svname == "BACKEND")
+            for pid, pid_rows in rows.items()
+        }
+        due = [
+            pid
+            for pid, total in totals.items()
+            if total != self._ring_totals.get(pid) or pid in self._lines_found
+        ]
+        dumps = await asyncio.gather(*(self.reader.worker_events(pid, ring) for pid in due))
+        now = self.clock()
+        self._lines_found = set()
+        for pid, dump in zip(due, dumps, strict=True):
+            await self._give_way()
+            lines, self._markers[pid] = new_lines(dump, self._markers.get(pid))
+            if lines:
+                book.offer_lines(lines, now)
+                self._lines_found.add(pid)
+        self._ring_totals = totals
+        self._markers = {pid: m for pid, m in self._markers.items() if pid in totals}
+
     async def _poll(self) -> Snapshot:
         await self._give_way()
         processes = await self.reader.processes()
@@ -135,6 +171,8 @@ class StatsCollector:
         self.workers = frozenset(current)
         pids = [*current, *(worker.pid for worker in processes.old_workers)]
         rows = await asyncio.gather(*(self.reader.worker_stats(pid) for pid in pids))
+        if self.ring is not None and self.latency is not None:
+            await self._read_rings(self.ring, self.latency, dict(zip(pids, rows, strict=True)))
         self.tally.begin()
         for pid, pid_rows in zip(pids, rows, strict=True):
             await self._give_way()

@@ -42,11 +42,22 @@ SHAPES = frozenset({COMPACT_FIELDS, TCP_FIELDS, FIELDS})  # field counts of the 
 NO_SERVER = "<NOSRV>"
 
 
+RING = "meshgate_log"
+# A ring the agent reads with its stats polls holds about this many compact lines (80 bytes or
+# less): several seconds at the default budget of lines, so polls a few seconds apart (large
+# configurations poll less often) lose few; and not so many that re-reading it costs much.
+POLLED_RING_BYTES = 1 << 19
+# Compact lines read from the ring start with the worker's request number (%rt), which tells
+# the lines already read from the new ones; `ring.new_lines` strips it.
+SEQUENCE = "%rt "
+
+
 def log_formats(detailed: bool) -> tuple[str, str]:
-    """(http, tcp) formats: compact for the statistics, detailed for the access log too."""
+    """(http, tcp) formats: compact for the statistics (read from the ring, so numbered),
+    detailed for the access log too (streamed to the agent)."""
     if detailed:
         return HTTP_DETAILED_LOG_FORMAT, TCP_DETAILED_LOG_FORMAT
-    return HTTP_LOG_FORMAT, TCP_LOG_FORMAT
+    return SEQUENCE + HTTP_LOG_FORMAT, SEQUENCE + TCP_LOG_FORMAT
 
 
 def split(line: bytes) -> list[bytes] | None:
