@@ -7,10 +7,12 @@ read (not started yet, the master re-executing during a reload), the previous sn
 and the poll is tried again on the next tick.
 
 What an old worker serves after its last poll is recovered from its request-log lines (see
-`counters`), except for the lines it logs once its soft stop has begun: HAProxy 2.6 closes the
-ring forwarder at soft stop (haproxy issue #3436), so those never arrive. Polling old workers
-every `OLD_WORKER_POLL_S` narrows that gap to requests finishing in their last moments; counts
-stay monotonic regardless, and are exact whenever no reload overlaps traffic.
+`counters`) as far as they are read before it exits: each poll reads the workers' rings (see
+`stats.ring`), old workers' too; with the access log's forwarder instead, lines logged once
+the soft stop has begun never arrive (HAProxy 2.6 closes the forwarder then, haproxy issue
+#3436). Polling old workers every `OLD_WORKER_POLL_S` narrows the gap to requests finishing
+in their last moments; counts stay monotonic regardless, and are exact whenever no reload
+overlaps traffic.
 
 A poll reads and parses a row per backend and server of every process on the node's event
 loop: well under a millisecond for a few gateways, but about 130 ms for a thousand gateways of

@@ -1,5 +1,8 @@
 """The receiving end of HAProxy's access log: a unix stream socket in the run directory.
 
+Used with `--access-log`, which wants every line; without it the statistics read HAProxy's
+ring with each stats poll instead (`stats.ring`), which spares HAProxy a wake-up per line.
+
 HAProxy writes each log line into an in-memory ring buffer and a forwarder inside each worker
 streams the ring to this socket, one line per request, newline-terminated (see the `ring`
 section the compiler renders). Compared with one datagram per line, the stream costs HAProxy no
