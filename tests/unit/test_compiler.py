@@ -280,6 +280,19 @@ def test_the_slot_lookup_runs_only_while_every_route_is_available() -> None:
     ]
 
 
+def test_a_lone_route_is_chosen_by_its_availability_and_weight_without_a_draw() -> None:
+    result = compiled(gateway("g", 9001, routes={"a": {}}))
+    assert map_entries(result, ir.SLOTS_MAP) == ()
+    (rules,) = result.dataplane.frontends[0].gateways
+    backend = rules.choices[0].backend
+    text = render_files(result.dataplane)[CONFIG_FILE]
+    assert (
+        f"http-request set-var(txn.mg_be) str({backend}) if !{{ var(txn.mg_be) -m found }}"
+        f" {{ nbsrv({backend}) gt 0 }}"
+        f" {{ str({backend}),map_str_int({MAPS}/weights.map,0) -m int gt 0 }}"
+    ) in frontend_section(text, "frontend port_9001")
+
+
 def test_every_route_takes_part_in_the_weighted_choice() -> None:
     result = compiled(*SAVA)
     text = render_files(result.dataplane)[CONFIG_FILE]

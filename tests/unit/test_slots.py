@@ -16,7 +16,6 @@ def owners(weights: list[tuple[str, int]]) -> Counter[str]:
 @pytest.mark.parametrize(
     "weights",
     [
-        [("a", 100)],
         [("a", 90), ("b", 10)],
         [("a", 33), ("b", 33), ("c", 34)],
         [("a", 0), ("b", 100)],
@@ -32,9 +31,10 @@ def test_slots_follow_weights_that_do_not_total_100_as_closely_as_100_slots_can(
     assert sum(owners([("a", 7), ("b", 5), ("c", 1)]).values()) == SLOTS
 
 
-def test_no_weight_no_slots() -> None:
+def test_no_weight_or_a_lone_route_no_slots() -> None:
     assert weight_slots("g1", [("a", 0), ("b", 0)]) == ()
     assert weight_slots("g1", []) == ()
+    assert weight_slots("g1", [("a", 100)]) == ()
 
 
 def test_the_key_expression_builds_the_keys_of_the_map() -> None:

@@ -155,15 +155,23 @@ def weighted_rules(
         return " ".join((*guard, NOT_CHOSEN, *terms))
 
     # The fast path (compiler.slots): with every route available, one lookup of a draw of 0-99
-    # among the gateway's slots.
-    slot = key_expression(
-        "rand(100)" if draw == "rand" else f"{draw},mod({SLOTS})", gateway.gateway_id
-    )
-    fast = conditional_rules(
-        keyword,
-        f"set-var(txn.mg_be) {slot},map_str({maps_dir}/{ir.SLOTS_MAP})",
-        [*guard, NOT_CHOSEN, *(available(choice.backend) for choice in gateway.choices)],
-    )
+    # among the gateway's slots. A lone route needs no draw, only a weight above 0.
+    if len(gateway.choices) == 1:
+        (only,) = gateway.choices
+        weighs = f"{{ str({only.backend}),map_str_int({weights},0) -m int gt 0 }}"
+        fast = [
+            f"{keyword} set-var(txn.mg_be) str({only.backend})"
+            f" if {when(available(only.backend), weighs)}"
+        ]
+    else:
+        slot = key_expression(
+            "rand(100)" if draw == "rand" else f"{draw},mod({SLOTS})", gateway.gateway_id
+        )
+        fast = conditional_rules(
+            keyword,
+            f"set-var(txn.mg_be) {slot},map_str({maps_dir}/{ir.SLOTS_MAP})",
+            [*guard, NOT_CHOSEN, *(available(choice.backend) for choice in gateway.choices)],
+        )
 
     def usable(choice: ir.RouteChoice) -> str:
         # A worker that is shutting down after a reload reports no usable server anywhere (its

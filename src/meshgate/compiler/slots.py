@@ -30,9 +30,10 @@ def weight_slots(
 ) -> tuple[tuple[str, str], ...]:
     """slots.map entries of one gateway: slot key -> backend, from (backend, weight) in route
     order. Each route owns as many consecutive slots as its weight; no weight, no slots (the
-    walk then finds nothing to choose, as it would)."""
+    walk then finds nothing to choose, as it would). A gateway of one route has none: its
+    fast path tests that route's weight instead."""
     total = sum(weight for _, weight in weights)
-    if total <= 0:
+    if total <= 0 or len(weights) == 1:  # a lone route is chosen without a draw
         return ()
     owners: list[str] = []
     end = 0
