@@ -178,13 +178,14 @@ def plan(running: ir.DataPlane | None, desired: ir.DataPlane) -> list[Action]:
     return [*certificates, *entries, *first, *additions, *weights, *maps, *last]
 
 
-# Beyond this many changed entries a map is swapped whole: one transaction, and atomic.
-MAX_ENTRIES_SET = 500
+# A whole map goes to HAProxy in `add map` payloads of about this many entries (12 kB of
+# entries of up to 80 bytes), plus `prepare map` and `commit map`.
+ENTRIES_PER_PAYLOAD = 150
 
 
 def map_changes(old: ir.MapFile, new: ir.MapFile) -> list[RuntimeAction]:
-    """Set the changed values when the keys are the same and few values changed; otherwise
-    swap the whole map.
+    """Set the changed values when the keys are the same and setting them takes fewer commands
+    than swapping the whole map; otherwise swap it (which is also atomic).
 
     Values set one by one are not swapped atomically, so numbers that grow are set before
     numbers that shrink: the weights of a gateway's routes never all read 0 in between."""
@@ -192,14 +193,14 @@ def map_changes(old: ir.MapFile, new: ir.MapFile) -> list[RuntimeAction]:
         return [ReplaceMap(new.name, new.entries)]
     # Entries of unchanged gateways are the very same tuples (the compiler's memo), in the same
     # order: comparing pairs in step is cheap even for a hundred thousand entries.
-    changed = [n for o, n in zip(old.entries, new.entries, strict=True) if o is not n and o != n]
-    before = dict(old.entries) if changed else {}
-    if any(before.get(key) is None for key, _ in changed):  # keys moved, added or removed
+    changed = [
+        (o, n) for o, n in zip(old.entries, new.entries, strict=True) if o is not n and o != n
+    ]
+    swap_commands = 2 + len(new.entries) // ENTRIES_PER_PAYLOAD
+    if len(changed) > swap_commands or any(o[0] != n[0] for o, n in changed):
         return [ReplaceMap(new.name, new.entries)]
-    if len(changed) > MAX_ENTRIES_SET:
-        return [ReplaceMap(new.name, new.entries)]
-    growing = tuple((key, value) for key, value in changed if _grows(before[key], value))
-    others = tuple((key, value) for key, value in changed if not _grows(before[key], value))
+    growing = tuple(n for o, n in changed if _grows(o[1], n[1]))
+    others = tuple(n for o, n in changed if not _grows(o[1], n[1]))
     return [SetMapEntries(new.name, entries) for entries in (growing, others) if entries]
 
 

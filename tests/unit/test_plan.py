@@ -7,7 +7,7 @@ from typing import Any
 from meshgate.compiler import DesiredState, compile_state, ir
 from meshgate.model import Gateway, Instance, Resource, Service, validate_resource
 from meshgate.plan import (
-    MAX_ENTRIES_SET,
+    ENTRIES_PER_PAYLOAD,
     Action,
     AddServer,
     Reload,
@@ -78,18 +78,22 @@ def map_actions(actions: list[Action]) -> list[tuple[str, str, tuple[tuple[str, 
     ]
 
 
-def test_only_weights_changed_sets_the_changed_weights_and_slots() -> None:
+def test_only_weights_changed_sets_the_changed_weights_and_swaps_the_small_slots_map() -> None:
     desired = dataplane(sava(("50%", "50%")), *SERVICES)
     actions = plan(RUNNING, desired)
     v0, v1 = (backend_named(desired, s).name for s in ("sava:1.0", "sava:1.1"))
-    # 90/10 -> 50/50: slots 50-89 change hands; the weight that grows is set first, so the
-    # routes never weigh 0 together.
+    slots = desired.map_named(ir.SLOTS_MAP)
+    assert slots is not None
+    # 90/10 -> 50/50: 40 slots change hands, more commands than swapping the 100 entries; the
+    # weight that grows is set first, so the routes never weigh 0 together.
     assert map_actions(actions) == [
-        ("SetMapEntries", ir.SLOTS_MAP, tuple((f"{n}.{gid(desired)}", v1) for n in range(50, 90))),
+        ("ReplaceMap", ir.SLOTS_MAP, slots.entries),
         ("SetMapEntries", ir.WEIGHTS_MAP, ((v1, "50"),)),
         ("SetMapEntries", ir.WEIGHTS_MAP, ((v0, "50"),)),
     ]
     assert len(actions) == 3
+    assert sum(backend == v1 for _, backend in slots.entries) == 50
+    assert gid(desired) in slots.entries[0][0]
 
 
 def test_implicit_weights_changing_set_the_weights_too() -> None:
@@ -105,13 +109,13 @@ def test_a_map_whose_keys_change_is_swapped_whole() -> None:
     assert map_changes(old, new) == [ReplaceMap("m.map", new.entries)]
 
 
-def test_many_changed_values_are_swapped_whole_and_few_set_one_by_one() -> None:
-    keys = [f"k{n}" for n in range(MAX_ENTRIES_SET + 1)]
+def test_values_are_set_one_by_one_while_that_takes_fewer_commands_than_a_swap() -> None:
+    keys = [f"k{n}" for n in range(10 * ENTRIES_PER_PAYLOAD)]
     old = ir.MapFile("m.map", tuple((k, "x") for k in keys))
     new = ir.MapFile("m.map", tuple((k, "y") for k in keys))
     assert map_changes(old, new) == [ReplaceMap("m.map", new.entries)]
-    few = ir.MapFile("m.map", (*new.entries[:2], *old.entries[2:]))
-    assert map_changes(old, few) == [SetMapEntries("m.map", few.entries[:2])]
+    few = ir.MapFile("m.map", (*new.entries[:12], *old.entries[12:]))
+    assert map_changes(old, few) == [SetMapEntries("m.map", few.entries[:12])]
 
 
 def test_a_virtual_host_alias_replaces_the_host_map_only() -> None:
@@ -135,7 +139,7 @@ def test_weights_and_aliases_together_change_the_maps_in_name_order() -> None:
     )
     assert [(kind, name) for kind, name, _ in map_actions(plan(RUNNING, desired))] == [
         ("ReplaceMap", "port_9070.hosts.map"),
-        ("SetMapEntries", ir.SLOTS_MAP),
+        ("ReplaceMap", ir.SLOTS_MAP),
         ("SetMapEntries", ir.WEIGHTS_MAP),
         ("SetMapEntries", ir.WEIGHTS_MAP),
     ]
@@ -245,7 +249,7 @@ def test_additions_come_before_maps_and_removals_last() -> None:
     new_server = next(s for s in backend.servers if s.port == 8084)
     actions = plan(running, desired)
     assert actions[0] == AddServer(backend.name, new_server, backend.health)
-    assert [type(a) for a in actions[1:-1]] == [SetMapEntries] * 3
+    assert [type(a) for a in actions[1:-1]] == [ReplaceMap, SetMapEntries, SetMapEntries]
     assert actions[-1] == RemoveServer(backend.name, "127.0.0.1:8081")
 
 
