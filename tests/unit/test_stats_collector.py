@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import pytest
 
@@ -127,6 +127,8 @@ class FakeReader:
         self.old: list[int] = []
         self.rows: dict[int, Sequence[StatRow]] = {}
         self.down = False
+        self.events: dict[int, bytes] = {}  # each worker's ring, as `show events` dumps it
+        self.events_read: list[int] = []
 
     async def processes(self) -> ProcInfo:
         if self.down:
@@ -145,6 +147,11 @@ class FakeReader:
 
     async def worker_stats(self, pid: int) -> list[StatRow]:
         return list(self.rows.get(pid, []))
+
+    async def worker_events(self, pid: int, ring: str) -> bytes:
+        assert ring == "meshgate_log"
+        self.events_read.append(pid)
+        return self.events.get(pid, b"")
 
 
 class Clock:
@@ -266,3 +273,60 @@ async def test_a_poll_lets_changes_go_first_and_does_not_count_that_time() -> No
     assert steps == ["wait at 0 reads", *["wait at 2 reads"] * 3]
     # The poll's own cost is what the bound spaces polls by, not the time spent waiting.
     assert collector.poll_seconds == pytest.approx(0.2)
+
+
+class LinesSeen(LatencyBook):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bytes] = []
+
+    def offer_lines(
+        self, lines: Iterable[bytes], now: float, recorded: list[list[bytes]] | None = None
+    ) -> None:
+        lines = list(lines)
+        self.seen += lines
+        super().offer_lines(lines, now, recorded)
+
+
+async def test_rings_are_read_when_requests_were_counted_and_once_more_after_lines() -> None:
+    reader, clock, book = FakeReader(), Clock(), LinesSeen()
+    running = dataplane()
+    collector = StatsCollector(
+        reader,  # type: ignore[arg-type]
+        lambda: running,
+        latency=book,
+        clock=clock,
+        ring="meshgate_log",
+    )
+
+    def line(number: int) -> bytes:
+        return f"{number} 100 {BE} a 200 0 1 1\n".encode()
+
+    async def poll(requests: int, *numbers: int) -> None:
+        reader.workers, reader.rows = [100], {100: [backend_row(requests)]}
+        reader.events = {100: b"".join(line(n) for n in numbers) + b"\n"}
+        clock.now += 1.0
+        await collector.refresh()
+
+    await poll(2, 0, 1)
+    assert book.seen == [f"100 {BE} a 200 0 1 1".encode()] * 2
+    await poll(2, 0, 1)  # the count stood still, but the last read found lines: read again
+    await poll(2, 0, 1)  # nothing new twice: the ring is left alone
+    assert reader.events_read == [100, 100]
+    await poll(3, 0, 1, 2)
+    assert reader.events_read == [100, 100, 100]
+    assert len(book.seen) == 3  # only line 2 was new
+
+
+async def test_without_a_ring_the_collector_reads_no_events() -> None:
+    reader, clock = FakeReader(), Clock()
+    running = dataplane()
+    collector = StatsCollector(
+        reader,  # type: ignore[arg-type]
+        lambda: running,
+        latency=LatencyBook(),
+        clock=clock,
+    )
+    reader.workers, reader.rows = [100], {100: [backend_row(4)]}
+    await collector.refresh()
+    assert reader.events_read == []
