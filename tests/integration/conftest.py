@@ -11,19 +11,20 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from tests.integration.haproxy_helpers import free_port
 
+if TYPE_CHECKING:
+    from tests.integration.discovery_helpers import Demos
+
 pytestmark = pytest.mark.integration
 
 if shutil.which("haproxy") is None:  # pragma: no cover - CI installs it
     pytest.skip("haproxy is not installed", allow_module_level=True)
-
-
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
@@ -66,6 +67,17 @@ class Backends:
 @pytest.fixture
 def backends() -> Iterator[Backends]:
     pool = Backends()
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture
+def demos() -> Iterator[Demos]:
+    """Demo backends started with any options (`Demos.start`), killed at the end of the test."""
+    # Imported here: discovery_helpers imports this module.
+    from tests.integration.discovery_helpers import Demos
+
+    pool = Demos()
     yield pool
     pool.stop_all()
 

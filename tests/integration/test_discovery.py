@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,13 +25,6 @@ from tests.integration.discovery_helpers import (
 from tests.integration.test_routing import FAST_CHECK, gateway, service, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def demos() -> Iterator[Demos]:
-    pool = Demos()
-    yield pool
-    pool.stop_all()
 
 
 def test_registered_instances_join_and_leave_without_a_reload(

@@ -8,7 +8,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,13 +20,6 @@ from tests.integration.discovery_helpers import Demos, instance_status, register
 from tests.integration.test_routing import gateway, service, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def demos() -> Iterator[Demos]:
-    pool = Demos()
-    yield pool
-    pool.stop_all()
 
 
 def backend_of(node: Node, gateway_name: str, route: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -69,44 +70,35 @@ def statuses(method: str, url: str, count: int) -> list[int]:
         return [client.request(method, url).status_code for _ in range(count)]
 
 
+def beside_hang_up(node: Node, demos: Demos, hang_up: HangUp, name: str, **fields: Any) -> str:
+    """A gateway whose service has the hang-up and a demo backend as instances; its URL."""
+    well, _ = demos.start("well")
+    port = free_port()
+    node.apply(
+        service(name, hang_up.port, well, health_check=TCP_CHECK, **fields),
+        gateway(name, port, {name: {}}),
+    )
+    return f"http://127.0.0.1:{port}/"
+
+
 def test_retry_on_empty_response_saves_safe_requests_and_never_resends_a_post(
-    node: Node, hang_up: HangUp
+    node: Node, demos: Demos, hang_up: HangUp
 ) -> None:
-    demos = Demos()
-    try:
-        well, _ = demos.start("well")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/"
-        node.apply(
-            service("flaky", hang_up.port, well, health_check=TCP_CHECK, retries=2,
-                    retry_on=["empty-response", "junk-response"]),
-            gateway("flaky", port, {"flaky": {}}),
-        )  # fmt: skip
-        wait_until(lambda: statuses("GET", url, 1) == [200])
+    retry_on = ["empty-response", "junk-response"]
+    url = beside_hang_up(node, demos, hang_up, "flaky", retries=2, retry_on=retry_on)
+    wait_until(lambda: statuses("GET", url, 1) == [200])
 
-        swallowed_before = hang_up.swallowed
-        assert statuses("GET", url, 20) == [200] * 20
-        assert hang_up.swallowed > swallowed_before, "round robin sent no GET to the hang-up"
+    swallowed_before = hang_up.swallowed
+    assert statuses("GET", url, 20) == [200] * 20
+    assert hang_up.swallowed > swallowed_before, "round robin sent no GET to the hang-up"
 
-        posts = statuses("POST", url, 20)
-        assert set(posts) == {200, 502}, posts  # the POSTs the hang-up took are not resent
-    finally:
-        demos.stop_all()
+    posts = statuses("POST", url, 20)
+    assert set(posts) == {200, 502}, posts  # the POSTs the hang-up took are not resent
 
 
 def test_without_retry_on_a_request_the_instance_swallowed_fails(
-    node: Node, hang_up: HangUp
+    node: Node, demos: Demos, hang_up: HangUp
 ) -> None:
-    demos = Demos()
-    try:
-        well, _ = demos.start("well")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/"
-        node.apply(
-            service("plain", hang_up.port, well, health_check=TCP_CHECK),
-            gateway("plain", port, {"plain": {}}),
-        )
-        wait_until(lambda: 200 in statuses("GET", url, 2))
-        assert set(statuses("GET", url, 20)) == {200, 502}
-    finally:
-        demos.stop_all()
+    url = beside_hang_up(node, demos, hang_up, "plain")
+    wait_until(lambda: 200 in statuses("GET", url, 2))
+    assert set(statuses("GET", url, 20)) == {200, 502}
