@@ -275,8 +275,7 @@ def test_the_slot_lookup_runs_only_while_every_route_is_available() -> None:
     )
     assert fast == [
         f"http-request set-var(txn.mg_be) rand(100),concat(.{rules.gateway_id}),"
-        f"map_str({MAPS}/slots.map) if !{{ var(txn.mg_be) -m found }}"
-        f" {{ nbsrv({a}) gt 0 }} {{ nbsrv({b}) gt 0 }}"
+        f"map_str({MAPS}/slots.map) if {{ nbsrv({a}) gt 0 }} {{ nbsrv({b}) gt 0 }}"
     ]
 
 
@@ -287,10 +286,38 @@ def test_a_lone_route_is_chosen_by_its_availability_and_weight_without_a_draw() 
     backend = rules.choices[0].backend
     text = render_files(result.dataplane)[CONFIG_FILE]
     assert (
-        f"http-request set-var(txn.mg_be) str({backend}) if !{{ var(txn.mg_be) -m found }}"
-        f" {{ nbsrv({backend}) gt 0 }}"
+        f"http-request set-var(txn.mg_be) str({backend}) if {{ nbsrv({backend}) gt 0 }}"
         f" {{ str({backend}),map_str_int({MAPS}/weights.map,0) -m int gt 0 }}"
     ) in frontend_section(text, "frontend port_9001")
+
+
+def test_a_pin_or_a_condition_ends_the_rules_before_the_weighted_choice() -> None:
+    routes = {"a": {"condition": "has header x-beta"}, "b": {}}
+    rules_text = frontend_section(config(gateway("g", 9001, routes=routes)), "frontend port_9001")
+    allow = "http-request allow if { var(txn.mg_be) -m found }"
+    conditional = next(i for i, line in enumerate(rules_text) if "x-beta" in line)
+    fast = next(i for i, line in enumerate(rules_text) if "slots.map" in line)
+    assert rules_text[conditional + 1] == allow
+    assert rules_text[fast + 1] == allow
+    assert conditional < fast
+
+
+def test_a_frontend_of_few_backends_switches_by_static_rules() -> None:
+    result = compiled(gateway("g", 9001, routes={"a": {}, "b": {}}))
+    (rules,) = result.dataplane.frontends[0].gateways
+    text = render_files(result.dataplane)[CONFIG_FILE]
+    switching = [r for r in frontend_section(text, "frontend port_9001") if "use_backend" in r]
+    assert switching == [
+        f"use_backend {choice.backend} if {{ var(txn.mg_be) -m str {choice.backend} }}"
+        for choice in rules.choices
+    ]
+
+
+def test_a_frontend_of_many_backends_switches_by_name() -> None:
+    routes = {name: {} for name in "abcde"}
+    text = config(gateway("g", 9001, routes=routes))
+    switching = [r for r in frontend_section(text, "frontend port_9001") if "use_backend" in r]
+    assert switching == ["use_backend %[var(txn.mg_be)]"]
 
 
 def test_every_route_takes_part_in_the_weighted_choice() -> None:
@@ -694,7 +721,7 @@ def test_http_gateways_answer_503_when_no_route_is_available() -> None:
         'http-request return status 503 content-type text/plain string "no route available"'
         " if !{ var(txn.mg_be) -m found }"
     ) in rules
-    assert rules[-1] == "use_backend %[var(txn.mg_be)] if { var(txn.mg_be) -m found }"
+    assert rules[-1].startswith("use_backend ")
 
 
 def test_balance_per_route_and_default() -> None:

@@ -89,7 +89,8 @@ SECTION_LINES = [
     rf"(?:http-request|tcp-request content) (?:{'|'.join(ACTIONS)})(?: if {CONDITION})?",
     rf'http-response add-header Set-Cookie "mgr_{GID}=r[0-9a-f]{{8}}; Path=/; HttpOnly"'
     r" if !\{ var\(txn\.mg_pinned\) -m str r[0-9a-f]{8} \}",
-    r"use_backend %\[var\(txn\.mg_be\)\] if \{ var\(txn\.mg_be\) -m found \}",
+    r"use_backend %\[var\(txn\.mg_be\)\]",
+    rf"use_backend (?P<backend>{NAME}) if \{{ var\(txn\.mg_be\) -m str (?P=backend) \}}",
     rf"# gateway [a-z0-9-]+/{RESOURCE}",
     rf"# [a-z0-9-]+/{RESOURCE} route {ROUTE}",
     r"mode (?:http|tcp)",

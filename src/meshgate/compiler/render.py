@@ -9,11 +9,11 @@ import jinja2
 
 from meshgate.compiler import ir
 from meshgate.compiler.rules import (
-    CHOSEN,
     backend_lines,
     balance_directive,
     frontend_rules,
     server_options,
+    switching_rules,
 )
 from meshgate.compiler.tls_text import (
     CERTS_DIR,
@@ -68,7 +68,7 @@ def render_config(dataplane: ir.DataPlane) -> str:
         settings=dataplane.settings,
         frontends=dataplane.frontends,
         backends=dataplane.backends,
-        chosen=CHOSEN,
+        switching_rules=switching_rules,
         frontend_rules=lambda frontend: frontend_rules(frontend, directory),
         backend_lines=backend_lines,
         balance=balance_directive,

@@ -133,8 +133,16 @@ def gateway_rules(
             keyword, f"set-var(txn.mg_be) str({choice.backend})", choice.condition, [*guard, *terms]
         )
 
+    if lines:  # a pin or a condition chose: the weighted choice below must not run
+        lines.append(f"{keyword} {done(keyword)} if {CHOSEN}")
     lines += weighted_rules(gateway, keyword, guard, maps_dir)
     return lines
+
+
+def done(keyword: str) -> str:
+    """The action that ends a frontend's request rules once a route is chosen: the rules left
+    (the walk's, later gateways') would each still test their guards on every request."""
+    return "allow" if keyword == "http-request" else "accept"
 
 
 def weighted_rules(
@@ -155,14 +163,17 @@ def weighted_rules(
         return " ".join((*guard, NOT_CHOSEN, *terms))
 
     # The fast path (compiler.slots): with every route available, one lookup of a draw of 0-99
-    # among the gateway's slots. A lone route needs no draw, only a weight above 0.
+    # among the gateway's slots. A lone route needs no draw, only a weight above 0. Nothing
+    # can have chosen before it: a pin or a condition ends the rules (see `gateway_rules`), and
+    # another gateway's choice fails this one's guard.
     if len(gateway.choices) == 1:
         (only,) = gateway.choices
         weighs = f"{{ str({only.backend}),map_str_int({weights},0) -m int gt 0 }}"
-        fast = [
-            f"{keyword} set-var(txn.mg_be) str({only.backend})"
-            f" if {when(available(only.backend), weighs)}"
-        ]
+        fast = conditional_rules(
+            keyword,
+            f"set-var(txn.mg_be) str({only.backend})",
+            [*guard, available(only.backend), weighs],
+        )
     else:
         slot = key_expression(
             "rand(100)" if draw == "rand" else f"{draw},mod({SLOTS})", gateway.gateway_id
@@ -170,7 +181,7 @@ def weighted_rules(
         fast = conditional_rules(
             keyword,
             f"set-var(txn.mg_be) {slot},map_str({maps_dir}/{ir.SLOTS_MAP})",
-            [*guard, NOT_CHOSEN, *(available(choice.backend) for choice in gateway.choices)],
+            [*guard, *(available(choice.backend) for choice in gateway.choices)],
         )
 
     def usable(choice: ir.RouteChoice) -> str:
@@ -179,11 +190,7 @@ def weighted_rules(
         # split by weight alone, and a route that really has no instance answers 503 itself.
         return f"{when(available(choice.backend))} || {when(STOPPING)}"
 
-    # Once a route is chosen (here, or by a pin or a condition above), the frontend's remaining
-    # rules have nothing left to do: the walk's and later gateways' rules would each still
-    # test their guards on every request.
-    done = "allow" if keyword == "http-request" else "accept"
-    lines = [*fast, f"{keyword} {done} if {CHOSEN}"]
+    lines = [*fast, f"{keyword} {done(keyword)} if {CHOSEN}"]
     lines.append(f"{keyword} set-var(txn.mg_sum) int(0) if {when()}")
     for number, choice in enumerate(gateway.choices):
         lines += [
@@ -295,3 +302,20 @@ def server_options(backend: ir.Backend, server: ir.Server) -> str:
     if server.netns:
         parts.append(f"namespace {server.netns}")
     return " ".join(parts)
+
+
+# Up to this many backends, a frontend switches with one rule per backend naming it, which
+# HAProxy resolves when it loads the configuration. Beyond, one rule finds the backend by the
+# name in txn.mg_be, a lookup that costs as much as testing about four static rules.
+STATIC_SWITCHING_MAX = 4
+
+
+def switching_rules(frontend: ir.Frontend) -> list[str]:
+    """The frontend's use_backend rules, to the backend its request rules chose (txn.mg_be).
+    Without a choice they are never reached: the request rules answered 503 or rejected."""
+    backends = list(
+        dict.fromkeys(choice.backend for gateway in frontend.gateways for choice in gateway.choices)
+    )
+    if len(backends) <= STATIC_SWITCHING_MAX:
+        return [f"use_backend {name} if {{ var(txn.mg_be) -m str {name} }}" for name in backends]
+    return ["use_backend %[var(txn.mg_be)]"]
