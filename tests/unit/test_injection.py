@@ -120,7 +120,7 @@ SECTION_LINES = [
     r"http-request set-log-level silent",
     # Sampling of the request log: a fixed line; the fraction is a process variable.
     r"(?:http-request|tcp-request content) set-log-level silent"
-    r" if !\{ stopping \} \{ rand\(1024\),sub\(proc\.mg_log_keep\) ge 0 \}",
+    r" if \{ rand\(1024\),sub\(proc\.mg_log_keep\) ge 0 \}",
     r"http-request redirect location https://%\[req\.hdr\(host\),regsub\(:\[0-9\]\+\$,\)\]"
     r"(?::[0-9]+)?%\[pathq\] code 308",
     # tcp frontends log their own line shape; http ones inherit theirs from the defaults.

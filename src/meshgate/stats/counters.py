@@ -17,9 +17,8 @@ only grows, so the larger of the two only grows too. Lost or sampled log lines j
 polled counts in charge. So while HAProxy logs a sample of requests (above the node's budget
 of lines, see `sampling`), a worker's logged count falls behind its polled one and what it
 serves after its last poll goes uncounted: requests of at most one poll interval, and only
-when a worker ends while traffic is over the budget. A stopping old worker logs every request
-(the sampling rule exempts `stopping`), but HAProxy 2.6 loses most of those lines anyway (see
-`collector`); the collector's fast polls of old workers are what keeps that gap small.
+when a worker ends while traffic is over the budget; the collector's fast polls of old
+workers are what keeps that gap small.
 
 Readings are never dropped for being absent from one poll: a missing row is not a reset, and
 counting it twice on its return would be worse than keeping a frozen value.
