@@ -1,0 +1,309 @@
+"""Instructions per request: the configuration meshgate renders against hand-written HAProxy,
+counted by valgrind's callgrind rather than timed.
+
+Throughput on a small shared machine moves by 5-15 % between runs of the same configuration,
+more than the differences worth finding. The instructions HAProxy executes per request barely
+move (about 1 %), so this measures what a configuration costs HAProxy, one request at a time.
+It is not a throughput figure: time per instruction differs between code paths, and a proxy
+under load handles several requests per wake-up (see bench/tls.py and bench/throughput.py).
+
+Each configuration runs as one HAProxy with one thread under callgrind, in turn, in front of
+the same two nginx servers. After a warm-up, its counters are zeroed, a fixed number of
+requests is sent one at a time over one connection (`h2load -c 1 -m 1`), and the count is
+read. Health checks are left out of both (they cost per second, not per request, and a slow
+process runs more of them per request).
+
+  baseline              hand-written: `balance roundrobin` over the two servers, weights 90/10
+  meshgate              compiled and rendered by meshgate from a gateway with two weighted
+                        routes (bench:v1 90, bench:v2 10), with the request log it streams for
+                        latency statistics; the share of requests logged is set to what the
+                        agent sets at ~64,000 requests/s with its default budget (32/1024)
+  meshgate --no-latency the same without the request log
+
+Workloads: h2 (HTTPS, HTTP/2 negotiated through ALPN, the certificate of bench/tls.py) and
+http1 (plain HTTP/1.1 keep-alive).
+
+Needs `valgrind` (Debian package) besides what the other benchmarks use.
+
+    .venv/bin/python bench/instructions.py                   # 2 rounds, 2,000 requests each
+    .venv/bin/python bench/instructions.py --requests 5000 --skip http1
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `bench.common` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    LOOPBACK,
+    BenchError,
+    Nginx,
+    Process,
+    free_port,
+    gateway_doc,
+    machine_line,
+    median,
+    meshgate_version,
+    port_open,
+    run_in_workdir,
+    service_doc,
+    tool_version,
+    wait_until,
+)
+from bench.tls import certificate
+
+from meshgate.compiler import DesiredState, compile_state, ir, render_files
+from meshgate.compiler.render import CONFIG_FILE, is_secret
+from meshgate.model import Certificate, Gateway, Resource, Service, validate_resource
+from meshgate.stats.sampling import KEEP_VAR
+
+WORKLOADS = ("h2", "http1")
+CONFIGS = ("baseline", "meshgate", "meshgate --no-latency")
+SAMPLED_KEEP = 32  # of 1024: the agent's budget of 2,000 lines/s at ~64,000 requests/s
+WARM_UP_REQUESTS = 200
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every configuration needs: the backends' ports and the certificate file."""
+
+    workdir: Path
+    v1: int
+    v2: int
+    pem: Path  # chain and key, for the hand-written configuration
+    cert: str
+    key: str
+
+
+def baseline_config(setup: Setup, port: int, tls: bool) -> str:
+    ssl = f" ssl crt {setup.pem} alpn h2,http/1.1 ssl-min-ver TLSv1.2" if tls else ""
+    return (
+        "global\n"
+        "    nbthread 1\n"
+        "\n"
+        "defaults\n"
+        "    mode http\n"
+        "    timeout connect 5s\n"
+        "    timeout client 50s\n"
+        "    timeout server 50s\n"
+        "\n"
+        "frontend fe\n"
+        f"    bind {LOOPBACK}:{port}{ssl}\n"
+        "    default_backend be\n"
+        "\n"
+        "backend be\n"
+        "    balance roundrobin\n"
+        f"    server v1 {LOOPBACK}:{setup.v1} weight 90\n"
+        f"    server v2 {LOOPBACK}:{setup.v2} weight 10\n"
+    )
+
+
+def meshgate_resources(setup: Setup, port: int, tls: bool) -> list[Resource]:
+    gateway = gateway_doc("bench", port, {"bench:v1": {"weight": 90}, "bench:v2": {"weight": 10}})
+    documents = [service_doc("bench:v1", setup.v1), service_doc("bench:v2", setup.v2), gateway]
+    if tls:
+        gateway["tls"] = {"certificates": ["bench-cert"]}
+        documents.append(
+            {"kind": "certificate", "name": "bench-cert", "cert": setup.cert, "key": setup.key}
+        )
+    return [validate_resource(document) for document in documents]
+
+
+def meshgate_config(setup: Setup, port: int, tls: bool, *, latency: bool, name: str) -> str:
+    """meshgate's files for the gateway, written under the work dir; the configuration's text
+    with one thread and no health checks, and the share of requests logged fixed."""
+    run_dir = setup.workdir / name.replace(" ", "_").replace("-", "")
+    settings = ir.Settings(
+        run_dir=str(run_dir), log_socket=str(run_dir / "log.sock") if latency else None
+    )
+    resources = meshgate_resources(setup, port, tls)
+    state = DesiredState(
+        gateways=[r for r in resources if isinstance(r, Gateway)],
+        services=[r for r in resources if isinstance(r, Service)],
+        certificates=[r for r in resources if isinstance(r, Certificate)],
+    )
+    compiled = compile_state(state, settings)
+    problems = [e for result in compiled.gateways.values() for e in result.errors]
+    if problems:
+        raise BenchError(f"meshgate rejected the bench gateway: {problems}")
+    for relative, text in render_files(compiled.dataplane).items():
+        path = run_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if is_secret(relative):
+            path.chmod(0o600)
+    text = (run_dir / CONFIG_FILE).read_text()
+    text = text.replace("global\n", "global\n    nbthread 1\n", 1)
+    text = re.sub(r" check inter \d+ rise \d+ fall \d+", "", text)
+    if latency:
+        logged_all = f"set-var {KEEP_VAR} int(1024)"
+        if logged_all not in text:
+            raise BenchError(f"no `{logged_all}` in meshgate's configuration")
+        text = text.replace(logged_all, f"set-var {KEEP_VAR} int({SAMPLED_KEEP})")
+    return text
+
+
+def count_instructions(
+    args: argparse.Namespace, name: str, config: str, port: int, workload: str
+) -> int:
+    """Instructions HAProxy executed per request over `args.requests` requests, after a
+    warm-up, counted by callgrind."""
+    workdir: Path = args.workdir
+    slug = name.replace(" ", "_").replace("-", "")
+    config_path = workdir / f"{slug}.cfg"
+    config_path.write_text(config)
+    out = workdir / f"{slug}.callgrind"
+    for stale in workdir.glob(f"{out.name}*"):
+        stale.unlink()
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    process = Process(
+        "valgrind", [*command, args.haproxy, "-db", "-f", str(config_path)], workdir / f"{slug}.log"
+    )
+    scheme, protocol = ("https", []) if workload == "h2" else ("http", ["--h1"])
+    client = [args.h2load, *protocol, "-c", "1", "-m", "1", f"{scheme}://{LOOPBACK}:{port}/"]
+    process.start()
+    try:
+
+        def listening() -> bool:
+            process.check_running()
+            return port_open(port)
+
+        wait_until(listening, f"haproxy (callgrind) on {LOOPBACK}:{port}", timeout=60)
+        run_h2load([*client, "-n", str(WARM_UP_REQUESTS)], WARM_UP_REQUESTS)
+        callgrind_control("-z", process.pid)
+        run_h2load([*client, "-n", str(args.requests)], args.requests)
+        callgrind_control("-d", process.pid)
+        return dumped_instructions(out) // args.requests
+    finally:
+        process.stop()
+
+
+def run_h2load(argv: Sequence[str], requests: int) -> None:
+    """Run h2load; BenchError unless every request was answered 2xx."""
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    statuses = re.search(r"status codes: (\d+) 2xx", done.stdout)
+    if statuses is None:
+        raise BenchError(f"no summary in h2load output:\n{done.stdout}{done.stderr}")
+    if int(statuses.group(1)) != requests:
+        raise BenchError(f"{requests} requests, {statuses.group(1)} answered 2xx:\n{done.stdout}")
+
+
+def callgrind_control(option: str, pid: int | None) -> None:
+    if pid is None:
+        raise BenchError("valgrind is not running")
+    result = subprocess.run(
+        ["callgrind_control", option, str(pid)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"callgrind_control {option} failed: {result.stdout}{result.stderr}")
+
+
+def dumped_instructions(out: Path) -> int:
+    """The instruction count of the dump `callgrind_control -d` wrote (`<out>.1`)."""
+    dump = out.with_name(f"{out.name}.1")
+    wait_until(dump.exists, f"callgrind dump {dump}", timeout=30)
+    match = None
+    for _ in range(100):
+        match = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(errors="replace"), re.M)
+        if match:
+            break
+        time.sleep(0.1)
+    if match is None:
+        raise BenchError(f"no instruction total in {dump}")
+    return int(match.group(1))
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> int:
+    args.workdir = workdir
+    for tool in ("valgrind", "callgrind_control", args.h2load, args.haproxy):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} not found (valgrind, nghttp2-client, haproxy: Debian)")
+    chain, key = certificate("ec")
+    pem = workdir / "bench.pem"
+    pem.write_text(chain + key)
+    pem.chmod(0o600)
+    setup = Setup(workdir, free_port(), free_port(), pem, chain, key)
+    workloads = [w for w in WORKLOADS if w not in args.skip]
+    print(machine_line(tool_version([args.haproxy, "-v"]), tool_version(["valgrind", "--version"])))
+    print(
+        f"meshgate: {meshgate_version()}; {args.requests:,} requests per count, one at a time; "
+        f"{args.rounds} rounds; workloads: {', '.join(workloads)}"
+    )
+    counts: dict[tuple[str, str], list[int]] = {}
+    with Nginx(workdir / "nginx", {"v1": setup.v1, "v2": setup.v2}):
+        for round_number in range(args.rounds):
+            order = CONFIGS if round_number % 2 == 0 else tuple(reversed(CONFIGS))
+            for workload in workloads:
+                for name in order:
+                    port = free_port()
+                    config = config_text(setup, name, port, workload == "h2")
+                    count = count_instructions(args, name, config, port, workload)
+                    counts.setdefault((workload, name), []).append(count)
+                    print(f"  round {round_number + 1}: {workload}/{name} {count:,} per request")
+    print(report(counts, workloads))
+    return 0
+
+
+def config_text(setup: Setup, name: str, port: int, tls: bool) -> str:
+    makers: dict[str, Callable[[], str]] = {
+        "baseline": lambda: baseline_config(setup, port, tls),
+        "meshgate": lambda: meshgate_config(setup, port, tls, latency=True, name=name),
+        "meshgate --no-latency": lambda: meshgate_config(
+            setup, port, tls, latency=False, name=name
+        ),
+    }
+    return makers[name]()
+
+
+def report(counts: dict[tuple[str, str], list[int]], workloads: Sequence[str]) -> str:
+    lines = [
+        "",
+        "| workload | config | instructions/request (median) | per round | baseline/config |",
+        "|---|---|---:|---|---:|",
+    ]
+    for workload in workloads:
+        base = median([float(c) for c in counts[(workload, "baseline")]])
+        for name in CONFIGS:
+            values = counts[(workload, name)]
+            value = median([float(c) for c in values])
+            lines.append(
+                f"| {workload} | {name} | {value:,.0f} | {', '.join(f'{c:,}' for c in values)} "
+                f"| {base / value:.3f} |"
+            )
+    lines.append(
+        "\nbaseline/config: the baseline's instructions per request over the configuration's"
+        " (1.000: the same work; 0.9: 11 % more)."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="requests per count (2000)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds (2)")
+    parser.add_argument("--skip", action="append", default=[], choices=WORKLOADS)
+    parser.add_argument("--h2load", default="h2load", help="h2load binary (nghttp2-client)")
+    parser.add_argument("--haproxy", default="haproxy", help="HAProxy binary")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir")
+    args = parser.parse_args(argv)
+    if args.requests < 1 or args.rounds < 1:
+        parser.error("--requests and --rounds must be at least 1")
+    return run_in_workdir("meshgate-bench-instructions-", args.keep, lambda w: measure(args, w))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
