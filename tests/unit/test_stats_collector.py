@@ -300,7 +300,7 @@ async def test_rings_are_read_when_requests_were_counted_and_once_more_after_lin
     )
 
     def line(number: int) -> bytes:
-        return f"{number} 100 {BE} a 200 0 1 1\n".encode()
+        return f"{number}:fe 100 {BE} a 200 0 1 1\n".encode()
 
     async def poll(requests: int, *numbers: int) -> None:
         reader.workers, reader.rows = [100], {100: [backend_row(requests)]}
