@@ -20,8 +20,8 @@ process runs more of them per request).
                         agent sets at ~64,000 requests/s with its default budget (32/1024)
   meshgate --no-latency the same without the request log
 
-Workloads: h2 (HTTPS, HTTP/2 negotiated through ALPN, the certificate of bench/tls.py) and
-http1 (plain HTTP/1.1 keep-alive).
+Workloads: h2 (HTTPS, HTTP/2 negotiated through ALPN, the certificate of bench/tls.py), https1
+(HTTPS, HTTP/1.1 keep-alive: bench/tls.py's keepalive) and http1 (plain HTTP/1.1 keep-alive).
 
 Needs `valgrind` (Debian package) besides what the other benchmarks use.
 
@@ -67,7 +67,9 @@ from meshgate.compiler.render import CONFIG_FILE, is_secret
 from meshgate.model import Certificate, Gateway, Resource, Service, validate_resource
 from meshgate.stats.sampling import KEEP_VAR
 
-WORKLOADS = ("h2", "http1")
+WORKLOADS = ("h2", "https1", "http1")
+# h2load's options and the URL scheme of each workload.
+CLIENTS = {"h2": ([], "https"), "https1": (["--h1"], "https"), "http1": (["--h1"], "http")}
 CONFIGS = ("baseline", "meshgate", "meshgate --no-latency")
 SAMPLED_KEEP = 32  # of 1024: the agent's budget of 2,000 lines/s at ~64,000 requests/s
 WARM_UP_REQUESTS = 200
@@ -169,7 +171,7 @@ def count_instructions(
     process = Process(
         "valgrind", [*command, args.haproxy, "-db", "-f", str(config_path)], workdir / f"{slug}.log"
     )
-    scheme, protocol = ("https", []) if workload == "h2" else ("http", ["--h1"])
+    protocol, scheme = CLIENTS[workload]
     client = [args.h2load, *protocol, "-c", "1", "-m", "1", f"{scheme}://{LOOPBACK}:{port}/"]
     process.start()
     try:
@@ -250,7 +252,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> int:
             for workload in workloads:
                 for name in order:
                     port = free_port()
-                    config = config_text(setup, name, port, workload == "h2")
+                    config = config_text(setup, name, port, CLIENTS[workload][1] == "https")
                     count = count_instructions(args, name, config, port, workload)
                     counts.setdefault((workload, name), []).append(count)
                     print(f"  round {round_number + 1}: {workload}/{name} {count:,} per request")
