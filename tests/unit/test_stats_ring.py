@@ -16,6 +16,13 @@ def test_a_first_dump_is_all_new_and_loses_its_marks() -> None:
 def test_only_lines_after_the_marker_are_new() -> None:
     assert new_lines(DUMP, b"8:fe") == ([b"100 be s 503 -1 -1 0"], b"9:fe")
     assert new_lines(DUMP, b"9:fe") == ([], b"9:fe")
+    assert new_lines(DUMP, b"7:fe") == ([b"100 be s 200 0 1 2", b"100 be s 503 -1 -1 0"], b"9:fe")
+
+
+def test_a_mark_is_a_whole_word() -> None:
+    dump = b"17:fe 100 be s 200 0 1 1\n7:fe 100 be s 200 0 1 2\n"
+    assert new_lines(dump, b"7:fe") == ([], b"7:fe")
+    assert new_lines(dump, b"17:fe") == ([b"100 be s 200 0 1 2"], b"7:fe")
 
 
 def test_each_frontend_counts_its_own_lines() -> None:

@@ -27,17 +27,24 @@ def new_lines(dump: bytes, marker: bytes | None) -> tuple[list[bytes], bytes | N
 
     Without a marker (a worker's first dump), or when its line has been overwritten since
     (more lines came than the ring holds), every line of the dump is new. Anything without a
-    mark (the master's answer for a worker that is gone) is not a line."""
-    marked = [
-        (mark, rest)
-        for mark, _, rest in (line.partition(b" ") for line in dump.split(b"\n"))
-        if rest and _MARK.fullmatch(mark)
-    ]
-    start = 0
-    if marker is not None:
-        for index in range(len(marked) - 1, -1, -1):
-            if marked[index][0] == marker:
-                start = index + 1
-                break
-    newest = marked[-1][0] if marked else marker
-    return [rest for _, rest in marked[start:]], newest
+    mark (the master's answer for a worker that is gone) is not a line. The lines before the
+    marker, most of a full ring, are skipped at the speed of a byte search."""
+    start = _after_marker(dump, marker) if marker is not None else 0
+    lines: list[bytes] = []
+    newest = marker
+    for line in dump[start:].split(b"\n"):
+        mark, _, rest = line.partition(b" ")
+        if rest and _MARK.fullmatch(mark):
+            lines.append(rest)
+            newest = mark
+    return lines, newest
+
+
+def _after_marker(dump: bytes, marker: bytes) -> int:
+    """Where the line after the last line marked `marker` starts (0 when there is none)."""
+    prefix = marker + b" "
+    at = dump.rfind(b"\n" + prefix)
+    if at < 0 and not dump.startswith(prefix):
+        return 0
+    end = dump.find(b"\n", at + 1)
+    return len(dump) if end < 0 else end + 1
