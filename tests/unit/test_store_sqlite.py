@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import time
@@ -307,6 +308,21 @@ async def test_watch_sees_another_store_on_the_same_file(store: SqliteStore, db_
         assert event.key == GW_A and event.value == {"from": "other"}
     finally:
         await other.close()
+
+
+async def test_idle_reads_skip_a_busy_connection_and_keep_the_busy_timeout(
+    store: SqliteStore,
+) -> None:
+    """The polls' reads run on the loop's thread only when nothing else holds the connection,
+    and never wait there for a lock."""
+
+    def busy_timeout(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+
+    with store._lock:  # a write in progress on a worker thread
+        assert store._read_now(busy_timeout) is None
+    assert store._read_now(busy_timeout) == 0  # while the loop reads, it would not wait
+    assert await store._run(busy_timeout) == 10_000  # restored for everything else
 
 
 async def test_watch_sees_another_process(store: SqliteStore, db_path: Path) -> None:

@@ -247,11 +247,18 @@ def _revoke(conn: sqlite3.Connection, lease: int, history: int) -> int | None:
         return _drop_leases(conn, [lease], history)
 
 
+_DUE_LEASES = "SELECT id FROM leases WHERE expires_at <= ?"
+
+
+def _leases_due(conn: sqlite3.Connection, now: float) -> bool:
+    return conn.execute(_DUE_LEASES + " LIMIT 1", (now,)).fetchone() is not None
+
+
 def _expire_leases(conn: sqlite3.Connection, now: float, history: int) -> int | None:
     # Look without the write lock first: nearly always nothing is due, and taking the write
     # lock on every tick in every process would make real writers queue behind sweepers.
-    due = "SELECT id FROM leases WHERE expires_at <= ?"
-    if conn.execute(due + " LIMIT 1", (now,)).fetchone() is None:
+    due = _DUE_LEASES
+    if not _leases_due(conn, now):
         return None
     with _write_transaction(conn):
         # Read again under the lock: another store on the file may have swept them meanwhile.
@@ -449,17 +456,22 @@ class SqliteStore:
             if not self._watchers:
                 continue
             try:
-                self._notify(await self._run(_current_revision))
+                revision = self._read_now(_current_revision)
             except StoreClosedError:
                 return
             except StoreError:
                 logger.warning("store poll failed; will retry", exc_info=True)
+                continue
+            if revision is not None:
+                self._notify(revision)
 
     async def _sweep_leases(self) -> None:
         # Every store on the file sweeps; the write transaction makes each expiry happen once.
         while True:
             await asyncio.sleep(_LEASE_SWEEP_SECONDS)
             try:
+                if not self._read_now(_leases_due, time.time()):
+                    continue  # nothing due, or the connection is busy: the next tick looks
                 revision = await self._run(_expire_leases, time.time(), self._history)
             except StoreClosedError:
                 return
@@ -473,6 +485,33 @@ class SqliteStore:
         if self._closed:
             raise StoreClosedError("store is closed")
         return await asyncio.to_thread(self._call_locked, call, *args)
+
+    def _read_now(self, read: Callable[..., T], *args: object) -> T | None:
+        """`read` on the event loop's own thread, for the idle loops' one-row reads: 14 a second
+        through a worker thread cost the node more CPU than all its other idle work. None when
+        the connection is in use, or another process keeps the file locked (readers of a WAL
+        database wait only in rare cases, such as recovery; never the loop): the caller tries
+        again on its next tick."""
+        if self._closed:
+            raise StoreClosedError("store is closed")
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._conn is None:
+                raise StoreClosedError("store is closed")
+            self._conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                return read(self._conn, *args)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    return None
+                raise StoreError(f"sqlite: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite: {exc}") from exc
+            finally:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_SECONDS * 1000)}")
+        finally:
+            self._lock.release()
 
     def _call_locked(self, call: Callable[..., T], *args: object) -> T:
         with self._lock:
