@@ -39,7 +39,9 @@ def test_the_controller_follows_the_rate_between_polls() -> None:
     assert controller.fraction == 0.25
     assert controller.observe(3.0, 8_700) == 256  # 4,200/s: within the hysteresis, no change
     assert controller.observe(4.0, 16_700) == 128  # 8,000/s
-    assert controller.observe(5.0, 17_000) == KEEP_SCALE  # quiet again: everything at once
+    assert controller.observe(5.0, 17_000) == 256  # quiet again: up, at most double a poll
+    assert controller.observe(6.0, 17_300) == 512
+    assert controller.observe(7.0, 17_600) == KEEP_SCALE
 
 
 def test_the_controller_holds_its_value_while_idle() -> None:
@@ -48,7 +50,18 @@ def test_the_controller_holds_its_value_while_idle() -> None:
     assert controller.observe(1.0, 8_000) == 128
     assert controller.observe(2.0, 8_000) == 128  # no requests: nothing is logged anyway
     assert controller.observe(30.0, 8_000) == 128
-    assert controller.observe(31.0, 8_010) == KEEP_SCALE  # a trickle: every request again
+    assert controller.observe(31.0, 8_010) == 256  # a trickle: back up to every request
+    assert controller.observe(32.0, 8_020) == 512
+    assert controller.observe(33.0, 8_030) == KEEP_SCALE
+
+
+def test_the_end_of_a_burst_does_not_leave_the_next_one_logging_far_over_the_budget() -> None:
+    controller = KeepController(budget_per_s=2_000)
+    controller.observe(0.0, 0)
+    assert controller.observe(1.0, 64_000) == 32  # 64,000/s
+    # The burst stopped 0.1 s into this span: 6,400/s measured, which alone would say 320.
+    assert controller.observe(2.0, 70_400) == 64
+    assert controller.observe(12.0, 70_400) == 64  # idle: held for the next burst
 
 
 def test_the_controller_waits_for_a_long_enough_span() -> None:

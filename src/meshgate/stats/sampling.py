@@ -74,7 +74,11 @@ class KeepController:
             # for the poll or two the controller takes to catch up. Any traffic at all after
             # the pause moves it to where that traffic's rate wants it.
             return self.keep
-        wanted = keep_for(self.rate, self.budget_per_s)
+        # Down at once (HAProxy pays for every line), up by at most double a poll: the span of
+        # the poll that sees a burst end is partly silence, and taking its rate at face value
+        # would leave the next burst logging many times the budget until the poll after it
+        # starts (about 4 % more HAProxy instructions a request while every request is logged).
+        wanted = min(keep_for(self.rate, self.budget_per_s), 2 * self.keep)
         if wanted == KEEP_SCALE or abs(wanted - self.keep) > self.keep * HYSTERESIS:
             self.keep = wanted
         return self.keep
