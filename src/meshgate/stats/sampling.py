@@ -18,9 +18,9 @@ the latency percentiles computed from the kept lines estimate those of all reque
 report how many requests the figures rest on. Request counts never come from these lines.
 
 The rule runs for every request, so it tests nothing else: an exemption for old workers
-(`!{ stopping }`, so that they log all their last requests) cost about 440 instructions a
-request, 0.8 % of an HTTP/2 request over TLS (bench/instructions.py), for lines that only
-ever stand in for polled counts (see `counters`).
+(`!{ stopping }`, so that they log all their last requests) cost 190 to 440 instructions a
+request, up to 0.8 % of an HTTP/2 request over TLS (bench/instructions.py), for lines that
+only ever stand in for polled counts (see `counters`).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class KeepController:
             # Nothing to log while idle, whatever the value: holding it means a burst after a
             # pause starts at the fraction the last one needed, instead of logging every request
             # for the poll or two the controller takes to catch up. Any traffic at all after
-            # the pause moves it to where that traffic's rate wants it.
+            # the pause moves it toward where that traffic's rate wants it (see below).
             return self.keep
         # Down at once (HAProxy pays for every line), up by at most double a poll: the span of
         # the poll that sees a burst end is partly silence, and taking its rate at face value

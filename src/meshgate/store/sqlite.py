@@ -257,12 +257,11 @@ def _leases_due(conn: sqlite3.Connection, now: float) -> bool:
 def _expire_leases(conn: sqlite3.Connection, now: float, history: int) -> int | None:
     # Look without the write lock first: nearly always nothing is due, and taking the write
     # lock on every tick in every process would make real writers queue behind sweepers.
-    due = _DUE_LEASES
     if not _leases_due(conn, now):
         return None
     with _write_transaction(conn):
         # Read again under the lock: another store on the file may have swept them meanwhile.
-        leases = [row[0] for row in conn.execute(due, (now,))]
+        leases = [row[0] for row in conn.execute(_DUE_LEASES, (now,))]
         return _drop_leases(conn, leases, history) if leases else None
 
 
