@@ -87,6 +87,11 @@ class Setup:
     key: str
 
 
+def slug(config: str) -> str:
+    """A configuration's name as a file name: `meshgate --no-latency` -> `meshgate_nolatency`."""
+    return config.replace(" ", "_").replace("-", "")
+
+
 def baseline_config(setup: Setup, port: int, tls: bool) -> str:
     ssl = f" ssl crt {setup.pem} alpn h2,http/1.1 ssl-min-ver TLSv1.2" if tls else ""
     return (
@@ -124,7 +129,7 @@ def meshgate_resources(setup: Setup, port: int, tls: bool) -> list[Resource]:
 def meshgate_config(setup: Setup, port: int, tls: bool, *, latency: bool, name: str) -> str:
     """meshgate's files for the gateway, written under the work dir; the configuration's text
     with one thread and no health checks, and the share of requests logged fixed."""
-    run_dir = setup.workdir / name.replace(" ", "_").replace("-", "")
+    run_dir = setup.workdir / slug(name)
     settings = ir.Settings(
         run_dir=str(run_dir), log_socket=str(run_dir / "log.sock") if latency else None
     )
@@ -161,15 +166,16 @@ def count_instructions(
     """Instructions HAProxy executed per request over `args.requests` requests, after a
     warm-up, counted by callgrind."""
     workdir: Path = args.workdir
-    slug = name.replace(" ", "_").replace("-", "")
-    config_path = workdir / f"{slug}.cfg"
+    config_path = workdir / f"{slug(name)}.cfg"
     config_path.write_text(config)
-    out = workdir / f"{slug}.callgrind"
+    out = workdir / f"{slug(name)}.callgrind"
     for stale in workdir.glob(f"{out.name}*"):
         stale.unlink()
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     process = Process(
-        "valgrind", [*command, args.haproxy, "-db", "-f", str(config_path)], workdir / f"{slug}.log"
+        "valgrind",
+        [*command, args.haproxy, "-db", "-f", str(config_path)],
+        workdir / f"{slug(name)}.log",
     )
     protocol, scheme = CLIENTS[workload]
     client = [args.h2load, *protocol, "-c", "1", "-m", "1", f"{scheme}://{LOOPBACK}:{port}/"]
