@@ -32,9 +32,9 @@ def test_the_formats_put_the_fields_where_the_parser_reads_them(detailed: bool) 
     http_format, tcp_format = logline.log_formats(detailed)
     if not detailed:
         # Read from the ring: numbered, and the number taken off before parsing.
-        assert http_format.startswith(logline.SEQUENCE) and tcp_format.startswith(logline.SEQUENCE)
-        http_format = http_format.removeprefix(logline.SEQUENCE)
-        tcp_format = tcp_format.removeprefix(logline.SEQUENCE)
+        assert http_format.startswith(logline.MARK) and tcp_format.startswith(logline.MARK)
+        http_format = http_format.removeprefix(logline.MARK)
+        tcp_format = tcp_format.removeprefix(logline.MARK)
     http, tcp = http_format.split(" "), tcp_format.split(" ")
     assert len(http) in logline.SHAPES and len(tcp) in logline.SHAPES
     assert http[logline.PID] == tcp[logline.PID] == "%pid"

@@ -31,7 +31,7 @@ class StatsReader:
 
     async def worker_events(self, pid: int, ring: str) -> bytes:
         """Everything one worker's ring holds (`show events`); when the worker is gone, the
-        master's error sentence, which has no numbered lines."""
+        master's error sentence, which has no marked lines."""
         command = commands.on_worker(pid, commands.show_events(ring))
         reply = await transport.send(self.master_socket, command, timeout=self.timeout)
         return reply.encode()

@@ -43,23 +43,24 @@ NO_SERVER = "<NOSRV>"
 
 
 RING = "meshgate_log"
-# A ring the agent reads with its stats polls holds about this many compact lines (80 bytes or
-# less): several seconds at the default budget of lines, so polls a few seconds apart (large
-# configurations poll less often) lose few; and not so many that re-reading it costs much.
+# The size of a ring the agent reads with its stats polls: several thousand compact lines (about
+# 100 bytes each with their mark), several seconds at the default budget of lines, so polls a
+# few seconds apart (large configurations poll less often) lose few; and not so large that
+# dumping it with every poll costs much.
 POLLED_RING_BYTES = 1 << 19
 # Compact lines read from the ring start with a mark that tells the lines already read from the
 # new ones (`ring.new_lines` strips it): the frontend's count of lines logged and its name. Not
 # the request number (%rt): it makes HAProxy copy every request's first line for the log,
 # logged or not, about 500 instructions a request (bench/instructions.py).
-SEQUENCE = "%lc:%f "
+MARK = "%lc:%f "
 
 
 def log_formats(detailed: bool) -> tuple[str, str]:
-    """(http, tcp) formats: compact for the statistics (read from the ring, so numbered),
+    """(http, tcp) formats: compact for the statistics (read from the ring, so marked),
     detailed for the access log too (streamed to the agent)."""
     if detailed:
         return HTTP_DETAILED_LOG_FORMAT, TCP_DETAILED_LOG_FORMAT
-    return SEQUENCE + HTTP_LOG_FORMAT, SEQUENCE + TCP_LOG_FORMAT
+    return MARK + HTTP_LOG_FORMAT, MARK + TCP_LOG_FORMAT
 
 
 def split(line: bytes) -> list[bytes] | None:

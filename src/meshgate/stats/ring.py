@@ -4,7 +4,7 @@ With no forwarder attached, HAProxy only appends each line to its in-memory ring
 line that a forwarder must be woken for cost HAProxy about 60 µs of CPU at a few thousand
 lines a second, measured against TLS handshakes). The agent reads the whole ring with each
 stats poll (`show events`), old lines included. Every compact line starts with a mark
-(`logline.SEQUENCE`): the count of lines its frontend has logged, and the frontend's name. So
+(`logline.MARK`): the count of lines its frontend has logged, and the frontend's name. So
 the newest line of one dump marks where the next dump's new lines begin: the ring only ever
 appends, and overwrites the oldest lines when full.
 
