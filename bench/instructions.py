@@ -36,7 +36,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,18 +220,21 @@ def callgrind_control(option: str, pid: int | None) -> None:
 
 
 def dumped_instructions(out: Path) -> int:
-    """The instruction count of the dump `callgrind_control -d` wrote (`<out>.1`)."""
+    """The instruction count of the dump `callgrind_control -d` wrote (`<out>.1`), once it
+    is written whole (the total comes last)."""
     dump = out.with_name(f"{out.name}.1")
-    wait_until(dump.exists, f"callgrind dump {dump}", timeout=30)
-    match = None
-    for _ in range(100):
-        match = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(errors="replace"), re.M)
+    total = re.compile(rb"^(?:summary|totals): (\d+)", re.M)
+
+    counts: list[int] = []
+
+    def found() -> bool:
+        match = total.search(dump.read_bytes()) if dump.exists() else None
         if match:
-            break
-        time.sleep(0.1)
-    if match is None:
-        raise BenchError(f"no instruction total in {dump}")
-    return int(match.group(1))
+            counts.append(int(match.group(1)))
+        return match is not None
+
+    wait_until(found, f"the instruction total in {dump}", timeout=30)
+    return counts[-1]
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> int:
