@@ -8,10 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 import pytest
@@ -36,6 +37,63 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port}")
+
+
+class Background:
+    """Work in a daemon thread for the length of a `with` block: `_run` loops while `running()`,
+    which also ends after `limit_s`, so load stops by itself if a test forgets to."""
+
+    limit_s = 60.0
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._deadline = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def running(self) -> bool:
+        return not self._stop.is_set() and time.monotonic() < self._deadline
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._deadline = time.monotonic() + self.limit_s
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+class LineServer(Background):
+    """A TCP server on loopback: for each connection, reads what the client sends (unless not
+    `read`: an agent is sent nothing and speaks first), counts it in `received`, answers
+    `reply(what it read)` and closes. An empty answer closes without a byte."""
+
+    def __init__(self, reply: Callable[[bytes], bytes], *, read: bool = True) -> None:
+        super().__init__()
+        self.received = 0
+        self._reply, self._read = reply, read
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.port = int(self._listener.getsockname()[1])
+
+    def _run(self) -> None:
+        with self._listener:
+            while self.running():
+                try:
+                    connection, _ = self._listener.accept()
+                except TimeoutError:
+                    continue
+                with connection:
+                    connection.settimeout(1)
+                    try:
+                        received = connection.recv(4096) if self._read else b""
+                        self.received += bool(received)
+                        connection.sendall(self._reply(received))
+                    except OSError:
+                        pass
 
 
 class Backends:

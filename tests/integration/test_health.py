@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from meshgate.haproxy.runtime import RuntimeClient
-from tests.integration.conftest import Node, count_served, free_port
+from tests.integration.conftest import Background, LineServer, Node, count_served, free_port
 from tests.integration.discovery_helpers import Demos, instance_status, register
 from tests.integration.test_routing import gateway, service, wait_until
 
@@ -67,38 +66,26 @@ def test_http_check_takes_an_instance_out_within_interval_times_fall_and_back_wi
           f"back after {back_after:.2f} s")  # fmt: skip
 
 
-class Client:
+class Client(Background):
     """Requests on loopback in a loop (new connection each time) until stopped, bounded to
     60 s; each result is recorded with the time it completed."""
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.url = url
         self.results: list[tuple[float, bool]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
 
     def _run(self) -> None:
-        deadline = time.monotonic() + 60
         with httpx.Client(timeout=5, limits=httpx.Limits(max_keepalive_connections=0)) as http:
-            while not self._stop.is_set() and time.monotonic() < deadline:
+            while self.running():
                 try:
                     ok = http.get(self.url).status_code == 200
                 except httpx.HTTPError:
                     ok = False
                 self.results.append((time.monotonic(), ok))
 
-    def __enter__(self) -> Client:
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def test_a_killed_instance_costs_no_failed_request_once_detected(
-    node: Node, demos: Demos
-) -> None:
+def test_a_killed_instance_costs_no_failed_request_once_detected(node: Node, demos: Demos) -> None:
     victim_port, victim = demos.start("victim")
     survivor_port, _ = demos.start("survivor")
     port = free_port()
@@ -134,58 +121,24 @@ def test_a_killed_instance_costs_no_failed_request_once_detected(
     assert before.count(False) <= 2, f"{before.count(False)} failures before detection"
 
 
-def _serve_lines(
-    reply: object, stop: threading.Event, *, read: bool = True
-) -> tuple[int, threading.Thread]:
-    """A TCP server on loopback: for every connection, read a line (unless not `read`: an
-    agent is sent nothing and speaks first), answer `reply(line)`."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.1)
-
-    def run() -> None:
-        with listener:
-            while not stop.is_set():
-                try:
-                    connection, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                with connection:
-                    connection.settimeout(1)
-                    try:
-                        received = connection.recv(256) if read else b""
-                        assert callable(reply)
-                        connection.sendall(reply(received))
-                    except OSError:
-                        pass
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return int(listener.getsockname()[1]), thread
-
-
 def test_tcp_send_expect_and_agent_checks_set_instance_status(node: Node, demos: Demos) -> None:
-    stop = threading.Event()
     state = {"pong": b"+PONG\r\n", "agent": b"up\n"}
-    redis_like, _ = _serve_lines(
-        lambda got: state["pong"] if got.startswith(b"PING") else b"-ERR\r\n", stop
-    )
-    agent_port, _ = _serve_lines(lambda got: state["agent"], stop, read=False)
+    redis_like = LineServer(lambda got: state["pong"] if got.startswith(b"PING") else b"-ERR\r\n")
+    agent = LineServer(lambda _: state["agent"], read=False)
     web, _ = demos.start("agent-managed")
-    try:
+    with redis_like, agent:
         tcp_check = {"type": "tcp", "send": "PING\r\n", "expect": "+PONG", "interval": "200ms",
                      "rise": 1, "fall": 1}  # fmt: skip
-        agent_check = {"type": "agent", "port": agent_port, "interval": "200ms", "rise": 1,
+        agent_check = {"type": "agent", "port": agent.port, "interval": "200ms", "rise": 1,
                        "fall": 1}  # fmt: skip
         tcp_port, web_port = free_port(), free_port()
         node.apply(
-            {**service("redis", redis_like, health_check=tcp_check), "mode": "tcp"},
+            {**service("redis", redis_like.port, health_check=tcp_check), "mode": "tcp"},
             {"name": "redis", "port": f"{tcp_port}/tcp", "routes": {"redis": {}}},
             service("agented", web, health_check=agent_check),
             gateway("agented", web_port, {"agented": {}}),
         )
-        redis_id, web_id = f"127.0.0.1:{redis_like}", f"127.0.0.1:{web}"
+        redis_id, web_id = f"127.0.0.1:{redis_like.port}", f"127.0.0.1:{web}"
         wait_until(lambda: instance_status(node, "redis").get(redis_id) == "UP")
         wait_until(lambda: instance_status(node, "agented").get(web_id) == "UP")
 
@@ -201,8 +154,6 @@ def test_tcp_send_expect_and_agent_checks_set_instance_status(node: Node, demos:
         state["agent"] = b"ready up\n"
         wait_until(lambda: instance_status(node, "agented")[web_id] == "UP")
         assert count_served(url, 3) == {"agent-managed": 3}
-    finally:
-        stop.set()
 
 
 class _Failing(BaseHTTPRequestHandler):

@@ -5,15 +5,13 @@ request was sent, for GET, HEAD and OPTIONS only (a POST may have had its effect
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.conftest import Node, free_port
+from tests.integration.conftest import LineServer, Node, free_port
 from tests.integration.discovery_helpers import Demos
 from tests.integration.test_routing import gateway, service, wait_until
 
@@ -22,45 +20,11 @@ pytestmark = pytest.mark.integration
 TCP_CHECK = {"type": "tcp", "interval": "500ms"}  # the hang-up instance passes a connect check
 
 
-class HangUp:
-    """A TCP server on loopback that reads each request and closes without a byte of answer,
-    counting the requests it swallowed."""
-
-    def __init__(self) -> None:
-        self.swallowed = 0
-        self._stop = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.1)
-        self.port = int(self._listener.getsockname()[1])
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with self._listener:
-            while not self._stop.is_set():
-                try:
-                    connection, _ = self._listener.accept()
-                except TimeoutError:
-                    continue
-                with connection:
-                    connection.settimeout(1)
-                    try:
-                        if connection.recv(4096):
-                            self.swallowed += 1
-                    except OSError:
-                        pass
-
-    def __enter__(self) -> HangUp:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 @pytest.fixture
-def hang_up() -> Iterator[HangUp]:
-    with HangUp() as server:
+def hang_up() -> Iterator[LineServer]:
+    """A server that reads each request and closes without a byte of answer, counting the
+    requests it swallowed in `received`."""
+    with LineServer(lambda _: b"") as server:
         yield server
 
 
@@ -70,7 +34,7 @@ def statuses(method: str, url: str, count: int) -> list[int]:
         return [client.request(method, url).status_code for _ in range(count)]
 
 
-def beside_hang_up(node: Node, demos: Demos, hang_up: HangUp, name: str, **fields: Any) -> str:
+def beside_hang_up(node: Node, demos: Demos, hang_up: LineServer, name: str, **fields: Any) -> str:
     """A gateway whose service has the hang-up and a demo backend as instances; its URL."""
     well, _ = demos.start("well")
     port = free_port()
@@ -82,22 +46,22 @@ def beside_hang_up(node: Node, demos: Demos, hang_up: HangUp, name: str, **field
 
 
 def test_retry_on_empty_response_saves_safe_requests_and_never_resends_a_post(
-    node: Node, demos: Demos, hang_up: HangUp
+    node: Node, demos: Demos, hang_up: LineServer
 ) -> None:
     retry_on = ["empty-response", "junk-response"]
     url = beside_hang_up(node, demos, hang_up, "flaky", retries=2, retry_on=retry_on)
     wait_until(lambda: statuses("GET", url, 1) == [200])
 
-    swallowed_before = hang_up.swallowed
+    swallowed_before = hang_up.received
     assert statuses("GET", url, 20) == [200] * 20
-    assert hang_up.swallowed > swallowed_before, "round robin sent no GET to the hang-up"
+    assert hang_up.received > swallowed_before, "round robin sent no GET to the hang-up"
 
     posts = statuses("POST", url, 20)
     assert set(posts) == {200, 502}, posts  # the POSTs the hang-up took are not resent
 
 
 def test_without_retry_on_a_request_the_instance_swallowed_fails(
-    node: Node, demos: Demos, hang_up: HangUp
+    node: Node, demos: Demos, hang_up: LineServer
 ) -> None:
     url = beside_hang_up(node, demos, hang_up, "plain")
     wait_until(lambda: 200 in statuses("GET", url, 2))
