@@ -12,7 +12,8 @@ import pytest
 from meshgate.api import create_app
 from meshgate.api.stats import stats_router
 from meshgate.compiler import ir
-from meshgate.haproxy.replies import ProcEntry, ProcInfo, StatRow, StatType
+from meshgate.haproxy.processes import ProcEntry, ProcInfo
+from meshgate.haproxy.stat_csv import StatRow, StatType
 from meshgate.stats.collector import StatsCollector
 from meshgate.store import Key, Put, SqliteStore
 

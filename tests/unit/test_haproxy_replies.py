@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshgate.haproxy import replies
+from meshgate.haproxy import processes, replies, server_states, stat_csv
 from meshgate.haproxy.replies import (
     CommandKind,
     MapEntryNotFound,
@@ -15,15 +15,14 @@ from meshgate.haproxy.replies import (
     NoSuchServer,
     PermissionDenied,
     RuntimeCommandFailed,
-    ServerAdminFlags,
     ServerAlreadyExists,
     ServerHasConnections,
     ServerNotInMaintenance,
-    ServerOpState,
-    StatType,
     UnexpectedReply,
     UnknownCommand,
 )
+from meshgate.haproxy.server_states import ServerAdminFlags, ServerOpState
+from meshgate.haproxy.stat_csv import StatType
 
 SHOW_INFO = (
     "Name: HAProxy\nVersion: 2.6.12-1+deb12u4\nRelease_date: 2026/10/17\nNbthread: 2\n"
@@ -154,7 +153,7 @@ def test_parse_info() -> None:
 
 
 def test_parse_stat_rows_and_types() -> None:
-    rows = {(row.pxname, row.svname): row for row in replies.parse_stat_csv(SHOW_STAT)}
+    rows = {(row.pxname, row.svname): row for row in stat_csv.parse_stat_csv(SHOW_STAT)}
     assert rows[("fe", "FRONTEND")].type is StatType.FRONTEND
     assert rows[("fe", "FRONTEND")].status == "OPEN"
     assert rows[("fe", "FRONTEND")].qcur == 0  # empty for frontends: read as 0
@@ -177,17 +176,17 @@ def test_parse_stat_rows_and_types() -> None:
 def test_parse_stat_counters() -> None:
     header = "# pxname,svname,type,scur,stot,bin,bout,hrsp_2xx,hrsp_5xx,req_tot,status\n"
     row = "fe,FRONTEND,0,3,1200,5000000000,123,1100,7,1199,OPEN\n"
-    (parsed,) = replies.parse_stat_csv(header + row)
+    (parsed,) = stat_csv.parse_stat_csv(header + row)
     assert (parsed.scur, parsed.stot, parsed.bin, parsed.bout) == (3, 1200, 5_000_000_000, 123)
     assert (parsed.hrsp_2xx, parsed.hrsp_5xx, parsed.req_tot) == (1100, 7, 1199)
 
 
 def test_parse_stat_without_header() -> None:
-    assert replies.parse_stat_csv("\n") == []
+    assert stat_csv.parse_stat_csv("\n") == []
 
 
 def test_parse_servers_state() -> None:
-    servers = replies.parse_servers_state(SERVERS_STATE)
+    servers = server_states.parse_servers_state(SERVERS_STATE)
     assert [(s.backend, s.name) for s in servers] == [
         ("be_static", "static"), ("be_dyn", "a1"), ("be_dyn", "b6"), ("be2", "d2"),
     ]  # fmt: skip
@@ -209,7 +208,7 @@ def test_parse_servers_state() -> None:
 
 def test_server_down_without_maintenance() -> None:
     line = "4 be_dyn 3 c 127.0.0.1 0 0 1 1 5 7 2 0 6 0 0 0 - 80 - 0 0 - - 0\n"
-    (down,) = replies.parse_servers_state(SERVERS_STATE.split("3 be_static")[0] + line)
+    (down,) = server_states.parse_servers_state(SERVERS_STATE.split("3 be_static")[0] + line)
     assert down.status == "DOWN" and not down.admin_state.in_maintenance
 
 
@@ -219,11 +218,11 @@ def test_server_down_without_maintenance() -> None:
 )
 def test_parse_servers_state_rejects_unknown_shapes(reply: str) -> None:
     with pytest.raises(UnexpectedReply):
-        replies.parse_servers_state(reply)
+        server_states.parse_servers_state(reply)
 
 
 def test_parse_proc() -> None:
-    proc = replies.parse_proc(SHOW_PROC)
+    proc = processes.parse_proc(SHOW_PROC)
     assert (proc.master_pid, proc.reloads, proc.failed_reloads) == (3844, 0, 0)
     assert proc.master.uptime_s == 610
     assert proc.master.version == "2.6.12-1+deb12u4"
@@ -232,19 +231,19 @@ def test_parse_proc() -> None:
 
 
 def test_parse_proc_with_old_workers() -> None:
-    proc = replies.parse_proc(SHOW_PROC_OLD_WORKERS)
+    proc = processes.parse_proc(SHOW_PROC_OLD_WORKERS)
     assert [w.pid for w in proc.workers] == [22186]
     assert [(w.pid, w.reloads) for w in proc.old_workers] == [(22179, 1)]
 
 
 def test_parse_proc_after_failed_reload() -> None:
-    proc = replies.parse_proc(SHOW_PROC_FAILED)
+    proc = processes.parse_proc(SHOW_PROC_FAILED)
     assert (proc.reloads, proc.failed_reloads) == (3, 1)
     assert [(w.pid, w.reloads) for w in proc.workers] == [(13319, 1)]
 
 
 def test_parse_proc_with_programs() -> None:
-    proc = replies.parse_proc(SHOW_PROC_PROGRAMS)
+    proc = processes.parse_proc(SHOW_PROC_PROGRAMS)
     assert [w.pid for w in proc.old_workers] == [1233]
     assert proc.old_workers[0].uptime_s == 43
     assert [(p.pid, p.kind, p.version) for p in proc.programs] == [
@@ -257,7 +256,7 @@ def test_parse_proc_without_failed_counter() -> None:
     reply = (
         PROC_HEADER + "10 master 2 0d00h00m05s 2.2.0\n# workers\n11 worker 0 0d00h00m01s 2.2.0\n"
     )
-    proc = replies.parse_proc(reply)
+    proc = processes.parse_proc(reply)
     assert (proc.reloads, proc.failed_reloads, proc.workers[0].pid) == (2, 0, 11)
 
 
@@ -267,7 +266,7 @@ def test_parse_proc_without_failed_counter() -> None:
 )
 def test_parse_proc_rejects_unknown_shapes(reply: str) -> None:
     with pytest.raises(UnexpectedReply):
-        replies.parse_proc(reply)
+        processes.parse_proc(reply)
 
 
 @pytest.mark.parametrize(
@@ -275,12 +274,12 @@ def test_parse_proc_rejects_unknown_shapes(reply: str) -> None:
     [("0d00h11m16s", 676), ("2d01h00m00s", 176400), ("0d00h00m00s", 0), ("5s", 5)],
 )
 def test_parse_uptime(text: str, seconds: int) -> None:
-    assert replies.parse_uptime(text) == seconds
+    assert processes.parse_uptime(text) == seconds
 
 
 def test_parse_uptime_rejects_garbage() -> None:
     with pytest.raises(UnexpectedReply):
-        replies.parse_uptime("soon")
+        processes.parse_uptime("soon")
 
 
 def test_maps() -> None:

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Sequence
 import pytest
 
 from meshgate.compiler import ir
-from meshgate.haproxy.replies import ProcEntry, ProcInfo, StatRow, StatType
+from meshgate.haproxy.processes import ProcEntry, ProcInfo
+from meshgate.haproxy.stat_csv import StatRow, StatType
 from meshgate.haproxy.transport import RuntimeUnavailable
 from meshgate.stats.collector import StatsCollector
 from meshgate.stats.latency import LatencyBook

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from meshgate.cli.stats import stats_table
 from meshgate.compiler import ir
-from meshgate.haproxy.replies import StatRow, StatType
+from meshgate.haproxy.stat_csv import StatRow, StatType
 from meshgate.stats.latency import LatencyBook
 from meshgate.stats.prometheus import DataPlaneMetrics
 from meshgate.stats.tally import Snapshot, Tally

@@ -24,8 +24,8 @@ from meshgate.compiler.render import MAPS_DIR
 from meshgate.compiler.tls_text import CERTS_DIR
 from meshgate.errors import MeshgateError
 from meshgate.haproxy.commands import CheckExtras, ServerAdminState
-from meshgate.haproxy.replies import ServerAdminFlags
 from meshgate.haproxy.runtime import RuntimeClient
+from meshgate.haproxy.server_states import ServerAdminFlags
 from meshgate.haproxy.supervisor import HaproxySupervisor
 from meshgate.plan import (
     Action,

@@ -12,19 +12,18 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from meshgate.haproxy import commands, replies, transport
+from meshgate.haproxy import commands, processes, replies, server_states, stat_csv, transport
 from meshgate.haproxy.commands import HaproxyError, ServerAdminState
+from meshgate.haproxy.processes import ProcInfo
 from meshgate.haproxy.replies import (
     CommandKind,
     MapInfo,
     NoSuchProcess,
     NoSuchServer,
-    ProcInfo,
     ServerHasConnections,
-    ServerState,
-    StatRow,
-    StatType,
 )
+from meshgate.haproxy.server_states import ServerState
+from meshgate.haproxy.stat_csv import StatRow, StatType
 from meshgate.haproxy.transport import RuntimeUnavailable
 
 # Keep each `add map` payload well inside HAProxy's request buffer (16 kB by default): a
@@ -112,11 +111,11 @@ class RuntimeClient:
 
     async def stats(self, proxy: str | None = None) -> list[StatRow]:
         reply = await self._run(CommandKind.READ, commands.show_stat(proxy))
-        return replies.parse_stat_csv(reply)
+        return stat_csv.parse_stat_csv(reply)
 
     async def servers_state(self, backend: str | None = None) -> list[ServerState]:
         reply = await self._run(CommandKind.READ, commands.show_servers_state(backend))
-        return replies.parse_servers_state(reply)
+        return server_states.parse_servers_state(reply)
 
     async def server_state(self, backend: str, server: str) -> ServerState | None:
         for state in await self.servers_state(backend):
@@ -126,7 +125,7 @@ class RuntimeClient:
 
     async def proc(self) -> ProcInfo:
         reply = await self._run(CommandKind.READ, commands.show_proc(), master=True)
-        return replies.parse_proc(reply)
+        return processes.parse_proc(reply)
 
     # --- servers ------------------------------------------------------------------------
 
@@ -298,7 +297,6 @@ class RuntimeClient:
         except replies.MapEntryNotFound:
             if not missing_ok:
                 raise
-
 
     # --- certificates -------------------------------------------------------------------
 

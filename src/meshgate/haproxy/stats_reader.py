@@ -13,7 +13,9 @@ runtime-command metrics.
 from __future__ import annotations
 
 from meshgate.haproxy import commands, replies, transport
-from meshgate.haproxy.replies import CommandKind, ProcInfo, StatRow
+from meshgate.haproxy.processes import ProcInfo, parse_proc
+from meshgate.haproxy.replies import CommandKind
+from meshgate.haproxy.stat_csv import StatRow, parse_stat_csv
 
 # Backends (2) and servers (4) of every proxy: frontends are not needed for route stats.
 _BACKENDS_AND_SERVERS = "show stat -1 6 -1"
@@ -27,7 +29,7 @@ class StatsReader:
     async def processes(self) -> ProcInfo:
         reply = await transport.send(self.master_socket, commands.show_proc(), timeout=self.timeout)
         replies.check_reply(CommandKind.READ, reply)
-        return replies.parse_proc(reply)
+        return parse_proc(reply)
 
     async def worker_events(self, pid: int, ring: str) -> bytes:
         """Everything one worker's ring holds (`show events`); when the worker is gone, the
@@ -41,4 +43,4 @@ class StatsReader:
         answers with an error sentence instead of CSV)."""
         command = commands.on_worker(pid, _BACKENDS_AND_SERVERS)
         reply = await transport.send(self.master_socket, command, timeout=self.timeout)
-        return replies.parse_stat_csv(reply)
+        return parse_stat_csv(reply)

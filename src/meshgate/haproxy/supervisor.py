@@ -31,9 +31,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshgate.haproxy import commands, replies, transport
+from meshgate.haproxy import commands, processes, replies, server_states, transport
 from meshgate.haproxy.commands import HaproxyError
-from meshgate.haproxy.replies import CommandKind, ProcInfo
+from meshgate.haproxy.processes import ProcInfo
+from meshgate.haproxy.replies import CommandKind
 from meshgate.haproxy.transport import RuntimeUnavailable
 
 log = logging.getLogger(__name__)
@@ -254,7 +255,7 @@ class HaproxySupervisor:
     async def _proc(self) -> ProcInfo:
         reply = await transport.send(str(self.master_socket), commands.show_proc(), timeout=2.0)
         replies.check_reply(CommandKind.READ, reply)
-        return replies.parse_proc(reply)
+        return processes.parse_proc(reply)
 
     async def _worker_answers(self, pid: int) -> bool:
         command = commands.on_worker(pid, "show version")
@@ -325,7 +326,7 @@ class HaproxySupervisor:
         command = commands.on_worker_relative(1, commands.show_servers_state())
         try:
             reply = await transport.send(str(self.master_socket), command, timeout=5.0)
-            replies.parse_servers_state(reply)  # refuse to save something that is not a state
+            server_states.parse_servers_state(reply)  # refuse to save something that is not a state
         except HaproxyError as error:
             log.warning("server state not saved before reload: %s", error)
             return

@@ -34,7 +34,7 @@ import structlog
 
 from meshgate.compiler import ir
 from meshgate.haproxy.commands import HaproxyError
-from meshgate.haproxy.replies import StatRow
+from meshgate.haproxy.stat_csv import StatRow
 from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.stats.keeper import LogKeeper
 from meshgate.stats.latency import LatencyBook

@@ -16,7 +16,7 @@ from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from meshgate.haproxy.replies import StatRow, StatType
+from meshgate.haproxy.stat_csv import StatRow, StatType
 from meshgate.stats.counters import History, Logged, MonotonicTotals
 
 K = TypeVar("K", bound=Hashable)
