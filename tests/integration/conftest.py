@@ -238,6 +238,20 @@ class Node:
         response = self.api.delete(f"/api/v1/{kind}/{quote(name)}", params={"namespace": namespace})
         assert response.status_code in (204, 404), response.text
 
+    def definitions(self) -> dict[tuple[str, str], Any]:
+        """What a user's change could alter, in the default namespace: each gateway's, service's
+        and certificate's version, and each service's instances (without their health). The
+        store's revision is no measure of that: the node's own status records move it too."""
+        found: dict[tuple[str, str], Any] = {}
+        for kind in ("gateways", "services", "certificates"):
+            for item in self.api.get(f"/api/v1/{kind}").json()["items"]:
+                found[kind, item["name"]] = item["version"]
+                if kind == "services":
+                    listed = self.api.get(f"/api/v1/services/{quote(item['name'])}/instances")
+                    instances = [{**i, "status": None} for i in listed.json()["items"]]
+                    found["instances", item["name"]] = sorted(instances, key=str)
+        return found
+
     def haproxy_pids(self) -> tuple[int, list[int]]:
         """(master pid, current worker pids), read from the master socket."""
         import asyncio
