@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 # Health checks that a busy machine does not fail: an instance marked down in the middle of a
 # test would turn a request into a 503 and spoil an exact count.
 TOLERANT_CHECK = {"type": "tcp", "interval": "1s", "rise": 1, "fall": 5}
+T = TypeVar("T")
 
 
 def service(name: str, *ports: int) -> dict[str, Any]:
@@ -46,11 +47,23 @@ def requests_by_route(node: Node, name: str) -> dict[str, int]:
     return {route: r["requests"] for route, r in stats(node, name)["routes"].items()}
 
 
+def steady(read: Callable[[], T], hold_s: float = 1.0, timeout: float = 10.0) -> T:
+    """What `read` returns once it has held still for `hold_s`. The API may answer from a
+    reading up to max(0.25 s, 20 polls' duration) old, so after traffic stops, one read may
+    still miss the last requests."""
+    value, since = read(), time.monotonic()
+    deadline = since + timeout
+    while time.monotonic() - since < hold_s and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = read()
+        if now != value:
+            value, since = now, time.monotonic()
+    return value
+
+
 def baseline(node: Node, name: str) -> dict[str, int]:
-    """Request counts once every request answered so far is in them: the API may answer from
-    a reading up to a quarter of a second old."""
-    time.sleep(0.3)
-    return requests_by_route(node, name)
+    """Request counts once every request answered so far is in them."""
+    return steady(lambda: requests_by_route(node, name))
 
 
 def wait_for(node: Node, name: str, expected: dict[str, int], timeout: float = 5.0) -> None:
@@ -102,8 +115,7 @@ def test_responses_are_counted_by_class(node: Node, backends: Backends) -> None:
     node.apply(service("codes", backends.start("codes")), gateway("codes", port, {"codes": {}}))
     url = f"http://127.0.0.1:{port}/"
     settle(url, {"codes"})
-    time.sleep(0.3)  # see baseline()
-    before = stats(node, "codes")["routes"]["codes"]["responses"]
+    before = steady(lambda: stats(node, "codes")["routes"]["codes"]["responses"])
     assert count_served(url + "?status=503", 5) == {"503": 5}
     assert count_served(url + "?status=404", 3) == {"404": 3}
     assert count_served(url + "?status=302", 2) == {"302": 2}
