@@ -656,6 +656,16 @@ def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+def finish(clean: bool, failure: str) -> int:
+    """A benchmark's exit status, after the load average it ended with: 1, saying `failure`,
+    when some run was not clean."""
+    print(f"load average after: {load_average()}")
+    if not clean:
+        print(f"FAILED: {failure} (see above)")
+        return 1
+    return 0
+
+
 def tool_version(argv: Sequence[str]) -> str:
     """The first non-empty line a tool prints about its version, or "?"."""
     try:

@@ -45,9 +45,9 @@ from bench.common import (
     Nginx,
     WrkResult,
     cpu_seconds,
+    finish,
     free_port,
     gateway_doc,
-    load_average,
     machine_line,
     median,
     meshgate_version,
@@ -333,11 +333,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         for config in configs:
             print(f"  latency sources after the last run, {config.key}: {sampling_line(config)}")
     report(configs, args.target)
-    print(f"load average after: {load_average()}")
-    if not clean:
-        print("FAILED: some runs had errors or undercounted (see above)")
-        return 1
-    return 0
+    return finish(clean, "some runs had errors or undercounted")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

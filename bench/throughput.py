@@ -47,9 +47,9 @@ from bench.common import (
     WrkResult,
     count_bodies,
     cpu_seconds,
+    finish,
     free_port,
     gateway_doc,
-    load_average,
     machine_line,
     median,
     meshgate_version,
@@ -60,8 +60,6 @@ from bench.common import (
     tool_version,
     wait_serving,
 )
-
-__all__ = ["load_average", "main", "stop_node", "tool_version", "wait_serving"]
 
 SPLIT_CHECK_REQUESTS = 200
 OPTIONAL_CONFIGS = ("meshgate", "no-latency", "condition")
@@ -394,11 +392,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             print(f"  round {round_number}: " + ", ".join(line) + " req/s", flush=True)
 
     report(configs, baseline, args.target)
-    print(f"load average after: {load_average()}")
-    if not clean:
-        print("FAILED: some runs had socket errors or non-2xx responses (see above)")
-        return 1
-    return 0
+    return finish(clean, "some runs had socket errors or non-2xx responses")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -61,8 +61,8 @@ from bench.common import (
     MeshgateNode,
     Nginx,
     cpu_seconds,
+    finish,
     free_port,
-    load_average,
     machine_line,
     median,
     meshgate_version,
@@ -505,11 +505,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             print(f"  round {round_number}: " + ", ".join(line) + " req/s", flush=True)
 
     report(configs, workloads, args.target)
-    print(f"load average after: {load_average()}")
-    if not clean:
-        print("FAILED: some runs had socket errors or failed responses (see above)")
-        return 1
-    return 0
+    return finish(clean, "some runs had socket errors or failed responses")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
