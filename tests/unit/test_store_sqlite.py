@@ -481,7 +481,7 @@ async def test_close_stops_everything(db_path: Path) -> None:
 async def test_watch_reads_long_histories_in_batches(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("meshgate.store.sqlite._WATCH_BATCH_REVISIONS", 2)
+    monkeypatch.setattr("meshgate.store.sqlite_tables.WATCH_BATCH_REVISIONS", 2)
     await store.commit([Put(GW_A, {}), Put(GW_B, {})])
     for i in range(4):
         await store.put(SVC, {"i": i})
