@@ -157,6 +157,16 @@ class Process:
                 f"{self.name} exited with status {self.popen.returncode}:\n{self.log_tail()}"
             )
 
+    def wait_listening(self, port: int, timeout: float) -> None:
+        """Wait until something listens on `port`; BenchError, with the end of the log, if the
+        process exits first."""
+
+        def listening() -> bool:
+            self.check_running()
+            return port_open(port)
+
+        wait_until(listening, f"{self.name} on {LOOPBACK}:{port}", timeout=timeout)
+
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         """Send `sig`, wait up to `timeout` s, then SIGKILL. Returns the exit status."""
         if self.popen is None:
@@ -371,13 +381,8 @@ class Haproxy(Started):
     def start(self) -> None:
         self.check()
         self.process.start()
-
-        def listening() -> bool:
-            self.process.check_running()
-            return port_open(self.port)
-
         try:
-            wait_until(listening, f"haproxy on {LOOPBACK}:{self.port}", timeout=10)
+            self.process.wait_listening(self.port, timeout=10)
         except BenchError:
             self.stop()
             raise

@@ -53,7 +53,6 @@ from bench.common import (
     machine_line,
     median,
     meshgate_version,
-    port_open,
     run_in_workdir,
     service_doc,
     tool_version,
@@ -61,9 +60,9 @@ from bench.common import (
 )
 from bench.tls import certificate
 
-from meshgate.compiler import DesiredState, compile_state, ir, render_files
-from meshgate.compiler.render import CONFIG_FILE, is_secret
-from meshgate.model import Certificate, Gateway, Resource, Service, validate_resource
+from meshgate.agent.files import write_files
+from meshgate.compiler import CONFIG_FILE, DesiredState, compile_state, ir, render_files
+from meshgate.model import Resource, validate_resource
 from meshgate.stats.sampling import KEEP_VAR
 
 WORKLOADS = ("h2", "https1", "http1")
@@ -132,22 +131,11 @@ def meshgate_config(setup: Setup, port: int, tls: bool, *, latency: bool, name: 
     settings = ir.Settings(
         run_dir=str(run_dir), log_socket=str(run_dir / "log.sock") if latency else None
     )
-    resources = meshgate_resources(setup, port, tls)
-    state = DesiredState(
-        gateways=[r for r in resources if isinstance(r, Gateway)],
-        services=[r for r in resources if isinstance(r, Service)],
-        certificates=[r for r in resources if isinstance(r, Certificate)],
-    )
-    compiled = compile_state(state, settings)
+    compiled = compile_state(DesiredState.of(meshgate_resources(setup, port, tls)), settings)
     problems = [e for result in compiled.gateways.values() for e in result.errors]
     if problems:
         raise BenchError(f"meshgate rejected the bench gateway: {problems}")
-    for relative, text in render_files(compiled.dataplane).items():
-        path = run_dir / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        if is_secret(relative):
-            path.chmod(0o600)
+    write_files(run_dir, render_files(compiled.dataplane))
     text = (run_dir / CONFIG_FILE).read_text()
     text = text.replace("global\n", "global\n    nbthread 1\n", 1)
     text = re.sub(r" check inter \d+ rise \d+ fall \d+", "", text)
@@ -180,12 +168,7 @@ def count_instructions(
     client = [args.h2load, *protocol, "-c", "1", "-m", "1", f"{scheme}://{LOOPBACK}:{port}/"]
     process.start()
     try:
-
-        def listening() -> bool:
-            process.check_running()
-            return port_open(port)
-
-        wait_until(listening, f"haproxy (callgrind) on {LOOPBACK}:{port}", timeout=60)
+        process.wait_listening(port, timeout=60)  # HAProxy starts slowly under callgrind
         run_h2load([*client, "-n", str(WARM_UP_REQUESTS)], WARM_UP_REQUESTS)
         callgrind_control("-z", process.pid)
         run_h2load([*client, "-n", str(args.requests)], args.requests)

@@ -13,7 +13,7 @@ from meshgate.compiler.build import (
     compile_state,
 )
 from meshgate.compiler.render import CONFIG_FILE, render_config, render_files
-from meshgate.model import Certificate, Gateway, Resource, Service
+from meshgate.model import Resource
 
 DEFAULT_RUN_DIR = "/var/run/meshgate"
 
@@ -22,11 +22,7 @@ def render_manifests(
     resources: Sequence[Resource], run_dir: str = DEFAULT_RUN_DIR
 ) -> dict[str, str]:
     """For `meshgate render`: the files the agent would write for these resources."""
-    state = DesiredState(
-        gateways=[r for r in resources if isinstance(r, Gateway)],
-        services=[r for r in resources if isinstance(r, Service)],
-        certificates=[r for r in resources if isinstance(r, Certificate)],
-    )
+    state = DesiredState.of(resources)
     return render_files(compile_state(state, ir.Settings(run_dir=run_dir)).dataplane)
 
 

@@ -18,6 +18,7 @@ from meshgate.compiler.slots import weight_slots
 from meshgate.conditions import parse_condition, to_dnf
 from meshgate.model.certificate import Certificate
 from meshgate.model.gateway import Gateway, Route, inline_endpoint
+from meshgate.model.manifest import Resource
 from meshgate.model.service import HealthCheck, Instance, Service
 from meshgate.model.snapshot import (
     Target,
@@ -36,6 +37,15 @@ class DesiredState:
     services: Sequence[Service] = ()
     registered: Mapping[Key, Sequence[Instance]] = field(default_factory=dict)
     certificates: Sequence[Certificate] = ()
+
+    @classmethod
+    def of(cls, resources: Sequence[Resource]) -> DesiredState:
+        """The state of these resources alone (no registered instances), in their order."""
+        return cls(
+            gateways=[r for r in resources if isinstance(r, Gateway)],
+            services=[r for r in resources if isinstance(r, Service)],
+            certificates=[r for r in resources if isinstance(r, Certificate)],
+        )
 
 
 @dataclass(frozen=True)
