@@ -31,7 +31,7 @@ NO_BACKEND = b"backend default.gw.dead.b2282e has no server available!"
 def test_the_formats_put_the_fields_where_the_parser_reads_them(detailed: bool) -> None:
     http_format, tcp_format = logline.log_formats(detailed)
     if not detailed:
-        # Read from the ring: numbered, and the number taken off before parsing.
+        # Read from the ring: marked, and the mark taken off before parsing.
         assert http_format.startswith(logline.MARK) and tcp_format.startswith(logline.MARK)
         http_format = http_format.removeprefix(logline.MARK)
         tcp_format = tcp_format.removeprefix(logline.MARK)
