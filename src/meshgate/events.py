@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from meshgate.model.values import parse_duration_ms
+from meshgate.model.values import format_endpoint, parse_duration_ms
 
 EventType = Literal[
     "applied",  # the data plane runs a resource's new version
@@ -70,6 +70,12 @@ class EventFilter:
             and (self.since is None or event.time >= self.since)
             and (self.after is None or event.id > self.after)
         )
+
+
+def instance_label(instance_id: str, address: str, port: int) -> str:
+    """`instance ID (ADDRESS:PORT)`, or `instance ADDRESS:PORT` when that is its id."""
+    where = format_endpoint(address, port)
+    return f"instance {where}" if instance_id == where else f"instance {instance_id} ({where})"
 
 
 def parse_since(text: str, now: float) -> float:

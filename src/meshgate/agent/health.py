@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshgate.compiler import Compiled
-from meshgate.events import EventLog
+from meshgate.events import EventLog, instance_label
 from meshgate.model.service import Instance, Service
-from meshgate.model.values import format_endpoint
 from meshgate.stats.collector import StatsCollector
 
 ServiceKey = tuple[str, str]
@@ -167,10 +166,10 @@ def transitions(
 def record_transitions(events: EventLog, changed: Sequence[Transition]) -> None:
     for change in changed:
         namespace, service = change.service
-        where = format_endpoint(change.address, change.port)
+        label = instance_label(change.instance, change.address, change.port)
         events.record(
             "health",
-            f"instance {change.instance} ({where}) is {change.after} (was {change.before})",
+            f"{label} is {change.after} (was {change.before})",
             kind="service",
             namespace=namespace,
             name=service,

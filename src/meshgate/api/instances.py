@@ -22,7 +22,7 @@ from meshgate.api.bodies import parse_documents
 from meshgate.api.resources import api_error, status_key
 from meshgate.discovery import registry
 from meshgate.errors import Problem, ValidationFailed
-from meshgate.events import EventLog, EventType
+from meshgate.events import EventLog, EventType, instance_label
 from meshgate.model.discovery import Registration
 from meshgate.model.manifest import problems_from_pydantic
 from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
@@ -105,9 +105,11 @@ def _record(
 ) -> None:
     """A registration event for `meshgate events` and `describe`."""
     instance_id = str(record.value.get("id"))
-    where = f"{record.value.get('address')}:{record.value.get('port')}"
+    label = instance_label(
+        instance_id, str(record.value.get("address")), int(record.value.get("port", 0))
+    )
     ttl = record.value.get("ttl")
-    message = f"instance {instance_id} ({where}) {type}" + (f", ttl {ttl:g}s" if ttl else "")
+    message = f"{label} {type}" + (f", ttl {ttl:g}s" if ttl else "")
     log: EventLog = request.app.state.events
     log.record(
         type, message, kind="service", namespace=namespace, name=service, instance=instance_id

@@ -26,7 +26,7 @@ from meshgate.api.admission import (
 from meshgate.api.bodies import read_batch, read_document
 from meshgate.api.certificates import certificate_status, public_document
 from meshgate.api.roundtrip import split_version, split_versions
-from meshgate.api.waiting import Written, wait_until_live
+from meshgate.api.waiting import DEFAULT_WAIT_S, Written, wait_until_live
 from meshgate.certificate_files import inline_certificate_files
 from meshgate.discovery.registry import registered_for
 from meshgate.errors import Problem, ValidationFailed
@@ -79,7 +79,6 @@ WaitParam = Annotated[
 ForceParam = Annotated[
     bool, Query(description="delete even though gateways route to it (they lose the route)")
 ]
-DEFAULT_WAIT_S = 60.0
 IfMatchHeader = Annotated[
     str | None,
     Header(alias="If-Match", description="only write if the resource is at this version"),

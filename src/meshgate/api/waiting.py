@@ -17,6 +17,7 @@ from typing import Any, Literal
 from meshgate.store import Key, Store
 
 POLL_S = 0.05
+DEFAULT_WAIT_S = 60.0
 Verdict = Literal["live", "rejected", "pending"]
 STATUS_PREFIX = "status."
 

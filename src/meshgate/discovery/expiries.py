@@ -12,8 +12,7 @@ import time
 from typing import Any
 
 from meshgate.discovery import registry
-from meshgate.events import EventFilter, EventLog
-from meshgate.model.values import format_endpoint
+from meshgate.events import EventFilter, EventLog, instance_label
 from meshgate.store import CompactedError, Key, Store
 
 # A deregistration recorded this recently explains a deletion.
@@ -53,11 +52,12 @@ async def record_expiries(store: Store, events: EventLog) -> None:
                     continue
                 if await store.get(Key("services", namespace, service)) is None:
                     continue
-                where = format_endpoint(str(value.get("address")), int(value.get("port", 0)))
+                label = instance_label(
+                    instance_id, str(value.get("address")), int(value.get("port", 0))
+                )
                 events.record(
                     "expired",
-                    f"instance {instance_id} ({where}) expired: no heartbeat within its ttl of "
-                    f"{value['ttl']:g}s",
+                    f"{label} expired: no heartbeat within its ttl of {value['ttl']:g}s",
                     kind="service",
                     namespace=namespace,
                     name=service,
