@@ -244,9 +244,7 @@ async def test_kinds_go_by_singular_plural_and_short_names(
     assert [g["name"] for g in (await client.get(f"/api/v1/{kind}")).json()["items"]] == ["sava"]
 
 
-async def test_events_are_listed_and_filtered(
-    client: httpx.AsyncClient, events: EventLog
-) -> None:
+async def test_events_are_listed_and_filtered(client: httpx.AsyncClient, events: EventLog) -> None:
     events.record("reload", "HAProxy reloaded: first configuration")
     events.record("applied", "version 2 is live", kind="gateway", namespace="default", name="a")
     events.record("applied", "version 3 is live", kind="service", namespace="default", name="a")

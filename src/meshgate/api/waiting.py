@@ -100,7 +100,5 @@ async def wait_until_live(
         if not pending:
             return WaitOutcome(done=True)
         if loop.time() >= deadline:
-            return WaitOutcome(
-                timed_out=True, pending=[_entry(r, reasons[r]) for r in pending]
-            )
+            return WaitOutcome(timed_out=True, pending=[_entry(r, reasons[r]) for r in pending])
         await asyncio.sleep(POLL_S)

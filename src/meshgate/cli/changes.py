@@ -26,9 +26,7 @@ def manifest_text(document: dict[str, Any] | None) -> list[str]:
     return (yaml.safe_dump(kept, sort_keys=True, allow_unicode=True)).splitlines(keepends=True)
 
 
-def resource_diff(
-    client: MeshgateClient, entry: dict[str, Any]
-) -> list[str]:
+def resource_diff(client: MeshgateClient, entry: dict[str, Any]) -> list[str]:
     """The unified diff of one resource of a dry run, from what is stored to what would be."""
     name = f"{entry['kind']}/{entry['namespace']}/{entry['name']}"
     if entry["result"] == "unchanged":
