@@ -163,7 +163,8 @@ def test_set_weight(tmp_path: Path, server: str) -> None:
 
 
 def test_delete_in_use_needs_force_and_delete_by_file(tmp_path: Path, server: str) -> None:
-    both = write(tmp_path, "all.yaml", SAVA + "---\n" + SERVICE + "---\n" + CANARY_SERVICE)
+    # The services come first: deleting them waits for the gateway that routes to them.
+    both = write(tmp_path, "all.yaml", SERVICE + "---\n" + CANARY_SERVICE + "---\n" + SAVA)
     run("--server", server, "apply", "-f", both)
     refused = run("--server", server, "delete", "service", "sava:1.0/sava/port")
     assert refused.exit_code == 1
@@ -178,6 +179,11 @@ def test_delete_in_use_needs_force_and_delete_by_file(tmp_path: Path, server: st
         "service/default/sava:1.1/sava/port deleted",
     ]
     assert by_file.stderr == "service/default/sava:1.0/sava/port not found\n"
+    # Used by a gateway the files do not delete: refused, with who uses it.
+    run("--server", server, "apply", "-f", both)
+    only_service = write(tmp_path, "service.yaml", SERVICE)
+    kept = run("--server", server, "delete", "-f", only_service)
+    assert kept.exit_code == 1 and "is in use by gateway sava" in kept.stderr
     assert run("--server", server, "delete", "gateway", "x", "-f", both).exit_code == 2
     assert run("--server", server, "delete").exit_code == 2
 

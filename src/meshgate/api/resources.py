@@ -294,24 +294,20 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         return referrers(key.namespace, key.name, gateways)
 
     async def route_warnings(resources: list[Resource]) -> list[list[str]]:
-        """For each resource, the routes of a gateway that will lead nowhere once written."""
-        names: dict[str, dict[str, set[str]]] = {}
-        for kind in ("services", "gateways"):
-            for record in await store.list(kind, keys_only=True):
-                names.setdefault(kind, {}).setdefault(record.key.namespace, set()).add(
-                    record.key.name
-                )
-        for resource in resources:
-            if isinstance(resource, Service | Gateway):
-                names.setdefault(f"{resource.kind}s", {}).setdefault(
-                    resource.namespace, set()
-                ).add(resource.name)
+        """For each resource, the routes of a gateway that will lead nowhere once written.
+        Only the targets named are looked up: the cost follows the batch, not the store."""
+        written = {(f"{r.kind}s", r.namespace, r.name) for r in resources}
+
+        async def names(kind: str, gateway: Gateway) -> set[str]:
+            found = set()
+            for route in gateway.routes:
+                key = (kind, gateway.namespace, route)
+                if key in written or await store.get(_key(*key)) is not None:
+                    found.add(route)
+            return found
+
         return [
-            unresolved_routes(
-                r,
-                names.get("services", {}).get(r.namespace, set()),
-                names.get("gateways", {}).get(r.namespace, set()),
-            )
+            unresolved_routes(r, await names("services", r), await names("gateways", r))
             if isinstance(r, Gateway)
             else []
             for r in resources

@@ -197,12 +197,23 @@ def delete(
         assert kind is not None and name is not None
         targets = [(kind, namespace, name)]
     with reporting(), open_client(server, token) as client:
-        for plural, where, target in targets:
-            try:
-                client.delete(plural, target, namespace=where, force=force)
-            except ApiError as exc:
-                if exc.status_code != 404 or not paths:
-                    raise
-                click.echo(f"{SINGULAR[plural]}/{where}/{target} not found", err=True)
-                continue
-            click.echo(f"{SINGULAR[plural]}/{where}/{target} deleted")
+        # What other resources of the files still use is refused (409) until they are gone:
+        # tried again after each round that deleted something, whatever the files' order.
+        while targets:
+            refused: list[tuple[tuple[str, str, str], ApiError]] = []
+            for plural, where, target in targets:
+                label = f"{SINGULAR[plural]}/{where}/{target}"
+                try:
+                    client.delete(plural, target, namespace=where, force=force)
+                except ApiError as exc:
+                    if exc.status_code == 404 and paths:
+                        click.echo(f"{label} not found", err=True)
+                    elif exc.status_code == 409 and paths:
+                        refused.append(((plural, where, target), exc))
+                    else:
+                        raise
+                    continue
+                click.echo(f"{label} deleted")
+            if len(refused) == len(targets):
+                fail(str(p) for _, exc in refused for p in exc.problems)
+            targets = [target for target, _ in refused]
