@@ -121,8 +121,8 @@ def test_a_degraded_gateway_becomes_whole_and_health_changes_are_events(
     described = meshgate(node, "describe", "gateway", "whole")
     assert described.returncode == 0, described.stderr
     rows = [line.split() for line in described.stdout.splitlines()]
-    assert ["whole:a", "whole:a", "service", "1", "1"] in rows
-    assert ["whole:b", "whole:b", "service", "1", "0"] in rows
+    assert ["whole:a", "whole:a", "service", "50%", "1", "1"] in rows
+    assert ["whole:b", "whole:b", "service", "50%", "1", "0"] in rows
 
     refused = meshgate(node, "delete", "service", "whole:b")
     assert refused.returncode == 1 and "gateway whole (route whole:b)" in refused.stderr

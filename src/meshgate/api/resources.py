@@ -403,7 +403,8 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
     ) -> JSONResponse:
         kind, singular = _kinds(kind)
         where = _namespace(namespace)
-        data = inline_certificate_files(await read_document(request))
+        # A create needs no version: the resource must not exist at any.
+        data, _ = split_version(inline_certificate_files(await read_document(request)))
         async with write_lock:
             others = await gateways_in_store(singular)
             resource = admit(

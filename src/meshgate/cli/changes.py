@@ -10,18 +10,16 @@ import click
 import yaml
 
 from meshgate.cli.common import client_options, fail, manifest_paths, open_client
+from meshgate.cli.manifests import OUTPUT_FIELDS
 from meshgate.cli.remote import checked_documents, reporting
 from meshgate.client import MeshgateClient
 from meshgate.model.values import parse_percentage
-
-# What the server adds to a manifest; not part of what a user changes.
-SERVER_FIELDS = ("version", "status", "has_key")
 
 
 def manifest_text(document: dict[str, Any] | None) -> list[str]:
     if document is None:
         return []
-    kept = {k: v for k, v in document.items() if k not in SERVER_FIELDS}
+    kept = {k: v for k, v in document.items() if k not in OUTPUT_FIELDS}
     # Keys sorted on both sides: the store keeps documents with sorted keys.
     return (yaml.safe_dump(kept, sort_keys=True, allow_unicode=True)).splitlines(keepends=True)
 

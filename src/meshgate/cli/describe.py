@@ -39,9 +39,14 @@ def events_lines(events: Sequence[dict[str, Any]], *, with_resource: bool) -> li
     return aligned(rows, indent="")
 
 
-def _route_health(client: MeshgateClient, namespace: str, routes: dict[str, Any]) -> list[str]:
-    """ROUTE, TARGET, KIND, WEIGHT-less summary rows, with the instances up behind each."""
-    rows = [["ROUTE", "TARGET", "KIND", "INSTANCES", "UP"]]
+def _route_rows(
+    client: MeshgateClient, gateway: dict[str, Any], routes: dict[str, Any]
+) -> list[str]:
+    """Each route of a gateway's status: its target, what that is, its weight, and how many
+    instances it has and how many of them are up (for a service, from the service's status)."""
+    namespace = str(gateway.get("namespace"))
+    written = gateway.get("routes") or {}
+    rows = [["ROUTE", "TARGET", "KIND", "WEIGHT", "INSTANCES", "UP"]]
     services: dict[str, list[dict[str, Any]]] = {}
     for name, route in routes.items():
         up = "-"
@@ -54,9 +59,10 @@ def _route_health(client: MeshgateClient, namespace: str, routes: dict[str, Any]
                 except ApiError:
                     services[target] = []
             up = str(sum(1 for i in services[target] if i.get("status") == "UP"))
+        weight = (written.get(name) or {}).get("weight")
         rows.append(
             [name, str(route.get("target")), str(route.get("kind")),
-             str(route.get("instances")), up]
+             "-" if weight is None else f"{weight}%", str(route.get("instances")), up]
         )  # fmt: skip
     return aligned(rows)
 
@@ -82,8 +88,7 @@ def describe_text(
     if errors:
         lines += ["Errors:", *(f"  {e}" for e in errors)]
     if kind == "gateways" and status.get("routes"):
-        namespace = str(resource.get("namespace"))
-        lines += ["Routes:", *_route_health(client, namespace, status["routes"])]
+        lines += ["Routes:", *_route_rows(client, resource, status["routes"])]
     if kind == "services":
         reported = status.get("instances") or []
         lines.append("Instances:")
