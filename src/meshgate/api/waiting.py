@@ -4,7 +4,7 @@ Each written resource is judged from the status the agent publishes for it: live
 `applied_version` is the version written, rejected as soon as the agent reports that version
 rejected (with HAProxy's reason), pending otherwise. The judgement is pure and reads only the
 resource's own status record, so when statuses come per node the same loop waits on all of
-them. The loop polls the store; it reads only what is still pending.
+them. The status records are followed through the store's watch, as an etcd client would.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from meshgate.store import Key, Store
 
-POLL_S = 0.05
 DEFAULT_WAIT_S = 60.0
 Verdict = Literal["live", "rejected", "pending"]
 STATUS_PREFIX = "status."
@@ -81,24 +80,38 @@ def _entry(written: Written, reason: str) -> dict[str, Any]:
 async def wait_until_live(
     store: Store, written: Sequence[Written], timeout_s: float
 ) -> WaitOutcome:
-    """Return once all of `written` is live, at the first rejection, or at the timeout."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    pending = list(written)
-    reasons: dict[Written, str] = {}
-    while True:
-        still = []
-        for resource in pending:
-            record = await store.get(resource.status_key())
-            verdict, reason = judge(resource, record.value if record is not None else None)
-            if verdict == "rejected":
-                return WaitOutcome(rejected=[_entry(resource, reason)])
-            if verdict == "pending":
-                still.append(resource)
-                reasons[resource] = reason
-        pending = still
-        if not pending:
-            return WaitOutcome(done=True)
-        if loop.time() >= deadline:
-            return WaitOutcome(timed_out=True, pending=[_entry(r, reasons[r]) for r in pending])
-        await asyncio.sleep(POLL_S)
+    """Return once all of `written` is live, at the first rejection, or at the timeout. The
+    status records are read once, then followed through the store's watch: the answer comes
+    as soon as the agent publishes, without polling."""
+    pending: dict[Key, Written] = {w.status_key(): w for w in written}
+    reasons: dict[Key, str] = {}
+
+    def judged(key: Key, status: dict[str, Any] | None) -> WaitOutcome | None:
+        verdict, reason = judge(pending[key], status)
+        if verdict == "rejected":
+            return WaitOutcome(rejected=[_entry(pending[key], reason)])
+        if verdict == "live":
+            del pending[key]
+        else:
+            reasons[key] = reason
+        return None if pending else WaitOutcome(done=True)
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            # Taken before reading, so a status published in between is seen in the watch.
+            revision = await store.revision()
+            for key in list(pending):
+                record = await store.get(key)
+                outcome = judged(key, record.value if record is not None else None)
+                if outcome is not None:
+                    return outcome
+            kinds = {key.kind for key in pending}
+            async for event in store.watch(revision, kinds=kinds):
+                if event.key in pending:
+                    outcome = judged(event.key, event.value)
+                    if outcome is not None:
+                        return outcome
+    except TimeoutError:
+        pass
+    entries = [_entry(w, reasons.get(key, "")) for key, w in pending.items()]
+    return WaitOutcome(timed_out=True, pending=entries)
