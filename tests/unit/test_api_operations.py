@@ -104,6 +104,25 @@ async def test_get_output_applies_and_its_version_acts_as_if_match(
     assert (await client.get(url("gateways", "sava"))).json()["port"] == "9080/http"
 
 
+async def test_a_certificate_from_get_keeps_its_stored_key(
+    client: httpx.AsyncClient, store: SqliteStore
+) -> None:
+    issued = Authority().issue("a.example.com")
+    document = {"kind": "certificate", "name": "a", "cert": issued.cert, "key": issued.key_text}
+    assert (await apply(client, document)).status_code == 200
+    fetched = (await client.get(url("certificates", "a"))).json()
+    assert fetched["has_key"] is True and "key" not in fetched
+    assert (await apply(client, fetched)).json()["applied"][0]["result"] == "unchanged"
+    put = await client.put(url("certificates", "a"), json=fetched)
+    assert put.status_code == 200, put.text
+    stored = await store.get(Key("certificates", "default", "a"))
+    assert stored is not None and stored.value["key"] == issued.key_text
+
+    elsewhere = await apply(client, {**fetched, "name": "b", "version": None})
+    assert elsewhere.status_code == 422
+    assert errors(elsewhere)[0][0] == "documents.0.has_key"
+
+
 async def test_a_version_in_a_put_body_acts_as_if_match(client: httpx.AsyncClient) -> None:
     created = (await client.put(url("gateways", "sava"), json=sava())).json()
     stale = {**created, "version": created["version"] + 100}

@@ -25,7 +25,12 @@ from meshgate.api.admission import (
 )
 from meshgate.api.bodies import read_batch, read_document
 from meshgate.api.certificates import certificate_status, public_document
-from meshgate.api.roundtrip import split_version, split_versions
+from meshgate.api.roundtrip import (
+    keeps_stored_key,
+    split_version,
+    split_versions,
+    with_stored_key,
+)
 from meshgate.api.waiting import DEFAULT_WAIT_S, Written, wait_until_live
 from meshgate.certificate_files import inline_certificate_files
 from meshgate.discovery.registry import registered_for
@@ -293,6 +298,19 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
             return referrers(key.namespace, key.name, gateways, exclude=key.name)
         return referrers(key.namespace, key.name, gateways)
 
+    async def keep_key(document: Any, path: str = "") -> Any:
+        """A certificate from `get` output, with the key it has in the store."""
+        if not keeps_stored_key(document):
+            return document
+        namespace = str(document.get("namespace") or DEFAULT_NAMESPACE)
+        try:
+            stored = await store.get(Key("certificates", namespace, str(document.get("name"))))
+            return with_stored_key(document, stored.value if stored is not None else None)
+        except ValueError:
+            return document  # no certificate can have that name: admission says why
+        except ValidationFailed as exc:
+            raise exc.prefixed(path) if path else exc from None
+
     async def route_warnings(resources: list[Resource]) -> list[list[str]]:
         """For each resource, the routes of a gateway that will lead nowhere once written.
         Only the targets named are looked up: the cost follows the batch, not the store."""
@@ -323,8 +341,10 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         request: Request, dry_run: DryRunParam = False, wait: WaitParam = None
     ) -> dict[str, Any]:
         wait_s = _wait_seconds(wait)
-        documents, versions = split_versions(_inline_batch(await read_batch(request)))
+        documents = _inline_batch(await read_batch(request))
         async with write_lock:
+            documents = [await keep_key(d, f"documents.{i}") for i, d in enumerate(documents)]
+            documents, versions = split_versions(documents)
             stored = stored_gateways(await store.list("gateways"))
             resources = admit_batch(
                 documents,
@@ -438,10 +458,14 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
     ) -> Response:
         """Admit `data` as the resource KIND/NAME and write it, if at version `expected`."""
         singular = KINDS[kind]
-        data, given = split_version(inline_certificate_files(data))
-        if expected is None:
-            expected = given
+        data = inline_certificate_files(data)
         async with write_lock:
+            if isinstance(data, dict) and kind == "certificates":
+                where = {"namespace": namespace or DEFAULT_NAMESPACE, "name": name}
+                data = await keep_key({"kind": "certificate", **where, **data})
+            data, given = split_version(data)
+            if expected is None:
+                expected = given
             others = await gateways_in_store(singular)
             resource = admit(
                 data,

@@ -1,9 +1,10 @@
 """What `meshgate get -o yaml` adds to a manifest, taken off again so its output applies. Pure.
 
 A resource is returned with `version` and `status` (and a certificate with `has_key`). On the
-way back in, `status` and `has_key` are the server's to say and are ignored; `version` says
-which version the writer saw, and acts as `If-Match`: a write over a newer version is refused
-with 412 rather than silently undoing someone else's change.
+way back in, `status` is the server's to say and is ignored; `version` says which version the
+writer saw, and acts as `If-Match`: a write over a newer version is refused with 412 rather
+than silently undoing someone else's change. A certificate comes back without its key, so
+`has_key: true` without a key means "keep the stored key" (`with_stored_key`), never "drop it".
 """
 
 from __future__ import annotations
@@ -46,3 +47,25 @@ def split_versions(documents: list[Any]) -> tuple[list[Any], dict[int, int]]:
     if problems:
         raise ValidationFailed(problems)
     return manifests, versions
+
+
+def keeps_stored_key(document: Any) -> bool:
+    """A certificate as `get` shows it: it says it has a key, and gives none."""
+    return (
+        isinstance(document, Mapping)
+        and document.get("kind") == "certificate"
+        and document.get("has_key") is True
+        and "key" not in document
+        and "key_file" not in document
+    )
+
+
+def with_stored_key(document: Any, stored: Mapping[str, Any] | None) -> Any:
+    """The document with the stored certificate's key, when it asks to keep it; without a
+    stored key there is nothing to keep, and that is an error on `has_key`."""
+    if not keeps_stored_key(document):
+        return document
+    if stored is None or "key" not in stored:
+        message = "says the certificate has a key, but none is given and none is stored"
+        raise ValidationFailed([Problem("has_key", message)])
+    return {**document, "key": stored["key"]}
