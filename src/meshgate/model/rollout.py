@@ -26,24 +26,17 @@ def _percentage(value: Any) -> int:
 
 
 def _success_rate(value: Any) -> float:
-    """`99%`, `99.5%` or a fraction such as 0.995, as a fraction in (0, 1]."""
-    if isinstance(value, bool):
+    """`99%`, `99.5%` or a bare number of percent (as weights are written), as a fraction."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("success_rate must be a percentage such as 99% or 99.5%")
-    if isinstance(value, str):
-        text = value.strip()
-        if not text.endswith("%"):
-            raise ValueError("success_rate must be written with %, such as 99% or 99.5%")
-        try:
-            fraction = float(text[:-1]) / 100
-        except ValueError:
-            raise ValueError(f"{value!r} is not a percentage") from None
-    elif isinstance(value, int | float):
-        fraction = float(value)
-    else:
-        raise ValueError("success_rate must be a percentage such as 99% or 99.5%")
-    if not 0 < fraction <= 1:
+    text = str(value).strip().removesuffix("%")
+    try:
+        percent = float(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a percentage such as 99% or 99.5%") from None
+    if not 0 < percent <= 100:
         raise ValueError(f"success_rate must be above 0% and at most 100%, got {value!r}")
-    return fraction
+    return percent / 100
 
 
 Percentage = Annotated[int, BeforeValidator(_percentage)]

@@ -65,7 +65,7 @@ def _gateway(record: Record | None) -> Gateway | None:
 def with_weights(document: dict[str, Any], weights: dict[str, int]) -> dict[str, Any]:
     """The gateway's stored document with its routes' weights replaced."""
     routes = {
-        name: {**(route or {}), "weight": f"{weights[name]}%"} if name in weights else route
+        name: {**(route or {}), "weight": weights[name]} if name in weights else route
         for name, route in document.get("routes", {}).items()
     }
     return {**document, "routes": routes}
@@ -96,6 +96,8 @@ class RolloutController:
                 await self.pass_once()
             except StoreError as exc:
                 log.warning("rollouts: the store failed; trying again", error=str(exc))
+            except Exception:  # a bug in one pass must not stop every rollout for good
+                log.exception("rollouts: a pass failed; trying again")
             await asyncio.sleep(self.tick_s)
 
     async def pass_once(self) -> None:
@@ -186,7 +188,7 @@ class RolloutController:
                 )
         await self.store.commit(ops)
         for event in decision.events:
-            log.info("rollout", rollout=f"{rollout.namespace}/{rollout.name}", event=event)
+            log.info("rollout", rollout=f"{rollout.namespace}/{rollout.name}", change=event)
             if self.on_event is not None:
                 self.on_event(rollout, event)
 
