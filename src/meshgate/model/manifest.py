@@ -32,6 +32,7 @@ PLURAL = {
     "rollout": "rollouts",
 }
 SINGULAR = {plural: singular for singular, plural in PLURAL.items()}
+_KIND_LIST = ", ".join(list(KINDS)[:-1]) + f" or {list(KINDS)[-1]}"
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def validate_resource(
     declared = data.get("kind", kind or "gateway")
     if not isinstance(declared, str) or declared.lower() not in KINDS:
         raise ValidationFailed(
-            [Problem("kind", f"{declared!r} is not a kind; use {', '.join(KINDS)}")]
+            [Problem("kind", f"{declared!r} is not a kind; use {_KIND_LIST}")]
         )
     declared = declared.lower()
     if kind is not None and declared != kind:
