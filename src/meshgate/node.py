@@ -17,6 +17,7 @@ import uvicorn
 from meshgate.agent import Agent, Driver
 from meshgate.agent.health import InstanceHealth, poll_health
 from meshgate.api import create_app
+from meshgate.api.graph import graph_router
 from meshgate.api.rollouts import rollouts_router
 from meshgate.api.stats import stats_router
 from meshgate.certificate_files import inline_document
@@ -40,6 +41,7 @@ from meshgate.stats.logs import LogReceiver
 from meshgate.stats.prometheus import DataPlaneMetrics
 from meshgate.stats.sampling import KeepController
 from meshgate.store import Key, Put, SqliteStore, Store
+from meshgate.ui import mount_ui
 from meshgate.watchdir.poller import ManifestDirWatcher
 
 log = structlog.get_logger("meshgate.node")
@@ -163,8 +165,10 @@ async def run_node(options: NodeOptions) -> None:
                 metrics_router(metrics),
                 stats_router(store, stats),
                 rollouts_router(store, rollouts, stats, analytics),
+                graph_router(store, stats, analytics),
             ],
         )
+        mount_ui(app)
         server = _ApiServer(
             uvicorn.Config(app, host=options.api_host, port=options.api_port, log_level="warning")
         )

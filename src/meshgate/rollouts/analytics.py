@@ -4,6 +4,7 @@ the anomaly detector, and answers comparisons over a recent stretch of time."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -16,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from meshgate.rollouts import anomaly
 from meshgate.rollouts.history import RouteHistory, RouteKey
 from meshgate.rollouts.readings import Reading
+from meshgate.stats.tally import RESPONSE_CLASSES
 
 log = structlog.get_logger("meshgate.analytics")
 
@@ -136,6 +138,33 @@ class RouteAnalytics:
         for key, watch in list(self.watches.items()):
             for found in watch.open.values():
                 yield key, found
+
+    def series(self, namespace: str, gateway: str) -> dict[str, list[dict[str, Any]]]:
+        """Each route of the gateway window by window over the history kept: the window's end
+        (wall-clock seconds), requests per second, responses per class, p50 and p99."""
+        records = self.history.records()
+        offset = self.wall_clock() - self.clock()
+        result: dict[str, list[dict[str, Any]]] = {}
+        for (before_at, before), (taken, after) in itertools.pairwise(records):
+            seconds = taken - before_at
+            for (space, name, route), reading in after.items():
+                if (space, name) != (namespace, gateway):
+                    continue
+                earlier = before.get((space, name, route))
+                window = reading.since(earlier) if earlier is not None else None
+                if window is None or seconds <= 0:
+                    continue
+                histogram = window.histogram()
+                result.setdefault(route, []).append(
+                    {
+                        "at": round(taken + offset, 1),
+                        "rate": round(window.requests / seconds, 2),
+                        "responses": dict(zip(RESPONSE_CLASSES, window.responses, strict=True)),
+                        "p50_ms": histogram.percentile(0.50),
+                        "p99_ms": histogram.percentile(0.99),
+                    }
+                )
+        return result
 
     def window(
         self, namespace: str, gateway: str, seconds: float, current: dict[str, Reading]

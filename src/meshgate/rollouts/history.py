@@ -35,6 +35,9 @@ class RouteHistory:
         while len(self._records) > 1 and self._records[1][0] <= now - self.keep_s:
             self._records.popleft()
 
+    def records(self) -> list[tuple[float, Mapping[RouteKey, Reading]]]:
+        return list(self._records)
+
     def latest(self) -> tuple[float, Mapping[RouteKey, Reading]] | None:
         return self._records[-1] if self._records else None
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshgate.stats.histogram import BUCKETS, Histogram
+from meshgate.stats.tally import RESPONSE_CLASSES
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Reading:
     requests: int = 0
     errors: int = 0  # 5xx answers
     latency: tuple[int, ...] = (0,) * BUCKETS
+    responses: tuple[int, ...] = (0,) * len(RESPONSE_CLASSES)  # 1xx..5xx
 
     def since(self, earlier: Reading) -> Reading | None:
         """What happened after `earlier`; None when the counters went backwards (meshgate or
@@ -31,9 +33,14 @@ class Reading:
         if self.requests < earlier.requests or self.errors < earlier.errors:
             return None
         latency = tuple(now - then for now, then in zip(self.latency, earlier.latency, strict=True))
-        if any(value < 0 for value in latency):
+        responses = tuple(
+            now - then for now, then in zip(self.responses, earlier.responses, strict=True)
+        )
+        if any(value < 0 for value in latency) or any(value < 0 for value in responses):
             return None
-        return Reading(self.requests - earlier.requests, self.errors - earlier.errors, latency)
+        return Reading(
+            self.requests - earlier.requests, self.errors - earlier.errors, latency, responses
+        )
 
     def histogram(self) -> Histogram:
         histogram = Histogram()
@@ -54,6 +61,7 @@ class Reading:
             "requests": self.requests,
             "errors": self.errors,
             "latency": [[index, count] for index, count in enumerate(self.latency) if count],
+            "responses": list(self.responses),
         }
 
     @classmethod
@@ -62,14 +70,25 @@ class Reading:
         for index, count in data.get("latency", ()):
             if 0 <= int(index) < BUCKETS:
                 counts[int(index)] = int(count)
-        return cls(int(data.get("requests", 0)), int(data.get("errors", 0)), tuple(counts))
+        responses = [int(value) for value in data.get("responses", ())][: len(RESPONSE_CLASSES)]
+        responses += [0] * (len(RESPONSE_CLASSES) - len(responses))
+        return cls(
+            int(data.get("requests", 0)),
+            int(data.get("errors", 0)),
+            tuple(counts),
+            tuple(responses),
+        )
 
 
-def reading_of(requests: int, errors: int, histograms: Sequence[Histogram]) -> Reading:
-    """A reading from counters and the latency histograms of a route's instances."""
+def reading_of(
+    requests: int, responses: Mapping[str, int], histograms: Sequence[Histogram]
+) -> Reading:
+    """A reading from a route's counters (`responses` by class, "1xx".."5xx") and the latency
+    histograms of its instances."""
     counts = [0] * BUCKETS
     for histogram in histograms:
         for index, value in enumerate(histogram.counts):
             if value:
                 counts[index] += value
-    return Reading(requests, errors, tuple(counts))
+    classes = tuple(int(responses.get(name, 0)) for name in RESPONSE_CLASSES)
+    return Reading(requests, classes[-1], tuple(counts), classes)

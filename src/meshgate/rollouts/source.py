@@ -24,9 +24,7 @@ async def gateway_readings(
             continue
         counts = found.counts
         histograms = stats.latency.totals(backend.name) if stats.latency else []
-        readings[backend.route.route] = reading_of(
-            counts.requests, counts.responses.get("5xx", 0), histograms
-        )
+        readings[backend.route.route] = reading_of(counts.requests, counts.responses, histograms)
     return readings
 
 
@@ -53,7 +51,7 @@ class AllRoutes:
                 reading = cached[1]
             else:
                 histograms = self.stats.latency.totals(backend.name) if self.stats.latency else []
-                reading = reading_of(counts.requests, counts.responses.get("5xx", 0), histograms)
+                reading = reading_of(counts.requests, counts.responses, histograms)
             last[backend.name] = (counts.requests, reading)
             route = backend.route
             readings[(route.namespace, route.gateway, route.route)] = reading
