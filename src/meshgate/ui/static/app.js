@@ -71,6 +71,18 @@ async function api(path, options = {}) {
   throw new ApiError(401, "a valid token is required");
 }
 
+// Which endpoints this server has (a single node has no nodes list, for one): asked once, so
+// the page never probes for what is not there.
+let paths = null;
+
+async function hasPath(path) {
+  if (paths === null) {
+    const schema = await api("/openapi.json");
+    paths = new Set(Object.keys(schema.paths || {}));
+  }
+  return paths.has(path);
+}
+
 const enc = encodeURIComponent;
 const resourcePath = (kind, name, namespace) =>
   `/api/v1/${kind}/${enc(name)}?namespace=${enc(namespace || "default")}`;
@@ -530,8 +542,8 @@ function gatewayPage(namespace, name) {
       ];
     });
     // Rows are rebuilt only when something other than what the user types changed.
-    const focused = document.activeElement?.dataset?.route;
-    if (!focused) setRows(routesBody, rows);
+    const typing = document.activeElement?.tagName === "INPUT" && document.activeElement.dataset.route;
+    if (!typing) setRows(routesBody, rows);
     for (const routeName of Object.keys(doc.routes || {})) {
       let set = routeCharts.get(routeName);
       if (!set) {
@@ -610,12 +622,11 @@ views.services = () => {
         }
       }
       setRows(body, rows);
-      try {
+      if (await hasPath("/api/v1/nodes")) {
         const nodes = await api("/api/v1/nodes");
         nodesNote.textContent = "";
         setRows(nodesBody, (nodes.items || []).map((n) => [n.name, n.address || "-", statusCell(n.status), n.applied_revision ?? "-"]));
-      } catch (error) {
-        if (error.status !== 404) throw error;
+      } else {
         nodesNote.textContent = "A single node (meshgate up): this meshgate runs the data plane itself.";
         const health = await api("/healthz");
         setRows(nodesBody, [["this node", location.host, statusCell(health.status === "ok" ? "Ready" : "NotReady"), health.revision ?? "-"]]);
@@ -710,7 +721,7 @@ views.events = () => {
   return {
     async refresh() {
       const rows = [];
-      try {
+      if (await hasPath("/api/v1/events")) {
         const events = await api("/api/v1/events");
         for (const event of events.items || []) {
           const when = event.time ?? event.at;
@@ -718,8 +729,7 @@ views.events = () => {
           rows.push({ at: typeof when === "number" ? when : Date.parse(when) / 1000, cells: [event.type || event.reason || "", resource, event.message || ""] });
         }
         note.textContent = "";
-      } catch (error) {
-        if (error.status !== 404) throw error;
+      } else {
         note.textContent = "This server keeps no event log; route anomalies are shown.";
       }
       const anomalies = await api("/api/v1/anomalies");
