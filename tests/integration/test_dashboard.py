@@ -254,3 +254,35 @@ def test_every_view_renders_at_desktop_and_phone_width(
     assert shown.errors == []
     assert only_local(shown.urls, node) == []
     assert f"{node.url}/ui/app.js" in shown.urls
+
+
+def test_a_rollout_is_started_paused_resumed_and_aborted_from_the_page(
+    make_node: Callable[..., Node], demos: Demos, watched: Callable[..., Watched]
+) -> None:
+    node = make_node()
+    sava(node, demos)
+    shown = watched()
+    shown.page.goto(f"{node.url}/ui/#/rollouts")
+    form = shown.page.locator("#rollout-form")
+    form.locator('input[name="name"]').fill("sava")
+    form.locator('input[name="gateway"]').fill("sava")
+    form.locator('input[name="canary"]').fill("sava:1.1")
+    form.locator('input[name="steps"]').fill("20%, 100%")
+    form.locator('input[name="interval"]').fill("60s")
+    form.locator("button").click()
+    row = shown.page.locator("tbody tr", has_text="sava:1.1")
+    row.locator("span.Progressing").wait_for()
+    for action, phase in (("Pause", "Paused"), ("Resume", "Progressing"), ("Abort", "Failed")):
+        row.locator(f"button:has-text('{action}')").click()
+        row.locator(f"span.{phase}").wait_for()
+        assert node.get("rollouts", "sava")["status"]["phase"] == phase
+    routes = node.get("gateways", "sava")["routes"]
+    assert routes["sava:1.1"]["weight"] == 0
+    form.locator('input[name="name"]').fill("broken")
+    form.locator('input[name="gateway"]').fill("nowhere")
+    form.locator('input[name="canary"]').fill("sava:1.1")
+    form.locator("button").click()
+    banner = shown.page.locator("#banner")
+    banner.wait_for(state="visible")
+    assert banner.inner_text() == "gateway: gateway default/nowhere does not exist"
+    assert shown.errors == [] or all("422" in error for error in shown.errors)

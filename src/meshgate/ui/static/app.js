@@ -178,7 +178,7 @@ async function tick() {
 // ---- overview: the graph ----------------------------------------------------------------
 
 const COLUMN = { external: 0, gateway: 1, service: 2, address: 2 };
-const NODE_W = 190;
+const NODE_W = 170;
 const NODE_H = 34;
 const ROW_H = 58;
 
@@ -231,7 +231,7 @@ views.overview = () => {
   function place(node) {
     if (!placed.has(node.id)) {
       const column = COLUMN[node.kind] ?? 2;
-      placed.set(node.id, { x: 20 + column * 370, y: 20 + rows[column] * ROW_H });
+      placed.set(node.id, { x: 10 + column * 390, y: 20 + rows[column] * ROW_H });
       rows[column] += 1;
     }
     return placed.get(node.id);
@@ -265,7 +265,7 @@ views.overview = () => {
         const suffix = node.kind === "gateway" && node.port ? ` :${node.port}` : "";
         const text = `${prefix}${node.name}${suffix}`;
         const label = group.querySelector("text");
-        const shown = text.length > 27 ? `${text.slice(0, 26)}…` : text;
+        const shown = text.length > 24 ? `${text.slice(0, 23)}…` : text;
         if (label.textContent !== shown) label.textContent = shown;
       }
       for (const [id, group] of drawnNodes) {
@@ -369,7 +369,7 @@ function drawLines(canvas, series, keys, maxFloor = 1) {
       line = svg("polyline", { class: `line ${key}` });
       canvas.append(line);
     }
-    const points = series.map((p, i) => `${x(i).toFixed(1)},${(86 - (80 * (p[key] ?? 0)) / top).toFixed(1)}`).join(" ");
+    const points = series.map((p, i) => `${x(i).toFixed(1)},${(86 - (70 * (p[key] ?? 0)) / top).toFixed(1)}`).join(" ");
     if (line.getAttribute("points") !== points) line.setAttribute("points", points);
   }
   let scale = canvas.querySelector("text");
@@ -390,7 +390,7 @@ function drawClasses(canvas, series) {
     for (const cls of ["2xx", "3xx", "4xx", "5xx"]) {
       const count = point.responses?.[cls] || 0;
       if (!count) continue;
-      const h = (80 * count) / top;
+      const h = (70 * count) / top;
       y -= h;
       bars.push(`<rect class="c${cls}" x="${(i * width).toFixed(1)}" y="${y.toFixed(1)}" width="${Math.max(1, width - 1).toFixed(1)}" height="${h.toFixed(1)}"></rect>`);
     }
@@ -427,8 +427,8 @@ function gatewayPage(namespace, name) {
             el("th", {}, "Weight"),
             el("th", { class: "hide-narrow" }, "Condition"),
             el("th", { class: "num" }, "Rate/s"),
-            el("th", { class: "num" }, "2xx/4xx/5xx"),
-            el("th", { class: "num" }, "p50"),
+            el("th", { class: "num hide-narrow" }, "2xx/4xx/5xx"),
+            el("th", { class: "num hide-narrow" }, "p50"),
             el("th", { class: "num" }, "p99"),
           ])
         ),
@@ -536,8 +536,8 @@ function gatewayPage(namespace, name) {
         el("td", {}, input, " % ", button),
         el("td", { class: "hide-narrow" }, routeDoc?.condition || "-"),
         num((figures.rate ?? 0).toFixed(1)),
-        num(`${responses["2xx"] ?? 0}/${responses["4xx"] ?? 0}/${responses["5xx"] ?? 0}`),
-        num(ms(figures.latency_ms?.p50)),
+        el("td", { class: "num hide-narrow" }, `${responses["2xx"] ?? 0}/${responses["4xx"] ?? 0}/${responses["5xx"] ?? 0}`),
+        el("td", { class: "num hide-narrow" }, ms(figures.latency_ms?.p50)),
         num(ms(figures.latency_ms?.p99)),
       ];
     });
