@@ -92,6 +92,8 @@ def build_graph(
                 {
                     "source": gateway_id,
                     "target": target,
+                    "namespace": space,
+                    "gateway": gateway.name,
                     "route": name,
                     "weight": weights[name],
                     "condition": route.condition,

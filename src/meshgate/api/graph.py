@@ -54,7 +54,13 @@ def graph_router(store: Store, stats: StatsCollector, analytics: RouteAnalytics)
             )
             for g in gateways
         }
-        return build_graph(gateways, services, figures)
+        graph = build_graph(gateways, services, figures)
+        for edge in graph["edges"]:
+            if edge["route"] is not None:  # a route's edge, not a caller's
+                edge["anomaly"] = analytics.open_anomaly(
+                    edge["namespace"], edge["gateway"], edge["route"]
+                )
+        return graph
 
     @router.get(
         "/gateways/{name:path}/history",

@@ -183,6 +183,7 @@ const NODE_H = 34;
 const ROW_H = 58;
 
 function edgeClass(edge) {
+  if (edge.anomaly) return "bad";
   if (!edge.rate && !edge.requests) return "idle";
   if (edge.error_ratio === null || edge.error_ratio === undefined) return "ok";
   if (edge.error_ratio >= 0.05) return "bad";
@@ -191,7 +192,7 @@ function edgeClass(edge) {
 }
 
 function edgeLabel(edge) {
-  const parts = [];
+  const parts = edge.anomaly ? ["⚠ anomaly"] : [];
   if (edge.weight !== null && edge.weight !== undefined) parts.push(`${edge.weight}%`);
   parts.push(`${(edge.rate || 0).toFixed(1)}/s`);
   if (edge.error_ratio !== null && edge.error_ratio !== undefined) {
@@ -297,6 +298,9 @@ views.overview = () => {
         const bend = (x2 - x1) / 2;
         drawn.path.setAttribute("d", `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`);
         drawn.path.setAttribute("class", `edge ${edgeClass(edge)}`);
+        drawn.label.classList.toggle("anomaly", Boolean(edge.anomaly));
+        drawn.path.replaceChildren(svg("title"));
+        drawn.path.firstChild.textContent = edge.anomaly || edgeLabel(edge);
         // Next to the target: edges into one node are labelled at distinct heights.
         drawn.label.setAttribute("x", String(x2 - 8));
         drawn.label.setAttribute("y", String(y2 - 7));
