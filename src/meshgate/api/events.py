@@ -18,6 +18,8 @@ EVENT_KINDS = {
     "services": "service",
     "certificate": "certificate",
     "certificates": "certificate",
+    "rollout": "rollout",
+    "rollouts": "rollout",
 }
 MAX_LIMIT = 10_000
 
@@ -31,7 +33,9 @@ def event_log(request: Request) -> EventLog:
 
 
 def event_filter(
-    kind: Annotated[str | None, Query(description="gateway, service or certificate")] = None,
+    kind: Annotated[
+        str | None, Query(description=", ".join(sorted(set(EVENT_KINDS.values()))))
+    ] = None,
     namespace: Annotated[str | None, Query()] = None,
     name: Annotated[str | None, Query()] = None,
     type: Annotated[str | None, Query(description=", ".join(EVENT_TYPES))] = None,
@@ -40,7 +44,8 @@ def event_filter(
 ) -> EventFilter:
     problems = []
     if kind is not None and kind.lower() not in EVENT_KINDS:
-        problems.append(Problem("kind", f"{kind!r} is not gateway, service or certificate"))
+        known = ", ".join(sorted(set(EVENT_KINDS.values())))
+        problems.append(Problem("kind", f"{kind!r} is not one of: {known}"))
     if type is not None and type not in EVENT_TYPES:
         problems.append(Problem("type", f"{type!r} is not one of: {', '.join(EVENT_TYPES)}"))
     moment = None

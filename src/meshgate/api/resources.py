@@ -47,10 +47,16 @@ from meshgate.model import (
 )
 from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
 from meshgate.model.references import referrers, unresolved_routes
+from meshgate.model.rollout import Rollout, rollout_problems
 from meshgate.model.values import parse_duration_ms
 from meshgate.store import ConflictError, Delete, Key, Put, Record, Store
 
-KINDS = {"gateways": "gateway", "services": "service", "certificates": "certificate"}
+KINDS = {
+    "gateways": "gateway",
+    "services": "service",
+    "certificates": "certificate",
+    "rollouts": "rollout",
+}
 # Every name a kind goes by in a URL: plural, singular, short.
 KIND_NAMES = {
     **{plural: plural for plural in KINDS},
@@ -62,7 +68,8 @@ KIND_NAMES = {
 STATUS_PREFIX = "status."
 
 KindParam = Annotated[
-    str, Path(description="gateways, services or certificates (singular and short names too)")
+    str,
+    Path(description="gateways, services, certificates or rollouts (singular, short names too)"),
 ]
 NameParam = Annotated[
     str, Path(description="resource name; URL-encode it, since names contain '/' and ':'")
@@ -195,7 +202,7 @@ def _location(kind: str, record: Record) -> str:
 def manifest_schemas() -> dict[str, Any]:
     """JSON schemas of the manifest models, for the OpenAPI document's `components.schemas`."""
     schemas: dict[str, Any] = {}
-    for model in (Gateway, Service, Certificate):
+    for model in (Gateway, Service, Certificate, Rollout):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -207,6 +214,7 @@ _MANIFEST = {
         {"$ref": "#/components/schemas/Gateway"},
         {"$ref": "#/components/schemas/Service"},
         {"$ref": "#/components/schemas/Certificate"},
+        {"$ref": "#/components/schemas/Rollout"},
     ]
 }
 _ONE_DOCUMENT = {
@@ -280,6 +288,31 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         gateways = stored_gateways(await store.list("gateways", key.namespace))
         return certificate_users((key.namespace, key.name), gateways, services)
 
+    async def check_rollouts(written: list[tuple[str, Resource]]) -> None:
+        """Rollouts must drive an existing gateway's route, one rollout per gateway. `written`
+        holds (error path prefix, resource) of everything written together."""
+        rollouts = [(prefix, r) for prefix, r in written if isinstance(r, Rollout)]
+        if not rollouts:
+            return
+        keys = {resource_key(r) for _, r in written}
+        gateways = {(g.namespace, g.name): g for g in stored_gateways(await store.list("gateways"))}
+        gateways.update({(r.namespace, r.name): r for _, r in written if isinstance(r, Gateway)})
+        others = [r for _, r in rollouts]
+        for record in await store.list("rollouts"):
+            try:
+                stored = validate_resource(record.value, kind="rollout")
+            except ValidationFailed:
+                continue  # no longer valid: it drives nothing
+            if isinstance(stored, Rollout) and resource_key(stored) not in keys:
+                others.append(stored)
+        problems = []
+        for prefix, rollout in rollouts:
+            for problem in rollout_problems(rollout, gateways, others):
+                path = f"{prefix}.{problem.path}" if prefix else problem.path
+                problems.append(Problem(path, problem.message))
+        if problems:
+            raise ValidationFailed(problems)
+
     async def respond(record: Record, status_code: int = 200, **headers: str) -> JSONResponse:
         status = await store.get(status_key(record.key))
         return JSONResponse(
@@ -291,6 +324,8 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         trusting it), gateways routing to a service or a gateway."""
         if key.kind == "certificates":
             return await certificate_in_use(key)
+        if key.kind not in ("gateways", "services"):
+            return []
         gateways = stored_gateways(await store.list("gateways", key.namespace))
         if key.kind == "gateways":
             if await store.get(Key("services", key.namespace, key.name)) is not None:
@@ -352,6 +387,7 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
                 allow_raw_acl=allow_raw_acl,
                 certificates=await certificates_in_store(),
             )
+            await check_rollouts([(f"documents.{i}", r) for i, r in enumerate(resources)])
             ops: list[Put] = []
             outcomes: list[tuple[Resource, int | None, str]] = []
             for index, resource in enumerate(resources):
@@ -436,6 +472,7 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
                 allow_raw_acl=allow_raw_acl,
                 certificates=await certificates_in_store(),
             )
+            await check_rollouts([("", resource)])
             key = Key(*resource_key(resource))
             try:
                 record = await store.put(key, to_document(resource), expect_revision=0)
@@ -476,6 +513,7 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
                 allow_raw_acl=allow_raw_acl,
                 certificates=await certificates_in_store(),
             )
+            await check_rollouts([("", resource)])
             key = Key(*resource_key(resource))
             current = await store.get(key)
             _check_version(expected, current, _describe(resource))

@@ -12,6 +12,7 @@ from meshgate.cli.describe import describe, events
 from meshgate.cli.instances import instances
 from meshgate.cli.local import render, up, validate, version
 from meshgate.cli.remote import apply, delete, get
+from meshgate.cli.rollout import rollout
 from meshgate.cli.stats import stats
 from meshgate.client import DEFAULT_SERVER
 
@@ -38,7 +39,7 @@ def main(ctx: click.Context, server: str, token: str | None) -> None:
 
 for command in (
     up, demo, apply, diff, get, describe, events, delete, set_group, instances, stats,
-    validate, render, version,
+    rollout, validate, render, version,
 ):  # fmt: skip
     main.add_command(command)
 
