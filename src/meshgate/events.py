@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from meshgate.model.values import format_endpoint, parse_duration_ms
 
@@ -29,7 +29,7 @@ EventType = Literal[
     "deregistered",  # an instance was deregistered through the API
     "expired",  # a registered instance's TTL lapsed
 ]
-EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 DEFAULT_CAPACITY = 1000
 
 
