@@ -333,7 +333,10 @@ async def test_apply_creates_configures_and_reports_unchanged(client: httpx.Asyn
 async def test_apply_checks_ports_within_the_batch(client: httpx.AsyncClient) -> None:
     response = await client.post("/api/v1/apply", json=[sava(name="a"), sava(name="b")])
     assert response.status_code == 422
-    assert [path for path, _ in errors(response)] == ["documents.1.virtual_hosts"]
+    assert [path for path, _ in errors(response)] == [
+        "documents.0.virtual_hosts",
+        "documents.1.virtual_hosts",
+    ]
 
 
 async def test_status_is_merged_from_the_agent_record(
