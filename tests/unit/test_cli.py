@@ -134,7 +134,8 @@ def test_validate_checks_ports_across_files(tmp_path: Path) -> None:
     assert result.exit_code == 1
     # Both documents are named, in file order.
     lines = result.stderr.splitlines()
-    assert lines[0].startswith(f"{first}:2: port: port 9070 is also claimed by document 1 (gateway data/db)")
+    claimed = "port: port 9070 is also claimed by document 1 (gateway data/db)"
+    assert lines[0].startswith(f"{first}:2: {claimed}")
     assert lines[1].startswith(f"{second}:3: port: port 9070 is used by gateway default/sava")
 
 
