@@ -134,10 +134,22 @@ class MeshgateClient:
         answer: dict[str, Any] = response.json()
         return answer
 
-    def list(self, kind: str, *, namespace: str = "default") -> list[dict[str, Any]]:
-        response = self._request("GET", f"/api/v1/{kind}", params={"namespace": namespace})
-        items: list[dict[str, Any]] = _json(response, "items")
-        return items
+    def list(
+        self, kind: str, *, namespace: str = "default", page_size: int = 500
+    ) -> list[dict[str, Any]]:
+        """Every resource of a kind, read a page at a time (one large answer would hold the
+        server, and this client, for the whole list at once)."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            params: dict[str, str | int] = {"namespace": namespace, "limit": page_size}
+            if token:
+                params["continue"] = token
+            response = self._request("GET", f"/api/v1/{kind}", params=params)
+            items += _json(response, "items")
+            token = response.json().get("continue")
+            if not token:
+                return items
 
     def get(self, kind: str, name: str, *, namespace: str = "default") -> dict[str, Any]:
         response = self._request("GET", _name_path(kind, name), params={"namespace": namespace})

@@ -17,6 +17,7 @@ import uvicorn
 from meshgate.agent import Agent, Driver
 from meshgate.agent.health import InstanceHealth, poll_health
 from meshgate.api import create_app
+from meshgate.api.bodies import MAX_BODY_BYTES
 from meshgate.api.graph import graph_router
 from meshgate.api.rollouts import rollouts_router
 from meshgate.api.stats import stats_router
@@ -67,6 +68,7 @@ class NodeOptions:
     watch: Path | None = None  # a manifest directory applied as its files change
     dns_server: str | None = None  # "IP[:PORT]" for services' dns: names; else the system's
     anomaly_window_s: float = 10.0  # route anomalies are judged on windows this long
+    max_body_bytes: int = MAX_BODY_BYTES  # larger API request bodies get a 413
 
 
 def manifest_files(paths: Sequence[Path]) -> list[Path]:
@@ -165,6 +167,7 @@ async def run_node(options: NodeOptions) -> None:
             token=options.token,
             readiness=readiness,
             events=events,
+            max_body_bytes=options.max_body_bytes,
             extra_routers=[
                 metrics_router(metrics),
                 stats_router(store, stats),
