@@ -31,7 +31,8 @@ from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.haproxy.supervisor import HaproxySupervisor
 from meshgate.metrics import ControlPlaneMetrics, metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
-from meshgate.rollouts.analytics import RouteAnalytics
+from meshgate.model.rollout import Rollout
+from meshgate.rollouts.analytics import AnomalyEvent, RouteAnalytics
 from meshgate.rollouts.controller import RolloutController
 from meshgate.rollouts.readings import Reading
 from meshgate.rollouts.source import AllRoutes, gateway_readings
@@ -141,7 +142,7 @@ async def run_node(options: NodeOptions) -> None:
     stats, receiver = _stats(options, run_dir, driver, runtime)
     stats.make_way = agent.make_way  # a stats poll never holds up a change
     metrics.registry.register(DataPlaneMetrics(stats))
-    analytics, rollouts = _rollouts(store, stats, options)
+    analytics, rollouts = _rollouts(store, stats, options, events)
     metrics.registry.register(analytics)
     try:
         if receiver is not None:
@@ -216,15 +217,30 @@ async def run_node(options: NodeOptions) -> None:
 
 
 def _rollouts(
-    store: Store, stats: StatsCollector, options: NodeOptions
+    store: Store, stats: StatsCollector, options: NodeOptions, events: EventLog
 ) -> tuple[RouteAnalytics, RolloutController]:
-    """Route analytics (windows, anomalies) and the rollouts judged by them."""
-    analytics = RouteAnalytics(AllRoutes(stats).read, window_s=options.anomaly_window_s)
+    """Route analytics (windows, anomalies) and the rollouts judged by them; both record
+    what they see and do as events."""
+
+    def anomaly_event(event: AnomalyEvent) -> None:
+        namespace, gateway, route = event.route
+        message = f"route {route}: {event.description}"
+        events.record("anomaly", message, kind="gateway", namespace=namespace, name=gateway)
+
+    def rollout_event(rollout: Rollout, message: str) -> None:
+        where = {"kind": "rollout", "namespace": rollout.namespace, "name": rollout.name}
+        events.record("rollout", message, **where)
+
+    analytics = RouteAnalytics(
+        AllRoutes(stats).read, window_s=options.anomaly_window_s, on_event=anomaly_event
+    )
 
     async def read_routes(namespace: str, gateway: str) -> dict[str, Reading]:
         return await gateway_readings(stats, namespace, gateway)
 
-    controller = RolloutController(store, read_routes, anomaly=analytics.open_anomaly)
+    controller = RolloutController(
+        store, read_routes, anomaly=analytics.open_anomaly, on_event=rollout_event
+    )
     return analytics, controller
 
 
