@@ -153,6 +153,17 @@ def test_validate_without_documents_or_with_broken_yaml(tmp_path: Path) -> None:
     assert missing.exit_code == 2
 
 
+def test_deeply_nested_manifests_are_an_error_not_a_traceback(tmp_path: Path) -> None:
+    deep = 50_000
+    flow = write(tmp_path, "flow.yaml", "[" * deep + "]" * deep)
+    json_map = write(tmp_path, "map.json", '{"a":' * deep + "1" + "}" * deep)
+    for path in (flow, json_map):
+        for command in (("validate",), ("--server", "http://127.0.0.1:9", "apply")):
+            result = run(*command, "-f", path)
+            assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+            assert result.stderr.strip() == f"{path}: nested deeper than 32 levels"
+
+
 def test_render_prints_haproxy_cfg_then_the_other_files(tmp_path: Path) -> None:
     compiler = pytest.importorskip("meshgate.compiler")
     if not hasattr(compiler, "render_manifests"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -182,6 +183,24 @@ _MANY_DOCUMENTS = {
 _ERRORS = {"description": 'errors: {"errors": [{"path": ..., "message": ...}]}'}
 
 
+def _in_namespace(documents: list[Any], namespace: str | None) -> list[Any]:
+    """Documents without a namespace of their own go into `namespace`, as `kubectl apply -n`
+    does; one that names another namespace is refused rather than silently moved."""
+    if namespace is None:
+        return documents
+    placed, problems = [], []
+    for index, document in enumerate(documents):
+        if isinstance(document, Mapping) and document.get("namespace", namespace) != namespace:
+            message = f"is {document['namespace']!r}, but the request's namespace is {namespace!r}"
+            problems.append(Problem(f"documents.{index}.namespace", message))
+        elif isinstance(document, Mapping):
+            document = {**document, "namespace": namespace}
+        placed.append(document)
+    if problems:
+        raise ValidationFailed(problems)
+    return placed
+
+
 def _inline_batch(documents: list[Any]) -> list[Any]:
     """Every document of an apply with the certificate files it names read in."""
     inlined, problems = [], []
@@ -235,8 +254,8 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         responses={409: _ERRORS, 422: _ERRORS},
         summary="Create or replace many resources at once, all or nothing",
     )
-    async def apply(request: Request) -> dict[str, Any]:
-        documents = _inline_batch(await read_batch(request))
+    async def apply(request: Request, namespace: NamespaceParam = None) -> dict[str, Any]:
+        documents = _inline_batch(_in_namespace(await read_batch(request), _namespace(namespace)))
         async with write_lock:
             stored = stored_gateways(await store.list("gateways"))
             resources = admit_batch(
