@@ -48,6 +48,7 @@ class NodeOptions:
     manifests: Sequence[Path] = field(default_factory=list)
     allow_raw_acl: bool = False
     token: str | None = None
+    cert_dir: Path | None = None  # certificates sent over the API may name files under it
     haproxy_binary: str = "haproxy"
     hard_stop_after_ms: int = 30_000  # how long an old HAProxy worker may finish its connections
     latency: bool = True  # request lines from HAProxy for latency percentiles; off: counters only
@@ -150,6 +151,7 @@ async def run_node(options: NodeOptions) -> None:
             store,
             allow_raw_acl=options.allow_raw_acl,
             token=options.token,
+            cert_dir=options.cert_dir,
             readiness=readiness,
             extra_routers=[metrics_router(metrics), stats_router(store, stats)],
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -92,6 +93,7 @@ def create_app(
     *,
     allow_raw_acl: bool = False,
     token: str | None = None,
+    cert_dir: Path | None = None,
     readiness: Readiness | None = None,
     extra_routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
@@ -119,7 +121,8 @@ def create_app(
     # Before the resource endpoints too: they would take ".../instances" for part of a name.
     app.include_router(instances_router(store), dependencies=dependencies)
     app.include_router(
-        resources_router(store, allow_raw_acl=allow_raw_acl), dependencies=dependencies
+        resources_router(store, allow_raw_acl=allow_raw_acl, cert_dir=cert_dir),
+        dependencies=dependencies,
     )
 
     @app.get("/healthz", tags=["health"], summary="Whether the API, store and agent are up")

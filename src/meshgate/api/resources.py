@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 from collections.abc import Mapping
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -26,7 +27,7 @@ from meshgate.api.admission import (
 )
 from meshgate.api.bodies import read_batch, read_document
 from meshgate.api.certificates import certificate_status, public_document
-from meshgate.certificate_files import inline_certificate_files
+from meshgate.certificate_files import ApiFiles, inline_certificate_files
 from meshgate.discovery.registry import registered_for
 from meshgate.errors import Problem, ValidationFailed
 from meshgate.model import (
@@ -201,12 +202,12 @@ def _in_namespace(documents: list[Any], namespace: str | None) -> list[Any]:
     return placed
 
 
-def _inline_batch(documents: list[Any]) -> list[Any]:
+def _inline_batch(documents: list[Any], files: ApiFiles) -> list[Any]:
     """Every document of an apply with the certificate files it names read in."""
     inlined, problems = [], []
     for index, document in enumerate(documents):
         try:
-            inlined.append(inline_certificate_files(document))
+            inlined.append(inline_certificate_files(document, api=files))
         except ValidationFailed as exc:
             problems += exc.prefixed(f"documents.{index}").problems
     if problems:
@@ -214,8 +215,12 @@ def _inline_batch(documents: list[Any]) -> list[Any]:
     return inlined
 
 
-def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
-    """The resource endpoints over `store`."""
+def resources_router(
+    store: Store, *, allow_raw_acl: bool = False, cert_dir: FilePath | None = None
+) -> APIRouter:
+    """The resource endpoints over `store`; certificate files named in documents are read only
+    under `cert_dir` (none at all without it)."""
+    files = ApiFiles(cert_dir)
     router = APIRouter(prefix="/api/v1", tags=["resources"])
     # Admission reads the stored gateways and then writes; serialising writes keeps two
     # requests from each passing the port check against a state the other is changing.
@@ -255,7 +260,8 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         summary="Create or replace many resources at once, all or nothing",
     )
     async def apply(request: Request, namespace: NamespaceParam = None) -> dict[str, Any]:
-        documents = _inline_batch(_in_namespace(await read_batch(request), _namespace(namespace)))
+        placed = _in_namespace(await read_batch(request), _namespace(namespace))
+        documents = _inline_batch(placed, files)
         async with write_lock:
             stored = stored_gateways(await store.list("gateways"))
             resources = admit_batch(
@@ -315,7 +321,7 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
     ) -> JSONResponse:
         singular = _singular(kind)
         where = _namespace(namespace)
-        data = inline_certificate_files(await read_document(request))
+        data = inline_certificate_files(await read_document(request), api=files)
         async with write_lock:
             others = await gateways_in_store(singular)
             resource = admit(
@@ -360,7 +366,7 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         singular = _singular(kind)
         where = _namespace(namespace)
         expected = _expected_version(if_match)
-        data = inline_certificate_files(await read_document(request))
+        data = inline_certificate_files(await read_document(request), api=files)
         async with write_lock:
             others = await gateways_in_store(singular)
             resource = admit(
