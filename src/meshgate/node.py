@@ -26,6 +26,7 @@ from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.haproxy.supervisor import HaproxySupervisor
 from meshgate.metrics import ControlPlaneMetrics, metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
+from meshgate.process_metrics import HaproxyProcessMetrics
 from meshgate.stats.accesslog import AccessLog
 from meshgate.stats.collector import StatsCollector
 from meshgate.stats.keeper import LogKeeper
@@ -129,6 +130,7 @@ async def run_node(options: NodeOptions) -> None:
     stats, receiver = _stats(options, run_dir, driver, runtime)
     stats.make_way = agent.make_way  # a stats poll never holds up a change
     metrics.registry.register(DataPlaneMetrics(stats))
+    metrics.registry.register(HaproxyProcessMetrics(lambda: supervisor.master_pid))
     try:
         if receiver is not None:
             # Listening before HAProxy starts, so its log forwarder connects at once.
