@@ -158,7 +158,13 @@ async def run_node(options: NodeOptions) -> None:
             extra_routers=[metrics_router(metrics), stats_router(store, stats)],
         )
         server = _ApiServer(
-            uvicorn.Config(app, host=options.api_host, port=options.api_port, log_level="warning")
+            uvicorn.Config(
+                app,
+                host=options.api_host,
+                port=options.api_port,
+                log_level="warning",
+                log_config=None,  # its lines go to the node's log, in the node's format
+            )
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

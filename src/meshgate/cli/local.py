@@ -20,6 +20,7 @@ from meshgate.cli.common import (
 )
 from meshgate.cli.manifests import check_documents, read_documents
 from meshgate.errors import MeshgateError
+from meshgate.logconfig import LogFormat, configure_logging
 from meshgate.model import ManifestError, Resource
 from meshgate.model.values import parse_duration_ms
 
@@ -228,6 +229,20 @@ def _duration_ms(ctx: click.Context, param: click.Parameter, value: str) -> int:
     metavar="IP[:PORT]",
     help="resolver for services' dns: names (default: the system's)",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="how log lines (meshgate's and HAProxy's) are written to stderr",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="the least severe lines logged",
+)
 @click.pass_obj
 def up(
     settings: Settings,
@@ -245,6 +260,8 @@ def up(
     hard_stop_after: int,
     watch: Path | None,
     dns_server: str | None,
+    log_format: LogFormat,
+    log_level: str,
 ) -> None:
     """Run the store, the API, the agent and HAProxy on this machine until interrupted."""
     # Imported here: the node pulls in uvicorn and the agent, which no other command needs.
@@ -281,6 +298,7 @@ def up(
         watch=watch,
         dns_server=dns_server,
     )
+    configure_logging(log_format, log_level)
     try:
         asyncio.run(run_node(options))
     except KeyboardInterrupt:
