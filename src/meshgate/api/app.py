@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from meshgate import __version__
@@ -25,6 +26,7 @@ from meshgate.store import Store, StoreError
 logger = logging.getLogger(__name__)
 
 Readiness = Callable[[], Awaitable[dict[str, Any]]]
+DOCS_ASSETS = "/docs-assets"
 # Module level, not built per app: FastAPI resolves a dependency's annotations by name in this
 # module's globals.
 _bearer = HTTPBearer(auto_error=False, description="the token meshgate was started with")
@@ -104,10 +106,15 @@ def create_app(
     `extra_routers` are routed before the resource endpoints, so that a route such as
     /api/v1/gateways/{name}/stats is not taken for a gateway named ".../stats".
     """
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from files shipped in a Python package, not from
+    # a CDN: the docs work on a machine without internet access, and the page asks no other
+    # host for anything (Swagger UI's validator badge would: it is off).
+    app = FastAPIOffline(
         title="meshgate",
         version=__version__,
         description="Control plane for HAProxy gateways: manifests in, configuration out.",
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
