@@ -49,7 +49,7 @@ def nginx(tmp_path: Path) -> Iterator[Nginx]:
         f"error_log {tmp_path / 'error.log'};\nevents {{}}\nhttp {{\n"
         "    log_format hosts '$http_host';\n"
         f"    access_log {tmp_path / 'access.log'} hosts;\n    default_type text/plain;\n{temp}\n"
-        f"    server {{\n        listen 127.0.0.1:{port};\n"
+        f"    server {{\n        listen 127.0.0.1:{port};\n        listen [::1]:{port};\n"
         f'        location / {{ return 200 "{ECHO}\\n"; }}\n    }}\n}}\n'
     )
     process = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf)])
@@ -90,13 +90,19 @@ def test_http_checks_send_a_host_that_strict_servers_accept(node: Node, nginx: N
             checked_service("nginx", nginx.port),
             checked_service("strict", strict.port),
             checked_service("named", nginx.port, host="health.internal"),
-            gateway("strict-checks", free_port(), {"nginx": {}, "strict": {}, "named": {}}),
+            {
+                **checked_service("v6", 0),
+                "instances": [{"address": "::1", "port": nginx.port, "id": "v6"}],
+            },
+            gateway(
+                "strict-checks", free_port(), {s: {} for s in ("nginx", "strict", "named", "v6")}
+            ),
         )
-        for name in ("nginx", "strict", "named"):
+        for name in ("nginx", "strict", "named", "v6"):
             wait_until(lambda name=name: set(instance_status(node, name).values()) == {"UP"})
         assert strict.received > 0
-    # Without `host:` the instance's address; with it, the name given.
-    assert {"127.0.0.1", "health.internal"} <= nginx.hosts_seen()
+    # Without `host:` the instance's address (IPv6 in brackets); with it, the name given.
+    assert {"127.0.0.1", "[::1]", "health.internal"} <= nginx.hosts_seen()
     assert "-" not in nginx.hosts_seen()
 
 

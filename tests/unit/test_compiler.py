@@ -20,6 +20,7 @@ from meshgate.compiler import (
     render_files,
     render_manifests,
 )
+from meshgate.compiler.rules import INSTANCE_HOST
 from meshgate.conditions import MAX_LINE_WORDS, count_words
 from meshgate.model import Gateway, Instance, Resource, Service, validate_resource
 from tests.haproxy_check import check_files, haproxy_or_skip
@@ -891,7 +892,8 @@ def test_retry_on_of_an_http_service_is_left_out_behind_a_tcp_gateway() -> None:
 def test_http_check_without_host_or_body() -> None:
     # The Host defaults to the address the check connects to.
     lines = checked({"type": "http", "path": "/health"})
-    assert "http-check send meth GET uri /health ver HTTP/1.1 hdr host %[bc_dst]" in lines
+    send = "http-check send meth GET uri /health ver HTTP/1.1 hdr host " + INSTANCE_HOST
+    assert send in lines
     assert "http-check expect status 200-399" in lines
     assert not any("expect string" in line for line in lines)
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshgate.compiler import CONFIG_FILE, DesiredState, compile_state, ir, render_files
-from meshgate.compiler.rules import forwarded_lines
+from meshgate.compiler.rules import INSTANCE_HOST, forwarded_lines
 from meshgate.conditions import MAX_LINE_WORDS, count_words
 from meshgate.errors import ValidationFailed
 from meshgate.model import Certificate, Gateway, Resource, Service, validate_resource
@@ -101,7 +101,7 @@ SECTION_LINES = [
     r"option (?:httpchk|tcp-check|idle-close-on-response)",
     r"http-after-response set-header connection close if \{ stopping \}",
     rf"http-check send meth [A-Z]{{1,20}} uri {CHECK_PATH} ver HTTP/1\.1"
-    r" hdr host (?:[a-z0-9.:-]+|%\[bc_dst\])",
+    rf" hdr host (?:[a-z0-9.:-]+|{re.escape(INSTANCE_HOST)})",
     r"http-check expect status [1-5][0-9]{2}(?:-[1-5][0-9]{2})?",
     r"http-check expect string '[A-Za-z0-9 ._~!&()*+,;=:@?/<>\[\]{}|^-]+'",
     r"tcp-check connect",

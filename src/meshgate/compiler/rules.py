@@ -261,6 +261,10 @@ def backend_lines(backend: ir.Backend) -> list[str]:
     return lines
 
 
+# The address a check connects to as a Host value: an IPv6 address (it has a colon) in brackets.
+INSTANCE_HOST = r'''"%[bc_dst,regsub('^(.*:.*)\$','[\1]')]"'''
+
+
 def forwarded_lines() -> list[str]:
     """What instances behind a proxy expect to learn about the client. The client's own
     X-Forwarded-For is kept (HAProxy adds its entry after it), while Proto and Host are set
@@ -284,7 +288,7 @@ def _check_lines(backend: ir.Backend) -> list[str]:
         # HTTP/1.1 requires a Host header, and strict servers (nginx) answer 400 without one.
         # Without a `host:` it is the address the check connects to, which HAProxy knows per
         # server, also for instances added at run time.
-        send += f" hdr host {check.host or '%[bc_dst]'}"
+        send += f" hdr host {check.host or INSTANCE_HOST}"
         lines += [send, f"http-check expect status {check.expect_status}"]
         if check.expect_body:
             lines.append(f"http-check expect string '{check.expect_body}'")
