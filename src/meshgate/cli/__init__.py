@@ -11,6 +11,7 @@ from meshgate.cli.demo import demo
 from meshgate.cli.instances import instances
 from meshgate.cli.local import render, up, validate, version
 from meshgate.cli.remote import apply, delete, get
+from meshgate.cli.rollout import rollout
 from meshgate.cli.stats import stats
 from meshgate.client import DEFAULT_SERVER
 
@@ -33,7 +34,9 @@ def main(ctx: click.Context, server: str, token: str | None, token_file: Path | 
     ctx.obj = Settings(server=server, token=token or read_token_file(token_file))
 
 
-for command in (up, demo, apply, get, delete, instances, stats, validate, render, version):
+for command in (
+    up, demo, apply, get, delete, instances, stats, rollout, validate, render, version,
+):  # fmt: skip
     main.add_command(command)
 
 __all__ = ["main"]

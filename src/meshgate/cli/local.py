@@ -243,6 +243,11 @@ def _duration_ms(ctx: click.Context, param: click.Parameter, value: str) -> int:
     show_default=True,
     help="the least severe lines logged",
 )
+@click.option(
+    "--anomaly-window", "anomaly_window", default="10s", show_default=True,
+    callback=_duration_ms,
+    help="length of the windows in which route anomalies are judged (1s at least)",
+)
 @click.pass_obj
 def up(
     settings: Settings,
@@ -262,6 +267,7 @@ def up(
     dns_server: str | None,
     log_format: LogFormat,
     log_level: str,
+    anomaly_window: int,
 ) -> None:
     """Run the store, the API, the agent and HAProxy on this machine until interrupted."""
     # Imported here: the node pulls in uvicorn and the agent, which no other command needs.
@@ -297,7 +303,10 @@ def up(
         hard_stop_after_ms=hard_stop_after,
         watch=watch,
         dns_server=dns_server,
+        anomaly_window_s=anomaly_window / 1000,
     )
+    if anomaly_window < 1000:
+        raise click.BadParameter("must be at least 1s", param_hint="--anomaly-window")
     configure_logging(log_format, log_level)
     try:
         asyncio.run(run_node(options))

@@ -24,8 +24,15 @@ KIND_ALIASES = {
     "certificate": "certificates",
     "certificates": "certificates",
     "cert": "certificates",
+    "rollout": "rollouts",
+    "rollouts": "rollouts",
 }
-SINGULAR = {"gateways": "gateway", "services": "service", "certificates": "certificate"}
+SINGULAR = {
+    "gateways": "gateway",
+    "services": "service",
+    "certificates": "certificate",
+    "rollouts": "rollout",
+}
 
 
 class KindType(click.ParamType[str]):
@@ -38,7 +45,8 @@ class KindType(click.ParamType[str]):
     ) -> str:
         text = str(value).lower()
         if text not in KIND_ALIASES:
-            self.fail(f"{value!r} is not a kind; use gateways, services or certificates", param)
+            kinds = "gateways, services, certificates or rollouts"
+            self.fail(f"{value!r} is not a kind; use {kinds}", param)
         return KIND_ALIASES[text]
 
 
