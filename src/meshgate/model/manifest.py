@@ -101,20 +101,19 @@ TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
 def nesting_depth(data: Any) -> int:
     """How deep lists and mappings nest in `data` (a scalar is 0), without recursing."""
     deepest, pending = 0, [(data, 1)]
-    while pending:
+    while pending and deepest <= MAX_DEPTH:
         item, depth = pending.pop()
-        children = item.values() if isinstance(item, Mapping) else item
-        if isinstance(item, Mapping | list | tuple):
+        if isinstance(item, Mapping):
+            item = list(item.values())
+        if isinstance(item, list | tuple):
             deepest = max(deepest, depth)
-            if depth > MAX_DEPTH:
-                break
-            pending.extend((child, depth + 1) for child in children)
+            pending.extend((child, depth + 1) for child in item)
     return deepest
 
 
-def check_depth(data: Any, where: str = "") -> None:
+def check_depth(data: Any) -> None:
     if nesting_depth(data) > MAX_DEPTH:
-        raise ValidationFailed([Problem(where, TOO_DEEP)])
+        raise ValidationFailed([Problem("", TOO_DEEP)])
 
 
 def parse_text(text: str, source: str = "<input>") -> list[Document]:
