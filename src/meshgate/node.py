@@ -17,12 +17,15 @@ import uvicorn
 from meshgate.agent import Agent, Driver
 from meshgate.agent.health import InstanceHealth, poll_health
 from meshgate.api import create_app
+from meshgate.api.bodies import MAX_BODY_BYTES
 from meshgate.api.graph import graph_router
 from meshgate.api.rollouts import rollouts_router
 from meshgate.api.stats import stats_router
 from meshgate.certificate_files import inline_document
 from meshgate.compiler import ir
 from meshgate.discovery.dns import DnsFollower, Resolver
+from meshgate.discovery.expiries import record_expiries
+from meshgate.events import EventLog
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.haproxy.supervisor import HaproxySupervisor
@@ -67,6 +70,7 @@ class NodeOptions:
     watch: Path | None = None  # a manifest directory applied as its files change
     dns_server: str | None = None  # "IP[:PORT]" for services' dns: names; else the system's
     anomaly_window_s: float = 10.0  # route anomalies are judged on windows this long
+    max_body_bytes: int = MAX_BODY_BYTES  # larger API request bodies get a 413
 
 
 def manifest_files(paths: Sequence[Path]) -> list[Path]:
@@ -133,7 +137,8 @@ async def run_node(options: NodeOptions) -> None:
     driver = Driver(supervisor, runtime, settings)
     follower = DnsFollower(Resolver(options.dns_server), on_change=lambda: agent.request_pass())
     health = InstanceHealth(dns_errors=follower.errors)
-    agent = Agent(store, driver, metrics, health=health)
+    events = EventLog()
+    agent = Agent(store, driver, metrics, health=health, events=events)
     agent.loader.dns = follower
     stats, receiver = _stats(options, run_dir, driver, runtime)
     stats.make_way = agent.make_way  # a stats poll never holds up a change
@@ -165,6 +170,8 @@ async def run_node(options: NodeOptions) -> None:
             token=options.token,
             cert_dir=options.cert_dir,
             readiness=readiness,
+            events=events,
+            max_body_bytes=options.max_body_bytes,
             extra_routers=[
                 metrics_router(metrics),
                 stats_router(store, stats),
@@ -190,7 +197,8 @@ async def run_node(options: NodeOptions) -> None:
         poller = asyncio.create_task(stats.run())
         background = [
             asyncio.create_task(follower.run()),
-            asyncio.create_task(poll_health(health, stats, agent.republish)),
+            asyncio.create_task(poll_health(health, stats, agent.republish, events=events)),
+            asyncio.create_task(record_expiries(store, events)),
             asyncio.create_task(analytics.run()),
             asyncio.create_task(rollouts.run()),
         ]

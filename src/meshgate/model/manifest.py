@@ -116,10 +116,29 @@ def check_depth(data: Any) -> None:
         raise ValidationFailed([Problem("", TOO_DEEP)])
 
 
+# libyaml's parser when PyYAML was built with it (Debian's and the wheels are): ten times the
+# pure-Python reader's speed on a file of thousands of documents.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def parse_text(text: str, source: str = "<input>") -> list[Document]:
-    """Split YAML (JSON is YAML) text into documents, keeping their position."""
+    """Split YAML (JSON is YAML) text into documents, keeping their position. One loader reads
+    the text once: a loader per document would rescan the whole text for each of them."""
+    documents = []
+    loader = _LOADER(text)
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            data = loader.construct_document(node)
+            if data is None:
+                # An empty document, as between `---` separators or after a trailing `---`.
+                continue
+            line = node.start_mark.line + 1
+            if nesting_depth(data) > MAX_DEPTH:
+                raise ManifestError([(f"{source}:{line}", Problem("", TOO_DEEP))])
+            documents.append(Document(data, source, line, node))
     except RecursionError:
         raise ManifestError([(source, Problem("", TOO_DEEP))]) from None
     except yaml.YAMLError as exc:
@@ -127,18 +146,8 @@ def parse_text(text: str, source: str = "<input>") -> list[Document]:
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         reason = getattr(exc, "problem", None) or str(exc)
         raise ManifestError([(where, Problem("", f"not valid YAML or JSON: {reason}"))]) from None
-    documents = []
-    for node in nodes:
-        if node is None:
-            continue
-        data = yaml.SafeLoader(text).construct_document(node)
-        if data is None:
-            # An empty document, as between `---` separators or after a trailing `---`.
-            continue
-        line = node.start_mark.line + 1
-        if nesting_depth(data) > MAX_DEPTH:
-            raise ManifestError([(f"{source}:{line}", Problem("", TOO_DEEP))])
-        documents.append(Document(data, source, line, node))
+    finally:
+        loader.dispose()
     return documents
 
 
