@@ -32,6 +32,7 @@ from meshgate.haproxy.supervisor import HaproxySupervisor
 from meshgate.metrics import ControlPlaneMetrics, metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
 from meshgate.model.rollout import Rollout
+from meshgate.process_metrics import HaproxyProcessMetrics
 from meshgate.rollouts.analytics import AnomalyEvent, RouteAnalytics
 from meshgate.rollouts.controller import RolloutController
 from meshgate.rollouts.readings import Reading
@@ -59,6 +60,7 @@ class NodeOptions:
     manifests: Sequence[Path] = field(default_factory=list)
     allow_raw_acl: bool = False
     token: str | None = None
+    cert_dir: Path | None = None  # certificates sent over the API may name files under it
     haproxy_binary: str = "haproxy"
     hard_stop_after_ms: int = 30_000  # how long an old HAProxy worker may finish its connections
     latency: bool = True  # request lines from HAProxy for latency percentiles; off: counters only
@@ -142,6 +144,7 @@ async def run_node(options: NodeOptions) -> None:
     stats, receiver = _stats(options, run_dir, driver, runtime)
     stats.make_way = agent.make_way  # a stats poll never holds up a change
     metrics.registry.register(DataPlaneMetrics(stats))
+    metrics.registry.register(HaproxyProcessMetrics(lambda: supervisor.master_pid))
     analytics, rollouts = _rollouts(store, stats, options, events)
     metrics.registry.register(analytics)
     try:
@@ -166,6 +169,7 @@ async def run_node(options: NodeOptions) -> None:
             store,
             allow_raw_acl=options.allow_raw_acl,
             token=options.token,
+            cert_dir=options.cert_dir,
             readiness=readiness,
             events=events,
             max_body_bytes=options.max_body_bytes,
@@ -178,7 +182,13 @@ async def run_node(options: NodeOptions) -> None:
         )
         mount_ui(app)
         server = _ApiServer(
-            uvicorn.Config(app, host=options.api_host, port=options.api_port, log_level="warning")
+            uvicorn.Config(
+                app,
+                host=options.api_host,
+                port=options.api_port,
+                log_level="warning",
+                log_config=None,  # its lines go to the node's log, in the node's format
+            )
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

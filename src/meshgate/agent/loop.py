@@ -198,15 +198,25 @@ class Agent:
         self.metrics.runtime_commands.inc(outcome.runtime_commands)
         if outcome.reason != "no change":
             log.info(
-                "data plane updated",
+                f"revision {_revision(loaded)} applied",
                 how=outcome.reason,
                 seconds=round(outcome.duration_s, 4),
                 runtime_seconds=round(outcome.runtime_s, 4),
             )
+        self._log_rejections(rejected)
         self._last = (loaded, compiled, rejected)
         async with self._publishing:
             await self._publish(loaded, compiled, rejected)
         return True
+
+    def _log_rejections(self, rejected: Mapping[Key, str]) -> None:
+        """One line when a gateway is left out, and one when it is back: not one per pass."""
+        before = self._last[2] if self._last is not None else {}
+        for key, reason in rejected.items():
+            if before.get(key) != reason:
+                log.warning("gateway rejected", gateway=f"{key[0]}/{key[1]}", reason=reason)
+        for key in before.keys() - rejected.keys():
+            log.info("gateway no longer rejected", gateway=f"{key[0]}/{key[1]}")
 
     async def _compile_checked(
         self, state: DesiredState, *, runtime_only: bool = False
@@ -405,3 +415,9 @@ def _last_alert(output: str) -> str:
     return (
         alerts[-1] if alerts else output.strip().splitlines()[-1] if output.strip() else output
     )[:500]
+
+
+def _revision(loaded: Loaded) -> int:
+    """The newest version among the resources a pass applied: what `get` shows as `version`."""
+    versions = (loaded.gateway_versions, loaded.service_versions, loaded.certificate_versions)
+    return max((v for found in versions for v in found.values()), default=0)

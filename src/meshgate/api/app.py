@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -12,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from meshgate import __version__
@@ -26,6 +28,7 @@ from meshgate.store import Store, StoreError
 logger = logging.getLogger(__name__)
 
 Readiness = Callable[[], Awaitable[dict[str, Any]]]
+DOCS_ASSETS = "/docs-assets"
 # Module level, not built per app: FastAPI resolves a dependency's annotations by name in this
 # module's globals.
 _bearer = HTTPBearer(auto_error=False, description="the token meshgate was started with")
@@ -94,6 +97,7 @@ def create_app(
     *,
     allow_raw_acl: bool = False,
     token: str | None = None,
+    cert_dir: Path | None = None,
     readiness: Readiness | None = None,
     extra_routers: Sequence[APIRouter] = (),
     events: EventLog | None = None,
@@ -108,10 +112,15 @@ def create_app(
     `events` is the node's event log (the agent records into it too); without one the app
     keeps its own.
     """
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from files shipped in a Python package, not from
+    # a CDN: the docs work on a machine without internet access, and the page asks no other
+    # host for anything (Swagger UI's validator badge would: it is off).
+    app = FastAPIOffline(
         title="meshgate",
         version=__version__,
         description="Control plane for HAProxy gateways: manifests in, configuration out.",
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.events = events if events is not None else EventLog()
     app.state.max_body_bytes = max_body_bytes
@@ -127,7 +136,8 @@ def create_app(
     # Before the resource endpoints too: they would take ".../instances" for part of a name.
     app.include_router(instances_router(store), dependencies=dependencies)
     app.include_router(
-        resources_router(store, allow_raw_acl=allow_raw_acl), dependencies=dependencies
+        resources_router(store, allow_raw_acl=allow_raw_acl, cert_dir=cert_dir),
+        dependencies=dependencies,
     )
 
     @app.get("/healthz", tags=["health"], summary="Whether the API, store and agent are up")

@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from meshgate.errors import MeshgateError, Problem, ValidationFailed
 from meshgate.model import ManifestError, parse_text
+from meshgate.model.manifest import TOO_DEEP, check_depth
 
 JSON_TYPES = frozenset({"application/json"})
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
@@ -49,6 +50,16 @@ async def _read_text(request: Request) -> str:
         raise ValidationFailed([Problem("", f"the body is not UTF-8 text: {exc.reason}")]) from None
 
 
+def _load_json(text: str) -> Any:
+    """json.loads, except that nesting too deep for a manifest is a validation failure."""
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ValidationFailed([Problem("", TOO_DEEP)]) from None
+    check_depth(data)
+    return data
+
+
 def _too_large(limit: int) -> str:
     return (
         f"the body is larger than the server's limit of {limit:,} bytes; split the apply, "
@@ -58,7 +69,7 @@ def _too_large(limit: int) -> str:
 
 def _parse_json(text: str) -> Any:
     try:
-        return json.loads(text)
+        return _load_json(text)
     except json.JSONDecodeError as exc:
         reason = f"{exc.msg} (line {exc.lineno}, column {exc.colno})"
         raise ValidationFailed([Problem("", f"the body is not valid JSON: {reason}")]) from None
@@ -81,7 +92,7 @@ def parse_documents(text: str, content_type: str | None) -> list[Any]:
     if kind in YAML_TYPES or kind.endswith("+yaml"):
         return _parse_yaml(text)
     try:
-        return [json.loads(text)]
+        return [_load_json(text)]
     except json.JSONDecodeError:
         return _parse_yaml(text)
 

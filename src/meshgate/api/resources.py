@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from collections.abc import Mapping
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -33,7 +35,7 @@ from meshgate.api.roundtrip import (
     with_stored_key,
 )
 from meshgate.api.waiting import DEFAULT_WAIT_S, Written, wait_until_live
-from meshgate.certificate_files import inline_certificate_files
+from meshgate.certificate_files import ApiFiles, inline_certificate_files
 from meshgate.discovery.registry import registered_for
 from meshgate.errors import Problem, ValidationFailed
 from meshgate.merge_patch import merge_patch
@@ -256,12 +258,30 @@ _MERGE_PATCH = {
 _ERRORS = {"description": "errors: {\"errors\": [{\"path\": ..., \"message\": ...}]}"}
 
 
-def _inline_batch(documents: list[Any]) -> list[Any]:
+def _in_namespace(documents: list[Any], namespace: str | None) -> list[Any]:
+    """Documents without a namespace of their own go into `namespace`, as `kubectl apply -n`
+    does; one that names another namespace is refused rather than silently moved."""
+    if namespace is None:
+        return documents
+    placed, problems = [], []
+    for index, document in enumerate(documents):
+        if isinstance(document, Mapping) and document.get("namespace", namespace) != namespace:
+            message = f"is {document['namespace']!r}, but the request's namespace is {namespace!r}"
+            problems.append(Problem(f"documents.{index}.namespace", message))
+        elif isinstance(document, Mapping):
+            document = {**document, "namespace": namespace}
+        placed.append(document)
+    if problems:
+        raise ValidationFailed(problems)
+    return placed
+
+
+def _inline_batch(documents: list[Any], files: ApiFiles) -> list[Any]:
     """Every document of an apply with the certificate files it names read in."""
     inlined, problems = [], []
     for index, document in enumerate(documents):
         try:
-            inlined.append(inline_certificate_files(document))
+            inlined.append(inline_certificate_files(document, api=files))
         except ValidationFailed as exc:
             problems += exc.prefixed(f"documents.{index}").problems
     if problems:
@@ -269,8 +289,12 @@ def _inline_batch(documents: list[Any]) -> list[Any]:
     return inlined
 
 
-def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
-    """The resource endpoints over `store`."""
+def resources_router(
+    store: Store, *, allow_raw_acl: bool = False, cert_dir: FilePath | None = None
+) -> APIRouter:
+    """The resource endpoints over `store`; certificate files named in documents are read only
+    under `cert_dir` (none at all without it)."""
+    files = ApiFiles(cert_dir)
     router = APIRouter(prefix="/api/v1", tags=["resources"])
     # Admission reads the stored gateways and then writes; serialising writes keeps two
     # requests from each passing the port check against a state the other is changing.
@@ -382,10 +406,14 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         summary="Create or replace many resources at once, all or nothing",
     )
     async def apply(
-        request: Request, dry_run: DryRunParam = False, wait: WaitParam = None
+        request: Request,
+        dry_run: DryRunParam = False,
+        wait: WaitParam = None,
+        namespace: NamespaceParam = None,
     ) -> dict[str, Any]:
         wait_s = _wait_seconds(wait)
-        documents = _inline_batch(await read_batch(request))
+        placed = _in_namespace(await read_batch(request), _namespace(namespace))
+        documents = _inline_batch(placed, files)
         async with write_lock:
             documents = [await keep_key(d, f"documents.{i}") for i, d in enumerate(documents)]
             documents, versions = split_versions(documents)
@@ -484,7 +512,7 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         kind, singular = _kinds(kind)
         where = _namespace(namespace)
         # A create needs no version: the resource must not exist at any.
-        data, _ = split_version(inline_certificate_files(await read_document(request)))
+        data, _ = split_version(inline_certificate_files(await read_document(request), api=files))
         async with write_lock:
             others = await gateways_in_store(singular)
             resource = admit(
@@ -519,7 +547,7 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
     ) -> Response:
         """Admit `data` as the resource KIND/NAME and write it, if at version `expected`."""
         singular = KINDS[kind]
-        data = inline_certificate_files(data)
+        data = inline_certificate_files(data, api=files)
         async with write_lock:
             if isinstance(data, dict) and kind == "certificates":
                 where = {"namespace": namespace or DEFAULT_NAMESPACE, "name": name}

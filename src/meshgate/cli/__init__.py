@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from meshgate import __version__
 from meshgate.cli.changes import diff, set_group
-from meshgate.cli.common import Settings
+from meshgate.cli.common import Settings, read_token_file, token_file_option
 from meshgate.cli.demo import demo
 from meshgate.cli.describe import describe, events
 from meshgate.cli.instances import instances
@@ -31,10 +33,11 @@ from meshgate.client import DEFAULT_SERVER
 @click.option(
     "--token", envvar="MESHGATE_TOKEN", default=None, help="bearer token (env MESHGATE_TOKEN)"
 )
+@token_file_option("file holding the bearer token (env MESHGATE_TOKEN_FILE)")
 @click.pass_context
-def main(ctx: click.Context, server: str, token: str | None) -> None:
+def main(ctx: click.Context, server: str, token: str | None, token_file: Path | None) -> None:
     """meshgate: gateways for HAProxy, configured from manifests."""
-    ctx.obj = Settings(server=server, token=token or None)
+    ctx.obj = Settings(server=server, token=token or read_token_file(token_file))
 
 
 for command in (

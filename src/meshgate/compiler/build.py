@@ -221,7 +221,7 @@ def _compile_gateway(
                 address=i.address,
                 port=i.port,
                 weight=i.weight,
-                cookie=i.id if sticky == "instance" else None,
+                cookie=naming.instance_token(i.id) if sticky == "instance" else None,
                 netns=i.netns,
             )
             for i in instances
@@ -247,6 +247,7 @@ def _compile_gateway(
                 retries=service.retries if service else None,
                 # An http service behind a tcp gateway: the bytes are not parsed as requests.
                 retry_on=tuple(service.retry_on) if service and backend_mode == "http" else (),
+                forwarded=gateway.forwarded_headers and backend_mode == "http",
             )
         )
         choices.append(

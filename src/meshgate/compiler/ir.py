@@ -76,6 +76,7 @@ class Backend:
     tls: ServerTls | None = None  # the instances speak TLS
     retries: int | None = None  # None: the defaults' count
     retry_on: tuple[str, ...] = ()  # failures after sending that are retried (http only)
+    forwarded: bool = False  # X-Forwarded-For/-Proto/-Host to the instances (http only)
 
 
 @dataclass(frozen=True)

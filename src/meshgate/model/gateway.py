@@ -85,7 +85,6 @@ class Port(Model):
             return {"number": int(match.group(1)), "mode": (match.group(2) or "http").lower()}
         return data
 
-
     @model_serializer
     def _as_text(self) -> str:
         return str(self)
@@ -242,8 +241,8 @@ class Gateway(Model):
     tls: Tls | None = None
     timeouts: Timeouts = Field(default_factory=Timeouts)
     routes: dict[str, Route] = Field(default_factory=dict)
-
-
+    # X-Forwarded-For/-Proto/-Host to the instances (http ports only).
+    forwarded_headers: bool = True
 
     @field_validator("bind")
     @classmethod

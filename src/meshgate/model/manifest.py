@@ -92,6 +92,30 @@ def _split_path(path: str) -> list[str]:
     return [p for p in path.split(".") if p]
 
 
+# No manifest nests more than a few levels; a deeper document is an attack on the parsers,
+# which recurse (and would otherwise fail with a RecursionError, or worse, later on).
+MAX_DEPTH = 32
+TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+
+
+def nesting_depth(data: Any) -> int:
+    """How deep lists and mappings nest in `data` (a scalar is 0), without recursing."""
+    deepest, pending = 0, [(data, 1)]
+    while pending and deepest <= MAX_DEPTH:
+        item, depth = pending.pop()
+        if isinstance(item, Mapping):
+            item = list(item.values())
+        if isinstance(item, list | tuple):
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def check_depth(data: Any) -> None:
+    if nesting_depth(data) > MAX_DEPTH:
+        raise ValidationFailed([Problem("", TOO_DEEP)])
+
+
 # libyaml's parser when PyYAML was built with it (Debian's and the wheels are): ten times the
 # pure-Python reader's speed on a file of thousands of documents.
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -111,7 +135,12 @@ def parse_text(text: str, source: str = "<input>") -> list[Document]:
             if data is None:
                 # An empty document, as between `---` separators or after a trailing `---`.
                 continue
-            documents.append(Document(data, source, node.start_mark.line + 1, node))
+            line = node.start_mark.line + 1
+            if nesting_depth(data) > MAX_DEPTH:
+                raise ManifestError([(f"{source}:{line}", Problem("", TOO_DEEP))])
+            documents.append(Document(data, source, line, node))
+    except RecursionError:
+        raise ManifestError([(source, Problem("", TOO_DEEP))]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
