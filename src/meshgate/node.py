@@ -26,6 +26,8 @@ from meshgate.discovery.dns import DnsFollower, Resolver
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.haproxy.supervisor import HaproxySupervisor
+from meshgate.lifecycle.hangup import Rereader
+from meshgate.lifecycle.lock import DataDirLock
 from meshgate.metrics import ControlPlaneMetrics, metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
 from meshgate.rollouts.analytics import RouteAnalytics
@@ -65,6 +67,7 @@ class NodeOptions:
     watch: Path | None = None  # a manifest directory applied as its files change
     dns_server: str | None = None  # "IP[:PORT]" for services' dns: names; else the system's
     anomaly_window_s: float = 10.0  # route anomalies are judged on windows this long
+    keep_haproxy: bool = False  # SIGTERM leaves HAProxy serving, for the next start to adopt
 
 
 def manifest_files(paths: Sequence[Path]) -> list[Path]:
@@ -116,6 +119,8 @@ class _ApiServer(uvicorn.Server):
 
 async def run_node(options: NodeOptions) -> None:
     data_dir = options.data_dir.resolve()
+    lock = DataDirLock(data_dir)
+    lock.acquire()  # before anything in the data dir is touched
     run_dir = data_dir / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     store = await SqliteStore.open(private_file(data_dir / "store.db"))
@@ -138,7 +143,10 @@ async def run_node(options: NodeOptions) -> None:
     metrics.registry.register(DataPlaneMetrics(stats))
     analytics, rollouts = _rollouts(store, stats, options)
     metrics.registry.register(analytics)
+    stopped_by: list[signal.Signals] = []
     try:
+        if await supervisor.adopt():
+            log.info("adopted the running HAProxy", master=supervisor.master_pid)
         if receiver is not None:
             # Listening before HAProxy starts, so its log forwarder connects at once.
             await receiver.start()
@@ -174,8 +182,17 @@ async def run_node(options: NodeOptions) -> None:
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stop_on(signum: signal.Signals) -> None:
+            stopped_by.append(signum)
+            stop.set()
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, stop_on, signum)
+        rereader = Rereader(
+            lambda: seed_manifests(store, options.manifests, allow_raw_acl=options.allow_raw_acl)
+        )
+        loop.add_signal_handler(signal.SIGHUP, rereader.hangup)
         tasks = [asyncio.create_task(agent.run()), asyncio.create_task(server.serve())]
         poller = asyncio.create_task(stats.run())
         background = [
@@ -191,6 +208,7 @@ async def run_node(options: NodeOptions) -> None:
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
+        await rereader.close()
         agent_task, server_task = tasks
         for task in (agent_task, poller, *background):
             task.cancel()
@@ -200,10 +218,14 @@ async def run_node(options: NodeOptions) -> None:
         server.should_exit = True
         await server_task
     finally:
-        await supervisor.stop()
+        if options.keep_haproxy and stopped_by[:1] == [signal.SIGTERM]:
+            await supervisor.leave_running()
+        else:
+            await supervisor.stop()
         if receiver is not None:
             await receiver.stop()
         await store.close()
+        lock.release()
         log.info("meshgate stopped")
 
 

@@ -216,7 +216,8 @@ class Agent:
             self._waiting_for_ports = False
             return compiled, {}, actions
         rejected: dict[Key, str] = {}
-        busy = ports_in_use(compiled.dataplane, running)
+        adopted = self.driver.supervisor.adopted_listeners() if running is None else set()
+        busy = ports_in_use(compiled.dataplane, running, adopted)
         self._waiting_for_ports = bool(busy)
         if busy:
             for frontend in compiled.dataplane.frontends:

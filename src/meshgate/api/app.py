@@ -152,9 +152,7 @@ def create_app(
                 description=app.description,
                 routes=app.routes,
             )
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(
-                manifest_schemas()
-            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(manifest_schemas())
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -179,14 +179,14 @@ _ONE_DOCUMENT = {
 _MANY_DOCUMENTS = {
     "requestBody": {
         "required": True,
-        "description": "a JSON list of documents, {\"documents\": [...]}, or multi-document YAML",
+        "description": 'a JSON list of documents, {"documents": [...]}, or multi-document YAML',
         "content": {
             "application/json": {"schema": {"type": "array", "items": _MANIFEST}},
             "application/yaml": {"schema": {"type": "string"}},
         },
     }
 }
-_ERRORS = {"description": "errors: {\"errors\": [{\"path\": ..., \"message\": ...}]}"}
+_ERRORS = {"description": 'errors: {"errors": [{"path": ..., "message": ...}]}'}
 
 
 def _inline_batch(documents: list[Any]) -> list[Any]:

@@ -83,7 +83,10 @@ def apply(paths: tuple[Path, ...], server: str | None, token: str | None) -> Non
 @click.argument("kind", type=KindType())
 @click.argument("name", required=False)
 @click.option(
-    "-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table",
+    "-o",
+    "--output",
+    type=click.Choice(["table", "yaml", "json"]),
+    default="table",
     show_default=True,
 )
 @click.option("-n", "--namespace", default="default", show_default=True)

@@ -67,8 +67,10 @@ def _redirect_conflicts(gateway: Gateway, other: Gateway) -> list[Problem]:
     if theirs is not None and theirs == gateway.port.number:
         reason = f"port {theirs} redirects to HTTPS for {owner}"
         problems.append(Problem("port", reason))
-    if mine is not None and mine == theirs and (
-        (gateway.bind, gateway.port.number) != (other.bind, other.port.number)
+    if (
+        mine is not None
+        and mine == theirs
+        and ((gateway.bind, gateway.port.number) != (other.bind, other.port.number))
     ):
         reason = f"port {mine} already redirects to port {other.port.number} for {owner}"
         problems.append(Problem("tls.redirect_http", reason))
