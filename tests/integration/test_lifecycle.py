@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Backends, Background, Node, count_served, free_port
+from tests.integration.test_health import backend_of, haproxy_view
 from tests.integration.test_routing import gateway, service, wait_until
 
 pytestmark = pytest.mark.integration
@@ -151,3 +152,45 @@ def test_sigterm_with_keep_haproxy_leaves_it_serving_for_the_next_start(
     node.process.send_signal(signal.SIGINT)  # stops HAProxy too
     node.process.wait(timeout=15)
     wait_until(lambda: not Path(f"/proc/{master}").exists())
+
+
+def outage_s(client: Client) -> float:
+    return client.failed[-1][0] - client.failed[0][0] if client.failed else 0.0
+
+
+@pytest.mark.parametrize("victim", ["worker", "master"])
+def test_a_haproxy_crash_does_not_bring_back_stale_health(
+    node: Node, backends: Backends, victim: str
+) -> None:
+    """The state file saved at a reload while an instance was down must not keep it down
+    (for rise x interval) in the HAProxy restarted after a crash."""
+    instance = free_port()
+    backends.start("healthy", instance)
+    port = free_port()
+    check = {"type": "tcp", "interval": "1s", "fall": 1, "rise": 3}
+    node.apply(
+        service(f"crash-{victim}", instance, health_check=check),
+        gateway(f"crash-{victim}", port, {f"crash-{victim}": {}}),
+    )
+    url = f"http://127.0.0.1:{port}/"
+    wait_until(lambda: count_served(url, 2) == {"healthy": 2})
+    backend = backend_of(node, f"crash-{victim}", f"crash-{victim}")
+    backends.stop(instance)
+    wait_until(lambda: "DOWN" in haproxy_view(node, backend).values(), timeout=10)
+    # A reload while the instance is down saves its DOWN state in the state file.
+    node.apply(gateway(f"crash-{victim}-other", free_port(), {f"crash-{victim}": {}}))
+    backends.start("healthy", instance)
+    wait_until(lambda: count_served(url, 2) == {"healthy": 2}, timeout=10)
+    master, workers = node.haproxy_pids()
+    with Client(url) as client:
+        time.sleep(0.3)
+        os.kill(master if victim == "master" else workers[0], signal.SIGKILL)
+        wait_until(lambda: node.haproxy_pids()[0] != master, timeout=15)
+        time.sleep(1.5)
+    failed, total = failures(client)
+    errors = {error for _, error in client.failed}
+    print(f"\nkill -9 of the HAProxy {victim}: {failed} of {total} requests failed over "
+          f"{outage_s(client):.2f} s ({sorted(errors)})")  # fmt: skip
+    assert total > 50
+    assert "HTTP 503" not in errors, "the instance came back DOWN from stale state"
+    assert outage_s(client) < 1.0
