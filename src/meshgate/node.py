@@ -28,6 +28,7 @@ from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.haproxy.supervisor import HaproxySupervisor
 from meshgate.lifecycle.hangup import Rereader
 from meshgate.lifecycle.lock import DataDirLock
+from meshgate.lifecycle.readiness import health_report, readiness_report
 from meshgate.metrics import ControlPlaneMetrics, metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
 from meshgate.rollouts.analytics import RouteAnalytics
@@ -158,9 +159,7 @@ async def run_node(options: NodeOptions) -> None:
 
         async def readiness() -> dict[str, Any]:
             return {
-                "ok": agent.healthy and supervisor.running,
-                "agent": "ok" if agent.healthy else (agent.last_error or "starting"),
-                "haproxy": "running" if supervisor.running else "stopped",
+                **health_report(agent, supervisor),
                 "old_workers": await supervisor.old_worker_count() if supervisor.running else 0,
             }
 
@@ -169,6 +168,7 @@ async def run_node(options: NodeOptions) -> None:
             allow_raw_acl=options.allow_raw_acl,
             token=options.token,
             readiness=readiness,
+            gateways_ready=lambda: readiness_report(agent, supervisor),
             extra_routers=[
                 metrics_router(metrics),
                 stats_router(store, stats),

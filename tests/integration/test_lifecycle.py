@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -194,3 +195,35 @@ def test_a_haproxy_crash_does_not_bring_back_stale_health(
     assert total > 50
     assert "HTTP 503" not in errors, "the instance came back DOWN from stale state"
     assert outage_s(client) < 1.0
+
+
+def test_health_and_readiness_tell_when_gateways_are_not_served(
+    make_node: Callable[..., Node], backends: Backends
+) -> None:
+    node = make_node()
+    a = backends.start("ready")
+    taken = free_port()
+    with socket.socket() as squatter:  # no SO_REUSEPORT: HAProxy cannot share this port
+        squatter.bind(("0.0.0.0", taken))
+        squatter.listen()
+        node.api.post("/api/v1/services", json=service("ready:svc", a))
+        node.api.post("/api/v1/gateways", json=gateway("squatted", taken, {"ready:svc": {}}))
+        wait_until(lambda: node.get("gateways", "squatted")["status"].get("state") == "rejected")
+        # Nothing applied is served: not healthy, whatever the API and HAProxy say.
+        health = node.api.get("/healthz")
+        assert health.status_code == 503, health.text
+        assert health.json()["gateways"] == {"total": 1, "serving": 0}
+        port = free_port()
+        node.apply(gateway("served", port, {"ready:svc": {}}))
+        assert node.api.get("/healthz").status_code == 200
+        ready = node.api.get("/readyz")
+        assert ready.status_code == 503
+        reason = ready.json()["not_serving"]["default/squatted"]
+        assert f"port {taken}" in reason and "Address already in use" in reason
+        assert list(ready.json()["not_serving"]) == ["default/squatted"]
+    node.api.delete("/api/v1/gateways/squatted")
+    wait_until(lambda: node.api.get("/readyz").status_code == 200)
+    assert node.api.get("/readyz").json() == {
+        "status": "ok", "agent": "ok", "haproxy": "running",
+        "gateways": {"total": 1, "serving": 1}, "not_serving": {},
+    }  # fmt: skip

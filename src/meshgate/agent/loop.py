@@ -61,6 +61,10 @@ class Agent:
         self.last_error: str | None = None
         self.passes = 0
         self.healthy = False
+        # "namespace/name" of each gateway the last pass left out, with why; and how many there
+        # are in all: what readiness reports.
+        self.not_serving: dict[str, str] = {}
+        self.gateway_count = 0
         self.health = health
         self._last: tuple[Loaded, Compiled, Mapping[Key, str]] | None = None
         self._memo = CompileMemo()
@@ -256,6 +260,7 @@ class Agent:
     ) -> None:
         ops: list[Put | Delete] = []
         served = 0
+        not_serving: dict[str, str] = {}
         for key, version in loaded.gateway_versions.items():
             result = compiled.gateways.get(key)
             errors = list(result.errors) if result else []
@@ -263,6 +268,7 @@ class Agent:
                 errors.append(rejected[key])
             status: dict[str, Any] = {"errors": errors}
             if errors:
+                not_serving["/".join(key)] = "; ".join(errors)
                 status["state"] = "rejected"
                 previous = self._published.get(StoreKey("status.gateways", *key), {})
                 status["applied_version"] = previous.get("applied_version")
@@ -307,6 +313,7 @@ class Agent:
         for stale in [k for k in self._published if k not in live]:
             ops.append(Delete(stale))
             del self._published[stale]
+        self.not_serving, self.gateway_count = not_serving, len(loaded.gateway_versions)
         self.metrics.gateways.labels("serving").set(served)
         self.metrics.gateways.labels("rejected").set(len(loaded.gateway_versions) - served)
         if ops:
