@@ -23,6 +23,8 @@ from meshgate.api.stats import stats_router
 from meshgate.certificate_files import inline_document
 from meshgate.compiler import ir
 from meshgate.discovery.dns import DnsFollower, Resolver
+from meshgate.discovery.expiries import record_expiries
+from meshgate.events import EventLog
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.haproxy.supervisor import HaproxySupervisor
@@ -137,7 +139,8 @@ async def run_node(options: NodeOptions) -> None:
     driver = Driver(supervisor, runtime, settings)
     follower = DnsFollower(Resolver(options.dns_server), on_change=lambda: agent.request_pass())
     health = InstanceHealth(dns_errors=follower.errors)
-    agent = Agent(store, driver, metrics, health=health)
+    events = EventLog()
+    agent = Agent(store, driver, metrics, health=health, events=events)
     agent.loader.dns = follower
     stats, receiver = _stats(options, run_dir, driver, runtime)
     stats.make_way = agent.make_way  # a stats poll never holds up a change
@@ -169,6 +172,7 @@ async def run_node(options: NodeOptions) -> None:
             token=options.token,
             readiness=readiness,
             gateways_ready=lambda: readiness_report(agent, supervisor),
+            events=events,
             extra_routers=[
                 metrics_router(metrics),
                 stats_router(store, stats),
@@ -197,7 +201,8 @@ async def run_node(options: NodeOptions) -> None:
         poller = asyncio.create_task(stats.run())
         background = [
             asyncio.create_task(follower.run()),
-            asyncio.create_task(poll_health(health, stats, agent.republish)),
+            asyncio.create_task(poll_health(health, stats, agent.republish, events=events)),
+            asyncio.create_task(record_expiries(store, events)),
             asyncio.create_task(analytics.run()),
             asyncio.create_task(rollouts.run()),
         ]
