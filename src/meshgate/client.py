@@ -118,10 +118,12 @@ class MeshgateClient:
         params: dict[str, str] = {}
         if dry_run:
             params["dry_run"] = "true"
-        options: dict[str, Any] = {}
+        # An apply of many documents takes the server a while: the answer is waited for as long
+        # as the connection lives, so a client never reports a time-out for an apply the
+        # server is still doing (and then does).
+        options: dict[str, Any] = {"timeout": httpx.Timeout(30.0, read=None)}
         if wait_s is not None:
             params["wait"] = f"{int(wait_s * 1000)}ms"
-            options["timeout"] = wait_s + 30  # the server answers at its timeout
         response = self._request(
             "POST",
             "/api/v1/apply",
@@ -134,10 +136,22 @@ class MeshgateClient:
         answer: dict[str, Any] = response.json()
         return answer
 
-    def list(self, kind: str, *, namespace: str = "default") -> list[dict[str, Any]]:
-        response = self._request("GET", f"/api/v1/{kind}", params={"namespace": namespace})
-        items: list[dict[str, Any]] = _json(response, "items")
-        return items
+    def list(
+        self, kind: str, *, namespace: str = "default", page_size: int = 500
+    ) -> list[dict[str, Any]]:
+        """Every resource of a kind, read a page at a time (one large answer would hold the
+        server, and this client, for the whole list at once)."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            params: dict[str, str | int] = {"namespace": namespace, "limit": page_size}
+            if token:
+                params["continue"] = token
+            response = self._request("GET", f"/api/v1/{kind}", params=params)
+            items += _json(response, "items")
+            token = response.json().get("continue")
+            if not token:
+                return items
 
     def get(self, kind: str, name: str, *, namespace: str = "default") -> dict[str, Any]:
         response = self._request("GET", _name_path(kind, name), params={"namespace": namespace})

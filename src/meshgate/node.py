@@ -17,6 +17,7 @@ import uvicorn
 from meshgate.agent import Agent, Driver
 from meshgate.agent.health import InstanceHealth, poll_health
 from meshgate.api import create_app
+from meshgate.api.bodies import MAX_BODY_BYTES
 from meshgate.api.graph import graph_router
 from meshgate.api.rollouts import rollouts_router
 from meshgate.api.stats import stats_router
@@ -33,7 +34,8 @@ from meshgate.lifecycle.lock import DataDirLock
 from meshgate.lifecycle.readiness import health_report, readiness_report
 from meshgate.metrics import ControlPlaneMetrics, metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
-from meshgate.rollouts.analytics import RouteAnalytics
+from meshgate.model.rollout import Rollout
+from meshgate.rollouts.analytics import AnomalyEvent, RouteAnalytics
 from meshgate.rollouts.controller import RolloutController
 from meshgate.rollouts.readings import Reading
 from meshgate.rollouts.source import AllRoutes, gateway_readings
@@ -71,6 +73,7 @@ class NodeOptions:
     dns_server: str | None = None  # "IP[:PORT]" for services' dns: names; else the system's
     anomaly_window_s: float = 10.0  # route anomalies are judged on windows this long
     keep_haproxy: bool = False  # SIGTERM leaves HAProxy serving, for the next start to adopt
+    max_body_bytes: int = MAX_BODY_BYTES  # larger API request bodies get a 413
 
 
 def manifest_files(paths: Sequence[Path]) -> list[Path]:
@@ -145,7 +148,7 @@ async def run_node(options: NodeOptions) -> None:
     stats, receiver = _stats(options, run_dir, driver, runtime)
     stats.make_way = agent.make_way  # a stats poll never holds up a change
     metrics.registry.register(DataPlaneMetrics(stats))
-    analytics, rollouts = _rollouts(store, stats, options)
+    analytics, rollouts = _rollouts(store, stats, options, events)
     metrics.registry.register(analytics)
     stopped_by: list[signal.Signals] = []
     try:
@@ -173,6 +176,7 @@ async def run_node(options: NodeOptions) -> None:
             readiness=readiness,
             gateways_ready=lambda: readiness_report(agent, supervisor),
             events=events,
+            max_body_bytes=options.max_body_bytes,
             extra_routers=[
                 metrics_router(metrics),
                 stats_router(store, stats),
@@ -235,15 +239,30 @@ async def run_node(options: NodeOptions) -> None:
 
 
 def _rollouts(
-    store: Store, stats: StatsCollector, options: NodeOptions
+    store: Store, stats: StatsCollector, options: NodeOptions, events: EventLog
 ) -> tuple[RouteAnalytics, RolloutController]:
-    """Route analytics (windows, anomalies) and the rollouts judged by them."""
-    analytics = RouteAnalytics(AllRoutes(stats).read, window_s=options.anomaly_window_s)
+    """Route analytics (windows, anomalies) and the rollouts judged by them; both record
+    what they see and do as events."""
+
+    def anomaly_event(event: AnomalyEvent) -> None:
+        namespace, gateway, route = event.route
+        message = f"route {route}: {event.description}"
+        events.record("anomaly", message, kind="gateway", namespace=namespace, name=gateway)
+
+    def rollout_event(rollout: Rollout, message: str) -> None:
+        where = {"kind": "rollout", "namespace": rollout.namespace, "name": rollout.name}
+        events.record("rollout", message, **where)
+
+    analytics = RouteAnalytics(
+        AllRoutes(stats).read, window_s=options.anomaly_window_s, on_event=anomaly_event
+    )
 
     async def read_routes(namespace: str, gateway: str) -> dict[str, Reading]:
         return await gateway_readings(stats, namespace, gateway)
 
-    controller = RolloutController(store, read_routes, anomaly=analytics.open_anomaly)
+    controller = RolloutController(
+        store, read_routes, anomaly=analytics.open_anomaly, on_event=rollout_event
+    )
     return analytics, controller
 
 

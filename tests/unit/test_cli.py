@@ -132,7 +132,11 @@ def test_validate_checks_ports_across_files(tmp_path: Path) -> None:
     second = write(tmp_path, "b.yaml", TCP_9070)
     result = run("validate", "-f", first, "-f", second)
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"{second}:3: port: port 9070 is used by gateway default/sava")
+    # Both documents are named, in file order.
+    lines = result.stderr.splitlines()
+    claimed = "port: port 9070 is also claimed by document 1 (gateway data/db)"
+    assert lines[0].startswith(f"{first}:2: {claimed}")
+    assert lines[1].startswith(f"{second}:3: port: port 9070 is used by gateway default/sava")
 
 
 def test_validate_raw_acl_needs_the_flag(tmp_path: Path) -> None:
@@ -195,10 +199,7 @@ def test_apply_get_delete_against_a_server(tmp_path: Path, server: str) -> None:
     assert row.split()[-1] == "no"
     services = run("--server", server, "get", "service")
     assert services.stdout.splitlines()[1].split()[:4] == [
-        "sava:1.0/sava/port",
-        "default",
-        "http",
-        "2",
+        "sava:1.0/sava/port", "default", "http", "2"
     ]
 
     one = run("--server", server, "get", "service", "sava:1.0/sava/port", "-o", "json")
@@ -279,7 +280,9 @@ def test_usage_errors_exit_2() -> None:
     assert run("up", "--api", "localhost:http").exit_code == 2
 
 
-def test_up_passes_its_options_to_the_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_up_passes_its_options_to_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[dict[str, Any]] = []
 
     def node_options(**fields: Any) -> dict[str, Any]:
@@ -295,15 +298,8 @@ def test_up_passes_its_options_to_the_node(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setitem(sys.modules, "meshgate.node", fake)
     manifest = write(tmp_path, "sava.yaml", SAVA)
     result = run(
-        "up",
-        "-f",
-        manifest,
-        "--data-dir",
-        tmp_path / "data",
-        "--api",
-        "0.0.0.0:7800",
-        "--allow-raw-acl",
-        env={"MESHGATE_TOKEN": "t"},
+        "up", "-f", manifest, "--data-dir", tmp_path / "data", "--api", "0.0.0.0:7800",
+        "--allow-raw-acl", env={"MESHGATE_TOKEN": "t"},
     )
     assert result.exit_code == 0, result.output
     expected = {

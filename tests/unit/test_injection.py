@@ -203,10 +203,7 @@ GATEWAY: dict[str, Any] = {
     "balance": "roundrobin",
     "timeouts": {"connect": "5s", "client": "50s", "server": "50s"},
     "tls": {
-        "certificates": ["sava-cert"],
-        "min_version": "1.2",
-        "redirect_http": 9080,
-        "hsts": 600,
+        "certificates": ["sava-cert"], "min_version": "1.2", "redirect_http": 9080, "hsts": 600
     },
     "routes": {
         "svc": {
@@ -225,10 +222,7 @@ GATEWAY: dict[str, Any] = {
 }
 # A default gateway on the same port, so the shared-port rules are rendered too.
 NEIGHBOUR: dict[str, Any] = {
-    "name": "default-site",
-    "port": 9070,
-    "tls": {"certificates": ["other"]},
-    "routes": {"svc": {}},
+    "name": "default-site", "port": 9070, "tls": {"certificates": ["other"]}, "routes": {"svc": {}}
 }
 SERVICE: dict[str, Any] = {
     "kind": "service",

@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from meshgate import __version__
-from meshgate.api.bodies import BodyTooLargeError
+from meshgate.api.bodies import MAX_BODY_BYTES, BodyTooLargeError
 from meshgate.api.events import router as events_router
 from meshgate.api.instances import instances_router
 from meshgate.api.resources import api_error, manifest_schemas, resources_router
@@ -98,6 +98,7 @@ def create_app(
     gateways_ready: Callable[[], dict[str, Any]] | None = None,
     extra_routers: Sequence[APIRouter] = (),
     events: EventLog | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The API over `store`. `readiness` reports on the rest of the node (the agent) for
     /healthz; a result with `"ok": False` makes it 503. With `token`, the resource endpoints
@@ -115,6 +116,7 @@ def create_app(
         description="Control plane for HAProxy gateways: manifests in, configuration out.",
     )
     app.state.events = events if events is not None else EventLog()
+    app.state.max_body_bytes = max_body_bytes
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(ValidationFailed, _validation_failed)

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from meshgate.api import paging
 from meshgate.api.admission import (
     StoredGateways,
     admit,
@@ -90,6 +91,14 @@ WaitParam = Annotated[
 ]
 ForceParam = Annotated[
     bool, Query(description="delete even though gateways route to it (they lose the route)")
+]
+LimitParam = Annotated[
+    int | None,
+    Query(ge=1, le=paging.MAX_LIMIT, description="at most this many items; then `continue`"),
+]
+ContinueParam = Annotated[
+    str | None,
+    Query(alias="continue", description="the `continue` of the previous page"),
 ]
 IfMatchHeader = Annotated[
     str | None,
@@ -440,12 +449,27 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         return answer
 
     @router.get("/{kind}", summary="List resources of a kind in a namespace")
-    async def list_resources(kind: KindParam, namespace: NamespaceParam = None) -> dict[str, Any]:
+    async def list_resources(
+        kind: KindParam,
+        namespace: NamespaceParam = None,
+        limit: LimitParam = None,
+        continue_token: ContinueParam = None,
+    ) -> dict[str, Any]:
         kind, _ = _kinds(kind)
         where = _namespace(namespace) or DEFAULT_NAMESPACE
-        records = await store.list(kind, where)
-        statuses = {s.key.name: s for s in await store.list(STATUS_PREFIX + kind, where)}
-        return {"items": [present(r, statuses.get(r.key.name)) for r in records]}
+        if limit is None and continue_token is None:
+            records = await store.list(kind, where)
+            statuses = {s.key.name: s for s in await store.list(STATUS_PREFIX + kind, where)}
+            return {"items": [present(r, statuses.get(r.key.name)) for r in records]}
+        # A page: the keys alone are listed (cheap), the values of the page's only are read.
+        heads = await store.list(kind, where, keys_only=True)
+        page, following = paging.page([h.key.name for h in heads], limit, continue_token)
+        items = []
+        for name in page:
+            record = await store.get(Key(kind, where, name))
+            if record is not None:  # deleted since it was listed
+                items.append(present(record, await store.get(status_key(record.key))))
+        return {"items": items, "continue": following}
 
     @router.post(
         "/{kind}",

@@ -127,88 +127,70 @@ def _duration_ms(ctx: click.Context, param: click.Parameter, value: str) -> int:
         raise click.BadParameter(str(exc)) from None
 
 
+_SIZE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    text = value.strip().lower().removesuffix("b")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in "kmg" else (text, "")
+    if not number.isdigit() or not 1024 <= int(number) * _SIZE[unit] <= 4 * 1024**3:
+        raise click.BadParameter(f"{value!r} is not a size from 1k to 4g (e.g. 512k, 64m)")
+    return int(number) * _SIZE[unit]
+
+
 @click.command()
 @click.option(
-    "-f",
-    "--filename",
-    "paths",
-    multiple=True,
+    "-f", "--filename", "paths", multiple=True,
     type=click.Path(exists=True, path_type=Path),
     help="manifests to apply at start (files or directories); repeatable",
 )
 @click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".meshgate"),
-    show_default=True,
-    help="where the store and run files live",
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".meshgate"), show_default=True, help="where the store and run files live",
 )
 @click.option(
-    "--api",
-    "api",
-    default=DEFAULT_API,
-    show_default=True,
-    callback=_api_address,
+    "--api", "api", default=DEFAULT_API, show_default=True, callback=_api_address,
     help="address the REST API listens on",
 )
 @allow_raw_acl_option
 @click.option("--token", default=None, help="require this bearer token from API clients")
 @click.option(
-    "--latency/--no-latency",
-    default=True,
-    show_default=True,
+    "--latency/--no-latency", default=True, show_default=True,
     help="have HAProxy log each request to the agent for latency percentiles",
 )
 @click.option(
-    "--log-budget",
-    "log_budget",
-    type=click.IntRange(0, 10_000_000),
-    default=2_000,
-    show_default=True,
-    metavar="LINES_PER_S",
+    "--log-budget", "log_budget", type=click.IntRange(0, 10_000_000), default=2_000,
+    show_default=True, metavar="LINES_PER_S",
     help="request lines per second HAProxy logs for latency percentiles; above it, a random "
     "sample of requests (0: every request; --access-log: every request)",
 )
 @click.option(
-    "--access-log",
-    default=None,
-    metavar="PATH|-",
+    "--access-log", default=None, metavar="PATH|-",
     help="write one JSON object per request to PATH, or to stdout with '-'",
 )
 @click.option(
-    "--hard-stop-after",
-    "hard_stop_after",
-    default="30s",
-    show_default=True,
-    callback=_duration_ms,
-    help="how long an old HAProxy worker may finish after a reload",
+    "--hard-stop-after", "hard_stop_after", default="30s", show_default=True,
+    callback=_duration_ms, help="how long an old HAProxy worker may finish after a reload",
 )
 @click.option(
-    "--watch",
-    "watch",
-    default=None,
-    type=click.Path(file_okay=False, path_type=Path),
+    "--watch", "watch", default=None, type=click.Path(file_okay=False, path_type=Path),
     help="apply the manifest files in DIR as they are added, changed and removed",
 )
 @click.option(
-    "--dns-server",
-    "dns_server",
-    default=None,
-    callback=_dns_server,
-    metavar="IP[:PORT]",
+    "--dns-server", "dns_server", default=None, callback=_dns_server, metavar="IP[:PORT]",
     help="resolver for services' dns: names (default: the system's)",
 )
 @click.option(
-    "--anomaly-window",
-    "anomaly_window",
-    default="10s",
-    show_default=True,
+    "--max-body", "max_body", default="32m", show_default=True, callback=_size_bytes,
+    metavar="SIZE", help="largest API request body (e.g. 512k, 64m); larger ones get a 413",
+)
+@click.option(
+    "--anomaly-window", "anomaly_window", default="10s", show_default=True,
     callback=_duration_ms,
     help="length of the windows in which route anomalies are judged (1s at least)",
 )
 @click.option(
-    "--keep-haproxy",
-    is_flag=True,
+    "--keep-haproxy", is_flag=True,
     help="on SIGTERM leave HAProxy serving; the next `up` on this data dir adopts it "
     "(SIGINT still stops both)",
 )
@@ -226,6 +208,7 @@ def up(
     hard_stop_after: int,
     watch: Path | None,
     dns_server: str | None,
+    max_body: int,
     anomaly_window: int,
     keep_haproxy: bool,
 ) -> None:
@@ -250,6 +233,7 @@ def up(
         watch=watch,
         dns_server=dns_server,
         anomaly_window_s=anomaly_window / 1000,
+        max_body_bytes=max_body,
         keep_haproxy=keep_haproxy,
     )
     if anomaly_window < 1000:

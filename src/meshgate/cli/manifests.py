@@ -77,7 +77,8 @@ def check_documents(documents: Sequence[Document], *, allow_raw_acl: bool) -> li
     """Validate each document, then the rules that span them (ports, duplicates), as the server
     would for an apply of these documents onto an empty store."""
     resources = load_documents(documents, allow_raw_acl=allow_raw_acl)
-    conflicts = batch_conflicts(list(enumerate(resources)))
+    # In file order, each document's problems together (stable sort), as the server reports.
+    conflicts = sorted(batch_conflicts(list(enumerate(resources))), key=lambda item: item[0])
     if conflicts:
         raise ManifestError(
             [(_where(documents[index], problem.path), problem) for index, problem in conflicts]

@@ -84,6 +84,7 @@ class Port(Model):
             return {"number": int(match.group(1)), "mode": (match.group(2) or "http").lower()}
         return data
 
+
     @model_serializer
     def _as_text(self) -> str:
         return str(self)
@@ -239,6 +240,8 @@ class Gateway(Model):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     routes: dict[str, Route] = Field(default_factory=dict)
 
+
+
     @field_validator("bind")
     @classmethod
     def _bind(cls, value: str) -> str:
@@ -311,10 +314,8 @@ class Gateway(Model):
                 raise FieldError("tls.hsts", "needs an http port")
         if self.tls and self.tls.redirect_http == self.port.number:
             raise FieldError("tls.redirect_http", "must differ from the gateway's own port")
-        if (
-            self.balance
-            and self.port.mode == "tcp"
-            and self.balance.startswith(("hdr(", "url_param(", "uri"))
+        if self.balance and self.port.mode == "tcp" and self.balance.startswith(
+            ("hdr(", "url_param(", "uri")
         ):
             raise FieldError("balance", "needs an http port")
         try:
