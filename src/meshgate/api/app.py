@@ -176,7 +176,9 @@ def create_app(
                 description=app.description,
                 routes=app.routes,
             )
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(manifest_schemas())
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                manifest_schemas()
+            )
             app.openapi_schema = schema
         return app.openapi_schema
 
