@@ -29,6 +29,9 @@ from meshgate.events import EventLog
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.haproxy.supervisor import HaproxySupervisor
+from meshgate.lifecycle.hangup import Rereader
+from meshgate.lifecycle.lock import DataDirLock
+from meshgate.lifecycle.readiness import health_report, readiness_report
 from meshgate.metrics import ControlPlaneMetrics, metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
 from meshgate.model.rollout import Rollout
@@ -71,6 +74,7 @@ class NodeOptions:
     watch: Path | None = None  # a manifest directory applied as its files change
     dns_server: str | None = None  # "IP[:PORT]" for services' dns: names; else the system's
     anomaly_window_s: float = 10.0  # route anomalies are judged on windows this long
+    keep_haproxy: bool = False  # SIGTERM leaves HAProxy serving, for the next start to adopt
     max_body_bytes: int = MAX_BODY_BYTES  # larger API request bodies get a 413
 
 
@@ -123,6 +127,8 @@ class _ApiServer(uvicorn.Server):
 
 async def run_node(options: NodeOptions) -> None:
     data_dir = options.data_dir.resolve()
+    lock = DataDirLock(data_dir)
+    lock.acquire()  # before anything in the data dir is touched
     run_dir = data_dir / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     store = await SqliteStore.open(private_file(data_dir / "store.db"))
@@ -147,7 +153,10 @@ async def run_node(options: NodeOptions) -> None:
     metrics.registry.register(HaproxyProcessMetrics(lambda: supervisor.master_pid))
     analytics, rollouts = _rollouts(store, stats, options, events)
     metrics.registry.register(analytics)
+    stopped_by: list[signal.Signals] = []
     try:
+        if await supervisor.adopt():
+            log.info("adopted the running HAProxy", master=supervisor.master_pid)
         if receiver is not None:
             # Listening before HAProxy starts, so its log forwarder connects at once.
             await receiver.start()
@@ -159,9 +168,7 @@ async def run_node(options: NodeOptions) -> None:
 
         async def readiness() -> dict[str, Any]:
             return {
-                "ok": agent.healthy and supervisor.running,
-                "agent": "ok" if agent.healthy else (agent.last_error or "starting"),
-                "haproxy": "running" if supervisor.running else "stopped",
+                **health_report(agent, supervisor),
                 "old_workers": await supervisor.old_worker_count() if supervisor.running else 0,
             }
 
@@ -171,6 +178,7 @@ async def run_node(options: NodeOptions) -> None:
             token=options.token,
             cert_dir=options.cert_dir,
             readiness=readiness,
+            gateways_ready=lambda: readiness_report(agent, supervisor),
             events=events,
             max_body_bytes=options.max_body_bytes,
             extra_routers=[
@@ -192,8 +200,17 @@ async def run_node(options: NodeOptions) -> None:
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stop_on(signum: signal.Signals) -> None:
+            stopped_by.append(signum)
+            stop.set()
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, stop_on, signum)
+        rereader = Rereader(
+            lambda: seed_manifests(store, options.manifests, allow_raw_acl=options.allow_raw_acl)
+        )
+        loop.add_signal_handler(signal.SIGHUP, rereader.hangup)
         tasks = [asyncio.create_task(agent.run()), asyncio.create_task(server.serve())]
         poller = asyncio.create_task(stats.run())
         background = [
@@ -210,6 +227,7 @@ async def run_node(options: NodeOptions) -> None:
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
+        await rereader.close()
         agent_task, server_task = tasks
         for task in (agent_task, poller, *background):
             task.cancel()
@@ -219,10 +237,14 @@ async def run_node(options: NodeOptions) -> None:
         server.should_exit = True
         await server_task
     finally:
-        await supervisor.stop()
+        if options.keep_haproxy and stopped_by[:1] == [signal.SIGTERM]:
+            await supervisor.leave_running()
+        else:
+            await supervisor.stop()
         if receiver is not None:
             await receiver.stop()
         await store.close()
+        lock.release()
         log.info("meshgate stopped")
 
 

@@ -64,6 +64,10 @@ class Agent:
         self.last_error: str | None = None
         self.passes = 0
         self.healthy = False
+        # "namespace/name" of each gateway the last pass left out, with why; and how many there
+        # are in all: what readiness reports.
+        self.not_serving: dict[str, str] = {}
+        self.gateway_count = 0
         self.health = health
         self.events = events if events is not None else EventLog()
         self._failure_recorded: str | None = None
@@ -236,7 +240,8 @@ class Agent:
             self._waiting_for_ports = False
             return compiled, {}, actions
         rejected: dict[Key, str] = {}
-        busy = ports_in_use(compiled.dataplane, running)
+        adopted = self.driver.supervisor.adopted_listeners() if running is None else set()
+        busy = ports_in_use(compiled.dataplane, running, adopted)
         self._waiting_for_ports = bool(busy)
         if busy:
             for frontend in compiled.dataplane.frontends:
@@ -275,6 +280,7 @@ class Agent:
     ) -> None:
         ops: list[Put | Delete] = []
         served = 0
+        not_serving: dict[str, str] = {}
         for key, version in loaded.gateway_versions.items():
             result = compiled.gateways.get(key)
             errors = list(result.errors) if result else []
@@ -283,6 +289,7 @@ class Agent:
             status: dict[str, Any] = {"errors": errors, "observed_version": version}
             previous = self._published.get(StoreKey("status.gateways", *key), {})
             if errors:
+                not_serving["/".join(key)] = "; ".join(errors)
                 status["state"] = "rejected"
                 status["applied_version"] = previous.get("applied_version")
             else:
@@ -334,6 +341,7 @@ class Agent:
         for stale in [k for k in self._published if k not in live]:
             ops.append(Delete(stale))
             del self._published[stale]
+        self.not_serving, self.gateway_count = not_serving, len(loaded.gateway_versions)
         self.metrics.gateways.labels("serving").set(served)
         self.metrics.gateways.labels("rejected").set(len(loaded.gateway_versions) - served)
         if ops:

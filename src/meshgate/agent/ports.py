@@ -12,9 +12,15 @@ import socket
 from meshgate.compiler import ir
 
 
-def ports_in_use(desired: ir.DataPlane, running: ir.DataPlane | None) -> dict[str, str]:
-    """Frontend name to the reason its address cannot be bound, for frontends not running yet."""
+def ports_in_use(
+    desired: ir.DataPlane,
+    running: ir.DataPlane | None,
+    adopted: set[tuple[str, int]] | frozenset[tuple[str, int]] = frozenset(),
+) -> dict[str, str]:
+    """Frontend name to the reason its address cannot be bound, for frontends not running yet
+    (in `running`, or in the configuration of an HAProxy adopted from an earlier process)."""
     held = {(f.bind, f.port) for f in running.frontends} if running else set()
+    held |= adopted
     busy: dict[str, str] = {}
     for frontend in desired.frontends:
         if (frontend.bind, frontend.port) in held:

@@ -99,13 +99,15 @@ def create_app(
     token: str | None = None,
     cert_dir: Path | None = None,
     readiness: Readiness | None = None,
+    gateways_ready: Callable[[], dict[str, Any]] | None = None,
     extra_routers: Sequence[APIRouter] = (),
     events: EventLog | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The API over `store`. `readiness` reports on the rest of the node (the agent) for
     /healthz; a result with `"ok": False` makes it 503. With `token`, the resource endpoints
-    and every router in `extra_routers` need it; /healthz and the docs stay open.
+    and every router in `extra_routers` need it; /healthz, /readyz (`gateways_ready`: every
+    gateway served, else those that are not) and the docs stay open.
 
     `extra_routers` are routed before the resource endpoints, so that a route such as
     /api/v1/gateways/{name}/stats is not taken for a gateway named ".../stats".
@@ -159,6 +161,20 @@ def create_app(
         if not healthy:
             report["status"] = "unavailable"
         return JSONResponse(report, 200 if healthy else 503)
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Whether every gateway is served; those that are not, with why",
+    )
+    async def readyz() -> JSONResponse:
+        if gateways_ready is None:
+            return JSONResponse({"status": "ok", "not_serving": {}})
+        report = gateways_ready()
+        ready = report.pop("ok") is True
+        return JSONResponse(
+            {"status": "ok" if ready else "unavailable", **report}, 200 if ready else 503
+        )
 
     def openapi() -> dict[str, Any]:
         # The manifest bodies are parsed by hand (to accept YAML), so FastAPI cannot see their

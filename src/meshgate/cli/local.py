@@ -225,6 +225,11 @@ def _size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
     show_default=True, help="the least severe lines logged",
 )
+@click.option(
+    "--keep-haproxy", is_flag=True,
+    help="on SIGTERM leave HAProxy serving; the next `up` on this data dir adopts it "
+    "(SIGINT still stops both)",
+)
 @click.pass_obj
 def up(
     settings: Settings,
@@ -246,6 +251,7 @@ def up(
     anomaly_window: int,
     log_format: LogFormat,
     log_level: str,
+    keep_haproxy: bool,
 ) -> None:
     """Run the store, the API, the agent and HAProxy on this machine until interrupted."""
     # Imported here: the node pulls in uvicorn and the agent, which no other command needs.
@@ -283,6 +289,7 @@ def up(
         dns_server=dns_server,
         anomaly_window_s=anomaly_window / 1000,
         max_body_bytes=max_body,
+        keep_haproxy=keep_haproxy,
     )
     if anomaly_window < 1000:
         raise click.BadParameter("must be at least 1s", param_hint="--anomaly-window")

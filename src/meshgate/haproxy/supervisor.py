@@ -31,7 +31,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshgate.haproxy import commands, messages, processes, replies, server_states, transport
+from meshgate.haproxy import (
+    adopted,
+    commands,
+    messages,
+    processes,
+    replies,
+    server_states,
+    transport,
+)
 from meshgate.haproxy.commands import HaproxyError
 from meshgate.haproxy.processes import ProcInfo
 from meshgate.haproxy.replies import CommandKind
@@ -104,7 +112,8 @@ class HaproxySupervisor:
         self._active = self._own_dir / "active.cfg"
         self._last_good = self._own_dir / "last-good.cfg"
         self._pidfile = self._own_dir / "master.pid"
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: asyncio.subprocess.Process | adopted.AdoptedMaster | None = None
+        self.adopted = False  # running a master an earlier meshgate process started
         self._output_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -161,6 +170,30 @@ class HaproxySupervisor:
                     self._watch_task = asyncio.create_task(self._watch(), name="haproxy-watchdog")
         finally:
             staged.unlink(missing_ok=True)
+
+    async def adopt(self) -> bool:
+        """Take over the master an earlier meshgate process left running on this run dir, if
+        it answers: it keeps serving, and the next configuration reaches it by a reload. The
+        caller holds the data dir's lock, so that process is gone, not a rival."""
+        async with self._lock:
+            if self.running:
+                return False
+            pid = adopted.master_of(self._pidfile, self.master_socket)
+            if pid is None or not self._last_good.exists():
+                return False
+            try:
+                info = await self._proc()
+            except (RuntimeUnavailable, HaproxyError):
+                return False
+            if info.master_pid != pid or not info.workers:
+                return False
+            if not await self._worker_answers(info.workers[0].pid):
+                return False
+            self._process = adopted.AdoptedMaster(pid)
+            self.adopted = True
+            self._stopping = False
+            self._watch_task = asyncio.create_task(self._watch(), name="haproxy-watchdog")
+        return True
 
     async def reload(self, config_path: Path) -> ReloadResult:
         """Validate, reload through the master, and confirm a new worker is serving. A rejected
@@ -220,6 +253,28 @@ class HaproxySupervisor:
                 await self._terminate(process)
             self._pidfile.unlink(missing_ok=True)
 
+    def adopted_listeners(self) -> set[tuple[str, int]]:
+        """The addresses the adopted HAProxy listens on (none unless one was adopted)."""
+        if not self.adopted:
+            return set()
+        return adopted.bind_addresses(self._active.read_text())
+
+    async def leave_running(self) -> None:
+        """Stop watching HAProxy but leave it serving, for the next meshgate process on this
+        run dir to adopt (a restart or upgrade of meshgate that costs no request)."""
+        self._stopping = True
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
+        if self._output_task is not None:
+            self._output_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._output_task
+        if self.running:
+            log.info("leaving HAProxy master %d serving", self.master_pid)
+
     async def proc(self) -> ProcInfo:
         return await self._proc()
 
@@ -276,6 +331,7 @@ class HaproxySupervisor:
             stderr=asyncio.subprocess.STDOUT, cwd=str(self.run_dir), start_new_session=True,
         )  # fmt: skip
         self._process = process
+        self.adopted = False
         self._pidfile.write_text(f"{process.pid}\n")
         self._output_task = asyncio.create_task(self._pump_output(process))
         deadline = time.monotonic() + self.start_timeout
@@ -347,6 +403,10 @@ class HaproxySupervisor:
             log.error("HAProxy master %d exited unexpectedly (%s); restarting it with the last "
                       "good configuration", process.pid, code)  # fmt: skip
             _signal_group(process.pid, signal.SIGTERM)  # its workers exit too; make sure
+            # The state saved at the last reload may show servers DOWN that are up now: loaded
+            # into the new process, it would keep them out for rise x interval. Without it
+            # servers start up and their checks judge them afresh.
+            self.server_state_file.unlink(missing_ok=True)
             delay = 0.0
             while not self._stopping:
                 await asyncio.sleep(delay)
@@ -366,7 +426,7 @@ class HaproxySupervisor:
                     log.warning("HAProxy restarted (restart #%d)", self.restarts)
                     break
 
-    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+    async def _terminate(self, process: asyncio.subprocess.Process | adopted.AdoptedMaster) -> None:
         for sig, wait_s in ((signal.SIGUSR1, self.stop_grace), (signal.SIGTERM, 2.0)):
             if process.returncode is not None:
                 break

@@ -1,0 +1,1 @@
+"""Running meshgate as a daemon: one process per data dir."""
