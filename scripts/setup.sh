@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(haproxy python3-venv curl)
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(wrk nginx-light dnsmasq-base nghttp2-client openssl valgrind)
+    packages+=(wrk nginx-light dnsmasq-base nghttp2-client openssl valgrind etcd-server etcd-client)
 fi
 missing=()
 for package in "${packages[@]}"; do
@@ -20,10 +20,13 @@ if (( ${#missing[@]} )); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The Debian package starts a system HAProxy on install; meshgate runs its own.
-if command -v systemctl >/dev/null && systemctl is-active --quiet haproxy 2>/dev/null; then
-    systemctl stop haproxy || true
-fi
+# The Debian packages start a system HAProxy and etcd on install; meshgate and its tests run
+# their own.
+for service in haproxy etcd; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+        systemctl stop "$service" || true
+    fi
+done
 
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
