@@ -50,8 +50,12 @@ class Agent:
         *,
         debounce_s: float = 0.03,
         health: InstanceHealth | None = None,
+        status_prefix: str = "status",
     ) -> None:
         self.store = store
+        # Where status goes: `{status_prefix}.gateways` etc.; one prefix per node when many
+        # nodes share a store.
+        self.status_prefix = status_prefix
         self.loader = DesiredLoader(store)
         self.driver = driver
         self.metrics = metrics
@@ -73,8 +77,8 @@ class Agent:
 
     async def run(self) -> None:
         """Reconcile now and on every change, until cancelled."""
-        for kind in ("status.gateways", "status.services", "status.certificates"):
-            for record in await self.store.list(kind):
+        for kind in ("gateways", "services", "certificates"):
+            for record in await self.store.list(self._status_kind(kind)):
                 self._published[record.key] = record.value
         watcher = asyncio.create_task(self._watch())
         try:
@@ -263,7 +267,7 @@ class Agent:
             status: dict[str, Any] = {"errors": errors}
             if errors:
                 status["state"] = "rejected"
-                previous = self._published.get(StoreKey("status.gateways", *key), {})
+                previous = self._published.get(StoreKey(self._status_kind("gateways"), *key), {})
                 status["applied_version"] = previous.get("applied_version")
             else:
                 served += 1
@@ -278,7 +282,7 @@ class Agent:
                     }
                     for name, r in (result.routes.items() if result else ())
                 }
-            ops += self._status_op(StoreKey("status.gateways", *key), status)
+            ops += self._status_op(StoreKey(self._status_kind("gateways"), *key), status)
         if self.health is not None:
             self.health.update(
                 loaded.state.services, loaded.state.registered, loaded.sources, compiled
@@ -287,21 +291,21 @@ class Agent:
             service_status: dict[str, Any] = {"applied_version": version}
             if self.health is not None:
                 service_status.update(self.health.status(key))
-            ops += self._status_op(StoreKey("status.services", *key), service_status)
+            ops += self._status_op(StoreKey(self._status_kind("services"), *key), service_status)
         for key, version in loaded.certificate_versions.items():
             status = {"applied_version": version, "used_by": _certificate_users(loaded, key)}
-            ops += self._status_op(StoreKey("status.certificates", *key), status)
+            ops += self._status_op(StoreKey(self._status_kind("certificates"), *key), status)
         self.metrics.set_certificate_expiry(loaded.state.certificates)
         for (kind, namespace, name), message in loaded.invalid.items():
             ops += self._status_op(
-                StoreKey(f"status.{kind}", namespace, name),
+                StoreKey(self._status_kind(kind), namespace, name),
                 {"state": "invalid", "errors": [message]},
             )
         live = (
-            {StoreKey("status.gateways", *k) for k in loaded.gateway_versions}
-            | {StoreKey("status.services", *k) for k in loaded.service_versions}
-            | {StoreKey("status.certificates", *k) for k in loaded.certificate_versions}
-            | {StoreKey(f"status.{kind}", ns, n) for kind, ns, n in loaded.invalid}
+            {StoreKey(self._status_kind("gateways"), *k) for k in loaded.gateway_versions}
+            | {StoreKey(self._status_kind("services"), *k) for k in loaded.service_versions}
+            | {StoreKey(self._status_kind("certificates"), *k) for k in loaded.certificate_versions}
+            | {StoreKey(self._status_kind(kind), ns, n) for kind, ns, n in loaded.invalid}
         )
         for stale in [k for k in self._published if k not in live]:
             ops.append(Delete(stale))
@@ -310,6 +314,9 @@ class Agent:
         self.metrics.gateways.labels("rejected").set(len(loaded.gateway_versions) - served)
         if ops:
             await self.store.commit(ops)
+
+    def _status_kind(self, kind: str) -> str:
+        return f"{self.status_prefix}.{kind}"
 
     def _status_op(self, key: StoreKey, status: dict[str, Any]) -> list[Put | Delete]:
         if self._published.get(key) == status:

@@ -199,7 +199,8 @@ class EtcdStore:
                 # Not sent: safe to try the next member, a write included.
                 failures.append(f"{endpoint}: {_reason(exc, self._target.tls)}")
                 continue
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, ssl.SSLError) as exc:
+                # A TLS alert may surface raw, when the server refuses our certificate late.
                 reason = _reason(exc, self._target.tls)
                 raise StoreUnavailableError(f"etcd at {endpoint}: {reason}") from exc
             self._preferred = index
@@ -252,7 +253,7 @@ class EtcdStore:
                         elif not result.get("created"):
                             # A progress notification: every event up to here was sent.
                             after = max(after, wire.as_int(result["header"].get("revision")))
-                except (httpx.TransportError, StoreUnavailableError) as exc:
+                except (httpx.TransportError, ssl.SSLError, StoreUnavailableError) as exc:
                     logger.warning("etcd watch on %s broke (%s); reconnecting", endpoint, exc)
                 if self._closed:
                     return
