@@ -28,7 +28,7 @@ from meshgate.compiler.build import CompileMemo
 from meshgate.errors import MeshgateError
 from meshgate.metrics import ControlPlaneMetrics
 from meshgate.plan import Action, Reload, plan
-from meshgate.store import CompactedError, Delete, Put, Store
+from meshgate.store import CompactedError, Delete, Put, Store, StoreClosedError, StoreError
 from meshgate.store import Key as StoreKey
 
 log = structlog.get_logger("meshgate.agent")
@@ -51,11 +51,15 @@ class Agent:
         debounce_s: float = 0.03,
         health: InstanceHealth | None = None,
         status_prefix: str = "status",
+        relist_s: float | None = None,
     ) -> None:
         self.store = store
         # Where status goes: `{status_prefix}.gateways` etc.; one prefix per node when many
         # nodes share a store.
         self.status_prefix = status_prefix
+        # A pass at least this often without any event: etcd 3.4 can lose watch events
+        # around a compaction; a pass that finds nothing changed does nothing.
+        self.relist_s = relist_s
         self.loader = DesiredLoader(store)
         self.driver = driver
         self.metrics = metrics
@@ -64,6 +68,10 @@ class Agent:
         self._published: dict[StoreKey, dict[str, Any]] = {}
         self.last_error: str | None = None
         self.passes = 0
+        # The store revision the watch had reached, and the one the last applied pass had
+        # read at least up to (what a node reports as applied).
+        self.seen_revision = 0
+        self.applied_revision = 0
         self.healthy = False
         self.health = health
         self._last: tuple[Loaded, Compiled, Mapping[Key, str]] | None = None
@@ -86,6 +94,8 @@ class Agent:
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._dirty.wait(), RESYNC_CHECK_S)
+                if self._relist_due():
+                    self._dirty.set()
                 if not (
                     self._dirty.is_set() or self.driver.resync_needed() or self._port_retry_due()
                 ):
@@ -129,6 +139,12 @@ class Agent:
             async with self._publishing:
                 await self._publish(*self._last)
 
+    def _relist_due(self) -> bool:
+        return (
+            self.relist_s is not None
+            and asyncio.get_running_loop().time() - self._last_pass_end >= self.relist_s
+        )
+
     def _port_retry_due(self) -> bool:
         return (
             self._waiting_for_ports
@@ -151,20 +167,33 @@ class Agent:
                 return
 
     async def _watch(self) -> None:
-        revision = await self.store.revision()
+        revision: int | None = None
+        lost = False
         while True:
             try:
-                async for _event in self.store.watch(revision, kinds=WATCHED_KINDS):
-                    revision = _event.revision
+                if revision is None:
+                    revision = self.seen_revision = await self.store.revision()
+                if lost:
+                    # History was compacted away: the next pass reads everything afresh, and
+                    # changes nothing if that compiles to what runs.
+                    lost = False
                     self._dirty.set()
+                async for _event in self.store.watch(revision, kinds=WATCHED_KINDS):
+                    revision = self.seen_revision = _event.revision
+                    self._dirty.set()
+            except StoreClosedError:
+                return
             except CompactedError:
-                revision = await self.store.revision()
-                self._dirty.set()
+                revision, lost = None, True
+            except StoreError as exc:
+                log.warning("store watch failed; watching again", error=str(exc))
+                await asyncio.sleep(1.0)
 
     async def reconcile(self, *, runtime_only: bool = False) -> bool:
         """One pass; with `runtime_only`, only if it needs no reload. Returns False when it
         left the pass for later for that reason. Never raises for a bad resource; logs and
         reports instead."""
+        seen = self.seen_revision
         try:
             with self.metrics.reconcile_seconds.time(), _collector_paused():
                 loaded = await self.loader.load()
@@ -182,6 +211,7 @@ class Agent:
         finally:
             self._last_pass_end = asyncio.get_running_loop().time()
         self.passes += 1
+        self.applied_revision = max(self.applied_revision, seen)
         self.healthy = True
         self.last_error = None
         self.metrics.reconciles.labels(

@@ -17,7 +17,12 @@ from starlette.exceptions import HTTPException
 from meshgate import __version__
 from meshgate.api.bodies import BodyTooLargeError
 from meshgate.api.instances import instances_router
-from meshgate.api.resources import api_error, manifest_schemas, resources_router
+from meshgate.api.resources import (
+    StatusSource,
+    api_error,
+    manifest_schemas,
+    resources_router,
+)
 from meshgate.errors import ValidationFailed
 from meshgate.store import Store, StoreError
 
@@ -94,6 +99,7 @@ def create_app(
     token: str | None = None,
     readiness: Readiness | None = None,
     extra_routers: Sequence[APIRouter] = (),
+    statuses: StatusSource | None = None,
 ) -> FastAPI:
     """The API over `store`. `readiness` reports on the rest of the node (the agent) for
     /healthz; a result with `"ok": False` makes it 503. With `token`, the resource endpoints
@@ -119,7 +125,8 @@ def create_app(
     # Before the resource endpoints too: they would take ".../instances" for part of a name.
     app.include_router(instances_router(store), dependencies=dependencies)
     app.include_router(
-        resources_router(store, allow_raw_acl=allow_raw_acl), dependencies=dependencies
+        resources_router(store, allow_raw_acl=allow_raw_acl, statuses=statuses),
+        dependencies=dependencies,
     )
 
     @app.get("/healthz", tags=["health"], summary="Whether the API, store and agent are up")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
@@ -64,6 +65,27 @@ def api_error(status_code: int, message: str, path: str = "") -> HTTPException:
 def status_key(key: Key) -> Key:
     """Where the agent reports on the resource at `key`."""
     return Key(STATUS_PREFIX + key.kind, key.namespace, key.name)
+
+
+class StatusSource(Protocol):
+    """Where the API reads what the data plane reports on resources."""
+
+    async def one(self, key: Key) -> Record | None: ...
+
+    async def many(self, kind: str, namespace: str) -> dict[str, Record]: ...
+
+
+@dataclass
+class LocalStatuses:
+    """The one agent's reports, under `status.KIND` (`up`)."""
+
+    store: Store
+
+    async def one(self, key: Key) -> Record | None:
+        return await self.store.get(status_key(key))
+
+    async def many(self, kind: str, namespace: str) -> dict[str, Record]:
+        return {s.key.name: s for s in await self.store.list(STATUS_PREFIX + kind, namespace)}
 
 
 def present(record: Record, status: Record | None) -> dict[str, Any]:
@@ -195,9 +217,13 @@ def _inline_batch(documents: list[Any]) -> list[Any]:
     return inlined
 
 
-def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
-    """The resource endpoints over `store`."""
+def resources_router(
+    store: Store, *, allow_raw_acl: bool = False, statuses: StatusSource | None = None
+) -> APIRouter:
+    """The resource endpoints over `store`; status from `statuses` (default: the one
+    agent's)."""
     router = APIRouter(prefix="/api/v1", tags=["resources"])
+    reports: StatusSource = statuses or LocalStatuses(store)
     # Admission reads the stored gateways and then writes; serialising writes keeps two
     # requests from each passing the port check against a state the other is changing.
     write_lock = asyncio.Lock()
@@ -224,7 +250,7 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         return certificate_users((key.namespace, key.name), gateways, services)
 
     async def respond(record: Record, status_code: int = 200, **headers: str) -> JSONResponse:
-        status = await store.get(status_key(record.key))
+        status = await reports.one(record.key)
         return JSONResponse(
             present(record, status), status_code, headers={**_etag(record), **headers}
         )
@@ -281,8 +307,8 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         _singular(kind)
         where = _namespace(namespace) or DEFAULT_NAMESPACE
         records = await store.list(kind, where)
-        statuses = {s.key.name: s for s in await store.list(STATUS_PREFIX + kind, where)}
-        return {"items": [present(r, statuses.get(r.key.name)) for r in records]}
+        found = await reports.many(kind, where)
+        return {"items": [present(r, found.get(r.key.name)) for r in records]}
 
     @router.post(
         "/{kind}",

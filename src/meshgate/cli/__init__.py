@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from meshgate.cli.cluster import agent, server
 from meshgate.cli.common import Settings
 from meshgate.cli.demo import demo
 from meshgate.cli.instances import instances
@@ -30,7 +31,8 @@ def main(ctx: click.Context, server: str, token: str | None) -> None:
     ctx.obj = Settings(server=server, token=token or None)
 
 
-for command in (up, demo, apply, get, delete, instances, stats, validate, render, version):
+COMMANDS = (up, server, agent, demo, apply, get, delete, instances, stats, validate, render)
+for command in (*COMMANDS, version):
     main.add_command(command)
 
 __all__ = ["main"]

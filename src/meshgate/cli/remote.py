@@ -24,6 +24,8 @@ KIND_ALIASES = {
     "certificate": "certificates",
     "certificates": "certificates",
     "cert": "certificates",
+    "node": "nodes",
+    "nodes": "nodes",
 }
 SINGULAR = {"gateways": "gateway", "services": "service", "certificates": "certificate"}
 
@@ -38,7 +40,9 @@ class KindType(click.ParamType[str]):
     ) -> str:
         text = str(value).lower()
         if text not in KIND_ALIASES:
-            self.fail(f"{value!r} is not a kind; use gateways, services or certificates", param)
+            self.fail(
+                f"{value!r} is not a kind; use gateways, services, certificates or nodes", param
+            )
         return KIND_ALIASES[text]
 
 
@@ -94,7 +98,8 @@ def get(
         if name is None:
             items = client.list(kind, namespace=namespace)
             if not items and output == "table":
-                click.echo(f"no {kind} in namespace {namespace}", err=True)
+                where = "" if kind == "nodes" else f" in namespace {namespace}"
+                click.echo(f"no {kind}{where}", err=True)
                 return
             click.echo(render(kind, items, output))
         else:

@@ -1,0 +1,93 @@
+"""`meshgate agent`: one node of many. Its own HAProxy, fed from the shared etcd store exactly
+as `up` feeds it, reporting under its node name; on `--metrics`, its Prometheus metrics, stats
+and health."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from meshgate.agent.desired import Placement
+from meshgate.api.stats import stats_router
+from meshgate.metrics import metrics_router
+from meshgate.nodes.keys import status_prefix
+from meshgate.nodes.registration import Registration, instance_id
+from meshgate.store.etcd import EtcdStore
+from meshgate.store.target import EtcdTarget
+from meshgate.wiring import (
+    ApiServer,
+    DataPlane,
+    DataPlaneOptions,
+    build_data_plane,
+    run_until_stopped,
+)
+
+log = structlog.get_logger("meshgate.agent")
+
+# A pass without any event this often: etcd 3.4 can lose watch events around compactions.
+RELIST_S = 30.0
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    store: EtcdTarget
+    node: str
+    data_dir: Path
+    plane: DataPlaneOptions
+    address: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    metrics: tuple[str, int] | None = None
+
+
+def metrics_app(plane: DataPlane, store: EtcdStore) -> FastAPI:
+    """What an agent serves on `--metrics`: /metrics, its gateways' stats, /healthz."""
+    app = FastAPI(title="meshgate agent", docs_url=None, redoc_url=None)
+    app.include_router(metrics_router(plane.metrics))
+    app.include_router(stats_router(store, plane.stats))
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        report: dict[str, Any] = await plane.readiness()
+        return JSONResponse(report, 200 if report.get("ok") else 503)
+
+    return app
+
+
+async def run_agent(options: AgentOptions) -> None:
+    data_dir = options.data_dir.resolve()
+    store = await EtcdStore.open(options.store)
+    plane: DataPlane | None = None
+    try:
+        plane = build_data_plane(store, options.plane, status_prefix=status_prefix(options.node))
+        agent = plane.agent
+        labels = {**options.labels, "node": options.node}
+        agent.loader.placement = Placement(labels, options.address)
+        agent.relist_s = RELIST_S
+        registration = Registration(
+            store,
+            options.node,
+            options.address,
+            options.labels,
+            options.versions,
+            instance_id(data_dir),
+            applied_revision=lambda: agent.applied_revision,
+        )
+        await registration.register()
+        await plane.start()
+        servers = []
+        if options.metrics is not None:
+            servers.append(ApiServer(metrics_app(plane, store), *options.metrics))
+        work, *background = plane.work()
+        log.info("meshgate agent is up", node=options.node, address=options.address)
+        await run_until_stopped([work, registration.run()], background, servers)
+    finally:
+        if plane is not None:
+            await plane.stop()
+        await store.close()
+        log.info("meshgate agent stopped", node=options.node)

@@ -1,0 +1,49 @@
+"""`meshgate server`: the REST API over a shared etcd store, no HAProxy, no state of its own.
+Any number of servers may run against one store and answer alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from meshgate.api import create_app
+from meshgate.api.nodes import nodes_router
+from meshgate.nodes.view import NodeStatuses
+from meshgate.store.etcd import EtcdStore
+from meshgate.store.target import EtcdTarget
+from meshgate.wiring import ApiServer, run_until_stopped
+
+log = structlog.get_logger("meshgate.server")
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    store: EtcdTarget
+    api_host: str = "127.0.0.1"
+    api_port: int = 7700
+    allow_raw_acl: bool = False
+    token: str | None = None
+
+
+async def run_server(options: ServerOptions) -> None:
+    store = await EtcdStore.open(options.store)
+    try:
+        statuses = NodeStatuses(store)
+        app = create_app(
+            store,
+            allow_raw_acl=options.allow_raw_acl,
+            token=options.token,
+            extra_routers=[nodes_router(statuses)],
+            statuses=statuses,
+        )
+        server = ApiServer(app, options.api_host, options.api_port)
+        log.info(
+            "meshgate server is up",
+            api=f"http://{options.api_host}:{options.api_port}",
+            store=",".join(options.store.endpoints),
+        )
+        await run_until_stopped([], [], [server])
+    finally:
+        await store.close()
+        log.info("meshgate server stopped")

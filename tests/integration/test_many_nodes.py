@@ -1,0 +1,171 @@
+"""Many nodes: `meshgate server` and `meshgate agent` processes on a real etcd, serving real
+traffic on distinct loopback addresses (127.0.0.11, .12, ...)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.etcd_cluster import Cluster, etcd_cluster
+from tests.integration.cluster_helpers import Agent, Server, served_by, store_args, wait_for
+from tests.integration.conftest import Backends, free_port
+from tests.integration.test_routing import gateway, service
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with etcd_cluster(tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def store(etcd: Cluster) -> list[str]:
+    """`--store` arguments for a prefix of this test's own."""
+    return store_args(etcd, f"/meshgate-{uuid.uuid4().hex[:12]}/")
+
+
+class Mesh:
+    def __init__(self, root: Path, store: list[str]) -> None:
+        self.root = root
+        self.store = store
+        self.processes: list[Server | Agent] = []
+
+    def server(self) -> Server:
+        started = Server(self.root, self.store)
+        self.processes.append(started)
+        started.start()
+        return started
+
+    def agent(self, name: str, address: str, *extra: str) -> Agent:
+        started = Agent(self.root, self.store, name, address, *extra)
+        self.processes.append(started)
+        started.start()
+        return started
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+            if isinstance(process, Server):
+                process.api.close()
+
+
+@pytest.fixture
+def mesh(tmp_path: Path, store: list[str]) -> Iterator[Mesh]:
+    running = Mesh(tmp_path, store)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def ready(server: Server, *names: str) -> bool:
+    nodes = server.nodes()
+    return all(nodes.get(n, {}).get("status") == "Ready" for n in names)
+
+
+def test_agents_serve_what_the_server_stores(mesh: Mesh, backends: Backends) -> None:
+    server = mesh.server()
+    mesh.agent("a", "127.0.0.11", "--label", "zone=a")
+    mesh.agent("b", "127.0.0.12", "--label", "zone=b")
+    wait_for(lambda: ready(server, "a", "b"), 20, lambda: str(server.nodes()))
+
+    one, two = backends.start("one"), backends.start("two")
+    port, zoned = free_port(), free_port()
+    weights = {"svc-one": {"weight": "100%"}, "svc-two": {"weight": "0%"}}
+    server.apply(
+        service("svc-one", one),
+        service("svc-two", two),
+        gateway("everywhere", port, weights),
+        gateway("zone-b", zoned, {"svc-two": {}}, nodes={"zone": "b"}),
+    )
+    # Placement: every node, or the nodes whose labels match; status says which run it.
+    server.wait_applied("gateways", "everywhere", {"a", "b"})
+    server.wait_applied("gateways", "zone-b", {"b"})
+    status = server.get("gateways", "everywhere")["status"]
+    version = server.get("gateways", "everywhere")["version"]
+    assert status["nodes"]["a"] == {"version": version, "state": "serving", "error": None}
+
+    # `bind` defaults to each node's --address: one port, two nodes on one machine.
+    for address in ("127.0.0.11", "127.0.0.12"):
+        wait_for(lambda a=address: served_by(f"http://{a}:{port}/") == "one", 10)
+    wait_for(lambda: served_by(f"http://127.0.0.12:{zoned}/") == "two", 10)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.11:{zoned}/", timeout=3)
+
+    # A weight change reaches every node.
+    flipped = {"svc-one": {"weight": "0%"}, "svc-two": {"weight": "100%"}}
+    server.apply(gateway("everywhere", port, flipped))
+    for address in ("127.0.0.11", "127.0.0.12"):
+        wait_for(
+            lambda a=address: {served_by(f"http://{a}:{port}/") for _ in range(6)} == {"two"},
+            15,
+        )
+
+    nodes = server.nodes()
+    assert nodes["a"]["labels"] == {"zone": "a", "node": "a"}
+    assert nodes["b"]["address"] == "127.0.0.12"
+    assert nodes["a"]["applied_revision"] > 0
+    assert set(nodes["b"]["gateways"]) == {"default/everywhere", "default/zone-b"}
+    assert set(nodes["a"]["gateways"]) == {"default/everywhere"}
+
+    listing = subprocess.run(
+        [sys.executable, "-m", "meshgate", "--server", server.url, "get", "nodes"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    rows = {line.split()[0]: line.split() for line in listing.splitlines()[1:]}
+    assert rows["a"][1:3] == ["Ready", "127.0.0.11"]
+    assert rows["b"][1:3] == ["Ready", "127.0.0.12"]
+
+
+def test_a_dead_agent_is_not_ready_and_ready_when_back(mesh: Mesh, backends: Backends) -> None:
+    server = mesh.server()
+    a = mesh.agent("a", "127.0.0.11")
+    mesh.agent("b", "127.0.0.12")
+    wait_for(lambda: ready(server, "a", "b"), 20, lambda: str(server.nodes()))
+    one = backends.start("one")
+    port = free_port()
+    server.apply(service("svc", one), gateway("gw", port, {"svc": {}}))
+    server.wait_applied("gateways", "gw", {"a", "b"})
+    wait_for(lambda: served_by(f"http://127.0.0.12:{port}/") == "one", 10)
+
+    a.stop(signal.SIGKILL)
+    took = wait_for(lambda: server.nodes()["a"]["status"] == "NotReady", 20)
+    assert took < 15
+    assert server.nodes()["b"]["status"] == "Ready"
+    assert [served_by(f"http://127.0.0.12:{port}/") for _ in range(20)] == ["one"] * 20
+
+
+def test_bad_store_urls_and_a_name_in_use_exit_1(
+    mesh: Mesh, etcd: Cluster, store: list[str], tmp_path: Path
+) -> None:
+    base = ["--node", "x", "--data-dir", str(tmp_path / "x")]
+    wrong = Agent(tmp_path, [], "x", "127.0.0.13")
+    for args, message in [
+        (["--store", "http://127.0.0.1:2379"], "expected etcd://"),
+        (["--store", f"etcd://127.0.0.1:{free_port()}"], "no etcd member answers"),
+        (["--store", "etcds://127.0.0.1:2379", "--store-ca", "/nonexistent"], "--store-ca"),
+    ]:
+        wrong.args = ("agent", *args, *base)
+        result = wrong.run()
+        assert result.returncode == 1, result.stderr
+        assert message in result.stderr
+
+    mesh.agent("taken", "127.0.0.11")
+    server = mesh.server()
+    wait_for(lambda: ready(server, "taken"), 20)
+    second = Agent(tmp_path / "elsewhere", store, "taken", "127.0.0.12")
+    result = second.run()
+    assert result.returncode == 1
+    assert "another agent is live under this name" in result.stderr
