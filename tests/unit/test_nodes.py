@@ -1,0 +1,117 @@
+"""Many nodes, the pure parts: names and labels, placement, and status merged across nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from meshgate.agent.desired import Placement
+from meshgate.cli import main
+from meshgate.errors import ValidationFailed
+from meshgate.model import Gateway, validate_resource
+from meshgate.nodes.keys import check_node_name, node_status_key, parse_label
+from meshgate.nodes.view import merged_status, node_view
+from meshgate.store import Key
+
+
+def gateway(**extra: Any) -> Gateway:
+    found = validate_resource({"kind": "gateway", "name": "gw", "port": "8080/http", **extra})
+    assert isinstance(found, Gateway)
+    return found
+
+
+def test_node_names_and_labels() -> None:
+    assert check_node_name("edge-1") == "edge-1"
+    for bad in ("", "Edge", "-a", "a-", "a.b", "a/b", "x" * 64):
+        with pytest.raises(ValueError, match="is not a node name"):
+            check_node_name(bad)
+    assert parse_label("zone=eu-1") == ("zone", "eu-1")
+    assert parse_label("empty=") == ("empty", "")
+    for bad, message in [
+        ("novalue", "is not KEY=VALUE"),
+        ("=x", "label key"),
+        ("k=a b", "value"),
+        ("k=a\nfrontend x", "value"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_label(bad)
+
+
+def test_per_node_status_keys_sort_after_every_resource_kind() -> None:
+    """An agent's watch spans the resource kinds' keys only: no other node's reports."""
+    key = node_status_key("a", Key("gateways", "default", "gw"))
+    assert key == Key("status.node.a.gateways", "default", "gw")
+    assert all(key.kind > kind for kind in ("certificates", "gateways", "instances", "services"))
+
+
+def test_placement_by_labels_and_the_node_address() -> None:
+    node = Placement({"zone": "a", "node": "n1"}, "127.0.0.11")
+    placed = node.place(gateway())
+    assert placed is not None and placed.bind == "127.0.0.11"
+    assert node.place(gateway(nodes={"zone": "a"})) is not None
+    assert node.place(gateway(nodes={"zone": "b"})) is None
+    assert node.place(gateway(nodes={"zone": "a", "disk": "ssd"})) is None
+    explicit = node.place(gateway(bind="127.0.0.99"))
+    assert explicit is not None and explicit.bind == "127.0.0.99"
+    anywhere = Placement({"node": "n1"}).place(gateway())
+    assert anywhere is not None and anywhere.bind == "0.0.0.0"
+
+
+def test_bad_node_selectors_are_refused_with_the_field() -> None:
+    with pytest.raises(ValidationFailed) as failed:
+        validate_resource(
+            {"kind": "gateway", "name": "gw", "port": "8080/http", "nodes": {"zone": "a\nb"}}
+        )
+    assert failed.value.problems[0].path.startswith("nodes")
+
+
+def test_applied_only_when_every_ready_node_runs_the_version() -> None:
+    serving = {"applied_version": 7, "state": "serving", "errors": [], "routes": {"r": 1}}
+    behind = {**serving, "applied_version": 5}
+    refused = {"applied_version": 5, "state": "rejected", "errors": ["HAProxy rejected it: x"]}
+    both = merged_status({"a": serving, "b": serving}, ready={"a", "b"})
+    assert both["applied_version"] == 7 and both["routes"] == {"r": 1}
+    assert both["nodes"]["b"] == {"version": 7, "state": "serving", "error": None}
+    assert merged_status({"a": serving, "b": behind}, ready={"a", "b"})["applied_version"] is None
+    # A node that is down is shown, but does not hold the others' work back.
+    assert merged_status({"a": serving, "b": behind}, ready={"a"})["applied_version"] == 7
+    mixed = merged_status({"a": serving, "b": refused}, ready={"a", "b"})
+    assert mixed["applied_version"] is None
+    assert mixed["nodes"]["b"] == {
+        "version": 5,
+        "state": "rejected",
+        "error": "HAProxy rejected it: x",
+    }
+    assert merged_status({}, ready=set()) == {}
+
+
+def test_node_view() -> None:
+    record = {"name": "a", "address": "10.0.0.1", "labels": {"node": "a"}, "versions": {}}
+    alive = node_view(record, {"heartbeat": 1.0, "applied_revision": 9}, {})
+    assert (alive["status"], alive["applied_revision"]) == ("Ready", 9)
+    dead = node_view(record, None, {})
+    assert (dead["status"], dead["applied_revision"], dead["heartbeat"]) == ("NotReady", None, None)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--node", "Bad_Name"], "is not a node name"),
+        (["--node", "a", "--address", "nowhere"], "is not an IP address"),
+        (["--node", "a", "--label", "zone"], "is not KEY=VALUE"),
+        (["--node", "a", "--label", "node=b"], "'node' is every node's own name"),
+        (["--node", "a", "--metrics", "host:x"], "is not HOST:PORT"),
+    ],
+)
+def test_agent_options_are_checked(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["agent", "--store", "etcd://127.0.0.1:1", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_store_url_errors_exit_1() -> None:
+    result = CliRunner().invoke(main, ["server", "--store", "127.0.0.1:2379"])
+    assert result.exit_code == 1
+    assert "--store: expected etcd://" in result.output
