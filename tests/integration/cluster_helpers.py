@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 
 from tests.etcd_cluster import Cluster
+from tests.integration.conftest import Background
 from tests.integration.haproxy_helpers import free_port
 
 
@@ -136,3 +137,33 @@ def wait_for(
 def served_by(url: str) -> str:
     response = httpx.get(url, timeout=3)
     return response.text.strip() if response.status_code == 200 else str(response.status_code)
+
+
+class Traffic(Background):
+    """Requests to `urls` in turn, each on a fresh connection, while the block runs: counts of
+    answers by body, and of failures."""
+
+    def __init__(self, *urls: str) -> None:
+        super().__init__()
+        self.urls = urls
+        self.answers: dict[str, int] = {}
+        self.failures: list[str] = []
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            while self.running():
+                for url in self.urls:
+                    try:
+                        response = client.get(url)
+                    except httpx.HTTPError as exc:
+                        self.failures.append(f"{url}: {exc!r}")
+                        continue
+                    if response.status_code != 200:
+                        self.failures.append(f"{url}: HTTP {response.status_code}")
+                    body = response.text.strip()
+                    self.answers[body] = self.answers.get(body, 0) + 1
+                time.sleep(0.01)
+
+    @property
+    def total(self) -> int:
+        return sum(self.answers.values()) + len(self.failures)

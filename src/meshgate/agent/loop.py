@@ -82,6 +82,7 @@ class Agent:
         # Status is published after a pass and when instance health changes; one at a time,
         # so an older view can never be written over a newer one.
         self._publishing = asyncio.Lock()
+        self._publish_due = False  # the last status write failed
 
     async def run(self) -> None:
         """Reconcile now and on every change, until cancelled."""
@@ -96,6 +97,9 @@ class Agent:
                     await asyncio.wait_for(self._dirty.wait(), RESYNC_CHECK_S)
                 if self._relist_due():
                     self._dirty.set()
+                if self._publish_due and not self._dirty.is_set():
+                    self._publish_due = False
+                    await self.republish()
                 if not (
                     self._dirty.is_set() or self.driver.resync_needed() or self._port_retry_due()
                 ):
@@ -183,7 +187,8 @@ class Agent:
                     self._dirty.set()
             except StoreClosedError:
                 return
-            except CompactedError:
+            except CompactedError as exc:
+                log.warning("store history compacted; listing afresh", error=str(exc))
                 revision, lost = None, True
             except StoreError as exc:
                 log.warning("store watch failed; watching again", error=str(exc))
@@ -231,6 +236,28 @@ class Agent:
         async with self._publishing:
             await self._publish(loaded, compiled, rejected)
         return True
+
+    async def _publish(
+        self, loaded: Loaded, compiled: Compiled, rejected: Mapping[Key, str]
+    ) -> None:
+        """Write what changed in the status; when the store cannot take it now (a shared store
+        that is down), keep serving and write it all again on the next check."""
+        ops = self._status_ops(loaded, compiled, rejected)
+        if not ops:
+            return
+        try:
+            await self.store.commit(ops)
+        except StoreError as exc:
+            if isinstance(exc, StoreClosedError):
+                raise
+            log.warning("status not written; will retry", error=str(exc))
+            # What landed is unknown: writes are made again, deletes stay due.
+            for op in ops:
+                if isinstance(op, Put):
+                    self._published.pop(op.key, None)
+                else:
+                    self._published[op.key] = {}
+            self._publish_due = True
 
     async def _compile_checked(
         self, state: DesiredState, *, runtime_only: bool = False
@@ -284,9 +311,10 @@ class Agent:
         self.metrics.rejected.inc(len(rejected))
         return compiled, rejected, plan(running, compiled.dataplane)
 
-    async def _publish(
+    def _status_ops(
         self, loaded: Loaded, compiled: Compiled, rejected: Mapping[Key, str]
-    ) -> None:
+    ) -> list[Put | Delete]:
+        """The writes that bring the published status up to date (only what changed)."""
         ops: list[Put | Delete] = []
         served = 0
         for key, version in loaded.gateway_versions.items():
@@ -342,8 +370,7 @@ class Agent:
             del self._published[stale]
         self.metrics.gateways.labels("serving").set(served)
         self.metrics.gateways.labels("rejected").set(len(loaded.gateway_versions) - served)
-        if ops:
-            await self.store.commit(ops)
+        return ops
 
     def _status_kind(self, kind: str) -> str:
         return f"{self.status_prefix}.{kind}"

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 _TIMEOUT_SECONDS = 5.0
 _BACKOFF_FIRST_SECONDS = 0.1
 _BACKOFF_MAX_SECONDS = 3.0
+_READS = frozenset({"/v3/kv/range", "/v3/lease/keepalive"})
 _GRPC_NOT_FOUND = 5
 _GRPC_UNAVAILABLE = 14
 
@@ -186,6 +187,9 @@ class EtcdStore:
         return revision, wire.txn_results(ops, reply, revision)
 
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`path` on the member that answered last, else the next. A read also moves on from
+        a member that answers but cannot serve (stopping, or cut off from the leader); a
+        write is not sent twice."""
         if self._closed:
             raise StoreClosedError("store is closed")
         failures = []
@@ -203,8 +207,15 @@ class EtcdStore:
                 # A TLS alert may surface raw, when the server refuses our certificate late.
                 reason = _reason(exc, self._target.tls)
                 raise StoreUnavailableError(f"etcd at {endpoint}: {reason}") from exc
+            try:
+                reply = _reply(endpoint, response)
+            except StoreUnavailableError as exc:
+                if path not in _READS:
+                    raise
+                failures.append(str(exc))
+                continue
             self._preferred = index
-            return _reply(endpoint, response)
+            return reply
         raise StoreUnavailableError("no etcd member answers: " + "; ".join(failures))
 
     async def _watch(self, after: int, kinds: frozenset[str] | None) -> AsyncIterator[WatchEvent]:
@@ -330,6 +341,8 @@ def _error(endpoint: str, body: Any) -> StoreError:
     code = body.get("code") or body.get("grpc_code")
     if code == _GRPC_NOT_FOUND:
         return NotFoundError(message)
-    if code == _GRPC_UNAVAILABLE or "no leader" in message or "timed out" in message:
+    if code == _GRPC_UNAVAILABLE or any(
+        sign in message for sign in ("no leader", "timed out", "closing", "leader changed")
+    ):
         return StoreUnavailableError(f"etcd at {endpoint}: {message}")
     return StoreError(f"etcd at {endpoint}: {message}")
