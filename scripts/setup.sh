@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 packages=(haproxy python3-venv curl)
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(wrk nginx-light dnsmasq-base nghttp2-client openssl valgrind etcd-server etcd-client)
+    packages+=(wrk nginx-light dnsmasq-base nghttp2-client openssl valgrind chromium)
+    packages+=(etcd-server etcd-client)
 fi
 missing=()
 for package in "${packages[@]}"; do

@@ -131,6 +131,26 @@ class MeshgateClient:
         stats: dict[str, Any] = response.json()
         return stats
 
+    def compare(
+        self, gateway: str, *, window: str = "5m", namespace: str = "default"
+    ) -> dict[str, Any]:
+        """GET /api/v1/gateways/{name}/compare: per-route figures and a verdict per pair."""
+        path = f"{_name_path('gateways', gateway)}/compare"
+        response = self._request("GET", path, params={"namespace": namespace, "window": window})
+        _json(response, "pairs")
+        comparison: dict[str, Any] = response.json()
+        return comparison
+
+    def rollout_command(
+        self, name: str, action: str, *, namespace: str = "default"
+    ) -> dict[str, Any]:
+        """POST /api/v1/rollouts/{name}/{pause|resume|abort}: the rollout's new status."""
+        path = f"{_name_path('rollouts', name)}/{action}"
+        response = self._request("POST", path, params={"namespace": namespace})
+        _json(response, "phase")
+        status: dict[str, Any] = response.json()
+        return status
+
     def delete(self, kind: str, name: str, *, namespace: str = "default") -> None:
         self._request("DELETE", _name_path(kind, name), params={"namespace": namespace})
 

@@ -10,11 +10,19 @@ from pathlib import Path
 import structlog
 
 from meshgate.api import create_app
+from meshgate.api.graph import graph_router
+from meshgate.api.rollouts import rollouts_router
 from meshgate.api.stats import stats_router
 from meshgate.certificate_files import inline_document
 from meshgate.metrics import metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
+from meshgate.rollouts.analytics import RouteAnalytics
+from meshgate.rollouts.controller import RolloutController
+from meshgate.rollouts.readings import Reading
+from meshgate.rollouts.source import AllRoutes, gateway_readings
+from meshgate.stats.collector import StatsCollector
 from meshgate.store import Key, Put, SqliteStore, Store
+from meshgate.ui import mount_ui
 from meshgate.watchdir.poller import ManifestDirWatcher
 from meshgate.wiring import ApiServer, DataPlaneOptions, build_data_plane, run_until_stopped
 
@@ -38,6 +46,7 @@ class NodeOptions:
     access_log: str | None = None  # a file, or "-" for stdout: one JSON object per request
     watch: Path | None = None  # a manifest directory applied as its files change
     dns_server: str | None = None  # "IP[:PORT]" for services' dns: names; else the system's
+    anomaly_window_s: float = 10.0  # route anomalies are judged on windows this long
 
 
 def manifest_files(paths: Sequence[Path]) -> list[Path]:
@@ -96,6 +105,8 @@ async def run_node(options: NodeOptions) -> None:
     (data_dir / "run").mkdir(parents=True, exist_ok=True)
     store = await SqliteStore.open(private_file(data_dir / "store.db"))
     plane = build_data_plane(store, data_plane_options(options, data_dir))
+    analytics, rollouts = _rollouts(store, plane.stats, options)
+    plane.metrics.registry.register(analytics)
     try:
         await plane.start()
         if options.manifests:
@@ -108,10 +119,17 @@ async def run_node(options: NodeOptions) -> None:
             allow_raw_acl=options.allow_raw_acl,
             token=options.token,
             readiness=plane.readiness,
-            extra_routers=[metrics_router(plane.metrics), stats_router(store, plane.stats)],
+            extra_routers=[
+                metrics_router(plane.metrics),
+                stats_router(store, plane.stats),
+                rollouts_router(store, rollouts, plane.stats, analytics),
+                graph_router(store, plane.stats, analytics),
+            ],
         )
+        mount_ui(app)
         server = ApiServer(app, options.api_host, options.api_port)
         agent, *background = plane.work()
+        background += [analytics.run(), rollouts.run()]
         if options.watch is not None:
             watcher = ManifestDirWatcher(store, options.watch, allow_raw_acl=options.allow_raw_acl)
             background.append(watcher.run())
@@ -121,3 +139,16 @@ async def run_node(options: NodeOptions) -> None:
         await plane.stop()
         await store.close()
         log.info("meshgate stopped")
+
+
+def _rollouts(
+    store: Store, stats: StatsCollector, options: NodeOptions
+) -> tuple[RouteAnalytics, RolloutController]:
+    """Route analytics (windows, anomalies) and the rollouts judged by them."""
+    analytics = RouteAnalytics(AllRoutes(stats).read, window_s=options.anomaly_window_s)
+
+    async def read_routes(namespace: str, gateway: str) -> dict[str, Reading]:
+        return await gateway_readings(stats, namespace, gateway)
+
+    controller = RolloutController(store, read_routes, anomaly=analytics.open_anomaly)
+    return analytics, controller

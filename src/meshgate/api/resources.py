@@ -39,12 +39,18 @@ from meshgate.model import (
     validate_resource,
 )
 from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
+from meshgate.model.rollout import Rollout, rollout_problems
 from meshgate.store import ConflictError, Delete, Key, Put, Record, Store
 
-KINDS = {"gateways": "gateway", "services": "service", "certificates": "certificate"}
+KINDS = {
+    "gateways": "gateway",
+    "services": "service",
+    "certificates": "certificate",
+    "rollouts": "rollout",
+}
 STATUS_PREFIX = "status."
 
-KindParam = Annotated[str, Path(description="gateways, services or certificates")]
+KindParam = Annotated[str, Path(description="gateways, services, certificates or rollouts")]
 NameParam = Annotated[
     str, Path(description="resource name; URL-encode it, since names contain '/' and ':'")
 ]
@@ -167,7 +173,7 @@ def _location(kind: str, record: Record) -> str:
 def manifest_schemas() -> dict[str, Any]:
     """JSON schemas of the manifest models, for the OpenAPI document's `components.schemas`."""
     schemas: dict[str, Any] = {}
-    for model in (Gateway, Service, Certificate):
+    for model in (Gateway, Service, Certificate, Rollout):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -179,6 +185,7 @@ _MANIFEST = {
         {"$ref": "#/components/schemas/Gateway"},
         {"$ref": "#/components/schemas/Service"},
         {"$ref": "#/components/schemas/Certificate"},
+        {"$ref": "#/components/schemas/Rollout"},
     ]
 }
 _ONE_DOCUMENT = {
@@ -249,6 +256,31 @@ def resources_router(
         gateways = stored_gateways(await store.list("gateways", key.namespace))
         return certificate_users((key.namespace, key.name), gateways, services)
 
+    async def check_rollouts(written: list[tuple[str, Resource]]) -> None:
+        """Rollouts must drive an existing gateway's route, one rollout per gateway. `written`
+        holds (error path prefix, resource) of everything written together."""
+        rollouts = [(prefix, r) for prefix, r in written if isinstance(r, Rollout)]
+        if not rollouts:
+            return
+        keys = {resource_key(r) for _, r in written}
+        gateways = {(g.namespace, g.name): g for g in stored_gateways(await store.list("gateways"))}
+        gateways.update({(r.namespace, r.name): r for _, r in written if isinstance(r, Gateway)})
+        others = [r for _, r in rollouts]
+        for record in await store.list("rollouts"):
+            try:
+                stored = validate_resource(record.value, kind="rollout")
+            except ValidationFailed:
+                continue  # no longer valid: it drives nothing
+            if isinstance(stored, Rollout) and resource_key(stored) not in keys:
+                others.append(stored)
+        problems = []
+        for prefix, rollout in rollouts:
+            for problem in rollout_problems(rollout, gateways, others):
+                path = f"{prefix}.{problem.path}" if prefix else problem.path
+                problems.append(Problem(path, problem.message))
+        if problems:
+            raise ValidationFailed(problems)
+
     async def respond(record: Record, status_code: int = 200, **headers: str) -> JSONResponse:
         status = await reports.one(record.key)
         return JSONResponse(
@@ -271,6 +303,7 @@ def resources_router(
                 allow_raw_acl=allow_raw_acl,
                 certificates=await certificates_in_store(),
             )
+            await check_rollouts([(f"documents.{i}", r) for i, r in enumerate(resources)])
             ops: list[Put] = []
             outcomes: list[tuple[Resource, int | None, str]] = []
             for resource in resources:
@@ -334,6 +367,7 @@ def resources_router(
                 allow_raw_acl=allow_raw_acl,
                 certificates=await certificates_in_store(),
             )
+            await check_rollouts([("", resource)])
             key = Key(*resource_key(resource))
             try:
                 record = await store.put(key, to_document(resource), expect_revision=0)
@@ -379,6 +413,7 @@ def resources_router(
                 allow_raw_acl=allow_raw_acl,
                 certificates=await certificates_in_store(),
             )
+            await check_rollouts([("", resource)])
             key = Key(*resource_key(resource))
             current = await store.get(key)
             _check_version(expected, current, _describe(resource))

@@ -10,6 +10,7 @@ from meshgate.cli.demo import demo
 from meshgate.cli.instances import instances
 from meshgate.cli.local import render, up, validate, version
 from meshgate.cli.remote import apply, delete, get
+from meshgate.cli.rollout import rollout
 from meshgate.cli.stats import stats
 from meshgate.client import DEFAULT_SERVER
 
@@ -31,8 +32,10 @@ def main(ctx: click.Context, server: str, token: str | None) -> None:
     ctx.obj = Settings(server=server, token=token or None)
 
 
-COMMANDS = (up, server, agent, demo, apply, get, delete, instances, stats, validate, render)
-for command in (*COMMANDS, version):
+for command in (
+    up, server, agent, demo, apply, get, delete, instances, stats, rollout, validate, render,
+    version,
+):  # fmt: skip
     main.add_command(command)
 
 __all__ = ["main"]

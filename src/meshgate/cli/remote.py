@@ -26,8 +26,15 @@ KIND_ALIASES = {
     "cert": "certificates",
     "node": "nodes",
     "nodes": "nodes",
+    "rollout": "rollouts",
+    "rollouts": "rollouts",
 }
-SINGULAR = {"gateways": "gateway", "services": "service", "certificates": "certificate"}
+SINGULAR = {
+    "gateways": "gateway",
+    "services": "service",
+    "certificates": "certificate",
+    "rollouts": "rollout",
+}
 
 
 class KindType(click.ParamType[str]):
@@ -40,9 +47,8 @@ class KindType(click.ParamType[str]):
     ) -> str:
         text = str(value).lower()
         if text not in KIND_ALIASES:
-            self.fail(
-                f"{value!r} is not a kind; use gateways, services, certificates or nodes", param
-            )
+            kinds = "gateways, services, certificates, rollouts or nodes"
+            self.fail(f"{value!r} is not a kind; use {kinds}", param)
         return KIND_ALIASES[text]
 
 
