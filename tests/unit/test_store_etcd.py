@@ -11,7 +11,7 @@ import pytest
 
 from meshgate.store import Key
 from meshgate.store.etcd import EtcdStore, StoreUnavailableError
-from meshgate.store.etcd_wire import prefix_end
+from meshgate.store.etcd_wire import Layout, prefix_end, watch_range
 from meshgate.store.target import StoreUrlError, parse_etcd_url
 from tests.etcd_cluster import TlsFiles, etcd_cluster
 from tests.integration.haproxy_helpers import free_port
@@ -63,6 +63,14 @@ def test_tls_files_must_fit_the_url(tmp_path: Path) -> None:
         parse_etcd_url("etcds://127.0.0.1:2379", ca=tmp_path / "missing.pem")
     with pytest.raises(StoreUrlError, match="--store-prefix"):
         parse_etcd_url("etcd://127.0.0.1:2379", prefix="meshgate")
+
+
+def test_a_watch_of_some_kinds_spans_only_their_keys() -> None:
+    layout = Layout("/m/")
+    start, end = watch_range(layout, ["services", "gateways", "instances", "certificates"])
+    assert (start, end) == (b"/m/certificates/", b"/m/services0")
+    assert not start <= b"/m/status.heartbeats/cluster/a" < end
+    assert watch_range(layout, None) == (b"/m/", b"/m0")
 
 
 def test_prefix_end() -> None:

@@ -246,7 +246,7 @@ class EtcdStore:
             while not self._closed:
                 endpoint = self.endpoints[self._preferred % len(self.endpoints)]
                 try:
-                    async for result in self._stream(endpoint, after):
+                    async for result in self._stream(endpoint, after, kinds):
                         backoff = _BACKOFF_FIRST_SECONDS
                         if result.get("canceled"):
                             compacted = wire.as_int(result.get("compact_revision"))
@@ -276,8 +276,10 @@ class EtcdStore:
         finally:
             queue.put_nowait(None)
 
-    async def _stream(self, endpoint: str, after: int) -> AsyncIterator[dict[str, Any]]:
-        body = wire.watch_body(self._layout, after)
+    async def _stream(
+        self, endpoint: str, after: int, kinds: frozenset[str] | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        body = wire.watch_body(self._layout, after, kinds)
         timeout = httpx.Timeout(_TIMEOUT_SECONDS, read=None)
         async with self._client.stream(
             "POST", endpoint + "/v3/watch", json=body, timeout=timeout

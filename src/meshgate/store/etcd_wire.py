@@ -175,8 +175,19 @@ def txn_results(ops: Sequence[Op], reply: dict[str, Any], revision: int) -> list
     return results
 
 
-def watch_body(layout: Layout, after: int) -> dict[str, Any]:
-    start, end = layout.range_of(None, None)
+def watch_range(layout: Layout, kinds: Collection[str] | None) -> tuple[bytes, bytes]:
+    """The one key range that holds every kind of `kinds` (all of meshgate's keys for None):
+    from the first kind to the end of the last, so keys of kinds sorting outside it (the
+    nodes' `status...` keys, for an agent's resource watch) never reach the watcher."""
+    if not kinds:
+        return layout.range_of(None, None)
+    first, _ = layout.range_of(min(kinds), None)
+    _, end = layout.range_of(max(kinds), None)
+    return first, end
+
+
+def watch_body(layout: Layout, after: int, kinds: Collection[str] | None = None) -> dict[str, Any]:
+    start, end = watch_range(layout, kinds)
     return {
         "create_request": {
             "key": b64(start),
