@@ -59,6 +59,16 @@ def metrics_app(plane: DataPlane, store: EtcdStore) -> FastAPI:
     return app
 
 
+def metrics_url(options: AgentOptions) -> str | None:
+    """Where servers reach `--metrics`: a wildcard host means the node's address."""
+    if options.metrics is None:
+        return None
+    host, port = options.metrics
+    if host in ("0.0.0.0", "::"):
+        host = options.address or "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 async def run_agent(options: AgentOptions) -> None:
     data_dir = options.data_dir.resolve()
     store = await EtcdStore.open(options.store)
@@ -77,6 +87,7 @@ async def run_agent(options: AgentOptions) -> None:
             options.versions,
             instance_id(data_dir),
             applied_revision=lambda: agent.applied_revision,
+            metrics=metrics_url(options),
         )
         await registration.register()
         await plane.start()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import structlog
 
 from meshgate.api import create_app
+from meshgate.api.cluster_stats import cluster_stats_router
 from meshgate.api.nodes import nodes_router
 from meshgate.nodes.view import NodeStatuses
 from meshgate.store.etcd import EtcdStore
@@ -34,7 +35,7 @@ async def run_server(options: ServerOptions) -> None:
             store,
             allow_raw_acl=options.allow_raw_acl,
             token=options.token,
-            extra_routers=[nodes_router(statuses)],
+            extra_routers=[nodes_router(statuses), cluster_stats_router(store, statuses)],
             statuses=statuses,
         )
         server = ApiServer(app, options.api_host, options.api_port)

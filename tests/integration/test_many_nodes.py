@@ -169,3 +169,42 @@ def test_bad_store_urls_and_a_name_in_use_exit_1(
     result = second.run()
     assert result.returncode == 1
     assert "another agent is live under this name" in result.stderr
+
+
+def test_stats_from_any_server_cover_every_node(mesh: Mesh, backends: Backends) -> None:
+    first, second = mesh.server(), mesh.server()
+    metrics = {name: free_port() for name in ("a", "b")}
+    mesh.agent("a", "127.0.0.11", "--metrics", f"127.0.0.1:{metrics['a']}")
+    mesh.agent("b", "127.0.0.12", "--metrics", f"127.0.0.1:{metrics['b']}")
+    wait_for(lambda: ready(first, "a", "b"), 20, lambda: str(first.nodes()))
+    one = backends.start("one")
+    port = free_port()
+    first.apply(service("svc", one), gateway("gw", port, {"svc": {}}))
+    first.wait_applied("gateways", "gw", {"a", "b"})
+    sent = {"a": 30, "b": 12}
+    for address in ("127.0.0.11", "127.0.0.12"):
+        wait_for(lambda h=address: served_by(f"http://{h}:{port}/") == "one", 10)
+    base = {
+        name: httpx.get(
+            f"http://127.0.0.1:{metrics[name]}/api/v1/gateways/gw/stats", timeout=5
+        ).json()["routes"]["svc"]["requests"]
+        for name in sent
+    }
+    for name, address in (("a", "127.0.0.11"), ("b", "127.0.0.12")):
+        for _ in range(sent[name]):
+            assert served_by(f"http://{address}:{port}/") == "one"
+
+    def merged_counts() -> bool:
+        stats = second.api.get("/api/v1/gateways/gw/stats").json()
+        per_node = {n: r["svc"]["requests"] - base[n] for n, r in stats["nodes"].items()}
+        total = stats["routes"]["svc"]["requests"]
+        return per_node == sent and total == sum(base.values()) + sum(sent.values())
+
+    wait_for(merged_counts, 15, lambda: str(second.api.get("/api/v1/gateways/gw/stats").json()))
+    stats = first.api.get("/api/v1/gateways/gw/stats").json()
+    assert stats["unreachable"] == {}
+    assert stats["routes"]["svc"]["latency_ms"]["p99"] is not None
+    assert stats["routes"]["svc"]["instances"][0]["nodes"] == {"a": "UP", "b": "UP"}
+    exposition = httpx.get(f"http://127.0.0.1:{metrics['a']}/metrics", timeout=5).text
+    assert 'gateway="gw"' in exposition
+    assert second.api.get("/api/v1/gateways/nope/stats").status_code == 404

@@ -12,7 +12,9 @@ from meshgate.cli import main
 from meshgate.errors import ValidationFailed
 from meshgate.model import Gateway, validate_resource
 from meshgate.nodes.keys import check_node_name, node_status_key, parse_label
+from meshgate.nodes.stats import merge_gateway_stats
 from meshgate.nodes.view import merged_status, node_view
+from meshgate.stats.histogram import Histogram, from_sparse, summary, to_sparse
 from meshgate.store import Key
 
 
@@ -115,3 +117,63 @@ def test_store_url_errors_exit_1() -> None:
     result = CliRunner().invoke(main, ["server", "--store", "127.0.0.1:2379"])
     assert result.exit_code == 1
     assert "--store: expected etcd://" in result.output
+
+
+def node_stats(requests: int, latencies: list[int], status: str = "UP") -> dict[str, Any]:
+    histogram = Histogram()
+    for ms in latencies:
+        histogram.record(ms)
+    return {
+        "routes": {
+            "svc": {
+                "requests": requests,
+                "rate": 1.5,
+                "responses": {"2xx": requests - 1, "5xx": 1},
+                "active": 1,
+                "bytes_in": 10,
+                "bytes_out": 100,
+                "latency_ms": summary(histogram),
+                "latency_histogram": to_sparse(histogram),
+                "instances": [
+                    {"id": "i1", "address": "10.0.0.1", "port": 80, "requests": requests,
+                     "status": status},
+                ],
+            }
+        }
+    }  # fmt: skip
+
+
+def test_stats_across_nodes_add_up_and_merge_percentiles() -> None:
+    fast, slow = [1] * 90, [100] * 10
+    merged = merge_gateway_stats(
+        "default", "gw", {"a": node_stats(90, fast), "b": node_stats(10, slow, "DOWN")}
+    )
+    route = merged["routes"]["svc"]
+    assert (route["requests"], route["bytes_out"], route["active"]) == (100, 200, 2)
+    assert route["responses"] == {"2xx": 98, "5xx": 2}
+    assert route["rate"] == 3.0
+    # From the merged histogram: p50 is 1 ms, p99 100 ms. Averaging the nodes' p99 (1 and
+    # 100) would say about 50.
+    assert (route["latency_ms"]["p50"], route["latency_ms"]["p99"]) == (1, 100)
+    assert route["latency_ms"]["avg"] == round((90 * 1 + 10 * 100) / 100, 1)
+    (instance,) = route["instances"]
+    assert instance["requests"] == 100
+    assert (instance["status"], instance["nodes"]) == ("DOWN", {"a": "UP", "b": "DOWN"})
+    assert merged["nodes"]["a"]["svc"]["requests"] == 90
+    assert "latency_histogram" not in merged["nodes"]["a"]["svc"]
+
+
+def test_histograms_travel_as_sparse_json() -> None:
+    histogram = Histogram()
+    for ms in (0, 3, 3, 250, 200_000):
+        histogram.record(ms)
+    back = from_sparse(to_sparse(histogram))
+    assert (back.counts, back.count, back.sum, back.max) == (
+        histogram.counts,
+        histogram.count,
+        histogram.sum,
+        histogram.max,
+    )
+    for bad in (None, {"buckets": {"-1": 1}, "sum": 0, "max": 0}, {"buckets": {"0": "x"}}):
+        with pytest.raises(ValueError):
+            from_sparse(bad)

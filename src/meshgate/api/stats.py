@@ -31,7 +31,13 @@ def stats_router(store: Store, stats: StatsCollector) -> APIRouter:
         "/gateways/{name:path}/stats",
         summary="Per-route requests, response classes, rate, latency percentiles, instances",
     )
-    async def gateway_stats(name: NameParam, namespace: NamespaceParam = None) -> dict[str, Any]:
+    async def gateway_stats(
+        name: NameParam,
+        namespace: NamespaceParam = None,
+        histograms: Annotated[
+            bool, Query(description="add each route's latency histogram (for merging)")
+        ] = False,
+    ) -> dict[str, Any]:
         try:
             space = check_namespace(namespace) if namespace is not None else DEFAULT_NAMESPACE
         except ValueError as exc:
@@ -45,7 +51,13 @@ def stats_router(store: Store, stats: StatsCollector) -> APIRouter:
         snapshot = await stats.refresh()
         logged = stats.keeper.fraction if stats.keeper else 1.0
         return view.gateway_stats(
-            stats.dataplane(), snapshot, stats.latency, space, name, logged=logged
+            stats.dataplane(),
+            snapshot,
+            stats.latency,
+            space,
+            name,
+            logged=logged,
+            histograms=histograms,
         )
 
     return router

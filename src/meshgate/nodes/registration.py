@@ -57,6 +57,7 @@ class Registration:
     versions: dict[str, str]
     instance: str
     applied_revision: Callable[[], int] = lambda: 0
+    metrics: str | None = None  # the agent's --metrics base URL, where servers read its stats
     lease: int | None = field(default=None, init=False)
     _started: float = field(default_factory=time.time, init=False)
 
@@ -66,6 +67,7 @@ class Registration:
             "address": self.address,
             "labels": {**self.labels, "node": self.name},
             "versions": self.versions,
+            "metrics": self.metrics,
         }
 
     def heartbeat(self) -> dict[str, Any]:

@@ -1,0 +1,69 @@
+"""`GET /api/v1/gateways/{name}/stats` on `meshgate server`: the gateway's stats from every
+Ready node that serves `--metrics`, merged (`nodes.stats`), with a per-node breakdown."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from fastapi import APIRouter
+
+from meshgate.api.resources import api_error
+from meshgate.api.stats import NameParam, NamespaceParam
+from meshgate.errors import Problem, ValidationFailed
+from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
+from meshgate.nodes.stats import merge_gateway_stats
+from meshgate.nodes.view import NodeStatuses
+from meshgate.store import Key, Store
+
+FETCH_TIMEOUT_S = 3.0
+
+
+def cluster_stats_router(store: Store, nodes: NodeStatuses) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["stats"])
+
+    @router.get(
+        "/gateways/{name:path}/stats",
+        summary="Per-route stats summed over the nodes (percentiles from merged histograms), "
+        "with each node's own under `nodes`",
+    )
+    async def gateway_stats(name: NameParam, namespace: NamespaceParam = None) -> dict[str, Any]:
+        try:
+            space = check_namespace(namespace) if namespace is not None else DEFAULT_NAMESPACE
+        except ValueError as exc:
+            raise ValidationFailed([Problem("namespace", str(exc))]) from None
+        try:
+            key = Key("gateways", space, name)
+        except ValueError:
+            key = None
+        if key is None or await store.get(key) is None:
+            raise api_error(404, f"gateway {space}/{name} not found")
+        records, ready = await nodes.nodes()
+        endpoints = {
+            r.key.name: str(r.value["metrics"])
+            for r in records
+            if r.key.name in ready and r.value.get("metrics")
+        }
+        path = f"/api/v1/gateways/{quote(name, safe='')}/stats"
+        params = {"namespace": space, "histograms": "true"}
+        async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, trust_env=False) as client:
+            answers = await asyncio.gather(
+                *(client.get(url + path, params=params) for url in endpoints.values()),
+                return_exceptions=True,
+            )
+        per_node: dict[str, dict[str, Any]] = {}
+        unreachable: dict[str, str] = {}
+        for node, answer in zip(endpoints, answers, strict=True):
+            if isinstance(answer, BaseException):
+                unreachable[node] = str(answer) or type(answer).__name__
+            elif answer.status_code != 200:
+                unreachable[node] = f"HTTP {answer.status_code}"
+            else:
+                per_node[node] = answer.json()
+        merged = merge_gateway_stats(space, name, per_node)
+        merged["unreachable"] = unreachable
+        return merged
+
+    return router
