@@ -236,12 +236,12 @@ def run_mesh(
             "bytes": (after["bytes"] - before["bytes"]) / changes,
         }
         shared = free_port()
-        for start in range(0, gateways, 200):
+        for start in range(0, gateways, 100):  # etcd takes at most 128 ops a transaction
             apply(
                 mesh.api,
                 [
                     gateway(f"vh-{i}", shared, {"svc-one": {}}, virtual_hosts=[f"vh{i}.bench"])
-                    for i in range(start, min(gateways, start + 200))
+                    for i in range(start, min(gateways, start + 100))
                 ],
             )
         wanted = gateways + 2 + rounds  # vh-*, gw, new-*

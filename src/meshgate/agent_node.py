@@ -16,7 +16,9 @@ from meshgate.agent.desired import Placement
 from meshgate.api.stats import stats_router
 from meshgate.metrics import metrics_router
 from meshgate.nodes.keys import status_prefix
+from meshgate.nodes.readings import reading_to_json
 from meshgate.nodes.registration import Registration, instance_id
+from meshgate.rollouts.source import gateway_readings
 from meshgate.store.etcd import EtcdStore
 from meshgate.store.target import EtcdTarget
 from meshgate.wiring import (
@@ -46,10 +48,16 @@ class AgentOptions:
 
 
 def metrics_app(plane: DataPlane, store: EtcdStore) -> FastAPI:
-    """What an agent serves on `--metrics`: /metrics, its gateways' stats, /healthz."""
+    """What an agent serves on `--metrics`: /metrics, its gateways' stats and rollout
+    readings (for servers), /healthz."""
     app = FastAPI(title="meshgate agent", docs_url=None, redoc_url=None)
     app.include_router(metrics_router(plane.metrics))
     app.include_router(stats_router(store, plane.stats))
+
+    @app.get("/api/v1/gateways/{name:path}/readings", include_in_schema=False)
+    async def readings(name: str, namespace: str = "default") -> dict[str, Any]:
+        found = await gateway_readings(plane.stats, namespace, name)
+        return {route: reading_to_json(reading) for route, reading in found.items()}
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -3,14 +3,20 @@ Any number of servers may run against one store and answer alike."""
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
 from meshgate.api import create_app
 from meshgate.api.cluster_stats import cluster_stats_router
 from meshgate.api.nodes import nodes_router
+from meshgate.nodes.election import Election
+from meshgate.nodes.readings import ClusterReadings
 from meshgate.nodes.view import NodeStatuses
+from meshgate.rollouts.controller import RolloutController
 from meshgate.store.etcd import EtcdStore
 from meshgate.store.target import EtcdTarget
 from meshgate.wiring import ApiServer, run_until_stopped
@@ -31,12 +37,21 @@ async def run_server(options: ServerOptions) -> None:
     store = await EtcdStore.open(options.store)
     try:
         statuses = NodeStatuses(store)
+        # Once-only work, on the elected server: rollouts, judged on every node's traffic.
+        identity = f"{socket.gethostname()}:{options.api_port}:{os.getpid()}"
+        election = Election(store, identity)
+        controller = RolloutController(store, ClusterReadings(statuses).read)
+
+        async def readiness() -> dict[str, Any]:
+            return {"elected": election.leading}
+
         app = create_app(
             store,
             allow_raw_acl=options.allow_raw_acl,
             token=options.token,
             extra_routers=[nodes_router(statuses), cluster_stats_router(store, statuses)],
             statuses=statuses,
+            readiness=readiness,
         )
         server = ApiServer(app, options.api_host, options.api_port)
         log.info(
@@ -44,7 +59,7 @@ async def run_server(options: ServerOptions) -> None:
             api=f"http://{options.api_host}:{options.api_port}",
             store=",".join(options.store.endpoints),
         )
-        await run_until_stopped([], [], [server])
+        await run_until_stopped([], [election.run(controller.run)], [server])
     finally:
         await store.close()
         log.info("meshgate server stopped")
