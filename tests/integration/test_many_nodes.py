@@ -208,3 +208,19 @@ def test_stats_from_any_server_cover_every_node(mesh: Mesh, backends: Backends) 
     exposition = httpx.get(f"http://127.0.0.1:{metrics['a']}/metrics", timeout=5).text
     assert 'gateway="gw"' in exposition
     assert second.api.get("/api/v1/gateways/nope/stats").status_code == 404
+
+
+def test_a_second_server_takes_over_the_elected_work(mesh: Mesh) -> None:
+    servers = [mesh.server(), mesh.server()]
+
+    def elected() -> list[bool]:
+        return [bool(s.api.get("/healthz").json().get("elected")) for s in servers if s.running]
+
+    wait_for(lambda: sorted(elected()) == [False, True], 15, lambda: str(elected()))
+    leader = next(s for s in servers if s.api.get("/healthz").json()["elected"])
+    other = next(s for s in servers if s is not leader)
+    leader.stop(signal.SIGKILL)
+    took = wait_for(lambda: other.api.get("/healthz").json()["elected"] is True, 15)
+    assert took < 5.0 + 2  # the lease's TTL, and a poll or two
+    # The survivor answers alike meanwhile.
+    assert other.api.get("/api/v1/gateways").status_code == 200

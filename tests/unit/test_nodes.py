@@ -12,9 +12,11 @@ from meshgate.cli import main
 from meshgate.errors import ValidationFailed
 from meshgate.model import Gateway, validate_resource
 from meshgate.nodes.keys import check_node_name, node_status_key, parse_label
+from meshgate.nodes.readings import added, reading_from_json, reading_to_json
 from meshgate.nodes.stats import merge_gateway_stats
 from meshgate.nodes.view import merged_status, node_view
-from meshgate.stats.histogram import Histogram, from_sparse, summary, to_sparse
+from meshgate.rollouts.readings import Reading
+from meshgate.stats.histogram import BUCKETS, Histogram, from_sparse, summary, to_sparse
 from meshgate.store import Key
 
 
@@ -177,3 +179,12 @@ def test_histograms_travel_as_sparse_json() -> None:
     for bad in (None, {"buckets": {"-1": 1}, "sum": 0, "max": 0}, {"buckets": {"0": "x"}}):
         with pytest.raises(ValueError):
             from_sparse(bad)
+
+
+def test_readings_of_nodes_add_up() -> None:
+    one = Reading(10, 1, (1, 2) + (0,) * (BUCKETS - 2), (0, 9, 0, 0, 1))
+    two = Reading(5, 0, (0, 3) + (0,) * (BUCKETS - 2), (0, 5, 0, 0, 0))
+    total = added([reading_from_json(reading_to_json(one)), two])
+    assert (total.requests, total.errors) == (15, 1)
+    assert total.latency[:3] == (1, 5, 0)
+    assert total.responses == (0, 14, 0, 0, 1)
