@@ -347,4 +347,9 @@ def _error(endpoint: str, body: Any) -> StoreError:
         sign in message for sign in ("no leader", "timed out", "closing", "leader changed")
     ):
         return StoreUnavailableError(f"etcd at {endpoint}: {message}")
+    if "too many operations in txn" in message:
+        return StoreError(
+            f"etcd at {endpoint}: {message}: one transaction (an apply's documents and their "
+            "statuses) may hold at most etcd's --max-txn-ops operations, 128 by default"
+        )
     return StoreError(f"etcd at {endpoint}: {message}")
