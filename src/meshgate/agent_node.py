@@ -33,6 +33,8 @@ log = structlog.get_logger("meshgate.agent")
 
 # A pass without any event this often: etcd 3.4 can lose watch events around compactions.
 RELIST_S = 30.0
+# Status keys per transaction: below etcd's default --max-txn-ops (128).
+STATUS_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ async def run_agent(options: AgentOptions) -> None:
         labels = {**options.labels, "node": options.node}
         agent.loader.placement = Placement(labels, options.address)
         agent.relist_s = RELIST_S
+        agent.status_batch = STATUS_BATCH
         registration = Registration(
             store,
             options.node,

@@ -52,6 +52,7 @@ class Agent:
         health: InstanceHealth | None = None,
         status_prefix: str = "status",
         relist_s: float | None = None,
+        status_batch: int | None = None,
     ) -> None:
         self.store = store
         # Where status goes: `{status_prefix}.gateways` etc.; one prefix per node when many
@@ -60,6 +61,9 @@ class Agent:
         # A pass at least this often without any event: etcd 3.4 can lose watch events
         # around a compaction; a pass that finds nothing changed does nothing.
         self.relist_s = relist_s
+        # Status writes in transactions of at most this many keys (etcd refuses more than its
+        # --max-txn-ops); None: one transaction. Status needs no atomicity across resources.
+        self.status_batch = status_batch
         self.loader = DesiredLoader(store)
         self.driver = driver
         self.metrics = metrics
@@ -245,8 +249,10 @@ class Agent:
         ops = self._status_ops(loaded, compiled, rejected)
         if not ops:
             return
+        size = self.status_batch or len(ops)
         try:
-            await self.store.commit(ops)
+            for start in range(0, len(ops), size):
+                await self.store.commit(ops[start : start + size])
         except StoreError as exc:
             if isinstance(exc, StoreClosedError):
                 raise
