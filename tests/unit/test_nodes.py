@@ -89,6 +89,10 @@ def test_applied_only_when_every_ready_node_runs_the_version() -> None:
         "error": "HAProxy rejected it: x",
     }
     assert merged_status({}, ready=set()) == {}
+    service = {"applied_version": 3, "instances": [{"id": "i1", "status": "UP"}]}
+    down = {"applied_version": 3, "instances": [{"id": "i1", "status": "DOWN"}]}
+    health = merged_status({"a": service, "b": down}, ready={"a", "b"})["nodes"]
+    assert (health["a"]["instances"], health["b"]["instances"]) == ({"i1": "UP"}, {"i1": "DOWN"})
 
 
 def test_node_view() -> None:

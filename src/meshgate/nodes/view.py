@@ -43,13 +43,20 @@ def node_view(
 
 
 def per_node(status: Mapping[str, Any]) -> dict[str, Any]:
-    """What one node reports on one resource: `{version, state, error}`."""
+    """What one node reports on one resource: `{version, state, error}`, and for a service
+    each instance's health as that node's HAProxy sees it (`instances: {ID: STATUS}`)."""
     errors = status.get("errors") or []
-    return {
+    report: dict[str, Any] = {
         "version": status.get("applied_version"),
         "state": status.get("state", "serving" if not errors else "rejected"),
         "error": "; ".join(str(e) for e in errors) or None,
     }
+    instances = status.get("instances")
+    if isinstance(instances, list):
+        report["instances"] = {
+            str(i.get("id")): i.get("status") for i in instances if isinstance(i, dict)
+        }
+    return report
 
 
 def merged_status(reports: Mapping[str, Mapping[str, Any]], ready: set[str]) -> dict[str, Any]:
