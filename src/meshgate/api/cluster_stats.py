@@ -10,13 +10,12 @@ from urllib.parse import quote
 import httpx
 from fastapi import APIRouter
 
-from meshgate.api.resources import api_error
+from meshgate.api.params import parse_namespace, require_gateway
 from meshgate.api.stats import NameParam, NamespaceParam
-from meshgate.errors import Problem, ValidationFailed
-from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
+from meshgate.model.names import DEFAULT_NAMESPACE
 from meshgate.nodes.stats import merge_gateway_stats
 from meshgate.nodes.view import NodeStatuses
-from meshgate.store import Key, Store
+from meshgate.store import Store
 
 FETCH_TIMEOUT_S = 3.0
 
@@ -30,16 +29,8 @@ def cluster_stats_router(store: Store, nodes: NodeStatuses) -> APIRouter:
         "with each node's own under `nodes`",
     )
     async def gateway_stats(name: NameParam, namespace: NamespaceParam = None) -> dict[str, Any]:
-        try:
-            space = check_namespace(namespace) if namespace is not None else DEFAULT_NAMESPACE
-        except ValueError as exc:
-            raise ValidationFailed([Problem("namespace", str(exc))]) from None
-        try:
-            key = Key("gateways", space, name)
-        except ValueError:
-            key = None
-        if key is None or await store.get(key) is None:
-            raise api_error(404, f"gateway {space}/{name} not found")
+        space = parse_namespace(namespace) or DEFAULT_NAMESPACE
+        await require_gateway(store, space, name)
         records, ready = await nodes.nodes()
         endpoints = {
             r.key.name: str(r.value["metrics"])

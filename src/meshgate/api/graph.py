@@ -8,27 +8,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from meshgate.api.admission import stored_gateways
-from meshgate.api.resources import api_error
-from meshgate.errors import Problem, ValidationFailed
+from meshgate.api.params import parse_namespace, require_gateway
+from meshgate.errors import ValidationFailed
 from meshgate.model import Service, validate_resource
-from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
+from meshgate.model.names import DEFAULT_NAMESPACE
 from meshgate.rollouts.analytics import RouteAnalytics
 from meshgate.stats import view
 from meshgate.stats.collector import StatsCollector
-from meshgate.store import Key, Store
+from meshgate.store import Store
 from meshgate.topology import build_graph
 
 NameParam = Annotated[str, Path(description="gateway name; URL-encode it ('/' and ':')")]
 NamespaceParam = Annotated[str | None, Query(description="only this namespace (default: all)")]
-
-
-def _namespace(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return check_namespace(value)
-    except ValueError as exc:
-        raise ValidationFailed([Problem("namespace", str(exc))]) from None
 
 
 def graph_router(store: Store, stats: StatsCollector, analytics: RouteAnalytics) -> APIRouter:
@@ -36,7 +27,7 @@ def graph_router(store: Store, stats: StatsCollector, analytics: RouteAnalytics)
 
     @router.get("/graph", summary="Gateways, services and callers, with weights and traffic")
     async def graph(namespace: NamespaceParam = None) -> dict[str, Any]:
-        space = _namespace(namespace)
+        space = parse_namespace(namespace)
         gateways = stored_gateways(await store.list("gateways", space))
         services = []
         for record in await store.list("services", space):
@@ -67,13 +58,8 @@ def graph_router(store: Store, stats: StatsCollector, analytics: RouteAnalytics)
         summary="Each route window by window: rate, responses by class, p50 and p99",
     )
     async def history(name: NameParam, namespace: NamespaceParam = None) -> dict[str, Any]:
-        space = _namespace(namespace) or DEFAULT_NAMESPACE
-        try:
-            key = Key("gateways", space, name)
-        except ValueError:
-            key = None
-        if key is None or await store.get(key) is None:
-            raise api_error(404, f"gateway {space}/{name} not found")
+        space = parse_namespace(namespace) or DEFAULT_NAMESPACE
+        await require_gateway(store, space, name)
         return {
             "gateway": name,
             "namespace": space,

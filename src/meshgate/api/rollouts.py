@@ -11,16 +11,17 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 
+from meshgate.api.params import parse_namespace, require_gateway
 from meshgate.api.resources import api_error
 from meshgate.errors import Problem, ValidationFailed
-from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
+from meshgate.model.names import DEFAULT_NAMESPACE
 from meshgate.model.values import parse_duration_ms
 from meshgate.rollouts.analytics import RouteAnalytics
 from meshgate.rollouts.compare import compare_routes
 from meshgate.rollouts.controller import CommandRefusedError, RolloutController
 from meshgate.rollouts.source import gateway_readings
 from meshgate.stats.collector import StatsCollector
-from meshgate.store import Key, Store
+from meshgate.store import Store
 
 NameParam = Annotated[str, Path(description="URL-encode it ('/' and ':')")]
 NamespaceParam = Annotated[
@@ -29,15 +30,6 @@ NamespaceParam = Annotated[
 WindowParam = Annotated[
     str, Query(description="how far back to compare, e.g. 60s or 5m (at most 10m)")
 ]
-
-
-def _namespace(value: str | None) -> str:
-    if value is None:
-        return DEFAULT_NAMESPACE
-    try:
-        return check_namespace(value)
-    except ValueError as exc:
-        raise ValidationFailed([Problem("namespace", str(exc))]) from None
 
 
 def rollouts_router(
@@ -57,7 +49,7 @@ def rollouts_router(
         action: Literal["pause", "resume", "abort"],
         namespace: NamespaceParam = None,
     ) -> dict[str, Any]:
-        space = _namespace(namespace)
+        space = parse_namespace(namespace) or DEFAULT_NAMESPACE
         try:
             return await controller.command(space, name, action)
         except CommandRefusedError as exc:
@@ -70,7 +62,7 @@ def rollouts_router(
     async def compare(
         name: NameParam, namespace: NamespaceParam = None, window: WindowParam = "5m"
     ) -> dict[str, Any]:
-        space = _namespace(namespace)
+        space = parse_namespace(namespace) or DEFAULT_NAMESPACE
         try:
             seconds = parse_duration_ms(window) / 1000
         except ValueError as exc:
@@ -79,12 +71,7 @@ def rollouts_router(
             limit = f"{analytics.history.keep_s:g}s"
             message = f"must be between 1s and {limit} (the history meshgate keeps)"
             raise ValidationFailed([Problem("window", message)])
-        try:
-            key = Key("gateways", space, name)
-        except ValueError:
-            key = None
-        if key is None or await store.get(key) is None:
-            raise api_error(404, f"gateway {space}/{name} not found")
+        await require_gateway(store, space, name)
         current = await gateway_readings(stats, space, name)
         readings, covered = analytics.window(space, name, seconds, current)
         return {
@@ -96,7 +83,7 @@ def rollouts_router(
 
     @router.get("/anomalies", summary="Open route anomalies and the recent openings and closings")
     async def anomalies(namespace: NamespaceParam = None) -> dict[str, Any]:
-        wanted = None if namespace is None else _namespace(namespace)
+        wanted = parse_namespace(namespace)
         open_now = [
             {
                 "namespace": key[0],

@@ -65,16 +65,20 @@ def stats_table(stats: dict[str, Any]) -> str:
     if not routes:
         return f"{title}\n  (no routes served)"
     rows = [HEADER] + [route_row(name, route) for name, route in routes.items()]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    lines = [
+    return "\n".join([title, *aligned(rows)])
+
+
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as lines of aligned columns: names left-aligned, figures right-aligned, as in any
+    table of numbers."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
         "  ".join(
-            # Names left-aligned, figures right-aligned, as in any table of numbers.
             cell.ljust(width) if index == 0 else cell.rjust(width)
             for index, (cell, width) in enumerate(zip(row, widths, strict=True))
         ).rstrip()
         for row in rows
     ]
-    return "\n".join([title, *lines])
 
 
 COMPARE_HEADER = ["ROUTE", "REQUESTS", "SUCCESS", "95% INTERVAL", "P50", "P99"]
@@ -100,14 +104,7 @@ def comparison_text(comparison: dict[str, Any]) -> str:
                 _ms(route.get("p99_ms")),
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COMPARE_HEADER))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if index == 0 else cell.rjust(width)
-            for index, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in rows
-    ]
+    lines = aligned(rows)
     for pair in comparison.get("pairs") or []:
         lines.append(f"{pair['a']} vs {pair['b']}:")
         lines.append(f"  errors:  {pair['error_rate']['verdict']}")

@@ -105,7 +105,8 @@ class RouteAnalytics:
             if window is None:
                 continue
             watch = self.watches.setdefault(key, anomaly.RouteWatch())
-            for change in anomaly.observe(watch, anomaly.window_values(window, seconds)):
+            values = anomaly.window_values(window, seconds)
+            for change in anomaly.observe(watch, values, window.requests):
                 self._report(key, change)
 
     def _report(self, key: RouteKey, change: anomaly.Change) -> None:

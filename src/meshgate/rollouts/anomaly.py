@@ -8,6 +8,14 @@ floor per signal), so that a perfectly steady route, whose variance is close to 
 alert on a blip of one request. Error ratio and latency alert only upwards; the rate in both
 directions (a route that suddenly gets no traffic is news too).
 
+A window's error ratio is a proportion of its requests: with few requests it jumps by
+whole requests (3 errors in 50 is 6 %). So the error ratio is judged by the binomial test:
+the window is anomalous when as many errors in as many requests would happen by chance less
+than `ERROR_P` of the time at the usual ratio; and it needs at least `MIN_ERRORS` errors.
+A p99 of a small window is close to its slowest request, and a rate dips when a client
+pauses: those two open an anomaly only when `CONFIRM` windows in a row are anomalous, which a
+burst of errors does not wait for.
+
 Anomalous windows do not teach the baseline, so an incident stays open while it lasts; one that
 lasts `ACCEPT_AFTER` windows is taken as the new normal and the baseline restarts from it.
 Nothing is judged during the first `WARMUP` windows of a route, or on a window with too few
@@ -30,6 +38,9 @@ WARMUP = 6
 ACCEPT_AFTER = 30
 MIN_REQUESTS = 20
 MIN_SAMPLES = 20
+MIN_ERRORS = 5
+ERROR_P = 1e-6  # about as rare as 4.75 standard deviations of a normal distribution
+CONFIRM: dict[Signal, int] = {"rate": 2, "error_ratio": 1, "p99": 2}
 
 
 def _floor(signal: Signal, mean: float) -> float:
@@ -57,12 +68,6 @@ class Baseline:
             self.mean += increment
             self.variance = (1 - ALPHA) * (self.variance + difference * increment)
         self.windows += 1
-
-    def deviation(self, value: float) -> float:
-        """How many standard deviations `value` lies from the mean; a flat baseline makes any
-        change infinitely unusual, and `_floor` alone decides whether it matters."""
-        spread = math.sqrt(self.variance)
-        return (value - self.mean) / max(spread, 1e-9)
 
 
 @dataclass(frozen=True)
@@ -108,12 +113,13 @@ def window_values(window: Reading, seconds: float) -> dict[Signal, float]:
     return values
 
 
-def observe(watch: RouteWatch, values: dict[Signal, float]) -> list[Change]:
-    """Judge one window's values against the route's baselines, then learn from them."""
+def observe(watch: RouteWatch, values: dict[Signal, float], requests: int = 0) -> list[Change]:
+    """Judge one window's values (of `requests` requests) against the route's baselines, then
+    learn from them."""
     changes = []
     for signal, value in values.items():
         baseline = watch.baselines[signal]
-        verdict = _judge(signal, baseline, value)
+        verdict = _judge(signal, baseline, value, requests)
         if verdict is None:
             baseline.anomalous = 0
             baseline.learn(value)
@@ -130,13 +136,13 @@ def observe(watch: RouteWatch, values: dict[Signal, float]) -> list[Change]:
                 del watch.open[signal]
                 changes.append(Change(signal, None))
             continue
-        if signal not in watch.open:
+        if signal not in watch.open and baseline.anomalous >= CONFIRM[signal]:
             watch.open[signal] = verdict
             changes.append(Change(signal, verdict))
     return changes
 
 
-def _judge(signal: Signal, baseline: Baseline, value: float) -> Anomaly | None:
+def _judge(signal: Signal, baseline: Baseline, value: float, requests: int) -> Anomaly | None:
     if baseline.windows < WARMUP:
         return None
     difference = value - baseline.mean
@@ -144,6 +150,34 @@ def _judge(signal: Signal, baseline: Baseline, value: float) -> Anomaly | None:
         return None  # fewer errors or faster answers are never an incident
     if abs(difference) < _floor(signal, baseline.mean):
         return None
-    if abs(baseline.deviation(value)) < THRESHOLD:
+    spread = math.sqrt(baseline.variance)
+    if signal == "error_ratio":
+        errors = round(value * requests)
+        usual = max(baseline.mean, 0.002)
+        if errors < MIN_ERRORS or binomial_tail(errors, requests, usual) >= ERROR_P:
+            return None
+    elif abs(difference) < THRESHOLD * spread:
         return None
-    return Anomaly(signal, value, baseline.mean, math.sqrt(baseline.variance))
+    return Anomaly(signal, value, baseline.mean, spread)
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): exact for small expectations, normal above."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    if n * p >= 30 and n * (1 - p) >= 30:
+        z = (k - 0.5 - n * p) / math.sqrt(n * p * (1 - p))
+        return 0.5 * math.erfc(z / math.sqrt(2))
+    log_p, log_q = math.log(p), math.log1p(-p)
+    total = 0.0
+    for j in range(k, n + 1):
+        term = math.exp(
+            math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1)
+            + j * log_p + (n - j) * log_q
+        )  # fmt: skip
+        total += term
+        if term < total * 1e-12:
+            break  # the terms only shrink past the mean, which k is beyond here
+    return min(1.0, total)
