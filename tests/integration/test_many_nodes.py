@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,12 +199,22 @@ def test_stats_from_any_server_cover_every_node(mesh: Mesh, backends: Backends) 
     sent = {"a": 30, "b": 12}
     for address in ("127.0.0.11", "127.0.0.12"):
         wait_for(lambda h=address: served_by(f"http://{h}:{port}/") == "one", 10)
-    base = {
-        name: httpx.get(
-            f"http://127.0.0.1:{metrics[name]}/api/v1/gateways/gw/stats", timeout=5
-        ).json()["routes"]["svc"]["requests"]
-        for name in sent
-    }
+    def counts() -> dict[str, int]:
+        return {
+            name: httpx.get(
+                f"http://127.0.0.1:{metrics[name]}/api/v1/gateways/gw/stats", timeout=5
+            ).json()["routes"]["svc"]["requests"]
+            for name in sent
+        }
+
+    # A node answers from a stats reading up to a poll old: the baseline is read once the
+    # counts hold still.
+    base = counts()
+    while True:
+        time.sleep(1)
+        if (now := counts()) == base:
+            break
+        base = now
     for name, address in (("a", "127.0.0.11"), ("b", "127.0.0.12")):
         for _ in range(sent[name]):
             assert served_by(f"http://{address}:{port}/") == "one"
