@@ -10,10 +10,12 @@ from pathlib import Path
 import structlog
 
 from meshgate.api import create_app
+from meshgate.api.bodies import MAX_BODY_BYTES
 from meshgate.api.graph import graph_router
 from meshgate.api.rollouts import rollouts_router
 from meshgate.api.stats import stats_router
 from meshgate.certificate_files import inline_document
+from meshgate.discovery.expiries import record_expiries
 from meshgate.metrics import metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
 from meshgate.rollouts.analytics import RouteAnalytics
@@ -47,6 +49,7 @@ class NodeOptions:
     watch: Path | None = None  # a manifest directory applied as its files change
     dns_server: str | None = None  # "IP[:PORT]" for services' dns: names; else the system's
     anomaly_window_s: float = 10.0  # route anomalies are judged on windows this long
+    max_body_bytes: int = MAX_BODY_BYTES  # larger API request bodies get a 413
 
 
 def manifest_files(paths: Sequence[Path]) -> list[Path]:
@@ -119,6 +122,8 @@ async def run_node(options: NodeOptions) -> None:
             allow_raw_acl=options.allow_raw_acl,
             token=options.token,
             readiness=plane.readiness,
+            events=plane.events,
+            max_body_bytes=options.max_body_bytes,
             extra_routers=[
                 metrics_router(plane.metrics),
                 stats_router(store, plane.stats),
@@ -129,7 +134,7 @@ async def run_node(options: NodeOptions) -> None:
         mount_ui(app)
         server = ApiServer(app, options.api_host, options.api_port)
         agent, *background = plane.work()
-        background += [analytics.run(), rollouts.run()]
+        background += [record_expiries(store, plane.events), analytics.run(), rollouts.run()]
         if options.watch is not None:
             watcher = ManifestDirWatcher(store, options.watch, allow_raw_acl=options.allow_raw_acl)
             background.append(watcher.run())

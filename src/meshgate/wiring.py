@@ -20,6 +20,7 @@ from meshgate.agent import Agent, Driver
 from meshgate.agent.health import InstanceHealth, poll_health
 from meshgate.compiler import ir
 from meshgate.discovery.dns import DnsFollower, Resolver
+from meshgate.events import EventLog
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.haproxy.supervisor import HaproxySupervisor
@@ -67,6 +68,7 @@ class DataPlane:
     health: InstanceHealth
     follower: DnsFollower
     receiver: LogReceiver | None
+    events: EventLog
 
     async def start(self) -> None:
         if self.receiver is not None:
@@ -79,7 +81,7 @@ class DataPlane:
             self.agent.run(),
             self.stats.run(),
             self.follower.run(),
-            poll_health(self.health, self.stats, self.agent.republish),
+            poll_health(self.health, self.stats, self.agent.republish, events=self.events),
         ]
 
     async def stop(self) -> None:
@@ -114,12 +116,17 @@ def build_data_plane(
     driver = Driver(supervisor, runtime, settings)
     follower = DnsFollower(Resolver(options.dns_server), on_change=lambda: agent.request_pass())
     health = InstanceHealth(dns_errors=follower.errors)
-    agent = Agent(store, driver, metrics, health=health, status_prefix=status_prefix)
+    events = EventLog()
+    agent = Agent(
+        store, driver, metrics, health=health, events=events, status_prefix=status_prefix
+    )
     agent.loader.dns = follower
     stats, receiver = _stats(options, driver, runtime)
     stats.make_way = agent.make_way  # a stats poll never holds up a change
     metrics.registry.register(DataPlaneMetrics(stats))
-    return DataPlane(supervisor, driver, agent, metrics, stats, health, follower, receiver)
+    return DataPlane(
+        supervisor, driver, agent, metrics, stats, health, follower, receiver, events
+    )
 
 
 def _stats(

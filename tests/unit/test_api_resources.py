@@ -333,7 +333,10 @@ async def test_apply_creates_configures_and_reports_unchanged(client: httpx.Asyn
 async def test_apply_checks_ports_within_the_batch(client: httpx.AsyncClient) -> None:
     response = await client.post("/api/v1/apply", json=[sava(name="a"), sava(name="b")])
     assert response.status_code == 422
-    assert [path for path, _ in errors(response)] == ["documents.1.virtual_hosts"]
+    assert [path for path, _ in errors(response)] == [
+        "documents.0.virtual_hosts",
+        "documents.1.virtual_hosts",
+    ]
 
 
 async def test_status_is_merged_from_the_agent_record(
@@ -423,13 +426,11 @@ async def test_openapi_documents_the_manifest_models(client: httpx.AsyncClient) 
     assert "application/yaml" in create["requestBody"]["content"]
 
 
-async def test_oversized_bodies_are_413(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("meshgate.api.bodies.MAX_BODY_BYTES", 64)
+async def test_oversized_bodies_are_413(make_client: MakeClient) -> None:
+    client = await make_client(max_body_bytes=64)
     response = await client.post("/api/v1/gateways", json=sava())
     assert response.status_code == 413
-    assert "larger than 64 bytes" in errors(response)[0][1]
+    assert "larger than the server's limit of 64 bytes" in errors(response)[0][1]
 
 
 async def test_framework_validation_errors_have_the_same_shape(make_client: MakeClient) -> None:

@@ -132,7 +132,11 @@ def test_validate_checks_ports_across_files(tmp_path: Path) -> None:
     second = write(tmp_path, "b.yaml", TCP_9070)
     result = run("validate", "-f", first, "-f", second)
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"{second}:3: port: port 9070 is used by gateway default/sava")
+    # Both documents are named, in file order.
+    lines = result.stderr.splitlines()
+    claimed = "port: port 9070 is also claimed by document 1 (gateway data/db)"
+    assert lines[0].startswith(f"{first}:2: {claimed}")
+    assert lines[1].startswith(f"{second}:3: port: port 9070 is used by gateway default/sava")
 
 
 def test_validate_raw_acl_needs_the_flag(tmp_path: Path) -> None:

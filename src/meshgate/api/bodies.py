@@ -17,12 +17,13 @@ from meshgate.model import ManifestError, parse_text
 
 JSON_TYPES = frozenset({"application/json"})
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
-# Manifests are small; a cap keeps one request from holding the worker's memory hostage.
-MAX_BODY_BYTES = 8 * 1024 * 1024
+# A cap keeps one request from holding the server's memory hostage; the default takes an apply
+# of about 250,000 small gateways (`meshgate up --max-body` sets it: `app.state.max_body_bytes`).
+MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 class BodyTooLargeError(MeshgateError):
-    """The request body is over MAX_BODY_BYTES."""
+    """The request body is over the server's limit."""
 
 
 def media_type(content_type: str | None) -> str:
@@ -31,17 +32,28 @@ def media_type(content_type: str | None) -> str:
 
 
 async def _read_text(request: Request) -> str:
+    limit: int = getattr(request.app.state, "max_body_bytes", MAX_BODY_BYTES)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(_too_large(limit))  # said before reading any of it
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BodyTooLargeError(f"the body is larger than {MAX_BODY_BYTES} bytes")
+        if size > limit:
+            raise BodyTooLargeError(_too_large(limit))
         chunks.append(chunk)
     try:
         return b"".join(chunks).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValidationFailed([Problem("", f"the body is not UTF-8 text: {exc.reason}")]) from None
+
+
+def _too_large(limit: int) -> str:
+    return (
+        f"the body is larger than the server's limit of {limit:,} bytes; split the apply, "
+        "or start meshgate with a larger --max-body"
+    )
 
 
 def _parse_json(text: str) -> Any:

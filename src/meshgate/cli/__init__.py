@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import click
 
+from meshgate import __version__
+from meshgate.cli.changes import diff, set_group
 from meshgate.cli.cluster import agent, server
 from meshgate.cli.common import Settings
 from meshgate.cli.demo import demo
+from meshgate.cli.describe import describe, events
 from meshgate.cli.instances import instances
 from meshgate.cli.local import render, up, validate, version
 from meshgate.cli.remote import apply, delete, get
@@ -16,6 +19,9 @@ from meshgate.client import DEFAULT_SERVER
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "--version", prog_name="meshgate", message="%(prog)s %(version)s"
+)
 @click.option(
     "--server",
     envvar="MESHGATE_SERVER",
@@ -33,8 +39,8 @@ def main(ctx: click.Context, server: str, token: str | None) -> None:
 
 
 for command in (
-    up, server, agent, demo, apply, get, delete, instances, stats, rollout, validate, render,
-    version,
+    up, server, agent, demo, apply, diff, get, describe, events, delete, set_group, instances,
+    stats, rollout, validate, render, version,
 ):  # fmt: skip
     main.add_command(command)
 

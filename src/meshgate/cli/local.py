@@ -127,6 +127,17 @@ def _duration_ms(ctx: click.Context, param: click.Parameter, value: str) -> int:
         raise click.BadParameter(str(exc)) from None
 
 
+_SIZE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    text = value.strip().lower().removesuffix("b")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in "kmg" else (text, "")
+    if not number.isdigit() or not 1024 <= int(number) * _SIZE[unit] <= 4 * 1024**3:
+        raise click.BadParameter(f"{value!r} is not a size from 1k to 4g (e.g. 512k, 64m)")
+    return int(number) * _SIZE[unit]
+
+
 @click.command()
 @click.option(
     "-f", "--filename", "paths", multiple=True,
@@ -170,6 +181,10 @@ def _duration_ms(ctx: click.Context, param: click.Parameter, value: str) -> int:
     help="resolver for services' dns: names (default: the system's)",
 )
 @click.option(
+    "--max-body", "max_body", default="32m", show_default=True, callback=_size_bytes,
+    metavar="SIZE", help="largest API request body (e.g. 512k, 64m); larger ones get a 413",
+)
+@click.option(
     "--anomaly-window", "anomaly_window", default="10s", show_default=True,
     callback=_duration_ms,
     help="length of the windows in which route anomalies are judged (1s at least)",
@@ -188,6 +203,7 @@ def up(
     hard_stop_after: int,
     watch: Path | None,
     dns_server: str | None,
+    max_body: int,
     anomaly_window: int,
 ) -> None:
     """Run the store, the API, the agent and HAProxy on this machine until interrupted."""
@@ -211,6 +227,7 @@ def up(
         watch=watch,
         dns_server=dns_server,
         anomaly_window_s=anomaly_window / 1000,
+        max_body_bytes=max_body,
     )
     if anomaly_window < 1000:
         raise click.BadParameter("must be at least 1s", param_hint="--anomaly-window")

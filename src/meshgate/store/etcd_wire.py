@@ -33,8 +33,9 @@ def unb64(text: str) -> bytes:
 
 
 def to_json(value: dict[str, Any]) -> bytes:
-    # The same canonical form as the embedded store: NaN is refused, key order is fixed.
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    # As the embedded store writes values: NaN is refused, and keys keep their order (a
+    # gateway's routes are tried in the order they were written).
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
 def prefix_end(prefix: bytes) -> bytes:
