@@ -109,9 +109,17 @@ def test_agents_serve_what_the_server_stores(mesh: Mesh, backends: Backends) -> 
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.11:{zoned}/", timeout=3)
 
-    # A weight change reaches every node.
+    # A weight change reaches every node; `apply?wait=` answers once every node runs it.
     flipped = {"svc-one": {"weight": "0%"}, "svc-two": {"weight": "100%"}}
-    server.apply(gateway("everywhere", port, flipped))
+    waited = server.api.post(
+        "/api/v1/apply", params={"wait": "20s"}, json=[gateway("everywhere", port, flipped)]
+    )
+    assert waited.status_code == 200, waited.text
+    assert waited.json()["wait"]["done"] is True, waited.text
+    status = server.get("gateways", "everywhere")["status"]
+    assert status["applied"] and {n["version"] for n in status["nodes"].values()} == {
+        server.get("gateways", "everywhere")["version"]
+    }
     for address in ("127.0.0.11", "127.0.0.12"):
         wait_for(
             lambda a=address: {served_by(f"http://{a}:{port}/") for _ in range(6)} == {"two"},

@@ -471,7 +471,8 @@ def resources_router(
             written = [
                 Written(e["kind"], e["namespace"], e["name"], e["version"]) for e in applied
             ]
-            answer["wait"] = (await wait_until_live(store, written, wait_s)).as_dict()
+            many = None if isinstance(reports, LocalStatuses) else reports
+            answer["wait"] = (await wait_until_live(store, written, wait_s, many)).as_dict()
         return answer
 
     @router.get("/{kind}", summary="List resources of a kind in a namespace")

@@ -67,7 +67,11 @@ def merged_status(reports: Mapping[str, Mapping[str, Any]], ready: set[str]) -> 
     if not reports:
         return {}
     names = sorted(reports)
-    base = next((reports[n] for n in names if n in ready), reports[names[0]])
+    # A ready node refusing the resource speaks for it: `apply --wait` stops at a refusal.
+    base = next(
+        (reports[n] for n in names if n in ready and reports[n].get("state") == "rejected"),
+        next((reports[n] for n in names if n in ready), reports[names[0]]),
+    )
     nodes = {name: per_node(reports[name]) for name in names}
     versions = {nodes[name]["version"] for name in names if name in ready}
     return {
