@@ -118,10 +118,12 @@ class MeshgateClient:
         params: dict[str, str] = {}
         if dry_run:
             params["dry_run"] = "true"
-        options: dict[str, Any] = {}
+        # An apply of many documents takes the server a while: the answer is waited for as long
+        # as the connection lives, so a client never reports a time-out for an apply the
+        # server is still doing (and then does).
+        options: dict[str, Any] = {"timeout": httpx.Timeout(30.0, read=None)}
         if wait_s is not None:
             params["wait"] = f"{int(wait_s * 1000)}ms"
-            options["timeout"] = wait_s + 30  # the server answers at its timeout
         response = self._request(
             "POST",
             "/api/v1/apply",

@@ -28,6 +28,8 @@ EventType = Literal[
     "registered",  # an instance was registered through the API
     "deregistered",  # an instance was deregistered through the API
     "expired",  # a registered instance's TTL lapsed
+    "rollout",  # a rollout started, moved on, paused, resumed, succeeded or rolled back
+    "anomaly",  # a route's rate, error ratio or p99 left its baseline, or came back
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 DEFAULT_CAPACITY = 1000

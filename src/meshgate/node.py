@@ -16,9 +16,11 @@ from meshgate.api.rollouts import rollouts_router
 from meshgate.api.stats import stats_router
 from meshgate.certificate_files import inline_document
 from meshgate.discovery.expiries import record_expiries
+from meshgate.events import EventLog
 from meshgate.metrics import metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
-from meshgate.rollouts.analytics import RouteAnalytics
+from meshgate.model.rollout import Rollout
+from meshgate.rollouts.analytics import AnomalyEvent, RouteAnalytics
 from meshgate.rollouts.controller import RolloutController
 from meshgate.rollouts.readings import Reading
 from meshgate.rollouts.source import AllRoutes, gateway_readings
@@ -108,7 +110,7 @@ async def run_node(options: NodeOptions) -> None:
     (data_dir / "run").mkdir(parents=True, exist_ok=True)
     store = await SqliteStore.open(private_file(data_dir / "store.db"))
     plane = build_data_plane(store, data_plane_options(options, data_dir))
-    analytics, rollouts = _rollouts(store, plane.stats, options)
+    analytics, rollouts = _rollouts(store, plane.stats, options, plane.events)
     plane.metrics.registry.register(analytics)
     try:
         await plane.start()
@@ -147,13 +149,28 @@ async def run_node(options: NodeOptions) -> None:
 
 
 def _rollouts(
-    store: Store, stats: StatsCollector, options: NodeOptions
+    store: Store, stats: StatsCollector, options: NodeOptions, events: EventLog
 ) -> tuple[RouteAnalytics, RolloutController]:
-    """Route analytics (windows, anomalies) and the rollouts judged by them."""
-    analytics = RouteAnalytics(AllRoutes(stats).read, window_s=options.anomaly_window_s)
+    """Route analytics (windows, anomalies) and the rollouts judged by them; both record
+    what they see and do as events."""
+
+    def anomaly_event(event: AnomalyEvent) -> None:
+        namespace, gateway, route = event.route
+        message = f"route {route}: {event.description}"
+        events.record("anomaly", message, kind="gateway", namespace=namespace, name=gateway)
+
+    def rollout_event(rollout: Rollout, message: str) -> None:
+        where = {"kind": "rollout", "namespace": rollout.namespace, "name": rollout.name}
+        events.record("rollout", message, **where)
+
+    analytics = RouteAnalytics(
+        AllRoutes(stats).read, window_s=options.anomaly_window_s, on_event=anomaly_event
+    )
 
     async def read_routes(namespace: str, gateway: str) -> dict[str, Reading]:
         return await gateway_readings(stats, namespace, gateway)
 
-    controller = RolloutController(store, read_routes, anomaly=analytics.open_anomaly)
+    controller = RolloutController(
+        store, read_routes, anomaly=analytics.open_anomaly, on_event=rollout_event
+    )
     return analytics, controller

@@ -120,6 +120,12 @@ def test_healthy_canary_reaches_100_percent_step_by_step(rollout_node: Node, dem
     assert all(a["requests"] >= 20 for a in status["analyses"])
     assert weights(rollout_node, "healthy") == {"healthy:1.0": 0, canary: 100}
     assert count_served(f"http://127.0.0.1:{port}/", 20) == {"healthy 1.1": 20}
+    recorded = rollout_node.api.get(
+        "/api/v1/events", params={"kind": "rollout", "name": "healthy"}
+    ).json()["items"]
+    assert [e["message"].split(":")[0] for e in recorded] == [
+        "started", "step 2", "step 3", "succeeded",
+    ]  # fmt: skip
     listed = cli(rollout_node, "get", "rollouts")
     assert "healthy" in listed.stdout and "Succeeded" in listed.stdout, listed.stderr
 
@@ -286,3 +292,7 @@ def test_anomaly_opens_on_an_error_burst_and_not_on_steady_traffic(
     assert took < 4, took
     metrics = rollout_node.api.get("/metrics").text
     assert 'meshgate_route_anomaly{gateway="watched"' in metrics
+    logged = rollout_node.api.get(
+        "/api/v1/events", params={"type": "anomaly", "name": "watched"}
+    ).json()["items"]
+    assert logged and logged[0]["message"].startswith("route watched:1.0: error ratio"), logged

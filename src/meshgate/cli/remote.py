@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,9 @@ SINGULAR = {
     "certificates": "certificate",
     "rollouts": "rollout",
 }
+
+# From this many documents an apply says what it is doing: it may take the server seconds.
+PROGRESS_FROM = 1000
 
 
 class KindType(click.ParamType[str]):
@@ -129,10 +133,16 @@ def apply(
     wait_s = timeout if timeout is not None else DEFAULT_WAIT_S if wait else None
     if dry_run and wait_s is not None:
         raise click.UsageError("--dry-run writes nothing, so there is nothing to --wait for")
+    started = time.monotonic()
+    if len(documents) >= PROGRESS_FROM:
+        click.echo(f"applying {len(documents):,} documents...", err=True)
     with reporting(documents), open_client(server, token) as client:
         answer = client.apply_batch(
             [document.data for document in documents], dry_run=dry_run, wait_s=wait_s
         )
+    if len(documents) >= PROGRESS_FROM:
+        took = time.monotonic() - started
+        click.echo(f"{len(documents):,} documents applied in {took:.1f}s", err=True)
     suffix = " (dry run)" if dry_run else ""
     for entry in answer["applied"]:
         click.echo(f"{_name(entry)} {entry['result']}{suffix}")

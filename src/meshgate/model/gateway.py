@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Annotated, Any, Literal
@@ -172,8 +173,10 @@ class Route(Model):
         return 100 if self.condition_strength is None else self.condition_strength
 
 
+@functools.lru_cache(maxsize=65_536)
 def inline_endpoint(route_name: str) -> tuple[str, int] | None:
-    """The (address, port) of a `[host:port]` route name, or None for a named target."""
+    """The (address, port) of a `[host:port]` route name, or None for a named target.
+    Cached: every compile asks it of every route, and parsing the address is most of it."""
     if _IPV6_TARGET.match(route_name):
         return split_endpoint(route_name)
     match = _INLINE_TARGET.match(route_name)

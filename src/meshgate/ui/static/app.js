@@ -732,13 +732,14 @@ views.events = () => {
           const resource = [event.kind, event.namespace, event.name].filter(Boolean).join("/");
           rows.push({ at: typeof when === "number" ? when : Date.parse(when) / 1000, cells: [event.type || event.reason || "", resource, event.message || ""] });
         }
-        note.textContent = "";
+        note.textContent = "Reloads, rejections, health changes, registrations, rollouts and route anomalies.";
       } else {
+        // A server without an event log still knows its route anomalies.
         note.textContent = "This server keeps no event log; route anomalies are shown.";
-      }
-      const anomalies = await api("/api/v1/anomalies");
-      for (const event of anomalies.events || []) {
-        rows.push({ at: event.at, cells: [`anomaly ${event.state}`, `gateway/${event.namespace}/${event.gateway} route ${event.route}`, event.description] });
+        const anomalies = await api("/api/v1/anomalies");
+        for (const event of anomalies.events || []) {
+          rows.push({ at: event.at, cells: [`anomaly ${event.state}`, `gateway/${event.namespace}/${event.gateway} route ${event.route}`, event.description] });
+        }
       }
       rows.sort((a, b) => b.at - a.at);
       setRows(body, rows.slice(0, 200).map((r) => [new Date(r.at * 1000).toLocaleTimeString(), ...r.cells]));
