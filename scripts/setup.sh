@@ -10,6 +10,7 @@ packages=(haproxy python3-venv curl)
 if [[ "${1:-}" == "--test" ]]; then
     # prometheus: for promtool, which checks the /metrics exposition in the tests
     packages+=(wrk nginx-light dnsmasq-base nghttp2-client openssl valgrind chromium prometheus)
+    packages+=(etcd-server etcd-client)
 fi
 missing=()
 for package in "${packages[@]}"; do
@@ -21,10 +22,13 @@ if (( ${#missing[@]} )); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The Debian package starts a system HAProxy on install; meshgate runs its own.
-if command -v systemctl >/dev/null && systemctl is-active --quiet haproxy 2>/dev/null; then
-    systemctl stop haproxy || true
-fi
+# The Debian packages start a system HAProxy and etcd on install; meshgate and its tests run
+# their own.
+for service in haproxy etcd; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+        systemctl stop "$service" || true
+    fi
+done
 
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip

@@ -6,6 +6,7 @@ Nothing here is checked in: each test run issues its own, so none expires in the
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -123,6 +124,13 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 def _build(
     *,
     subject: str,
@@ -146,6 +154,6 @@ def _build(
     )
     if names:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+            x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False
         )
     return builder.sign(signer, hashes.SHA256())

@@ -2,55 +2,36 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import structlog
-import uvicorn
 
-from meshgate.agent import Agent, Driver
-from meshgate.agent.health import InstanceHealth, poll_health
 from meshgate.api import create_app
 from meshgate.api.bodies import MAX_BODY_BYTES
 from meshgate.api.graph import graph_router
 from meshgate.api.rollouts import rollouts_router
 from meshgate.api.stats import stats_router
 from meshgate.certificate_files import inline_document
-from meshgate.compiler import ir
-from meshgate.discovery.dns import DnsFollower, Resolver
 from meshgate.discovery.expiries import record_expiries
 from meshgate.events import EventLog
-from meshgate.haproxy.runtime import RuntimeClient
-from meshgate.haproxy.stats_reader import StatsReader
-from meshgate.haproxy.supervisor import HaproxySupervisor
 from meshgate.lifecycle.hangup import Rereader
 from meshgate.lifecycle.lock import DataDirLock
-from meshgate.lifecycle.readiness import health_report, readiness_report
-from meshgate.metrics import ControlPlaneMetrics, metrics_router
+from meshgate.metrics import metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
 from meshgate.model.rollout import Rollout
-from meshgate.process_metrics import HaproxyProcessMetrics
 from meshgate.rollouts.analytics import AnomalyEvent, RouteAnalytics
 from meshgate.rollouts.controller import RolloutController
 from meshgate.rollouts.readings import Reading
 from meshgate.rollouts.source import AllRoutes, gateway_readings
-from meshgate.stats.accesslog import AccessLog
 from meshgate.stats.collector import StatsCollector
-from meshgate.stats.keeper import LogKeeper
-from meshgate.stats.latency import LatencyBook
-from meshgate.stats.logline import RING
-from meshgate.stats.logs import LogReceiver
-from meshgate.stats.prometheus import DataPlaneMetrics
-from meshgate.stats.sampling import KeepController
 from meshgate.store import Key, Put, SqliteStore, Store
 from meshgate.ui import mount_ui
 from meshgate.watchdir.poller import ManifestDirWatcher
+from meshgate.wiring import ApiServer, DataPlaneOptions, build_data_plane, run_until_stopped
 
 log = structlog.get_logger("meshgate.node")
 
@@ -117,132 +98,70 @@ def private_file(path: Path) -> Path:
     return path
 
 
-class _ApiServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the node stops everything it started itself."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+def data_plane_options(options: NodeOptions, data_dir: Path) -> DataPlaneOptions:
+    return DataPlaneOptions(
+        run_dir=data_dir / "run",
+        haproxy_binary=options.haproxy_binary,
+        hard_stop_after_ms=options.hard_stop_after_ms,
+        latency=options.latency,
+        log_budget_per_s=options.log_budget_per_s,
+        access_log=options.access_log,
+        dns_server=options.dns_server,
+    )
 
 
 async def run_node(options: NodeOptions) -> None:
     data_dir = options.data_dir.resolve()
     lock = DataDirLock(data_dir)
     lock.acquire()  # before anything in the data dir is touched
-    run_dir = data_dir / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "run").mkdir(parents=True, exist_ok=True)
     store = await SqliteStore.open(private_file(data_dir / "store.db"))
-    supervisor = HaproxySupervisor(binary=options.haproxy_binary, run_dir=run_dir)
-    runtime = RuntimeClient(str(run_dir / "admin.sock"), str(run_dir / "master.sock"))
-    metrics = ControlPlaneMetrics()
-    settings = ir.Settings(
-        run_dir=str(run_dir),
-        hard_stop_after_ms=options.hard_stop_after_ms,
-        log_socket=str(run_dir / "log.sock") if options.latency else None,
-        log_details=options.access_log is not None,
-    )
-    driver = Driver(supervisor, runtime, settings)
-    follower = DnsFollower(Resolver(options.dns_server), on_change=lambda: agent.request_pass())
-    health = InstanceHealth(dns_errors=follower.errors)
-    events = EventLog()
-    agent = Agent(store, driver, metrics, health=health, events=events)
-    agent.loader.dns = follower
-    stats, receiver = _stats(options, run_dir, driver, runtime)
-    stats.make_way = agent.make_way  # a stats poll never holds up a change
-    metrics.registry.register(DataPlaneMetrics(stats))
-    metrics.registry.register(HaproxyProcessMetrics(lambda: supervisor.master_pid))
-    analytics, rollouts = _rollouts(store, stats, options, events)
-    metrics.registry.register(analytics)
-    stopped_by: list[signal.Signals] = []
+    plane = build_data_plane(store, data_plane_options(options, data_dir))
+    analytics, rollouts = _rollouts(store, plane.stats, options, plane.events)
+    plane.metrics.registry.register(analytics)
+    stopped_by: signal.Signals | None = None
     try:
-        if await supervisor.adopt():
-            log.info("adopted the running HAProxy", master=supervisor.master_pid)
-        if receiver is not None:
-            # Listening before HAProxy starts, so its log forwarder connects at once.
-            await receiver.start()
+        await plane.start()
         if options.manifests:
             changed = await seed_manifests(
                 store, options.manifests, allow_raw_acl=options.allow_raw_acl
             )
             log.info("manifests applied", changed=changed)
-
-        async def readiness() -> dict[str, Any]:
-            return {
-                **health_report(agent, supervisor),
-                "old_workers": await supervisor.old_worker_count() if supervisor.running else 0,
-            }
-
         app = create_app(
             store,
             allow_raw_acl=options.allow_raw_acl,
             token=options.token,
             cert_dir=options.cert_dir,
-            readiness=readiness,
-            gateways_ready=lambda: readiness_report(agent, supervisor),
-            events=events,
+            readiness=plane.readiness,
+            gateways_ready=plane.gateways_ready,
+            events=plane.events,
             max_body_bytes=options.max_body_bytes,
             extra_routers=[
-                metrics_router(metrics),
-                stats_router(store, stats),
-                rollouts_router(store, rollouts, stats, analytics),
-                graph_router(store, stats, analytics),
+                metrics_router(plane.metrics),
+                stats_router(store, plane.stats),
+                rollouts_router(store, rollouts, plane.stats, analytics),
+                graph_router(store, plane.stats, analytics),
             ],
         )
         mount_ui(app)
-        server = _ApiServer(
-            uvicorn.Config(
-                app,
-                host=options.api_host,
-                port=options.api_port,
-                log_level="warning",
-                log_config=None,  # its lines go to the node's log, in the node's format
-            )
-        )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def stop_on(signum: signal.Signals) -> None:
-            stopped_by.append(signum)
-            stop.set()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop_on, signum)
+        server = ApiServer(app, options.api_host, options.api_port)
+        agent, *background = plane.work()
+        background += [record_expiries(store, plane.events), analytics.run(), rollouts.run()]
+        if options.watch is not None:
+            watcher = ManifestDirWatcher(store, options.watch, allow_raw_acl=options.allow_raw_acl)
+            background.append(watcher.run())
         rereader = Rereader(
             lambda: seed_manifests(store, options.manifests, allow_raw_acl=options.allow_raw_acl)
         )
-        loop.add_signal_handler(signal.SIGHUP, rereader.hangup)
-        tasks = [asyncio.create_task(agent.run()), asyncio.create_task(server.serve())]
-        poller = asyncio.create_task(stats.run())
-        background = [
-            asyncio.create_task(follower.run()),
-            asyncio.create_task(poll_health(health, stats, agent.republish, events=events)),
-            asyncio.create_task(record_expiries(store, events)),
-            asyncio.create_task(analytics.run()),
-            asyncio.create_task(rollouts.run()),
-        ]
-        if options.watch is not None:
-            watcher = ManifestDirWatcher(store, options.watch, allow_raw_acl=options.allow_raw_acl)
-            background.append(asyncio.create_task(watcher.run()))
         log.info("meshgate is up", api=f"http://{options.api_host}:{options.api_port}")
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        await rereader.close()
-        agent_task, server_task = tasks
-        for task in (agent_task, poller, *background):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        # uvicorn finishes its lifespan cleanly when asked to exit rather than cancelled.
-        server.should_exit = True
-        await server_task
+        try:
+            stopped_by = await run_until_stopped(
+                [agent], background, [server], on_hangup=rereader.hangup
+            )
+        finally:
+            await rereader.close()
     finally:
-        if options.keep_haproxy and stopped_by[:1] == [signal.SIGTERM]:
-            await supervisor.leave_running()
-        else:
-            await supervisor.stop()
-        if receiver is not None:
-            await receiver.stop()
+        await plane.stop(keep_haproxy=options.keep_haproxy and stopped_by == signal.SIGTERM)
         await store.close()
         lock.release()
         log.info("meshgate stopped")
@@ -274,38 +193,3 @@ def _rollouts(
         store, read_routes, anomaly=analytics.open_anomaly, on_event=rollout_event
     )
     return analytics, controller
-
-
-# The node parses at most this many lines a second however many HAProxy sends (one in N above
-# it): a bound on the agent's CPU while HAProxy's sampling catches up with a burst (it follows
-# the polls, a second or more behind), and with `--log-budget 0`.
-PARSE_FLOOR_PER_S = 20_000
-
-
-def _stats(
-    options: NodeOptions, run_dir: Path, driver: Driver, runtime: RuntimeClient
-) -> tuple[StatsCollector, LogReceiver | None]:
-    """The stats poller, and the receiver of HAProxy's request lines when latency is on."""
-    book = None
-    keeper = None
-    if options.latency:
-        # An access log is a record of every request: it must not be thinned out, in HAProxy
-        # (keep stays at every request) or here.
-        budget = None if options.access_log else options.log_budget_per_s or None
-        parse_budget = None if options.access_log else max(PARSE_FLOOR_PER_S, 2 * (budget or 0))
-        book = LatencyBook(budget_per_s=parse_budget)
-        if budget is not None:
-            keeper = LogKeeper(KeepController(budget), runtime.set_proc_var)
-    # The access log wants every line, streamed as it is written; the statistics alone read
-    # the ring with each poll, which costs HAProxy less (see `stats.ring`).
-    stats = StatsCollector(
-        StatsReader(str(run_dir / "master.sock")),
-        lambda: driver.running,
-        latency=book,
-        keeper=keeper,
-        ring=RING if book is not None and not options.access_log else None,
-    )
-    if book is None or not options.access_log:
-        return stats, None
-    access_log = AccessLog(options.access_log, lambda: driver.running)
-    return stats, LogReceiver(run_dir / "log.sock", book, access_log=access_log)

@@ -1,4 +1,7 @@
-"""SqliteStore against the Store contract: CRUD, revisions, transactions, watch, leases."""
+"""The Store contract, run against both backends: the embedded SQLite file and a real etcd
+(one member for the module, a fresh key prefix per test). Revisions are compared relative to
+the store's revision when the test starts, as etcd's are global to the cluster. The tests
+after the contract are about the SQLite file itself."""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +29,9 @@ from meshgate.store import (
     StoreClosedError,
     WatchEvent,
 )
+from meshgate.store.etcd import EtcdStore
+from meshgate.store.target import parse_etcd_url
+from tests.etcd_cluster import Cluster, etcd_cluster
 
 GW_A = Key("gateways", "default", "a")
 GW_B = Key("gateways", "default", "b")
@@ -36,8 +43,40 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "store.db"
 
 
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with etcd_cluster(tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster
+
+
+Opener = Callable[[], Awaitable[Store]]
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def open_store(request: pytest.FixtureRequest, db_path: Path) -> Opener:
+    """Opens another store object on the test's one store (file, or etcd prefix)."""
+    if request.param == "sqlite":
+        return lambda: SqliteStore.open(db_path)
+    cluster: Cluster = request.getfixturevalue("etcd")
+    target = parse_etcd_url(cluster.url, prefix=f"/meshgate-test-{uuid.uuid4().hex}/")
+    return lambda: EtcdStore.open(target)
+
+
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
+async def store(open_store: Opener) -> AsyncIterator[Store]:
+    opened = await open_store()
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def base(store: Store) -> int:
+    """The revision before the test wrote anything."""
+    return await store.revision()
+
+
+@pytest.fixture
+async def sqlite_store(db_path: Path) -> AsyncIterator[SqliteStore]:
     opened = await SqliteStore.open(db_path)
     yield opened
     await opened.close()
@@ -54,7 +93,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 3.0) 
         await asyncio.sleep(0.05)
 
 
-async def waiting_watch(store: SqliteStore) -> asyncio.Future[WatchEvent]:
+async def waiting_watch(store: Store) -> asyncio.Future[WatchEvent]:
     """The next event of a watch that has caught up and is already waiting for live writes."""
     pending = asyncio.ensure_future(anext(store.watch(await store.revision())))
     await asyncio.sleep(0.05)
@@ -62,28 +101,29 @@ async def waiting_watch(store: SqliteStore) -> asyncio.Future[WatchEvent]:
     return pending
 
 
-def summary(events: list[WatchEvent]) -> list[tuple[str, str, int]]:
-    return [(e.type, e.key.name, e.revision) for e in events]
+def summary(events: list[WatchEvent], base: int = 0) -> list[tuple[str, str, int]]:
+    """(type, name, revision - base) of each event."""
+    return [(e.type, e.key.name, e.revision - base) for e in events]
 
 
 # --- CRUD and revisions ------------------------------------------------------------------------
 
 
-async def test_satisfies_the_protocol(store: SqliteStore) -> None:
-    as_protocol: Store = store
+async def test_satisfies_the_protocol(sqlite_store: SqliteStore) -> None:
+    as_protocol: Store = sqlite_store
     assert await as_protocol.revision() == 0
 
 
-async def test_put_then_get(store: SqliteStore) -> None:
+async def test_put_then_get(store: Store, base: int) -> None:
     record = await store.put(GW_A, {"port": 80, "routes": ["x"]})
     assert record.key == GW_A
     assert record.value == {"port": 80, "routes": ["x"]}
-    assert (record.revision, record.create_revision, record.lease) == (1, 1, None)
+    assert (record.revision, record.create_revision, record.lease) == (base + 1, base + 1, None)
     assert await store.get(GW_A) == record
     assert await store.get(GW_B) is None
 
 
-async def test_values_keep_the_order_of_their_keys(store: SqliteStore) -> None:
+async def test_values_keep_the_order_of_their_keys(store: Store) -> None:
     # A gateway's routes are tried in the order they were written (SPEC §1).
     routes = {"zeta": {"condition": "has cookie z"}, "alpha": {}, "mid": {"weight": 10}}
     await store.put(GW_A, {"routes": routes, "name": "a"})
@@ -96,41 +136,41 @@ async def test_values_keep_the_order_of_their_keys(store: SqliteStore) -> None:
     ]
 
 
-async def test_update_keeps_create_revision_and_bumps_revision(store: SqliteStore) -> None:
+async def test_update_keeps_create_revision_and_bumps_revision(store: Store, base: int) -> None:
     await store.put(GW_A, {"v": 1})
     await store.put(GW_B, {"v": 1})
     updated = await store.put(GW_A, {"v": 2})
-    assert (updated.revision, updated.create_revision) == (3, 1)
-    assert await store.revision() == 3
+    assert (updated.revision - base, updated.create_revision - base) == (3, 1)
+    assert await store.revision() == base + 3
 
 
-async def test_delete(store: SqliteStore) -> None:
+async def test_delete(store: Store, base: int) -> None:
     await store.put(GW_A, {})
     assert await store.delete(GW_A) is True
     assert await store.get(GW_A) is None
     assert await store.delete(GW_A) is False
-    assert await store.revision() == 2  # deleting nothing writes nothing
+    assert await store.revision() == base + 2  # deleting nothing writes nothing
 
 
-async def test_recreated_key_gets_a_new_create_revision(store: SqliteStore) -> None:
+async def test_recreated_key_gets_a_new_create_revision(store: Store, base: int) -> None:
     await store.put(GW_A, {})
     await store.delete(GW_A)
     again = await store.put(GW_A, {})
-    assert (again.create_revision, again.revision) == (3, 3)
+    assert (again.create_revision - base, again.revision - base) == (3, 3)
 
 
-async def test_conditional_delete(store: SqliteStore) -> None:
+async def test_conditional_delete(store: Store) -> None:
     first = await store.put(GW_A, {})
-    await store.put(GW_A, {"changed": True})
+    second = await store.put(GW_A, {"changed": True})
     with pytest.raises(ConflictError) as stale:
         await store.delete(GW_A, expect_revision=first.revision)
-    assert (stale.value.expected, stale.value.actual) == (1, 2)
-    assert await store.delete(GW_A, expect_revision=2) is True
+    assert (stale.value.expected, stale.value.actual) == (first.revision, second.revision)
+    assert await store.delete(GW_A, expect_revision=second.revision) is True
     with pytest.raises(NotFoundError):
-        await store.delete(GW_A, expect_revision=2)
+        await store.delete(GW_A, expect_revision=second.revision)
 
 
-async def test_values_are_copies(store: SqliteStore) -> None:
+async def test_values_are_copies(store: Store) -> None:
     value = {"nested": {"n": 1}}
     record = await store.put(GW_A, value)
     value["nested"]["n"] = 2
@@ -139,12 +179,12 @@ async def test_values_are_copies(store: SqliteStore) -> None:
     assert stored is not None and stored.value == {"nested": {"n": 1}}
 
 
-async def test_values_must_be_json(store: SqliteStore) -> None:
+async def test_values_must_be_json(store: Store, base: int) -> None:
     with pytest.raises(TypeError):
         await store.put(GW_A, {"bad": {1, 2}})
     with pytest.raises(ValueError):
         await store.put(GW_A, {"bad": float("nan")})
-    assert await store.revision() == 0
+    assert await store.revision() == base
 
 
 def test_keys_are_validated() -> None:
@@ -159,7 +199,7 @@ def test_keys_are_validated() -> None:
             Key(kind, namespace, name)
 
 
-async def test_names_with_slash_and_colon(store: SqliteStore) -> None:
+async def test_names_with_slash_and_colon(store: Store) -> None:
     route = Key("gateways", "default", "sava:1.1/sava/port")
     plain = Key("gateways", "default", "sava")
     await store.put(route, {"w": 1})
@@ -169,7 +209,7 @@ async def test_names_with_slash_and_colon(store: SqliteStore) -> None:
     assert [r.key for r in await store.list("gateways")] == [plain, route]
 
 
-async def test_list_filters_and_sorts(store: SqliteStore) -> None:
+async def test_list_filters_and_sorts(store: Store) -> None:
     keys = [
         Key("services", "prod", "z"),
         Key("gateways", "prod", "b"),
@@ -188,7 +228,7 @@ async def test_list_filters_and_sorts(store: SqliteStore) -> None:
     assert await store.list("certificates") == []
 
 
-async def test_a_keys_only_list_has_the_revisions_without_the_values(store: SqliteStore) -> None:
+async def test_a_keys_only_list_has_the_revisions_without_the_values(store: Store) -> None:
     first = await store.put(Key("gateways", "default", "a"), {"name": "a"})
     second = await store.put(Key("gateways", "default", "b"), {"name": "b"})
     heads = await store.list("gateways", keys_only=True)
@@ -201,15 +241,19 @@ async def test_a_keys_only_list_has_the_revisions_without_the_values(store: Sqli
 # --- compare-and-swap and transactions ---------------------------------------------------------
 
 
-async def test_create_only(store: SqliteStore) -> None:
-    await store.put(GW_A, {"v": 1}, expect_revision=0)
+async def test_create_only(store: Store) -> None:
+    created = await store.put(GW_A, {"v": 1}, expect_revision=0)
     with pytest.raises(ConflictError) as exists:
         await store.put(GW_A, {"v": 2}, expect_revision=0)
-    assert (exists.value.key, exists.value.expected, exists.value.actual) == (GW_A, 0, 1)
+    assert (exists.value.key, exists.value.expected, exists.value.actual) == (
+        GW_A,
+        0,
+        created.revision,
+    )
     assert isinstance(exists.value, MeshgateError)
 
 
-async def test_compare_and_swap(store: SqliteStore) -> None:
+async def test_compare_and_swap(store: Store) -> None:
     first = await store.put(GW_A, {"v": 1})
     second = await store.put(GW_A, {"v": 2}, expect_revision=first.revision)
     with pytest.raises(ConflictError) as stale:
@@ -222,54 +266,55 @@ async def test_compare_and_swap(store: SqliteStore) -> None:
     assert stored is not None and stored.value == {"v": 2}
 
 
-async def test_commit_is_one_revision(store: SqliteStore) -> None:
+async def test_commit_is_one_revision(store: Store, base: int) -> None:
     await store.put(SVC, {})
     revision = await store.commit([Put(GW_A, {"a": 1}), Put(GW_B, {"b": 1}), Delete(SVC)])
-    assert revision == 2 == await store.revision()
+    assert revision == base + 2 == await store.revision()
     records = await store.list()
-    assert [r.revision for r in records] == [2, 2]
-    events = await take(store.watch(1), 3)
-    assert summary(events) == [("put", "a", 2), ("put", "b", 2), ("delete", "sava", 2)]
+    assert [r.revision - base for r in records] == [2, 2]
+    events = await take(store.watch(base + 1), 3)
+    assert summary(events, base) == [("put", "a", 2), ("put", "b", 2), ("delete", "sava", 2)]
 
 
-async def test_commit_is_all_or_nothing(store: SqliteStore) -> None:
+async def test_commit_is_all_or_nothing(store: Store, base: int) -> None:
     await store.put(SVC, {"v": 1})
     with pytest.raises(ConflictError) as failed:
         await store.commit([Put(GW_A, {}), Put(GW_B, {}, expect_revision=5), Delete(SVC)])
     assert failed.value.key == GW_B
-    assert await store.revision() == 1
+    assert await store.revision() == base + 1
     assert [r.key for r in await store.list()] == [SVC]
 
 
-async def test_commit_names_the_first_failing_key(store: SqliteStore) -> None:
+async def test_commit_names_the_first_failing_key(store: Store) -> None:
     await store.put(GW_A, {})
     with pytest.raises(ConflictError) as failed:
         await store.commit([Put(GW_B, {}, expect_revision=3), Put(GW_A, {}, expect_revision=0)])
     assert failed.value.key == GW_B
 
 
-async def test_empty_commit_writes_nothing(store: SqliteStore) -> None:
+async def test_empty_commit_writes_nothing(store: Store, base: int) -> None:
     await store.put(GW_A, {})
-    assert await store.commit([]) == 1
-    assert await store.commit([Delete(GW_B)]) == 1  # a no-op delete is no write either
-    assert await store.revision() == 1
+    assert await store.commit([]) == base + 1
+    assert await store.commit([Delete(GW_B)]) == base + 1  # a no-op delete is no write either
+    assert await store.revision() == base + 1
 
 
-async def test_commit_rejects_a_key_twice(store: SqliteStore) -> None:
+async def test_commit_rejects_a_key_twice(store: Store) -> None:
     with pytest.raises(ValueError):
         await store.commit([Put(GW_A, {}), Delete(GW_A)])
 
 
-async def test_revisions_stay_unique_with_two_writers(db_path: Path) -> None:
-    one, two = await SqliteStore.open(db_path), await SqliteStore.open(db_path)
+async def test_revisions_stay_unique_with_two_writers(open_store: Opener) -> None:
+    one, two = await open_store(), await open_store()
     try:
+        base = await one.revision()
         writes = [
             (one if i % 2 else two).put(Key("instances", "default", f"i{i}"), {"i": i})
             for i in range(40)
         ]
         records = await asyncio.gather(*writes)
-        assert sorted(r.revision for r in records) == list(range(1, 41))
-        assert await one.revision() == await two.revision() == 40
+        assert sorted(r.revision - base for r in records) == list(range(1, 41))
+        assert await one.revision() == await two.revision() == base + 40
     finally:
         await one.close()
         await two.close()
@@ -278,43 +323,43 @@ async def test_revisions_stay_unique_with_two_writers(db_path: Path) -> None:
 # --- watch ----------------------------------------------------------------------------------
 
 
-async def test_watch_replays_history_then_follows(store: SqliteStore) -> None:
+async def test_watch_replays_history_then_follows(store: Store, base: int) -> None:
     await store.put(GW_A, {"v": 1})
     await store.delete(GW_A)
-    events = store.watch(0)
+    events = store.watch(base)
     replayed = await take(events, 2)
-    assert summary(replayed) == [("put", "a", 1), ("delete", "a", 2)]
+    assert summary(replayed, base) == [("put", "a", 1), ("delete", "a", 2)]
     assert replayed[0].value == {"v": 1} and replayed[1].value is None
     await store.put(GW_B, {"v": 2})
     live = await take(events, 1)
-    assert summary(live) == [("put", "b", 3)] and live[0].value == {"v": 2}
+    assert summary(live, base) == [("put", "b", 3)] and live[0].value == {"v": 2}
 
 
-async def test_watch_from_a_revision(store: SqliteStore) -> None:
+async def test_watch_from_a_revision(store: Store, base: int) -> None:
     for name in "abc":
         await store.put(Key("gateways", "default", name), {})
-    assert summary(await take(store.watch(2), 1)) == [("put", "c", 3)]
+    assert summary(await take(store.watch(base + 2), 1), base) == [("put", "c", 3)]
 
 
-async def test_watch_waits_without_busy_looping(store: SqliteStore) -> None:
+async def test_watch_waits_without_busy_looping(store: Store, base: int) -> None:
     pending = await waiting_watch(store)
     await asyncio.sleep(0.3)  # several poll periods: nothing happened, so nothing is yielded
     assert not pending.done()
     await store.put(GW_A, {})
-    assert summary([await asyncio.wait_for(pending, 2.0)]) == [("put", "a", 1)]
+    assert summary([await asyncio.wait_for(pending, 2.0)], base) == [("put", "a", 1)]
 
 
-async def test_watch_filters_by_kind(store: SqliteStore) -> None:
-    events = store.watch(0, kinds=["services", "certificates"])
+async def test_watch_filters_by_kind(store: Store, base: int) -> None:
+    events = store.watch(base, kinds=["services", "certificates"])
     await store.put(GW_A, {})
     await store.put(SVC, {})
     await store.commit([Put(GW_B, {}), Delete(SVC)])
-    assert summary(await take(events, 2)) == [("put", "sava", 2), ("delete", "sava", 3)]
+    assert summary(await take(events, 2), base) == [("put", "sava", 2), ("delete", "sava", 3)]
 
 
-async def test_watch_sees_another_store_on_the_same_file(store: SqliteStore, db_path: Path) -> None:
+async def test_watch_sees_another_store_object(store: Store, open_store: Opener) -> None:
     waiting = await waiting_watch(store)
-    other = await SqliteStore.open(db_path)
+    other = await open_store()
     try:
         await other.put(GW_A, {"from": "other"})
         event = await asyncio.wait_for(waiting, 2.0)
@@ -324,7 +369,7 @@ async def test_watch_sees_another_store_on_the_same_file(store: SqliteStore, db_
 
 
 async def test_idle_reads_skip_a_busy_connection_and_keep_the_busy_timeout(
-    store: SqliteStore,
+    sqlite_store: SqliteStore,
 ) -> None:
     """The polls' reads run on the loop's thread only when nothing else holds the connection,
     and never wait there for a lock."""
@@ -332,14 +377,15 @@ async def test_idle_reads_skip_a_busy_connection_and_keep_the_busy_timeout(
     def busy_timeout(conn: sqlite3.Connection) -> int:
         return int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
 
+    store = sqlite_store
     with store._lock:  # a write in progress on a worker thread
         assert store._read_now(busy_timeout) is None
     assert store._read_now(busy_timeout) == 0  # while the loop reads, it would not wait
     assert await store._run(busy_timeout) == 10_000  # restored for everything else
 
 
-async def test_watch_sees_another_process(store: SqliteStore, db_path: Path) -> None:
-    waiting = await waiting_watch(store)
+async def test_watch_sees_another_process(sqlite_store: SqliteStore, db_path: Path) -> None:
+    waiting = await waiting_watch(sqlite_store)
     script = (
         "import asyncio, sys\n"
         "from meshgate.store import Key, SqliteStore\n"
@@ -365,9 +411,23 @@ async def test_watch_of_compacted_history_fails(db_path: Path) -> None:
         assert [e.value for e in await take(small.watch(7), 5)] == [{"i": i} for i in range(7, 12)]
 
 
-async def test_watch_ends_when_the_store_closes(db_path: Path) -> None:
-    closing = await SqliteStore.open(db_path)
-    events = closing.watch(0)
+async def test_watch_of_history_compacted_by_etcd_fails(etcd: Cluster) -> None:
+    target = parse_etcd_url(etcd.url, prefix=f"/meshgate-test-{uuid.uuid4().hex}/")
+    async with await EtcdStore.open(target) as store:
+        base = await store.revision()
+        for i in range(6):
+            await store.put(GW_A, {"i": i})
+        await store.compact(base + 4)
+        with pytest.raises(CompactedError) as compacted:
+            await anext(store.watch(base))
+        assert compacted.value.compact_revision == base + 3  # history starts after it
+        events = await take(store.watch(base + 3), 3)
+        assert [e.value for e in events] == [{"i": i} for i in range(3, 6)]
+
+
+async def test_watch_ends_when_the_store_closes(open_store: Opener) -> None:
+    closing = await open_store()
+    events = closing.watch(await closing.revision())
     pending = asyncio.ensure_future(anext(events))
     await asyncio.sleep(0.05)
     await closing.close()
@@ -378,7 +438,7 @@ async def test_watch_ends_when_the_store_closes(db_path: Path) -> None:
 # --- leases ---------------------------------------------------------------------------------
 
 
-async def test_keys_vanish_when_their_lease_expires(store: SqliteStore) -> None:
+async def test_keys_vanish_when_their_lease_expires(store: Store, base: int) -> None:
     lease = await store.grant_lease(0.5)
     record = await store.put(Key("instances", "default", "sava/1"), {"port": 8080}, lease=lease)
     await store.put(SVC, {})
@@ -388,34 +448,35 @@ async def test_keys_vanish_when_their_lease_expires(store: SqliteStore) -> None:
     async def gone() -> bool:
         return await store.get(record.key) is None
 
-    await eventually(gone)
-    assert summary(await take(events, 1)) == [("delete", "sava/1", 3)]
+    await eventually(gone, within=5.0)  # etcd's TTLs are whole seconds, its minimum is 1 s
+    assert summary(await take(events, 1), base) == [("delete", "sava/1", 3)]
     assert await store.get(SVC) is not None
     with pytest.raises(NotFoundError):
         await store.keepalive(lease)
 
 
-async def test_keepalive_extends_a_lease(store: SqliteStore) -> None:
+async def test_keepalive_extends_a_lease(store: Store) -> None:
     lease = await store.grant_lease(0.5)
     await store.put(GW_A, {}, lease=lease)
-    for _ in range(5):
+    for _ in range(12):
         await asyncio.sleep(0.2)
         await store.keepalive(lease)
-    assert await store.get(GW_A) is not None  # 1 s later: alive only thanks to the keepalives
+    # 2.4 s later, past any TTL the backends give 0.5 s: alive only thanks to the keepalives.
+    assert await store.get(GW_A) is not None
 
 
-async def test_revoke_deletes_attached_keys(store: SqliteStore) -> None:
+async def test_revoke_deletes_attached_keys(store: Store, base: int) -> None:
     lease = await store.grant_lease(30)
     await store.commit([Put(GW_A, {}, lease=lease), Put(GW_B, {}, lease=lease), Put(SVC, {})])
-    events = store.watch(1)
+    events = store.watch(base + 1)
     await store.revoke(lease)
-    assert summary(await take(events, 2)) == [("delete", "a", 2), ("delete", "b", 2)]
+    assert summary(await take(events, 2), base) == [("delete", "a", 2), ("delete", "b", 2)]
     assert [r.key for r in await store.list()] == [SVC]
     with pytest.raises(NotFoundError):
         await store.revoke(lease)
 
 
-async def test_put_without_lease_detaches_it(store: SqliteStore) -> None:
+async def test_put_without_lease_detaches_it(store: Store) -> None:
     lease = await store.grant_lease(30)
     await store.put(GW_A, {}, lease=lease)
     detached = await store.put(GW_A, {"kept": True})
@@ -424,14 +485,14 @@ async def test_put_without_lease_detaches_it(store: SqliteStore) -> None:
     assert await store.get(GW_A) == detached
 
 
-async def test_unknown_leases_are_refused(store: SqliteStore) -> None:
+async def test_unknown_leases_are_refused(store: Store, base: int) -> None:
     with pytest.raises(NotFoundError):
         await store.put(GW_A, {}, lease=999)
     with pytest.raises(NotFoundError):
         await store.keepalive(999)
     with pytest.raises(ValueError):
         await store.grant_lease(0)
-    assert await store.revision() == 0
+    assert await store.revision() == base
 
 
 async def test_lease_survives_reopen(db_path: Path) -> None:
@@ -477,8 +538,8 @@ async def test_reopen_keeps_data_and_revision(tmp_path: Path) -> None:
         assert summary(await take(second.watch(0), 1)) == [("put", "a", 1)]
 
 
-async def test_close_stops_everything(db_path: Path) -> None:
-    closing = await SqliteStore.open(db_path)
+async def test_close_stops_everything(open_store: Opener) -> None:
+    closing = await open_store()
     await closing.put(GW_A, {})
     await closing.close()
     await closing.close()  # idempotent
@@ -492,8 +553,9 @@ async def test_close_stops_everything(db_path: Path) -> None:
 
 
 async def test_watch_reads_long_histories_in_batches(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = sqlite_store
     monkeypatch.setattr("meshgate.store.sqlite_tables.WATCH_BATCH_REVISIONS", 2)
     await store.commit([Put(GW_A, {}), Put(GW_B, {})])
     for i in range(4):
@@ -502,10 +564,10 @@ async def test_watch_reads_long_histories_in_batches(
     assert [e.revision for e in events] == [1, 1, 2, 3, 4, 5]
 
 
-async def test_a_consumer_may_stop_iterating(store: SqliteStore) -> None:
+async def test_a_consumer_may_stop_iterating(store: Store, base: int) -> None:
     await store.put(GW_A, {})
-    async for event in store.watch(0):
+    async for event in store.watch(base):
         assert event.key == GW_A
         break
     await store.put(GW_B, {})  # the abandoned watch holds nothing up
-    assert await store.revision() == 2
+    assert await store.revision() == base + 2

@@ -28,6 +28,23 @@ class Loaded:
     certificate_versions: dict[Key, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """The node an agent runs: which gateways it serves, and where they listen by default."""
+
+    labels: dict[str, str]
+    address: str | None = None
+
+    def place(self, gateway: Gateway) -> Gateway | None:
+        """The gateway as this node serves it, or None when its `nodes:` exclude the node.
+        A gateway listening on every address listens on the node's address instead."""
+        if not gateway.placed_on(self.labels):
+            return None
+        if self.address is not None and gateway.bind == "0.0.0.0":
+            return gateway.model_copy(update={"bind": self.address})
+        return gateway
+
+
 @dataclass
 class DesiredLoader:
     """Reads and validates stored resources, re-validating only those whose version changed:
@@ -35,6 +52,7 @@ class DesiredLoader:
 
     store: Store
     dns: DnsFollower | None = None  # answers for services that name DNS records
+    placement: Placement | None = None  # on many nodes: this node's part; else every gateway
     _cache: dict[tuple[str, str, str], tuple[int, Resource | str]] = field(default_factory=dict)
 
     async def load(self) -> Loaded:
@@ -66,7 +84,9 @@ class DesiredLoader:
                 if isinstance(resource, str):
                     invalid[key] = resource
                 elif isinstance(resource, Gateway):
-                    gateways.append((record, resource))
+                    placed = self.placement.place(resource) if self.placement else resource
+                    if placed is not None:
+                        gateways.append((record, placed))
                 elif isinstance(resource, Certificate):
                     certificates.append(resource)
                     certificate_versions[(resource.namespace, resource.name)] = record.revision

@@ -30,7 +30,7 @@ from meshgate.events import EventLog
 from meshgate.metrics import ControlPlaneMetrics
 from meshgate.model.references import unresolved_message
 from meshgate.plan import Action, Reload, plan
-from meshgate.store import CompactedError, Delete, Put, Store
+from meshgate.store import CompactedError, Delete, Put, Store, StoreClosedError, StoreError
 from meshgate.store import Key as StoreKey
 
 log = structlog.get_logger("meshgate.agent")
@@ -52,9 +52,21 @@ class Agent:
         *,
         debounce_s: float = 0.03,
         health: InstanceHealth | None = None,
+        status_prefix: str = "status",
+        relist_s: float | None = None,
+        status_batch: int | None = None,
         events: EventLog | None = None,
     ) -> None:
         self.store = store
+        # Where status goes: `{status_prefix}.gateways` etc.; one prefix per node when many
+        # nodes share a store.
+        self.status_prefix = status_prefix
+        # A pass at least this often without any event: etcd 3.4 can lose watch events
+        # around a compaction; a pass that finds nothing changed does nothing.
+        self.relist_s = relist_s
+        # Status writes in transactions of at most this many keys (etcd refuses more than its
+        # --max-txn-ops); None: one transaction. Status needs no atomicity across resources.
+        self.status_batch = status_batch
         self.loader = DesiredLoader(store)
         self.driver = driver
         self.metrics = metrics
@@ -63,6 +75,10 @@ class Agent:
         self._published: dict[StoreKey, dict[str, Any]] = {}
         self.last_error: str | None = None
         self.passes = 0
+        # The store revision the watch had reached, and the one the last applied pass had
+        # read at least up to (what a node reports as applied).
+        self.seen_revision = 0
+        self.applied_revision = 0
         self.healthy = False
         # "namespace/name" of each gateway the last pass left out, with why; and how many there
         # are in all: what readiness reports.
@@ -79,11 +95,12 @@ class Agent:
         # Status is published after a pass and when instance health changes; one at a time,
         # so an older view can never be written over a newer one.
         self._publishing = asyncio.Lock()
+        self._publish_due = False  # the last status write failed
 
     async def run(self) -> None:
         """Reconcile now and on every change, until cancelled."""
-        for kind in ("status.gateways", "status.services", "status.certificates"):
-            for record in await self.store.list(kind):
+        for kind in ("gateways", "services", "certificates"):
+            for record in await self.store.list(self._status_kind(kind)):
                 self._published[record.key] = record.value
         watcher = asyncio.create_task(self._watch())
         try:
@@ -91,6 +108,11 @@ class Agent:
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._dirty.wait(), RESYNC_CHECK_S)
+                if self._relist_due():
+                    self._dirty.set()
+                if self._publish_due and not self._dirty.is_set():
+                    self._publish_due = False
+                    await self.republish()
                 if not (
                     self._dirty.is_set() or self.driver.resync_needed() or self._port_retry_due()
                 ):
@@ -134,6 +156,12 @@ class Agent:
             async with self._publishing:
                 await self._publish(*self._last)
 
+    def _relist_due(self) -> bool:
+        return (
+            self.relist_s is not None
+            and asyncio.get_running_loop().time() - self._last_pass_end >= self.relist_s
+        )
+
     def _port_retry_due(self) -> bool:
         return (
             self._waiting_for_ports
@@ -156,20 +184,34 @@ class Agent:
                 return
 
     async def _watch(self) -> None:
-        revision = await self.store.revision()
+        revision: int | None = None
+        lost = False
         while True:
             try:
-                async for _event in self.store.watch(revision, kinds=WATCHED_KINDS):
-                    revision = _event.revision
+                if revision is None:
+                    revision = self.seen_revision = await self.store.revision()
+                if lost:
+                    # History was compacted away: the next pass reads everything afresh, and
+                    # changes nothing if that compiles to what runs.
+                    lost = False
                     self._dirty.set()
-            except CompactedError:
-                revision = await self.store.revision()
-                self._dirty.set()
+                async for _event in self.store.watch(revision, kinds=WATCHED_KINDS):
+                    revision = self.seen_revision = _event.revision
+                    self._dirty.set()
+            except StoreClosedError:
+                return
+            except CompactedError as exc:
+                log.warning("store history compacted; listing afresh", error=str(exc))
+                revision, lost = None, True
+            except StoreError as exc:
+                log.warning("store watch failed; watching again", error=str(exc))
+                await asyncio.sleep(1.0)
 
     async def reconcile(self, *, runtime_only: bool = False) -> bool:
         """One pass; with `runtime_only`, only if it needs no reload. Returns False when it
         left the pass for later for that reason. Never raises for a bad resource; logs and
         reports instead."""
+        seen = self.seen_revision
         try:
             with self.metrics.reconcile_seconds.time(), _collector_paused():
                 loaded = await self.loader.load()
@@ -191,6 +233,7 @@ class Agent:
         finally:
             self._last_pass_end = asyncio.get_running_loop().time()
         self.passes += 1
+        self.applied_revision = max(self.applied_revision, seen)
         self.healthy = True
         self.last_error = self._failure_recorded = None
         self.metrics.reconciles.labels(
@@ -221,6 +264,29 @@ class Agent:
                 log.warning("gateway rejected", gateway=f"{key[0]}/{key[1]}", reason=reason)
         for key in before.keys() - rejected.keys():
             log.info("gateway no longer rejected", gateway=f"{key[0]}/{key[1]}")
+    async def _publish(
+        self, loaded: Loaded, compiled: Compiled, rejected: Mapping[Key, str]
+    ) -> None:
+        """Write what changed in the status; when the store cannot take it now (a shared store
+        that is down), keep serving and write it all again on the next check."""
+        ops = self._status_ops(loaded, compiled, rejected)
+        if not ops:
+            return
+        size = self.status_batch or len(ops)
+        try:
+            for start in range(0, len(ops), size):
+                await self.store.commit(ops[start : start + size])
+        except StoreError as exc:
+            if isinstance(exc, StoreClosedError):
+                raise
+            log.warning("status not written; will retry", error=str(exc))
+            # What landed is unknown: writes are made again, deletes stay due.
+            for op in ops:
+                if isinstance(op, Put):
+                    self._published.pop(op.key, None)
+                else:
+                    self._published[op.key] = {}
+            self._publish_due = True
 
     async def _compile_checked(
         self, state: DesiredState, *, runtime_only: bool = False
@@ -275,9 +341,10 @@ class Agent:
         self.metrics.rejected.inc(len(rejected))
         return compiled, rejected, plan(running, compiled.dataplane)
 
-    async def _publish(
+    def _status_ops(
         self, loaded: Loaded, compiled: Compiled, rejected: Mapping[Key, str]
-    ) -> None:
+    ) -> list[Put | Delete]:
+        """The writes that bring the published status up to date (only what changed)."""
         ops: list[Put | Delete] = []
         served = 0
         not_serving: dict[str, str] = {}
@@ -287,7 +354,7 @@ class Agent:
             if key in rejected:
                 errors.append(rejected[key])
             status: dict[str, Any] = {"errors": errors, "observed_version": version}
-            previous = self._published.get(StoreKey("status.gateways", *key), {})
+            previous = self._published.get(StoreKey(self._status_kind("gateways"), *key), {})
             if errors:
                 not_serving["/".join(key)] = "; ".join(errors)
                 status["state"] = "rejected"
@@ -309,7 +376,7 @@ class Agent:
                     for name, r in (result.routes.items() if result else ())
                 }
             self._record_outcome("gateway", key, previous, status)
-            ops += self._status_op(StoreKey("status.gateways", *key), status)
+            ops += self._status_op(StoreKey(self._status_kind("gateways"), *key), status)
         if self.health is not None:
             self.health.update(
                 loaded.state.services, loaded.state.registered, loaded.sources, compiled
@@ -318,25 +385,25 @@ class Agent:
             service_status: dict[str, Any] = {"applied_version": version}
             if self.health is not None:
                 service_status.update(self.health.status(key))
-            store_key = StoreKey("status.services", *key)
+            store_key = StoreKey(self._status_kind("services"), *key)
             self._record_outcome("service", key, self._published.get(store_key), service_status)
             ops += self._status_op(store_key, service_status)
         for key, version in loaded.certificate_versions.items():
             status = {"applied_version": version, "used_by": _certificate_users(loaded, key)}
-            store_key = StoreKey("status.certificates", *key)
+            store_key = StoreKey(self._status_kind("certificates"), *key)
             self._record_outcome("certificate", key, self._published.get(store_key), status)
             ops += self._status_op(store_key, status)
         self.metrics.set_certificate_expiry(loaded.state.certificates)
         for (kind, namespace, name), message in loaded.invalid.items():
             ops += self._status_op(
-                StoreKey(f"status.{kind}", namespace, name),
+                StoreKey(self._status_kind(kind), namespace, name),
                 {"state": "invalid", "errors": [message]},
             )
         live = (
-            {StoreKey("status.gateways", *k) for k in loaded.gateway_versions}
-            | {StoreKey("status.services", *k) for k in loaded.service_versions}
-            | {StoreKey("status.certificates", *k) for k in loaded.certificate_versions}
-            | {StoreKey(f"status.{kind}", ns, n) for kind, ns, n in loaded.invalid}
+            {StoreKey(self._status_kind("gateways"), *k) for k in loaded.gateway_versions}
+            | {StoreKey(self._status_kind("services"), *k) for k in loaded.service_versions}
+            | {StoreKey(self._status_kind("certificates"), *k) for k in loaded.certificate_versions}
+            | {StoreKey(self._status_kind(kind), ns, n) for kind, ns, n in loaded.invalid}
         )
         for stale in [k for k in self._published if k not in live]:
             ops.append(Delete(stale))
@@ -344,8 +411,10 @@ class Agent:
         self.not_serving, self.gateway_count = not_serving, len(loaded.gateway_versions)
         self.metrics.gateways.labels("serving").set(served)
         self.metrics.gateways.labels("rejected").set(len(loaded.gateway_versions) - served)
-        if ops:
-            await self.store.commit(ops)
+        return ops
+
+    def _status_kind(self, kind: str) -> str:
+        return f"{self.status_prefix}.{kind}"
 
     def _record_outcome(
         self, kind: str, key: Key, previous: dict[str, Any] | None, status: dict[str, Any]

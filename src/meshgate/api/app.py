@@ -20,7 +20,12 @@ from meshgate import __version__
 from meshgate.api.bodies import MAX_BODY_BYTES, BodyTooLargeError
 from meshgate.api.events import router as events_router
 from meshgate.api.instances import instances_router
-from meshgate.api.resources import api_error, manifest_schemas, resources_router
+from meshgate.api.resources import (
+    StatusSource,
+    api_error,
+    manifest_schemas,
+    resources_router,
+)
 from meshgate.errors import ValidationFailed
 from meshgate.events import EventLog
 from meshgate.store import Store, StoreError
@@ -101,6 +106,7 @@ def create_app(
     readiness: Readiness | None = None,
     gateways_ready: Callable[[], dict[str, Any]] | None = None,
     extra_routers: Sequence[APIRouter] = (),
+    statuses: StatusSource | None = None,
     events: EventLog | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
@@ -138,7 +144,9 @@ def create_app(
     # Before the resource endpoints too: they would take ".../instances" for part of a name.
     app.include_router(instances_router(store), dependencies=dependencies)
     app.include_router(
-        resources_router(store, allow_raw_acl=allow_raw_acl, cert_dir=cert_dir),
+        resources_router(
+            store, allow_raw_acl=allow_raw_acl, cert_dir=cert_dir, statuses=statuses
+        ),
         dependencies=dependencies,
     )
 

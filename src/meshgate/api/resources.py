@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path as FilePath
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
@@ -116,6 +117,27 @@ def api_error(status_code: int, message: str, path: str = "") -> HTTPException:
 def status_key(key: Key) -> Key:
     """Where the agent reports on the resource at `key`."""
     return Key(STATUS_PREFIX + key.kind, key.namespace, key.name)
+
+
+class StatusSource(Protocol):
+    """Where the API reads what the data plane reports on resources."""
+
+    async def one(self, key: Key) -> Record | None: ...
+
+    async def many(self, kind: str, namespace: str) -> dict[str, Record]: ...
+
+
+@dataclass
+class LocalStatuses:
+    """The one agent's reports, under `status.KIND` (`up`)."""
+
+    store: Store
+
+    async def one(self, key: Key) -> Record | None:
+        return await self.store.get(status_key(key))
+
+    async def many(self, kind: str, namespace: str) -> dict[str, Record]:
+        return {s.key.name: s for s in await self.store.list(STATUS_PREFIX + kind, namespace)}
 
 
 def present(record: Record, status: Record | None) -> dict[str, Any]:
@@ -290,12 +312,18 @@ def _inline_batch(documents: list[Any], files: ApiFiles) -> list[Any]:
 
 
 def resources_router(
-    store: Store, *, allow_raw_acl: bool = False, cert_dir: FilePath | None = None
+    store: Store,
+    *,
+    allow_raw_acl: bool = False,
+    cert_dir: FilePath | None = None,
+    statuses: StatusSource | None = None,
 ) -> APIRouter:
     """The resource endpoints over `store`; certificate files named in documents are read only
-    under `cert_dir` (none at all without it)."""
+    under `cert_dir` (none at all without it); status from `statuses` (default: the one
+    agent's)."""
     files = ApiFiles(cert_dir)
     router = APIRouter(prefix="/api/v1", tags=["resources"])
+    reports: StatusSource = statuses or LocalStatuses(store)
     # Admission reads the stored gateways and then writes; serialising writes keeps two
     # requests from each passing the port check against a state the other is changing.
     write_lock = asyncio.Lock()
@@ -347,7 +375,7 @@ def resources_router(
             raise ValidationFailed(problems)
 
     async def respond(record: Record, status_code: int = 200, **headers: str) -> JSONResponse:
-        status = await store.get(status_key(record.key))
+        status = await reports.one(record.key)
         return JSONResponse(
             present(record, status), status_code, headers={**_etag(record), **headers}
         )
@@ -473,7 +501,8 @@ def resources_router(
             written = [
                 Written(e["kind"], e["namespace"], e["name"], e["version"]) for e in applied
             ]
-            answer["wait"] = (await wait_until_live(store, written, wait_s)).as_dict()
+            many = None if isinstance(reports, LocalStatuses) else reports
+            answer["wait"] = (await wait_until_live(store, written, wait_s, many)).as_dict()
         return answer
 
     @router.get("/{kind}", summary="List resources of a kind in a namespace")
@@ -487,8 +516,8 @@ def resources_router(
         where = _namespace(namespace) or DEFAULT_NAMESPACE
         if limit is None and continue_token is None:
             records = await store.list(kind, where)
-            statuses = {s.key.name: s for s in await store.list(STATUS_PREFIX + kind, where)}
-            return {"items": [present(r, statuses.get(r.key.name)) for r in records]}
+            found = await reports.many(kind, where)
+            return {"items": [present(r, found.get(r.key.name)) for r in records]}
         # A page: the keys alone are listed (cheap), the values of the page's only are read.
         heads = await store.list(kind, where, keys_only=True)
         page, following = paging.page([h.key.name for h in heads], limit, continue_token)
@@ -496,7 +525,7 @@ def resources_router(
         for name in page:
             record = await store.get(Key(kind, where, name))
             if record is not None:  # deleted since it was listed
-                items.append(present(record, await store.get(status_key(record.key))))
+                items.append(present(record, await reports.one(record.key)))
         return {"items": items, "continue": following}
 
     @router.post(

@@ -30,13 +30,25 @@ def stats_router(store: Store, stats: StatsCollector) -> APIRouter:
         "/gateways/{name:path}/stats",
         summary="Per-route requests, response classes, rate, latency percentiles, instances",
     )
-    async def gateway_stats(name: NameParam, namespace: NamespaceParam = None) -> dict[str, Any]:
+    async def gateway_stats(
+        name: NameParam,
+        namespace: NamespaceParam = None,
+        histograms: Annotated[
+            bool, Query(description="add each route's latency histogram (for merging)")
+        ] = False,
+    ) -> dict[str, Any]:
         space = parse_namespace(namespace) or DEFAULT_NAMESPACE
         await require_gateway(store, space, name)
         snapshot = await stats.refresh()
         logged = stats.keeper.fraction if stats.keeper else 1.0
         return view.gateway_stats(
-            stats.dataplane(), snapshot, stats.latency, space, name, logged=logged
+            stats.dataplane(),
+            snapshot,
+            stats.latency,
+            space,
+            name,
+            logged=logged,
+            histograms=histograms,
         )
 
     return router

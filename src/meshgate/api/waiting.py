@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from meshgate.store import Key, Store
+from meshgate.store import Key, Record, Store
 
 DEFAULT_WAIT_S = 60.0
 Verdict = Literal["live", "rejected", "pending"]
@@ -77,8 +77,18 @@ def _entry(written: Written, reason: str) -> dict[str, Any]:
     }
 
 
+class StatusReader(Protocol):
+    async def one(self, key: Key) -> Record | None: ...
+
+
+POLL_S = 0.2
+
+
 async def wait_until_live(
-    store: Store, written: Sequence[Written], timeout_s: float
+    store: Store,
+    written: Sequence[Written],
+    timeout_s: float,
+    statuses: StatusReader | None = None,
 ) -> WaitOutcome:
     """Return once all of `written` is live, at the first rejection, or at the timeout. The
     status records are read once, then followed through the store's watch: the answer comes
@@ -98,6 +108,16 @@ async def wait_until_live(
 
     try:
         async with asyncio.timeout(timeout_s):
+            if statuses is not None:
+                # Many nodes: each resource's status is merged from every node's report
+                # (`nodes.view`), read again until all is live or one node rejects.
+                while True:
+                    for key, one in list(pending.items()):
+                        merged = await statuses.one(Key(f"{one.kind}s", one.namespace, one.name))
+                        outcome = judged(key, merged.value if merged is not None else None)
+                        if outcome is not None:
+                            return outcome
+                    await asyncio.sleep(POLL_S)
             # Taken before reading, so a status published in between is seen in the watch.
             revision = await store.revision()
             for key in list(pending):

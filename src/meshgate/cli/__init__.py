@@ -8,6 +8,7 @@ import click
 
 from meshgate import __version__
 from meshgate.cli.changes import diff, set_group
+from meshgate.cli.cluster import agent, server
 from meshgate.cli.common import Settings, read_token_file, token_file_option
 from meshgate.cli.demo import demo
 from meshgate.cli.describe import describe, events
@@ -41,8 +42,8 @@ def main(ctx: click.Context, server: str, token: str | None, token_file: Path | 
 
 
 for command in (
-    up, demo, apply, diff, get, describe, events, delete, set_group, instances, stats,
-    rollout, validate, render, version,
+    up, server, agent, demo, apply, diff, get, describe, events, delete, set_group, instances,
+    stats, rollout, validate, render, version,
 ):  # fmt: skip
     main.add_command(command)
 

@@ -26,7 +26,26 @@ def _instances(resource: dict[str, Any]) -> str:
     return str(len(resource.get("instances") or []))
 
 
+def _node_row(node: dict[str, Any]) -> list[str]:
+    gateways = node.get("gateways") or {}
+    refused = sorted(name for name, g in gateways.items() if g.get("error"))
+    labels = ",".join(f"{k}={v}" for k, v in sorted((node.get("labels") or {}).items()))
+    age = node.get("heartbeat_age_s")
+    return [
+        str(node.get("name", "")),
+        str(node.get("status", "")),
+        str(node.get("address") or "-"),
+        str(node.get("applied_revision") if node.get("applied_revision") is not None else "-"),
+        "-" if age is None else f"{age:g}s",
+        f"{len(gateways) - len(refused)}/{len(gateways)}",
+        # Loud: a node refusing configuration names what it refuses.
+        ("REFUSING " + ",".join(refused)) if refused else labels or "-",
+    ]
+
+
 def _row(kind: str, resource: dict[str, Any]) -> list[str]:
+    if kind == "nodes":
+        return _node_row(resource)
     start = [str(resource.get("name", "")), str(resource.get("namespace", ""))]
     end = [str(resource.get("version", "")), applied_state(resource)]
     if kind == "gateways":
@@ -67,6 +86,8 @@ def _certificate_cells(resource: dict[str, Any]) -> list[str]:
 
 
 def _header(kind: str) -> list[str]:
+    if kind == "nodes":
+        return ["NAME", "STATUS", "ADDRESS", "APPLIED-REV", "HEARTBEAT", "GATEWAYS", "LABELS"]
     if kind == "gateways":
         return ["NAME", "NAMESPACE", "PORT", "HOSTS", "ROUTES", "VERSION", "APPLIED"]
     if kind == "services":

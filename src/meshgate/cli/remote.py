@@ -28,6 +28,8 @@ KIND_ALIASES = {
     "certificate": "certificates",
     "certificates": "certificates",
     "cert": "certificates",
+    "node": "nodes",
+    "nodes": "nodes",
     "rollout": "rollouts",
     "rollouts": "rollouts",
 }
@@ -52,7 +54,7 @@ class KindType(click.ParamType[str]):
     ) -> str:
         text = str(value).lower()
         if text not in KIND_ALIASES:
-            kinds = "gateways, services, certificates or rollouts"
+            kinds = "gateways, services, certificates, rollouts or nodes"
             self.fail(f"{value!r} is not a kind; use {kinds}", param)
         return KIND_ALIASES[text]
 
@@ -173,7 +175,8 @@ def get(
         if name is None:
             items = client.list(kind, namespace=namespace)
             if not items and output == "table":
-                click.echo(f"no {kind} in namespace {namespace}", err=True)
+                where = "" if kind == "nodes" else f" in namespace {namespace}"
+                click.echo(f"no {kind}{where}", err=True)
                 return
             click.echo(render(kind, items, output))
         else:

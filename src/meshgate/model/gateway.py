@@ -21,6 +21,7 @@ from meshgate.model.fields import NamespaceName, PortNumber, ResourceName
 from meshgate.model.names import (
     DEFAULT_NAMESPACE,
     HEADER_NAME,
+    check_label,
     check_resource_name,
     normalize_hostname,
 )
@@ -243,6 +244,8 @@ class Gateway(Model):
     routes: dict[str, Route] = Field(default_factory=dict)
     # X-Forwarded-For/-Proto/-Host to the instances (http ports only).
     forwarded_headers: bool = True
+    # Placement on many nodes: the node labels a node must all have to serve this gateway.
+    nodes: dict[str, str] | None = Field(default=None, max_length=32)
 
     @field_validator("bind")
     @classmethod
@@ -264,6 +267,18 @@ class Gateway(Model):
         if duplicates:
             raise ValueError(f"{duplicates[0]!r} is listed twice")
         return hosts
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            for key, label in value.items():
+                check_label(key, label)
+        return value
+
+    def placed_on(self, labels: dict[str, str]) -> bool:
+        """Whether a node with these labels serves the gateway."""
+        return all(labels.get(key) == value for key, value in (self.nodes or {}).items())
 
     @field_validator("balance")
     @classmethod

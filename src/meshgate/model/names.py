@@ -74,3 +74,16 @@ def check_netns(value: str) -> str:
             "at most 63 characters, starting with a letter or digit"
         )
     return value
+
+
+NODE_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?\Z")
+NODE_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?)?\Z")
+
+
+def check_label(key: str, value: str) -> tuple[str, str]:
+    """A node label (`agent --label KEY=VALUE`, a gateway's `nodes:`)."""
+    if not NODE_LABEL_KEY.match(key):
+        raise ValueError(f"label key {key!r}: letters, digits and '._/-', at most 64")
+    if not NODE_LABEL_VALUE.match(value):
+        raise ValueError(f"label {key}: value {value!r}: letters, digits and '._-', at most 64")
+    return key, value

@@ -139,3 +139,32 @@ def summary(histogram: Histogram | None) -> dict[str, float | int | None]:
         "p90": histogram.percentile(0.90),
         "p99": histogram.percentile(0.99),
     }
+
+
+def to_sparse(histogram: Histogram) -> dict[str, object]:
+    """The histogram as JSON: counts by bucket index, only the buckets that hold any. What a
+    node sends so that a server can merge percentiles across nodes exactly."""
+    return {
+        "buckets": {str(i): n for i, n in enumerate(histogram.counts) if n},
+        "count": histogram.count,
+        "sum": histogram.sum,
+        "max": histogram.max,
+    }
+
+
+def from_sparse(data: object) -> Histogram:
+    """The inverse of `to_sparse`; ValueError for anything else."""
+    if not isinstance(data, dict) or not isinstance(data.get("buckets"), dict):
+        raise ValueError("not a histogram")
+    histogram = Histogram()
+    for index, count in data["buckets"].items():
+        position = int(index)
+        if not 0 <= position < BUCKETS or not isinstance(count, int) or count < 0:
+            raise ValueError(f"bad histogram bucket {index!r}: {count!r}")
+        histogram.counts[position] = count
+    histogram.count = sum(histogram.counts)
+    for field in ("sum", "max"):
+        if not isinstance(data.get(field), int):
+            raise ValueError(f"histogram {field} must be an integer")
+    histogram.sum, histogram.max = data["sum"], data["max"]
+    return histogram

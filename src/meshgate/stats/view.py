@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshgate.compiler import ir
-from meshgate.stats.histogram import Histogram, summary
+from meshgate.stats.histogram import Histogram, summary, to_sparse
 from meshgate.stats.latency import LatencyBook, Window
 from meshgate.stats.tally import RESPONSE_CLASSES, BackendStats, Counts, ServerStats, Snapshot
 
@@ -74,6 +74,7 @@ def route_stats(
     latency: LatencyBook | None,
     now: float,
     logged: float = 1.0,
+    histograms: bool = False,
 ) -> dict[str, Any]:
     stats: BackendStats | None = snapshot.backends.get(backend.name)
     counts = stats.counts if stats else _NO_COUNTS
@@ -102,6 +103,8 @@ def route_stats(
     }
     if window is not None:
         result["sampling"] = _sampling(window, stats.recent_requests if stats else 0, logged)
+        if histograms:
+            result["latency_histogram"] = to_sparse(window.total)
     return result
 
 
@@ -113,13 +116,16 @@ def gateway_stats(
     gateway: str,
     *,
     logged: float = 1.0,
+    histograms: bool = False,
 ) -> dict[str, Any]:
     """`{"gateway", "namespace", "routes": {ROUTE: {...}}}` for one gateway. Latency figures
     cover the latency window up to the snapshot's time and are null when nothing was sampled;
     without a latency book (logging off) they are null too and `sampling` is absent. `logged`
     is the fraction of requests HAProxy logs now."""
     routes = {
-        backend.route.route: route_stats(backend, snapshot, latency, snapshot.taken_at, logged)
+        backend.route.route: route_stats(
+            backend, snapshot, latency, snapshot.taken_at, logged, histograms
+        )
         for backend in gateway_backends(dataplane, namespace, gateway)
     }
     return {"gateway": gateway, "namespace": namespace, "routes": routes}

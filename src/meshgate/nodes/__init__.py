@@ -1,0 +1,1 @@
+"""Many nodes on one store: node records and heartbeats, per-node status, placement."""

@@ -1,0 +1,355 @@
+"""`Store` on an etcd v3 cluster, through etcd's JSON gateway over httpx.
+
+Every call is one HTTP request to one member; a member that cannot be reached is skipped for
+the next (only before the request was sent, so a write is never sent twice). A watch is one
+streamed `/v3/watch` response per `watch()` call, read by a task of its own; when its stream
+breaks it reconnects, with jittered backoff, from the revision after the last one it
+delivered, so callers see one unbroken, ordered history or a CompactedError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import logging
+import math
+import random
+import ssl
+from collections.abc import AsyncIterator, Collection, Sequence
+from typing import Any
+
+import httpx
+
+from meshgate.store import etcd_wire as wire
+from meshgate.store.base import (
+    CompactedError,
+    ConflictError,
+    Delete,
+    Key,
+    NotFoundError,
+    Op,
+    Put,
+    Record,
+    StoreClosedError,
+    StoreError,
+    WatchEvent,
+    check_ops,
+)
+from meshgate.store.target import EtcdTarget, StoreUrlError
+
+logger = logging.getLogger(__name__)
+
+_TIMEOUT_SECONDS = 5.0
+_BACKOFF_FIRST_SECONDS = 0.1
+_BACKOFF_MAX_SECONDS = 3.0
+_READS = frozenset({"/v3/kv/range", "/v3/lease/keepalive"})
+_GRPC_NOT_FOUND = 5
+_GRPC_UNAVAILABLE = 14
+
+
+class StoreUnavailableError(StoreError):
+    """No etcd member answered, or the cluster cannot serve the request now (no leader)."""
+
+
+class EtcdStore:
+    """`Store` on etcd. Create with `await EtcdStore.open(target)`; end with `close()`."""
+
+    def __init__(self, target: EtcdTarget, client: httpx.AsyncClient) -> None:
+        """Use `open`."""
+        self._target = target
+        self._layout = wire.Layout(target.prefix)
+        self._client = client
+        self._preferred = 0  # the member that answered last
+        self._closed = False
+        self._watch_tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    async def open(cls, target: EtcdTarget) -> EtcdStore:
+        """Connect, and read the revision once so that a wrong address or certificate fails
+        here, with its reason, rather than at the first write."""
+        client = httpx.AsyncClient(
+            verify=_tls_context(target), timeout=_TIMEOUT_SECONDS, trust_env=False
+        )
+        store = cls(target, client)
+        try:
+            await store.revision()
+        except BaseException:
+            await client.aclose()
+            raise
+        return store
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return self._target.endpoints
+
+    async def __aenter__(self) -> EtcdStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def get(self, key: Key) -> Record | None:
+        reply = await self._call("/v3/kv/range", {"key": wire.b64(self._layout.encode(key))})
+        kvs = reply.get("kvs", [])
+        return wire.record(self._layout, kvs[0]) if kvs else None
+
+    async def list(
+        self, kind: str | None = None, namespace: str | None = None, *, keys_only: bool = False
+    ) -> builtins.list[Record]:
+        body = wire.range_body(self._layout, kind, namespace, keys_only)
+        reply = await self._call("/v3/kv/range", body)
+        return wire.records(self._layout, reply.get("kvs", []), namespace, keys_only)
+
+    async def put(
+        self,
+        key: Key,
+        value: dict[str, Any],
+        *,
+        expect_revision: int | None = None,
+        lease: int | None = None,
+    ) -> Record:
+        _, (record,) = await self._apply([Put(key, value, expect_revision, lease)])
+        assert isinstance(record, Record)
+        return record
+
+    async def delete(self, key: Key, *, expect_revision: int | None = None) -> bool:
+        """As `SqliteStore.delete`: a conditional delete of an absent key is NotFoundError."""
+        try:
+            _, (deleted,) = await self._apply([Delete(key, expect_revision)])
+        except ConflictError as exc:
+            if exc.actual == 0:
+                raise NotFoundError(f"{key} does not exist") from exc
+            raise
+        if deleted is False and expect_revision is not None:
+            raise NotFoundError(f"{key} does not exist")
+        return deleted is True
+
+    async def commit(self, ops: Sequence[Op]) -> int:
+        revision, _ = await self._apply(ops)
+        return revision
+
+    async def revision(self) -> int:
+        reply = await self._call("/v3/kv/range", {"key": wire.b64(self._layout.prefix.encode())})
+        return wire.as_int(reply["header"]["revision"])
+
+    def watch(
+        self, from_revision: int, kinds: Collection[str] | None = None
+    ) -> AsyncIterator[WatchEvent]:
+        if self._closed:
+            raise StoreClosedError("store is closed")
+        if from_revision < 0:
+            raise ValueError("from_revision must be >= 0")
+        return self._watch(from_revision, None if kinds is None else frozenset(kinds))
+
+    async def grant_lease(self, ttl_seconds: float) -> int:
+        if not ttl_seconds > 0:
+            raise ValueError("a lease needs a positive TTL")
+        # etcd counts whole seconds, and raises a TTL below its minimum (about 1.5 election
+        # timeouts) to that minimum.
+        reply = await self._call("/v3/lease/grant", {"TTL": str(math.ceil(ttl_seconds))})
+        return wire.as_int(reply["ID"])
+
+    async def keepalive(self, lease: int) -> None:
+        reply = await self._call("/v3/lease/keepalive", {"ID": str(lease)})
+        if wire.as_int(reply.get("result", reply).get("TTL")) <= 0:
+            raise NotFoundError(f"lease {lease} does not exist or has expired")
+
+    async def revoke(self, lease: int) -> None:
+        await self._call("/v3/lease/revoke", {"ID": str(lease)})
+
+    async def compact(self, revision: int) -> None:
+        """Discard the history before `revision` (etcd's compaction; the embedded store keeps
+        a fixed number of revisions instead)."""
+        await self._call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._watch_tasks:
+            task.cancel()
+        if self._watch_tasks:
+            await asyncio.wait(self._watch_tasks)
+        await self._client.aclose()
+
+    # --- internals ---
+
+    async def _apply(self, ops: Sequence[Op]) -> tuple[int, builtins.list[Record | bool]]:
+        check_ops(ops)
+        if not ops:
+            return await self.revision(), []
+        encoded = [wire.to_json(op.value) if isinstance(op, Put) else None for op in ops]
+        reply = await self._call("/v3/kv/txn", wire.txn_body(self._layout, ops, encoded))
+        if not reply.get("succeeded"):
+            raise wire.first_conflict(ops, reply)
+        revision = wire.as_int(reply["header"]["revision"])
+        return revision, wire.txn_results(ops, reply, revision)
+
+    async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`path` on the member that answered last, else the next. A read also moves on from
+        a member that answers but cannot serve (stopping, or cut off from the leader); a
+        write is not sent twice."""
+        if self._closed:
+            raise StoreClosedError("store is closed")
+        failures = []
+        count = len(self.endpoints)
+        for step in range(count):
+            index = (self._preferred + step) % count
+            endpoint = self.endpoints[index]
+            try:
+                response = await self._client.post(endpoint + path, json=body)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # Not sent: safe to try the next member, a write included.
+                failures.append(f"{endpoint}: {_reason(exc, self._target.tls)}")
+                continue
+            except (httpx.TransportError, ssl.SSLError) as exc:
+                # A TLS alert may surface raw, when the server refuses our certificate late.
+                reason = _reason(exc, self._target.tls)
+                raise StoreUnavailableError(f"etcd at {endpoint}: {reason}") from exc
+            try:
+                reply = _reply(endpoint, response)
+            except StoreUnavailableError as exc:
+                if path not in _READS:
+                    raise
+                failures.append(str(exc))
+                continue
+            self._preferred = index
+            return reply
+        raise StoreUnavailableError("no etcd member answers: " + "; ".join(failures))
+
+    async def _watch(self, after: int, kinds: frozenset[str] | None) -> AsyncIterator[WatchEvent]:
+        queue: asyncio.Queue[builtins.list[WatchEvent] | BaseException | None] = asyncio.Queue()
+        task = asyncio.create_task(self._follow(after, kinds, queue), name="store-etcd-watch")
+        self._watch_tasks.add(task)
+        task.add_done_callback(self._watch_tasks.discard)
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                for event in item:
+                    yield event
+        finally:
+            task.cancel()
+
+    async def _follow(
+        self,
+        after: int,
+        kinds: frozenset[str] | None,
+        queue: asyncio.Queue[builtins.list[WatchEvent] | BaseException | None],
+    ) -> None:
+        backoff = _BACKOFF_FIRST_SECONDS
+        try:
+            while not self._closed:
+                endpoint = self.endpoints[self._preferred % len(self.endpoints)]
+                try:
+                    async for result in self._stream(endpoint, after, kinds):
+                        backoff = _BACKOFF_FIRST_SECONDS
+                        if result.get("canceled"):
+                            compacted = wire.as_int(result.get("compact_revision"))
+                            if compacted:
+                                # Watchable history starts at `compacted`.
+                                queue.put_nowait(CompactedError(after, compacted - 1))
+                                return
+                            raise StoreError(f"etcd ended the watch: {result.get('cancel_reason')}")
+                        raw = result.get("events", [])
+                        if raw:
+                            after = max(wire.as_int(e["kv"]["mod_revision"]) for e in raw)
+                            events = wire.watch_events(self._layout, result, kinds)
+                            if events:
+                                queue.put_nowait(events)
+                        elif not result.get("created"):
+                            # A progress notification: every event up to here was sent.
+                            after = max(after, wire.as_int(result["header"].get("revision")))
+                except (httpx.TransportError, ssl.SSLError, StoreUnavailableError) as exc:
+                    logger.warning("etcd watch on %s broke (%s); reconnecting", endpoint, exc)
+                if self._closed:
+                    return
+                self._preferred += 1  # the next attempt tries another member
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, _BACKOFF_MAX_SECONDS)
+        except StoreError as exc:
+            queue.put_nowait(exc)
+        finally:
+            queue.put_nowait(None)
+
+    async def _stream(
+        self, endpoint: str, after: int, kinds: frozenset[str] | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        body = wire.watch_body(self._layout, after, kinds)
+        timeout = httpx.Timeout(_TIMEOUT_SECONDS, read=None)
+        async with self._client.stream(
+            "POST", endpoint + "/v3/watch", json=body, timeout=timeout
+        ) as response:
+            if response.status_code != 200:
+                _reply(
+                    endpoint, httpx.Response(response.status_code, content=await response.aread())
+                )
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                message = json.loads(line)
+                if "error" in message:
+                    raise _error(endpoint, message["error"])
+                yield message["result"]
+
+
+def _tls_context(target: EtcdTarget) -> ssl.SSLContext | bool:
+    if not target.tls:
+        return True
+    try:
+        context = ssl.create_default_context(cafile=str(target.ca) if target.ca else None)
+        if target.cert is not None:
+            context.load_cert_chain(str(target.cert), str(target.key))
+    except (ssl.SSLError, OSError) as exc:
+        raise StoreUrlError(f"--store TLS files: {exc}") from exc
+    return context
+
+
+def _reason(exc: Exception, tls: bool = False) -> str:
+    text = str(exc) or str(exc.__cause__ or "") or type(exc).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return f"the member's certificate is not trusted (--store-ca): {text}"
+    if "alert" in text.lower() or "certificate required" in text.lower():
+        return f"the member refused our client certificate (--store-cert/--store-key): {text}"
+    if tls and isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
+        # With TLS 1.3 a server that rejects the client certificate just closes the connection.
+        return (
+            f"the member closed the TLS connection ({text}); it may have refused our client "
+            "certificate (--store-cert/--store-key)"
+        )
+    return text
+
+
+def _reply(endpoint: str, response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise StoreError(f"etcd at {endpoint}: HTTP {response.status_code}, not JSON") from exc
+    if response.status_code != 200 or ("error" in body and "header" not in body):
+        raise _error(endpoint, body)
+    if "error" in body.get("result", {}):  # a streamed call's one message
+        raise _error(endpoint, body["result"])
+    return dict(body)
+
+
+def _error(endpoint: str, body: Any) -> StoreError:
+    if not isinstance(body, dict):
+        return StoreError(f"etcd at {endpoint}: {body}")
+    message = body.get("message") or body.get("error") or "unknown error"
+    code = body.get("code") or body.get("grpc_code")
+    if code == _GRPC_NOT_FOUND:
+        return NotFoundError(message)
+    if code == _GRPC_UNAVAILABLE or any(
+        sign in message for sign in ("no leader", "timed out", "closing", "leader changed")
+    ):
+        return StoreUnavailableError(f"etcd at {endpoint}: {message}")
+    if "too many operations in txn" in message:
+        return StoreError(
+            f"etcd at {endpoint}: {message}: one transaction (an apply's documents and their "
+            "statuses) may hold at most etcd's --max-txn-ops operations, 128 by default"
+        )
+    return StoreError(f"etcd at {endpoint}: {message}")
