@@ -1,8 +1,8 @@
 """A small HTTP backend for the demo and the tests, and the demo's manifests.
 
 The backend answers every request with its name, so a client sees which instance served it.
-`?status=NNN` and `?delay=MS` make it fail or be slow on demand; `--error-ratio` and
-`--delay-ms` make every request fail at random or be slow (a bad version to roll back);
+`?status=NNN` and `?delay=MS` make it fail or be slow on demand; `--error-ratio` (at random),
+`--error-every N` (every Nth request) and `--delay-ms` make a bad version to roll back;
 `/health` answers `ok`, or 503 while the file named by `--fail-health-file` exists (so a test
 can fail its health check without stopping it).
 """
@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -61,7 +62,7 @@ class _Handler(BaseHTTPRequestHandler):
         if delay_ms and url.path != "/health":
             time.sleep(min(delay_ms, 30_000) / 1000)
         status = int(query.get("status", ["200"])[0])
-        if url.path != "/health" and random.random() < self.server.error_ratio:
+        if url.path != "/health" and self.server.fails_now():
             status = 500
         failing = self.server.fail_health_file
         if url.path == "/health" and failing and os.path.exists(failing):
@@ -97,13 +98,26 @@ class DemoServer(ThreadingHTTPServer):
         fail_health_file: str | None = None,
         *,
         error_ratio: float = 0.0,
+        error_every: int = 0,
         delay_ms: int = 0,
     ) -> None:
         self.name = name
         self.fail_health_file = fail_health_file
         self.error_ratio = error_ratio
+        self.error_every = error_every
         self.delay_ms = delay_ms
+        self._answered = 0
+        self._count_lock = threading.Lock()
         super().__init__((host, port), _Handler)
+
+    def fails_now(self) -> bool:
+        """Whether this request gets a 500: at random (`error_ratio`), or exactly every
+        `error_every`-th request (an exact error rate, for tests that compare two)."""
+        if self.error_every:
+            with self._count_lock:
+                self._answered += 1
+                return self._answered % self.error_every == 0
+        return random.random() < self.error_ratio
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--fail-health-file", default=None, help="/health fails while it exists")
     parser.add_argument("--error-ratio", type=float, default=0.0, help="share answered 500")
+    parser.add_argument("--error-every", type=int, default=0, help="answer 500 every Nth")
     parser.add_argument("--delay-ms", type=int, default=0, help="delay of every answer")
     args = parser.parse_args(argv)
     with DemoServer(
@@ -121,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         args.port,
         args.fail_health_file,
         error_ratio=args.error_ratio,
+        error_every=args.error_every,
         delay_ms=args.delay_ms,
     ) as server:
         server.serve_forever()
@@ -132,8 +148,6 @@ if __name__ == "__main__":
 
 def start_demo_backends(host: str = "127.0.0.1") -> list[DemoServer]:
     """The demo's two versions of sava, served from threads of the calling process."""
-    import threading
-
     servers = [DemoServer("sava 1.0", host, 8081), DemoServer("sava 1.1", host, 8082)]
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()

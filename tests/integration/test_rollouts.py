@@ -237,9 +237,11 @@ def test_restart_mid_rollout_resumes_at_the_same_step(
 
 def test_compare_tells_a_worse_route_from_an_equal_one(rollout_node: Node, demos: Demos) -> None:
     ports = {
-        "ab:a": demos.start("a", options=("--error-ratio", "0.01"))[0],
-        "ab:b": demos.start("b", options=("--error-ratio", "0.10"))[0],
-        "ab:c": demos.start("c", options=("--error-ratio", "0.01"))[0],
+        # Exact error rates (every 100th or 10th request fails), so two equal routes are equal
+        # in the sample too, and the test of them cannot come out differently by chance.
+        "ab:a": demos.start("a", options=("--error-every", "100"))[0],
+        "ab:b": demos.start("b", options=("--error-every", "10"))[0],
+        "ab:c": demos.start("c", options=("--error-every", "100"))[0],
     }
     port = free_port()
     services = [

@@ -30,14 +30,17 @@ async def gateway_readings(
 
 class AllRoutes:
     """Readings of every route served, rebuilding a route's only when its request count moved
-    (merging histograms of thousands of idle routes every few seconds would be waste)."""
+    (merging histograms of thousands of idle routes every few seconds would be waste). A
+    reading up to `max_age_s` old will do: the collector's own polls keep one that fresh, so
+    the analytics never make HAProxy answer an extra poll."""
 
-    def __init__(self, stats: StatsCollector) -> None:
+    def __init__(self, stats: StatsCollector, max_age_s: float = 2.0) -> None:
         self.stats = stats
+        self.max_age_s = max_age_s
         self._last: dict[str, tuple[int, Reading]] = {}
 
     async def read(self) -> dict[RouteKey, Reading]:
-        snapshot = await self.stats.refresh(max_age_s=MAX_AGE_S)
+        snapshot = await self.stats.refresh(max_age_s=self.max_age_s)
         dataplane = self.stats.dataplane()
         readings: dict[RouteKey, Reading] = {}
         last: dict[str, tuple[int, Reading]] = {}
