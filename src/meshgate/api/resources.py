@@ -38,6 +38,7 @@ from meshgate.model import (
     validate_resource,
 )
 from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
+from meshgate.model.policies import hide_passwords
 from meshgate.store import ConflictError, Delete, Key, Put, Record, Store
 
 KINDS = {"gateways": "gateway", "services": "service", "certificates": "certificate"}
@@ -78,6 +79,8 @@ def present(record: Record, status: Record | None) -> dict[str, Any]:
         # Never the private key; and what the certificate says about itself, read now.
         document = public_document(document)
         merged.update(certificate_status(record.value, datetime.datetime.now(datetime.UTC)))
+    elif record.key.kind == "gateways":
+        document = hide_passwords(document)  # basic auth users without their hashes
     return {**document, "version": record.revision, "status": merged}
 
 

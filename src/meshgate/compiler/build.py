@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from meshgate.compiler import ir, naming
+from meshgate.compiler import ir, naming, policies
 from meshgate.compiler import tls as tls_parts
 from meshgate.compiler.memo import Memo
 from meshgate.compiler.slots import weight_slots
@@ -162,6 +162,7 @@ def compile_state(
     frontends, host_maps = _frontends(accepted, rules_by_gateway, certificates, memo.frontends)
     maps = (
         *host_maps,
+        *policies.policy_maps(policies.dataplane_policies(frontends, backends)),
         ir.MapFile(ir.WEIGHTS_MAP, tuple(sorted(weights))),
         # By gateway, each in slot order: sorting 100 entries a gateway would slow every pass.
         ir.MapFile(
@@ -219,6 +220,11 @@ def _compile_gateway(
     pins_route = sticky in ("route", "instance")
     route_cookie = f"mgr_{gateway_id}" if pins_route else None
     backend_mode = gateway.port.mode
+    gateway_policy = (
+        ir.Policy(policies.gateway_policy_name(gateway_id), gateway.policies)
+        if gateway.policies
+        else None
+    )
     choices, backends, statuses = [], [], {}
     for route_name, route in gateway.routes.items():
         target = targets[route_name]
@@ -260,6 +266,10 @@ def _compile_gateway(
                 retries=service.retries if service else None,
                 # An http service behind a tcp gateway: the bytes are not parsed as requests.
                 retry_on=tuple(service.retry_on) if service and backend_mode == "http" else (),
+                policy=ir.Policy(policies.route_policy_name(backend_name), route.policies)
+                if route.policies
+                else None,
+                gateway_policy=gateway_policy,
             )
         )
         choices.append(
@@ -281,6 +291,7 @@ def _compile_gateway(
         route_cookie_name=route_cookie,
         choices=tuple(choices),
         hsts_max_age=gateway.tls.hsts if gateway.tls else None,
+        policy=gateway_policy,
     )
     weight_of = gateway.route_weights()
     route_weights = [(b.name, weight_of[b.route.route]) for b in backends]

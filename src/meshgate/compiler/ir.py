@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from meshgate.model.policies import Policies
+
 Mode = Literal["http", "tcp"]
 Sticky = Literal["none", "route", "instance", "source"]
 Dnf = tuple[tuple[str, ...], ...]
@@ -58,6 +60,15 @@ class Rewrite:
 
 
 @dataclass(frozen=True)
+class Policy:
+    """A gateway's or a route's validated `policies`, and the name its HAProxy objects (maps,
+    stick table, userlist) derive from (see compiler.policies)."""
+
+    name: str
+    spec: Policies
+
+
+@dataclass(frozen=True)
 class Backend:
     """One route of one gateway: its own servers, so stats and weights are per route."""
 
@@ -76,6 +87,8 @@ class Backend:
     tls: ServerTls | None = None  # the instances speak TLS
     retries: int | None = None  # None: the defaults' count
     retry_on: tuple[str, ...] = ()  # failures after sending that are retried (http only)
+    policy: Policy | None = None  # the route's own policies
+    gateway_policy: Policy | None = None  # its gateway's, for the response header rules
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,7 @@ class GatewayRules:
     route_cookie_name: str | None
     choices: tuple[RouteChoice, ...]
     hsts_max_age: int | None = None  # Strict-Transport-Security on this gateway's responses
+    policy: Policy | None = None
 
 
 @dataclass(frozen=True)
