@@ -221,7 +221,7 @@ def _compile_gateway(
     route_cookie = f"mgr_{gateway_id}" if pins_route else None
     backend_mode = gateway.port.mode
     gateway_policy = (
-        ir.Policy(policies.gateway_policy_name(gateway_id), gateway.policies)
+        policies.compile_policy(policies.gateway_policy_name(gateway_id), gateway.policies)
         if gateway.policies
         else None
     )
@@ -266,7 +266,9 @@ def _compile_gateway(
                 retries=service.retries if service else None,
                 # An http service behind a tcp gateway: the bytes are not parsed as requests.
                 retry_on=tuple(service.retry_on) if service and backend_mode == "http" else (),
-                policy=ir.Policy(policies.route_policy_name(backend_name), route.policies)
+                policy=policies.compile_policy(
+                    policies.route_policy_name(backend_name), route.policies
+                )
                 if route.policies
                 else None,
                 gateway_policy=gateway_policy,

@@ -62,10 +62,13 @@ class Rewrite:
 @dataclass(frozen=True)
 class Policy:
     """A gateway's or a route's validated `policies`, and the name its HAProxy objects (maps,
-    stick table, userlist) derive from (see compiler.policies)."""
+    stick table, userlist) derive from (see compiler.policies). `spec` is what the configuration
+    holds, without networks or header values: those are in `maps`, which the planner compares
+    as maps, so changing them swaps a map instead of reloading."""
 
     name: str
     spec: Policies
+    maps: tuple[MapFile, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

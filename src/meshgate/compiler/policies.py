@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from meshgate.compiler import ir, naming
-from meshgate.model.policies import HeaderRules
+from meshgate.model.policies import HeaderRules, Headers, Policies
 
 EVERY_ADDRESS = (("0.0.0.0/0", "1"), ("::/0", "1"))
 
@@ -131,24 +131,39 @@ def _header_rules(
     return lines
 
 
+def compile_policy(name: str, spec: Policies) -> ir.Policy:
+    """The policy with its run-time data (networks, header values) moved into its three map
+    files: every policy has all three, so changing that data is a map swap, never a reload."""
+    headers = [
+        *((f"req.{header}", value) for header, value in spec.headers.request.set.items()),
+        *((f"res.{header}", value) for header, value in spec.headers.response.set.items()),
+    ]
+    shape = spec.model_copy(
+        update={
+            "allow": [],
+            "deny": [],
+            "headers": Headers(
+                request=_without_values(spec.headers.request),
+                response=_without_values(spec.headers.response),
+            ),
+        }
+    )
+    policy = ir.Policy(name, shape)
+    allowed = tuple((network, "1") for network in spec.allow) or EVERY_ADDRESS
+    maps = (
+        ir.MapFile(allow_map(policy), allowed),
+        ir.MapFile(deny_map(policy), tuple((network, "1") for network in spec.deny)),
+        ir.MapFile(headers_map(policy), tuple(headers)),
+    )
+    return ir.Policy(name, shape, maps)
+
+
+def _without_values(rules: HeaderRules) -> HeaderRules:
+    return HeaderRules(set=dict.fromkeys(rules.set, ""), remove=rules.remove)
+
+
 def policy_maps(policies: Iterable[ir.Policy]) -> list[ir.MapFile]:
-    """The map files of these policies: every policy has all three, so that a change of
-    networks or header values is a map swap, never a reload."""
-    maps: dict[str, ir.MapFile] = {}
-    for policy in policies:
-        spec = policy.spec
-        headers = [
-            *((f"req.{name}", value) for name, value in spec.headers.request.set.items()),
-            *((f"res.{name}", value) for name, value in spec.headers.response.set.items()),
-        ]
-        allowed = tuple((network, "1") for network in spec.allow) or EVERY_ADDRESS
-        for map_file in (
-            ir.MapFile(allow_map(policy), allowed),
-            ir.MapFile(deny_map(policy), tuple((network, "1") for network in spec.deny)),
-            ir.MapFile(headers_map(policy), tuple(headers)),
-        ):
-            maps[map_file.name] = map_file
-    return list(maps.values())
+    return [map_file for policy in policies for map_file in policy.maps]
 
 
 def dataplane_policies(

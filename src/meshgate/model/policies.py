@@ -35,7 +35,8 @@ _CRYPT_HASH = re.compile(
     rf"|\$2[aby]\$\d\d\${_SALT}{{53}}"
     rf"|\$y\${_SALT}+\${_SALT}{{1,86}}\${_SALT}{{43}})\Z"
 )
-_URL_PATH = re.compile(r"^[A-Za-z0-9/._~!&'()*+,;=:@?#-]*\Z")
+# The whole URL, checked before urlsplit, which silently drops whitespace and control characters.
+_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(?:[/?#][A-Za-z0-9/._~!&'()*+,;=:@?#-]*)?\Z")
 REDACTED = "(hidden)"
 
 
@@ -122,7 +123,7 @@ class RateLimit(Model):
 def _check_hash(user: str, value: Any) -> str:
     if not isinstance(value, str) or not _CRYPT_HASH.match(value):
         raise FieldError(
-            f"users.{user}",
+            user,
             "is not a crypt(3) hash ($1$, $5$, $6$, $2b$ or $y$); plain-text passwords are "
             "refused: hash it, e.g. with `openssl passwd -6`",
         )
@@ -145,7 +146,7 @@ class BasicAuth(Model):
     def _users(cls, value: dict[str, str]) -> dict[str, str]:
         for user, password in value.items():
             if not _USER.match(user):
-                raise FieldError(f"users.{user}", "is not a user name")
+                raise FieldError(user, "is not a user name")
             _check_hash(user, password)
         return value
 
@@ -170,9 +171,13 @@ class Redirect(Model):
     def _location(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        if not _URL.match(value):
+            raise ValueError(
+                f"{value!r} is not an http(s) URL of plain URL characters (no %, quotes, spaces)"
+            )
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http(s) URL")
+        if not parts.hostname:
+            raise ValueError(f"{value!r} has no host")
         try:
             normalize_hostname(parts.hostname, allow_wildcard=False)
         except ValueError:
@@ -180,9 +185,6 @@ class Redirect(Model):
                 ipaddress.ip_address(parts.hostname)
             except ValueError:
                 raise ValueError(f"{value!r} has no valid host") from None
-        rest = value.split(parts.netloc, 1)[1]
-        if not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", parts.netloc) or not _URL_PATH.match(rest):
-            raise ValueError(f"{value!r} has characters a URL may not hold unencoded")
         return value
 
     @model_validator(mode="after")
