@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 packages=(haproxy python3-venv curl)
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(wrk nginx-light dnsmasq-base nghttp2-client openssl valgrind)
+    # prometheus: for promtool, which checks the /metrics exposition in the tests
+    packages+=(wrk nginx-light dnsmasq-base nghttp2-client openssl valgrind chromium prometheus)
 fi
 missing=()
 for package in "${packages[@]}"; do

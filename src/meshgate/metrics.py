@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import platform
 from collections.abc import Callable, Iterable
 
 from fastapi import APIRouter, Response
@@ -17,15 +18,28 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 
+from meshgate import __version__
 from meshgate.model.certificate import Certificate
+
+# A `_created` series per counter and histogram doubles the series for a value Prometheus does
+# not use (and that is the scrape's own time for the data-plane series, which meshgate builds).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class ControlPlaneMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        Info("meshgate_build", "The running meshgate", registry=self.registry).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
+        # process_cpu_seconds_total, process_resident_memory_bytes, ... of meshgate itself.
+        ProcessCollector(registry=self.registry)
         self.reconciles = Counter(
             "meshgate_reconciles_total",
             "Reconcile passes, by outcome",

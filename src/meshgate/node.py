@@ -17,15 +17,26 @@ import uvicorn
 from meshgate.agent import Agent, Driver
 from meshgate.agent.health import InstanceHealth, poll_health
 from meshgate.api import create_app
+from meshgate.api.bodies import MAX_BODY_BYTES
+from meshgate.api.graph import graph_router
+from meshgate.api.rollouts import rollouts_router
 from meshgate.api.stats import stats_router
 from meshgate.certificate_files import inline_document
 from meshgate.compiler import ir
 from meshgate.discovery.dns import DnsFollower, Resolver
+from meshgate.discovery.expiries import record_expiries
+from meshgate.events import EventLog
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.haproxy.supervisor import HaproxySupervisor
 from meshgate.metrics import ControlPlaneMetrics, metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
+from meshgate.model.rollout import Rollout
+from meshgate.process_metrics import HaproxyProcessMetrics
+from meshgate.rollouts.analytics import AnomalyEvent, RouteAnalytics
+from meshgate.rollouts.controller import RolloutController
+from meshgate.rollouts.readings import Reading
+from meshgate.rollouts.source import AllRoutes, gateway_readings
 from meshgate.stats.accesslog import AccessLog
 from meshgate.stats.collector import StatsCollector
 from meshgate.stats.keeper import LogKeeper
@@ -35,6 +46,7 @@ from meshgate.stats.logs import LogReceiver
 from meshgate.stats.prometheus import DataPlaneMetrics
 from meshgate.stats.sampling import KeepController
 from meshgate.store import Key, Put, SqliteStore, Store
+from meshgate.ui import mount_ui
 from meshgate.watchdir.poller import ManifestDirWatcher
 
 log = structlog.get_logger("meshgate.node")
@@ -48,6 +60,7 @@ class NodeOptions:
     manifests: Sequence[Path] = field(default_factory=list)
     allow_raw_acl: bool = False
     token: str | None = None
+    cert_dir: Path | None = None  # certificates sent over the API may name files under it
     haproxy_binary: str = "haproxy"
     hard_stop_after_ms: int = 30_000  # how long an old HAProxy worker may finish its connections
     latency: bool = True  # request lines from HAProxy for latency percentiles; off: counters only
@@ -57,6 +70,8 @@ class NodeOptions:
     access_log: str | None = None  # a file, or "-" for stdout: one JSON object per request
     watch: Path | None = None  # a manifest directory applied as its files change
     dns_server: str | None = None  # "IP[:PORT]" for services' dns: names; else the system's
+    anomaly_window_s: float = 10.0  # route anomalies are judged on windows this long
+    max_body_bytes: int = MAX_BODY_BYTES  # larger API request bodies get a 413
 
 
 def manifest_files(paths: Sequence[Path]) -> list[Path]:
@@ -123,11 +138,15 @@ async def run_node(options: NodeOptions) -> None:
     driver = Driver(supervisor, runtime, settings)
     follower = DnsFollower(Resolver(options.dns_server), on_change=lambda: agent.request_pass())
     health = InstanceHealth(dns_errors=follower.errors)
-    agent = Agent(store, driver, metrics, health=health)
+    events = EventLog()
+    agent = Agent(store, driver, metrics, health=health, events=events)
     agent.loader.dns = follower
     stats, receiver = _stats(options, run_dir, driver, runtime)
     stats.make_way = agent.make_way  # a stats poll never holds up a change
     metrics.registry.register(DataPlaneMetrics(stats))
+    metrics.registry.register(HaproxyProcessMetrics(lambda: supervisor.master_pid))
+    analytics, rollouts = _rollouts(store, stats, options, events)
+    metrics.registry.register(analytics)
     try:
         if receiver is not None:
             # Listening before HAProxy starts, so its log forwarder connects at once.
@@ -150,11 +169,26 @@ async def run_node(options: NodeOptions) -> None:
             store,
             allow_raw_acl=options.allow_raw_acl,
             token=options.token,
+            cert_dir=options.cert_dir,
             readiness=readiness,
-            extra_routers=[metrics_router(metrics), stats_router(store, stats)],
+            events=events,
+            max_body_bytes=options.max_body_bytes,
+            extra_routers=[
+                metrics_router(metrics),
+                stats_router(store, stats),
+                rollouts_router(store, rollouts, stats, analytics),
+                graph_router(store, stats, analytics),
+            ],
         )
+        mount_ui(app)
         server = _ApiServer(
-            uvicorn.Config(app, host=options.api_host, port=options.api_port, log_level="warning")
+            uvicorn.Config(
+                app,
+                host=options.api_host,
+                port=options.api_port,
+                log_level="warning",
+                log_config=None,  # its lines go to the node's log, in the node's format
+            )
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -164,7 +198,10 @@ async def run_node(options: NodeOptions) -> None:
         poller = asyncio.create_task(stats.run())
         background = [
             asyncio.create_task(follower.run()),
-            asyncio.create_task(poll_health(health, stats, agent.republish)),
+            asyncio.create_task(poll_health(health, stats, agent.republish, events=events)),
+            asyncio.create_task(record_expiries(store, events)),
+            asyncio.create_task(analytics.run()),
+            asyncio.create_task(rollouts.run()),
         ]
         if options.watch is not None:
             watcher = ManifestDirWatcher(store, options.watch, allow_raw_acl=options.allow_raw_acl)
@@ -187,6 +224,34 @@ async def run_node(options: NodeOptions) -> None:
             await receiver.stop()
         await store.close()
         log.info("meshgate stopped")
+
+
+def _rollouts(
+    store: Store, stats: StatsCollector, options: NodeOptions, events: EventLog
+) -> tuple[RouteAnalytics, RolloutController]:
+    """Route analytics (windows, anomalies) and the rollouts judged by them; both record
+    what they see and do as events."""
+
+    def anomaly_event(event: AnomalyEvent) -> None:
+        namespace, gateway, route = event.route
+        message = f"route {route}: {event.description}"
+        events.record("anomaly", message, kind="gateway", namespace=namespace, name=gateway)
+
+    def rollout_event(rollout: Rollout, message: str) -> None:
+        where = {"kind": "rollout", "namespace": rollout.namespace, "name": rollout.name}
+        events.record("rollout", message, **where)
+
+    analytics = RouteAnalytics(
+        AllRoutes(stats).read, window_s=options.anomaly_window_s, on_event=anomaly_event
+    )
+
+    async def read_routes(namespace: str, gateway: str) -> dict[str, Reading]:
+        return await gateway_readings(stats, namespace, gateway)
+
+    controller = RolloutController(
+        store, read_routes, anomaly=analytics.open_anomaly, on_event=rollout_event
+    )
+    return analytics, controller
 
 
 # The node parses at most this many lines a second however many HAProxy sends (one in N above

@@ -31,10 +31,12 @@ class Demos:
         host: str = "127.0.0.1",
         fail_health_file: Path | None = None,
         netns: str | None = None,
+        options: tuple[str, ...] = (),
     ) -> tuple[int, subprocess.Popen[bytes]]:
+        """`options` are more of the demo backend's flags (`--error-ratio`, `--delay-ms`)."""
         port = port or free_port()
         argv = [sys.executable, "-m", "meshgate.demo", "--name", name, "--host", host]
-        argv += ["--port", str(port)]
+        argv += ["--port", str(port), *options]
         if fail_health_file is not None:
             argv += ["--fail-health-file", str(fail_health_file)]
         if netns is not None:
@@ -68,15 +70,16 @@ class Dnsmasq:
         self.process: subprocess.Popen[bytes] | None = None
         self.srv: list[str] = []
 
-    def start(self, srv: Sequence[str] = ()) -> None:
-        """`srv`: dnsmasq --srv-host values, NAME,TARGET,PORT,PRIORITY,WEIGHT."""
+    def start(self, srv: Sequence[str] = (), extra: Sequence[str] = ()) -> None:
+        """`srv`: dnsmasq --srv-host values, NAME,TARGET,PORT,PRIORITY,WEIGHT; `extra`: more
+        options (e.g. --server=/DOMAIN/ADDRESS to forward a domain)."""
         self.srv = list(srv)
         argv = [
             self.binary, "--keep-in-foreground", f"--port={self.port}",
             "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
             f"--addn-hosts={self.hosts}", "--conf-file=/dev/null", "--user=root",
             "--pid-file=", f"--local=/{self.DOMAIN}/", "--local-ttl=0", "--log-facility=-",
-            *(f"--srv-host={record}" for record in self.srv),
+            *(f"--srv-host={record}" for record in self.srv), *extra,
         ]  # fmt: skip
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)

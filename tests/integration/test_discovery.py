@@ -17,6 +17,7 @@ from tests.integration.conftest import Backends, Node, count_served, free_port
 from tests.integration.discovery_helpers import (
     Demos,
     Dnsmasq,
+    free_udp_port,
     instance_status,
     instances_url,
     register,
@@ -165,6 +166,34 @@ def test_dns_a_and_srv_answers_are_followed(
         dns.stop()
         wait_until(lambda: "dns_error" in node.get("services", "srv")["status"])
         assert count_served(srv_url, 5) == {"s2": 5}
+    finally:
+        dns.stop()
+
+
+def test_a_failed_aaaa_lookup_of_an_srv_target_keeps_the_answers_that_arrived(
+    make_node: Callable[..., Node], demos: Demos, tmp_path: Path
+) -> None:
+    if shutil.which("dnsmasq") is None and not Path("/usr/sbin/dnsmasq").exists():
+        pytest.skip("dnsmasq is not installed (scripts/setup.sh --test installs it)")
+    dns = Dnsmasq(tmp_path)
+    backend, _ = demos.start("v4")
+    # The target's A record is local; its AAAA query goes to a resolver that never answers.
+    dns.hosts.write_text("127.0.0.1 target.fail.test\n")
+    dead = free_udp_port()
+    srv = f"_http._tcp.mesh.test,target.fail.test,{backend},0,10"
+    dns.start([srv], [f"--server=/fail.test/127.0.0.1#{dead}"])
+    try:
+        node = make_node("--dns-server", f"127.0.0.1:{dns.port}")
+        port = free_port()
+        node.apply(
+            service("partial", health_check=FAST_CHECK, instances=[],
+                    dns={"name": "_http._tcp.mesh.test", "type": "SRV", "interval": "1s"}),
+            gateway("partial", port, {"partial": {}}),
+        )  # fmt: skip
+        wait_until(lambda: count_served(f"http://127.0.0.1:{port}/", 5) == {"v4": 5}, 15)
+        status = node.get("services", "partial")["status"]
+        assert "target.fail.test AAAA" in status["dns_error"]
+        assert [i["source"] for i in status["instances"]] == ["dns"]
     finally:
         dns.stop()
 

@@ -117,6 +117,29 @@ def test_condition_strength_and_rule_order(node: Node, backends: Backends) -> No
     assert 140 <= counts["first"] <= 260, counts
 
 
+def test_conditions_are_tried_in_the_order_written_not_by_name(
+    node: Node, backends: Backends
+) -> None:
+    late, early, rest = backends.start("zulu"), backends.start("alpha"), backends.start("rest")
+    port = free_port()
+    # Written zulu first: a request both conditions match takes zulu, though alpha sorts first.
+    routes = {
+        "written:zulu": {"weight": 0, "condition": "has header X-Try"},
+        "written:alpha": {"weight": 0, "condition": "has header X-Try"},
+        "written:rest": {"weight": 100},
+    }
+    node.apply(
+        service("written:zulu", late),
+        service("written:alpha", early),
+        service("written:rest", rest),
+        gateway("written", port, routes),
+    )
+    assert list(node.get("gateways", "written")["routes"]) == list(routes)
+    url = f"http://127.0.0.1:{port}/"
+    settle(url, {"rest"})
+    assert count_served(url, 30, headers={"X-Try": "1"}) == {"zulu": 30}
+
+
 def test_route_without_instances_gives_its_share_away(node: Node, backends: Backends) -> None:
     a, b = backends.start("alive"), backends.start("doomed")
     port = free_port()
@@ -131,6 +154,10 @@ def test_route_without_instances_gives_its_share_away(node: Node, backends: Back
     settle(url, {"alive", "doomed"})
     status = node.get("gateways", "share")["status"]
     assert status["routes"]["share:ghost"]["kind"] == "unresolved"
+    # Served, but not as written: the status says which target is missing.
+    assert status["state"] == "degraded" and status["applied"] is True
+    assert [e.split(":")[0] for e in status["errors"]] == ["routes.share"]
+    assert "target 'share:ghost' does not exist" in status["errors"][0]
     backends.stop(b)
     wait_until(lambda: count_served(url, 20) == {"alive": 20})
     assert count_served(url, 100) == {"alive": 100}

@@ -190,8 +190,8 @@ def test_metrics_parse_and_carry_the_labels(node: Node, split: dict[str, Any]) -
         for sample in families["meshgate_instance_requests"].samples
         if sample.labels["gateway"] == "stats"
     ]
-    assert {labels["instance"] for labels in instances} and all(
-        set(labels) == {"namespace", "gateway", "route", "instance"} for labels in instances
+    assert {labels["server"] for labels in instances} and all(
+        set(labels) == {"namespace", "gateway", "route", "server"} for labels in instances
     )
     latency = families["meshgate_route_latency_seconds"]
     assert latency.type == "histogram"

@@ -155,11 +155,21 @@ def test_batch_reports_every_document_under_its_index() -> None:
     assert paths(exc) == [f"documents.1.routes.{STABLE}.weight", "documents.2.name"]
 
 
-def test_batch_port_conflict_is_reported_on_the_later_document() -> None:
+def test_batch_port_conflict_names_both_documents() -> None:
     documents = [sava(name="a"), sava(name="b")]
     with pytest.raises(ValidationFailed) as exc:
         admit_batch(documents)
-    assert paths(exc) == ["documents.1.virtual_hosts"]
+    assert [(p.path, p.message) for p in exc.value.problems] == [
+        (
+            "documents.0.virtual_hosts",
+            "the default of port 9070 is also claimed by document 1 (gateway default/b)",
+        ),
+        (
+            "documents.1.virtual_hosts",
+            "port 9070 already has a default gateway (gateway default/a); give one of them "
+            "virtual_hosts",
+        ),
+    ]
 
 
 def test_batch_replacing_a_stored_gateway_ignores_its_old_port() -> None:

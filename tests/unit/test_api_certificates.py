@@ -154,23 +154,47 @@ async def test_a_certificate_in_use_cannot_be_deleted_or_lose_its_key(
     assert (await client.delete("/api/v1/certificates/a")).status_code == 204
 
 
-async def test_files_named_by_a_document_are_read_by_the_server(
+async def test_over_the_api_only_files_under_the_cert_dir_are_read(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "a.crt").write_text(A.cert)
+    (certs / "a.key").write_text(A.key_text)
+    secret = tmp_path / "secret.pem"  # readable by the server, outside the directory
+    secret.write_text(A.key_text)
+    (certs / "link.key").symlink_to(secret)
+    document = {"kind": "certificate", "name": "a", "cert_file": "a.crt", "key_file": "a.key"}
+    transport = httpx.ASGITransport(app=create_app(store, cert_dir=certs))
+    async with httpx.AsyncClient(transport=transport, base_url="http://meshgate") as client:
+        response = await client.post("/api/v1/certificates", json=document)
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["cert"] == A.cert and "cert_file" not in body and body["has_key"]
+
+        outside = "must name a file under the server's certificate directory (--cert-dir)"
+        for escape in (str(secret), "../secret.pem", "link.key", ".", "/etc/shadow"):
+            refused = await client.post("/api/v1/apply", json=[{**document, "key_file": escape}])
+            assert errors(refused) == [("documents.0.key_file", outside)], escape
+        # Under the directory, a missing file is told apart by no more than a general reason.
+        for name in ("none.key", "sub/none.key"):
+            missing = await client.post("/api/v1/apply", json=[{**document, "key_file": name}])
+            reason = f"cannot read {name}: no such readable file"
+            assert errors(missing) == [("documents.0.key_file", reason)]
+
+
+async def test_without_a_cert_dir_the_api_reads_no_file_at_all(
     client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    (tmp_path / "a.crt").write_text(A.cert)
-    (tmp_path / "a.key").write_text(A.key_text)
-    document = {
-        "kind": "certificate",
-        "name": "a",
-        "cert_file": str(tmp_path / "a.crt"),
-        "key_file": str(tmp_path / "a.key"),
-    }
-    response = await client.post("/api/v1/certificates", json=document)
-    assert response.status_code == 201, response.text
-    body = response.json()
-    assert body["cert"] == A.cert and "cert_file" not in body and body["has_key"]
-    missing = await client.post(
-        "/api/v1/apply", json=[{**document, "key_file": str(tmp_path / "none.key")}]
-    )
-    ((path, message),) = errors(missing)
-    assert path == "documents.0.key_file" and message.startswith("cannot read")
+    real = tmp_path / "a.crt"
+    real.write_text(A.cert)
+    answers = []
+    for given in (str(real), str(tmp_path / "none.crt"), "/etc/shadow", "../../etc/shadow"):
+        document = {"kind": "certificate", "name": "a", "cert_file": given, "key": A.key_text}
+        response = await client.post("/api/v1/certificates", json=document)
+        assert response.status_code == 422
+        answers.append(errors(response))
+    # The same answer whether the file exists or not: no oracle.
+    assert all(answer == answers[0] for answer in answers)
+    ((path, message),) = answers[0]
+    assert path == "cert_file" and message.startswith("files are not read over the API")

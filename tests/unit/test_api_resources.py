@@ -333,7 +333,10 @@ async def test_apply_creates_configures_and_reports_unchanged(client: httpx.Asyn
 async def test_apply_checks_ports_within_the_batch(client: httpx.AsyncClient) -> None:
     response = await client.post("/api/v1/apply", json=[sava(name="a"), sava(name="b")])
     assert response.status_code == 422
-    assert [path for path, _ in errors(response)] == ["documents.1.virtual_hosts"]
+    assert [path for path, _ in errors(response)] == [
+        "documents.0.virtual_hosts",
+        "documents.1.virtual_hosts",
+    ]
 
 
 async def test_status_is_merged_from_the_agent_record(
@@ -423,13 +426,11 @@ async def test_openapi_documents_the_manifest_models(client: httpx.AsyncClient) 
     assert "application/yaml" in create["requestBody"]["content"]
 
 
-async def test_oversized_bodies_are_413(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("meshgate.api.bodies.MAX_BODY_BYTES", 64)
+async def test_oversized_bodies_are_413(make_client: MakeClient) -> None:
+    client = await make_client(max_body_bytes=64)
     response = await client.post("/api/v1/gateways", json=sava())
     assert response.status_code == 413
-    assert "larger than 64 bytes" in errors(response)[0][1]
+    assert "larger than the server's limit of 64 bytes" in errors(response)[0][1]
 
 
 async def test_framework_validation_errors_have_the_same_shape(make_client: MakeClient) -> None:
@@ -456,3 +457,54 @@ async def test_apply_wrapper_must_hold_a_list_and_nothing_else(client: httpx.Asy
     assert empty.status_code == 422
     single = await client.post("/api/v1/apply", json=sava())
     assert single.json()["applied"][0]["result"] == "created"
+
+
+DEEP = 50_000
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("[" * DEEP + "]" * DEEP, "application/json"),
+        ('{"a":' * DEEP + "1" + "}" * DEEP, None),  # no type: tried as JSON, then YAML
+        ("[" * DEEP + "]" * DEEP, "application/yaml"),
+        ("a:\n" + "".join(" " * (2 * i) + "- \n" for i in range(1, 40)), "application/yaml"),
+        ('{"name": "x", "port": 1, "routes": {"a": ' + "[" * 40 + "]" * 40 + "}}", None),
+    ],
+    ids=["json", "untyped", "yaml-flow", "yaml-block", "deep-field"],
+)
+async def test_deeply_nested_bodies_answer_422_with_a_message(
+    make_client: MakeClient, store: SqliteStore, body: str, content_type: str | None
+) -> None:
+    client = await make_client()
+    headers = {"content-type": content_type} if content_type else {}
+    for path in ("/api/v1/apply", "/api/v1/gateways"):
+        response = await client.post(path, content=body, headers=headers)
+        assert response.status_code == 422, response.text
+        assert any("nest" in message for _, message in errors(response))
+    assert await store.list("gateways") == []
+
+
+async def test_apply_puts_documents_without_a_namespace_into_the_requested_one(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client()
+    documents = [service(), {**service("other"), "namespace": "team-a"}, sava()]
+    response = await client.post("/api/v1/apply?namespace=team-a", json=documents)
+    assert response.status_code == 200, response.text
+    assert {e["namespace"] for e in response.json()["applied"]} == {"team-a"}
+    found = await client.get(url("gateways", "sava"), params={"namespace": "team-a"})
+    assert found.status_code == 200
+    assert (await client.get(url("gateways", "sava"))).status_code == 404
+
+    # A document that names another namespace is refused, and nothing is written.
+    moved = [service("third"), {**service("elsewhere"), "namespace": "team-b"}]
+    response = await client.post("/api/v1/apply?namespace=team-a", json=moved)
+    assert response.status_code == 422
+    assert errors(response) == [
+        ("documents.1.namespace", "is 'team-b', but the request's namespace is 'team-a'")
+    ]
+    third = await client.get(url("services", "third"), params={"namespace": "team-a"})
+    assert third.status_code == 404
+    bad = await client.post("/api/v1/apply?namespace=Bad/Name", json=[service()])
+    assert bad.status_code == 422 and errors(bad)[0][0] == "namespace"

@@ -132,7 +132,11 @@ def test_validate_checks_ports_across_files(tmp_path: Path) -> None:
     second = write(tmp_path, "b.yaml", TCP_9070)
     result = run("validate", "-f", first, "-f", second)
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"{second}:3: port: port 9070 is used by gateway default/sava")
+    # Both documents are named, in file order.
+    lines = result.stderr.splitlines()
+    claimed = "port: port 9070 is also claimed by document 1 (gateway data/db)"
+    assert lines[0].startswith(f"{first}:2: {claimed}")
+    assert lines[1].startswith(f"{second}:3: port: port 9070 is used by gateway default/sava")
 
 
 def test_validate_raw_acl_needs_the_flag(tmp_path: Path) -> None:
@@ -151,6 +155,19 @@ def test_validate_without_documents_or_with_broken_yaml(tmp_path: Path) -> None:
     assert broken.exit_code == 1 and "broken.yaml:" in broken.stderr
     missing = run("validate", "-f", tmp_path / "absent.yaml")
     assert missing.exit_code == 2
+
+
+def test_deeply_nested_manifests_are_an_error_not_a_traceback(tmp_path: Path) -> None:
+    deep = 50_000
+    flow = write(tmp_path, "flow.yaml", "[" * deep + "]" * deep)
+    json_map = write(tmp_path, "map.json", '{"a":' * deep + "1" + "}" * deep)
+    for path in (flow, json_map):
+        for command in (("validate",), ("--server", "http://127.0.0.1:9", "apply")):
+            result = run(*command, "-f", path)
+            assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+            # libyaml has a depth limit of its own: either says what is wrong.
+            (line,) = result.stderr.splitlines()
+            assert line.startswith(str(path)) and "nest" in line and "Traceback" not in line
 
 
 def test_render_prints_haproxy_cfg_then_the_other_files(tmp_path: Path) -> None:
@@ -312,6 +329,61 @@ def test_up_passes_its_options_to_the_node(
     second = seen[1]
     assert (second["api_host"], second["api_port"], second["token"]) == ("127.0.0.1", 7801, "own")
     assert second["data_dir"] == Path(".meshgate") and second["manifests"] == []
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The options each `up` would start a node with (the node itself is not run)."""
+    seen: list[dict[str, Any]] = []
+
+    async def run_node(options: dict[str, Any]) -> None:
+        seen.append(options)
+
+    fake = types.ModuleType("meshgate.node")
+    fake.NodeOptions = lambda **fields: fields  # type: ignore[attr-defined]
+    fake.run_node = run_node  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "meshgate.node", fake)
+    return seen
+
+
+def test_up_refuses_an_api_reachable_from_other_machines_without_a_token(
+    tmp_path: Path, started: list[dict[str, Any]]
+) -> None:
+    for address in ("0.0.0.0:7800", "[::]:7800", "192.0.2.1:7800", "api.example:7800"):
+        refused = run("up", "--api", address)
+        assert refused.exit_code == 2 and "--insecure-no-auth" in refused.stderr, address
+    assert started == []
+    # On loopback no token is needed (the CLI on the same machine needs none).
+    for address in ("7800", "127.0.0.2:7800", "[::1]:7800", "localhost:7800"):
+        assert run("up", "--api", address).exit_code == 0
+    allowed = run("up", "--api", "0.0.0.0:7800", "--insecure-no-auth")
+    assert allowed.exit_code == 0 and "warning: the API on 0.0.0.0" in allowed.stderr
+    assert started[-1]["token"] is None
+
+
+def test_up_reads_its_token_from_a_file(tmp_path: Path, started: list[dict[str, Any]]) -> None:
+    token_file = write(tmp_path, "token", "s3cret\n")
+    assert run("up", "--api", "0.0.0.0:7800", "--token-file", token_file).exit_code == 0
+    assert started[-1]["token"] == "s3cret"
+    both = run("up", "--token", "a", "--token-file", token_file)
+    assert both.exit_code == 2 and "not both" in both.stderr
+    empty = run("up", "--token-file", write(tmp_path, "empty", "\n"))
+    assert empty.exit_code == 2 and "holds no token" in empty.stderr
+    absent = run("up", "--token-file", tmp_path / "absent")
+    assert absent.exit_code == 2 and "cannot read" in absent.stderr
+    assert run("up", "--cert-dir", tmp_path).exit_code == 0
+    assert started[-1]["cert_dir"] == tmp_path
+
+
+def test_clients_read_the_token_from_a_file(tmp_path: Path, serve: Serve) -> None:
+    server = serve(token="s3cret")
+    token_file = write(tmp_path, "token", "s3cret\n")
+    assert run("--server", server, "get", "gateways").exit_code == 1
+    ok = run("--server", server, "--token-file", token_file, "get", "gateways")
+    assert ok.exit_code == 0, ok.output
+    env = {"MESHGATE_TOKEN_FILE": str(token_file)}
+    from_env = run("--server", server, "get", "gateways", env=env)
+    assert from_env.exit_code == 0, from_env.output
 
 
 def test_node_options_take_what_up_passes() -> None:

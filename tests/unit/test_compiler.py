@@ -16,9 +16,11 @@ from meshgate.compiler import (
     DesiredState,
     compile_state,
     ir,
+    naming,
     render_files,
     render_manifests,
 )
+from meshgate.compiler.rules import INSTANCE_HOST
 from meshgate.conditions import MAX_LINE_WORDS, count_words
 from meshgate.model import Gateway, Instance, Resource, Service, validate_resource
 from tests.haproxy_check import check_files, haproxy_or_skip
@@ -676,9 +678,26 @@ def test_sticky_instance_adds_an_instance_cookie() -> None:
     lines = backend_section(render_files(result.dataplane)[CONFIG_FILE], found)
     assert f"cookie mgi_{gid} insert indirect nocache httponly" in lines
     servers = [line for line in lines if line.startswith("server ")]
-    assert servers[0].endswith(" cookie 127.0.0.1:1")
-    assert servers[1].endswith(" cookie two")
+    # Opaque tokens: no address or port reaches the client, and the same id gives the same
+    # token in every compilation (a pin survives reloads).
+    tokens = [line.rsplit(" cookie ", 1)[1] for line in servers]
+    assert all(re.fullmatch(r"i[0-9a-f]{12}", token) for token in tokens)
+    assert "127.0.0.1" not in tokens[0] and tokens[0] != tokens[1]
+    assert tokens == [naming.instance_token("127.0.0.1:1"), naming.instance_token("two")]
     assert found.route_cookie is not None  # the route is pinned as well
+
+
+def test_forwarded_headers_are_on_by_default_for_http_and_can_be_turned_off() -> None:
+    def backend_text(port: str = "9001/http", **extra: Any) -> list[str]:
+        result = compiled(gateway("g", port, {"s": {}}, **extra), service("s", "127.0.0.1:1"))
+        found = backend(result, "g", "s")
+        return backend_section(render_files(result.dataplane)[CONFIG_FILE], found)
+
+    assert "option forwardfor" in backend_text()
+    assert any("X-Forwarded-Proto https if { ssl_fc }" in line for line in backend_text())
+    assert any("X-Forwarded-Host" in line for line in backend_text())
+    assert not any("orward" in line for line in backend_text(forwarded_headers=False))
+    assert not any("orward" in line for line in backend_text(port="9001/tcp"))
 
 
 def test_sticky_source_uses_a_stick_table_and_a_source_hash() -> None:
@@ -792,8 +811,9 @@ def checked(
 ) -> list[str]:
     extra: dict[str, Any] = {"health_check": health_check} if health_check else {}
     port = 9001 if mode == "http" else "9001/tcp"
-    result = compiled(
-        gateway("g", port, routes={"s": {}}), service("s", "127.0.0.1:1", **extra, **fields)
+    result = compiled(  # without forwarded headers: only the check's lines are of interest
+        gateway("g", port, routes={"s": {}}, forwarded_headers=False),
+        service("s", "127.0.0.1:1", **extra, **fields),
     )
     return backend_section(
         render_files(result.dataplane)[CONFIG_FILE], result.dataplane.backends[0]
@@ -870,8 +890,10 @@ def test_retry_on_of_an_http_service_is_left_out_behind_a_tcp_gateway() -> None:
 
 
 def test_http_check_without_host_or_body() -> None:
+    # The Host defaults to the address the check connects to.
     lines = checked({"type": "http", "path": "/health"})
-    assert "http-check send meth GET uri /health ver HTTP/1.1" in lines
+    send = "http-check send meth GET uri /health ver HTTP/1.1 hdr host " + INSTANCE_HOST
+    assert send in lines
     assert "http-check expect status 200-399" in lines
     assert not any("expect string" in line for line in lines)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from meshgate.discovery.dns import DnsFollower, DnsLookupError, Resolver
+from meshgate.discovery.dns import Answer, DnsFollower, DnsLookupError, Resolver
 from meshgate.model import Service, validate_resource
 from meshgate.model.discovery import DnsDiscovery
 from meshgate.model.service import Instance
@@ -15,13 +15,15 @@ class Scripted(Resolver):
         super().__init__()
         self.answers: dict[str, list[str] | Exception] = {}
         self.asked: list[str] = []
+        self.failed: dict[str, list[str]] = {}
 
-    async def resolve(self, spec: DnsDiscovery) -> list[Instance]:
+    async def resolve(self, spec: DnsDiscovery) -> Answer:
         self.asked.append(spec.name)
         answer = self.answers[spec.name]
         if isinstance(answer, Exception):
             raise answer
-        return [Instance(address=a, port=spec.port or 0) for a in sorted(answer)]
+        failed = tuple(self.failed.get(spec.name, ()))
+        return Answer([Instance(address=a, port=spec.port or 0) for a in sorted(answer)], failed)
 
 
 def dns_service(name: str, host: str, interval: str = "1s") -> Service:
@@ -79,3 +81,19 @@ async def test_run_resolves_on_each_interval_and_forgets_removed_services() -> N
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_partial_answer_is_used_and_its_failed_lookups_reported() -> None:
+    resolver = Scripted()
+    resolver.answers["a.test"] = ["127.0.0.2"]
+    resolver.failed["a.test"] = ["b.test AAAA: SERVFAIL"]
+    changes: list[int] = []
+    follower = DnsFollower(resolver, lambda: changes.append(1))
+    follower.follow([dns_service("web", "a.test")])
+    key = ("default", "web")
+    assert await follower._refresh(key) is True
+    assert [i.address for i in follower.instances()[key]] == ["127.0.0.2"]
+    assert follower.errors()[key] == "b.test AAAA: SERVFAIL"
+    resolver.failed["a.test"] = []
+    assert await follower._refresh(key) is True  # recovered: the status should say so
+    assert follower.errors() == {}

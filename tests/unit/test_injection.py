@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from meshgate.compiler import CONFIG_FILE, DesiredState, compile_state, ir, render_files
 from meshgate.compiler.policies import sections as policy_sections
+from meshgate.compiler.rules import INSTANCE_HOST, forwarded_lines
 from meshgate.conditions import MAX_LINE_WORDS, count_words
 from meshgate.errors import ValidationFailed
 from meshgate.model import Certificate, Gateway, Resource, Service, validate_resource
@@ -100,7 +101,7 @@ SERVER_OPTIONS = (
     r"weight [0-9]+ check inter [0-9]+ rise [0-9]+ fall [0-9]+(?: port [0-9]+)?"
     r"(?: agent-check agent-port [0-9]+ agent-inter [0-9]+)?"
     r"(?: observe layer[47] error-limit [0-9]+ on-error mark-down)?"
-    rf"(?: cookie {NAME})?"
+    r"(?: cookie i[0-9a-f]{12})?"
     r"(?: namespace [A-Za-z0-9][A-Za-z0-9._-]{0,62})?"
 )
 SERVER_TLS = (
@@ -133,7 +134,7 @@ SECTION_LINES = [
     r"option (?:httpchk|tcp-check|idle-close-on-response)",
     r"http-after-response set-header connection close if \{ stopping \}",
     rf"http-check send meth [A-Z]{{1,20}} uri {CHECK_PATH} ver HTTP/1\.1"
-    r"(?: hdr host [a-z0-9.:-]+)?",
+    rf" hdr host (?:[a-z0-9.:-]+|{re.escape(INSTANCE_HOST)})",
     r"http-check expect status [1-5][0-9]{2}(?:-[1-5][0-9]{2})?",
     r"http-check expect string '[A-Za-z0-9 ._~!&()*+,;=:@?/<>\[\]{}|^-]+'",
     r"tcp-check connect",
@@ -142,6 +143,7 @@ SECTION_LINES = [
     r"retry-on conn-failure(?: (?:empty-response|junk-response|response-timeout|0rtt-rejected"
     r"|40[1348]|425|50[0-4]))+",
     r"http-request disable-l7-retry if !\{ method GET HEAD OPTIONS \}",
+    *(re.escape(line) for line in forwarded_lines()),
     r"stick-table type ip size 1m expire 30m",
     r"stick on src",
     rf"cookie mgi_{GID} insert indirect nocache httponly",

@@ -149,10 +149,10 @@ def test_metrics_parse_and_carry_the_route_and_instance_labels() -> None:
         ("other", "gw", "y"): 0,
     }
     by_instance = {
-        s.labels["instance"]: s.value for s in families["meshgate_instance_requests"].samples
+        s.labels["server"]: s.value for s in families["meshgate_instance_requests"].samples
     }
     assert by_instance == {"a": 6, "b": 4, "c": 0}
-    up = {s.labels["instance"]: s.value for s in families["meshgate_instance_up"].samples}
+    up = {s.labels["server"]: s.value for s in families["meshgate_instance_up"].samples}
     assert up == {"a": 1, "b": 0, "c": 0}
     latency = families["meshgate_route_latency_seconds"]
     assert latency.type == "histogram"
@@ -168,7 +168,7 @@ def test_metrics_parse_and_carry_the_route_and_instance_labels() -> None:
     # histogram of prometheus_client has none: idle routes cost a scrape nothing.
     assert {s.labels["route"] for s in latency.samples} == {"v1"}
     instances = families["meshgate_instance_latency_seconds"].samples
-    assert {s.labels["instance"] for s in instances} <= {"a", "b"}
+    assert {s.labels["server"] for s in instances} <= {"a", "b"}
     fives = {
         s.labels["code"]: s.value
         for s in families["meshgate_route_responses"].samples

@@ -83,6 +83,19 @@ async def test_put_then_get(store: SqliteStore) -> None:
     assert await store.get(GW_B) is None
 
 
+async def test_values_keep_the_order_of_their_keys(store: SqliteStore) -> None:
+    # A gateway's routes are tried in the order they were written (SPEC §1).
+    routes = {"zeta": {"condition": "has cookie z"}, "alpha": {}, "mid": {"weight": 10}}
+    await store.put(GW_A, {"routes": routes, "name": "a"})
+    found = await store.get(GW_A)
+    assert found is not None
+    assert list(found.value) == ["routes", "name"]
+    assert list(found.value["routes"]) == ["zeta", "alpha", "mid"]
+    assert [list(r.value["routes"]) for r in await store.list("gateways")] == [
+        ["zeta", "alpha", "mid"]
+    ]
+
+
 async def test_update_keeps_create_revision_and_bumps_revision(store: SqliteStore) -> None:
     await store.put(GW_A, {"v": 1})
     await store.put(GW_B, {"v": 1})

@@ -13,7 +13,8 @@ from typing import Any
 
 from meshgate.errors import Problem, ValidationFailed
 from meshgate.model import Certificate, Gateway, Resource, Service, resource_key, validate_resource
-from meshgate.model.snapshot import ca_problems, certificate_problems, port_conflicts
+from meshgate.model.ports import PortIndex, owner_name, port_conflicts
+from meshgate.model.snapshot import ca_problems, certificate_problems
 from meshgate.store import Record
 
 ResourceKey = tuple[str, str, str]
@@ -160,8 +161,9 @@ def batch_conflicts(
 ) -> list[tuple[int, Problem]]:
     """Problems that only show when documents are seen together, as (document index, problem):
     one resource written twice, and gateways whose ports clash with a stored gateway or an
-    earlier gateway of the batch. A stored gateway that the batch rewrites is not considered:
-    its new version is."""
+    earlier gateway of the batch (both documents are named then). A stored gateway that the
+    batch rewrites is not considered: its new version is. Linear in the number of documents
+    and stored gateways (see `ports`)."""
     problems: list[tuple[int, Problem]] = []
     first_seen: dict[ResourceKey, int] = {}
     for index, resource in resources:
@@ -171,13 +173,21 @@ def batch_conflicts(
             problems.append((index, Problem("name", f"{what} is also document {first_seen[key]}")))
         else:
             first_seen[key] = index
-    unchanged = [g for g in stored if resource_key(g) not in first_seen]
-    earlier: list[Gateway] = []
+    ports: PortIndex[int | None] = PortIndex()
+    for gateway in stored:
+        if resource_key(gateway) not in first_seen:
+            ports.add(gateway, None)
     for index, resource in resources:
-        if isinstance(resource, Gateway):
-            for problem in port_conflicts(resource, [*unchanged, *earlier]):
-                problems.append((index, problem))
-            earlier.append(resource)
+        if not isinstance(resource, Gateway):
+            continue
+        for clash in ports.clashes(resource):
+            problems.append((index, clash.problem))
+            if clash.tag is not None:
+                # The earlier document of the batch claims the same: name it too.
+                who = owner_name(resource)
+                message = f"{clash.subject} is also claimed by document {index} ({who})"
+                problems.append((clash.tag, Problem(clash.problem.path, message)))
+        ports.add(resource, index)
     return problems
 
 

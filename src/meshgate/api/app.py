@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -12,18 +13,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from meshgate import __version__
-from meshgate.api.bodies import BodyTooLargeError
+from meshgate.api.bodies import MAX_BODY_BYTES, BodyTooLargeError
+from meshgate.api.events import router as events_router
 from meshgate.api.instances import instances_router
 from meshgate.api.resources import api_error, manifest_schemas, resources_router
 from meshgate.errors import ValidationFailed
+from meshgate.events import EventLog
 from meshgate.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
 
 Readiness = Callable[[], Awaitable[dict[str, Any]]]
+DOCS_ASSETS = "/docs-assets"
 # Module level, not built per app: FastAPI resolves a dependency's annotations by name in this
 # module's globals.
 _bearer = HTTPBearer(auto_error=False, description="the token meshgate was started with")
@@ -92,8 +97,11 @@ def create_app(
     *,
     allow_raw_acl: bool = False,
     token: str | None = None,
+    cert_dir: Path | None = None,
     readiness: Readiness | None = None,
     extra_routers: Sequence[APIRouter] = (),
+    events: EventLog | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The API over `store`. `readiness` reports on the rest of the node (the agent) for
     /healthz; a result with `"ok": False` makes it 503. With `token`, the resource endpoints
@@ -101,12 +109,21 @@ def create_app(
 
     `extra_routers` are routed before the resource endpoints, so that a route such as
     /api/v1/gateways/{name}/stats is not taken for a gateway named ".../stats".
+    `events` is the node's event log (the agent records into it too); without one the app
+    keeps its own.
     """
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from files shipped in a Python package, not from
+    # a CDN: the docs work on a machine without internet access, and the page asks no other
+    # host for anything (Swagger UI's validator badge would: it is off).
+    app = FastAPIOffline(
         title="meshgate",
         version=__version__,
         description="Control plane for HAProxy gateways: manifests in, configuration out.",
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},
     )
+    app.state.events = events if events is not None else EventLog()
+    app.state.max_body_bytes = max_body_bytes
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(ValidationFailed, _validation_failed)
@@ -114,12 +131,13 @@ def create_app(
     app.add_exception_handler(StoreError, _store_failed)
 
     dependencies = [Depends(bearer_auth(token))] if token else []
-    for router in extra_routers:
+    for router in [*extra_routers, events_router]:
         app.include_router(router, dependencies=dependencies)
     # Before the resource endpoints too: they would take ".../instances" for part of a name.
     app.include_router(instances_router(store), dependencies=dependencies)
     app.include_router(
-        resources_router(store, allow_raw_acl=allow_raw_acl), dependencies=dependencies
+        resources_router(store, allow_raw_acl=allow_raw_acl, cert_dir=cert_dir),
+        dependencies=dependencies,
     )
 
     @app.get("/healthz", tags=["health"], summary="Whether the API, store and agent are up")

@@ -22,6 +22,30 @@ class Settings:
     token: str | None
 
 
+def read_token_file(path: Path | None) -> str | None:
+    """The token in a file (`--token-file`), so that it stays out of `ps` and the shell history;
+    surrounding whitespace (a final newline) is not part of it."""
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--token-file") from None
+    if not token:
+        raise click.BadParameter(f"{path} holds no token", param_hint="--token-file")
+    return token
+
+
+def token_file_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--token-file",
+        envvar="MESHGATE_TOKEN_FILE",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=help_text,
+    )
+
+
 def fail(lines: Iterable[str]) -> NoReturn:
     """Report problems on stderr and exit with status 1 (SPEC §2: failures, not usage errors)."""
     for line in lines:

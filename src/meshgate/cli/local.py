@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,9 +11,16 @@ from pathlib import Path
 import click
 
 from meshgate import __version__
-from meshgate.cli.common import Settings, fail, manifest_paths
+from meshgate.cli.common import (
+    Settings,
+    fail,
+    manifest_paths,
+    read_token_file,
+    token_file_option,
+)
 from meshgate.cli.manifests import check_documents, read_documents
 from meshgate.errors import MeshgateError
+from meshgate.logconfig import LogFormat, configure_logging
 from meshgate.model import ManifestError, Resource
 from meshgate.model.values import parse_duration_ms
 
@@ -101,6 +109,16 @@ def parse_host_port(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach `host` (a name other than localhost may be anything)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _api_address(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
     try:
         return parse_host_port(value)
@@ -127,6 +145,17 @@ def _duration_ms(ctx: click.Context, param: click.Parameter, value: str) -> int:
         raise click.BadParameter(str(exc)) from None
 
 
+_SIZE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    text = value.strip().lower().removesuffix("b")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in "kmg" else (text, "")
+    if not number.isdigit() or not 1024 <= int(number) * _SIZE[unit] <= 4 * 1024**3:
+        raise click.BadParameter(f"{value!r} is not a size from 1k to 4g (e.g. 512k, 64m)")
+    return int(number) * _SIZE[unit]
+
+
 @click.command()
 @click.option(
     "-f", "--filename", "paths", multiple=True,
@@ -143,6 +172,16 @@ def _duration_ms(ctx: click.Context, param: click.Parameter, value: str) -> int:
 )
 @allow_raw_acl_option
 @click.option("--token", default=None, help="require this bearer token from API clients")
+@token_file_option("require the bearer token in this file from API clients (not shown by ps)")
+@click.option(
+    "--insecure-no-auth", is_flag=True,
+    help="serve an API reachable from other machines without a token",
+)
+@click.option(
+    "--cert-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+    help="certificates sent over the API may name files (cert_file, key_file) under this "
+    "directory; without it, only PEM text",
+)
 @click.option(
     "--latency/--no-latency", default=True, show_default=True,
     help="have HAProxy log each request to the agent for latency percentiles",
@@ -169,6 +208,23 @@ def _duration_ms(ctx: click.Context, param: click.Parameter, value: str) -> int:
     "--dns-server", "dns_server", default=None, callback=_dns_server, metavar="IP[:PORT]",
     help="resolver for services' dns: names (default: the system's)",
 )
+@click.option(
+    "--max-body", "max_body", default="32m", show_default=True, callback=_size_bytes,
+    metavar="SIZE", help="largest API request body (e.g. 512k, 64m); larger ones get a 413",
+)
+@click.option(
+    "--anomaly-window", "anomaly_window", default="10s", show_default=True,
+    callback=_duration_ms,
+    help="length of the windows in which route anomalies are judged (1s at least)",
+)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="how log lines (meshgate's and HAProxy's) are written to stderr",
+)
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+    show_default=True, help="the least severe lines logged",
+)
 @click.pass_obj
 def up(
     settings: Settings,
@@ -177,12 +233,19 @@ def up(
     api: tuple[str, int],
     allow_raw_acl: bool,
     token: str | None,
+    token_file: Path | None,
+    insecure_no_auth: bool,
+    cert_dir: Path | None,
     latency: bool,
     log_budget: int,
     access_log: str | None,
     hard_stop_after: int,
     watch: Path | None,
     dns_server: str | None,
+    max_body: int,
+    anomaly_window: int,
+    log_format: LogFormat,
+    log_level: str,
 ) -> None:
     """Run the store, the API, the agent and HAProxy on this machine until interrupted."""
     # Imported here: the node pulls in uvicorn and the agent, which no other command needs.
@@ -190,21 +253,40 @@ def up(
 
     if access_log and not latency:
         raise click.UsageError("--access-log needs the request log that --no-latency turns off")
+    if token and token_file:
+        raise click.UsageError("give --token or --token-file, not both")
+    # One MESHGATE_TOKEN serves both sides: the server requires what clients send.
+    token = token or read_token_file(token_file) or settings.token
+    if not token and not is_loopback(api[0]):
+        if not insecure_no_auth:
+            raise click.UsageError(
+                f"--api {api[0]} is reachable from other machines: give --token-file (or "
+                "--token), or --insecure-no-auth to serve it without authentication"
+            )
+        click.echo(
+            f"warning: the API on {api[0]} accepts changes from anyone who can reach it",
+            err=True,
+        )
     options = NodeOptions(
         data_dir=data_dir,
         api_host=api[0],
         api_port=api[1],
         manifests=list(paths),
         allow_raw_acl=allow_raw_acl,
-        # One MESHGATE_TOKEN serves both sides: the server requires what clients send.
-        token=token or settings.token,
+        token=token,
+        cert_dir=cert_dir,
         latency=latency,
         log_budget_per_s=log_budget,
         access_log=access_log,
         hard_stop_after_ms=hard_stop_after,
         watch=watch,
         dns_server=dns_server,
+        anomaly_window_s=anomaly_window / 1000,
+        max_body_bytes=max_body,
     )
+    if anomaly_window < 1000:
+        raise click.BadParameter("must be at least 1s", param_hint="--anomaly-window")
+    configure_logging(log_format, log_level)
     try:
         asyncio.run(run_node(options))
     except KeyboardInterrupt:

@@ -19,13 +19,9 @@ from meshgate.conditions import parse_condition, to_dnf
 from meshgate.model.certificate import Certificate
 from meshgate.model.gateway import Gateway, Route, inline_endpoint
 from meshgate.model.manifest import Resource
+from meshgate.model.ports import PortIndex
 from meshgate.model.service import HealthCheck, Instance, Service
-from meshgate.model.snapshot import (
-    Target,
-    certificate_problems,
-    port_conflicts,
-    resolve_target,
-)
+from meshgate.model.snapshot import Target, certificate_problems, resolve_target
 
 Key = tuple[str, str]  # (namespace, name)
 DEFAULT_CHECK = HealthCheck()
@@ -108,16 +104,14 @@ def compile_state(
     }
     results: dict[Key, GatewayResult] = {}
     accepted: list[Gateway] = []
-    # Accepted gateways by each port they listen on: a gateway can only clash with those that
-    # share a port with it, and comparing all pairs would grow with the square of their number.
-    accepted_on: dict[int, list[Gateway]] = {}
+    # What the accepted gateways listen on, indexed: a gateway is checked by a look-up per
+    # port and virtual host, where comparing all pairs would grow with the square of their
+    # number (10,000 virtual hosts on one port).
+    ports: PortIndex[None] = PortIndex()
     looping = _gateways_in_cycles(targets_of)
     for gateway in state.gateways:
         key = (gateway.namespace, gateway.name)
-        neighbours = {
-            (g.namespace, g.name): g for port in _ports(gateway) for g in accepted_on.get(port, ())
-        }
-        errors = [str(p) for p in port_conflicts(gateway, neighbours.values())]
+        errors = [str(clash.problem) for clash in ports.clashes(gateway)]
         # A certificate deleted (or a CA renamed) after the gateway was admitted: the gateway
         # cannot be served as written, so it is left out and says why.
         errors += [str(p) for p in certificate_problems(gateway, certificates)]
@@ -128,8 +122,7 @@ def compile_state(
             results[key] = GatewayResult(errors=tuple(errors))
             continue
         accepted.append(gateway)
-        for port in _ports(gateway):
-            accepted_on.setdefault(port, []).append(gateway)
+        ports.add(gateway, None)
 
     backends: list[ir.Backend] = []
     weights: list[tuple[str, str]] = []
@@ -179,12 +172,6 @@ def compile_state(
         redirects=tls_parts.redirects(accepted),
     )
     return Compiled(dataplane, results)
-
-
-def _ports(gateway: Gateway) -> set[int]:
-    """The ports a gateway listens on: its own, and its HTTP-to-HTTPS redirect's."""
-    redirect = gateway.tls.redirect_http if gateway.tls else None
-    return {gateway.port.number} | ({redirect} if redirect is not None else set())
 
 
 def _inputs(
@@ -240,7 +227,7 @@ def _compile_gateway(
                 address=i.address,
                 port=i.port,
                 weight=i.weight,
-                cookie=i.id if sticky == "instance" else None,
+                cookie=naming.instance_token(i.id) if sticky == "instance" else None,
                 netns=i.netns,
             )
             for i in instances
@@ -272,6 +259,7 @@ def _compile_gateway(
                 if route.policies
                 else None,
                 gateway_policy=gateway_policy,
+                forwarded=gateway.forwarded_headers and backend_mode == "http",
             )
         )
         choices.append(

@@ -37,6 +37,13 @@ def route_token(route: str) -> str:
     return "r" + short_hash(route, length=8)
 
 
+def instance_token(instance_id: str) -> str:
+    """The value an instance-pinning cookie carries: instance ids default to `address:port`,
+    which a client has no business seeing. Derived from the id alone, so a pin survives a
+    reload and every node agrees on it."""
+    return "i" + short_hash(instance_id, length=12)
+
+
 def frontend_name(bind: str, port: int) -> str:
     if bind in ("0.0.0.0", "::"):
         return f"port_{port}"

@@ -237,6 +237,8 @@ def backend_lines(backend: ir.Backend) -> list[str]:
             f"retry-on conn-failure {' '.join(backend.retry_on)}",
             "http-request disable-l7-retry if !{ method GET HEAD OPTIONS }",
         ]
+    if backend.forwarded:
+        lines += forwarded_lines()
     if backend.sticky == "source":
         lines += ["stick-table type ip size 1m expire 30m", "stick on src"]
     if backend.instance_cookie:
@@ -261,6 +263,22 @@ def backend_lines(backend: ir.Backend) -> list[str]:
     return lines
 
 
+# The address a check connects to as a Host value: an IPv6 address (it has a colon) in brackets.
+INSTANCE_HOST = r'''"%[bc_dst,regsub('^(.*:.*)\$','[\1]')]"'''
+
+
+def forwarded_lines() -> list[str]:
+    """What instances behind a proxy expect to learn about the client. The client's own
+    X-Forwarded-For is kept (HAProxy adds its entry after it), while Proto and Host are set
+    here, so a client cannot claim https on a plain connection."""
+    return [
+        "option forwardfor",
+        "http-request set-header X-Forwarded-Proto https if { ssl_fc }",
+        "http-request set-header X-Forwarded-Proto http if !{ ssl_fc }",
+        "http-request set-header X-Forwarded-Host %[req.hdr(host)] if { req.hdr(host) -m found }",
+    ]
+
+
 def _check_lines(backend: ir.Backend) -> list[str]:
     check = backend.health
     lines = []
@@ -269,8 +287,10 @@ def _check_lines(backend: ir.Backend) -> list[str]:
     if check.type == "http":
         lines.append("option httpchk")
         send = f"http-check send meth {check.method} uri {check.path} ver HTTP/1.1"
-        if check.host:
-            send += f" hdr host {check.host}"
+        # HTTP/1.1 requires a Host header, and strict servers (nginx) answer 400 without one.
+        # Without a `host:` it is the address the check connects to, which HAProxy knows per
+        # server, also for instances added at run time.
+        send += f" hdr host {check.host or INSTANCE_HOST}"
         lines += [send, f"http-check expect status {check.expect_status}"]
         if check.expect_body:
             lines.append(f"http-check expect string '{check.expect_body}'")

@@ -10,7 +10,9 @@ Why meshgate resolves, rather than HAProxy's `resolvers` section with `server-te
   weights are decided in one tested, pure place (`records`).
 - The resolver address is ordinary configuration (`meshgate up --dns-server`, or per service
   `dns.server`), and a resolver that fails keeps the last good answer instead of emptying
-  the backend; an authoritative "no such name" (NXDOMAIN, no records) does empty it.
+  the backend; an authoritative "no such name" (NXDOMAIN, no records) does empty it. The
+  lookups behind one SRV answer (A and AAAA of each target) fail one by one: one that fails
+  keeps its own last answer, and the others' answers are used.
 The price is one resolution per node and interval, in the agent, which is cheap.
 """
 
@@ -42,6 +44,15 @@ class DnsLookupError(Exception):
     """The resolver could not answer (timeout, refusal, no server); the last answer stands."""
 
 
+@dataclass(frozen=True)
+class Answer:
+    """The instances a name resolved to, and the lookups behind them that failed (each kept
+    its last good answer): a partial answer is still an answer."""
+
+    instances: list[Instance]
+    failed: tuple[str, ...] = ()
+
+
 class Resolver:
     """Queries over dnspython. `default_server` ("IP[:PORT]") is used by names that do not
     name their own; without it, the system's resolver configuration (/etc/resolv.conf)."""
@@ -50,6 +61,9 @@ class Resolver:
         self.default_server = default_server
         self.timeout_s = timeout_s
         self._resolvers: dict[str | None, dns.asyncresolver.Resolver] = {}
+        # Per SRV name, the last answer of each of its targets' A and AAAA lookups, for when one
+        # fails; replaced whole at each resolution, so targets that left the answer go too.
+        self._last_lookups: dict[tuple[str | None, str], dict[tuple[str, str], list[str]]] = {}
 
     def _resolver(self, server: str | None) -> dns.asyncresolver.Resolver:
         server = server or self.default_server
@@ -81,26 +95,40 @@ class Resolver:
         answer = await self._query(server, name, rdtype)
         return [] if answer is None else [rr.address for rr in answer]
 
-    async def resolve(self, spec: DnsDiscovery) -> list[Instance]:
+    async def resolve(self, spec: DnsDiscovery) -> Answer:
+        """Raises DnsLookupError when nothing arrived (the caller keeps its last answer)."""
         if spec.type != "SRV":
             assert spec.port is not None  # the model requires it for A and AAAA
             addresses = await self._addresses(spec.server, spec.name, spec.type)
-            return address_instances(addresses, spec.port, spec.weight)
+            return Answer(address_instances(addresses, spec.port, spec.weight))
         answer = await self._query(spec.server, spec.name, "SRV")
         if answer is None:
-            return []
+            return Answer([])
         records = [
             SrvRecord(rr.priority, rr.weight, rr.port, str(rr.target).rstrip(".")) for rr in answer
         ]
         targets = sorted({r.target for r in records if r.target})
-        found = await asyncio.gather(*(self._target(spec.server, t) for t in targets))
-        return srv_instances(records, dict(zip(targets, found, strict=True)))
-
-    async def _target(self, server: str | None, name: str) -> list[str]:
-        v4, v6 = await asyncio.gather(
-            self._addresses(server, name, "A"), self._addresses(server, name, "AAAA")
+        lookups = [(target, rdtype) for target in targets for rdtype in ("A", "AAAA")]
+        results = await asyncio.gather(
+            *(self._addresses(spec.server, t, rdtype) for t, rdtype in lookups),
+            return_exceptions=True,
         )
-        return v4 + v6
+        last = self._last_lookups.get((spec.server, spec.name), {})
+        kept: dict[tuple[str, str], list[str]] = {}
+        failed = []
+        for lookup, result in zip(lookups, results, strict=True):
+            if isinstance(result, DnsLookupError):
+                failed.append(str(result))
+                kept[lookup] = last.get(lookup, [])
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                kept[lookup] = result
+        if failed and len(failed) == len(lookups):
+            raise DnsLookupError("; ".join(failed))
+        self._last_lookups[(spec.server, spec.name)] = kept
+        found = {target: kept[target, "A"] + kept[target, "AAAA"] for target in targets}
+        return Answer(srv_instances(records, found), tuple(failed))
 
 
 @dataclass
@@ -178,7 +206,7 @@ class DnsFollower:
         spec = followed.spec
         followed.due = self.clock() + spec.interval / 1000
         try:
-            instances = await self.resolver.resolve(spec)
+            answer = await self.resolver.resolve(spec)
         except DnsLookupError as exc:
             # A new failure is worth a pass: the service's status then says what failed.
             first = followed.error is None
@@ -188,10 +216,14 @@ class DnsFollower:
             return first
         if self._followed.get(key) is not followed or followed.spec != spec:
             return False  # changed meanwhile; the next turn resolves the new spec
-        recovered = followed.error is not None
-        followed.error = None
+        instances = answer.instances
+        error = "; ".join(answer.failed) or None
+        if error and error != followed.error:
+            log.warning("dns lookups failed; keeping their last answers", error=error)
+        error_changed = error != followed.error
+        followed.error = error
         if instances == followed.instances:
-            return recovered
+            return error_changed
         log.info(
             "dns answer changed",
             service=f"{key[0]}/{key[1]}",

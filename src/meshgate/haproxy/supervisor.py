@@ -31,13 +31,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshgate.haproxy import commands, processes, replies, server_states, transport
+from meshgate.haproxy import commands, messages, processes, replies, server_states, transport
 from meshgate.haproxy.commands import HaproxyError
 from meshgate.haproxy.processes import ProcInfo
 from meshgate.haproxy.replies import CommandKind
 from meshgate.haproxy.transport import RuntimeUnavailable
 
 log = logging.getLogger(__name__)
+haproxy_log = logging.getLogger("haproxy")  # HAProxy's own messages, with their level
 
 _POLL_S = 0.02
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
@@ -407,16 +408,17 @@ class HaproxySupervisor:
         """HAProxy's messages go to our log and to a short history used in error reports.
         Draining the pipe continuously also keeps HAProxy from blocking on a full pipe."""
         assert process.stdout is not None
+        level = logging.INFO
         while line := await process.stdout.readline():
             text = line.decode("utf-8", "replace").rstrip()
             self._output.append(text)
             self._output_count += 1
-            level = logging.INFO
-            if text.startswith("[ALERT]"):
-                level = logging.ERROR
-            elif text.startswith("[WARNING]"):
-                level = logging.WARNING
-            log.log(level, "haproxy: %s", text)
+            if not text.strip():
+                continue
+            message = messages.parse_message(text, level)
+            level = message.level
+            extra = {} if message.pid is None else {"pid": message.pid}
+            haproxy_log.log(level, "%s", message.text, extra=extra)
 
     def _output_since(self, mark: int) -> str:
         count = min(self._output_count - mark, len(self._output))

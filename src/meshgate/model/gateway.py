@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Annotated, Any, Literal
@@ -84,7 +85,6 @@ class Port(Model):
                 raise ValueError(f"{data!r} is not a port: write 9070, 9070/http or 9070/tcp")
             return {"number": int(match.group(1)), "mode": (match.group(2) or "http").lower()}
         return data
-
 
     @model_serializer
     def _as_text(self) -> str:
@@ -173,8 +173,10 @@ class Route(Model):
         return 100 if self.condition_strength is None else self.condition_strength
 
 
+@functools.lru_cache(maxsize=65_536)
 def inline_endpoint(route_name: str) -> tuple[str, int] | None:
-    """The (address, port) of a `[host:port]` route name, or None for a named target."""
+    """The (address, port) of a `[host:port]` route name, or None for a named target.
+    Cached: every compile asks it of every route, and parsing the address is most of it."""
     if _IPV6_TARGET.match(route_name):
         return split_endpoint(route_name)
     match = _INLINE_TARGET.match(route_name)
@@ -242,8 +244,8 @@ class Gateway(Model):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     routes: dict[str, Route] = Field(default_factory=dict)
     policies: Policies | None = None
-
-
+    # X-Forwarded-For/-Proto/-Host to the instances (http ports only).
+    forwarded_headers: bool = True
 
     @field_validator("bind")
     @classmethod

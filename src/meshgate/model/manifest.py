@@ -13,18 +13,26 @@ from pydantic import ValidationError
 from meshgate.errors import Problem, ValidationFailed
 from meshgate.model.certificate import Certificate
 from meshgate.model.gateway import Gateway
+from meshgate.model.rollout import Rollout
 from meshgate.model.service import Service
 from meshgate.model.values import FieldError
 
-Resource = Gateway | Service | Certificate
-KINDS: dict[str, type[Gateway] | type[Service] | type[Certificate]] = {
+Resource = Gateway | Service | Certificate | Rollout
+KINDS: dict[str, type[Resource]] = {
     "gateway": Gateway,
     "service": Service,
     "certificate": Certificate,
+    "rollout": Rollout,
 }
 # The API and the store speak of kinds in the plural, as in /api/v1/gateways.
-PLURAL = {"gateway": "gateways", "service": "services", "certificate": "certificates"}
+PLURAL = {
+    "gateway": "gateways",
+    "service": "services",
+    "certificate": "certificates",
+    "rollout": "rollouts",
+}
 SINGULAR = {plural: singular for singular, plural in PLURAL.items()}
+_KIND_LIST = ", ".join(list(KINDS)[:-1]) + f" or {list(KINDS)[-1]}"
 
 
 @dataclass(frozen=True)
@@ -84,24 +92,62 @@ def _split_path(path: str) -> list[str]:
     return [p for p in path.split(".") if p]
 
 
+# No manifest nests more than a few levels; a deeper document is an attack on the parsers,
+# which recurse (and would otherwise fail with a RecursionError, or worse, later on).
+MAX_DEPTH = 32
+TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+
+
+def nesting_depth(data: Any) -> int:
+    """How deep lists and mappings nest in `data` (a scalar is 0), without recursing."""
+    deepest, pending = 0, [(data, 1)]
+    while pending and deepest <= MAX_DEPTH:
+        item, depth = pending.pop()
+        if isinstance(item, Mapping):
+            item = list(item.values())
+        if isinstance(item, list | tuple):
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def check_depth(data: Any) -> None:
+    if nesting_depth(data) > MAX_DEPTH:
+        raise ValidationFailed([Problem("", TOO_DEEP)])
+
+
+# libyaml's parser when PyYAML was built with it (Debian's and the wheels are): ten times the
+# pure-Python reader's speed on a file of thousands of documents.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def parse_text(text: str, source: str = "<input>") -> list[Document]:
-    """Split YAML (JSON is YAML) text into documents, keeping their position."""
+    """Split YAML (JSON is YAML) text into documents, keeping their position. One loader reads
+    the text once: a loader per document would rescan the whole text for each of them."""
+    documents = []
+    loader = _LOADER(text)
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            data = loader.construct_document(node)
+            if data is None:
+                # An empty document, as between `---` separators or after a trailing `---`.
+                continue
+            line = node.start_mark.line + 1
+            if nesting_depth(data) > MAX_DEPTH:
+                raise ManifestError([(f"{source}:{line}", Problem("", TOO_DEEP))])
+            documents.append(Document(data, source, line, node))
+    except RecursionError:
+        raise ManifestError([(source, Problem("", TOO_DEEP))]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         reason = getattr(exc, "problem", None) or str(exc)
         raise ManifestError([(where, Problem("", f"not valid YAML or JSON: {reason}"))]) from None
-    documents = []
-    for node in nodes:
-        if node is None:
-            continue
-        data = yaml.SafeLoader(text).construct_document(node)
-        if data is None:
-            # An empty document, as between `---` separators or after a trailing `---`.
-            continue
-        documents.append(Document(data, source, node.start_mark.line + 1, node))
+    finally:
+        loader.dispose()
     return documents
 
 
@@ -135,7 +181,7 @@ def validate_resource(
     declared = data.get("kind", kind or "gateway")
     if not isinstance(declared, str) or declared.lower() not in KINDS:
         raise ValidationFailed(
-            [Problem("kind", f"{declared!r} is not a kind; use gateway, service or certificate")]
+            [Problem("kind", f"{declared!r} is not a kind; use {_KIND_LIST}")]
         )
     declared = declared.lower()
     if kind is not None and declared != kind:

@@ -1,8 +1,9 @@
-"""Rules that span resources: which gateways may share a port, and what a route target names."""
+"""Rules that span resources: the certificates gateways and services name, and what a route
+target names. Which gateways may share a port is `ports`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -10,69 +11,6 @@ from meshgate.errors import Problem
 from meshgate.model.certificate import Certificate
 from meshgate.model.gateway import Gateway, inline_endpoint
 from meshgate.model.service import Service
-
-
-def port_conflicts(gateway: Gateway, others: Iterable[Gateway]) -> list[Problem]:
-    """Why `gateway` cannot listen where it asks to, given the gateways already there."""
-    problems = []
-    for other in others:
-        if (other.namespace, other.name) == (gateway.namespace, gateway.name):
-            continue
-        problems += _redirect_conflicts(gateway, other)
-        if other.port.number != gateway.port.number:
-            continue
-        owner = f"gateway {other.namespace}/{other.name}"
-        if other.bind != gateway.bind:
-            reason = f"port {gateway.port.number} is already bound on {other.bind} by {owner}"
-            problems.append(Problem("bind", reason))
-        elif "tcp" in (other.port.mode, gateway.port.mode):
-            reason = (
-                f"port {gateway.port.number} is used by {owner}; only http gateways share a port"
-            )
-            problems.append(Problem("port", reason))
-        elif (other.tls is None) != (gateway.tls is None):
-            # One listener either terminates TLS or does not; SNI picks among TLS gateways.
-            which = "terminates TLS" if other.tls else "is plain HTTP"
-            reason = (
-                f"port {gateway.port.number} {which} for {owner}; gateways sharing a port "
-                "must all have tls or all have none"
-            )
-            problems.append(Problem("tls", reason))
-        elif not other.virtual_hosts and not gateway.virtual_hosts:
-            reason = (
-                f"port {gateway.port.number} already has a default gateway ({owner}); "
-                "give one of them virtual_hosts"
-            )
-            problems.append(Problem("virtual_hosts", reason))
-        else:
-            shared = sorted(set(other.virtual_hosts) & set(gateway.virtual_hosts))
-            if shared:
-                reason = f"{shared[0]} on port {gateway.port.number} is already served by {owner}"
-                problems.append(Problem("virtual_hosts", reason))
-    return problems
-
-
-def _redirect_conflicts(gateway: Gateway, other: Gateway) -> list[Problem]:
-    """Clashes of the plain-HTTP redirect listeners (`tls.redirect_http`) with other ports.
-
-    Gateways on one TLS port may name the same redirect port: they share its listener.
-    """
-    owner = f"gateway {other.namespace}/{other.name}"
-    mine = gateway.tls.redirect_http if gateway.tls else None
-    theirs = other.tls.redirect_http if other.tls else None
-    problems = []
-    if mine is not None and mine == other.port.number:
-        reason = f"port {mine} is the port of {owner}"
-        problems.append(Problem("tls.redirect_http", reason))
-    if theirs is not None and theirs == gateway.port.number:
-        reason = f"port {theirs} redirects to HTTPS for {owner}"
-        problems.append(Problem("port", reason))
-    if mine is not None and mine == theirs and (
-        (gateway.bind, gateway.port.number) != (other.bind, other.port.number)
-    ):
-        reason = f"port {mine} already redirects to port {other.port.number} for {owner}"
-        problems.append(Problem("tls.redirect_http", reason))
-    return problems
 
 
 def certificate_problems(

@@ -1,4 +1,4 @@
-"""Data-plane series for /metrics, labelled namespace, gateway, route (and instance).
+"""Data-plane series for /metrics, labelled namespace, gateway, route (and server: the instance).
 
 A custom collector on the node's registry: at scrape time it reads the collector's latest
 snapshot and the latency book, both already in memory, so a scrape never waits on HAProxy.
@@ -27,7 +27,9 @@ from meshgate.stats.latency import COMPONENTS, Series
 from meshgate.stats.tally import RESPONSE_CLASSES, Counts
 
 ROUTE = ["namespace", "gateway", "route"]
-INSTANCE = [*ROUTE, "instance"]
+# Not "instance": Prometheus sets that label to the scrape target's address and would rename
+# this one to exported_instance.
+INSTANCE = [*ROUTE, "server"]
 _LE = [f"{bound / 1000:g}" for bound in PROMETHEUS_BOUNDS_MS]
 
 

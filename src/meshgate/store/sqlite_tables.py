@@ -92,7 +92,8 @@ def _key_params(key: Key) -> tuple[str, str, str]:
 
 
 def to_json(value: dict[str, Any]) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    # Keys keep their order: a gateway's routes are tried in the order they were written.
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def _record(row: Sequence[Any]) -> Record:

@@ -1,0 +1,37 @@
+"""HAProxy's own messages (its stderr), as a level and a text for meshgate's log.
+
+HAProxy 2.6 writes `[NOTICE]   (1234) : haproxy version is 2.6.12`, `[WARNING]  (1234) : Server
+b/s1 is DOWN, ...` or `[ALERT]    (1234) : config : parsing ...`; continuation lines (a
+configuration excerpt, a hint) come without the prefix and keep the level of the line before.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+_PREFIX = re.compile(r"\[(?P<level>[A-Z]+)\]\s+\((?P<pid>\d+)\)\s+:\s?(?P<text>.*)")
+LEVELS = {
+    "DEBUG": logging.DEBUG,
+    "NOTICE": logging.INFO,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ALERT": logging.ERROR,
+    "EMERG": logging.CRITICAL,
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    level: int
+    text: str
+    pid: int | None = None
+
+
+def parse_message(line: str, previous_level: int = logging.INFO) -> Message:
+    found = _PREFIX.fullmatch(line.strip())
+    if found is None:
+        return Message(previous_level, line.strip())
+    level = LEVELS.get(found["level"], logging.WARNING)
+    return Message(level, found["text"].strip(), int(found["pid"]))
