@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshgate.compiler import CONFIG_FILE, DesiredState, compile_state, ir, render_files
+from meshgate.compiler.policies import sections as policy_sections
 from meshgate.compiler.rules import INSTANCE_HOST, forwarded_lines
 from meshgate.conditions import MAX_LINE_WORDS, count_words
 from meshgate.errors import ValidationFailed
@@ -47,6 +48,20 @@ CONDITION = rf"{CONJUNCTION}(?: \|\| {CONJUNCTION})*"
 REWRITE_PATH = r'"(?:%\[path\]|%\[query\]|[A-Za-z0-9/._~!&()*+,;=:@-])+"'
 WEIGHTS = rf"{MAPS}/weights\.map"
 HOST_FETCH = r"req\.hdr\(host\),field\(1,:\),lower"
+HEADER_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+POLICY = r"policy_(?:g|r)[0-9a-f]{10}"
+HEADERS_LOOKUP = rf"map_str\({MAPS}/{POLICY}\.headers\.map\)"
+NETWORK_TERM = rf"!?\{{ src,map_ip\({MAPS}/{POLICY}\.(?:allow|deny)\.map\) -m found \}}"
+POLICY_TERMS = [
+    NETWORK_TERM,
+    rf"!?\{{ req\.hdr\({HEADER_NAME}\) -m found \}}",
+    rf"\{{ sc_http_req_rate\([01],{POLICY}_rate\) gt [0-9]+ \}}",
+    rf"!\{{ http_auth\({POLICY}_users\) \}}",
+    r"\{ req\.hdr_val\(content-length\) gt [0-9]+ \}",
+    r"!?\{ ssl_fc \}",
+]
+POLICY_TERM = "(?:" + "|".join([TERM, *POLICY_TERMS]) + ")"
+POLICY_CONDITION = rf"{POLICY_TERM}(?: {POLICY_TERM})*"
 
 ACTIONS = [
     rf"set-var\(txn\.mg_gw\) {HOST_FETCH},map_(?:str|end)\({MAPS}/{NAME}\)",
@@ -65,6 +80,17 @@ ACTIONS = [
     r"set-var\(txn\.mg_rewritten\) bool\(true\)",
     rf"set-path {REWRITE_PATH}",
     'return status 404 content-type text/plain string "no gateway serves this host"',
+    # policies (compiler.policies): networks and header values are looked up in map files.
+    "deny deny_status 403",
+    "deny deny_status 413",
+    rf"track-sc[01] (?:src|int\(0\)|str\(-\)|req\.hdr\({HEADER_NAME}\)) table {POLICY}_rate",
+    'return status 429 content-type text/plain string "too many requests" hdr Retry-After [0-9]+',
+    r'auth realm "[A-Za-z0-9 ._-]{1,64}"',
+    r"redirect scheme https? code 30[12378]",
+    r'redirect location "https?://[A-Za-z0-9.:\[\]-]+[A-Za-z0-9/._~!&\'()*+,;=:@?#-]*"'
+    r" code 30[12378]",
+    rf"del-header {HEADER_NAME}",
+    rf'set-header {HEADER_NAME} "%\[str\(req\.{HEADER_NAME}\),{HEADERS_LOOKUP}\]"',
     'return status 503 content-type text/plain string "no route available"',
     "reject",
     "allow",
@@ -88,6 +114,13 @@ BALANCE = (
 )
 SECTION_LINES = [
     rf"(?:http-request|tcp-request content) (?:{'|'.join(ACTIONS)})(?: if {CONDITION})?",
+    rf"(?:http-request|tcp-request content) (?:{'|'.join(ACTIONS)}) if {POLICY_CONDITION}",
+    rf"http-response del-header {HEADER_NAME}",
+    rf'http-response set-header {HEADER_NAME} "%\[str\(res\.{HEADER_NAME}\),{HEADERS_LOOKUP}\]"',
+    # The sections of policies: a stick table, a userlist of crypt(3) hashes.
+    r"stick-table type (?:ipv6|integer|string len 128) size 1m expire [0-9]+s"
+    r" store http_req_rate\([0-9]+s\)",
+    r"user [A-Za-z0-9][A-Za-z0-9._@-]{0,63} password \$[0-9a-z]{1,2}\$[./A-Za-z0-9$=]+",
     rf'http-response add-header Set-Cookie "mgr_{GID}=r[0-9a-f]{{8}}; Path=/; HttpOnly"'
     r" if !\{ var\(txn\.mg_pinned\) -m str r[0-9a-f]{8} \}",
     r"use_backend %\[var\(txn\.mg_be\)\]",
@@ -135,9 +168,11 @@ CRT_LIST_LINE = re.compile(
     rf"{CERTS}/{NAME}\.pem \[(?:alpn h2,http/1\.1 )?ssl-min-ver TLSv1\.[23]\](?: {HOST})*"
 )
 PEM_LINE = re.compile(r"[A-Za-z0-9+/=]{1,76}|-----(?:BEGIN|END) (?:CERTIFICATE|PRIVATE KEY)-----")
-HEADER = re.compile(rf"(?:frontend|backend) ({NAME})")
+HEADER = re.compile(rf"(?:frontend|backend|userlist) ({NAME})")
 FORBIDDEN = re.compile(r"[^\x20-\x7e\n]")
 MAP_LINE = re.compile(rf"{NAME} {NAME}")
+NETWORK_MAP_LINE = re.compile(r"[0-9a-f.:]+/[0-9]{1,3} 1")
+HEADERS_MAP_LINE = re.compile(rf'(?:req|res)\.{HEADER_NAME} [^"\\$%\x00-\x1f\x7f]*')
 
 
 def fixed_lines() -> set[str]:
@@ -159,6 +194,8 @@ def problems(files: dict[str, str], dataplane: ir.DataPlane) -> list[str]:
             shape = (
                 CRT_LIST_LINE if name.endswith(".crtlist")
                 else PEM_LINE if name.endswith(".pem")
+                else NETWORK_MAP_LINE if name.endswith((".allow.map", ".deny.map"))
+                else HEADERS_MAP_LINE if name.endswith(".headers.map")
                 else MAP_LINE
             )  # fmt: skip
             found += [
@@ -181,6 +218,7 @@ def problems(files: dict[str, str], dataplane: ir.DataPlane) -> list[str]:
         *(f"frontend {f.name}" for f in dataplane.frontends),
         *(f"frontend {r.name}" for r in dataplane.redirects),
         *(f"backend {b.name}" for b in dataplane.backends),
+        *(header for header, _ in policy_sections(dataplane)),
     ]
     if sections != expected:
         found.append(f"sections {sections} instead of {expected}")
@@ -195,6 +233,10 @@ def assert_safe(dataplane: ir.DataPlane) -> None:
 
 # --- documents and the fields users control -----------------------------------------------------
 
+SHA512_HASH = (
+    "$6$rt5S9o/QOgqc5NOi$W1.x1jAXXuANX1ze6PcQ27uBoqpFTMyYfnExaoF2fxdi34EdsSqLd6pNRIA6cI9Vi/"
+    "YPk2dWobCsKH72Ot9ea/"
+)
 GATEWAY: dict[str, Any] = {
     "name": "sava",
     "namespace": "default",
@@ -207,8 +249,25 @@ GATEWAY: dict[str, Any] = {
     "tls": {
         "certificates": ["sava-cert"], "min_version": "1.2", "redirect_http": 9080, "hsts": 600
     },
+    "policies": {
+        "rate_limit": {"requests": 100, "per": "10s", "by": "header(X-Key)"},
+        "allow": ["10.0.0.0/8", "::1"],
+        "deny": ["192.0.2.0/24"],
+        "basic_auth": {"realm": "admin area", "users": {"alice": SHA512_HASH}},
+        "headers": {
+            "request": {"set": {"X-Env": "prod"}, "remove": ["X-Debug"]},
+            "response": {"set": {"X-Frame-Options": "DENY; a=b"}, "remove": ["Server"]},
+        },
+        "redirect": {"scheme": "https", "code": 301},
+        "max_body": "10m",
+    },
     "routes": {
         "svc": {
+            "policies": {
+                "rate_limit": {"requests": 5, "by": "source"},
+                "redirect": {"location": "https://example.com/a?b=c#d", "code": 302},
+                "headers": {"request": {"set": {"X-Route": "svc"}}},
+            },
             "weight": "50%",
             "condition": "user-agent == Firefox and has cookie beta",
             "condition_strength": "50%",
@@ -375,6 +434,19 @@ FIELDS: dict[str, tuple[Callable[[Documents, str], None], str]] = {
     "tls hsts": (set_field("g.tls.hsts"), "600"),
     "service tls ca": (set_field("s.tls.ca"), "internal-ca"),
     "service tls sni": (set_field("s.tls.sni"), "svc.internal"),
+    "rate limit by": (set_field("g.policies.rate_limit.by"), "header(X-Key)"),
+    "rate limit per": (set_field("g.policies.rate_limit.per"), "10s"),
+    "allowed network": (set_field("g.policies.allow.0"), "10.0.0.0/8"),
+    "denied network": (set_field("g.policies.deny.0"), "192.0.2.0/24"),
+    "realm": (set_field("g.policies.basic_auth.realm"), "admin area"),
+    "password hash": (set_field("g.policies.basic_auth.users.alice"), SHA512_HASH),
+    "request header value": (set_field("g.policies.headers.request.set.X-Env"), "prod"),
+    "response header value": (
+        set_field("g.policies.headers.response.set.X-Frame-Options"), "DENY; a=b"
+    ),
+    "removed header": (set_field("g.policies.headers.response.remove.0"), "Server"),
+    "redirect location": (set_field("g.routes.svc.policies.redirect.location"), "https://a.b/c"),
+    "max body": (set_field("g.policies.max_body"), "10m"),
 }
 
 NEEDS_RAW_ACL = {"condition raw acl"}

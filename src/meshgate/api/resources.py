@@ -50,6 +50,7 @@ from meshgate.model import (
     validate_resource,
 )
 from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
+from meshgate.model.policies import hide_passwords
 from meshgate.model.references import referrers, unresolved_routes
 from meshgate.model.rollout import Rollout, rollout_problems
 from meshgate.model.values import parse_duration_ms
@@ -152,6 +153,8 @@ def present(record: Record, status: Record | None) -> dict[str, Any]:
         # Never the private key; and what the certificate says about itself, read now.
         document = public_document(document)
         merged.update(certificate_status(record.value, datetime.datetime.now(datetime.UTC)))
+    elif record.key.kind == "gateways":
+        document = hide_passwords(document)  # basic auth users without their hashes
     return {**document, "version": record.revision, "status": merged}
 
 

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from meshgate.compiler import ir, naming
+from meshgate.compiler import ir, naming, policies
 from meshgate.compiler import tls as tls_parts
 from meshgate.compiler.memo import Memo
 from meshgate.compiler.slots import weight_slots
@@ -155,6 +155,7 @@ def compile_state(
     frontends, host_maps = _frontends(accepted, rules_by_gateway, certificates, memo.frontends)
     maps = (
         *host_maps,
+        *policies.policy_maps(policies.dataplane_policies(frontends, backends)),
         ir.MapFile(ir.WEIGHTS_MAP, tuple(sorted(weights))),
         # By gateway, each in slot order: sorting 100 entries a gateway would slow every pass.
         ir.MapFile(
@@ -206,6 +207,11 @@ def _compile_gateway(
     pins_route = sticky in ("route", "instance")
     route_cookie = f"mgr_{gateway_id}" if pins_route else None
     backend_mode = gateway.port.mode
+    gateway_policy = (
+        policies.compile_policy(policies.gateway_policy_name(gateway_id), gateway.policies)
+        if gateway.policies
+        else None
+    )
     choices, backends, statuses = [], [], {}
     for route_name, route in gateway.routes.items():
         target = targets[route_name]
@@ -247,6 +253,12 @@ def _compile_gateway(
                 retries=service.retries if service else None,
                 # An http service behind a tcp gateway: the bytes are not parsed as requests.
                 retry_on=tuple(service.retry_on) if service and backend_mode == "http" else (),
+                policy=policies.compile_policy(
+                    policies.route_policy_name(backend_name), route.policies
+                )
+                if route.policies
+                else None,
+                gateway_policy=gateway_policy,
                 forwarded=gateway.forwarded_headers and backend_mode == "http",
             )
         )
@@ -269,6 +281,7 @@ def _compile_gateway(
         route_cookie_name=route_cookie,
         choices=tuple(choices),
         hsts_max_age=gateway.tls.hsts if gateway.tls else None,
+        policy=gateway_policy,
     )
     weight_of = gateway.route_weights()
     route_weights = [(b.name, weight_of[b.route.route]) for b in backends]

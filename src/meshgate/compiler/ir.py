@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from meshgate.model.policies import Policies
+
 Mode = Literal["http", "tcp"]
 Sticky = Literal["none", "route", "instance", "source"]
 Dnf = tuple[tuple[str, ...], ...]
@@ -58,6 +60,18 @@ class Rewrite:
 
 
 @dataclass(frozen=True)
+class Policy:
+    """A gateway's or a route's validated `policies`, and the name its HAProxy objects (maps,
+    stick table, userlist) derive from (see compiler.policies). `spec` is what the configuration
+    holds, without networks or header values: those are in `maps`, which the planner compares
+    as maps, so changing them swaps a map instead of reloading."""
+
+    name: str
+    spec: Policies
+    maps: tuple[MapFile, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
 class Backend:
     """One route of one gateway: its own servers, so stats and weights are per route."""
 
@@ -76,6 +90,8 @@ class Backend:
     tls: ServerTls | None = None  # the instances speak TLS
     retries: int | None = None  # None: the defaults' count
     retry_on: tuple[str, ...] = ()  # failures after sending that are retried (http only)
+    policy: Policy | None = None  # the route's own policies
+    gateway_policy: Policy | None = None  # its gateway's, for the response header rules
     forwarded: bool = False  # X-Forwarded-For/-Proto/-Host to the instances (http only)
 
 
@@ -107,6 +123,7 @@ class GatewayRules:
     route_cookie_name: str | None
     choices: tuple[RouteChoice, ...]
     hsts_max_age: int | None = None  # Strict-Transport-Security on this gateway's responses
+    policy: Policy | None = None
 
 
 @dataclass(frozen=True)

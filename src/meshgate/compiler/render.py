@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 
 import jinja2
 
-from meshgate.compiler import ir
+from meshgate.compiler import ir, policies
 from meshgate.compiler.rules import (
     backend_lines,
     balance_directive,
@@ -71,6 +71,8 @@ def render_config(dataplane: ir.DataPlane) -> str:
         switching_rules=switching_rules,
         frontend_rules=lambda frontend: frontend_rules(frontend, directory),
         backend_lines=backend_lines,
+        policy_lines=lambda backend: policies.backend_rules(backend, directory),
+        policy_sections=policies.sections(dataplane),
         balance=balance_directive,
         server_options=lambda backend, server: _server_options(backend, server, certs),
         endpoint=server_endpoint,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from meshgate.compiler import ir
+from meshgate.compiler import ir, policies
 from meshgate.compiler.slots import SLOTS, key_expression
 from meshgate.conditions import MAX_LINE_WORDS, count_words
 
@@ -95,6 +95,8 @@ def frontend_rules(frontend: ir.Frontend, maps_dir: str) -> list[str]:
     for gateway in frontend.gateways:
         guard = (f"{{ var(txn.mg_gw) -m str {gateway.gateway_id} }}",) if shared else ()
         lines.append(f"# gateway {gateway.namespace}/{gateway.name}")
+        if gateway.policy is not None:
+            lines += policies.request_rules(gateway.policy, keyword, guard, maps_dir, 0)
         lines += gateway_rules(gateway, keyword, guard, maps_dir)
     if frontend.mode == "http":
         lines.append(

@@ -25,6 +25,7 @@ from meshgate.model.names import (
     check_resource_name,
     normalize_hostname,
 )
+from meshgate.model.policies import Policies
 from meshgate.model.service import DurationMs, Instance, Mode, Model, check_unique_instances
 from meshgate.model.values import FieldError, check_port, parse_percentage, split_endpoint
 
@@ -135,6 +136,7 @@ class Route(Model):
     balance: str | None = None
     rewrites: list[Rewrite] = Field(default_factory=list, max_length=32)
     targets: list[Instance] | None = Field(default=None, max_length=1000)
+    policies: Policies | None = None  # applied after the gateway's
 
     @field_validator("weight", mode="before")
     @classmethod
@@ -242,6 +244,7 @@ class Gateway(Model):
     tls: Tls | None = None
     timeouts: Timeouts = Field(default_factory=Timeouts)
     routes: dict[str, Route] = Field(default_factory=dict)
+    policies: Policies | None = None
     # X-Forwarded-For/-Proto/-Host to the instances (http ports only).
     forwarded_headers: bool = True
     # Placement on many nodes: the node labels a node must all have to serve this gateway.
@@ -322,8 +325,13 @@ class Gateway(Model):
                     )
                 if route.rewrites:
                     raise FieldError(f"routes.{name}.rewrites", "needs an http port")
+                if route.policies and route.policies.http_only:
+                    field = f"routes.{name}.policies.{route.policies.http_only[0]}"
+                    raise FieldError(field, "needs an http port")
                 if route.balance and route.balance.startswith(("hdr(", "url_param(", "uri")):
                     raise FieldError(f"routes.{name}.balance", "needs an http port")
+        if self.policies and self.policies.http_only and self.port.mode == "tcp":
+            raise FieldError(f"policies.{self.policies.http_only[0]}", "needs an http port")
         if self.tls and self.port.mode == "tcp":
             if self.tls.redirect_http is not None:
                 raise FieldError("tls.redirect_http", "needs an http port")
