@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(haproxy python3-venv curl)
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(wrk nginx-light dnsmasq-base nghttp2-client openssl valgrind)
+    packages+=(wrk nginx-light dnsmasq-base nghttp2-client openssl valgrind chromium)
 fi
 missing=()
 for package in "${packages[@]}"; do

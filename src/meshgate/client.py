@@ -103,14 +103,36 @@ class MeshgateClient:
 
     def apply(self, documents: Sequence[Any]) -> list[dict[str, Any]]:
         """POST /api/v1/apply; one `{kind, namespace, name, version, result}` per document."""
+        applied: list[dict[str, Any]] = self.apply_batch(documents)["applied"]
+        return applied
+
+    def apply_batch(
+        self, documents: Sequence[Any], *, dry_run: bool = False, wait_s: float | None = None
+    ) -> dict[str, Any]:
+        """POST /api/v1/apply: the whole answer, `applied` (with each document's `warnings`),
+        and with `wait_s` the `wait` outcome; with `dry_run` nothing is written and each entry
+        carries the `document` as it would be stored."""
         # YAML can hold values JSON cannot (dates); as text they fail validation with a path,
         # where an encoder error would only say "not serializable".
         body = json.dumps({"documents": list(documents)}, default=str)
+        params: dict[str, str] = {}
+        if dry_run:
+            params["dry_run"] = "true"
+        options: dict[str, Any] = {}
+        if wait_s is not None:
+            params["wait"] = f"{int(wait_s * 1000)}ms"
+            options["timeout"] = wait_s + 30  # the server answers at its timeout
         response = self._request(
-            "POST", "/api/v1/apply", content=body, headers={"Content-Type": "application/json"}
+            "POST",
+            "/api/v1/apply",
+            content=body,
+            params=params,
+            headers={"Content-Type": "application/json"},
+            **options,
         )
-        applied: list[dict[str, Any]] = _json(response, "applied")
-        return applied
+        _json(response, "applied")
+        answer: dict[str, Any] = response.json()
+        return answer
 
     def list(self, kind: str, *, namespace: str = "default") -> list[dict[str, Any]]:
         response = self._request("GET", f"/api/v1/{kind}", params={"namespace": namespace})
@@ -131,8 +153,64 @@ class MeshgateClient:
         stats: dict[str, Any] = response.json()
         return stats
 
-    def delete(self, kind: str, name: str, *, namespace: str = "default") -> None:
-        self._request("DELETE", _name_path(kind, name), params={"namespace": namespace})
+    def compare(
+        self, gateway: str, *, window: str = "5m", namespace: str = "default"
+    ) -> dict[str, Any]:
+        """GET /api/v1/gateways/{name}/compare: per-route figures and a verdict per pair."""
+        path = f"{_name_path('gateways', gateway)}/compare"
+        response = self._request("GET", path, params={"namespace": namespace, "window": window})
+        _json(response, "pairs")
+        comparison: dict[str, Any] = response.json()
+        return comparison
+
+    def rollout_command(
+        self, name: str, action: str, *, namespace: str = "default"
+    ) -> dict[str, Any]:
+        """POST /api/v1/rollouts/{name}/{pause|resume|abort}: the rollout's new status."""
+        path = f"{_name_path('rollouts', name)}/{action}"
+        response = self._request("POST", path, params={"namespace": namespace})
+        _json(response, "phase")
+        status: dict[str, Any] = response.json()
+        return status
+
+    def delete(
+        self, kind: str, name: str, *, namespace: str = "default", force: bool = False
+    ) -> None:
+        params = {"namespace": namespace, **({"force": "true"} if force else {})}
+        self._request("DELETE", _name_path(kind, name), params=params)
+
+    def patch(
+        self,
+        kind: str,
+        name: str,
+        changes: dict[str, Any],
+        *,
+        namespace: str = "default",
+        version: int | None = None,
+    ) -> dict[str, Any]:
+        """PATCH with a JSON merge patch; with `version`, only if the resource is still at it."""
+        headers = {"Content-Type": "application/merge-patch+json"}
+        if version is not None:
+            headers["If-Match"] = f'"{version}"'
+        response = self._request(
+            "PATCH",
+            _name_path(kind, name),
+            params={"namespace": namespace},
+            content=json.dumps(changes),
+            headers=headers,
+        )
+        _json(response, "name")
+        resource: dict[str, Any] = response.json()
+        return resource
+
+    def events(self, **filters: str | int | None) -> builtins.list[dict[str, Any]]:
+        """GET /api/v1/events with the filters given (kind, namespace, name, type, since,
+        after, limit), oldest first."""
+        params = {k: str(v) for k, v in filters.items() if v is not None}
+        items: builtins.list[dict[str, Any]] = _json(
+            self._request("GET", "/api/v1/events", params=params), "items"
+        )
+        return items
 
     # --- instances registered at run time (SPEC §3) ---
 

@@ -1,9 +1,10 @@
 """A small HTTP backend for the demo and the tests, and the demo's manifests.
 
 The backend answers every request with its name, so a client sees which instance served it.
-`?status=NNN` and `?delay=MS` make it fail or be slow on demand; `/health` answers `ok`, or
-503 while the file named by `--fail-health-file` exists (so a test can fail its health check
-without stopping it).
+`?status=NNN` and `?delay=MS` make it fail or be slow on demand; `--error-ratio` and
+`--delay-ms` make every request fail at random or be slow (a bad version to roll back);
+`/health` answers `ok`, or 503 while the file named by `--fail-health-file` exists (so a test
+can fail its health check without stopping it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -55,9 +57,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
-        if "delay" in query:
-            time.sleep(min(int(query["delay"][0]), 30_000) / 1000)
+        delay_ms = int(query["delay"][0]) if "delay" in query else self.server.delay_ms
+        if delay_ms and url.path != "/health":
+            time.sleep(min(delay_ms, 30_000) / 1000)
         status = int(query.get("status", ["200"])[0])
+        if url.path != "/health" and random.random() < self.server.error_ratio:
+            status = 500
         failing = self.server.fail_health_file
         if url.path == "/health" and failing and os.path.exists(failing):
             status = 503
@@ -85,10 +90,19 @@ class DemoServer(ThreadingHTTPServer):
         return
 
     def __init__(
-        self, name: str, host: str, port: int, fail_health_file: str | None = None
+        self,
+        name: str,
+        host: str,
+        port: int,
+        fail_health_file: str | None = None,
+        *,
+        error_ratio: float = 0.0,
+        delay_ms: int = 0,
     ) -> None:
         self.name = name
         self.fail_health_file = fail_health_file
+        self.error_ratio = error_ratio
+        self.delay_ms = delay_ms
         super().__init__((host, port), _Handler)
 
 
@@ -98,8 +112,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--fail-health-file", default=None, help="/health fails while it exists")
+    parser.add_argument("--error-ratio", type=float, default=0.0, help="share answered 500")
+    parser.add_argument("--delay-ms", type=int, default=0, help="delay of every answer")
     args = parser.parse_args(argv)
-    with DemoServer(args.name, args.host, args.port, args.fail_health_file) as server:
+    with DemoServer(
+        args.name,
+        args.host,
+        args.port,
+        args.fail_health_file,
+        error_ratio=args.error_ratio,
+        delay_ms=args.delay_ms,
+    ) as server:
         server.serve_forever()
 
 

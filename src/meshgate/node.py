@@ -17,15 +17,23 @@ import uvicorn
 from meshgate.agent import Agent, Driver
 from meshgate.agent.health import InstanceHealth, poll_health
 from meshgate.api import create_app
+from meshgate.api.graph import graph_router
+from meshgate.api.rollouts import rollouts_router
 from meshgate.api.stats import stats_router
 from meshgate.certificate_files import inline_document
 from meshgate.compiler import ir
 from meshgate.discovery.dns import DnsFollower, Resolver
+from meshgate.discovery.expiries import record_expiries
+from meshgate.events import EventLog
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.haproxy.supervisor import HaproxySupervisor
 from meshgate.metrics import ControlPlaneMetrics, metrics_router
 from meshgate.model import load_documents, parse_text, resource_key, to_document
+from meshgate.rollouts.analytics import RouteAnalytics
+from meshgate.rollouts.controller import RolloutController
+from meshgate.rollouts.readings import Reading
+from meshgate.rollouts.source import AllRoutes, gateway_readings
 from meshgate.stats.accesslog import AccessLog
 from meshgate.stats.collector import StatsCollector
 from meshgate.stats.keeper import LogKeeper
@@ -35,6 +43,7 @@ from meshgate.stats.logs import LogReceiver
 from meshgate.stats.prometheus import DataPlaneMetrics
 from meshgate.stats.sampling import KeepController
 from meshgate.store import Key, Put, SqliteStore, Store
+from meshgate.ui import mount_ui
 from meshgate.watchdir.poller import ManifestDirWatcher
 
 log = structlog.get_logger("meshgate.node")
@@ -57,6 +66,7 @@ class NodeOptions:
     access_log: str | None = None  # a file, or "-" for stdout: one JSON object per request
     watch: Path | None = None  # a manifest directory applied as its files change
     dns_server: str | None = None  # "IP[:PORT]" for services' dns: names; else the system's
+    anomaly_window_s: float = 10.0  # route anomalies are judged on windows this long
 
 
 def manifest_files(paths: Sequence[Path]) -> list[Path]:
@@ -123,11 +133,14 @@ async def run_node(options: NodeOptions) -> None:
     driver = Driver(supervisor, runtime, settings)
     follower = DnsFollower(Resolver(options.dns_server), on_change=lambda: agent.request_pass())
     health = InstanceHealth(dns_errors=follower.errors)
-    agent = Agent(store, driver, metrics, health=health)
+    events = EventLog()
+    agent = Agent(store, driver, metrics, health=health, events=events)
     agent.loader.dns = follower
     stats, receiver = _stats(options, run_dir, driver, runtime)
     stats.make_way = agent.make_way  # a stats poll never holds up a change
     metrics.registry.register(DataPlaneMetrics(stats))
+    analytics, rollouts = _rollouts(store, stats, options)
+    metrics.registry.register(analytics)
     try:
         if receiver is not None:
             # Listening before HAProxy starts, so its log forwarder connects at once.
@@ -151,8 +164,15 @@ async def run_node(options: NodeOptions) -> None:
             allow_raw_acl=options.allow_raw_acl,
             token=options.token,
             readiness=readiness,
-            extra_routers=[metrics_router(metrics), stats_router(store, stats)],
+            events=events,
+            extra_routers=[
+                metrics_router(metrics),
+                stats_router(store, stats),
+                rollouts_router(store, rollouts, stats, analytics),
+                graph_router(store, stats, analytics),
+            ],
         )
+        mount_ui(app)
         server = _ApiServer(
             uvicorn.Config(app, host=options.api_host, port=options.api_port, log_level="warning")
         )
@@ -164,7 +184,10 @@ async def run_node(options: NodeOptions) -> None:
         poller = asyncio.create_task(stats.run())
         background = [
             asyncio.create_task(follower.run()),
-            asyncio.create_task(poll_health(health, stats, agent.republish)),
+            asyncio.create_task(poll_health(health, stats, agent.republish, events=events)),
+            asyncio.create_task(record_expiries(store, events)),
+            asyncio.create_task(analytics.run()),
+            asyncio.create_task(rollouts.run()),
         ]
         if options.watch is not None:
             watcher = ManifestDirWatcher(store, options.watch, allow_raw_acl=options.allow_raw_acl)
@@ -187,6 +210,19 @@ async def run_node(options: NodeOptions) -> None:
             await receiver.stop()
         await store.close()
         log.info("meshgate stopped")
+
+
+def _rollouts(
+    store: Store, stats: StatsCollector, options: NodeOptions
+) -> tuple[RouteAnalytics, RolloutController]:
+    """Route analytics (windows, anomalies) and the rollouts judged by them."""
+    analytics = RouteAnalytics(AllRoutes(stats).read, window_s=options.anomaly_window_s)
+
+    async def read_routes(namespace: str, gateway: str) -> dict[str, Reading]:
+        return await gateway_readings(stats, namespace, gateway)
+
+    controller = RolloutController(store, read_routes, anomaly=analytics.open_anomaly)
+    return analytics, controller
 
 
 # The node parses at most this many lines a second however many HAProxy sends (one in N above

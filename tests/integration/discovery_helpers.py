@@ -31,10 +31,12 @@ class Demos:
         host: str = "127.0.0.1",
         fail_health_file: Path | None = None,
         netns: str | None = None,
+        options: tuple[str, ...] = (),
     ) -> tuple[int, subprocess.Popen[bytes]]:
+        """`options` are more of the demo backend's flags (`--error-ratio`, `--delay-ms`)."""
         port = port or free_port()
         argv = [sys.executable, "-m", "meshgate.demo", "--name", name, "--host", host]
-        argv += ["--port", str(port)]
+        argv += ["--port", str(port), *options]
         if fail_health_file is not None:
             argv += ["--fail-health-file", str(fail_health_file)]
         if netns is not None:

@@ -131,6 +131,10 @@ def test_route_without_instances_gives_its_share_away(node: Node, backends: Back
     settle(url, {"alive", "doomed"})
     status = node.get("gateways", "share")["status"]
     assert status["routes"]["share:ghost"]["kind"] == "unresolved"
+    # Served, but not as written: the status says which target is missing.
+    assert status["state"] == "degraded" and status["applied"] is True
+    assert [e.split(":")[0] for e in status["errors"]] == ["routes.share"]
+    assert "target 'share:ghost' does not exist" in status["errors"][0]
     backends.stop(b)
     wait_until(lambda: count_served(url, 20) == {"alive": 20})
     assert count_served(url, 100) == {"alive": 100}

@@ -103,12 +103,12 @@ def test_unknown_kind_is_rejected(kind: Any) -> None:
         validate_resource({"kind": kind, "name": "x"})
     (found,) = caught.value.problems
     assert found.path == "kind"
-    assert "use gateway, service or certificate" in found.message
+    assert "use gateway, service, certificate or rollout" in found.message
 
 
 def test_unknown_kind_in_a_file_names_its_line() -> None:
     assert error_lines("name: x\nkind: pod\n") == [
-        "sava.yaml:2: kind: 'pod' is not a kind; use gateway, service or certificate"
+        "sava.yaml:2: kind: 'pod' is not a kind; use gateway, service, certificate or rollout"
     ]
 
 

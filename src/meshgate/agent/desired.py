@@ -70,7 +70,7 @@ class DesiredLoader:
                 elif isinstance(resource, Certificate):
                     certificates.append(resource)
                     certificate_versions[(resource.namespace, resource.name)] = record.revision
-                else:
+                elif isinstance(resource, Service):
                     services.append(resource)
                     service_versions[(resource.namespace, resource.name)] = record.revision
         for gone in self._cache.keys() - seen:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshgate.compiler import Compiled
+from meshgate.events import EventLog, instance_label
 from meshgate.model.service import Instance, Service
 from meshgate.stats.collector import StatsCollector
 
@@ -108,6 +109,10 @@ class InstanceHealth:
         self._reported = reported
         return changed
 
+    def reported(self) -> dict[ServiceKey, list[dict[str, Any]]]:
+        """Every service's instance report, as `status` publishes it."""
+        return dict(self._reported)
+
     def status(self, key: ServiceKey) -> dict[str, Any]:
         """The part of a service's status this module owns."""
         status: dict[str, Any] = {"instances": self._reported.get(key, [])}
@@ -130,17 +135,64 @@ class InstanceHealth:
         ]
 
 
+@dataclass(frozen=True)
+class Transition:
+    service: ServiceKey
+    instance: str
+    address: str
+    port: int
+    before: str
+    after: str
+
+
+def transitions(
+    before: Mapping[ServiceKey, Sequence[Mapping[str, Any]]],
+    after: Mapping[ServiceKey, Sequence[Mapping[str, Any]]],
+) -> list[Transition]:
+    """Instances whose status changed between two reports (new and departed ones are not
+    transitions: their coming and going has events of its own)."""
+    found = []
+    for key, instances in after.items():
+        earlier = {i["id"]: i["status"] for i in before.get(key, ())}
+        for instance in instances:
+            old = earlier.get(instance["id"])
+            new = instance["status"]
+            if old is not None and old != new:
+                address, port = instance["address"], instance["port"]
+                found.append(Transition(key, instance["id"], address, port, old, new))
+    return found
+
+
+def record_transitions(events: EventLog, changed: Sequence[Transition]) -> None:
+    for change in changed:
+        namespace, service = change.service
+        label = instance_label(change.instance, change.address, change.port)
+        events.record(
+            "health",
+            f"{label} is {change.after} (was {change.before})",
+            kind="service",
+            namespace=namespace,
+            name=service,
+            instance=change.instance,
+        )
+
+
 async def poll_health(
     health: InstanceHealth,
     collector: StatsCollector,
     republish: Callable[[], Awaitable[None]],
     interval_s: float = POLL_S,
+    events: EventLog | None = None,
 ) -> None:
     """Read HAProxy's server states every `interval_s` (sharing the stats poll) and have the
-    agent publish again when an instance's status changed. Runs until cancelled."""
+    agent publish again when an instance's status changed, recording each change in
+    `events`. Runs until cancelled."""
     while True:
         snapshot = await collector.refresh(max_age_s=interval_s / 2)
         states = {key: server.status for key, server in snapshot.servers.items()}
+        before = health.reported()
         if health.observe(states):
+            if events is not None:
+                record_transitions(events, transitions(before, health.reported()))
             await republish()
         await asyncio.sleep(interval_s)

@@ -23,10 +23,12 @@ from meshgate.agent.desired import DesiredLoader, Key, Loaded
 from meshgate.agent.driver import Driver
 from meshgate.agent.health import InstanceHealth
 from meshgate.agent.ports import ports_in_use
-from meshgate.compiler import Compiled, DesiredState, compile_state
+from meshgate.compiler import Compiled, DesiredState, GatewayResult, compile_state
 from meshgate.compiler.build import CompileMemo
 from meshgate.errors import MeshgateError
+from meshgate.events import EventLog
 from meshgate.metrics import ControlPlaneMetrics
+from meshgate.model.references import unresolved_message
 from meshgate.plan import Action, Reload, plan
 from meshgate.store import CompactedError, Delete, Put, Store
 from meshgate.store import Key as StoreKey
@@ -50,6 +52,7 @@ class Agent:
         *,
         debounce_s: float = 0.03,
         health: InstanceHealth | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.store = store
         self.loader = DesiredLoader(store)
@@ -62,6 +65,8 @@ class Agent:
         self.passes = 0
         self.healthy = False
         self.health = health
+        self.events = events if events is not None else EventLog()
+        self._failure_recorded: str | None = None
         self._last: tuple[Loaded, Compiled, Mapping[Key, str]] | None = None
         self._memo = CompileMemo()
         self._last_pass_end = -float("inf")
@@ -174,17 +179,22 @@ class Agent:
             self.healthy = False
             self.metrics.reconciles.labels("failed").inc()
             log.error("reconcile failed", error=str(exc))
+            if self.last_error != self._failure_recorded:
+                # A failure repeated pass after pass is one event, not one a second.
+                self._failure_recorded = self.last_error
+                self.events.record("reconcile_failed", str(exc))
             return True
         finally:
             self._last_pass_end = asyncio.get_running_loop().time()
         self.passes += 1
         self.healthy = True
-        self.last_error = None
+        self.last_error = self._failure_recorded = None
         self.metrics.reconciles.labels(
             "applied" if outcome.reason != "no change" else "unchanged"
         ).inc()
         if outcome.reloaded:
             self.metrics.reloads.inc()
+            self.events.record("reload", f"HAProxy reloaded: {outcome.reason}")
         self.metrics.runtime_commands.inc(outcome.runtime_commands)
         if outcome.reason != "no change":
             log.info(
@@ -260,14 +270,17 @@ class Agent:
             errors = list(result.errors) if result else []
             if key in rejected:
                 errors.append(rejected[key])
-            status: dict[str, Any] = {"errors": errors}
+            status: dict[str, Any] = {"errors": errors, "observed_version": version}
+            previous = self._published.get(StoreKey("status.gateways", *key), {})
             if errors:
                 status["state"] = "rejected"
-                previous = self._published.get(StoreKey("status.gateways", *key), {})
                 status["applied_version"] = previous.get("applied_version")
             else:
                 served += 1
-                status["state"] = "serving"
+                unresolved = unresolved_targets(key[0], result)
+                # Served, but a route leads nowhere: say so rather than plain "serving".
+                status["state"] = "degraded" if unresolved else "serving"
+                status["errors"] = unresolved
                 status["applied_version"] = version
                 status["routes"] = {
                     name: {
@@ -278,6 +291,7 @@ class Agent:
                     }
                     for name, r in (result.routes.items() if result else ())
                 }
+            self._record_outcome("gateway", key, previous, status)
             ops += self._status_op(StoreKey("status.gateways", *key), status)
         if self.health is not None:
             self.health.update(
@@ -287,10 +301,14 @@ class Agent:
             service_status: dict[str, Any] = {"applied_version": version}
             if self.health is not None:
                 service_status.update(self.health.status(key))
-            ops += self._status_op(StoreKey("status.services", *key), service_status)
+            store_key = StoreKey("status.services", *key)
+            self._record_outcome("service", key, self._published.get(store_key), service_status)
+            ops += self._status_op(store_key, service_status)
         for key, version in loaded.certificate_versions.items():
             status = {"applied_version": version, "used_by": _certificate_users(loaded, key)}
-            ops += self._status_op(StoreKey("status.certificates", *key), status)
+            store_key = StoreKey("status.certificates", *key)
+            self._record_outcome("certificate", key, self._published.get(store_key), status)
+            ops += self._status_op(store_key, status)
         self.metrics.set_certificate_expiry(loaded.state.certificates)
         for (kind, namespace, name), message in loaded.invalid.items():
             ops += self._status_op(
@@ -311,11 +329,40 @@ class Agent:
         if ops:
             await self.store.commit(ops)
 
+    def _record_outcome(
+        self, kind: str, key: Key, previous: dict[str, Any] | None, status: dict[str, Any]
+    ) -> None:
+        """An event when a resource's new version reaches the data plane, is rejected, or
+        routes to something that does not exist."""
+        previous = previous or {}
+        namespace, name = key
+        where = {"kind": kind, "namespace": namespace, "name": name}
+        version = status.get("applied_version")
+        errors = status.get("errors") or []
+        if status.get("state") == "rejected":
+            if errors != previous.get("errors"):
+                self.events.record("rejected", "; ".join(errors), **where)
+            return
+        if version is not None and version != previous.get("applied_version"):
+            self.events.record("applied", f"version {version} is live", **where)
+        if errors and errors != previous.get("errors"):
+            self.events.record("warning", "; ".join(errors), **where)
+
     def _status_op(self, key: StoreKey, status: dict[str, Any]) -> list[Put | Delete]:
         if self._published.get(key) == status:
             return []
         self._published[key] = status
         return [Put(key, status)]
+
+
+def unresolved_targets(namespace: str, result: GatewayResult | None) -> list[str]:
+    """A message for each route whose target is neither a service nor a gateway of the
+    gateway's namespace (SPEC §1 rule 5: it gets no traffic, and the status says why)."""
+    return [
+        unresolved_message(name, route.target, namespace)
+        for name, route in (result.routes.items() if result else ())
+        if route.kind == "unresolved"
+    ]
 
 
 def _reloads(actions: list[Action]) -> bool:

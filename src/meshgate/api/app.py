@@ -16,9 +16,11 @@ from starlette.exceptions import HTTPException
 
 from meshgate import __version__
 from meshgate.api.bodies import BodyTooLargeError
+from meshgate.api.events import router as events_router
 from meshgate.api.instances import instances_router
 from meshgate.api.resources import api_error, manifest_schemas, resources_router
 from meshgate.errors import ValidationFailed
+from meshgate.events import EventLog
 from meshgate.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -94,6 +96,7 @@ def create_app(
     token: str | None = None,
     readiness: Readiness | None = None,
     extra_routers: Sequence[APIRouter] = (),
+    events: EventLog | None = None,
 ) -> FastAPI:
     """The API over `store`. `readiness` reports on the rest of the node (the agent) for
     /healthz; a result with `"ok": False` makes it 503. With `token`, the resource endpoints
@@ -101,12 +104,15 @@ def create_app(
 
     `extra_routers` are routed before the resource endpoints, so that a route such as
     /api/v1/gateways/{name}/stats is not taken for a gateway named ".../stats".
+    `events` is the node's event log (the agent records into it too); without one the app
+    keeps its own.
     """
     app = FastAPI(
         title="meshgate",
         version=__version__,
         description="Control plane for HAProxy gateways: manifests in, configuration out.",
     )
+    app.state.events = events if events is not None else EventLog()
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(ValidationFailed, _validation_failed)
@@ -114,7 +120,7 @@ def create_app(
     app.add_exception_handler(StoreError, _store_failed)
 
     dependencies = [Depends(bearer_auth(token))] if token else []
-    for router in extra_routers:
+    for router in [*extra_routers, events_router]:
         app.include_router(router, dependencies=dependencies)
     # Before the resource endpoints too: they would take ".../instances" for part of a name.
     app.include_router(instances_router(store), dependencies=dependencies)

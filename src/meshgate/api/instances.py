@@ -22,6 +22,7 @@ from meshgate.api.bodies import parse_documents
 from meshgate.api.resources import api_error, status_key
 from meshgate.discovery import registry
 from meshgate.errors import Problem, ValidationFailed
+from meshgate.events import EventLog, EventType, instance_label
 from meshgate.model.discovery import Registration
 from meshgate.model.manifest import problems_from_pydantic
 from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
@@ -97,6 +98,22 @@ def _not_registered(namespace: str, service: str, instance_id: str) -> Exception
         " (or its TTL lapsed); register it again"
     )
     return api_error(404, message, "id")
+
+
+def _record(
+    request: Request, type: EventType, namespace: str, service: str, record: Record
+) -> None:
+    """A registration event for `meshgate events` and `describe`."""
+    instance_id = str(record.value.get("id"))
+    label = instance_label(
+        instance_id, str(record.value.get("address")), int(record.value.get("port", 0))
+    )
+    ttl = record.value.get("ttl")
+    message = f"{label} {type}" + (f", ttl {ttl:g}s" if ttl else "")
+    log: EventLog = request.app.state.events
+    log.record(
+        type, message, kind="service", namespace=namespace, name=service, instance=instance_id
+    )
 
 
 def instances_router(store: Store) -> APIRouter:
@@ -192,6 +209,8 @@ def instances_router(store: Store) -> APIRouter:
         instance = _instance(registration)
         check_manifest_ids(document, instance.id)
         record, created = await write(where, name, instance, registration.ttl)
+        if created:
+            _record(request, "registered", where, name, record)
         return answer(record, 201 if created else 200)
 
     @router.get("/{name:path}/instances/{instance_id}", summary="One registered instance")
@@ -239,6 +258,8 @@ def instances_router(store: Store) -> APIRouter:
         instance = _instance(registration, instance_id)
         check_manifest_ids(document, instance.id)
         record, created = await write(where, name, instance, registration.ttl)
+        if created:
+            _record(request, "registered", where, name, record)
         return answer(record, 201 if created else 200)
 
     @router.delete(
@@ -247,11 +268,16 @@ def instances_router(store: Store) -> APIRouter:
         summary="Deregister an instance (it is drained, then removed)",
     )
     async def deregister(
-        name: ServiceName, instance_id: InstanceId, namespace: NamespaceParam = None
+        name: ServiceName,
+        instance_id: InstanceId,
+        request: Request,
+        namespace: NamespaceParam = None,
     ) -> Response:
         where = _namespace(namespace)
         async with write_lock:
             record = await _registered(where, name, instance_id)
+            # Before the key goes, so the registry watcher does not take it for an expiry.
+            _record(request, "deregistered", where, name, record)
             await store.delete(record.key)
             if record.lease is not None:
                 with contextlib.suppress(NotFoundError):

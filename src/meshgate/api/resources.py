@@ -25,9 +25,17 @@ from meshgate.api.admission import (
 )
 from meshgate.api.bodies import read_batch, read_document
 from meshgate.api.certificates import certificate_status, public_document
+from meshgate.api.roundtrip import (
+    keeps_stored_key,
+    split_version,
+    split_versions,
+    with_stored_key,
+)
+from meshgate.api.waiting import DEFAULT_WAIT_S, Written, wait_until_live
 from meshgate.certificate_files import inline_certificate_files
 from meshgate.discovery.registry import registered_for
 from meshgate.errors import Problem, ValidationFailed
+from meshgate.merge_patch import merge_patch
 from meshgate.model import (
     Certificate,
     Gateway,
@@ -38,17 +46,50 @@ from meshgate.model import (
     validate_resource,
 )
 from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
+from meshgate.model.references import referrers, unresolved_routes
+from meshgate.model.rollout import Rollout, rollout_problems
+from meshgate.model.values import parse_duration_ms
 from meshgate.store import ConflictError, Delete, Key, Put, Record, Store
 
-KINDS = {"gateways": "gateway", "services": "service", "certificates": "certificate"}
+KINDS = {
+    "gateways": "gateway",
+    "services": "service",
+    "certificates": "certificate",
+    "rollouts": "rollout",
+}
+# Every name a kind goes by in a URL: plural, singular, short.
+KIND_NAMES = {
+    **{plural: plural for plural in KINDS},
+    **{singular: plural for plural, singular in KINDS.items()},
+    "gw": "gateways",
+    "svc": "services",
+    "cert": "certificates",
+}
 STATUS_PREFIX = "status."
 
-KindParam = Annotated[str, Path(description="gateways, services or certificates")]
+KindParam = Annotated[
+    str,
+    Path(description="gateways, services, certificates or rollouts (singular, short names too)"),
+]
 NameParam = Annotated[
     str, Path(description="resource name; URL-encode it, since names contain '/' and ':'")
 ]
 NamespaceParam = Annotated[
     str | None, Query(description=f"namespace (default {DEFAULT_NAMESPACE!r})")
+]
+DryRunParam = Annotated[
+    bool, Query(description="validate everything as for a write, and write nothing")
+]
+WaitParam = Annotated[
+    str | None,
+    Query(
+        description="wait up to this long (e.g. 30s; empty: 60s) for the data plane to run the"
+        " new versions; the answer's `wait` says whether it does, what was rejected and why,"
+        " and what is not there yet"
+    ),
+]
+ForceParam = Annotated[
+    bool, Query(description="delete even though gateways route to it (they lose the route)")
 ]
 IfMatchHeader = Annotated[
     str | None,
@@ -85,10 +126,12 @@ def _etag(record: Record) -> dict[str, str]:
     return {"ETag": f'"{record.revision}"'}
 
 
-def _singular(kind: str) -> str:
-    if kind in KINDS:
-        return KINDS[kind]
-    raise api_error(404, f"unknown kind {kind!r}; use one of: {', '.join(KINDS)}")
+def _kinds(kind: str) -> tuple[str, str]:
+    """(plural, singular) of a kind as a URL names it."""
+    plural = KIND_NAMES.get(kind.lower())
+    if plural is None:
+        raise api_error(404, f"unknown kind {kind!r}; use one of: {', '.join(KINDS)}")
+    return plural, KINDS[plural]
 
 
 def _namespace(value: str | None) -> str | None:
@@ -121,14 +164,28 @@ def _expected_version(if_match: str | None) -> int | str | None:
     return int(text)
 
 
-def _check_version(expected: int | str | None, current: Record | None, what: str) -> None:
+def _check_version(
+    expected: int | str | None, current: Record | None, what: str, path: str = "If-Match"
+) -> None:
     if expected is None:
         return
     if current is None:
-        raise api_error(412, f"{what} does not exist (If-Match: {expected})", "If-Match")
+        raise api_error(412, f"{what} does not exist (version {expected} expected)", path)
     if expected != "*" and expected != current.revision:
-        message = f"{what} is at version {current.revision}, not {expected}"
-        raise api_error(412, message, "If-Match")
+        message = f"{what} is at version {current.revision}, not {expected}: it changed since"
+        raise api_error(412, message, path)
+
+
+def _wait_seconds(wait: str | None) -> float | None:
+    """`?wait=30s` as seconds; `?wait` alone (or `true`) waits the default 60 s."""
+    if wait is None:
+        return None
+    if wait in ("", "true"):
+        return DEFAULT_WAIT_S
+    try:
+        return parse_duration_ms(wait) / 1000
+    except ValueError as exc:
+        raise ValidationFailed([Problem("wait", str(exc))]) from None
 
 
 def _describe(resource: Resource | Key) -> str:
@@ -145,7 +202,7 @@ def _location(kind: str, record: Record) -> str:
 def manifest_schemas() -> dict[str, Any]:
     """JSON schemas of the manifest models, for the OpenAPI document's `components.schemas`."""
     schemas: dict[str, Any] = {}
-    for model in (Gateway, Service, Certificate):
+    for model in (Gateway, Service, Certificate, Rollout):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -157,6 +214,7 @@ _MANIFEST = {
         {"$ref": "#/components/schemas/Gateway"},
         {"$ref": "#/components/schemas/Service"},
         {"$ref": "#/components/schemas/Certificate"},
+        {"$ref": "#/components/schemas/Rollout"},
     ]
 }
 _ONE_DOCUMENT = {
@@ -177,6 +235,13 @@ _MANY_DOCUMENTS = {
             "application/json": {"schema": {"type": "array", "items": _MANIFEST}},
             "application/yaml": {"schema": {"type": "string"}},
         },
+    }
+}
+_MERGE_PATCH = {
+    "requestBody": {
+        "required": True,
+        "description": "a JSON merge patch (RFC 7396): members to set, null to remove",
+        "content": {"application/merge-patch+json": {"schema": {"type": "object"}}},
     }
 }
 _ERRORS = {"description": "errors: {\"errors\": [{\"path\": ..., \"message\": ...}]}"}
@@ -223,21 +288,98 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         gateways = stored_gateways(await store.list("gateways", key.namespace))
         return certificate_users((key.namespace, key.name), gateways, services)
 
+    async def check_rollouts(written: list[tuple[str, Resource]]) -> None:
+        """Rollouts must drive an existing gateway's route, one rollout per gateway. `written`
+        holds (error path prefix, resource) of everything written together."""
+        rollouts = [(prefix, r) for prefix, r in written if isinstance(r, Rollout)]
+        if not rollouts:
+            return
+        keys = {resource_key(r) for _, r in written}
+        gateways = {(g.namespace, g.name): g for g in stored_gateways(await store.list("gateways"))}
+        gateways.update({(r.namespace, r.name): r for _, r in written if isinstance(r, Gateway)})
+        others = [r for _, r in rollouts]
+        for record in await store.list("rollouts"):
+            try:
+                stored = validate_resource(record.value, kind="rollout")
+            except ValidationFailed:
+                continue  # no longer valid: it drives nothing
+            if isinstance(stored, Rollout) and resource_key(stored) not in keys:
+                others.append(stored)
+        problems = []
+        for prefix, rollout in rollouts:
+            for problem in rollout_problems(rollout, gateways, others):
+                path = f"{prefix}.{problem.path}" if prefix else problem.path
+                problems.append(Problem(path, problem.message))
+        if problems:
+            raise ValidationFailed(problems)
+
     async def respond(record: Record, status_code: int = 200, **headers: str) -> JSONResponse:
         status = await store.get(status_key(record.key))
         return JSONResponse(
             present(record, status), status_code, headers={**_etag(record), **headers}
         )
 
+    async def in_use(key: Key) -> list[str]:
+        """What a delete of `key` would break: gateways serving a certificate (or services
+        trusting it), gateways routing to a service or a gateway."""
+        if key.kind == "certificates":
+            return await certificate_in_use(key)
+        if key.kind not in ("gateways", "services"):
+            return []
+        gateways = stored_gateways(await store.list("gateways", key.namespace))
+        if key.kind == "gateways":
+            if await store.get(Key("services", key.namespace, key.name)) is not None:
+                return []  # routes of that name lead to the service, which stays
+            return referrers(key.namespace, key.name, gateways, exclude=key.name)
+        return referrers(key.namespace, key.name, gateways)
+
+    async def keep_key(document: Any, path: str = "") -> Any:
+        """A certificate from `get` output, with the key it has in the store."""
+        if not keeps_stored_key(document):
+            return document
+        namespace = str(document.get("namespace") or DEFAULT_NAMESPACE)
+        try:
+            stored = await store.get(Key("certificates", namespace, str(document.get("name"))))
+            return with_stored_key(document, stored.value if stored is not None else None)
+        except ValueError:
+            return document  # no certificate can have that name: admission says why
+        except ValidationFailed as exc:
+            raise exc.prefixed(path) if path else exc from None
+
+    async def route_warnings(resources: list[Resource]) -> list[list[str]]:
+        """For each resource, the routes of a gateway that will lead nowhere once written.
+        Only the targets named are looked up: the cost follows the batch, not the store."""
+        written = {(f"{r.kind}s", r.namespace, r.name) for r in resources}
+
+        async def names(kind: str, gateway: Gateway) -> set[str]:
+            found = set()
+            for route in gateway.routes:
+                key = (kind, gateway.namespace, route)
+                if key in written or await store.get(_key(*key)) is not None:
+                    found.add(route)
+            return found
+
+        return [
+            unresolved_routes(r, await names("services", r), await names("gateways", r))
+            if isinstance(r, Gateway)
+            else []
+            for r in resources
+        ]
+
     @router.post(
         "/apply",
         openapi_extra=_MANY_DOCUMENTS,
-        responses={409: _ERRORS, 422: _ERRORS},
+        responses={409: _ERRORS, 412: _ERRORS, 422: _ERRORS},
         summary="Create or replace many resources at once, all or nothing",
     )
-    async def apply(request: Request) -> dict[str, Any]:
+    async def apply(
+        request: Request, dry_run: DryRunParam = False, wait: WaitParam = None
+    ) -> dict[str, Any]:
+        wait_s = _wait_seconds(wait)
         documents = _inline_batch(await read_batch(request))
         async with write_lock:
+            documents = [await keep_key(d, f"documents.{i}") for i, d in enumerate(documents)]
+            documents, versions = split_versions(documents)
             stored = stored_gateways(await store.list("gateways"))
             resources = admit_batch(
                 documents,
@@ -245,12 +387,16 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
                 allow_raw_acl=allow_raw_acl,
                 certificates=await certificates_in_store(),
             )
+            await check_rollouts([(f"documents.{i}", r) for i, r in enumerate(resources)])
             ops: list[Put] = []
             outcomes: list[tuple[Resource, int | None, str]] = []
-            for resource in resources:
+            for index, resource in enumerate(resources):
                 key = Key(*resource_key(resource))
                 document = to_document(resource)
                 current = await store.get(key)
+                if index in versions:
+                    path = f"documents.{index}.version"
+                    _check_version(versions[index], current, _describe(resource), path)
                 if current is not None and current.value == document:
                     # Rewriting it would bump its version and make the agent redo its work.
                     outcomes.append((resource, current.revision, "unchanged"))
@@ -258,27 +404,44 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
                 expected = 0 if current is None else current.revision
                 ops.append(Put(key, document, expect_revision=expected))
                 outcomes.append((resource, None, "configured" if current else "created"))
-            try:
-                revision = await store.commit(ops) if ops else 0
-            except ConflictError as exc:
-                message = f"{_describe(exc.key)} changed while being applied; apply again"
-                raise api_error(409, message) from None
-        return {
-            "applied": [
-                {
-                    "kind": resource.kind,
-                    "namespace": resource.namespace,
-                    "name": resource.name,
-                    "version": revision if version is None else version,
-                    "result": result,
-                }
-                for resource, version, result in outcomes
+            warnings = await route_warnings(resources)
+            if dry_run:
+                revision = None
+            else:
+                try:
+                    revision = await store.commit(ops) if ops else 0
+                except ConflictError as exc:
+                    message = f"{_describe(exc.key)} changed while being applied; apply again"
+                    raise api_error(409, message) from None
+        applied: list[dict[str, Any]] = [
+            {
+                "kind": resource.kind,
+                "namespace": resource.namespace,
+                "name": resource.name,
+                "version": revision if version is None else version,
+                "result": result,
+                "warnings": warned,
+            }
+            for (resource, version, result), warned in zip(outcomes, warnings, strict=True)
+        ]
+        if dry_run:
+            for entry, resource in zip(applied, resources, strict=True):
+                document = to_document(resource)
+                entry["document"] = (
+                    public_document(document) if isinstance(resource, Certificate) else document
+                )
+            return {"dry_run": True, "applied": applied}
+        answer: dict[str, Any] = {"applied": applied}
+        if wait_s is not None:
+            written = [
+                Written(e["kind"], e["namespace"], e["name"], e["version"]) for e in applied
             ]
-        }
+            answer["wait"] = (await wait_until_live(store, written, wait_s)).as_dict()
+        return answer
 
     @router.get("/{kind}", summary="List resources of a kind in a namespace")
     async def list_resources(kind: KindParam, namespace: NamespaceParam = None) -> dict[str, Any]:
-        _singular(kind)
+        kind, _ = _kinds(kind)
         where = _namespace(namespace) or DEFAULT_NAMESPACE
         records = await store.list(kind, where)
         statuses = {s.key.name: s for s in await store.list(STATUS_PREFIX + kind, where)}
@@ -294,9 +457,10 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
     async def create(
         kind: KindParam, request: Request, namespace: NamespaceParam = None
     ) -> JSONResponse:
-        singular = _singular(kind)
+        kind, singular = _kinds(kind)
         where = _namespace(namespace)
-        data = inline_certificate_files(await read_document(request))
+        # A create needs no version: the resource must not exist at any.
+        data, _ = split_version(inline_certificate_files(await read_document(request)))
         async with write_lock:
             others = await gateways_in_store(singular)
             resource = admit(
@@ -308,6 +472,7 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
                 allow_raw_acl=allow_raw_acl,
                 certificates=await certificates_in_store(),
             )
+            await check_rollouts([("", resource)])
             key = Key(*resource_key(resource))
             try:
                 record = await store.put(key, to_document(resource), expect_revision=0)
@@ -318,41 +483,37 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
 
     @router.get("/{kind}/{name:path}", responses={404: _ERRORS}, summary="Read a resource")
     async def read(kind: KindParam, name: NameParam, namespace: NamespaceParam = None) -> Response:
-        singular = _singular(kind)
+        kind, singular = _kinds(kind)
         key = _key(kind, _namespace(namespace) or DEFAULT_NAMESPACE, name)
         record = await store.get(key)
         if record is None:
             raise api_error(404, f"{singular} {key.namespace}/{name} not found")
         return await respond(record)
 
-    @router.put(
-        "/{kind}/{name:path}",
-        openapi_extra=_ONE_DOCUMENT,
-        responses={201: {"description": "created"}, 412: _ERRORS, 422: _ERRORS},
-        summary="Create or replace a resource",
-    )
-    async def replace(
-        kind: KindParam,
-        name: NameParam,
-        request: Request,
-        namespace: NamespaceParam = None,
-        if_match: IfMatchHeader = None,
+    async def write_one(
+        kind: str, name: str, namespace: str | None, data: Any, expected: int | str | None
     ) -> Response:
-        singular = _singular(kind)
-        where = _namespace(namespace)
-        expected = _expected_version(if_match)
-        data = inline_certificate_files(await read_document(request))
+        """Admit `data` as the resource KIND/NAME and write it, if at version `expected`."""
+        singular = KINDS[kind]
+        data = inline_certificate_files(data)
         async with write_lock:
+            if isinstance(data, dict) and kind == "certificates":
+                where = {"namespace": namespace or DEFAULT_NAMESPACE, "name": name}
+                data = await keep_key({"kind": "certificate", **where, **data})
+            data, given = split_version(data)
+            if expected is None:
+                expected = given
             others = await gateways_in_store(singular)
             resource = admit(
                 data,
                 kind=singular,
                 name=name,
-                namespace=where,
+                namespace=namespace,
                 others=others,
                 allow_raw_acl=allow_raw_acl,
                 certificates=await certificates_in_store(),
             )
+            await check_rollouts([("", resource)])
             key = Key(*resource_key(resource))
             current = await store.get(key)
             _check_version(expected, current, _describe(resource))
@@ -369,10 +530,57 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
             return await respond(record, 201, Location=_location(kind, record))
         return await respond(record)
 
+    @router.put(
+        "/{kind}/{name:path}",
+        openapi_extra=_ONE_DOCUMENT,
+        responses={201: {"description": "created"}, 412: _ERRORS, 422: _ERRORS},
+        summary="Create or replace a resource",
+    )
+    async def replace(
+        kind: KindParam,
+        name: NameParam,
+        request: Request,
+        namespace: NamespaceParam = None,
+        if_match: IfMatchHeader = None,
+    ) -> Response:
+        kind, _ = _kinds(kind)
+        where = _namespace(namespace)
+        expected = _expected_version(if_match)
+        return await write_one(kind, name, where, await read_document(request), expected)
+
+    @router.patch(
+        "/{kind}/{name:path}",
+        openapi_extra=_MERGE_PATCH,
+        responses={404: _ERRORS, 412: _ERRORS, 422: _ERRORS},
+        summary="Change part of a resource (JSON merge patch, RFC 7396)",
+    )
+    async def patch(
+        kind: KindParam,
+        name: NameParam,
+        request: Request,
+        namespace: NamespaceParam = None,
+        if_match: IfMatchHeader = None,
+    ) -> Response:
+        kind, singular = _kinds(kind)
+        key = _key(kind, _namespace(namespace) or DEFAULT_NAMESPACE, name)
+        changes = await read_document(request)
+        if not isinstance(changes, dict):
+            raise ValidationFailed([Problem("", "a merge patch must be a JSON object")])
+        expected = _expected_version(if_match)
+        current = await store.get(key)
+        if current is None:
+            raise api_error(404, f"{singular} {key.namespace}/{name} not found")
+        if expected is None and "version" not in changes:
+            # Read, change, write: the write must find what was read, or another writer's
+            # change in between would be undone.
+            expected = current.revision
+        patched = merge_patch(current.value, changes)
+        return await write_one(kind, name, key.namespace, patched, expected)
+
     @router.delete(
         "/{kind}/{name:path}",
         status_code=204,
-        responses={404: _ERRORS, 412: _ERRORS},
+        responses={404: _ERRORS, 409: _ERRORS, 412: _ERRORS},
         summary="Delete a resource",
     )
     async def remove(
@@ -380,8 +588,9 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
         name: NameParam,
         namespace: NamespaceParam = None,
         if_match: IfMatchHeader = None,
+        force: ForceParam = False,
     ) -> Response:
-        singular = _singular(kind)
+        kind, singular = _kinds(kind)
         key = _key(kind, _namespace(namespace) or DEFAULT_NAMESPACE, name)
         expected = _expected_version(if_match)
         async with write_lock:
@@ -389,9 +598,12 @@ def resources_router(store: Store, *, allow_raw_acl: bool = False) -> APIRouter:
             if current is None:
                 raise api_error(404, f"{singular} {key.namespace}/{name} not found")
             _check_version(expected, current, _describe(key))
-            users = await certificate_in_use(key) if kind == "certificates" else []
+            # A certificate in use is never deleted: the gateways serving it could not load.
+            users = [] if force and kind != "certificates" else await in_use(key)
             if users:
                 message = f"{_describe(key)} is in use by {', '.join(users)}; change them first"
+                if kind != "certificates":
+                    message += " or delete with force (?force=true, --force)"
                 raise api_error(409, message)
             try:
                 # The status goes with the resource, so a later resource of the same name does

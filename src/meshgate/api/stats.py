@@ -11,12 +11,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from meshgate.api.resources import api_error
-from meshgate.errors import Problem, ValidationFailed
-from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
+from meshgate.api.params import parse_namespace, require_gateway
+from meshgate.model.names import DEFAULT_NAMESPACE
 from meshgate.stats import view
 from meshgate.stats.collector import StatsCollector
-from meshgate.store import Key, Store
+from meshgate.store import Store
 
 NameParam = Annotated[str, Path(description="gateway name; URL-encode it ('/' and ':')")]
 NamespaceParam = Annotated[
@@ -32,16 +31,8 @@ def stats_router(store: Store, stats: StatsCollector) -> APIRouter:
         summary="Per-route requests, response classes, rate, latency percentiles, instances",
     )
     async def gateway_stats(name: NameParam, namespace: NamespaceParam = None) -> dict[str, Any]:
-        try:
-            space = check_namespace(namespace) if namespace is not None else DEFAULT_NAMESPACE
-        except ValueError as exc:
-            raise ValidationFailed([Problem("namespace", str(exc))]) from None
-        try:
-            key = Key("gateways", space, name)
-        except ValueError:
-            key = None  # a name no gateway can have
-        if key is None or await store.get(key) is None:
-            raise api_error(404, f"gateway {space}/{name} not found")
+        space = parse_namespace(namespace) or DEFAULT_NAMESPACE
+        await require_gateway(store, space, name)
         snapshot = await stats.refresh()
         logged = stats.keeper.fraction if stats.keeper else 1.0
         return view.gateway_stats(

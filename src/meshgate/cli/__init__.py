@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import click
 
+from meshgate import __version__
+from meshgate.cli.changes import diff, set_group
 from meshgate.cli.common import Settings
 from meshgate.cli.demo import demo
+from meshgate.cli.describe import describe, events
 from meshgate.cli.instances import instances
 from meshgate.cli.local import render, up, validate, version
 from meshgate.cli.remote import apply, delete, get
+from meshgate.cli.rollout import rollout
 from meshgate.cli.stats import stats
 from meshgate.client import DEFAULT_SERVER
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "--version", prog_name="meshgate", message="%(prog)s %(version)s"
+)
 @click.option(
     "--server",
     envvar="MESHGATE_SERVER",
@@ -30,7 +37,10 @@ def main(ctx: click.Context, server: str, token: str | None) -> None:
     ctx.obj = Settings(server=server, token=token or None)
 
 
-for command in (up, demo, apply, get, delete, instances, stats, validate, render, version):
+for command in (
+    up, demo, apply, diff, get, describe, events, delete, set_group, instances, stats,
+    rollout, validate, render, version,
+):  # fmt: skip
     main.add_command(command)
 
 __all__ = ["main"]

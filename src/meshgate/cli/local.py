@@ -169,6 +169,11 @@ def _duration_ms(ctx: click.Context, param: click.Parameter, value: str) -> int:
     "--dns-server", "dns_server", default=None, callback=_dns_server, metavar="IP[:PORT]",
     help="resolver for services' dns: names (default: the system's)",
 )
+@click.option(
+    "--anomaly-window", "anomaly_window", default="10s", show_default=True,
+    callback=_duration_ms,
+    help="length of the windows in which route anomalies are judged (1s at least)",
+)
 @click.pass_obj
 def up(
     settings: Settings,
@@ -183,6 +188,7 @@ def up(
     hard_stop_after: int,
     watch: Path | None,
     dns_server: str | None,
+    anomaly_window: int,
 ) -> None:
     """Run the store, the API, the agent and HAProxy on this machine until interrupted."""
     # Imported here: the node pulls in uvicorn and the agent, which no other command needs.
@@ -204,7 +210,10 @@ def up(
         hard_stop_after_ms=hard_stop_after,
         watch=watch,
         dns_server=dns_server,
+        anomaly_window_s=anomaly_window / 1000,
     )
+    if anomaly_window < 1000:
+        raise click.BadParameter("must be at least 1s", param_hint="--anomaly-window")
     try:
         asyncio.run(run_node(options))
     except KeyboardInterrupt:

@@ -3,18 +3,21 @@ server, with every problem reported as `FILE:LINE: path: message`."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from meshgate.api.admission import batch_conflicts
+from meshgate.api.roundtrip import OUTPUT_ONLY
 from meshgate.certificate_files import inline_document
 from meshgate.errors import Problem, ValidationFailed
 from meshgate.model import Document, ManifestError, Resource, load_documents, parse_text
 
 MANIFEST_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
 STDIN = Path("-")
+OUTPUT_FIELDS = frozenset({*OUTPUT_ONLY, "version"})
 _BATCH_PATH = re.compile(r"^documents\.(\d+)(?:\.(.*))?$", re.DOTALL)
 
 
@@ -80,6 +83,19 @@ def check_documents(documents: Sequence[Document], *, allow_raw_acl: bool) -> li
             [(_where(documents[index], problem.path), problem) for index, problem in conflicts]
         )
     return resources
+
+
+def manifest_only(documents: Sequence[Document]) -> list[Document]:
+    """The documents without what `get -o yaml` adds (`version`, `status`, `has_key`), for
+    checking them here; the server reads `version` as the version the writer saw."""
+    return [
+        dataclasses.replace(
+            d, data={k: v for k, v in d.data.items() if k not in OUTPUT_FIELDS}
+        )
+        if isinstance(d.data, dict)
+        else d
+        for d in documents
+    ]
 
 
 def _where(document: Document, path: str) -> str:

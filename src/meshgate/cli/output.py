@@ -37,7 +37,23 @@ def _row(kind: str, resource: dict[str, Any]) -> list[str]:
         return [*start, str(resource.get("mode", "")), _instances(resource), *end]
     if kind == "certificates":
         return [*start, *_certificate_cells(resource), *end]
+    if kind == "rollouts":
+        return [*start, *_rollout_cells(resource), *end]
     return [*start, *end]
+
+
+def _rollout_cells(resource: dict[str, Any]) -> list[str]:
+    """GATEWAY, CANARY, PHASE, STEP (n/of) and WEIGHT, from the rollout's status."""
+    status = resource.get("status") or {}
+    steps = resource.get("steps") or []
+    step = status.get("step")
+    return [
+        str(resource.get("gateway", "")),
+        str(resource.get("canary", "")),
+        str(status.get("phase", "Pending")),
+        "-" if step is None else f"{int(step) + 1}/{len(steps)}",
+        "-" if status.get("weight") is None else f"{status['weight']}%",
+    ]
 
 
 def _certificate_cells(resource: dict[str, Any]) -> list[str]:
@@ -57,6 +73,11 @@ def _header(kind: str) -> list[str]:
         return ["NAME", "NAMESPACE", "MODE", "INSTANCES", "VERSION", "APPLIED"]
     if kind == "certificates":
         return ["NAME", "NAMESPACE", "NAMES", "NOT-AFTER", "DAYS-LEFT", "KEY", "VERSION", "APPLIED"]
+    if kind == "rollouts":
+        return [
+            "NAME", "NAMESPACE", "GATEWAY", "CANARY", "PHASE", "STEP", "WEIGHT", "VERSION",
+            "APPLIED",
+        ]  # fmt: skip
     return ["NAME", "NAMESPACE", "VERSION", "APPLIED"]
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
+from meshgate.api.waiting import DEFAULT_WAIT_S
 from meshgate.cli.common import client_options, fail, manifest_paths, open_client
-from meshgate.cli.manifests import check_documents, locate, read_documents
+from meshgate.cli.manifests import check_documents, locate, manifest_only, read_documents
 from meshgate.cli.output import render
 from meshgate.client import ApiError, ClientError
-from meshgate.model import Document, ManifestError
+from meshgate.model import Document, ManifestError, load_documents
+from meshgate.model.values import parse_duration_ms
 
 KIND_ALIASES = {
     "gateway": "gateways",
@@ -24,8 +27,15 @@ KIND_ALIASES = {
     "certificate": "certificates",
     "certificates": "certificates",
     "cert": "certificates",
+    "rollout": "rollouts",
+    "rollouts": "rollouts",
 }
-SINGULAR = {"gateways": "gateway", "services": "service", "certificates": "certificate"}
+SINGULAR = {
+    "gateways": "gateway",
+    "services": "service",
+    "certificates": "certificate",
+    "rollouts": "rollout",
+}
 
 
 class KindType(click.ParamType[str]):
@@ -38,7 +48,8 @@ class KindType(click.ParamType[str]):
     ) -> str:
         text = str(value).lower()
         if text not in KIND_ALIASES:
-            self.fail(f"{value!r} is not a kind; use gateways, services or certificates", param)
+            kinds = "gateways, services, certificates or rollouts"
+            self.fail(f"{value!r} is not a kind; use {kinds}", param)
         return KIND_ALIASES[text]
 
 
@@ -54,21 +65,79 @@ def reporting(documents: Sequence[Document] = ()) -> Iterator[None]:
         fail(str(p) for p in exc.problems)
 
 
-@click.command()
-@manifest_paths
-@client_options
-def apply(paths: tuple[Path, ...], server: str | None, token: str | None) -> None:
-    """Create or update every resource in the manifests, all or nothing."""
+def _timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration_ms(value) / 1000
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def checked_documents(paths: tuple[Path, ...]) -> list[Document]:
+    """The manifests' documents, checked here first as far as that can be done offline."""
     try:
         documents = read_documents(paths)
         # Raw ACLs are the server's decision (--allow-raw-acl on `up`), so they pass here.
-        check_documents(documents, allow_raw_acl=True)
+        check_documents(manifest_only(documents), allow_raw_acl=True)
     except ManifestError as exc:
         fail(exc.lines())
+    return documents
+
+
+def _name(entry: dict[str, Any]) -> str:
+    return f"{entry['kind']}/{entry['namespace']}/{entry['name']}"
+
+
+def report_wait(outcome: dict[str, Any], timeout_s: float) -> None:
+    """What `--wait` found; exit status 1 unless everything is live."""
+    if outcome.get("done"):
+        click.echo("every resource is live")
+        return
+    lines = [f"{_name(e)} rejected: {e['reason']}" for e in outcome.get("rejected") or []]
+    pending = outcome.get("pending") or []
+    if pending:
+        lines.append(f"not live after {timeout_s:g}s:")
+        lines += [f"  {_name(e)}: {e['reason']}" for e in pending]
+    fail(lines)
+
+
+@click.command()
+@manifest_paths
+@click.option("--dry-run", is_flag=True, help="have the server check everything; write nothing")
+@click.option(
+    "--wait", is_flag=True, help="return once the data plane runs the change (exit 1 if not)"
+)
+@click.option(
+    "--timeout", callback=_timeout, default=None, metavar="DURATION",
+    help=f"how long --wait waits (implies --wait; default {DEFAULT_WAIT_S:g}s)",
+)  # fmt: skip
+@client_options
+def apply(
+    paths: tuple[Path, ...],
+    dry_run: bool,
+    wait: bool,
+    timeout: float | None,
+    server: str | None,
+    token: str | None,
+) -> None:
+    """Create or update every resource in the manifests, all or nothing. Output of `get -o
+    yaml` applies as it is: `status` is ignored and `version` must still be current."""
+    documents = checked_documents(paths)
+    wait_s = timeout if timeout is not None else DEFAULT_WAIT_S if wait else None
+    if dry_run and wait_s is not None:
+        raise click.UsageError("--dry-run writes nothing, so there is nothing to --wait for")
     with reporting(documents), open_client(server, token) as client:
-        applied = client.apply([document.data for document in documents])
-    for entry in applied:
-        click.echo(f"{entry['kind']}/{entry['namespace']}/{entry['name']} {entry['result']}")
+        answer = client.apply_batch(
+            [document.data for document in documents], dry_run=dry_run, wait_s=wait_s
+        )
+    suffix = " (dry run)" if dry_run else ""
+    for entry in answer["applied"]:
+        click.echo(f"{_name(entry)} {entry['result']}{suffix}")
+        for warning in entry.get("warnings") or []:
+            click.echo(f"warning: {_name(entry)}: {warning}", err=True)
+    if wait_s is not None:
+        report_wait(answer.get("wait") or {}, wait_s)
 
 
 @click.command()
@@ -102,12 +171,57 @@ def get(
 
 
 @click.command()
-@click.argument("kind", type=KindType())
-@click.argument("name")
+@click.argument("kind", type=KindType(), required=False)
+@click.argument("name", required=False)
+@click.option(
+    "-f", "--filename", "paths", multiple=True,
+    type=click.Path(exists=True, allow_dash=True, path_type=Path),
+    help="delete what these manifests define (instead of KIND NAME); repeatable",
+)  # fmt: skip
 @click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("--force", is_flag=True, help="delete even though gateways route to it")
 @client_options
-def delete(kind: str, name: str, namespace: str, server: str | None, token: str | None) -> None:
-    """Delete the resource of KIND called NAME."""
+def delete(
+    kind: str | None,
+    name: str | None,
+    paths: tuple[Path, ...],
+    namespace: str,
+    force: bool,
+    server: str | None,
+    token: str | None,
+) -> None:
+    """Delete the resource of KIND called NAME, or every resource of the manifests given with
+    -f. A service or gateway other gateways route to is kept unless --force."""
+    if paths and (kind or name):
+        raise click.UsageError("give either KIND NAME or -f FILE, not both")
+    if not paths and not (kind and name):
+        raise click.UsageError("give KIND NAME, or -f FILE")
+    if paths:
+        targets = [
+            (f"{r.kind}s", r.namespace, r.name)
+            for r in load_documents(manifest_only(checked_documents(paths)), allow_raw_acl=True)
+        ]
+    else:
+        assert kind is not None and name is not None
+        targets = [(kind, namespace, name)]
     with reporting(), open_client(server, token) as client:
-        client.delete(kind, name, namespace=namespace)
-    click.echo(f"{SINGULAR[kind]}/{namespace}/{name} deleted")
+        # What other resources of the files still use is refused (409) until they are gone:
+        # tried again after each round that deleted something, whatever the files' order.
+        while targets:
+            refused: list[tuple[tuple[str, str, str], ApiError]] = []
+            for plural, where, target in targets:
+                label = f"{SINGULAR[plural]}/{where}/{target}"
+                try:
+                    client.delete(plural, target, namespace=where, force=force)
+                except ApiError as exc:
+                    if exc.status_code == 404 and paths:
+                        click.echo(f"{label} not found", err=True)
+                    elif exc.status_code == 409 and paths:
+                        refused.append(((plural, where, target), exc))
+                    else:
+                        raise
+                    continue
+                click.echo(f"{label} deleted")
+            if len(refused) == len(targets):
+                fail(str(p) for _, exc in refused for p in exc.problems)
+            targets = [target for target, _ in refused]

@@ -65,15 +65,50 @@ def stats_table(stats: dict[str, Any]) -> str:
     if not routes:
         return f"{title}\n  (no routes served)"
     rows = [HEADER] + [route_row(name, route) for name, route in routes.items()]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    lines = [
+    return "\n".join([title, *aligned(rows)])
+
+
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as lines of aligned columns: names left-aligned, figures right-aligned, as in any
+    table of numbers."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
         "  ".join(
-            # Names left-aligned, figures right-aligned, as in any table of numbers.
             cell.ljust(width) if index == 0 else cell.rjust(width)
             for index, (cell, width) in enumerate(zip(row, widths, strict=True))
         ).rstrip()
         for row in rows
     ]
+
+
+COMPARE_HEADER = ["ROUTE", "REQUESTS", "SUCCESS", "95% INTERVAL", "P50", "P99"]
+
+
+def comparison_text(comparison: dict[str, Any]) -> str:
+    """Per-route figures as a table, then each pair's verdicts."""
+    title = (
+        f"gateway {comparison.get('namespace', 'default')}/{comparison.get('gateway', '')}, "
+        f"last {comparison.get('window_s', 0):g}s"
+    )
+    rows = [COMPARE_HEADER]
+    for name, route in (comparison.get("routes") or {}).items():
+        rate = route.get("success_rate")
+        interval = route.get("success_rate_95")
+        rows.append(
+            [
+                name,
+                str(route.get("requests", 0)),
+                "-" if rate is None else f"{100 * rate:.2f}%",
+                "-" if not interval else f"{100 * interval[0]:.2f}-{100 * interval[1]:.2f}%",
+                _ms(route.get("p50_ms")),
+                _ms(route.get("p99_ms")),
+            ]
+        )
+    lines = aligned(rows)
+    for pair in comparison.get("pairs") or []:
+        lines.append(f"{pair['a']} vs {pair['b']}:")
+        lines.append(f"  errors:  {pair['error_rate']['verdict']}")
+        lines.append(f"  latency: {pair['latency']['verdict']}")
     return "\n".join([title, *lines])
 
 
@@ -95,13 +130,32 @@ def render_all(client: MeshgateClient, gateway: str | None, namespace: str) -> s
 @click.argument("gateway", required=False)
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-w", "--watch", is_flag=True, help="refresh every second until interrupted")
+@click.option(
+    "--compare", is_flag=True, help="compare GATEWAY's routes: success rates, latency, verdicts"
+)
+@click.option(
+    "--window", default="5m", show_default=True, help="with --compare: how far back to look"
+)
 @client_options
 def stats(
-    gateway: str | None, namespace: str, watch: bool, server: str | None, token: str | None
+    gateway: str | None,
+    namespace: str,
+    watch: bool,
+    compare: bool,
+    window: str,
+    server: str | None,
+    token: str | None,
 ) -> None:
     """Per-route traffic of GATEWAY (all gateways when omitted): rate, requests, response
-    classes, server error share, latency percentiles, instances up."""
+    classes, server error share, latency percentiles, instances up. With --compare, an A/B
+    comparison of GATEWAY's routes over the last --window."""
+    if compare and gateway is None:
+        raise click.UsageError("--compare needs a GATEWAY")
     with reporting(), open_client(server, token) as client:
+        if compare:
+            assert gateway is not None
+            click.echo(comparison_text(client.compare(gateway, window=window, namespace=namespace)))
+            return
         if not watch:
             click.echo(render_all(client, gateway, namespace))
             return

@@ -13,18 +13,26 @@ from pydantic import ValidationError
 from meshgate.errors import Problem, ValidationFailed
 from meshgate.model.certificate import Certificate
 from meshgate.model.gateway import Gateway
+from meshgate.model.rollout import Rollout
 from meshgate.model.service import Service
 from meshgate.model.values import FieldError
 
-Resource = Gateway | Service | Certificate
-KINDS: dict[str, type[Gateway] | type[Service] | type[Certificate]] = {
+Resource = Gateway | Service | Certificate | Rollout
+KINDS: dict[str, type[Resource]] = {
     "gateway": Gateway,
     "service": Service,
     "certificate": Certificate,
+    "rollout": Rollout,
 }
 # The API and the store speak of kinds in the plural, as in /api/v1/gateways.
-PLURAL = {"gateway": "gateways", "service": "services", "certificate": "certificates"}
+PLURAL = {
+    "gateway": "gateways",
+    "service": "services",
+    "certificate": "certificates",
+    "rollout": "rollouts",
+}
 SINGULAR = {plural: singular for singular, plural in PLURAL.items()}
+_KIND_LIST = ", ".join(list(KINDS)[:-1]) + f" or {list(KINDS)[-1]}"
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,7 @@ def validate_resource(
     declared = data.get("kind", kind or "gateway")
     if not isinstance(declared, str) or declared.lower() not in KINDS:
         raise ValidationFailed(
-            [Problem("kind", f"{declared!r} is not a kind; use gateway, service or certificate")]
+            [Problem("kind", f"{declared!r} is not a kind; use {_KIND_LIST}")]
         )
     declared = declared.lower()
     if kind is not None and declared != kind:

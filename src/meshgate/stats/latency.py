@@ -318,6 +318,10 @@ class LatencyBook:
             response=merged(parts["response"]),
         )
 
+    def totals(self, backend: str) -> list[Histogram]:
+        """The cumulative request-time histograms of a backend's servers."""
+        return [series.total for series in self._servers.get(backend.encode(), {}).values()]
+
     def cumulative(self) -> Iterable[tuple[str, str, Series]]:
         """(backend, server, series) of everything recorded since the start.
 

@@ -1,0 +1,1 @@
+"""Progressive delivery: rollouts judged by live stats, A/B comparison, anomaly detection."""
