@@ -24,6 +24,11 @@ setup fails), whether or not the target ratio is met.
     .venv/bin/python bench/throughput.py                    # 3 rounds x 5 s, 32 connections
     .venv/bin/python bench/throughput.py --rounds 5 --duration 10 --skip condition
     .venv/bin/python bench/throughput.py --baseline-only    # nginx and plain HAProxy only
+    .venv/bin/python bench/throughput.py --busy             # a CPU hog on one core meanwhile
+
+Ratios of medians move a lot on a shared machine (one slow round of the baseline lifts every
+ratio); each configuration's per-round ratios to the baseline run just before or after it, and
+their median, are steadier, so the summary gives both, for req/s and for HAProxy's CPU time.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,19 +180,45 @@ def split_check(config: Config) -> str:
     return " / ".join(f"{body} {count}" for body, count in sorted(counts.items()))
 
 
+# A busy loop on one CPU that ends by itself: the "busy machine" of `--busy`.
+HOG = (
+    "import os, sys, time\n"
+    "os.sched_setaffinity(0, {0})\n"
+    "end = time.monotonic() + float(sys.argv[1])\n"
+    "while time.monotonic() < end:\n"
+    "    pass\n"
+)
+
+
+@contextlib.contextmanager
+def cpu_hog(seconds: float | None) -> Iterator[None]:
+    """While inside, a process spinning on CPU 0 (none for None); bounded by `seconds` too."""
+    if seconds is None:
+        yield
+        return
+    hog = subprocess.Popen([sys.executable, "-c", HOG, f"{seconds:g}"])
+    try:
+        yield
+    finally:
+        hog.kill()
+        hog.wait()
+
+
 def measure(config: Config, args: argparse.Namespace, duration: float) -> Sample:
-    """One wrk run against the configuration; prints wrk's output when it saw errors."""
+    """One wrk run against the configuration (beside a CPU hog with `--busy`); prints wrk's
+    output when it saw errors."""
     proxy, control, backend = config.proxy_pids(), config.control_pids(), config.backend_pids()
     proxy_before, control_before = cpu_seconds(proxy), cpu_seconds(control)
     backend_before = cpu_seconds(backend)
-    result = run_wrk(
-        config.url,
-        duration=duration,
-        connections=args.connections,
-        threads=args.threads,
-        headers=config.headers,
-        binary=args.wrk,
-    )
+    with cpu_hog(duration + 2 if args.busy else None):
+        result = run_wrk(
+            config.url,
+            duration=duration,
+            connections=args.connections,
+            threads=args.threads,
+            headers=config.headers,
+            binary=args.wrk,
+        )
     sample = Sample(
         result,
         proxy_cpu_s=cpu_seconds(proxy) - proxy_before,
@@ -239,13 +271,20 @@ def report(configs: Sequence[Config], baseline: Config, target: float) -> None:
         if config is baseline:
             continue
         value = ratio(config.median_rps(), baseline.median_rps())
-        paired_median = median(
-            [ratio(c.rps, b.rps) for c, b in zip(config.samples, baseline.samples, strict=True)]
-        )
+        pairs = list(zip(config.samples, baseline.samples, strict=True))
+        paired_median = median([ratio(c.rps, b.rps) for c, b in pairs])
+        cpu_ratios = [
+            ratio(b.per_request_us(b.proxy_cpu_s), c.per_request_us(c.proxy_cpu_s))
+            for c, b in pairs
+        ]
         print(
             f"{config.key}/baseline req/s = {value:.3f} (ratio of medians over {rounds} rounds; "
             f"median of per-round ratios {paired_median:.3f}); "
             f"target >= {target:.2f}: {'met' if value >= target else 'NOT met'}"
+        )
+        print(
+            f"  HAProxy CPU per request, baseline/{config.key}: median of per-round ratios "
+            f"{median(cpu_ratios):.3f} ({', '.join(f'{r:.3f}' for r in cpu_ratios)})"
         )
 
 
@@ -267,6 +306,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--baseline-only", action="store_true", help="measure the baseline alone (no meshgate)"
+    )
+    parser.add_argument(
+        "--busy", action="store_true", help="a busy loop on CPU 0 during every measured run"
     )
     parser.add_argument("--target", type=float, default=0.95, help="meshgate/baseline goal")
     parser.add_argument("--haproxy", default="haproxy", help="HAProxy binary for the baseline")
@@ -326,6 +368,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     print(
         f"load: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency, "
         f"keep-alive; {args.rounds} rounds, order: {', '.join(c.key for c in configs)}"
+        + ("; a busy loop on CPU 0 during each run" if args.busy else "")
     )
 
     with contextlib.ExitStack() as stack:
