@@ -12,13 +12,16 @@ import structlog
 
 from meshgate.api import create_app
 from meshgate.api.cluster_stats import cluster_stats_router
+from meshgate.api.graph import graph_router
 from meshgate.api.nodes import nodes_router
+from meshgate.api.rollouts import rollout_commands_router
 from meshgate.nodes.election import Election
 from meshgate.nodes.readings import ClusterReadings
 from meshgate.nodes.view import NodeStatuses
 from meshgate.rollouts.controller import RolloutController
 from meshgate.store.etcd import EtcdStore
 from meshgate.store.target import EtcdTarget
+from meshgate.ui import mount_ui
 from meshgate.wiring import ApiServer, run_until_stopped
 
 log = structlog.get_logger("meshgate.server")
@@ -49,10 +52,16 @@ async def run_server(options: ServerOptions) -> None:
             store,
             allow_raw_acl=options.allow_raw_acl,
             token=options.token,
-            extra_routers=[nodes_router(statuses), cluster_stats_router(store, statuses)],
+            extra_routers=[
+                nodes_router(statuses),
+                cluster_stats_router(store, statuses),
+                rollout_commands_router(controller),
+                graph_router(store),
+            ],
             statuses=statuses,
             readiness=readiness,
         )
+        mount_ui(app)
         server = ApiServer(app, options.api_host, options.api_port)
         log.info(
             "meshgate server is up",

@@ -144,6 +144,15 @@ def test_agents_serve_what_the_server_stores(mesh: Mesh, backends: Backends) -> 
     assert rows["a"][1:3] == ["Ready", "127.0.0.11"]
     assert rows["b"][1:3] == ["Ready", "127.0.0.12"]
 
+    # The server serves the dashboard, the configuration's graph and the rollout commands.
+    page = server.api.get("/ui/")
+    assert page.status_code == 200 and "<title>meshgate</title>" in page.text
+    graph = server.api.get("/api/v1/graph").json()
+    routes = {(e["source"], e["route"]): e["weight"] for e in graph["edges"] if e["route"]}
+    assert routes[("gateway:default/everywhere", "svc-two")] == 100
+    missing = server.api.post("/api/v1/rollouts/nothing/pause")
+    assert missing.status_code == 404, missing.text
+
 
 def test_a_dead_agent_is_not_ready_and_ready_when_back(mesh: Mesh, backends: Backends) -> None:
     server = mesh.server()

@@ -22,7 +22,11 @@ NameParam = Annotated[str, Path(description="gateway name; URL-encode it ('/' an
 NamespaceParam = Annotated[str | None, Query(description="only this namespace (default: all)")]
 
 
-def graph_router(store: Store, stats: StatsCollector, analytics: RouteAnalytics) -> APIRouter:
+def graph_router(
+    store: Store, stats: StatsCollector | None = None, analytics: RouteAnalytics | None = None
+) -> APIRouter:
+    """The graph, with the live figures of `stats` and `analytics` when given (a node);
+    without them (a server) the configuration's edges alone, and no history."""
     router = APIRouter(prefix="/api/v1", tags=["graph"])
 
     @router.get("/graph", summary="Gateways, services and callers, with weights and traffic")
@@ -37,21 +41,28 @@ def graph_router(store: Store, stats: StatsCollector, analytics: RouteAnalytics)
                 continue
             if isinstance(found, Service):
                 services.append(found)
-        snapshot = await stats.refresh()
-        dataplane = stats.dataplane()
-        figures = {
-            (g.namespace, g.name): view.gateway_stats(
-                dataplane, snapshot, stats.latency, g.namespace, g.name
-            )
-            for g in gateways
-        }
+        figures = {}
+        if stats is not None:
+            snapshot = await stats.refresh()
+            dataplane = stats.dataplane()
+            figures = {
+                (g.namespace, g.name): view.gateway_stats(
+                    dataplane, snapshot, stats.latency, g.namespace, g.name
+                )
+                for g in gateways
+            }
         graph = build_graph(gateways, services, figures)
         for edge in graph["edges"]:
-            if edge["route"] is not None:  # a route's edge, not a caller's
+            if edge["route"] is not None and analytics is not None:  # a route's edge
                 edge["anomaly"] = analytics.open_anomaly(
                     edge["namespace"], edge["gateway"], edge["route"]
                 )
         return graph
+
+    if analytics is None:
+        return router
+
+    history_of = analytics
 
     @router.get(
         "/gateways/{name:path}/history",
@@ -63,8 +74,8 @@ def graph_router(store: Store, stats: StatsCollector, analytics: RouteAnalytics)
         return {
             "gateway": name,
             "namespace": space,
-            "window_s": analytics.history.every_s,
-            "routes": analytics.series(space, name),
+            "window_s": history_of.history.every_s,
+            "routes": history_of.series(space, name),
         }
 
     return router

@@ -32,12 +32,8 @@ WindowParam = Annotated[
 ]
 
 
-def rollouts_router(
-    store: Store,
-    controller: RolloutController,
-    stats: StatsCollector,
-    analytics: RouteAnalytics,
-) -> APIRouter:
+def rollout_commands_router(controller: RolloutController) -> APIRouter:
+    """Pause, resume and abort: any server can take them (the store arbitrates)."""
     router = APIRouter(prefix="/api/v1", tags=["rollouts"])
 
     @router.post(
@@ -54,6 +50,18 @@ def rollouts_router(
             return await controller.command(space, name, action)
         except CommandRefusedError as exc:
             raise api_error(exc.status_code, str(exc)) from None
+
+    return router
+
+
+def rollouts_router(
+    store: Store,
+    controller: RolloutController,
+    stats: StatsCollector,
+    analytics: RouteAnalytics,
+) -> APIRouter:
+    """The rollout commands, and what a node's own analytics answer: comparisons, anomalies."""
+    router = rollout_commands_router(controller)
 
     @router.get(
         "/gateways/{name:path}/compare",
