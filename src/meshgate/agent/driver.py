@@ -129,6 +129,16 @@ class Driver:
         """Make HAProxy run `desired`, which the caller has checked, by `actions`, which
         `plan(self.running, desired)` returned."""
         started = time.monotonic()
+        if (
+            self.running is None
+            and self.supervisor.adopted
+            and await asyncio.to_thread(self._files.hold, desired)
+        ):
+            # An adopted HAProxy runs what the files on disk say (the meshgate that left it
+            # wrote them after each change), and they are what is wanted: nothing to do.
+            self.running = desired
+            self._restarts_seen = self.supervisor.restarts
+            return Outcome(False, 0, time.monotonic() - started, "adopted, already running it")
         if self.running is not None and (not self.supervisor.running or self.resync_needed()):
             actions = [Reload("HAProxy was restarted or is not running")]
         if not actions:

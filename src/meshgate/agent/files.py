@@ -69,6 +69,20 @@ class RunFiles:
         self._written: dict[str, str] = {}  # relative path -> text last written there
         self._rendered: ir.DataPlane | None = None
 
+    def hold(self, dataplane: ir.DataPlane) -> bool:
+        """Whether the directory already holds exactly `dataplane`'s files (as an earlier
+        meshgate left them); if so they count as written."""
+        files = render_files(dataplane)
+        for name, text in files.items():
+            try:
+                if (self.directory / name).read_text() != text:
+                    return False
+            except OSError:
+                return False
+        self._written = files
+        self._rendered = dataplane
+        return True
+
     def write(self, dataplane: ir.DataPlane) -> None:
         """Make the directory hold `dataplane`'s files; delete certificates no longer used."""
         previous = self._rendered
