@@ -164,7 +164,7 @@ class HaproxySupervisor:
                 await self._reap_orphan()
                 os.replace(staged, self._active)
                 await self._spawn_until_ready()
-                shutil.copyfile(self._active, self._last_good)
+                _replace_with_copy(self._active, self._last_good)
                 self._stopping = False
                 if self._watch_task is None or self._watch_task.done():
                     self._watch_task = asyncio.create_task(self._watch(), name="haproxy-watchdog")
@@ -220,15 +220,18 @@ class HaproxySupervisor:
             # The master closes the connection when it re-executes; only a failure before
             # the command was written means nothing happened.
             if not error.sent:
-                shutil.copyfile(self._last_good, self._active)
+                _replace_with_copy(self._last_good, self._active)
                 raise ReloadFailed(f"could not ask HAProxy to reload: {error}") from None
         try:
-            after, worker_pid = await self._await_reload(before, mark)
+            # A new worker parses the same text `haproxy -c` just did: a configuration that took
+            # the check long (100,000 gateways) takes the reload as long.
+            timeout = max(self.reload_timeout, 3 * validate_s)
+            after, worker_pid = await self._await_reload(before, mark, timeout)
         except ReloadFailed:
             # Keep the file the master re-reads on its next reload or restart good.
-            shutil.copyfile(self._last_good, self._active)
+            _replace_with_copy(self._last_good, self._active)
             raise
-        shutil.copyfile(self._active, self._last_good)
+        _replace_with_copy(self._active, self._last_good)
         result = ReloadResult(
             worker_pid=worker_pid,
             old_worker_pids=[w.pid for w in after.old_workers],
@@ -353,9 +356,11 @@ class HaproxySupervisor:
             f"HAProxy did not start within {self.start_timeout}s:\n{self._output_since(mark)}"
         )
 
-    async def _await_reload(self, before: ProcInfo, mark: int) -> tuple[ProcInfo, int]:
+    async def _await_reload(
+        self, before: ProcInfo, mark: int, timeout: float
+    ) -> tuple[ProcInfo, int]:
         old_pids = {w.pid for w in before.workers} | {w.pid for w in before.old_workers}
-        deadline = time.monotonic() + self.reload_timeout
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running:
                 raise ReloadFailed(f"HAProxy exited during reload:\n{self._output_since(mark)}")
@@ -374,7 +379,7 @@ class HaproxySupervisor:
                     return info, fresh[0]
             await asyncio.sleep(_POLL_S)
         raise ReloadFailed(
-            f"no new HAProxy worker within {self.reload_timeout}s:\n{self._output_since(mark)}"
+            f"no new HAProxy worker within {timeout:.0f}s:\n{self._output_since(mark)}"
         )
 
     async def _dump_server_state(self) -> None:
@@ -416,7 +421,7 @@ class HaproxySupervisor:
                     if self.running:  # start() brought it back meanwhile
                         break
                     try:
-                        shutil.copyfile(self._last_good, self._active)
+                        _replace_with_copy(self._last_good, self._active)
                         await self._spawn_until_ready()
                     except (HaproxyError, OSError) as error:
                         log.error("HAProxy restart failed: %s", error)
@@ -488,3 +493,11 @@ class HaproxySupervisor:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _replace_with_copy(source: Path, target: Path) -> None:
+    """Make `target` a copy of `source` in one step (a copy renamed over it): the master may be
+    reading `target` at that moment, and must never see it half written."""
+    temporary = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
