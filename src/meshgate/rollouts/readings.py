@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from meshgate.stats.histogram import BUCKETS, Histogram
+from meshgate.stats.histogram import BUCKETS, Histogram, merged
 from meshgate.stats.tally import RESPONSE_CLASSES
 
 
@@ -85,10 +85,5 @@ def reading_of(
 ) -> Reading:
     """A reading from a route's counters (`responses` by class, "1xx".."5xx") and the latency
     histograms of its instances."""
-    counts = [0] * BUCKETS
-    for histogram in histograms:
-        for index, value in enumerate(histogram.counts):
-            if value:
-                counts[index] += value
     classes = tuple(int(responses.get(name, 0)) for name in RESPONSE_CLASSES)
-    return Reading(requests, classes[-1], tuple(counts), classes)
+    return Reading(requests, classes[-1], tuple(merged(histograms).counts), classes)

@@ -7,6 +7,7 @@ from meshgate.rollouts.history import RouteKey
 from meshgate.rollouts.readings import Reading, reading_of
 from meshgate.stats import view
 from meshgate.stats.collector import StatsCollector
+from meshgate.stats.tally import Counts
 
 # A reading this old is fresh enough to judge a step or a window of ten seconds.
 MAX_AGE_S = 0.5
@@ -22,10 +23,14 @@ async def gateway_readings(
         found = snapshot.backends.get(backend.name)
         if found is None:
             continue
-        counts = found.counts
-        histograms = stats.latency.totals(backend.name) if stats.latency else []
-        readings[backend.route.route] = reading_of(counts.requests, counts.responses, histograms)
+        readings[backend.route.route] = backend_reading(stats, backend.name, found.counts)
     return readings
+
+
+def backend_reading(stats: StatsCollector, backend: str, counts: Counts) -> Reading:
+    """A route's reading: its backend's exact counters and its servers' latency histograms."""
+    histograms = stats.latency.totals(backend) if stats.latency else []
+    return reading_of(counts.requests, counts.responses, histograms)
 
 
 class AllRoutes:
@@ -53,8 +58,7 @@ class AllRoutes:
             if cached is not None and cached[0] == counts.requests:
                 reading = cached[1]
             else:
-                histograms = self.stats.latency.totals(backend.name) if self.stats.latency else []
-                reading = reading_of(counts.requests, counts.responses, histograms)
+                reading = backend_reading(self.stats, backend.name, counts)
             last[backend.name] = (counts.requests, reading)
             route = backend.route
             readings[(route.namespace, route.gateway, route.route)] = reading
