@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from meshgate.compiler import ir, naming, policies
+from meshgate.compiler import incremental, ir, naming, policies
 from meshgate.compiler import tls as tls_parts
 from meshgate.compiler.memo import Memo
 from meshgate.compiler.slots import weight_slots
@@ -77,6 +77,7 @@ class CompiledGateway:
     statuses: Mapping[str, RouteStatus]
     weights: tuple[tuple[str, str], ...]  # weights.map entries: backend -> route weight
     slots: tuple[tuple[str, str], ...]  # slots.map entries: slot key -> backend
+    result: GatewayResult  # what the gateway's status reports; the same object while reused
 
 
 @dataclass
@@ -90,11 +91,61 @@ class CompileMemo:
     frontends: Memo[tuple[str, int], tuple[ir.Frontend, tuple[ir.MapFile, ...]]] = field(
         default_factory=Memo
     )
+    last: incremental.LastCompile | None = None  # what `incremental.patch` starts from
+    patched: int = 0  # compiles that patched the last one instead of compiling in full
+
+
+def _patched(state: DesiredState, settings: ir.Settings, memo: CompileMemo) -> Compiled | None:
+    """The last compile with the changed gateways' parts replaced, when that is all that can
+    have changed (see `incremental`)."""
+    last = memo.last
+    if last is None:
+        return None
+
+    def compile_part(gateway: Gateway, targets: Mapping[str, Target]) -> CompiledGateway:
+        key = (gateway.namespace, gateway.name)
+        inputs = _inputs(gateway, targets, last.services_by_key, last.served, state.registered)
+        part = memo.gateways.lookup(key, inputs)
+        if part is None:
+            part = _compile_gateway(
+                gateway, targets, last.services_by_key, last.served, state.registered
+            )
+            memo.gateways.store(key, inputs, part)
+        return part
+
+    patched = incremental.patch(
+        last,
+        settings,
+        state.gateways,
+        state.services,
+        state.certificates,
+        state.registered,
+        compile_part,
+    )
+    if patched is None:
+        return None
+    memo.patched += 1
+    return Compiled(*patched)
 
 
 def compile_state(
     state: DesiredState, settings: ir.Settings, memo: CompileMemo | None = None
 ) -> Compiled:
+    """The data plane for `state`. With a `memo` kept from earlier calls, unchanged gateways
+    are not compiled again, and a change confined to a few gateways patches the last result."""
+    if memo is not None:
+        patched = _patched(state, settings, memo)
+        if patched is not None:
+            return patched
+    compiled, last = _compile_all(state, settings, memo if memo is not None else CompileMemo())
+    if memo is not None:
+        memo.last = last
+    return compiled
+
+
+def _compile_all(
+    state: DesiredState, settings: ir.Settings, memo: CompileMemo
+) -> tuple[Compiled, incremental.LastCompile]:
     services = {(s.namespace, s.name): s for s in state.services}
     gateways = {(g.namespace, g.name): g for g in state.gateways}
     certificates = {(c.namespace, c.name): c for c in state.certificates}
@@ -131,7 +182,7 @@ def compile_state(
     # Only gateways that are served can be chained to: a route to a left-out gateway resolves
     # to nothing, rather than to whatever else listens on that port.
     served = {(g.namespace, g.name): g for g in accepted}
-    memo = memo if memo is not None else CompileMemo()
+    parts: dict[Key, CompiledGateway] = {}
     for gateway in accepted:
         key = (gateway.namespace, gateway.name)
         targets = {
@@ -145,11 +196,12 @@ def compile_state(
         if part is None:
             part = _compile_gateway(gateway, targets, services, served, state.registered)
             memo.gateways.store(key, inputs, part)
+        parts[key] = part
         rules_by_gateway[key] = part.rules
         backends.extend(part.backends)
         weights.extend(part.weights)
         slots[key] = part.slots
-        results[key] = GatewayResult(routes=part.statuses)
+        results[key] = part.result
     memo.gateways.retain(served)
 
     frontends, host_maps = _frontends(accepted, rules_by_gateway, certificates, memo.frontends)
@@ -171,7 +223,18 @@ def compile_state(
         ca_files=tls_parts.ca_bundles(backends, certificates),
         redirects=tls_parts.redirects(accepted),
     )
-    return Compiled(dataplane, results)
+    last = incremental.record(
+        settings,
+        state.gateways,
+        state.services,
+        state.certificates,
+        state.registered,
+        parts,
+        served,
+        dataplane,
+        results,
+    )
+    return Compiled(dataplane, results), last
 
 
 def _inputs(
@@ -287,7 +350,9 @@ def _compile_gateway(
     route_weights = [(b.name, weight_of[b.route.route]) for b in backends]
     weights = tuple((name, str(weight)) for name, weight in route_weights)
     slots = weight_slots(gateway_id, route_weights)
-    return CompiledGateway(rules, tuple(backends), statuses, weights, slots)
+    return CompiledGateway(
+        rules, tuple(backends), statuses, weights, slots, GatewayResult(routes=statuses)
+    )
 
 
 @functools.lru_cache(maxsize=8192)
