@@ -8,14 +8,14 @@ or written in the same batch). Every problem found is reported, each with its fi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from meshgate.errors import Problem, ValidationFailed
 from meshgate.model import Certificate, Gateway, Resource, Service, resource_key, validate_resource
 from meshgate.model.ports import PortIndex, owner_name, port_conflicts
 from meshgate.model.snapshot import ca_problems, certificate_problems
-from meshgate.store import Record
+from meshgate.store import Key, Record
 
 ResourceKey = tuple[str, str, str]
 Certificates = Mapping[tuple[str, str], Certificate]
@@ -43,6 +43,29 @@ class StoredGateways:
                 self._models[key] = cached
             if cached[1] is not None:
                 gateways.append(cached[1])
+        return gateways
+
+    async def refresh(
+        self, heads: Sequence[Record], get: Callable[[Key], Awaitable[Record | None]]
+    ) -> list[Gateway]:
+        """As a call with every record, from a keys-only listing (`heads`): only the values
+        whose version is not the one validated last are read, with `get`."""
+        gateways = []
+        for head in heads:
+            key = (head.key.namespace, head.key.name)
+            cached = self._models.get(key)
+            if cached is None or cached[0] != head.revision:
+                record = await get(head.key)
+                if record is None:
+                    continue  # deleted since it was listed
+                cached = (record.revision, _as_gateway(record))
+                self._models[key] = cached
+            if cached[1] is not None:
+                gateways.append(cached[1])
+        if len(self._models) > len(heads):
+            listed = {(h.key.namespace, h.key.name) for h in heads}
+            for gone in self._models.keys() - listed:
+                del self._models[gone]
         return gateways
 
 
@@ -108,13 +131,15 @@ def admit(
     others: Iterable[Gateway] = (),
     allow_raw_acl: bool = False,
     certificates: Certificates | None = None,
+    ports: PortIndex[None] | None = None,
 ) -> Resource:
     """Validate one document written to /api/v1/{kind}[/{name}][?namespace=].
 
     `kind` is singular. `name` and `namespace` come from the URL (None when it has none); the
     body may omit them, and when it repeats them they must agree. `others` are the gateways
     already stored (the resource's own stored version may be among them; it is ignored).
-    `certificates` are those stored; None skips the check of references to them.
+    `certificates` are those stored; None skips the check of references to them. `ports`: an
+    index of `others`, kept from earlier writes (used unless its place there is contested).
     """
     if not isinstance(data, Mapping):
         raise ValidationFailed([Problem("", "the body must be one manifest document (a mapping)")])
@@ -132,7 +157,10 @@ def admit(
         raise ValidationFailed(problems)
     resource = validate_resource(filled, allow_raw_acl=allow_raw_acl, kind=kind)
     if isinstance(resource, Gateway):
-        conflicts = port_conflicts(resource, others)
+        if ports is not None and not ports.contested(resource):
+            conflicts = [clash.problem for clash in ports.clashes(resource)]
+        else:
+            conflicts = port_conflicts(resource, others)
         if conflicts:
             raise ValidationFailed(conflicts)
     if certificates is not None:

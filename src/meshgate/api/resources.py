@@ -35,6 +35,7 @@ from meshgate.api.roundtrip import (
     split_versions,
     with_stored_key,
 )
+from meshgate.api.stored import StoredGatewayCache
 from meshgate.api.waiting import DEFAULT_WAIT_S, Written, wait_until_live
 from meshgate.certificate_files import ApiFiles, inline_certificate_files
 from meshgate.discovery.registry import registered_for
@@ -51,6 +52,7 @@ from meshgate.model import (
 )
 from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
 from meshgate.model.policies import hide_passwords
+from meshgate.model.ports import PortIndex
 from meshgate.model.references import referrers, unresolved_routes
 from meshgate.model.rollout import Rollout, rollout_problems
 from meshgate.model.values import parse_duration_ms
@@ -331,11 +333,15 @@ def resources_router(
     # requests from each passing the port check against a state the other is changing.
     write_lock = asyncio.Lock()
     stored_gateways = StoredGateways()
+    cached_gateways = StoredGatewayCache()
 
     async def gateways_in_store(kind: str) -> list[Gateway]:
         # A certificate is checked against the gateways serving it (they need its key).
         wanted = kind in ("gateway", "certificate")
-        return stored_gateways(await store.list("gateways")) if wanted else []
+        return await cached_gateways.load(store) if wanted else []
+
+    def ports_of(kind: str, others: list[Gateway]) -> PortIndex[None] | None:
+        return cached_gateways.ports(others) if kind == "gateway" else None
 
     async def certificates_in_store() -> dict[tuple[str, str], Certificate]:
         return stored_certificates(await store.list("certificates"))
@@ -555,6 +561,7 @@ def resources_router(
                 others=others,
                 allow_raw_acl=allow_raw_acl,
                 certificates=await certificates_in_store(),
+                ports=ports_of(singular, others),
             )
             await check_rollouts([("", resource)])
             key = Key(*resource_key(resource))
@@ -596,6 +603,7 @@ def resources_router(
                 others=others,
                 allow_raw_acl=allow_raw_acl,
                 certificates=await certificates_in_store(),
+                ports=ports_of(singular, others),
             )
             await check_rollouts([("", resource)])
             key = Key(*resource_key(resource))

@@ -54,19 +54,42 @@ class PortIndex(Generic[Tag]):
         self._ports: dict[int, _Port[Tag]] = {}
         self._redirects: dict[int, tuple[Gateway, Tag]] = {}
         self.comparisons = 0  # look-ups made: what a test of the cost counts
+        # (namespace, name) of each gateway whose place another gateway also claimed, or
+        # that is first on a port others joined: one of these left in the index would answer
+        # differently for its own next version than an index without it (see `contested`).
+        self._contested: set[tuple[str, str]] = set()
 
     def add(self, gateway: Gateway, tag: Tag) -> None:
         number = gateway.port.number
+        pair = (gateway, tag)
+        taken: list[tuple[Gateway, Tag]] = []  # places already held by someone else
         entry = self._ports.get(number)
         if entry is None:
-            entry = self._ports[number] = _Port((gateway, tag))
-        if not gateway.virtual_hosts and entry.default is None:
-            entry.default = (gateway, tag)
+            entry = self._ports[number] = _Port(pair)
+        else:
+            taken.append(entry.first)
+        if not gateway.virtual_hosts:
+            if entry.default is None:
+                entry.default = pair
+            else:
+                taken.append(entry.default)
         for host in gateway.virtual_hosts:
-            entry.hosts.setdefault(host, (gateway, tag))
+            holder = entry.hosts.setdefault(host, pair)
+            if holder is not pair:
+                taken.append(holder)
         redirect = gateway.tls.redirect_http if gateway.tls else None
         if redirect is not None:
-            self._redirects.setdefault(redirect, (gateway, tag))
+            holder = self._redirects.setdefault(redirect, pair)
+            if holder is not pair:
+                taken.append(holder)
+        self._contested.update((held.namespace, held.name) for held, _ in taken)
+
+    def contested(self, gateway: Gateway) -> bool:
+        """Whether a gateway of this namespace and name holds a place in the index that
+        another gateway claimed too (or is first on a port shared with others). When it does
+        not, `clashes` answers for any version of it as an index without it would: an index
+        of the stored gateways can then check a new version of one of them."""
+        return (gateway.namespace, gateway.name) in self._contested
 
     def clashes(self, gateway: Gateway) -> list[Clash[Tag]]:
         """Why `gateway` cannot listen where it asks to, given the gateways added (one of the
@@ -154,6 +177,19 @@ class PortIndex(Generic[Tag]):
             reason = f"port {gateway.port.number} redirects to HTTPS for {owner_name(other)}"
             found.append(Clash(Problem("port", reason), other, tag, f"port {gateway.port.number}"))
         return found
+
+
+def listening(gateway: Gateway) -> tuple[object, ...]:
+    """Everything `PortIndex` reads of a gateway."""
+    redirect = gateway.tls.redirect_http if gateway.tls else None
+    return (
+        gateway.port.number,
+        gateway.port.mode,
+        gateway.bind,
+        tuple(gateway.virtual_hosts),
+        gateway.tls is None,
+        redirect,
+    )
 
 
 def _same(a: Gateway, b: Gateway) -> bool:

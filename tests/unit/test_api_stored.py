@@ -1,0 +1,93 @@
+"""Admission's stored gateways kept between writes: the same answers as reading and indexing
+everything afresh, with only changed values read and the port index kept across weight changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from meshgate.api.admission import admit, stored_gateways
+from meshgate.api.stored import StoredGatewayCache
+from meshgate.errors import ValidationFailed
+from meshgate.model import Gateway, to_document, validate_resource
+from meshgate.model.ports import PortIndex, port_conflicts
+from meshgate.store import Key
+from meshgate.store.sqlite import SqliteStore
+
+
+def gateway(name: str, **fields: Any) -> Gateway:
+    fields.setdefault("port", 9000)
+    fields.setdefault("routes", {"[127.0.0.1:1]": {}})
+    found = validate_resource({"name": name, **fields})
+    assert isinstance(found, Gateway)
+    return found
+
+
+async def put(store: SqliteStore, found: Gateway) -> None:
+    await store.put(Key("gateways", found.namespace, found.name), to_document(found))
+
+
+class CountingStore:
+    """The store, counting the values read one by one."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.gets = 0
+
+    async def list(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.store.list(*args, **kwargs)
+
+    async def get(self, key: Key) -> Any:
+        self.gets += 1
+        return await self.store.get(key)
+
+
+def problems(candidate: Gateway, others: list[Gateway], ports: PortIndex[None] | None) -> Any:
+    try:
+        admit(to_document(candidate), kind="gateway", name=None, namespace=None,
+              others=others, ports=ports)  # fmt: skip
+    except ValidationFailed as exc:
+        return [(p.path, p.message) for p in exc.problems]
+    return []
+
+
+async def test_only_changed_values_are_read_and_answers_match_a_fresh_index(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path / "db")
+    try:
+        for n in range(20):
+            await put(store, gateway(f"g{n}", virtual_hosts=[f"h{n}.example.com"]))
+        counting = CountingStore(store)
+        cache = StoredGatewayCache()
+        first = await cache.load(counting)  # type: ignore[arg-type]
+        assert counting.gets == 20
+        index = cache.ports(first)
+        await put(
+            store, gateway("g5", virtual_hosts=["h5.example.com"], routes={"[127.0.0.1:2]": {}})
+        )
+        second = await cache.load(counting)  # type: ignore[arg-type]
+        assert counting.gets == 21  # the changed one only
+        assert second == stored_gateways(await store.list("gateways"))
+        assert cache.ports(second) is index  # g5 holds no place another claimed
+        candidates = [
+            gateway("g5", virtual_hosts=["h6.example.com"]),  # another's host
+            gateway("g5", virtual_hosts=["h5.example.com"], bind="127.0.0.1"),  # another bind
+            gateway("g5", port="9000/tcp"),
+            gateway("new", virtual_hosts=["h1.example.com", "n.example.com"]),
+            gateway("new", virtual_hosts=["n.example.com"]),
+            gateway("g0", virtual_hosts=["h0.example.com"], bind="127.0.0.1"),  # the port's first
+            gateway("g0"),  # without hosts: the port's default
+        ]
+        for candidate in candidates:
+            fresh = [p.message for p in port_conflicts(candidate, second)]
+            assert [m for _, m in problems(candidate, second, index)] == fresh, candidate.name
+            assert problems(candidate, second, None) == problems(candidate, second, index)
+        # g0 is first on the port: a new version that moves is indexed afresh.
+        await put(store, gateway("g0", port=9001, virtual_hosts=["h0.example.com"]))
+        third = await cache.load(counting)  # type: ignore[arg-type]
+        assert cache.ports(third) is not index
+        await store.delete(Key("gateways", "default", "g7"))
+        assert len(await cache.load(counting)) == 19  # type: ignore[arg-type]
+    finally:
+        await store.close()
