@@ -83,7 +83,7 @@ async def test_only_changed_values_are_read_and_answers_match_a_fresh_index(
             fresh = [p.message for p in port_conflicts(candidate, second)]
             assert [m for _, m in problems(candidate, second, index)] == fresh, candidate.name
             assert problems(candidate, second, None) == problems(candidate, second, index)
-        # g0 is first on the port: a new version that moves is indexed afresh.
+        # A new version that moves is indexed afresh.
         await put(store, gateway("g0", port=9001, virtual_hosts=["h0.example.com"]))
         third = await cache.load(counting)  # type: ignore[arg-type]
         assert cache.ports(third) is not index
@@ -91,3 +91,16 @@ async def test_only_changed_values_are_read_and_answers_match_a_fresh_index(
         assert len(await cache.load(counting)) == 19  # type: ignore[arg-type]
     finally:
         await store.close()
+
+
+def test_a_place_claimed_twice_is_contested_and_checked_afresh() -> None:
+    # Two stored gateways with one host (written before a rule got stricter, say).
+    a = gateway("a", virtual_hosts=["x.example.com"])
+    b = gateway("b", virtual_hosts=["x.example.com"])
+    index: PortIndex[None] = PortIndex()
+    index.add(a, None)
+    index.add(b, None)
+    assert index.contested(a)
+    assert not index.contested(b)
+    for moved in (gateway("a", virtual_hosts=["y.example.com"]), gateway("a", bind="127.0.0.1")):
+        assert problems(moved, [a, b], index) == problems(moved, [a, b], None)

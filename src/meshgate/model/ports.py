@@ -32,6 +32,9 @@ class _Port(Generic[Tag]):
     """The gateways on one port: the first says what the port is (bind, tcp, tls)."""
 
     first: tuple[Gateway, Tag]
+    # The first of another namespace and name than `first`: what the port is to a new version
+    # of `first` (as if it were not there).
+    second: tuple[Gateway, Tag] | None = None
     default: tuple[Gateway, Tag] | None = None
     hosts: dict[str, tuple[Gateway, Tag]] = field(default_factory=dict)
 
@@ -54,9 +57,9 @@ class PortIndex(Generic[Tag]):
         self._ports: dict[int, _Port[Tag]] = {}
         self._redirects: dict[int, tuple[Gateway, Tag]] = {}
         self.comparisons = 0  # look-ups made: what a test of the cost counts
-        # (namespace, name) of each gateway whose place another gateway also claimed, or
-        # that is first on a port others joined: one of these left in the index would answer
-        # differently for its own next version than an index without it (see `contested`).
+        # (namespace, name) of each gateway whose place another gateway also claimed: one of
+        # these left in the index could answer differently for its own next version than an
+        # index without it (see `contested`).
         self._contested: set[tuple[str, str]] = set()
 
     def add(self, gateway: Gateway, tag: Tag) -> None:
@@ -66,8 +69,8 @@ class PortIndex(Generic[Tag]):
         entry = self._ports.get(number)
         if entry is None:
             entry = self._ports[number] = _Port(pair)
-        else:
-            taken.append(entry.first)
+        elif entry.second is None and not _same(entry.first[0], gateway):
+            entry.second = pair
         if not gateway.virtual_hosts:
             if entry.default is None:
                 entry.default = pair
@@ -86,8 +89,7 @@ class PortIndex(Generic[Tag]):
 
     def contested(self, gateway: Gateway) -> bool:
         """Whether a gateway of this namespace and name holds a place in the index that
-        another gateway claimed too (or is first on a port shared with others). When it does
-        not, `clashes` answers for any version of it as an index without it would: an index
+        another gateway claimed too. When it does not, `clashes` answers for any version of it as an index without it would: an index
         of the stored gateways can then check a new version of one of them."""
         return (gateway.namespace, gateway.name) in self._contested
 
@@ -102,9 +104,11 @@ class PortIndex(Generic[Tag]):
         self.comparisons += 1
         other, tag = entry.first
         if _same(other, gateway):
-            # Only another copy of itself (a batch naming it twice, reported as such) is there
-            # first; the port's kind is its own.
-            return found
+            # An older version of itself (or a copy, in a batch naming it twice) is first: the
+            # port is what the next gateway on it makes it, as if that version were not there.
+            if entry.second is None:
+                return found
+            other, tag = entry.second
         owner = owner_name(other)
         if other.bind != gateway.bind:
             reason = f"port {port} is already bound on {other.bind} by {owner}"
