@@ -89,8 +89,9 @@ class PortIndex(Generic[Tag]):
 
     def contested(self, gateway: Gateway) -> bool:
         """Whether a gateway of this namespace and name holds a place in the index that
-        another gateway claimed too. When it does not, `clashes` answers for any version of it as an index without it would: an index
-        of the stored gateways can then check a new version of one of them."""
+        another gateway claimed too. When it does not, `clashes` answers for any version of it
+        as an index without it would: an index of the stored gateways can then check a new
+        version of one of them."""
         return (gateway.namespace, gateway.name) in self._contested
 
     def clashes(self, gateway: Gateway) -> list[Clash[Tag]]:
