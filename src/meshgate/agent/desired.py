@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from meshgate.compiler import DesiredState
@@ -11,6 +12,7 @@ from meshgate.discovery.dns import DnsFollower
 from meshgate.discovery.sources import Sources, merge
 from meshgate.errors import ValidationFailed
 from meshgate.model import SINGULAR, Certificate, Gateway, Resource, Service, validate_resource
+from meshgate.store import Key as StoreKey
 from meshgate.store import Record, Store
 
 Key = tuple[str, str]
@@ -45,71 +47,140 @@ class Placement:
         return gateway
 
 
+ResourceKey = tuple[str, str, str]  # (kind, namespace, name)
+Held = tuple[Record, Resource | str]  # a record with its resource, or why it does not validate
+
+
 @dataclass
 class DesiredLoader:
     """Reads and validates stored resources, re-validating only those whose version changed:
-    with thousands of gateways, validation would otherwise dominate every pass."""
+    with thousands of gateways, validation would otherwise dominate every pass.
+
+    Given the keys written since the last load (the agent's watch sees them), a load reads
+    only those and keeps the rest as last loaded: listing 10,000 keys alone took longer than
+    the rest of a weight change's pass."""
 
     store: Store
     dns: DnsFollower | None = None  # answers for services that name DNS records
     placement: Placement | None = None  # on many nodes: this node's part; else every gateway
-    _cache: dict[tuple[str, str, str], tuple[int, Resource | str]] = field(default_factory=dict)
+    _cache: dict[ResourceKey, tuple[int, Resource | str]] = field(default_factory=dict)
+    # What the last load held, by kind; gateways in creation order, the others in key order.
+    _held: dict[str, dict[Key, Held]] | None = None
+    _registered: list[Record] | None = None  # the instances registered through the API
+    # Each gateway as placed on this node, kept with the stored one it came from: the same
+    # object from pass to pass tells the compiler it did not change.
+    _placed: dict[Key, tuple[Gateway, Gateway | None]] = field(default_factory=dict)
 
-    async def load(self) -> Loaded:
-        """The resources, with the instances registered through the API and found in DNS."""
-        loaded = await self._load_resources()
-        api = registry.group_registered(await self.store.list(registry.KIND))
+    async def load(self, changed: Collection[StoreKey] | None = None) -> Loaded:
+        """The resources, with the instances registered through the API and found in DNS.
+        `changed`: the keys written or deleted since the last load (any kind), when they are
+        all known; None lists everything afresh."""
+        if changed is None or self._held is None:
+            self._held = {kind: await self._listed(kind) for kind in KINDS}
+            self._registered = None
+        else:
+            created: dict[str, list[Key]] = {}
+            for key in changed:
+                if key.kind in self._held:
+                    new = await self._reread(key)
+                    if new is not None:
+                        created.setdefault(key.kind, []).append(new)
+                elif key.kind == registry.KIND:
+                    self._registered = None
+            for kind, keys in created.items():
+                _put_in_order(self._held[kind], kind, keys)
+        if self._registered is None:
+            self._registered = await self.store.list(registry.KIND)
+        loaded = self._loaded(self._held)
+        if len(self._placed) > len(loaded.gateway_versions):
+            for gone in self._placed.keys() - self._held["gateways"].keys():
+                del self._placed[gone]
+        api = registry.group_registered(self._registered)
         if self.dns is not None:
             self.dns.follow(loaded.state.services)
         registered, sources = merge(api, self.dns.instances() if self.dns else {})
         state = dataclasses.replace(loaded.state, registered=registered)
         return dataclasses.replace(loaded, state=state, sources=sources)
 
-    async def _load_resources(self) -> Loaded:
-        gateways: list[tuple[Record, Gateway]] = []
+    async def _listed(self, kind: str) -> dict[Key, Held]:
+        held: dict[Key, Held] = {}
+        seen: set[ResourceKey] = set()
+        for head in await self.store.list(kind, keys_only=True):
+            key = (kind, head.key.namespace, head.key.name)
+            found = await self._current(key, head)
+            if found is None:
+                continue  # deleted since it was listed
+            seen.add(key)
+            held[key[1:]] = found
+        for gone in [k for k in self._cache if k[0] == kind and k not in seen]:
+            del self._cache[gone]
+        if kind == "gateways":
+            # Creation order decides who keeps a contested port: the one that was there first.
+            held = dict(sorted(held.items(), key=lambda item: item[1][0].create_revision))
+        return held
+
+    async def _reread(self, store_key: StoreKey) -> Key | None:
+        """Bring one resource up to date in what the last load held; the key when it was
+        created since (it was put last)."""
+        assert self._held is not None
+        held = self._held[store_key.kind]
+        key = (store_key.namespace, store_key.name)
+        record = await self.store.get(store_key)
+        before = held.get(key)
+        if record is None:
+            held.pop(key, None)
+            self._cache.pop((store_key.kind, *key), None)
+            return None
+        if before is not None and before[0].revision == record.revision:
+            return None
+        found = (record, self._validated((store_key.kind, *key), record))
+        if before is not None and before[0].create_revision == record.create_revision:
+            held[key] = found  # in place: its position is its creation's
+            return None
+        held.pop(key, None)
+        held[key] = found
+        return key
+
+    def _loaded(self, held: dict[str, dict[Key, Held]]) -> Loaded:
+        gateways: list[Gateway] = []
+        gateway_versions: dict[Key, int] = {}
         services: list[Service] = []
         service_versions: dict[Key, int] = {}
         certificates: list[Certificate] = []
         certificate_versions: dict[Key, int] = {}
         invalid: dict[tuple[str, str, str], str] = {}
-        seen: set[tuple[str, str, str]] = set()
-        for kind in ("gateways", "services", "certificates"):
-            for head in await self.store.list(kind, keys_only=True):
-                key = (kind, head.key.namespace, head.key.name)
-                found = await self._current(key, head)
-                if found is None:
-                    continue  # deleted since it was listed
-                record, resource = found
-                seen.add(key)
+        for kind, found in held.items():
+            for key, (record, resource) in found.items():
                 if isinstance(resource, str):
-                    invalid[key] = resource
+                    invalid[(kind, *key)] = resource
                 elif isinstance(resource, Gateway):
-                    placed = self.placement.place(resource) if self.placement else resource
+                    placed = self._place(key, resource)
                     if placed is not None:
-                        gateways.append((record, placed))
+                        gateways.append(placed)
+                        gateway_versions[key] = record.revision
                 elif isinstance(resource, Certificate):
                     certificates.append(resource)
-                    certificate_versions[(resource.namespace, resource.name)] = record.revision
+                    certificate_versions[key] = record.revision
                 elif isinstance(resource, Service):
                     services.append(resource)
-                    service_versions[(resource.namespace, resource.name)] = record.revision
-        for gone in self._cache.keys() - seen:
-            del self._cache[gone]
-        # Creation order decides who keeps a contested port: the gateway that was there first.
-        gateways.sort(key=lambda pair: pair[0].create_revision)
+                    service_versions[key] = record.revision
         return Loaded(
-            state=DesiredState(
-                gateways=[g for _, g in gateways], services=services, certificates=certificates
-            ),
-            gateway_versions={(g.namespace, g.name): r.revision for r, g in gateways},
+            state=DesiredState(gateways=gateways, services=services, certificates=certificates),
+            gateway_versions=gateway_versions,
             service_versions=service_versions,
             invalid=invalid,
             certificate_versions=certificate_versions,
         )
 
-    async def _current(
-        self, key: tuple[str, str, str], head: Record
-    ) -> tuple[Record, Resource | str] | None:
+    def _place(self, key: Key, gateway: Gateway) -> Gateway | None:
+        if self.placement is None:
+            return gateway
+        kept = self._placed.get(key)
+        if kept is None or kept[0] is not gateway:
+            kept = self._placed[key] = (gateway, self.placement.place(gateway))
+        return kept[1]
+
+    async def _current(self, key: ResourceKey, head: Record) -> Held | None:
         """The resource at `head` (a keys-only record): from the cache when its version is
         the cached one, else read and validated. With thousands of gateways, reading and
         parsing every value on every pass would cost more than the pass's compile."""
@@ -121,7 +192,7 @@ class DesiredLoader:
             return None
         return record, self._validated(key, record)
 
-    def _validated(self, key: tuple[str, str, str], record: Record) -> Resource | str:
+    def _validated(self, key: ResourceKey, record: Record) -> Resource | str:
         singular = SINGULAR[key[0]]
         result: Resource | str
         try:
@@ -134,3 +205,18 @@ class DesiredLoader:
             result = str(exc)
         self._cache[key] = (record.revision, result)
         return result
+
+
+KINDS = ("gateways", "services", "certificates")
+
+
+def _put_in_order(held: dict[Key, Held], kind: str, created: list[Key]) -> None:
+    """Gateways in creation order (the one created first keeps a contested port): those
+    created since the last load go last, among themselves by creation. Other kinds by key."""
+    if kind == "gateways":
+        items = sorted(((k, held.pop(k)) for k in created), key=lambda i: i[1][0].create_revision)
+        held.update(items)
+        return
+    ordered = sorted(held.items())
+    held.clear()
+    held.update(ordered)

@@ -77,6 +77,10 @@ class Agent:
         # What each gateway's published status was made from, and the resources the published
         # keys were last swept against (see `_status_ops`, `_stale_ops`).
         self._gateway_written: dict[Key, _Written] = {}
+        # The keys the watch saw written since the last pass's load; None when some may have
+        # been missed (history compacted, the watch broken, a re-list due): then the next load
+        # lists everything.
+        self._changed: set[StoreKey] | None = None
         self._swept: tuple[frozenset[Any], ...] | None = None
         self.last_error: str | None = None
         self.passes = 0
@@ -195,21 +199,27 @@ class Agent:
             try:
                 if revision is None:
                     revision = self.seen_revision = await self.store.revision()
+                    # What was written before this revision is seen by listing: the next
+                    # load lists everything, and the loads after it follow the watch.
+                    self._changed = None
                 if lost:
                     # History was compacted away: the next pass reads everything afresh, and
                     # changes nothing if that compiles to what runs.
                     lost = False
                     self._dirty.set()
-                async for _event in self.store.watch(revision, kinds=WATCHED_KINDS):
-                    revision = self.seen_revision = _event.revision
+                async for event in self.store.watch(revision, kinds=WATCHED_KINDS):
+                    revision = self.seen_revision = event.revision
+                    if self._changed is not None:
+                        self._changed.add(event.key)
                     self._dirty.set()
             except StoreClosedError:
                 return
             except CompactedError as exc:
                 log.warning("store history compacted; listing afresh", error=str(exc))
-                revision, lost = None, True
+                revision, lost, self._changed = None, True, None
             except StoreError as exc:
                 log.warning("store watch failed; watching again", error=str(exc))
+                self._changed = None
                 await asyncio.sleep(1.0)
 
     async def reconcile(self, *, runtime_only: bool = False) -> bool:
@@ -219,7 +229,7 @@ class Agent:
         seen = self.seen_revision
         try:
             with self.metrics.reconcile_seconds.time(), _collector_paused():
-                loaded = await self.loader.load()
+                loaded = await self._load()
                 checked = await self._compile_checked(loaded.state, runtime_only=runtime_only)
                 if checked is None:
                     return False
@@ -295,6 +305,15 @@ class Agent:
             self._gateway_written.clear()
             self._swept = None
             self._publish_due = True
+
+    async def _load(self) -> Loaded:
+        """What the store holds now: from the keys the watch saw written since the last load
+        when it saw them all, else listed afresh (the first pass, after a lost watch, and at
+        each re-list, which also covers events a store might drop)."""
+        changed, self._changed = self._changed, set()
+        if self._relist_due():
+            changed = None
+        return await self.loader.load(changed)
 
     async def _compile_checked(
         self, state: DesiredState, *, runtime_only: bool = False
