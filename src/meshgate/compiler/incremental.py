@@ -64,6 +64,7 @@ class LastCompile:
     backend_at: dict[str, int]  # backend name -> position in dataplane.backends
     weight_at: dict[str, int]  # backend name -> position in the weights map
     slots: dict[Key, tuple[tuple[str, str], ...]]  # slots.map entries, by gateway
+    slotted: list[Key]  # the gateways with slots.map entries, in the map's order
 
 
 def shape(gateway: Gateway) -> tuple[object, ...]:
@@ -110,6 +111,7 @@ def record(
         backend_at={b.name: i for i, b in enumerate(dataplane.backends)},
         weight_at={e[0]: i for i, e in enumerate(weights.entries if weights else ())},
         slots={key: part.slots for key, part in parts.items()},
+        slotted=[key for key in sorted(parts) if parts[key].slots],
     )
 
 
@@ -223,6 +225,10 @@ def _apply(
         for entry in part.weights:
             weights[last.weight_at[entry[0]]] = entry
         if part.slots != last.slots[key]:
+            if bool(part.slots) != bool(last.slots[key]):
+                last.slotted = sorted(
+                    {*last.slotted, key} if part.slots else {*last.slotted} - {key}
+                )
             last.slots[key] = part.slots
             slots_changed = True
         results[key] = part.result
@@ -233,7 +239,7 @@ def _apply(
         if map_file.name == ir.WEIGHTS_MAP:
             map_file = ir.MapFile(ir.WEIGHTS_MAP, tuple(weights))
         elif map_file.name == ir.SLOTS_MAP and slots_changed:
-            ordered = (last.slots[k] for k in sorted(last.slots))
+            ordered = (last.slots[k] for k in last.slotted)
             map_file = ir.MapFile(ir.SLOTS_MAP, tuple(itertools.chain.from_iterable(ordered)))
         maps.append(map_file)
     dataplane = replace(dataplane, backends=tuple(backends), maps=tuple(maps))
