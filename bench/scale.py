@@ -148,11 +148,19 @@ def weight_changes(
     small = MeshgateNode(workdir / "alone", "--no-latency")
     big.start()
     try:
+        started = time.monotonic()
         big.api.post("/api/v1/apply", json=[*docs, canary], timeout=TIMEOUT_S).raise_for_status()
+        apply_s = time.monotonic() - started
         big.wait_applied("gateways", "canary", timeout=TIMEOUT_S)
         headers = {"Host": "canary.scale.test"}
         url = f"http://{LOOPBACK}:{port}/"
         wait_until(lambda: served(port, "canary.scale.test"), "canary serving", TIMEOUT_S)
+        print(
+            f"{count + 1:,} gateways for the weight changes: apply {apply_s:.1f} s, serving "
+            f"{time.monotonic() - started:.1f} s; meshgate {rss_mb(big.node_pids()):.0f} MB, "
+            f"haproxy {rss_mb(big.haproxy_pids()):.0f} MB  (load {load_average()})",
+            flush=True,
+        )
         reloads = _reloads(big)
         delays = []
         for change in range(changes):
@@ -174,8 +182,9 @@ def weight_changes(
         print(
             f"weight change among {count:,} gateways ({changes} swaps): "
             f"p50 {median(delays):.0f} ms, p99 {p99:.0f} ms, "
-            f"reloads meanwhile {_reloads(big) - reloads:g}"
+            f"reloads meanwhile {_reloads(big) - reloads:g}  (load {load_average()})"
         )
+        reads(big, count)
         alone_port = free_port()
         small.start()
         small.api.post(
@@ -203,6 +212,26 @@ def weight_changes(
         small.stop()
 
 
+def reads(node: MeshgateNode, count: int) -> None:
+    """A page of the gateway listing and a /metrics scrape among `count` gateways: how long
+    each took, how large the scrape was, and meshgate's resident memory after both."""
+    started = time.monotonic()
+    node.api.get("/api/v1/gateways", params={"limit": 100}, timeout=TIMEOUT_S).raise_for_status()
+    page_s = time.monotonic() - started
+    started = time.monotonic()
+    scrape = node.api.get("/metrics", timeout=TIMEOUT_S)
+    scrape.raise_for_status()
+    scrape_s = time.monotonic() - started
+    lines = scrape.text.count("\n")
+    print(
+        f"among {count:,} gateways: GET gateways?limit=100 {1000 * page_s:.0f} ms; "
+        f"/metrics {scrape_s:.2f} s, {len(scrape.content) / 1e6:.1f} MB, {lines:,} lines "
+        f"({len(scrape.content) / count:.0f} bytes a gateway); "
+        f"meshgate {rss_mb(node.node_pids()):.0f} MB, haproxy {rss_mb(node.haproxy_pids()):.0f} MB",
+        flush=True,
+    )
+
+
 def _reloads(node: MeshgateNode) -> float:
     text = node.api.get("/metrics").text
     match = re.search(r"^meshgate_haproxy_reloads_total (\S+)$", text, re.MULTILINE)
@@ -215,7 +244,7 @@ def run(workdir: Path, args: argparse.Namespace) -> int:
     backends = {"v1": free_port(), "v2": free_port()}
     rows = []
     with Nginx(workdir / "nginx", backends):
-        for layout in ("vhosts", "ports"):
+        for layout in () if args.weights_only else ("vhosts", "ports"):
             for count in sizes:
                 if layout == "ports" and count > args.max_ports:
                     continue
@@ -239,6 +268,9 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--max-ports", type=int, default=1000, help="largest `ports` layout")
     parser.add_argument("--weights-at", type=int, default=10_000, help="size of weight tests")
+    parser.add_argument(
+        "--weights-only", action="store_true", help="only the weight changes and reads"
+    )
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
