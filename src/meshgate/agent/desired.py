@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from meshgate.compiler import DesiredState
 from meshgate.discovery import registry
@@ -48,7 +49,21 @@ class Placement:
 
 
 ResourceKey = tuple[str, str, str]  # (kind, namespace, name)
-Held = tuple[Record, Resource | str]  # a record with its resource, or why it does not validate
+
+
+class Stamp(NamedTuple):
+    """What a load keeps of a stored record besides its resource: the value itself (about
+    1.3 kB a gateway as a dict) is the resource's, validated."""
+
+    revision: int
+    create_revision: int
+
+
+def _stamp(record: Record) -> Stamp:
+    return Stamp(record.revision, record.create_revision)
+
+
+Held = tuple[Stamp, Resource | str]  # a record's versions with its resource, or why it is invalid
 
 
 @dataclass
@@ -133,7 +148,7 @@ class DesiredLoader:
             return None
         if before is not None and before[0].revision == record.revision:
             return None
-        found = (record, self._validated((store_key.kind, *key), record))
+        found = (_stamp(record), self._validated((store_key.kind, *key), record))
         if before is not None and before[0].create_revision == record.create_revision:
             held[key] = found  # in place: its position is its creation's
             return None
@@ -186,11 +201,11 @@ class DesiredLoader:
         parsing every value on every pass would cost more than the pass's compile."""
         cached = self._cache.get(key)
         if cached is not None and cached[0] == head.revision:
-            return head, cached[1]
+            return _stamp(head), cached[1]
         record = await self.store.get(head.key)
         if record is None:
             return None
-        return record, self._validated(key, record)
+        return _stamp(record), self._validated(key, record)
 
     def _validated(self, key: ResourceKey, record: Record) -> Resource | str:
         singular = SINGULAR[key[0]]
