@@ -104,3 +104,23 @@ def test_a_place_claimed_twice_is_contested_and_checked_afresh() -> None:
     assert not index.contested(b)
     for moved in (gateway("a", virtual_hosts=["y.example.com"]), gateway("a", bind="127.0.0.1")):
         assert problems(moved, [a, b], index) == problems(moved, [a, b], None)
+
+
+async def test_admission_and_the_loader_share_one_model_per_stored_gateway(
+    tmp_path: Path,
+) -> None:
+    from meshgate.agent.desired import DesiredLoader
+
+    store = await SqliteStore.open(tmp_path / "db")
+    try:
+        for n in range(3):
+            await put(store, gateway(f"g{n}", virtual_hosts=[f"h{n}.example.com"]))
+        loaded = await DesiredLoader(store).load()
+        admitted = await StoredGatewayCache().load(store)
+        assert all(a is b for a, b in zip(admitted, loaded.state.gateways, strict=True))
+        await put(store, gateway("g1", virtual_hosts=["h1.example.com"], bind="127.0.0.1"))
+        admitted = await StoredGatewayCache().load(store)
+        again = await DesiredLoader(store).load()
+        assert {id(g) for g in admitted} == {id(g) for g in again.state.gateways}
+    finally:
+        await store.close()

@@ -15,6 +15,7 @@ from meshgate.errors import ValidationFailed
 from meshgate.model import SINGULAR, Certificate, Gateway, Resource, Service, validate_resource
 from meshgate.store import Key as StoreKey
 from meshgate.store import Record, Store
+from meshgate.validated import shared_table
 
 Key = tuple[str, str]
 
@@ -208,6 +209,11 @@ class DesiredLoader:
         return _stamp(record), self._validated(key, record)
 
     def _validated(self, key: ResourceKey, record: Record) -> Resource | str:
+        shared = shared_table(self.store) if key[0] == "gateways" else None
+        found = shared.get(key) if shared is not None else None
+        if found is not None and found[0] == record.revision:
+            self._cache[key] = found
+            return found[1]
         singular = SINGULAR[key[0]]
         result: Resource | str
         try:
@@ -219,6 +225,8 @@ class DesiredLoader:
         except ValidationFailed as exc:
             result = str(exc)
         self._cache[key] = (record.revision, result)
+        if shared is not None:
+            shared[key] = (record.revision, result)
         return result
 
 

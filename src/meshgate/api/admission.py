@@ -46,20 +46,35 @@ class StoredGateways:
         return gateways
 
     async def refresh(
-        self, heads: Sequence[Record], get: Callable[[Key], Awaitable[Record | None]]
+        self,
+        heads: Sequence[Record],
+        get: Callable[[Key], Awaitable[Record | None]],
+        shared: dict[tuple[str, str, str], tuple[int, Resource | str]] | None = None,
     ) -> list[Gateway]:
         """As a call with every record, from a keys-only listing (`heads`): only the values
-        whose version is not the one validated last are read, with `get`."""
+        whose version is not the one validated last are read, with `get`. `shared`: models
+        validated by others from the same store, by (kind, namespace, name), to look in
+        first and to leave new ones in."""
         gateways = []
         for head in heads:
             key = (head.key.namespace, head.key.name)
             cached = self._models.get(key)
-            if cached is None or cached[0] != head.revision:
+            found = shared.get(("gateways", *key)) if shared is not None else None
+            if cached is not None and cached[0] == head.revision:
+                pass
+            elif found is not None and found[0] == head.revision:
+                model = found[1]
+                cached = (found[0], model if isinstance(model, Gateway) else None)
+                self._models[key] = cached
+            else:
                 record = await get(head.key)
                 if record is None:
                     continue  # deleted since it was listed
-                cached = (record.revision, _as_gateway(record))
+                validated = _validated(record)
+                cached = (record.revision, validated if isinstance(validated, Gateway) else None)
                 self._models[key] = cached
+                if shared is not None:
+                    shared[("gateways", *key)] = (record.revision, validated)
             if cached[1] is not None:
                 gateways.append(cached[1])
         if len(self._models) > len(heads):
@@ -75,6 +90,16 @@ def _as_gateway(record: Record) -> Gateway | None:
     except ValidationFailed:
         return None
     return resource if isinstance(resource, Gateway) else None
+
+
+def _validated(record: Record) -> Resource | str:
+    """As the agent's loader validates a stored gateway: the model, or why it is invalid."""
+    try:
+        return validate_resource(
+            record.value, allow_raw_acl=True, kind="gateway", allow_expired=True
+        )
+    except ValidationFailed as exc:
+        return str(exc)
 
 
 def stored_gateways(records: Iterable[Record]) -> list[Gateway]:

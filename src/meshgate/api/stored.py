@@ -13,6 +13,7 @@ from meshgate.api.admission import StoredGateways
 from meshgate.model import Gateway
 from meshgate.model.ports import PortIndex, listening
 from meshgate.store import Store
+from meshgate.validated import shared_table
 
 Key = tuple[str, str]
 
@@ -26,7 +27,7 @@ class StoredGatewayCache:
     async def load(self, store: Store) -> list[Gateway]:
         """Every stored gateway that validates, in the store's order."""
         heads = await store.list("gateways", keys_only=True)
-        return await self._models.refresh(heads, store.get)
+        return await self._models.refresh(heads, store.get, shared_table(store))
 
     def ports(self, gateways: list[Gateway]) -> PortIndex[None]:
         """An index of `gateways` (what `load` returned), as `PortIndex` built afresh from them
