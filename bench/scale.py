@@ -171,7 +171,9 @@ def weight_changes(
                 for name, weight in weights.items()
             }
             started = time.monotonic()
-            big.api.put("/api/v1/gateways/canary", json=canary).raise_for_status()
+            big.api.put(
+                "/api/v1/gateways/canary", json=canary, timeout=TIMEOUT_S
+            ).raise_for_status()
             with httpx.Client(timeout=2) as client:
                 while client.get(url, headers=headers).text.strip() != wanted:
                     if time.monotonic() - started > 30:
