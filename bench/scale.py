@@ -145,6 +145,9 @@ def weight_changes(
                    f"[{LOOPBACK}:{backends['v2']}]": {"weight": 0}},
     }  # fmt: skip
     big = MeshgateNode(workdir / "weights", "--max-body", "256m", "--no-latency")
+    # With 100,000 gateways the API may take longer than the default 10 s while the first
+    # pass compiles them all.
+    big.api.timeout = httpx.Timeout(TIMEOUT_S)
     small = MeshgateNode(workdir / "alone", "--no-latency")
     big.start()
     try:
