@@ -610,6 +610,13 @@ class CompileCase:
         running = compile_state(
             DesiredState(gateways=self.before, services=self.services), self.settings, memo
         ).dataplane
+        # The baseline of the patch: the memo alone, every gateway looked up (what the agent
+        # did before incremental.patch).
+        memo.last = None
+        self._timed("compile, memo alone", lambda: compile_state(state, self.settings, memo))
+        running = compile_state(
+            DesiredState(gateways=self.before, services=self.services), self.settings, memo
+        ).dataplane
         incremental = self._timed(
             "compile, incremental", lambda: compile_state(state, self.settings, memo)
         )
