@@ -72,6 +72,29 @@ def test_a_gateway_haproxy_rejects_does_not_block_others(
         httpx.get(f"http://127.0.0.1:{bad_port}/")
 
 
+def test_two_bad_gateways_among_many_are_found_by_halves(
+    make_node: Callable[..., Node], backends: Backends
+) -> None:
+    node = make_node("--allow-raw-acl")
+    a = backends.start("many")
+    port = free_port()
+    bad = {"iso:svc": {"condition": "< no_such_fetch(x) >"}}
+    documents = [service("iso:svc", a)]
+    documents += [
+        gateway(f"g{n:02}", port, bad if n in (5, 17) else {"iso:svc": {}},
+                virtual_hosts=[f"g{n}.example.com"])
+        for n in range(24)
+    ]  # fmt: skip
+    response = node.api.post("/api/v1/apply", json=documents)
+    assert response.status_code == 200, response.text
+    for name in ("g05", "g17"):
+        wait_until(lambda n=name: node.get("gateways", n)["status"].get("state") == "rejected")
+        assert "HAProxy rejected it" in node.get("gateways", name)["status"]["errors"][0]
+    served = count_served(f"http://127.0.0.1:{port}/", 3, headers={"Host": "g6.example.com"})
+    assert served == {"many": 3}
+    assert node.get("gateways", "g06")["status"]["state"] == "serving"
+
+
 def test_restart_on_the_same_data_dir_serves_the_same_configuration(
     make_node: Callable[..., Node], backends: Backends, tmp_path: object
 ) -> None:

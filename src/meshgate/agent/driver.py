@@ -113,7 +113,8 @@ class Driver:
             candidate = dataclasses.replace(
                 dataplane, settings=dataclasses.replace(dataplane.settings, run_dir=scratch)
             )
-            write_files(Path(scratch), render_files(candidate))
+            # In a thread: at 100,000 gateways the configuration takes seconds to render.
+            await asyncio.to_thread(lambda: write_files(Path(scratch), render_files(candidate)))
             result = await self.supervisor.validate(Path(scratch) / CONFIG_FILE)
             return result.ok, result.output
 

@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 haproxy_log = logging.getLogger("haproxy")  # HAProxy's own messages, with their level
 
 _POLL_S = 0.02
+# `haproxy -c` of a large configuration is given this long a megabyte (at least check_timeout).
+CHECK_S_PER_MB = 1.0
+CHECK_TIMED_OUT = "haproxy -c did not finish"
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 
 
@@ -56,6 +59,7 @@ _UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 class CheckResult:
     ok: bool
     output: str  # HAProxy's own messages (`haproxy -c`)
+    timed_out: bool = False  # no verdict: HAProxy did not finish in time
 
 
 @dataclass(frozen=True)
@@ -134,19 +138,23 @@ class HaproxySupervisor:
     # --- validation ---------------------------------------------------------------------
 
     async def validate(self, config_path: Path) -> CheckResult:
-        """`haproxy -c -f config_path`. An invalid configuration is a result, not an error."""
+        """`haproxy -c -f config_path`. An invalid configuration is a result, not an error.
+        A large file is given longer than `check_timeout`: HAProxy took 48 s to check the
+        190 MB of 100,000 gateways on a busy machine."""
+        size_mb = Path(config_path).stat().st_size / 1e6
+        limit = max(self.check_timeout, size_mb * CHECK_S_PER_MB)
         process = await asyncio.create_subprocess_exec(
             self._binary_path(), "-c", "-f", str(Path(config_path).absolute()),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, cwd=self._cwd(),
         )  # fmt: skip
         try:
-            async with asyncio.timeout(self.check_timeout):
+            async with asyncio.timeout(limit):
                 output, _ = await process.communicate()
         except TimeoutError:
             process.kill()
             await process.wait()
-            return CheckResult(False, f"haproxy -c did not finish within {self.check_timeout}s")
+            return CheckResult(False, f"{CHECK_TIMED_OUT} within {limit:g}s", timed_out=True)
         return CheckResult(process.returncode == 0, output.decode("utf-8", "replace").strip())
 
     # --- lifecycle ----------------------------------------------------------------------
