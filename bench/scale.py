@@ -14,12 +14,15 @@ each gateway a port of its own (up to --max-ports, HAProxy listeners being file 
 At the largest vhost size it then measures, on that node:
 
   weight     --changes weight swaps of one gateway's two routes among the N: from the API call
-             to the first request served by the new route (p50, p99), and reloads meanwhile
+             to the first request served by the new route (p50, p99), and reloads meanwhile;
+             then a page of the gateway listing, a /metrics scrape (time, size) and memory
   throughput wrk through one virtual host among the N, against a node serving that gateway
              alone, rounds alternating between the two (the ratio is the verdict, >= 0.95)
 
     .venv/bin/python bench/scale.py                          # 1,000 and 10,000
     .venv/bin/python bench/scale.py --sizes 1000,10000,100000 --max-ports 1000
+    .venv/bin/python bench/scale.py --sizes 100000 --weights-at 100000 --weights-only \
+        --changes 5 --rounds 1                               # 100,000: the weight node alone
 """
 
 from __future__ import annotations

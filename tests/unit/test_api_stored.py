@@ -124,3 +124,26 @@ async def test_admission_and_the_loader_share_one_model_per_stored_gateway(
         assert {id(g) for g in admitted} == {id(g) for g in again.state.gateways}
     finally:
         await store.close()
+
+
+async def test_an_apply_hands_its_models_to_the_loader(tmp_path: Path) -> None:
+    import httpx
+
+    from meshgate.agent.desired import DesiredLoader
+    from meshgate.api import create_app
+
+    store = await SqliteStore.open(tmp_path / "db")
+    try:
+        transport = httpx.ASGITransport(app=create_app(store))
+        async with httpx.AsyncClient(transport=transport, base_url="http://meshgate") as client:
+            documents = [to_document(gateway(f"g{n}", virtual_hosts=[f"h{n}.example.com"]))
+                         for n in range(3)]  # fmt: skip
+            response = await client.post("/api/v1/apply", json=documents)
+            assert response.status_code == 200, response.text
+        loaded = await DesiredLoader(store).load()
+        fresh = stored_gateways(await store.list("gateways"))
+        assert loaded.state.gateways == fresh  # what validating the stored documents gives
+        shared = {g.name: g for g in (await StoredGatewayCache().load(store))}
+        assert all(g is shared[g.name] for g in loaded.state.gateways)
+    finally:
+        await store.close()
