@@ -415,15 +415,16 @@ class Agent:
         ops: list[Put | Delete] = []
         gateway_kind = self._status_kind("gateways")
         written = self._gateway_written
+        results = compiled.gateways
         for key, version in loaded.gateway_versions.items():
-            result = compiled.gateways.get(key)
-            reason = rejected.get(key)
             last = written.get(key)
+            result = results.get(key)
+            reason = rejected.get(key) if rejected else None
             if (
                 last is not None
+                and (last.result is result or last.result == result)
                 and last.version == version
                 and last.reason == reason
-                and (last.result is result or last.result == result)
             ):
                 continue
             store_key = last.store_key if last is not None else StoreKey(gateway_kind, *key)

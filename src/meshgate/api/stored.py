@@ -15,14 +15,12 @@ from meshgate.model.ports import PortIndex, listening
 from meshgate.store import Store
 from meshgate.validated import shared_table
 
-Key = tuple[str, str]
-
 
 class StoredGatewayCache:
     def __init__(self) -> None:
         self._models = StoredGateways()
         self._index: PortIndex[None] | None = None
-        self._indexed: dict[Key, Gateway] = {}
+        self._indexed: list[Gateway] = []  # what the index was last checked against
 
     async def load(self, store: Store) -> list[Gateway]:
         """Every stored gateway that validates, in the store's order."""
@@ -32,24 +30,24 @@ class StoredGatewayCache:
     def ports(self, gateways: list[Gateway]) -> PortIndex[None]:
         """An index of `gateways` (what `load` returned), as `PortIndex` built afresh from them
         would answer for any gateway whose place in it is not contested."""
-        indexed = self._indexed
-        index = self._index
-        if index is None or len(indexed) != len(gateways) or not self._still_valid(gateways):
-            index = PortIndex()
+        if self._index is None or not self._still_valid(gateways):
+            self._index = PortIndex()
             for gateway in gateways:
-                index.add(gateway, None)
-            self._index = index
-        self._indexed = {(g.namespace, g.name): g for g in gateways}
-        return index
+                self._index.add(gateway, None)
+        self._indexed = gateways
+        return self._index
 
     def _still_valid(self, gateways: list[Gateway]) -> bool:
+        """The same gateways in the same (the store's) order, those that changed holding no
+        contested place and listening as before: compared in step, identity first."""
         assert self._index is not None
-        for gateway in gateways:
-            before = self._indexed.get((gateway.namespace, gateway.name))
+        if len(gateways) != len(self._indexed):
+            return False
+        for before, gateway in zip(self._indexed, gateways, strict=True):
             if before is gateway:
                 continue
             if (
-                before is None
+                (before.namespace, before.name) != (gateway.namespace, gateway.name)
                 or self._index.contested(before)
                 or listening(before) != listening(gateway)
             ):
