@@ -187,6 +187,11 @@ def _size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
     help="have HAProxy log each request to the agent for latency percentiles",
 )
 @click.option(
+    "--flows/--no-flows", default=True, show_default=True,
+    help="record who calls which gateway (the client address of each logged request) for "
+    "the graph's traffic edges",
+)
+@click.option(
     "--log-budget", "log_budget", type=click.IntRange(0, 10_000_000), default=2_000,
     show_default=True, metavar="LINES_PER_S",
     help="request lines per second HAProxy logs for latency percentiles; above it, a random "
@@ -242,6 +247,7 @@ def up(
     insecure_no_auth: bool,
     cert_dir: Path | None,
     latency: bool,
+    flows: bool,
     log_budget: int,
     access_log: str | None,
     hard_stop_after: int,
@@ -282,6 +288,7 @@ def up(
         token=token,
         cert_dir=cert_dir,
         latency=latency,
+        flows=flows,
         log_budget_per_s=log_budget,
         access_log=access_log,
         hard_stop_after_ms=hard_stop_after,

@@ -195,6 +195,7 @@ class Settings:
     # is decided at run time (`stats.sampling`), outside the configuration.
     log_socket: str | None = None
     log_details: bool = False  # the detailed line (client, method, path) for the access log
+    flows: bool = False  # the client's address in the compact line: who calls which gateway
 
 
 WEIGHTS_MAP = "weights.map"

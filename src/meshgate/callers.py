@@ -1,0 +1,105 @@
+"""Who a client address is: a service (one of its instances has the address), else a node,
+else `external` (SPEC §6). Pure.
+
+Addresses are compared as IP addresses (an IPv4 client HAProxy reports as `::ffff:a.b.c.d` is
+`a.b.c.d`); instances given by host name never match. A loopback address means a process on the
+node that recorded the request, so it matches only instances on that node (an instance without
+a `node` matches any). When the address belongs to instances of several services it names none
+of them: the caller is then the node or `external`. Services a gateway routes to are not taken
+as its callers: on one host every instance and every client may share 127.0.0.1, and a test
+client calling a gateway is far likelier than a service calling itself through one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+EXTERNAL = "external"
+OTHER = "other"  # the flow book's bucket of clients beyond its table (`stats.flows`)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A registered instance's address, its service and (when known) the node it runs on."""
+
+    namespace: str
+    service: str
+    address: str
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class Caller:
+    id: str
+    kind: str  # service | node | external
+    name: str
+    namespace: str | None
+
+
+def canonical(address: str) -> str | None:
+    """An IP address in canonical form (IPv4-mapped IPv6 as IPv4); None for anything else."""
+    text = address.strip().strip("[]")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def _is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
+def external(namespace: str, name: str = EXTERNAL) -> Caller:
+    return Caller(f"external:{namespace}/{name}", "external", name, namespace)
+
+
+class CallerIndex:
+    def __init__(self, endpoints: Iterable[Endpoint], nodes: Mapping[str, str] | None = None):
+        """`nodes`: node name -> its address."""
+        self._by_address: dict[str, list[Endpoint]] = {}
+        for endpoint in endpoints:
+            address = canonical(endpoint.address)
+            if address is not None:
+                self._by_address.setdefault(address, []).append(endpoint)
+        self._nodes: dict[str, str] = {}
+        for name, value in sorted((nodes or {}).items()):
+            address = canonical(value)
+            if address is not None:
+                self._nodes.setdefault(address, name)
+
+    def resolve(
+        self,
+        client: str,
+        *,
+        namespace: str,
+        node: str | None = None,
+        targets: frozenset[str] = frozenset(),
+    ) -> Caller:
+        """The caller of a gateway in `namespace` from `client`, recorded on `node` (None on a
+        node of its own); `targets`: the services the gateway routes to."""
+        if client == OTHER:
+            return external(namespace, OTHER)
+        address = canonical(client)
+        if address is None:
+            return external(namespace)
+        loopback = _is_loopback(address)
+        candidates = {
+            (e.namespace, e.service)
+            for e in self._by_address.get(address, [])
+            if not (loopback and e.node is not None and node is not None and e.node != node)
+            and not (e.namespace == namespace and e.service in targets)
+        }
+        same = {c for c in candidates if c[0] == namespace}
+        chosen = same if same else candidates
+        if len(chosen) == 1:
+            space, service = next(iter(chosen))
+            return Caller(f"service:{space}/{service}", "service", service, space)
+        named = self._nodes.get(address) or (node if loopback else None)
+        if named is not None:
+            return Caller(f"node:{named}", "node", named, None)
+        return external(namespace)
