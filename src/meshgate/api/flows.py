@@ -82,10 +82,12 @@ class FlowReading:
         merged: dict[tuple[str, str], Any] | None,
         nodes: dict[str, str],
         unreachable: dict[str, str] | None = None,
+        span_s: float = 0.0,
     ) -> None:
         self.merged = merged  # None: no flows recorded anywhere
         self.nodes = nodes
         self.unreachable = unreachable or {}
+        self.span_s = span_s  # the time the figures cover (the longest any node's did)
 
 
 class LocalFlows:
@@ -98,7 +100,7 @@ class LocalFlows:
         if not node_flows(self.stats):
             return FlowReading(None, {})
         document = await read_node_flows(self.stats, window_s, namespace)
-        return FlowReading(local_flows(document), {})
+        return FlowReading(local_flows(document), {}, span_s=float(document["window_s"]))
 
 
 class ClusterFlows:
@@ -133,4 +135,6 @@ class ClusterFlows:
             else:
                 documents[node] = answer.json()
         recording = any(d.get("recording") for d in documents.values())
-        return FlowReading(merge_flows(documents) if recording else None, addresses, unreachable)
+        span_s = max((float(d.get("window_s") or 0.0) for d in documents.values()), default=0.0)
+        merged = merge_flows(documents) if recording else None
+        return FlowReading(merged, addresses, unreachable, span_s)

@@ -105,6 +105,8 @@ def graph_router(
                 )
         graph["window_s"] = window_s
         graph["flows"] = callers is not None
+        if callers is not None and reading is not None:
+            graph["span_s"] = reading.span_s
         if reading is not None and reading.unreachable:
             graph["unreachable"] = reading.unreachable
         return graph
