@@ -2,12 +2,13 @@
 else `external` (SPEC §6). Pure.
 
 Addresses are compared as IP addresses (an IPv4 client HAProxy reports as `::ffff:a.b.c.d` is
-`a.b.c.d`); instances given by host name never match. A loopback address means a process on the
+`a.b.c.d`); instances given by host name never match. 127.0.0.1 (or ::1) means a process on the
 node that recorded the request, so it matches only instances on that node (an instance without
-a `node` matches any). When the address belongs to instances of several services it names none
-of them: the caller is then the node or `external`. Services a gateway routes to are not taken
-as its callers: on one host every instance and every client may share 127.0.0.1, and a test
-client calling a gateway is far likelier than a service calling itself through one.
+a `node` matches any), and is otherwise that node. When the address belongs to instances of
+several services it names none of them: the caller is then the node or `external`. Services a
+gateway routes to are not taken as its callers: on one host every instance and every client may
+share 127.0.0.1, and a test client calling a gateway is far likelier than a service calling
+itself through one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 EXTERNAL = "external"
 OTHER = "other"  # the flow book's bucket of clients beyond its table (`stats.flows`)
+LOCAL = frozenset({"127.0.0.1", "::1"})
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,11 @@ def canonical(address: str) -> str | None:
     return str(ip)
 
 
-def _is_loopback(address: str) -> bool:
-    return ipaddress.ip_address(address).is_loopback
+def _is_local(address: str) -> bool:
+    """The address a process reaches its own host's services from (what the kernel picks as
+    the source towards any loopback address). Other loopback addresses are taken as hosts of
+    their own: tests and single-machine demos give each node one (127.0.0.11, .12, ...)."""
+    return address in LOCAL
 
 
 def external(namespace: str, name: str = EXTERNAL) -> Caller:
@@ -87,11 +92,11 @@ class CallerIndex:
         address = canonical(client)
         if address is None:
             return external(namespace)
-        loopback = _is_loopback(address)
+        local = _is_local(address)
         candidates = {
             (e.namespace, e.service)
             for e in self._by_address.get(address, [])
-            if not (loopback and e.node is not None and node is not None and e.node != node)
+            if not (local and e.node is not None and node is not None and e.node != node)
             and not (e.namespace == namespace and e.service in targets)
         }
         same = {c for c in candidates if c[0] == namespace}
@@ -99,7 +104,7 @@ class CallerIndex:
         if len(chosen) == 1:
             space, service = next(iter(chosen))
             return Caller(f"service:{space}/{service}", "service", service, space)
-        named = self._nodes.get(address) or (node if loopback else None)
+        named = self._nodes.get(address) or (node if local else None)
         if named is not None:
             return Caller(f"node:{named}", "node", named, None)
         return external(namespace)
