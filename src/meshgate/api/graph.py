@@ -86,7 +86,8 @@ def graph_router(
         if reading is not None and reading.merged is not None:
             registered = await store.list("instances", None)
             index = CallerIndex(caller_endpoints(services, registered), reading.nodes)
-            figures, callers = graph_figures(reading.merged, gateways, index)
+            known = {(s.namespace, s.name) for s, _ in services}
+            figures, callers = graph_figures(reading.merged, gateways, index, known)
         elif stats is not None:
             snapshot = await stats.refresh()
             dataplane = stats.dataplane()

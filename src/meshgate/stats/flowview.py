@@ -86,18 +86,30 @@ def empty_figures() -> Figures:
     return {"requests": 0, "rate": 0.0, "errors": 0.0, "histogram": Histogram()}
 
 
+def scaled(figures: Figures, share: float) -> Figures:
+    """`share` of merged figures' traffic (the latency histogram stays: a sample of it)."""
+    return {
+        "requests": round(figures["requests"] * share),
+        "rate": round(figures["rate"] * share, 3),
+        "errors": round(figures["errors"] * share, 2),
+        "histogram": figures["histogram"],
+    }
+
+
 def merge_flows(documents: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str, str], Any]:
     """Many nodes' documents, keyed by node name, added up per gateway: `{(namespace,
-    gateway): {"routes": {ROUTE: figures}, "callers": [(node, address, figures)]}}`, figures
-    with a `histogram`. Callers stay per node: the same loopback address is a different
-    caller on each node."""
+    gateway): {"routes": {ROUTE: figures}, "callers": [(node, address, figures)],
+    "node_routes": {NODE: {ROUTE: requests}}}}`, figures with a `histogram`. Callers stay per
+    node: the same loopback address is a different caller on each node."""
     merged: dict[tuple[str, str], Any] = {}
     for node in sorted(documents):
         for gateway in documents[node].get("gateways") or []:
             key = (str(gateway.get("namespace")), str(gateway.get("gateway")))
-            into = merged.setdefault(key, {"routes": {}, "callers": []})
+            into = merged.setdefault(key, {"routes": {}, "callers": [], "node_routes": {}})
             for route, figures in (gateway.get("routes") or {}).items():
                 add_figures(into["routes"].setdefault(route, empty_figures()), figures)
+                counted = into["node_routes"].setdefault(node, {})
+                counted[route] = counted.get(route, 0) + int(figures.get("requests") or 0)
             for address, figures in (gateway.get("callers") or {}).items():
                 one = empty_figures()
                 add_figures(one, figures)
