@@ -4,6 +4,9 @@ show as those services, an unregistered address as `external`, each with the rat
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -75,6 +78,27 @@ def test_graph_shows_each_caller_with_the_rate_it_sent(
     total = sum(achieved.values())
     assert routes["api:v1"]["rate"] + routes["api:v2"]["rate"] == pytest.approx(total, rel=0.10)
     assert routes["api:v1"]["rate"] == pytest.approx(0.8 * total, rel=0.15)
+
+    # `meshgate graph`: the same graph as a tree, as DOT and as JSON.
+    def cli(*args: str) -> str:
+        command = [sys.executable, "-m", "meshgate", "--server", node.url, "graph", *args]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    text = cli("--window", "30s")
+    assert "gateway default/api" in text and "service web" in text and "external" in text
+    assert "api:v1  80%  → service api:v1" in text
+    assert '"service:default/web" -> "gateway:default/api"' in cli("-o", "dot")
+    listed = json.loads(cli("-o", "json", "-n", "default"))
+    assert {n["id"] for n in listed["nodes"]} >= set(expected)
+    refused = subprocess.run(
+        [sys.executable, "-m", "meshgate", "--server", node.url, "graph", "--window", "1d"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 1 and "window: must be from 1s to 300s" in refused.stderr
 
 
 def test_graph_window_is_validated(make_node: Callable[..., Node]) -> None:
