@@ -104,6 +104,10 @@ def build_graph(
                     **_figures(routes.get(name)),
                 }
             )
+        caller = node_id("external", space, EXTERNAL)
+        nodes.setdefault(
+            caller, {"id": caller, "kind": "external", "name": EXTERNAL, "namespace": space}
+        )  # always there, traffic or not: a page drawing the graph keeps its layout
         if callers is not None:
             for found, figures in callers.get((space, gateway.name), []):
                 node = {"id": found.id, "kind": found.kind, "name": found.name}
@@ -118,10 +122,6 @@ def build_graph(
                     }
                 )
             continue
-        caller = node_id("external", space, EXTERNAL)
-        nodes.setdefault(
-            caller, {"id": caller, "kind": "external", "name": EXTERNAL, "namespace": space}
-        )
         edges.append(
             {
                 "source": caller,
