@@ -140,8 +140,13 @@ def measure(config: Config, args: argparse.Namespace, duration: float) -> tuple[
     node_cpu = cpu_seconds(node_pids) - node_before
     proxy_cpu = cpu_seconds(proxy_pids) - proxy_before
     backend_cpu = cpu_seconds(backend_pids) - backend_before
-    time.sleep(0.3)  # past the stats API's cache: the reading includes every answered request
+    # The stats API answers from a poll up to 20 polls' cost old (a second or more on a busy
+    # machine): wait, within bounds, for a reading that includes every answered request.
+    deadline = time.monotonic() + 5.0
     counted = config.requests_counted() - counted_before
+    while counted < result.requests and time.monotonic() < deadline:
+        time.sleep(0.25)
+        counted = config.requests_counted() - counted_before
     sample = Sample(result, node_cpu, proxy_cpu, backend_cpu, counted)
     problems = []
     if any(result.socket_errors.values()):
