@@ -116,3 +116,24 @@ def test_graph_window_is_validated(make_node: Callable[..., Node]) -> None:
     response = node.api.get("/api/v1/flows", params={"window": "1h"})
     assert response.status_code == 422 and response.json()["errors"][0]["path"] == "window"
     assert node.api.get("/api/v1/graph", params={"window": "5m"}).status_code == 200
+
+
+def test_without_flows_one_external_edge_carries_the_traffic(
+    make_node: Callable[..., Node], backends: Backends
+) -> None:
+    node = make_node("--no-flows")
+    v1 = backends.start("v1")
+    port = free_port()
+    node.apply(service("api:v1", v1), gateway("api", port, {"api:v1": {"weight": 100}}))
+    url = f"http://127.0.0.1:{port}/"
+    settle(url, {"v1"})
+    assert node.api.get("/api/v1/flows").json() == {
+        "window_s": 0.0, "gateways": [], "recording": False,
+    }  # fmt: skip
+    config = (node.data_dir / "run" / "haproxy.cfg").read_text()
+    assert "%ci" not in config  # HAProxy formats no client address
+    graph = node.api.get("/api/v1/graph").json()
+    assert graph["flows"] is False
+    callers = caller_edges(graph, "gateway:default/api")
+    assert set(callers) == {"external:default/external"}
+    assert callers["external:default/external"]["requests"] > 0
