@@ -3,12 +3,12 @@ else `external` (SPEC §6). Pure.
 
 Addresses are compared as IP addresses (an IPv4 client HAProxy reports as `::ffff:a.b.c.d` is
 `a.b.c.d`); instances given by host name never match. 127.0.0.1 (or ::1) means a process on the
-node that recorded the request, so it matches only instances on that node (an instance without
-a `node` matches any), and is otherwise that node. When the address belongs to instances of
-several services it names none of them: the caller is then the node or `external`. Services a
-gateway routes to are not taken as its callers: on one host every instance and every client may
-share 127.0.0.1, and a test client calling a gateway is far likelier than a service calling
-itself through one.
+node that recorded the request, so it matches the instances on that node (at the node's
+address, placed on it, or at a loopback address without a `node`), and is otherwise that node.
+When the address belongs to instances of several services it names none of them: the caller is
+then the node or `external`. Services a gateway routes to are not taken as its callers: on one
+host every instance and every client may share 127.0.0.1, and a test client calling a gateway
+is far likelier than a service calling itself through one.
 """
 
 from __future__ import annotations
@@ -71,11 +71,13 @@ class CallerIndex:
             address = canonical(endpoint.address)
             if address is not None:
                 self._by_address.setdefault(address, []).append(endpoint)
-        self._nodes: dict[str, str] = {}
+        self._nodes: dict[str, str] = {}  # address -> node name
+        self._node_addresses: dict[str, str] = {}  # node name -> address
         for name, value in sorted((nodes or {}).items()):
             address = canonical(value)
             if address is not None:
                 self._nodes.setdefault(address, name)
+                self._node_addresses[name] = address
 
     def resolve(
         self,
@@ -93,11 +95,17 @@ class CallerIndex:
         if address is None:
             return external(namespace)
         local = _is_local(address)
-        candidates = {
-            (e.namespace, e.service)
+        found = [
+            e
             for e in self._by_address.get(address, [])
             if not (local and e.node is not None and node is not None and e.node != node)
-            and not (e.namespace == namespace and e.service in targets)
+        ]
+        if local and node is not None:
+            found += self._on_node(node)
+        candidates = {
+            (e.namespace, e.service)
+            for e in found
+            if not (e.namespace == namespace and e.service in targets)
         }
         same = {c for c in candidates if c[0] == namespace}
         chosen = same if same else candidates
@@ -108,3 +116,12 @@ class CallerIndex:
         if named is not None:
             return Caller(f"node:{named}", "node", named, None)
         return external(namespace)
+
+    def _on_node(self, node: str) -> list[Endpoint]:
+        """Instances on `node`: at its address, or placed on it. A process there calling its
+        own node's gateway over loopback (`localhost:PORT`, the service plane) comes from
+        127.0.0.1, not from the address it is registered with."""
+        address = self._node_addresses.get(node)
+        at_address = self._by_address.get(address, []) if address is not None else []
+        placed = [e for found in self._by_address.values() for e in found if e.node == node]
+        return [*at_address, *placed]

@@ -24,8 +24,10 @@ INDEX = CallerIndex(
         Endpoint("default", "api:v1", "10.0.0.30"),
         Endpoint("default", "sidecar", "127.0.0.1", node="a"),
         Endpoint("default", "by-name", "backend.example"),
+        Endpoint("default", "on-c", "192.168.1.12"),
+        Endpoint("default", "placed", "10.1.1.1", node="d"),
     ],
-    nodes={"a": "192.168.1.10", "b": "192.168.1.11"},
+    nodes={"a": "192.168.1.10", "b": "192.168.1.11", "c": "192.168.1.12"},
 )
 
 
@@ -40,6 +42,8 @@ INDEX = CallerIndex(
         ("192.168.1.11", "a", "node:b"),  # a node's address
         ("127.0.0.1", "a", "service:default/sidecar"),  # local: instances on that node
         ("127.0.0.1", "b", "node:b"),  # local, no instance there: the node itself
+        ("127.0.0.1", "c", "service:default/on-c"),  # local: an instance at the node's address
+        ("127.0.0.1", "d", "service:default/placed"),  # local: an instance placed on the node
         ("127.0.0.1", None, "service:default/sidecar"),  # one node of its own (`up`)
         ("127.0.0.40", "a", "external:default/external"),  # other loopback: a host
         ("203.0.113.7", "a", "external:default/external"),
