@@ -42,7 +42,7 @@ NamespaceParam = Annotated[
 _REGISTRATION = {
     "requestBody": {
         "required": True,
-        "description": "{address, port, weight?, id?, ttl?, netns?}; ttl in seconds or 10s",
+        "description": "{address, port, weight?, id?, ttl?, netns?, node?}; ttl in seconds or 10s",
         "content": {"application/json": {"schema": Registration.model_json_schema()}},
     }
 }
@@ -89,6 +89,7 @@ def _instance(registration: Registration, instance_id: str = "") -> Instance:
         weight=registration.weight,
         id=instance_id or registration.id,
         netns=registration.netns,
+        node=registration.node,
     )
 
 
