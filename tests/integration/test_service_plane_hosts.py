@@ -233,6 +233,10 @@ def test_a_service_calls_its_dependency_through_its_own_node(hosts: Hosts, tmp_p
         assert set(on_two) == {"v1@named", "v2@h2"}, on_two
         on_three = by_host(calls(hosts.names[2], url, 200))
         assert set(on_three) == {"v1@h3", "v2@h3"}, on_three
+        # The API names each instance's node: as registered, else by the node's address.
+        listed = server.api.get(f"/api/v1/services/{quote('b-v1', safe='')}/instances")
+        nodes = {i["id"]: i["node"] for i in listed.json()["items"]}
+        assert nodes == {"h2": "h2", "h3": "h3", "named": "h2"}, listed.text
         bad = server.api.post(
             f"/api/v1/services/{quote('b-v1', safe='')}/instances",
             json={"address": hosts.addresses[2], "port": named_port, "node": "Host 2"},

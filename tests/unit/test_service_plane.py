@@ -18,7 +18,10 @@ from meshgate.errors import Problem, ValidationFailed
 from meshgate.haproxy.commands import add_server
 from meshgate.model import Gateway, Instance, Service, validate_resource
 from meshgate.model.discovery import Registration
+from meshgate.nodes.keys import node_key
+from meshgate.nodes.locate import locate, node_addresses
 from meshgate.plan import AddServer, RemoveServer, plan
+from meshgate.store import Record
 from tests.haproxy_check import check_files, haproxy_or_skip
 
 SETTINGS = ir.Settings(run_dir="/run/mg")
@@ -336,3 +339,17 @@ def test_a_route_cannot_aim_at_another_namespaces_service_plane_port() -> None:
         team_gateway("team-b", port=9202, routes={"[10.0.0.12:9100]": {}}),
         kind="gateway", name=None, namespace=None, others=[theirs],
     )  # fmt: skip
+
+
+def test_the_api_names_an_instances_node_given_or_by_address() -> None:
+    def record(name: str, address: str | None) -> Record:
+        return Record(node_key(name), {"name": name, "address": address}, 1, 1, None)
+
+    by_address = node_addresses(
+        [record("h1", "10.0.0.11"), record("h2", "10.0.0.12"), record("h3", "10.0.0.12"),
+         record("h4", None)]
+    )  # fmt: skip
+    assert by_address == {"10.0.0.11": "h1"}  # an address two nodes give names neither
+    assert locate({"address": "10.0.0.11"}, by_address) == "h1"
+    assert locate({"address": "10.0.0.11", "node": "h9"}, by_address) == "h9"
+    assert locate({"address": "10.0.0.12"}, by_address) is None
