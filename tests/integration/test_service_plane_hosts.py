@@ -243,6 +243,27 @@ def test_a_service_calls_its_dependency_through_its_own_node(hosts: Hosts, tmp_p
         )
         assert bad.status_code == 422 and "node" in bad.text, bad.text
 
+        # An instance in a network namespace (here: host 3's own) is entered through HAProxy's
+        # `namespace` on its node only; the other nodes reach it at its address.
+        inner_port, inner_plane = free_port(), free_port()
+        cluster.backend(3, "inner@h3", inner_port)
+        inner = {"address": hosts.addresses[2], "port": inner_port, "netns": hosts.names[2],
+                 "node": "h3"}  # fmt: skip
+        server.apply(
+            {"kind": "service", "name": "inner", "instances": [inner]},
+            {"name": "c", "port": inner_plane, "plane": "service", "routes": {"inner": {}}},
+        )
+        server.wait_applied("gateways", "c", {"h1", "h2", "h3"}, timeout=30)
+        inner_url = f"http://localhost:{inner_plane}/"
+        for namespace in hosts.names:
+            wait_for(lambda n=namespace: by_host(calls(n, inner_url, 3)) == {"inner@h3": 3}, 20)
+        configs = {
+            node: (tmp_path / f"agent-{node}" / "run" / "haproxy.cfg").read_text()
+            for node in ("h1", "h3")
+        }
+        assert f"namespace {hosts.names[2]}" in configs["h3"]
+        assert f"namespace {hosts.names[2]}" not in configs["h1"]
+
         # Another namespace: its own gateway resolves only its own services (it has no b-v1,
         # so the route has no instance), it cannot take B's port, nor route to it by address.
         other_port = free_port()
