@@ -353,3 +353,50 @@ def test_the_api_names_an_instances_node_given_or_by_address() -> None:
     assert locate({"address": "10.0.0.11"}, by_address) == "h1"
     assert locate({"address": "10.0.0.11", "node": "h9"}, by_address) == "h9"
     assert locate({"address": "10.0.0.12"}, by_address) is None
+
+
+PLANE_MANIFEST = """\
+kind: service
+name: b1
+instances: ["10.0.0.11:80", {address: 10.0.0.12, port: 80, node: host-2}]
+---
+name: b
+port: 9100
+plane: service
+locality: prefer-local
+routes: {b1: {}}
+---
+name: edge
+port: 80
+nodes: {role: edge}
+routes: {b1: {}}
+"""
+
+
+def test_render_shows_what_one_nodes_agent_runs(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from meshgate.cli import main
+
+    manifest = tmp_path / "plane.yaml"
+    manifest.write_text(PLANE_MANIFEST)
+    runner = CliRunner()
+    one = runner.invoke(
+        main, ["render", "-f", str(manifest), "--node", "host-1", "--address", "10.0.0.11"]
+    )
+    assert one.exit_code == 0, one.output
+    assert "frontend port_80" not in one.output  # placed on role=edge nodes only
+    assert "10.0.0.12:80 weight 100 check inter 2000 rise 2 fall 3 backup" in one.output
+    assert "option allbackups" in one.output
+    two = runner.invoke(
+        main, ["render", "-f", str(manifest), "--node", "host-2", "--label", "role=edge"]
+    )
+    assert two.exit_code == 0, two.output
+    assert "bind 0.0.0.0:80" in two.output
+    assert "server 10.0.0.11:80 10.0.0.11:80 weight 100 check inter 2000 rise 2 fall 3 backup" in (
+        two.output
+    )
+    bad = runner.invoke(main, ["render", "-f", str(manifest), "--node", "Host_1"])
+    assert bad.exit_code == 2 and "not a node name" in bad.output
+    alone = runner.invoke(main, ["render", "-f", str(manifest), "--address", "10.0.0.11"])
+    assert alone.exit_code == 2 and "need --node" in alone.output
