@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from meshgate.api.bodies import parse_documents
-from meshgate.api.resources import api_error, status_key
+from meshgate.api.params import api_error
+from meshgate.api.resources import status_key
 from meshgate.discovery import registry
 from meshgate.errors import Problem, ValidationFailed
 from meshgate.events import EventLog, EventType, instance_label

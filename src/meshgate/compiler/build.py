@@ -269,7 +269,11 @@ def _compile_gateway(
                 if route.policies
                 else None,
                 gateway_policy=gateway_policy,
-                forwarded=gateway.forwarded_headers and backend_mode == "http",
+                forwarded_proto=(
+                    ("https" if gateway.tls else "http")
+                    if gateway.forwarded_headers and backend_mode == "http"
+                    else None
+                ),
                 prefer_local=prefer_local,
             )
         )

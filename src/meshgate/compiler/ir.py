@@ -96,7 +96,8 @@ class Backend:
     retry_on: tuple[str, ...] = ()  # failures after sending that are retried (http only)
     policy: Policy | None = None  # the route's own policies
     gateway_policy: Policy | None = None  # its gateway's, for the response header rules
-    forwarded: bool = False  # X-Forwarded-For/-Proto/-Host to the instances (http only)
+    # X-Forwarded-For and -Proto (this value: the gateway's scheme) to the instances; None: off.
+    forwarded_proto: Literal["http", "https"] | None = None
     prefer_local: bool = False  # locality: prefer-local; remote servers are backups
 
 

@@ -262,7 +262,8 @@ class Gateway(Model):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     routes: dict[str, Route] = Field(default_factory=dict)
     policies: Policies | None = None
-    # X-Forwarded-For/-Proto/-Host to the instances (http ports only).
+    # X-Forwarded-For and -Proto to the instances, X-Forwarded-Host from clients removed
+    # (http ports only).
     forwarded_headers: bool = True
     # Placement on many nodes: the node labels a node must all have to serve this gateway.
     nodes: dict[str, str] | None = Field(default=None, max_length=32)
