@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import httpx
@@ -40,6 +41,9 @@ def main() -> None:
                 failures.append(f"HTTP {response.status_code}: {response.text.strip()[:80]}")
                 continue
             body = response.text.strip()
+            if not answers:
+                # For a test that must act while calls are under way.
+                print("answered", file=sys.stderr, flush=True)
             answers[body] = answers.get(body, 0) + 1
             if args.pause_ms:
                 time.sleep(args.pause_ms / 1000)

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 CALLS = 1000
-FAST_CHECK = {"type": "http", "path": "/health", "interval": "500ms", "rise": 1, "fall": 2}
+FAST_CHECK = {"type": "http", "path": "/health", "interval": "1s", "rise": 1, "fall": 3}
 
 
 @pytest.fixture
@@ -205,9 +205,11 @@ def test_a_service_calls_its_dependency_through_its_own_node(hosts: Hosts, tmp_p
         caller = subprocess.Popen(
             in_host(hosts.names[1], "-m", "tests.integration.plane_calls", url, "600",
                     "--pause-ms", "5"),
-            stdout=subprocess.PIPE, text=True, cwd=REPO,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         )  # fmt: skip
-        time.sleep(1.0)
+        assert caller.stderr is not None
+        assert caller.stderr.readline().strip() == "answered"
+        time.sleep(0.5)
         cluster.backends["v1@h2"].send_signal(signal.SIGKILL)
         out, _ = caller.communicate(timeout=120)
         failover = json.loads(out)
