@@ -400,3 +400,20 @@ def test_render_shows_what_one_nodes_agent_runs(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "not a node name" in bad.output
     alone = runner.invoke(main, ["render", "-f", str(manifest), "--address", "10.0.0.11"])
     assert alone.exit_code == 2 and "need --node" in alone.output
+
+
+def test_the_instance_table_shows_each_instances_node() -> None:
+    from meshgate.cli.output import instances_table
+
+    table = instances_table(
+        [
+            {"id": "a", "address": "10.0.0.12", "port": 80, "weight": 100, "status": "UP",
+             "source": "manifest", "node": "h2"},
+            {"id": "b", "address": "10.0.0.99", "port": 80, "weight": 100, "status": "UP",
+             "source": "api", "node": None, "ttl": 10},
+        ]
+    )  # fmt: skip
+    header, first, second = table.splitlines()
+    assert header.split() == ["ID", "ADDRESS", "PORT", "WEIGHT", "STATUS", "SOURCE", "NODE", "TTL"]
+    assert first.split() == ["a", "10.0.0.12", "80", "100", "UP", "manifest", "h2", "-"]
+    assert second.split() == ["b", "10.0.0.99", "80", "100", "UP", "api", "-", "10s"]
