@@ -27,30 +27,20 @@ NameParam = Annotated[str, Path(description="gateway name; URL-encode it ('/' an
 NamespaceParam = Annotated[str | None, Query(description="only this namespace (default: all)")]
 
 
-def _node_of(value: Any) -> str | None:
-    """An instance's node, when the record names one (the service plane's instances do)."""
-    node = value.get("node") if isinstance(value, dict) else None
-    return node if isinstance(node, str) and node else None
-
-
 def caller_endpoints(
     services: list[tuple[Service, Record]], registered: list[Record]
 ) -> list[Endpoint]:
     """Every instance address a caller may be matched against: the manifests' instances and
-    those registered at run time."""
+    those registered at run time, with the node each names (the service plane's do)."""
     found = []
-    for service, record in services:
-        listed = record.value.get("instances") if isinstance(record.value, dict) else None
-        raw = listed if isinstance(listed, list) else []
-        for position, instance in enumerate(service.instances):
-            node = _node_of(raw[position]) if position < len(raw) else None
-            found.append(Endpoint(service.namespace, service.name, instance.address, node))
+    for service, _ in services:
+        for instance in service.instances:
+            found.append(Endpoint(service.namespace, service.name, instance.address, instance.node))
     for record in registered:
         parsed = from_value(record.value) if isinstance(record.value, dict) else None
         if parsed is not None:
             name, instance = parsed
-            node = _node_of(record.value)
-            found.append(Endpoint(record.key.namespace, name, instance.address, node))
+            found.append(Endpoint(record.key.namespace, name, instance.address, instance.node))
     return found
 
 
