@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from meshgate.compiler import DesiredState
+from meshgate.compiler.locality import NodeIdentity
 from meshgate.discovery import registry
 from meshgate.discovery.dns import DnsFollower
 from meshgate.discovery.sources import Sources, merge
@@ -38,6 +39,12 @@ class Placement:
 
     labels: dict[str, str]
     address: str | None = None
+
+    @property
+    def node(self) -> NodeIdentity | None:
+        """The node itself, for locality (every node has the label `node: NAME`)."""
+        name = self.labels.get("node")
+        return None if name is None else NodeIdentity(name, self.address)
 
     def place(self, gateway: Gateway) -> Gateway | None:
         """The gateway as this node serves it, or None when its `nodes:` exclude the node.
@@ -115,7 +122,8 @@ class DesiredLoader:
         if self.dns is not None:
             self.dns.follow(loaded.state.services)
         registered, sources = merge(api, self.dns.instances() if self.dns else {})
-        state = dataclasses.replace(loaded.state, registered=registered)
+        node = self.placement.node if self.placement else None
+        state = dataclasses.replace(loaded.state, registered=registered, node=node)
         return dataclasses.replace(loaded, state=state, sources=sources)
 
     async def _listed(self, kind: str) -> dict[Key, Held]:

@@ -28,6 +28,8 @@ from meshgate.model.discovery import Registration
 from meshgate.model.manifest import problems_from_pydantic
 from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
 from meshgate.model.service import Instance
+from meshgate.nodes.keys import NODES, SCOPE
+from meshgate.nodes.locate import locate, node_addresses
 from meshgate.store import Key, NotFoundError, Record, Store
 
 # A registration is a handful of fields; anything much larger is not one.
@@ -43,7 +45,7 @@ NamespaceParam = Annotated[
 _REGISTRATION = {
     "requestBody": {
         "required": True,
-        "description": "{address, port, weight?, id?, ttl?, netns?}; ttl in seconds or 10s",
+        "description": "{address, port, weight?, id?, ttl?, netns?, node?}; ttl in seconds or 10s",
         "content": {"application/json": {"schema": Registration.model_json_schema()}},
     }
 }
@@ -90,6 +92,7 @@ def _instance(registration: Registration, instance_id: str = "") -> Instance:
         weight=registration.weight,
         id=instance_id or registration.id,
         netns=registration.netns,
+        node=registration.node,
     )
 
 
@@ -189,8 +192,10 @@ def instances_router(store: Store) -> APIRouter:
         for record in await registry.registered_for(store, where, name):
             items.append(registry.describe(record))
         items += [dict(i) for i in reported.values() if i.get("source") == "dns"]
+        by_address = node_addresses(await store.list(NODES, SCOPE))
         for item in items:
             item["status"] = reported.get(item.get("id"), {}).get("status", "UNKNOWN")
+            item["node"] = locate(item, by_address)
             item.pop("namespace", None)
             item.pop("service", None)
         return {"service": name, "namespace": where, "items": items}

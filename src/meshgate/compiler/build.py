@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from meshgate.compiler import incremental, ir, naming, policies
 from meshgate.compiler import tls as tls_parts
+from meshgate.compiler.locality import NodeIdentity, is_local, netns_here
 from meshgate.compiler.memo import Memo
 from meshgate.compiler.slots import weight_slots
 from meshgate.conditions import parse_condition, to_dnf
@@ -33,6 +34,8 @@ class DesiredState:
     services: Sequence[Service] = ()
     registered: Mapping[Key, Sequence[Instance]] = field(default_factory=dict)
     certificates: Sequence[Certificate] = ()
+    # The node this data plane is for (an agent of many); None on a single node (`up`).
+    node: NodeIdentity | None = None
 
     @classmethod
     def of(cls, resources: Sequence[Resource]) -> DesiredState:
@@ -99,16 +102,19 @@ def _patched(state: DesiredState, settings: ir.Settings, memo: CompileMemo) -> C
     """The last compile with the changed gateways' parts replaced, when that is all that can
     have changed (see `incremental`)."""
     last = memo.last
-    if last is None:
+    if last is None or last.node != state.node:
         return None
 
     def compile_part(gateway: Gateway, targets: Mapping[str, Target]) -> CompiledGateway:
         key = (gateway.namespace, gateway.name)
-        inputs = _inputs(gateway, targets, last.services_by_key, last.served, state.registered)
+        inputs = (
+            state.node,
+            *_inputs(gateway, targets, last.services_by_key, last.served, state.registered),
+        )
         part = memo.gateways.lookup(key, inputs)
         if part is None:
             part = _compile_gateway(
-                gateway, targets, last.services_by_key, last.served, state.registered
+                gateway, targets, last.services_by_key, last.served, state.registered, state.node
             )
             memo.gateways.store(key, inputs, part)
         return part
@@ -139,6 +145,7 @@ def compile_state(
             return patched
     compiled, last = _compile_all(state, settings, memo if memo is not None else CompileMemo())
     if memo is not None:
+        last.node = state.node
         memo.last = last
     return compiled
 
@@ -191,10 +198,12 @@ def _compile_all(
             else t
             for route, t in targets_of[key].items()
         }
-        inputs = _inputs(gateway, targets, services, served, state.registered)
+        inputs = (state.node, *_inputs(gateway, targets, services, served, state.registered))
         part = memo.gateways.lookup(key, inputs)
         if part is None:
-            part = _compile_gateway(gateway, targets, services, served, state.registered)
+            part = _compile_gateway(
+                gateway, targets, services, served, state.registered, state.node
+            )
             memo.gateways.store(key, inputs, part)
         parts[key] = part
         rules_by_gateway[key] = part.rules
@@ -264,6 +273,7 @@ def _compile_gateway(
     services: Mapping[Key, Service],
     gateways: Mapping[Key, Gateway],
     registered: Mapping[Key, Sequence[Instance]],
+    node: NodeIdentity | None = None,
 ) -> CompiledGateway:
     gateway_id = naming.gateway_id(gateway.namespace, gateway.name)
     sticky = gateway.sticky_mode
@@ -284,6 +294,8 @@ def _compile_gateway(
         instances, check = _instances(
             gateway, route_name, route, target, services, gateways, registered
         )
+        # Only a node knows which instances are its own; on a single node all of them are.
+        prefer_local = gateway.route_locality(route_name) == "prefer-local" and node is not None
         servers = tuple(
             ir.Server(
                 name=i.id,
@@ -291,7 +303,9 @@ def _compile_gateway(
                 port=i.port,
                 weight=i.weight,
                 cookie=naming.instance_token(i.id) if sticky == "instance" else None,
-                netns=i.netns,
+                netns=netns_here(i, node),
+                backup=prefer_local and not is_local(i, node),
+                fail_fast=prefer_local and is_local(i, node),
             )
             for i in instances
         )
@@ -327,6 +341,7 @@ def _compile_gateway(
                     if gateway.forwarded_headers and backend_mode == "http"
                     else None
                 ),
+                prefer_local=prefer_local,
             )
         )
         choices.append(

@@ -65,6 +65,7 @@ class LastCompile:
     weight_at: dict[str, int]  # backend name -> position in the weights map
     slots: dict[Key, tuple[tuple[str, str], ...]]  # slots.map entries, by gateway
     slotted: list[Key]  # the gateways with slots.map entries, in the map's order
+    node: object = None  # the node compiled for (DesiredState.node): a patch needs the same
 
 
 def shape(gateway: Gateway) -> tuple[object, ...]:

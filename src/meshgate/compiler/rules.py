@@ -237,6 +237,10 @@ def backend_lines(backend: ir.Backend) -> list[str]:
             f"retry-on conn-failure {' '.join(backend.retry_on)}",
             "http-request disable-l7-retry if !{ method GET HEAD OPTIONS }",
         ]
+    if backend.prefer_local:
+        # Remote instances are backups: all of them share the load, by weight, when no
+        # local one is left (by default only the first backup would take it all).
+        lines.append("option allbackups")
     if backend.forwarded_proto:
         lines += forwarded_lines(backend.forwarded_proto)
     if backend.sticky == "source":
@@ -305,6 +309,12 @@ def _check_lines(backend: ir.Backend) -> list[str]:
     return lines
 
 
+# A preferred local instance that refuses a connection is marked down at once: while it still
+# counts as up, a retry's redispatch would pick it again (backups are only used when no
+# active server is), and the request would fail. Health checks bring it back.
+FAIL_FAST_ERRORS = 1
+
+
 def server_options(backend: ir.Backend, server: ir.Server) -> str:
     """The options after `server NAME ADDR:PORT`, shared by the config file and `add server`."""
     check = backend.health
@@ -321,10 +331,14 @@ def server_options(backend: ir.Backend, server: ir.Server) -> str:
     if check.error_limit:
         layer = 4 if backend.mode == "tcp" else 7
         parts.append(f"observe layer{layer} error-limit {check.error_limit} on-error mark-down")
+    elif server.fail_fast:
+        parts.append(f"observe layer4 error-limit {FAIL_FAST_ERRORS} on-error mark-down")
     if server.cookie:
         parts.append(f"cookie {server.cookie}")
     if server.netns:
         parts.append(f"namespace {server.netns}")
+    if server.backup:
+        parts.append("backup")
     return " ".join(parts)
 
 
