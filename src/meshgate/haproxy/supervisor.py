@@ -141,7 +141,10 @@ class HaproxySupervisor:
         """`haproxy -c -f config_path`. An invalid configuration is a result, not an error.
         A large file is given longer than `check_timeout`: HAProxy took 48 s to check the
         190 MB of 100,000 gateways on a busy machine."""
-        size_mb = Path(config_path).stat().st_size / 1e6
+        try:
+            size_mb = Path(config_path).stat().st_size / 1e6
+        except OSError:
+            size_mb = 0.0  # HAProxy says what is wrong with the path
         limit = max(self.check_timeout, size_mb * CHECK_S_PER_MB)
         process = await asyncio.create_subprocess_exec(
             self._binary_path(), "-c", "-f", str(Path(config_path).absolute()),
