@@ -9,7 +9,8 @@ per-gateway memo an unchanged gateway is not compiled again, but that walk alone
 whose objects changed (the store loader keeps an unchanged resource's object), when nothing
 outside those parts can have changed with them:
 
-- services, certificates, registered instances and settings are the last compile's;
+- services, certificates, registered instances, settings and the node compiled for are the
+  last compile's;
 - the same gateways, in the same order, each changed one accepted last time;
 - a changed gateway listens as before (port, bind, virtual hosts, TLS, client timeout): the
   port checks, the frontends, the redirects, the certificates served and what gateways chained
