@@ -238,7 +238,9 @@ def measure(
         node.wait_applied("gateways", "gw0000", timeout=120)
         samples, stop = Samples(), threading.Event()
         threads = [
-            threading.Thread(target=guarded(lambda: churn(node, layout, samples, stop), samples, stop)),
+            threading.Thread(
+                target=guarded(lambda: churn(node, layout, samples, stop), samples, stop)
+            ),
             threading.Thread(
                 target=guarded(
                     lambda: flip_weights(node, layout, args.weight_every, samples, stop),

@@ -23,6 +23,7 @@ from meshgate.compiler import CONFIG_FILE, ir, render_files
 from meshgate.compiler.render import MAPS_DIR
 from meshgate.compiler.tls_text import CERTS_DIR
 from meshgate.errors import MeshgateError
+from meshgate.haproxy import bulk, commands
 from meshgate.haproxy.commands import CheckExtras, ServerAdminState
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.server_states import ServerAdminFlags
@@ -73,12 +74,16 @@ def check_extras(health: ir.HealthCheck, mode: str) -> CheckExtras | None:
     return None if extras == CheckExtras(error_limit=health.error_limit) else extras
 
 
+_GROUPED = (AddServer, SetServerWeight, RemoveServer)
+
+
 def _batches(actions: list[Action]) -> list[list[RuntimeAction]]:
-    """Actions in order, consecutive server additions grouped (see `Driver._run_batch`)."""
+    """Actions in order, consecutive server additions, weights or removals grouped (see
+    `Driver._run_batch`)."""
     batches: list[list[RuntimeAction]] = []
     for action in actions:
         assert not isinstance(action, Reload)
-        if isinstance(action, AddServer) and batches and isinstance(batches[-1][0], AddServer):
+        if isinstance(action, _GROUPED) and batches and type(batches[-1][0]) is type(action):
             batches[-1].append(action)
         else:
             batches.append([action])
@@ -252,11 +257,70 @@ class Driver:
             log.warning("could not take servers out of maintenance", error=str(exc))
 
     async def _run_batch(self, batch: list[RuntimeAction], desired: ir.DataPlane) -> None:
-        """Run one action, or a run of server additions side by side: each addition is a few
-        round trips to the master socket, and a thousand of them one after the other would
-        take seconds. Their order does not matter, only that all are done before the next
-        action (a map that routes to them, a removal they replace)."""
-        await self._side_by_side([functools.partial(self._run, a, desired) for a in batch])
+        """Run one action, or a run of server additions, weights or removals pipelined (see
+        `haproxy.bulk`): an instance of a service a thousand gateways route to is a thousand
+        servers, and four round trips to the master socket for each would take seconds. Their
+        order does not matter, only that all are done before the next action (a map that
+        routes to them, a removal they replace). What the pipelined requests did not do is
+        done one action at a time, side by side, each reply checked."""
+        left: Sequence[RuntimeAction] = batch
+        if isinstance(batch[0], AddServer):
+            added = [a for a in batch if isinstance(a, AddServer)]
+            modes = {b.name: b.mode for b in desired.backends}
+            new_servers = [self._new_server(a, modes.get(a.backend, "http")) for a in added]
+            missed = await bulk.add_servers(self.runtime, new_servers)
+            again = {(m.backend, m.name) for m in missed}
+            left = [a for a in added if (a.backend, a.server.name) in again]
+        elif isinstance(batch[0], SetServerWeight):
+            weights = [
+                (a.backend, a.server, a.weight) for a in batch if isinstance(a, SetServerWeight)
+            ]
+            again_w = set(await bulk.set_weights(self.runtime, weights))
+            left = [
+                a
+                for a in batch
+                if isinstance(a, SetServerWeight) and (a.backend, a.server, a.weight) in again_w
+            ]
+        elif isinstance(batch[0], RemoveServer):
+            refs = [(a.backend, a.server) for a in batch if isinstance(a, RemoveServer)]
+            still = set(
+                await bulk.remove_servers(self.runtime, refs, drain_timeout=DRAIN_TIMEOUT_S)
+            )
+            left = [
+                a for a in batch if isinstance(a, RemoveServer) and (a.backend, a.server) in still
+            ]
+        if left:
+            await self._side_by_side([functools.partial(self._run, a, desired) for a in left])
+
+    def _new_server(self, action: AddServer, mode: str) -> bulk.NewServer:
+        """The pipelined form of an addition: the same `add server` line `_run` sends."""
+        server, health, tls = action.server, action.health, action.tls
+        extras = check_extras(health, mode)
+        line = commands.add_server(
+            action.backend,
+            server.name,
+            server.address,
+            server.port,
+            server_weight=server.weight,
+            check=True,
+            inter_ms=health.interval_ms,
+            rise=health.rise,
+            fall=health.fall,
+            extras=extras,
+            ssl=tls is not None,
+            verify=tls.verify if tls else True,
+            ca_file=self._cert_path(tls.ca_file) if tls and tls.ca_file else None,
+            sni=tls.sni if tls else None,
+        )
+        return bulk.NewServer(
+            backend=action.backend,
+            name=server.name,
+            address=commands.address(server.address),
+            port=server.port,
+            add_line=line,
+            check=True,
+            agent=extras is not None and extras.agent_port is not None,
+        )
 
     @staticmethod
     async def _side_by_side(calls: Sequence[Callable[[], Awaitable[None]]]) -> None:

@@ -264,6 +264,7 @@ class Agent:
                 log.warning("gateway rejected", gateway=f"{key[0]}/{key[1]}", reason=reason)
         for key in before.keys() - rejected.keys():
             log.info("gateway no longer rejected", gateway=f"{key[0]}/{key[1]}")
+
     async def _publish(
         self, loaded: Loaded, compiled: Compiled, rejected: Mapping[Key, str]
     ) -> None:
