@@ -8,6 +8,7 @@ reads is touched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import tempfile
@@ -19,6 +20,7 @@ from pathlib import Path
 import structlog
 
 from meshgate.agent.files import RunFiles, write_files
+from meshgate.agent.lanes import Lane, LatestLane
 from meshgate.compiler import CONFIG_FILE, ir, render_files
 from meshgate.compiler.render import MAPS_DIR
 from meshgate.compiler.tls_text import CERTS_DIR
@@ -100,8 +102,13 @@ class Driver:
         supervisor: HaproxySupervisor,
         runtime: RuntimeClient,
         settings: ir.Settings,
+        *,
+        background: bool = False,
     ) -> None:
         self.supervisor = supervisor
+        self.background = background
+        self._churn = Lane("server changes")
+        self._writes = LatestLane()
         self.runtime = runtime
         self._settings = settings
         self.run_dir = Path(settings.run_dir)
@@ -123,16 +130,51 @@ class Driver:
             return result.ok, result.output
 
     def resync_needed(self) -> bool:
-        """True when HAProxy was restarted behind our back (by the supervisor's watchdog).
+        """True when HAProxy was restarted behind our back (by the supervisor's watchdog), or
+        a server change in the background failed (its state is uncertain).
 
         A restart loads the configuration of the last reload, which lacks what was changed at
         run time since; the next apply then reloads from the current files.
         """
-        return self.supervisor.restarts != self._restarts_seen
+        return self.supervisor.restarts != self._restarts_seen or self._churn.failure is not None
+
+    def churning(self) -> bool:
+        """Server changes handed to the background lane have not all reached HAProxy yet."""
+        return self._churn.busy()
+
+    async def churn_drained(self) -> None:
+        await self._churn.drained()
+
+    def settling(self) -> bool:
+        """Server changes or the files of an earlier apply are still on their way."""
+        return self._churn.busy() or self._writes.busy()
+
+    async def settled(self) -> None:
+        """Return once the server changes and the files of every earlier apply are done; files
+        the background could not write are written here (an error is raised)."""
+        await self._churn.drained()
+        await self._writes.drained()
+        if self._writes.failure is not None and self.running is not None:
+            await asyncio.to_thread(self._files.write, self.running)
+            self._writes.failure = None
+
+    async def stop_lanes(self, timeout: float) -> None:
+        """Let the background finish (at most `timeout` seconds), so that the files match what
+        HAProxy runs for a meshgate that adopts it later; then stop it."""
+        with contextlib.suppress(TimeoutError, OSError, MeshgateError):
+            async with asyncio.timeout(timeout):
+                await self.settled()
+        await self._churn.stop()
 
     async def apply(self, desired: ir.DataPlane, actions: list[Action]) -> Outcome:
         """Make HAProxy run `desired`, which the caller has checked, by `actions`, which
-        `plan(self.running, desired)` returned."""
+        `plan(self.running, desired)` returned.
+
+        With `background` (the agent's way), server additions, weights and removals go to a
+        lane that runs them in order after this returns, and the files are written there too:
+        map changes (route weights) are all that is done before returning, so the next apply
+        — a weight changed meanwhile — never waits behind a thousand `add server`. A reload
+        first waits for the lanes."""
         started = time.monotonic()
         if (
             self.running is None
@@ -144,8 +186,12 @@ class Driver:
             self.running = desired
             self._restarts_seen = self.supervisor.restarts
             return Outcome(False, 0, time.monotonic() - started, "adopted, already running it")
+        churn_failed = self._churn.failure
         if self.running is not None and (not self.supervisor.running or self.resync_needed()):
-            actions = [Reload("HAProxy was restarted or is not running")]
+            reason = "HAProxy was restarted or is not running"
+            if churn_failed is not None and self.supervisor.running:
+                reason = f"runtime change failed: {churn_failed}"
+            actions = [Reload(reason)]
         if not actions:
             return Outcome(False, 0, time.monotonic() - started, "no change")
         reloads = [a for a in actions if isinstance(a, Reload)]
@@ -153,27 +199,54 @@ class Driver:
         reason = reloads[0].reason if reloads else "changed at run time"
         if not reloads:
             try:
-                for batch in _batches(actions):
-                    await self._run_batch(batch, desired)
-                    commands += len(batch)
+                commands = await self._run_actions(actions, desired)
             except MeshgateError as exc:
                 # The runtime state is now uncertain; a reload from the files makes it exact.
                 log.warning("runtime change failed, reloading", error=str(exc))
                 reloads = [Reload(f"runtime change failed: {exc}")]
                 reason = reloads[0].reason
         runtime_s = time.monotonic() - started
+        if not reloads and self.background:
+            # The files follow in the background; a reload or a restart waits for them.
+            self._writes.submit(functools.partial(asyncio.to_thread, self._files.write, desired))
+            self.running = desired
+            return Outcome(False, commands, time.monotonic() - started, reason, runtime_s)
         # Runtime commands go first, so rendering thousands of gateways does not delay them;
         # the files follow at once, so any later reload or restart reproduces `desired`. The
         # rendering runs in a thread (the IR is immutable), so that the API and the stats
         # poller, which share this event loop, are not held up by it.
+        await self.settled()
         await asyncio.to_thread(self._files.write, desired)
         if reloads:
+            self._churn.clear_failure()
             await self._reload()
-            if not any(isinstance(a, Reload) for a in actions):
+            if not any(isinstance(a, Reload) for a in actions) or churn_failed is not None:
                 # The plan needed no reload: this one replaces a runtime change that failed.
                 await self._out_of_maintenance(desired)
         self.running = desired
         return Outcome(bool(reloads), commands, time.monotonic() - started, reason, runtime_s)
+
+    async def _run_actions(self, actions: list[Action], desired: ir.DataPlane) -> int:
+        """Run the actions (in the background lane, the server changes); returns how many."""
+        batches = _batches(actions)
+        if not self.background:
+            for batch in batches:
+                await self._run_batch(batch, desired)
+            return len(actions)
+        # Certificates and maps now; the servers after those of earlier applies. A route whose
+        # backend is still waiting for its first servers is passed over by the frontend's
+        # rules (`nbsrv`), so a map that routes to it early sends no request nowhere.
+        for batch in batches:
+            if not isinstance(batch[0], _GROUPED):
+                await self._run_batch(batch, desired)
+        servers = [b for b in batches if isinstance(b[0], _GROUPED)]
+        if servers:
+            self._churn.submit(functools.partial(self._run_batches, servers, desired))
+        return len(actions)
+
+    async def _run_batches(self, batches: list[list[RuntimeAction]], desired: ir.DataPlane) -> None:
+        for batch in batches:
+            await self._run_batch(batch, desired)
 
     async def _reload(self) -> None:
         config = self.run_dir / CONFIG_FILE
@@ -289,6 +362,13 @@ class Driver:
             left = [
                 a for a in batch if isinstance(a, RemoveServer) and (a.backend, a.server) in still
             ]
+        if left and isinstance(batch[0], _GROUPED):
+            log.warning(
+                "runtime changes not confirmed, done one by one",
+                action=type(batch[0]).__name__,
+                count=len(left),
+                of=len(batch),
+            )
         if left:
             await self._side_by_side([functools.partial(self._run, a, desired) for a in left])
 
