@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -220,11 +221,14 @@ class Agent:
         seen = self.seen_revision
         try:
             with self.metrics.reconcile_seconds.time(), _collector_paused():
+                started = time.monotonic()
                 loaded = await self.loader.load()
+                read = time.monotonic()
                 checked = await self._compile_checked(loaded.state, runtime_only=runtime_only)
                 if checked is None:
                     return False
                 compiled, rejected, actions = checked
+                planned = time.monotonic()
                 outcome = await self.driver.apply(compiled.dataplane, actions)
         except MeshgateError as exc:
             self.last_error = str(exc)
@@ -257,6 +261,9 @@ class Agent:
                 how=outcome.reason,
                 seconds=round(outcome.duration_s, 4),
                 runtime_seconds=round(outcome.runtime_s, 4),
+                # Before the apply: reading the store, and compiling and planning.
+                read_seconds=round(read - started, 4),
+                compile_seconds=round(planned - read, 4),
             )
         self._log_rejections(rejected)
         self._last = (loaded, compiled, rejected)
