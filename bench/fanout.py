@@ -18,10 +18,13 @@ For --duration seconds, two clients run side by side:
                 from the side that now has the weight: one sample.
 
 p50/p99/max are printed for each, first for --baseline-gateways gateways (the same loop with
-little fan-out), then for --gateways, with the ratio between them: what fan-out costs.
+little fan-out), then for --gateways, with the ratio between them: what fan-out costs. With
+--baseline-binary (a `meshgate` of another version, e.g. a script running an older checkout)
+the baseline is --gateways on that version instead: before and after, side by side.
 
     .venv/bin/python bench/fanout.py                       # 10 vs 1,000 gateways, 60 s each
     .venv/bin/python bench/fanout.py --gateways 300 --duration 20   # quick
+    .venv/bin/python bench/fanout.py --baseline-binary /tmp/old-meshgate --duration 30
 """
 
 from __future__ import annotations
@@ -220,7 +223,11 @@ def guarded(job: Callable[[], None], samples: Samples, stop: threading.Event) ->
 
 
 def measure(
-    gateways: int, args: argparse.Namespace, nginx_ports: dict[str, int], workdir: Path
+    gateways: int,
+    args: argparse.Namespace,
+    nginx_ports: dict[str, int],
+    workdir: Path,
+    binary: str | None = None,
 ) -> Samples:
     layout = Layout(
         gateways=gateways,
@@ -229,7 +236,7 @@ def measure(
         alt=nginx_ports["alt"],
         pool=tuple(nginx_ports[f"p{i}"] for i in range(POOL)),
     )
-    node = MeshgateNode(workdir / f"node{gateways}")
+    node = MeshgateNode(workdir / f"node{gateways}{'-baseline' if binary else ''}", binary=binary)
     node.start()
     try:
         documents = layout.documents()
@@ -270,22 +277,22 @@ def row(label: str, values: Sequence[float]) -> str:
     )
 
 
-def report(results: dict[int, Samples]) -> None:
+def report(results: dict[str, Samples]) -> None:
     print(f"\n{'':<16} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}")
-    for gateways, samples in results.items():
-        print(f"-- {gateways} gateways")
+    for label, samples in results.items():
+        print(f"-- {label}")
         print(row("registration", samples.registration))
         print(row("deregistration", samples.deregistration))
         print(row("weight", samples.weight))
-    counts = sorted(results)
-    if len(counts) == 2:
-        low, high = (results[c] for c in counts)
-        print(f"-- ratio {counts[1]} / {counts[0]} gateways (p50, p99)")
+    labels = list(results)
+    if len(labels) == 2:
+        low, high = (results[label] for label in labels)
+        print(f"-- ratio {labels[1]} / {labels[0]} (p50, p99)")
         for what in ("registration", "deregistration", "weight"):
             a, b = getattr(low, what), getattr(high, what)
             p50 = percentile(b, 0.5) / percentile(a, 0.5)
             p99 = percentile(b, 0.99) / percentile(a, 0.99)
-            print(f"{what:<16} {p50:>9.1f} {p99:>9.1f}")
+            print(f"{what:<16} {p50:>9.2f} {p99:>9.2f}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -294,6 +301,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline-gateways", type=int, default=10, help="0: no baseline run")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of churn per run")
     parser.add_argument("--weight-every", type=float, default=0.2)
+    parser.add_argument(
+        "--baseline-binary",
+        help="a `meshgate` of another version: the baseline is then --gateways on it, "
+        "instead of --baseline-gateways on this one",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     if args.gateways < 2:
@@ -306,13 +318,17 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     names = ["base", "alt", *(f"p{i}" for i in range(POOL))]
     ports = {name: free_port() for name in names}
     servers = {f"n{port}": port for port in ports.values()}
-    results: dict[int, Samples] = {}
+    results: dict[str, Samples] = {}
+    runs: list[tuple[str, int, str | None]] = []
+    if args.baseline_binary:
+        runs.append((f"{args.gateways} gateways, baseline", args.gateways, args.baseline_binary))
+    elif args.baseline_gateways >= 2:
+        runs.append((f"{args.baseline_gateways} gateways", args.baseline_gateways, None))
+    runs.append((f"{args.gateways} gateways", args.gateways, None))
     with Nginx(workdir / "nginx", servers):
-        for gateways in [args.baseline_gateways, args.gateways]:
-            if gateways < 2:
-                continue
-            print(f"{gateways} gateways: {args.duration:g} s of churn ...", flush=True)
-            results[gateways] = measure(gateways, args, ports, workdir)
+        for label, gateways, binary in runs:
+            print(f"{label}: {args.duration:g} s of churn ...", flush=True)
+            results[label] = measure(gateways, args, ports, workdir, binary)
             print(f"  load average {load_average()}", flush=True)
     report(results)
     return finish(all(s.registration and s.weight for s in results.values()), "no samples")

@@ -245,8 +245,14 @@ class Driver:
         return len(actions)
 
     async def _run_batches(self, batches: list[list[RuntimeAction]], desired: ir.DataPlane) -> None:
+        started = time.monotonic()
         for batch in batches:
             await self._run_batch(batch, desired)
+        log.info(
+            "server changes applied",
+            actions=sum(len(b) for b in batches),
+            seconds=round(time.monotonic() - started, 4),
+        )
 
     async def _reload(self) -> None:
         config = self.run_dir / CONFIG_FILE
