@@ -27,6 +27,9 @@ from meshgate.haproxy.server_states import ServerState
 from meshgate.haproxy.stat_csv import StatType
 
 ServerRef = tuple[str, str]  # (backend, server)
+# Pipelined requests on their way at once: well under the ten connections the master socket
+# takes at a time, which the stats poller shares.
+IN_FLIGHT = 4
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,19 @@ class NewServer:
 
 
 async def run_groups(runtime: RuntimeClient, groups: Iterable[Sequence[str]]) -> str:
-    """Every group's commands, in order, in as few requests as fit; the replies run together."""
-    replies = [await runtime.pipeline(chunk) for chunk in runtime.pipeline_chunks(groups)]
-    return "".join(replies)
+    """Every group's commands, in order, in as few requests as fit; the replies run together.
+
+    A group never spans two requests, and groups are independent of each other, so requests
+    go IN_FLIGHT at a time: HAProxy works on one while the agent's event loop, which other
+    work shares, gets to the next."""
+    chunks = runtime.pipeline_chunks(groups)
+    limit = asyncio.Semaphore(IN_FLIGHT)
+
+    async def send(chunk: list[str]) -> str:
+        async with limit:
+            return await runtime.pipeline(chunk)
+
+    return "".join(await asyncio.gather(*(send(chunk) for chunk in chunks)))
 
 
 async def states(runtime: RuntimeClient, backends: Iterable[str]) -> dict[ServerRef, ServerState]:
