@@ -257,10 +257,9 @@ def run_mesh(
         def joined() -> bool:
             found = mesh.node(f"n{count}").get("gateways", {})
             serving = sum(1 for g in found.values() if g.get("state") == "serving")
-            return (
-                serving >= wanted
-                and body(f"http://{address}:{shared}/", f"vh{gateways - 1}.bench") == "one"
-            )
+            return serving >= wanted and body(
+                f"http://{address}:{shared}/", f"vh{gateways - 1}.bench"
+            ) == "one"
 
         wait_until(joined, "the new agent serving every gateway", timeout=300, interval=0.05)
         result["join"] = time.monotonic() - started
@@ -300,10 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             base_weight, base_reload = baseline(workdir, (one_port, two_port), args.rounds)
             print(
-                f"baseline (up, 1 node): weight p50 {percentile(base_weight, 0.5) * 1000:.0f} ms"
-                f" p99 {percentile(base_weight, 0.99) * 1000:.0f} ms; reload p50"
-                f" {percentile(base_reload, 0.5) * 1000:.0f} ms"
-                f" p99 {percentile(base_reload, 0.99) * 1000:.0f} ms"
+                f"baseline (up, 1 node): weight p50 {percentile(base_weight, .5) * 1000:.0f} ms"
+                f" p99 {percentile(base_weight, .99) * 1000:.0f} ms; reload p50"
+                f" {percentile(base_reload, .5) * 1000:.0f} ms"
+                f" p99 {percentile(base_reload, .99) * 1000:.0f} ms"
             )
             for count in args.agents:
                 found = run_mesh(workdir, count, (one_port, two_port), args.rounds, args.gateways)
@@ -311,9 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r50, r99 = percentile(found["reload"], 0.5), percentile(found["reload"], 0.99)
                 print(
                     f"{count} agents: weight p50 {w50 * 1000:.0f} ms p99 {w99 * 1000:.0f} ms"
-                    f" ({w99 / percentile(base_weight, 0.99):.1f}x up's p99);"
+                    f" ({w99 / percentile(base_weight, .99):.1f}x up's p99);"
                     f" reload p50 {r50 * 1000:.0f} ms p99 {r99 * 1000:.0f} ms"
-                    f" ({r99 / percentile(base_reload, 0.99):.1f}x);"
+                    f" ({r99 / percentile(base_reload, .99):.1f}x);"
                     f" per change {found['puts']:.1f} etcd puts, {found['bytes'] / 1024:.1f} KiB"
                     f" received; join with {args.gateways} gateways {found['join']:.1f} s;"
                     f" idle agent {found['idle_cpu'] * 100:.1f}% CPU, RSS {found['rss_mb']:.0f} MB"

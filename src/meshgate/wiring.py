@@ -136,13 +136,17 @@ def build_data_plane(
     follower = DnsFollower(Resolver(options.dns_server), on_change=lambda: agent.request_pass())
     health = InstanceHealth(dns_errors=follower.errors)
     events = EventLog()
-    agent = Agent(store, driver, metrics, health=health, events=events, status_prefix=status_prefix)
+    agent = Agent(
+        store, driver, metrics, health=health, events=events, status_prefix=status_prefix
+    )
     agent.loader.dns = follower
     stats, receiver = _stats(options, driver, runtime)
     stats.make_way = agent.make_way  # a stats poll never holds up a change
     metrics.registry.register(DataPlaneMetrics(stats))
     metrics.registry.register(HaproxyProcessMetrics(lambda: supervisor.master_pid))
-    return DataPlane(supervisor, driver, agent, metrics, stats, health, follower, receiver, events)
+    return DataPlane(
+        supervisor, driver, agent, metrics, stats, health, follower, receiver, events
+    )
 
 
 def _stats(

@@ -215,7 +215,9 @@ def admit_batch(
     located.extend(batch_conflicts(valid, stored))
     if certificates is not None:
         known = dict(certificates)
-        known.update({(r.namespace, r.name): r for _, r in valid if isinstance(r, Certificate)})
+        known.update(
+            {(r.namespace, r.name): r for _, r in valid if isinstance(r, Certificate)}
+        )
         rewritten = {resource_key(r) for _, r in valid}
         unchanged = [g for g in stored if resource_key(g) not in rewritten]
         for index, resource in valid:
@@ -225,7 +227,9 @@ def admit_batch(
     if located:
         # Stable sort: each document's problems together, in document order.
         located.sort(key=lambda item: item[0])
-        raise ValidationFailed([_under(f"{prefix}.{index}", problem) for index, problem in located])
+        raise ValidationFailed(
+            [_under(f"{prefix}.{index}", problem) for index, problem in located]
+        )
     return [resource for _, resource in valid]
 
 

@@ -128,3 +128,4 @@ def heartbeat(
     with reporting(), open_client(server, token) as client:
         client.heartbeat_instance(service, instance_id, namespace=namespace)
     click.echo(f"instance {instance_id} of {namespace}/{service} renewed")
+

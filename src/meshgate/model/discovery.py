@@ -39,6 +39,8 @@ def check_dns_name(value: str) -> str:
     return name
 
 
+
+
 def parse_ip_endpoint(value: str, default_port: int) -> tuple[str, int]:
     """`1.2.3.4`, `1.2.3.4:53`, `::1` or `[::1]:53` (an address, not a host name)."""
     text = value.strip()
@@ -151,3 +153,6 @@ class Registration(_Model):
         if "%" in address:
             raise ValueError(f"{value!r}: IPv6 scope ids are not supported")
         return address
+
+
+

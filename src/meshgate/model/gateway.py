@@ -339,10 +339,8 @@ class Gateway(Model):
                 raise FieldError("tls.hsts", "needs an http port")
         if self.tls and self.tls.redirect_http == self.port.number:
             raise FieldError("tls.redirect_http", "must differ from the gateway's own port")
-        if (
-            self.balance
-            and self.port.mode == "tcp"
-            and self.balance.startswith(("hdr(", "url_param(", "uri"))
+        if self.balance and self.port.mode == "tcp" and self.balance.startswith(
+            ("hdr(", "url_param(", "uri")
         ):
             raise FieldError("balance", "needs an http port")
         try:

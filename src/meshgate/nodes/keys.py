@@ -15,8 +15,6 @@ NODES = "status.nodes"  # one record per node that ever joined: address, labels,
 HEARTBEATS = "status.heartbeats"  # one per live node, on the node's lease
 SCOPE = "cluster"  # the namespace part of node keys: nodes belong to no namespace
 NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
-
-
 def check_node_name(name: str) -> str:
     if not NODE_NAME.match(name):
         raise ValueError(
