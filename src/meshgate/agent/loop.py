@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,8 +45,9 @@ RESYNC_CHECK_S = 1.0  # how often to look for a HAProxy restarted by the supervi
 PORT_RETRY_S = 5.0
 MAKE_WAY_POLL_S = 0.005  # how often background work waiting for a pass looks again
 MAX_BATCH_S = 0.5  # a steady stream of writes still reaches HAProxy this often
-# After a reload with at least this many gateways the collector is settled (see `_settle`).
-SETTLE_ABOVE = 1000
+# After a reload with at least this many gateways, what is alive is frozen (see
+# `_freeze_survivors`).
+FREEZE_ABOVE = 1000
 
 
 class Agent:
@@ -109,6 +111,9 @@ class Agent:
         # so an older view can never be written over a newer one.
         self._publishing = asyncio.Lock()
         self._publish_due = False  # the last status write failed
+        # Publishing status once the background server changes are done (see `reconcile`).
+        self._settler: asyncio.Task[None] | None = None
+        self._settling_revision = 0
 
     async def run(self) -> None:
         """Reconcile now and on every change, until cancelled."""
@@ -141,13 +146,15 @@ class Agent:
                 finally:
                     self._passing = False
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, self._settler):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     def busy(self) -> bool:
         """A change is on its way to HAProxy, or about to be."""
-        return self._passing or self._dirty.is_set()
+        return self._passing or self._dirty.is_set() or self.driver.churning()
 
     async def make_way(self, limit_s: float = 0.5) -> None:
         """Return once no change is on its way, or after `limit_s`: background work that holds
@@ -164,8 +171,9 @@ class Agent:
         self._dirty.set()
 
     async def republish(self) -> None:
-        """Publish status again without reconciling: an instance's health changed."""
-        if self._last is not None:
+        """Publish status again without reconciling: an instance's health changed. While
+        server changes are on their way, the status waits for them (`_publish_when_settled`)."""
+        if self._last is not None and not self.driver.churning():
             async with self._publishing:
                 await self._publish(*self._last)
 
@@ -233,11 +241,14 @@ class Agent:
         seen = self.seen_revision
         try:
             with self.metrics.reconcile_seconds.time(), _collector_paused():
+                started = time.monotonic()
                 loaded = await self._load()
+                read = time.monotonic()
                 checked = await self._compile_checked(loaded.state, runtime_only=runtime_only)
                 if checked is None:
                     return False
                 compiled, rejected, actions = checked
+                planned = time.monotonic()
                 outcome = await self.driver.apply(compiled.dataplane, actions)
         except MeshgateError as exc:
             self.last_error = str(exc)
@@ -252,7 +263,9 @@ class Agent:
         finally:
             self._last_pass_end = asyncio.get_running_loop().time()
         self.passes += 1
-        self.applied_revision = max(self.applied_revision, seen)
+        settling = self.driver.churning()
+        if not settling:
+            self.applied_revision = max(self.applied_revision, seen)
         self.healthy = True
         self.last_error = self._failure_recorded = None
         self.metrics.reconciles.labels(
@@ -268,14 +281,36 @@ class Agent:
                 how=outcome.reason,
                 seconds=round(outcome.duration_s, 4),
                 runtime_seconds=round(outcome.runtime_s, 4),
+                # Before the apply: reading the store, and compiling and planning.
+                read_seconds=round(read - started, 4),
+                compile_seconds=round(planned - read, 4),
             )
         self._log_rejections(rejected)
         self._last = (loaded, compiled, rejected)
+        if settling:
+            # Server changes are still on their way to HAProxy: status says "applied" once
+            # they are there, while the loop goes on (a weight change does not wait for it).
+            self._publish_when_settled(seen)
+            return True
         async with self._publishing:
             await self._publish(loaded, compiled, rejected)
-        if outcome.reloaded and len(loaded.gateway_versions) >= SETTLE_ABOVE:
-            _settle()
+        if outcome.reloaded and len(loaded.gateway_versions) >= FREEZE_ABOVE:
+            _freeze_survivors()
         return True
+
+    def _publish_when_settled(self, revision: int) -> None:
+        self._settling_revision = max(self._settling_revision, revision)
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.get_running_loop().create_task(self._settle_and_publish())
+
+    async def _settle_and_publish(self) -> None:
+        while self.driver.churning():
+            await self.driver.churn_drained()
+        self.applied_revision = max(self.applied_revision, self._settling_revision)
+        try:
+            await self.republish()
+        except StoreClosedError:
+            return
 
     def _log_rejections(self, rejected: Mapping[Key, str]) -> None:
         """One line when a gateway is left out, and one when it is back: not one per pass."""
@@ -576,7 +611,7 @@ def _reloads(actions: list[Action]) -> bool:
     return any(isinstance(action, Reload) for action in actions)
 
 
-def _settle() -> None:
+def _freeze_survivors() -> None:
     """Collect once, then leave every object alive now out of later collections.
 
     A full collection walks every tracked object: with 10,000 gateways in memory that took
