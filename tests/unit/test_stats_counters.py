@@ -145,3 +145,38 @@ def test_old_samples_are_forgotten() -> None:
     for second in range(100):
         history.add(float(second), second)
     assert history.increase(1000.0) == (5, 5.0)
+
+
+def test_a_key_absent_from_polls_for_the_forget_time_is_forgotten_with_its_counts() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(1, forget_after_s=60.0)
+    totals.observe(100, "kept", (5,))
+    totals.observe(100, "gone", (7,))
+    totals.retire({100})  # both carried: "gone" only lives on in the carried counts
+    totals.observe(200, "kept", (1,))
+    assert totals.forget_absent({"kept"}, now=0.0) == []
+    assert totals.forget_absent({"kept"}, now=59.0) == []
+    assert totals.total("gone") == (7,)  # a short absence loses nothing
+    assert totals.forget_absent({"kept"}, now=60.0) == ["gone"]
+    assert sorted(totals.names()) == ["kept"]
+    assert totals.total("gone") == (0,)
+    assert totals.total("kept") == (6,)
+
+
+def test_a_key_back_within_the_forget_time_keeps_its_counts() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(1, forget_after_s=60.0)
+    totals.observe(100, "srv", (5,))
+    totals.observe(100, "other", (1,))
+    totals.forget_absent({"other"}, now=0.0)
+    totals.observe(100, "srv", (6,))
+    totals.forget_absent({"srv", "other"}, now=30.0)
+    assert totals.forget_absent({"other"}, now=70.0) == []  # absent again only since 70
+    assert totals.total("srv") == (6,)
+
+
+def test_a_key_only_in_the_log_of_a_retired_source_is_forgotten_too() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(1, forget_after_s=10.0)
+    totals.retire({100}, {"logged": {100: [3]}})
+    assert totals.total("logged") == (3,)
+    totals.forget_absent(set(), now=0.0)
+    assert totals.forget_absent(set(), now=10.0) == ["logged"]
+    assert list(totals.names()) == []

@@ -349,7 +349,7 @@ def resources_router(
                 continue
             if isinstance(found, Service):
                 services.append(found)
-        gateways = stored_gateways(await store.list("gateways", key.namespace))
+        gateways = stored_gateways(await store.list("gateways", key.namespace), key.namespace)
         return certificate_users((key.namespace, key.name), gateways, services)
 
     async def check_rollouts(written: list[tuple[str, Resource]]) -> None:
@@ -390,7 +390,7 @@ def resources_router(
             return await certificate_in_use(key)
         if key.kind not in ("gateways", "services"):
             return []
-        gateways = stored_gateways(await store.list("gateways", key.namespace))
+        gateways = stored_gateways(await store.list("gateways", key.namespace), key.namespace)
         if key.kind == "gateways":
             if await store.get(Key("services", key.namespace, key.name)) is not None:
                 return []  # routes of that name lead to the service, which stays

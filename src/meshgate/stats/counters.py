@@ -21,7 +21,10 @@ when a worker ends while traffic is over the budget; the collector's fast polls 
 workers are what keeps that gap small.
 
 Readings are never dropped for being absent from one poll: a missing row is not a reset, and
-counting it twice on its return would be worse than keeping a frozen value.
+counting it twice on its return would be worse than keeping a frozen value. A key absent from
+every poll for `forget_after_s` is gone, though (a deleted gateway's backend, the server of a
+registration that lapsed): it is forgotten with its counts, or every name ever served would
+be kept, and reported, for the life of the process.
 """
 
 from __future__ import annotations
@@ -59,10 +62,12 @@ class _Source:
 class MonotonicTotals(Generic[K]):
     """Per key, a vector of `width` counters summed over sources, never decreasing."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, forget_after_s: float = 60.0) -> None:
         self.width = width
+        self.forget_after_s = forget_after_s
         self._live: dict[K, dict[int, _Source]] = {}
         self._carried: dict[K, list[int]] = {}
+        self._absent: dict[K, float] = {}  # key -> when a poll first did not see it
 
     def observe(self, source: int, key: K, values: Sequence[int]) -> None:
         if len(values) != self.width:
@@ -86,6 +91,7 @@ class MonotonicTotals(Generic[K]):
             lines = logged.get(key, {})
             for source in {s for s in sources if s in gone} | {s for s in lines if s in gone}:
                 polled = sources.pop(source).counted() if source in sources else [0] * self.width
+                self._live.setdefault(key, sources)  # every carried key is in `_live` too
                 carried = self._carried.setdefault(key, [0] * self.width)
                 for index, value in enumerate(_larger(polled, lines.get(source))):
                     carried[index] += value
@@ -101,7 +107,25 @@ class MonotonicTotals(Generic[K]):
         return tuple(result)
 
     def names(self) -> Iterator[K]:
-        yield from self._live.keys() | self._carried.keys()
+        yield from self._live.keys()  # carried keys included
+
+    def forget_absent(self, observed: Collection[K], now: float) -> list[K]:
+        """Forget keys that no poll has observed for `forget_after_s`; returns them. Observed
+        keys are all in `_live`, and so is every carried key: when a poll observed as many
+        keys as `_live` holds, none is absent, and the usual poll costs a comparison of two
+        lengths instead of a walk over every key."""
+        if len(observed) == len(self._live) and not self._absent:
+            return []
+        forgotten = []
+        for key in list(self._live):
+            if key in observed:
+                self._absent.pop(key, None)
+            elif now - self._absent.setdefault(key, now) >= self.forget_after_s:
+                del self._live[key]
+                self._carried.pop(key, None)
+                del self._absent[key]
+                forgotten.append(key)
+        return forgotten
 
     def sources(self) -> set[int]:
         return {source for sources in self._live.values() for source in sources}
