@@ -16,9 +16,9 @@ at the end, and the growth rate after warm-up (least squares, MB per minute) sid
 the baseline's. With --idle S it then stops the changes and samples S more seconds: memory that
 keeps growing with nothing to do is a leak of its own.
 
-With --tracemalloc the churn node traces Python allocations (MESHGATE_TRACEMALLOC, see
-`meshgate.memory_debug`): a snapshot is taken after warm-up and at the end, and the allocation
-sites that grew most in between are printed.
+With --tracemalloc the churn node traces Python allocations from the first change on
+(MESHGATE_TRACEMALLOC, see `meshgate.memory_debug`): a snapshot is taken after warm-up and at
+the end, and the allocation sites that grew most in between are printed.
 
     .venv/bin/python bench/soak.py                                   # 10 minutes, 2 warm-up
     .venv/bin/python bench/soak.py --duration 1800 --warmup 300      # the 30-minute soak
@@ -341,13 +341,19 @@ def report(nodes: Sequence[Soaked], args: argparse.Namespace) -> None:
         )
 
 
+def signal_node(node: MeshgateNode) -> None:
+    """SIGUSR2 to a node run with MESHGATE_TRACEMALLOC: the first starts tracing, each later
+    one writes a snapshot."""
+    pid = node.process.pid
+    if pid is None:
+        raise BenchError("no node to signal")
+    os.kill(pid, signal.SIGUSR2)
+
+
 def snapshot(node: MeshgateNode, directory: Path, label: str) -> Path:
     """Ask the node for a tracemalloc snapshot (SIGUSR2) and wait for the file."""
     before = set(directory.glob("*.tracemalloc"))
-    pid = node.process.pid
-    if pid is None:
-        raise BenchError("no node to snapshot")
-    os.kill(pid, signal.SIGUSR2)
+    signal_node(node)
     found: list[Path] = []
 
     def written() -> bool:
@@ -395,6 +401,8 @@ def run(workdir: Path, args: argparse.Namespace) -> int:
                 nodes.append(baseline)
             print(f"setup done (load {load_average()}); t=0 is the first change", flush=True)
             started = time.monotonic()
+            if args.tracemalloc:
+                signal_node(churned.node)  # the first signal starts tracing
             churned.begin(changes=True)
             if args.baseline:
                 baseline.begin(changes=False)

@@ -22,7 +22,7 @@ workers are what keeps that gap small.
 
 Readings are never dropped for being absent from one poll: a missing row is not a reset, and
 counting it twice on its return would be worse than keeping a frozen value. A key absent from
-every poll for `forget_after_s` is gone, though (a deleted gateway's backend, the server of a
+every poll for `forget_after_s` (ten polls) is gone, though (a deleted gateway's backend, the server of a
 registration that lapsed): it is forgotten with its counts, or every name ever served would
 be kept, and reported, for the life of the process.
 """
@@ -62,7 +62,7 @@ class _Source:
 class MonotonicTotals(Generic[K]):
     """Per key, a vector of `width` counters summed over sources, never decreasing."""
 
-    def __init__(self, width: int, forget_after_s: float = 60.0) -> None:
+    def __init__(self, width: int, forget_after_s: float = 10.0) -> None:
         self.width = width
         self.forget_after_s = forget_after_s
         self._live: dict[K, dict[int, _Source]] = {}
