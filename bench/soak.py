@@ -114,6 +114,7 @@ class Counts:
     reloads: int = 0
     requests: int = 0
     failed: int = 0  # API calls or requests that did not answer as expected
+    failures: list[str] = dataclasses.field(default_factory=list)  # the first few, for the report
 
 
 class Churn(threading.Thread):
@@ -166,14 +167,19 @@ class Churn(threading.Thread):
 
     def _call(self, response: httpx.Response, *ok: int) -> None:
         if response.status_code not in ok:
-            self.counts.failed += 1
+            self._failed(f"{response.request.method} {response.url.path}: {response.status_code}")
+
+    def _failed(self, what: str) -> None:
+        self.counts.failed += 1
+        if len(self.counts.failures) < 5:
+            self.counts.failures.append(what[:200])
 
     def _weight(self, api: httpx.Client) -> None:
         index = self._rng.randrange(self.args.gateways)
         try:
             self._call(api.put(f"/api/v1/gateways/g{index}", json=gateway(index, self.port)), 200)
-        except httpx.HTTPError:
-            self.counts.failed += 1
+        except httpx.HTTPError as exc:
+            self._failed(f"weight PUT: {exc!r}")
         self.counts.weights += 1
 
     def _register(self, api: httpx.Client) -> None:
@@ -187,8 +193,8 @@ class Churn(threading.Thread):
         try:
             answer = api.post(f"/api/v1/services/s{number % SERVICES}/instances", json=body)
             self._call(answer, 200, 201)
-        except httpx.HTTPError:
-            self.counts.failed += 1
+        except httpx.HTTPError as exc:
+            self._failed(f"registration: {exc!r}")
         self.counts.registrations += 1
 
     def _reload(self, api: httpx.Client) -> None:
@@ -204,8 +210,8 @@ class Churn(threading.Thread):
             self._call(api.put(f"/api/v1/gateways/{name}", json=doc), 200, 201)
             if self._extra is not None:
                 self._call(api.delete(f"/api/v1/gateways/{self._extra}"), 204)
-        except httpx.HTTPError:
-            self.counts.failed += 1
+        except httpx.HTTPError as exc:
+            self._failed(f"reload change: {exc!r}")
         self._extra = name
         self.counts.reloads += 1
 
@@ -214,8 +220,8 @@ class Churn(threading.Thread):
         try:
             answer = client.get(f"http://{LOOPBACK}:{self.port}/", headers={"Host": host})
             self._call(answer, 200)
-        except httpx.HTTPError:
-            self.counts.failed += 1
+        except httpx.HTTPError as exc:
+            self._failed(f"request: {exc!r}")
         self.counts.requests += 1
 
 
@@ -323,6 +329,12 @@ def report(nodes: Sequence[Soaked], args: argparse.Namespace) -> None:
             f"{soaked.name}: growth after warm-up {slope_mb_per_min(busy, 'node_mb'):+.3f} MB/min "
             f"meshgate, {slope_mb_per_min(busy, 'haproxy_mb'):+.3f} MB/min haproxy"
         )
+        settled = [s for s in busy if s.at_s >= args.settled]
+        if len(settled) >= 2:
+            line += (
+                f"; after {args.settled:g}s {slope_mb_per_min(settled, 'node_mb'):+.3f} MB/min "
+                "meshgate"
+            )
         if idle:
             line += f"; idle {slope_mb_per_min(idle, 'node_mb'):+.3f} MB/min meshgate"
         counts = getattr(soaked, "churn_counts", soaked.churn.counts if soaked.churn else None)
@@ -442,6 +454,9 @@ def main() -> int:
     parser.add_argument("--gateways", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=600, help="seconds of changes")
     parser.add_argument("--warmup", type=float, default=120, help="seconds before growth counts")
+    parser.add_argument(
+        "--settled", type=float, default=600, help="growth also from here (s): 10-minute rings full"
+    )
     parser.add_argument("--idle", type=float, default=0, help="seconds sampled after the changes")
     parser.add_argument("--interval", type=float, default=5, help="seconds between samples")
     parser.add_argument("--weights-per-s", type=float, default=5)

@@ -1,7 +1,7 @@
 """Finding what holds memory: Python allocation snapshots on demand, for soak runs.
 
 With MESHGATE_TRACEMALLOC set to a directory, a node's first SIGUSR2 starts tracing its
-allocations (tracemalloc, 25 frames deep) and each later one writes a snapshot there
+allocations (tracemalloc, 10 frames deep) and each later one writes a snapshot there
 (`<pid>-<n>.tracemalloc`, written under a `.tmp` name and renamed when complete).
 `bench/soak.py --tracemalloc` and `tests/integration/test_memory.py` compare two of them: what
 grew between them was allocated, and kept, in between. Tracing starts on a signal, not at
@@ -24,7 +24,7 @@ import structlog
 log = structlog.get_logger("meshgate.memory")
 
 ENVIRONMENT = "MESHGATE_TRACEMALLOC"
-FRAMES = 25
+FRAMES = 10
 
 
 def trace_if_asked() -> Path | None:

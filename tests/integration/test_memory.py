@@ -52,9 +52,9 @@ def gateway(index: int, port: int, weight: int) -> dict[str, Any]:
 
 
 class Churn(threading.Thread):
-    """Weight changes, registrations with a 3 s TTL under new ids, a gateway on a port of its
-    own added and the previous one deleted every 10 s (a reload), and requests through random
-    gateways; bounded by `limit_s`."""
+    """Rounds of a weight change, four registrations with a 3 s TTL under new ids and four
+    requests through gateways; every 20th round a gateway on a port of its own is added and the
+    previous one deleted (a reload). Bounded by `limit_s`."""
 
     limit_s = 120.0
 
@@ -79,7 +79,7 @@ class Churn(threading.Thread):
                 self._expect(api.put(f"/api/v1/gateways/g{index}", json=gateway(
                     index, self.port, tick % 101)), 200)  # fmt: skip
                 self.counts["weights"] += 1
-                for _ in range(2):
+                for _ in range(4):
                     number = self.counts["registrations"]
                     body = {
                         "address": "127.0.0.1",
@@ -90,7 +90,7 @@ class Churn(threading.Thread):
                     answer = api.post(f"/api/v1/services/s{number % SERVICES}/instances", json=body)
                     self._expect(answer, 201)
                     self.counts["registrations"] += 1
-                if tick % 40 == 0:
+                if tick % 20 == 0:
                     name = f"extra{tick}"
                     doc = {"name": name, "port": f"{free_port()}/http", "bind": "127.0.0.1",
                            "routes": {"s0": {"weight": 100}}}  # fmt: skip
@@ -106,7 +106,7 @@ class Churn(threading.Thread):
                     except httpx.HTTPError as exc:
                         self.failures.append(f"request: {exc}")
                     self.counts["requests"] += 1
-                self.stop.wait(0.25)
+                self.stop.wait(0.1)
 
     def _expect(self, answer: httpx.Response, status: int) -> None:
         if answer.status_code != status:
@@ -173,11 +173,12 @@ def test_churn_leaves_no_growing_memory_behind(
     finally:
         churn.stop.set()
         churn.join(15)
-    assert not churn.failures[:5], churn.failures[:5]
-    assert churn.counts["registrations"] > 100 and churn.counts["reloads"] >= 2, churn.counts
     grown = sum(s.size for s in second.statistics("filename")) - sum(
         s.size for s in first.statistics("filename")
     )
+    print(f"traced memory grew {grown:,} bytes in {MEASURED_S:g}s; {churn.counts}")
+    assert not churn.failures[:5], churn.failures[:5]
+    assert churn.counts["registrations"] >= 100 and churn.counts["reloads"] >= 1, churn.counts
     assert grown < MAX_GROWTH_BYTES, (
         f"traced memory grew {grown:,} bytes in {MEASURED_S:g}s of churn "
         f"({churn.counts}); largest growth:\n{growth_report(first, second)}"
