@@ -48,18 +48,70 @@ def validate(paths: tuple[Path, ...], allow_raw_acl: bool) -> None:
     click.echo(f"{count} document{'' if count == 1 else 's'} valid")
 
 
+def _render_node(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from meshgate.model.names import check_node_name
+
+    try:
+        return None if value is None else check_node_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _render_labels(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> dict[str, str]:
+    from meshgate.nodes.keys import parse_label
+
+    try:
+        return dict(parse_label(text) for text in value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @manifest_paths
 @allow_raw_acl_option
-def render(paths: tuple[Path, ...], allow_raw_acl: bool) -> None:
+@click.option(
+    "--node", default=None, callback=_render_node,
+    help="render what the agent of this node would run (placement, bind, locality)",
+)  # fmt: skip
+@click.option("--address", default=None, help="with --node: the node's --address")
+@click.option(
+    "--label", "labels", multiple=True, callback=_render_labels, metavar="KEY=VALUE",
+    help="with --node: a label of the node; repeatable",
+)  # fmt: skip
+def render(
+    paths: tuple[Path, ...],
+    allow_raw_acl: bool,
+    node: str | None,
+    address: str | None,
+    labels: dict[str, str],
+) -> None:
     """Print the HAProxy configuration the manifests compile to (offline)."""
     resources = _checked(paths, allow_raw_acl)
+    if node is None and (address is not None or labels):
+        raise click.UsageError("--address and --label need --node")
+    if address is not None:
+        try:
+            address = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise click.BadParameter(f"{address!r} is not an IP address") from None
     # Imported here: the compiler is only needed by this command.
+    from meshgate.agent.desired import Placement
     from meshgate.compiler import render_manifests
     from meshgate.compiler.render import is_secret
+    from meshgate.model import Gateway
 
+    placement = None if node is None else Placement({**labels, "node": node}, address)
+    if placement is not None:
+        resources = [
+            placed
+            for resource in resources
+            if (placed := placement.place(resource) if isinstance(resource, Gateway) else resource)
+            is not None
+        ]
     try:
-        files = render_manifests(resources)
+        files = render_manifests(resources, node=placement.node if placement else None)
     except MeshgateError as exc:
         fail([f"cannot render: {exc}"])
     names = sorted(files, key=lambda name: name != CONFIG_FILE)  # haproxy.cfg first, stable
@@ -158,122 +210,80 @@ def _size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
 
 @click.command()
 @click.option(
-    "-f",
-    "--filename",
-    "paths",
-    multiple=True,
+    "-f", "--filename", "paths", multiple=True,
     type=click.Path(exists=True, path_type=Path),
     help="manifests to apply at start (files or directories); repeatable",
 )
 @click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".meshgate"),
-    show_default=True,
-    help="where the store and run files live",
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".meshgate"), show_default=True, help="where the store and run files live",
 )
 @click.option(
-    "--api",
-    "api",
-    default=DEFAULT_API,
-    show_default=True,
-    callback=_api_address,
+    "--api", "api", default=DEFAULT_API, show_default=True, callback=_api_address,
     help="address the REST API listens on",
 )
 @allow_raw_acl_option
 @click.option("--token", default=None, help="require this bearer token from API clients")
 @token_file_option("require the bearer token in this file from API clients (not shown by ps)")
 @click.option(
-    "--insecure-no-auth",
-    is_flag=True,
+    "--insecure-no-auth", is_flag=True,
     help="serve an API reachable from other machines without a token",
 )
 @click.option(
-    "--cert-dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
+    "--cert-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
     help="certificates sent over the API may name files (cert_file, key_file) under this "
     "directory; without it, only PEM text",
 )
 @click.option(
-    "--latency/--no-latency",
-    default=True,
-    show_default=True,
+    "--latency/--no-latency", default=True, show_default=True,
     help="have HAProxy log each request to the agent for latency percentiles",
 )
 @click.option(
-    "--log-budget",
-    "log_budget",
-    type=click.IntRange(0, 10_000_000),
-    default=2_000,
-    show_default=True,
-    metavar="LINES_PER_S",
+    "--flows/--no-flows", default=True, show_default=True,
+    help="record who calls which gateway (the client address of each logged request) for "
+    "the graph's traffic edges",
+)
+@click.option(
+    "--log-budget", "log_budget", type=click.IntRange(0, 10_000_000), default=2_000,
+    show_default=True, metavar="LINES_PER_S",
     help="request lines per second HAProxy logs for latency percentiles; above it, a random "
     "sample of requests (0: every request; --access-log: every request)",
 )
 @click.option(
-    "--access-log",
-    default=None,
-    metavar="PATH|-",
+    "--access-log", default=None, metavar="PATH|-",
     help="write one JSON object per request to PATH, or to stdout with '-'",
 )
 @click.option(
-    "--hard-stop-after",
-    "hard_stop_after",
-    default="30s",
-    show_default=True,
-    callback=_duration_ms,
-    help="how long an old HAProxy worker may finish after a reload",
+    "--hard-stop-after", "hard_stop_after", default="30s", show_default=True,
+    callback=_duration_ms, help="how long an old HAProxy worker may finish after a reload",
 )
 @click.option(
-    "--watch",
-    "watch",
-    default=None,
-    type=click.Path(file_okay=False, path_type=Path),
+    "--watch", "watch", default=None, type=click.Path(file_okay=False, path_type=Path),
     help="apply the manifest files in DIR as they are added, changed and removed",
 )
 @click.option(
-    "--dns-server",
-    "dns_server",
-    default=None,
-    callback=_dns_server,
-    metavar="IP[:PORT]",
+    "--dns-server", "dns_server", default=None, callback=_dns_server, metavar="IP[:PORT]",
     help="resolver for services' dns: names (default: the system's)",
 )
 @click.option(
-    "--max-body",
-    "max_body",
-    default="32m",
-    show_default=True,
-    callback=_size_bytes,
-    metavar="SIZE",
-    help="largest API request body (e.g. 512k, 64m); larger ones get a 413",
+    "--max-body", "max_body", default="32m", show_default=True, callback=_size_bytes,
+    metavar="SIZE", help="largest API request body (e.g. 512k, 64m); larger ones get a 413",
 )
 @click.option(
-    "--anomaly-window",
-    "anomaly_window",
-    default="10s",
-    show_default=True,
+    "--anomaly-window", "anomaly_window", default="10s", show_default=True,
     callback=_duration_ms,
     help="length of the windows in which route anomalies are judged (1s at least)",
 )
 @click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
     help="how log lines (meshgate's and HAProxy's) are written to stderr",
 )
 @click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-    help="the least severe lines logged",
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+    show_default=True, help="the least severe lines logged",
 )
 @click.option(
-    "--keep-haproxy",
-    is_flag=True,
+    "--keep-haproxy", is_flag=True,
     help="on SIGTERM leave HAProxy serving; the next `up` on this data dir adopts it "
     "(SIGINT still stops both)",
 )
@@ -289,6 +299,7 @@ def up(
     insecure_no_auth: bool,
     cert_dir: Path | None,
     latency: bool,
+    flows: bool,
     log_budget: int,
     access_log: str | None,
     hard_stop_after: int,
@@ -330,6 +341,7 @@ def up(
         token=token,
         cert_dir=cert_dir,
         latency=latency,
+        flows=flows,
         log_budget_per_s=log_budget,
         access_log=access_log,
         hard_stop_after_ms=hard_stop_after,
