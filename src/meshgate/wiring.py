@@ -45,6 +45,8 @@ log = structlog.get_logger("meshgate.node")
 # it): a bound on the agent's CPU while HAProxy's sampling catches up with a burst (it follows
 # the polls, a second or more behind), and with `--log-budget 0`.
 PARSE_FLOOR_PER_S = 20_000
+# How long stopping waits for server changes still on their way to HAProxy, and for the files.
+LANES_STOP_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class DataPlane:
 
     async def stop(self, *, keep_haproxy: bool = False) -> None:
         """Stop HAProxy, or with `keep_haproxy` leave it serving for the next start to adopt."""
+        await self.driver.stop_lanes(LANES_STOP_S)
         if keep_haproxy:
             await self.supervisor.leave_running()
         else:
@@ -133,7 +136,7 @@ def build_data_plane(
         log_details=options.access_log is not None,
         flows=options.flows and options.latency,
     )
-    driver = Driver(supervisor, runtime, settings)
+    driver = Driver(supervisor, runtime, settings, background=True)
     follower = DnsFollower(Resolver(options.dns_server), on_change=lambda: agent.request_pass())
     health = InstanceHealth(dns_errors=follower.errors)
     events = EventLog()

@@ -8,6 +8,7 @@ reads is touched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import tempfile
@@ -19,11 +20,13 @@ from pathlib import Path
 import structlog
 
 from meshgate.agent.files import RunFiles, write_files
+from meshgate.agent.lanes import Lane, LatestLane
 from meshgate.compiler import CONFIG_FILE, ir, render_files
 from meshgate.compiler.render import MAPS_DIR
 from meshgate.compiler.rules import FAIL_FAST_ERRORS
 from meshgate.compiler.tls_text import CERTS_DIR
 from meshgate.errors import MeshgateError
+from meshgate.haproxy import bulk, commands
 from meshgate.haproxy.commands import CheckExtras, ServerAdminState
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.server_states import ServerAdminFlags
@@ -80,12 +83,16 @@ def check_extras(
     return None if extras == CheckExtras(error_limit=error_limit) else extras
 
 
+_GROUPED = (AddServer, SetServerWeight, RemoveServer)
+
+
 def _batches(actions: list[Action]) -> list[list[RuntimeAction]]:
-    """Actions in order, consecutive server additions grouped (see `Driver._run_batch`)."""
+    """Actions in order, consecutive server additions, weights or removals grouped (see
+    `Driver._run_batch`)."""
     batches: list[list[RuntimeAction]] = []
     for action in actions:
         assert not isinstance(action, Reload)
-        if isinstance(action, AddServer) and batches and isinstance(batches[-1][0], AddServer):
+        if isinstance(action, _GROUPED) and batches and type(batches[-1][0]) is type(action):
             batches[-1].append(action)
         else:
             batches.append([action])
@@ -102,8 +109,13 @@ class Driver:
         supervisor: HaproxySupervisor,
         runtime: RuntimeClient,
         settings: ir.Settings,
+        *,
+        background: bool = False,
     ) -> None:
         self.supervisor = supervisor
+        self.background = background
+        self._churn = Lane("server changes")
+        self._writes = LatestLane()
         self.runtime = runtime
         self._settings = settings
         self.run_dir = Path(settings.run_dir)
@@ -125,16 +137,51 @@ class Driver:
             return result.ok, result.output
 
     def resync_needed(self) -> bool:
-        """True when HAProxy was restarted behind our back (by the supervisor's watchdog).
+        """True when HAProxy was restarted behind our back (by the supervisor's watchdog), or
+        a server change in the background failed (its state is uncertain).
 
         A restart loads the configuration of the last reload, which lacks what was changed at
         run time since; the next apply then reloads from the current files.
         """
-        return self.supervisor.restarts != self._restarts_seen
+        return self.supervisor.restarts != self._restarts_seen or self._churn.failure is not None
+
+    def churning(self) -> bool:
+        """Server changes handed to the background lane have not all reached HAProxy yet."""
+        return self._churn.busy()
+
+    async def churn_drained(self) -> None:
+        await self._churn.drained()
+
+    def settling(self) -> bool:
+        """Server changes or the files of an earlier apply are still on their way."""
+        return self._churn.busy() or self._writes.busy()
+
+    async def settled(self) -> None:
+        """Return once the server changes and the files of every earlier apply are done; files
+        the background could not write are written here (an error is raised)."""
+        await self._churn.drained()
+        await self._writes.drained()
+        if self._writes.failure is not None and self.running is not None:
+            await asyncio.to_thread(self._files.write, self.running)
+            self._writes.failure = None
+
+    async def stop_lanes(self, timeout: float) -> None:
+        """Let the background finish (at most `timeout` seconds), so that the files match what
+        HAProxy runs for a meshgate that adopts it later; then stop it."""
+        with contextlib.suppress(TimeoutError, OSError, MeshgateError):
+            async with asyncio.timeout(timeout):
+                await self.settled()
+        await self._churn.stop()
 
     async def apply(self, desired: ir.DataPlane, actions: list[Action]) -> Outcome:
         """Make HAProxy run `desired`, which the caller has checked, by `actions`, which
-        `plan(self.running, desired)` returned."""
+        `plan(self.running, desired)` returned.
+
+        With `background` (the agent's way), server additions, weights and removals go to a
+        lane that runs them in order after this returns, and the files are written there too:
+        map changes (route weights) are all that is done before returning, so the next apply
+        — a weight changed meanwhile — never waits behind a thousand `add server`. A reload
+        first waits for the lanes."""
         started = time.monotonic()
         if (
             self.running is None
@@ -146,8 +193,12 @@ class Driver:
             self.running = desired
             self._restarts_seen = self.supervisor.restarts
             return Outcome(False, 0, time.monotonic() - started, "adopted, already running it")
+        churn_failed = self._churn.failure
         if self.running is not None and (not self.supervisor.running or self.resync_needed()):
-            actions = [Reload("HAProxy was restarted or is not running")]
+            reason = "HAProxy was restarted or is not running"
+            if churn_failed is not None and self.supervisor.running:
+                reason = f"runtime change failed: {churn_failed}"
+            actions = [Reload(reason)]
         if not actions:
             return Outcome(False, 0, time.monotonic() - started, "no change")
         reloads = [a for a in actions if isinstance(a, Reload)]
@@ -155,27 +206,60 @@ class Driver:
         reason = reloads[0].reason if reloads else "changed at run time"
         if not reloads:
             try:
-                for batch in _batches(actions):
-                    await self._run_batch(batch, desired)
-                    commands += len(batch)
+                commands = await self._run_actions(actions, desired)
             except MeshgateError as exc:
                 # The runtime state is now uncertain; a reload from the files makes it exact.
                 log.warning("runtime change failed, reloading", error=str(exc))
                 reloads = [Reload(f"runtime change failed: {exc}")]
                 reason = reloads[0].reason
         runtime_s = time.monotonic() - started
+        if not reloads and self.background:
+            # The files follow in the background; a reload or a restart waits for them.
+            self._writes.submit(functools.partial(asyncio.to_thread, self._files.write, desired))
+            self.running = desired
+            return Outcome(False, commands, time.monotonic() - started, reason, runtime_s)
         # Runtime commands go first, so rendering thousands of gateways does not delay them;
         # the files follow at once, so any later reload or restart reproduces `desired`. The
         # rendering runs in a thread (the IR is immutable), so that the API and the stats
         # poller, which share this event loop, are not held up by it.
+        await self.settled()
         await asyncio.to_thread(self._files.write, desired)
         if reloads:
+            self._churn.clear_failure()
             await self._reload()
-            if not any(isinstance(a, Reload) for a in actions):
+            if not any(isinstance(a, Reload) for a in actions) or churn_failed is not None:
                 # The plan needed no reload: this one replaces a runtime change that failed.
                 await self._out_of_maintenance(desired)
         self.running = desired
         return Outcome(bool(reloads), commands, time.monotonic() - started, reason, runtime_s)
+
+    async def _run_actions(self, actions: list[Action], desired: ir.DataPlane) -> int:
+        """Run the actions (in the background lane, the server changes); returns how many."""
+        batches = _batches(actions)
+        if not self.background:
+            for batch in batches:
+                await self._run_batch(batch, desired)
+            return len(actions)
+        # Certificates and maps now; the servers after those of earlier applies. A route whose
+        # backend is still waiting for its first servers is passed over by the frontend's
+        # rules (`nbsrv`), so a map that routes to it early sends no request nowhere.
+        for batch in batches:
+            if not isinstance(batch[0], _GROUPED):
+                await self._run_batch(batch, desired)
+        servers = [b for b in batches if isinstance(b[0], _GROUPED)]
+        if servers:
+            self._churn.submit(functools.partial(self._run_batches, servers, desired))
+        return len(actions)
+
+    async def _run_batches(self, batches: list[list[RuntimeAction]], desired: ir.DataPlane) -> None:
+        started = time.monotonic()
+        for batch in batches:
+            await self._run_batch(batch, desired)
+        log.info(
+            "server changes applied",
+            actions=sum(len(b) for b in batches),
+            seconds=round(time.monotonic() - started, 4),
+        )
 
     async def _reload(self) -> None:
         config = self.run_dir / CONFIG_FILE
@@ -262,11 +346,78 @@ class Driver:
             log.warning("could not take servers out of maintenance", error=str(exc))
 
     async def _run_batch(self, batch: list[RuntimeAction], desired: ir.DataPlane) -> None:
-        """Run one action, or a run of server additions side by side: each addition is a few
-        round trips to the master socket, and a thousand of them one after the other would
-        take seconds. Their order does not matter, only that all are done before the next
-        action (a map that routes to them, a removal they replace)."""
-        await self._side_by_side([functools.partial(self._run, a, desired) for a in batch])
+        """Run one action, or a run of server additions, weights or removals pipelined (see
+        `haproxy.bulk`): an instance of a service a thousand gateways route to is a thousand
+        servers, and four round trips to the master socket for each would take seconds. Their
+        order does not matter, only that all are done before the next action (a map that
+        routes to them, a removal they replace). What the pipelined requests did not do is
+        done one action at a time, side by side, each reply checked."""
+        left: Sequence[RuntimeAction] = batch
+        if isinstance(batch[0], AddServer):
+            added = [a for a in batch if isinstance(a, AddServer)]
+            modes = {b.name: b.mode for b in desired.backends}
+            new_servers = [self._new_server(a, modes.get(a.backend, "http")) for a in added]
+            missed = await bulk.add_servers(self.runtime, new_servers)
+            again = {(m.backend, m.name) for m in missed}
+            left = [a for a in added if (a.backend, a.server.name) in again]
+        elif isinstance(batch[0], SetServerWeight):
+            weights = [
+                (a.backend, a.server, a.weight) for a in batch if isinstance(a, SetServerWeight)
+            ]
+            again_w = set(await bulk.set_weights(self.runtime, weights))
+            left = [
+                a
+                for a in batch
+                if isinstance(a, SetServerWeight) and (a.backend, a.server, a.weight) in again_w
+            ]
+        elif isinstance(batch[0], RemoveServer):
+            refs = [(a.backend, a.server) for a in batch if isinstance(a, RemoveServer)]
+            still = set(
+                await bulk.remove_servers(self.runtime, refs, drain_timeout=DRAIN_TIMEOUT_S)
+            )
+            left = [
+                a for a in batch if isinstance(a, RemoveServer) and (a.backend, a.server) in still
+            ]
+        if left and isinstance(batch[0], _GROUPED):
+            log.warning(
+                "runtime changes not confirmed, done one by one",
+                action=type(batch[0]).__name__,
+                count=len(left),
+                of=len(batch),
+            )
+        if left:
+            await self._side_by_side([functools.partial(self._run, a, desired) for a in left])
+
+    def _new_server(self, action: AddServer, mode: str) -> bulk.NewServer:
+        """The pipelined form of an addition: the same `add server` line `_run` sends."""
+        server, health, tls = action.server, action.health, action.tls
+        extras = check_extras(health, mode, fail_fast=server.fail_fast)
+        line = commands.add_server(
+            action.backend,
+            server.name,
+            server.address,
+            server.port,
+            server_weight=server.weight,
+            check=True,
+            inter_ms=health.interval_ms,
+            rise=health.rise,
+            fall=health.fall,
+            extras=extras,
+            ssl=tls is not None,
+            verify=tls.verify if tls else True,
+            ca_file=self._cert_path(tls.ca_file) if tls and tls.ca_file else None,
+            sni=tls.sni if tls else None,
+            backup=server.backup,
+        )
+        return bulk.NewServer(
+            backend=action.backend,
+            name=server.name,
+            address=commands.address(server.address),
+            port=server.port,
+            add_line=line,
+            check=True,
+            agent=extras is not None and extras.agent_port is not None,
+        )
 
     @staticmethod
     async def _side_by_side(calls: Sequence[Callable[[], Awaitable[None]]]) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -96,6 +97,9 @@ class Agent:
         # so an older view can never be written over a newer one.
         self._publishing = asyncio.Lock()
         self._publish_due = False  # the last status write failed
+        # Publishing status once the background server changes are done (see `reconcile`).
+        self._settler: asyncio.Task[None] | None = None
+        self._settling_revision = 0
 
     async def run(self) -> None:
         """Reconcile now and on every change, until cancelled."""
@@ -128,13 +132,15 @@ class Agent:
                 finally:
                     self._passing = False
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, self._settler):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     def busy(self) -> bool:
         """A change is on its way to HAProxy, or about to be."""
-        return self._passing or self._dirty.is_set()
+        return self._passing or self._dirty.is_set() or self.driver.churning()
 
     async def make_way(self, limit_s: float = 0.5) -> None:
         """Return once no change is on its way, or after `limit_s`: background work that holds
@@ -151,8 +157,9 @@ class Agent:
         self._dirty.set()
 
     async def republish(self) -> None:
-        """Publish status again without reconciling: an instance's health changed."""
-        if self._last is not None:
+        """Publish status again without reconciling: an instance's health changed. While
+        server changes are on their way, the status waits for them (`_publish_when_settled`)."""
+        if self._last is not None and not self.driver.churning():
             async with self._publishing:
                 await self._publish(*self._last)
 
@@ -214,11 +221,14 @@ class Agent:
         seen = self.seen_revision
         try:
             with self.metrics.reconcile_seconds.time(), _collector_paused():
+                started = time.monotonic()
                 loaded = await self.loader.load()
+                read = time.monotonic()
                 checked = await self._compile_checked(loaded.state, runtime_only=runtime_only)
                 if checked is None:
                     return False
                 compiled, rejected, actions = checked
+                planned = time.monotonic()
                 outcome = await self.driver.apply(compiled.dataplane, actions)
         except MeshgateError as exc:
             self.last_error = str(exc)
@@ -233,7 +243,9 @@ class Agent:
         finally:
             self._last_pass_end = asyncio.get_running_loop().time()
         self.passes += 1
-        self.applied_revision = max(self.applied_revision, seen)
+        settling = self.driver.churning()
+        if not settling:
+            self.applied_revision = max(self.applied_revision, seen)
         self.healthy = True
         self.last_error = self._failure_recorded = None
         self.metrics.reconciles.labels(
@@ -249,12 +261,34 @@ class Agent:
                 how=outcome.reason,
                 seconds=round(outcome.duration_s, 4),
                 runtime_seconds=round(outcome.runtime_s, 4),
+                # Before the apply: reading the store, and compiling and planning.
+                read_seconds=round(read - started, 4),
+                compile_seconds=round(planned - read, 4),
             )
         self._log_rejections(rejected)
         self._last = (loaded, compiled, rejected)
+        if settling:
+            # Server changes are still on their way to HAProxy: status says "applied" once
+            # they are there, while the loop goes on (a weight change does not wait for it).
+            self._publish_when_settled(seen)
+            return True
         async with self._publishing:
             await self._publish(loaded, compiled, rejected)
         return True
+
+    def _publish_when_settled(self, revision: int) -> None:
+        self._settling_revision = max(self._settling_revision, revision)
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.get_running_loop().create_task(self._settle_and_publish())
+
+    async def _settle_and_publish(self) -> None:
+        while self.driver.churning():
+            await self.driver.churn_drained()
+        self.applied_revision = max(self.applied_revision, self._settling_revision)
+        try:
+            await self.republish()
+        except StoreClosedError:
+            return
 
     def _log_rejections(self, rejected: Mapping[Key, str]) -> None:
         """One line when a gateway is left out, and one when it is back: not one per pass."""
@@ -264,6 +298,7 @@ class Agent:
                 log.warning("gateway rejected", gateway=f"{key[0]}/{key[1]}", reason=reason)
         for key in before.keys() - rejected.keys():
             log.info("gateway no longer rejected", gateway=f"{key[0]}/{key[1]}")
+
     async def _publish(
         self, loaded: Loaded, compiled: Compiled, rejected: Mapping[Key, str]
     ) -> None:

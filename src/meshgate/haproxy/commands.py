@@ -495,6 +495,13 @@ def on_worker(worker_pid: int, command: str) -> str:
     return f"@!{pid(worker_pid)} {command}"
 
 
+def one_command(command: str) -> str:
+    """A formatted command, checked to be a single one before it is joined with others."""
+    if "\n" in command or ";" in command:
+        raise UnsafeRuntimeArgument("command", command, "one command, without ';' or newline")
+    return command
+
+
 def on_worker_relative(number: int, command: str) -> str:
     """Route a command through the master to the current worker number `number` (`@1` is the
     first): the way to reach a worker without knowing its pid or its admin socket."""

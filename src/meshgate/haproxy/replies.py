@@ -44,6 +44,7 @@ class CommandKind(Enum):
     ADD_CRT_LIST = "add ssl crt-list"
     SET_VAR = "set var"  # empty on success
     RELOAD = "reload"
+    PIPELINE = "pipeline"  # many commands in one request (see RuntimeClient.pipeline)
 
 
 # --- errors ---------------------------------------------------------------------------------

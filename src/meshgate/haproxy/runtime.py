@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from meshgate.haproxy import commands, processes, replies, server_states, stat_csv, transport
 from meshgate.haproxy.commands import HaproxyError, ServerAdminState
@@ -32,6 +32,9 @@ MAP_PAYLOAD_BYTES = 12_000
 _RETRY_S = 0.02
 # A master re-executes in tens of milliseconds; longer than this, HAProxy is not coming back.
 _RETRY_WINDOW_S = 2.0
+# A pipelined request the master could not pass to a worker (none yet, after a reload) ran
+# nothing: it is sent again, like a single command.
+_PIPELINE_UNSENT = ("Can't find the target PID",)
 
 # Observer of every command sent: (kind, seconds, succeeded). For metrics; must not raise.
 CommandObserver = Callable[[CommandKind, float, bool], None]
@@ -103,6 +106,57 @@ class RuntimeClient:
         finally:
             if self.observer is not None:
                 self.observer(kind, time.monotonic() - started, ok)
+
+    async def pipeline(self, lines: Sequence[str]) -> str:
+        """Run many worker commands in one request: `@1 a; @1 b; ...` through the master (or
+        `a; b; ...` on the admin socket), in order, and return their replies run together.
+
+        Nothing is checked here: the replies have no reliable separator (an empty reply is one
+        newline, a sentence is followed by an empty line), so callers read the state back to
+        learn each command's outcome (see `bulk`). The caller keeps the lines under
+        `transport.MAX_REQUEST_BYTES` (see `pipeline_chunks`)."""
+        if self.via_master:
+            line = "; ".join(commands.on_worker_relative(1, c) for c in lines)
+            socket_path = self.master_socket
+        else:
+            line = "; ".join(commands.one_command(c) for c in lines)
+            socket_path = self.admin_socket
+        started = time.monotonic()
+        deadline = started + min(self.timeout, _RETRY_WINDOW_S)
+        ok = False
+        try:
+            while True:
+                try:
+                    reply = await transport.send(socket_path, line, timeout=self.timeout)
+                    if any(reply.lstrip().startswith(p) for p in _PIPELINE_UNSENT):
+                        raise NoSuchProcess(CommandKind.PIPELINE, reply)
+                    ok = True
+                    return reply
+                except (RuntimeUnavailable, NoSuchProcess) as error:
+                    unsent = not isinstance(error, RuntimeUnavailable) or not error.sent
+                    if not unsent or time.monotonic() >= deadline:
+                        raise
+                    await asyncio.sleep(_RETRY_S)
+        finally:
+            if self.observer is not None:
+                self.observer(CommandKind.PIPELINE, time.monotonic() - started, ok)
+
+    def pipeline_chunks(self, groups: Iterable[Sequence[str]]) -> list[list[str]]:
+        """Groups of commands packed into requests that fit HAProxy's buffer, a group never
+        split across two requests (so a server's `add`, `enable health` and `ready` run in
+        one request, in order)."""
+        prefix = len(commands.on_worker_relative(1, "")) if self.via_master else 0
+        budget = transport.MAX_REQUEST_BYTES - 64
+        chunks: list[list[str]] = []
+        size = 0
+        for group in groups:
+            group_size = sum(len(c) + prefix + 2 for c in group)
+            if not chunks or (chunks[-1] and size + group_size > budget):
+                chunks.append([])
+                size = 0
+            chunks[-1].extend(group)
+            size += group_size
+        return chunks
 
     # --- reading ------------------------------------------------------------------------
 
