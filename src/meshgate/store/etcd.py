@@ -36,6 +36,7 @@ from meshgate.store.base import (
     WatchEvent,
     check_ops,
 )
+from meshgate.store.batches import MAX_TXN_OPS, PartialCommitError, split
 from meshgate.store.target import EtcdTarget, StoreUrlError
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,34 @@ class EtcdStore:
         revision, _ = await self._apply(ops)
         return revision
 
+    async def commit_batches(self, ops: Sequence[Op]) -> builtins.list[int]:
+        """Write `ops` in as few transactions as etcd takes (`store.batches`), returning the
+        revision of each op. One transaction when they fit: all or nothing. Else every
+        compare is checked first, in read-only transactions, so that a write that conflicts
+        with what was there when it began writes nothing; then the transactions follow one
+        another, each with its own compares again. Only a writer that changes one of the
+        keys in between can stop it midway: PartialCommitError says how many ops landed."""
+        check_ops(ops)
+        encoded = [wire.to_json(op.value) if isinstance(op, Put) else None for op in ops]
+        batches = split(
+            [len(e or b"") + len(str(op.key)) for op, e in zip(ops, encoded, strict=True)]
+        )
+        if len(batches) <= 1:
+            revision, _ = await self._apply(ops, encoded)
+            return [revision] * len(ops)
+        compared = [op for op in ops if op.expect_revision is not None]
+        for start in range(0, len(compared), MAX_TXN_OPS):
+            await self._check(compared[start : start + MAX_TXN_OPS])
+        revisions: builtins.list[int] = []
+        for batch in batches:
+            part = [ops[i] for i in batch]
+            try:
+                revision, _ = await self._apply(part, [encoded[i] for i in batch])
+            except ConflictError as exc:
+                raise PartialCommitError(exc.key, exc.expected, exc.actual, len(revisions)) from exc
+            revisions += [revision] * len(part)
+        return revisions
+
     async def revision(self) -> int:
         reply = await self._call("/v3/kv/range", {"key": wire.b64(self._layout.prefix.encode())})
         return wire.as_int(reply["header"]["revision"])
@@ -175,16 +204,28 @@ class EtcdStore:
 
     # --- internals ---
 
-    async def _apply(self, ops: Sequence[Op]) -> tuple[int, builtins.list[Record | bool]]:
+    async def _apply(
+        self, ops: Sequence[Op], encoded: Sequence[bytes | None] | None = None
+    ) -> tuple[int, builtins.list[Record | bool]]:
         check_ops(ops)
         if not ops:
             return await self.revision(), []
-        encoded = [wire.to_json(op.value) if isinstance(op, Put) else None for op in ops]
+        if encoded is None:
+            encoded = [wire.to_json(op.value) if isinstance(op, Put) else None for op in ops]
         reply = await self._call("/v3/kv/txn", wire.txn_body(self._layout, ops, encoded))
         if not reply.get("succeeded"):
             raise wire.first_conflict(ops, reply)
         revision = wire.as_int(reply["header"]["revision"])
         return revision, wire.txn_results(ops, reply, revision)
+
+    async def _check(self, ops: Sequence[Op]) -> None:
+        """ConflictError unless every op's compare holds now; writes nothing."""
+        body = wire.txn_body(
+            self._layout, ops, [b"{}" if isinstance(op, Put) else None for op in ops]
+        )
+        reply = await self._call("/v3/kv/txn", {**body, "success": []})
+        if not reply.get("succeeded"):
+            raise wire.first_conflict(ops, reply)
 
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """`path` on the member that answered last, else the next. A read also moves on from
