@@ -48,7 +48,10 @@ async def test_300_documents_on_a_default_etcd(tmp_path: Path) -> None:
 
             # A compare that fails in the last transaction's part is found before any write.
             before = await store.revision()
-            again = [Put(op.key, {"v": 2}, expect_revision=r) for op, r in zip(ops, revisions)]
+            again = [
+                Put(op.key, {"v": 2}, expect_revision=r)
+                for op, r in zip(ops, revisions, strict=True)
+            ]
             again[299] = Put(again[299].key, {"v": 2}, expect_revision=1)
             with pytest.raises(ConflictError) as caught:
                 await commit_all(store, again)
