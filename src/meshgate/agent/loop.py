@@ -287,13 +287,13 @@ class Agent:
                     seen = loaded.revision  # the one revision everything was read at
                     if self._relisted is not None and not self._relisted.done():
                         self._relisted.set_result(seen)
-                self.attempted_revision, self.attempted_at = seen, started_at
                 checked = await self._compile_checked(loaded.state, runtime_only=runtime_only)
                 if checked is None:
                     return False
                 compiled, rejected, actions = checked
                 outcome = await self.driver.apply(compiled.dataplane, actions)
         except MeshgateError as exc:
+            self.attempted_revision, self.attempted_at = seen, started_at
             self.last_error = str(exc)
             self.healthy = False
             self.metrics.reconciles.labels("failed").inc()
@@ -306,6 +306,9 @@ class Agent:
         finally:
             self._last_pass_end = asyncio.get_running_loop().time()
         self.passes += 1
+        # Set here and on failure, not when a pass is left for after the quiet period: the
+        # report changes (and is written) once per pass.
+        self.attempted_revision, self.attempted_at = seen, started_at
         self.applied_revision = max(self.applied_revision, seen)
         self.current_at = started_at
         if self.hash_config and (outcome.reason != "no change" or self.applied_hash is None):
