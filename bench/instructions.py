@@ -14,10 +14,14 @@ read. Health checks are left out of both (they cost per second, not per request,
 process runs more of them per request).
 
   baseline              hand-written: `balance roundrobin` over the two servers, weights 90/10
+  baseline +forwarded   the same, also sending what meshgate's gateways send instances by
+                        default: X-Forwarded-For and -Proto, a client's X-Forwarded-Host removed
   meshgate              compiled and rendered by meshgate from a gateway with two weighted
                         routes (bench:v1 90, bench:v2 10), with the request log it streams for
-                        latency statistics; the share of requests logged is set to what the
-                        agent sets at ~64,000 requests/s with its default budget (32/1024)
+                        latency statistics and flows (the client's address in each line); the
+                        share of requests logged is set to what the agent sets at ~64,000
+                        requests/s with its default budget (32/1024; `--logged`)
+  meshgate --no-flows   the same request log without the client's address
   meshgate --no-latency the same without the request log
 
 Workloads: h2 (HTTPS, HTTP/2 negotiated through ALPN, the certificate of bench/tls.py), https1
@@ -68,7 +72,13 @@ from meshgate.stats.sampling import KEEP_VAR
 WORKLOADS = ("h2", "https1", "http1")
 # h2load's options and the URL scheme of each workload.
 CLIENTS = {"h2": ([], "https"), "https1": (["--h1"], "https"), "http1": (["--h1"], "http")}
-CONFIGS = ("baseline", "meshgate", "meshgate --no-latency")
+CONFIGS = (
+    "baseline",
+    "baseline +forwarded",
+    "meshgate",
+    "meshgate --no-flows",
+    "meshgate --no-latency",
+)
 SAMPLED_KEEP = 32  # of 1024: the agent's budget of 2,000 lines/s at ~64,000 requests/s
 WARM_UP_REQUESTS = 200
 
@@ -90,8 +100,16 @@ def slug(config: str) -> str:
     return config.replace(" ", "_").replace("-", "")
 
 
-def baseline_config(setup: Setup, port: int, tls: bool) -> str:
+def baseline_config(setup: Setup, port: int, tls: bool, *, forwarded: bool = False) -> str:
     ssl = f" ssl crt {setup.pem} alpn h2,http/1.1 ssl-min-ver TLSv1.2" if tls else ""
+    # The headers meshgate's gateways send instances by default, written the cheapest way.
+    headers = (
+        "    option forwardfor\n"
+        f"    http-request set-header X-Forwarded-Proto {'https' if tls else 'http'}\n"
+        "    http-request del-header X-Forwarded-Host\n"
+        if forwarded
+        else ""
+    )
     return (
         "global\n"
         "    nbthread 1\n"
@@ -108,6 +126,7 @@ def baseline_config(setup: Setup, port: int, tls: bool) -> str:
         "\n"
         "backend be\n"
         "    balance roundrobin\n"
+        f"{headers}"
         f"    server v1 {LOOPBACK}:{setup.v1} weight 90\n"
         f"    server v2 {LOOPBACK}:{setup.v2} weight 10\n"
     )
@@ -124,12 +143,24 @@ def meshgate_resources(setup: Setup, port: int, tls: bool) -> list[Resource]:
     return [validate_resource(document) for document in documents]
 
 
-def meshgate_config(setup: Setup, port: int, tls: bool, *, latency: bool, name: str) -> str:
+def meshgate_config(
+    setup: Setup,
+    port: int,
+    tls: bool,
+    *,
+    latency: bool,
+    name: str,
+    flows: bool = True,
+    keep: int = SAMPLED_KEEP,
+) -> str:
     """meshgate's files for the gateway, written under the work dir; the configuration's text
-    with one thread and no health checks, and the share of requests logged fixed."""
+    with one thread and no health checks, and the share of requests logged fixed (`keep` of
+    1024)."""
     run_dir = setup.workdir / slug(name)
     settings = ir.Settings(
-        run_dir=str(run_dir), log_socket=str(run_dir / "log.sock") if latency else None
+        run_dir=str(run_dir),
+        log_socket=str(run_dir / "log.sock") if latency else None,
+        flows=flows and latency,
     )
     compiled = compile_state(DesiredState.of(meshgate_resources(setup, port, tls)), settings)
     problems = [e for result in compiled.gateways.values() for e in result.errors]
@@ -143,7 +174,7 @@ def meshgate_config(setup: Setup, port: int, tls: bool, *, latency: bool, name: 
         logged_all = f"set-var {KEEP_VAR} int(1024)"
         if logged_all not in text:
             raise BenchError(f"no `{logged_all}` in meshgate's configuration")
-        text = text.replace(logged_all, f"set-var {KEEP_VAR} int({SAMPLED_KEEP})")
+        text = text.replace(logged_all, f"set-var {KEEP_VAR} int({keep})")
     return text
 
 
@@ -234,6 +265,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> int:
     print(machine_line(tool_version([args.haproxy, "-v"]), tool_version(["valgrind", "--version"])))
     print(
         f"meshgate: {meshgate_version()}; {args.requests:,} requests per count, one at a time; "
+        f"{args.logged}/1024 of requests logged; "
         f"{args.rounds} rounds; workloads: {', '.join(workloads)}"
     )
     counts: dict[tuple[str, str], list[int]] = {}
@@ -243,7 +275,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> int:
             for workload in workloads:
                 for name in order:
                     port = free_port()
-                    config = config_text(setup, name, port, CLIENTS[workload][1] == "https")
+                    tls = CLIENTS[workload][1] == "https"
+                    config = config_text(setup, name, port, tls, args.logged)
                     count = count_instructions(args, name, config, port, workload)
                     counts.setdefault((workload, name), []).append(count)
                     print(f"  round {round_number + 1}: {workload}/{name} {count:,} per request")
@@ -251,10 +284,14 @@ def measure(args: argparse.Namespace, workdir: Path) -> int:
     return 0
 
 
-def config_text(setup: Setup, name: str, port: int, tls: bool) -> str:
+def config_text(setup: Setup, name: str, port: int, tls: bool, keep: int) -> str:
     makers: dict[str, Callable[[], str]] = {
         "baseline": lambda: baseline_config(setup, port, tls),
-        "meshgate": lambda: meshgate_config(setup, port, tls, latency=True, name=name),
+        "baseline +forwarded": lambda: baseline_config(setup, port, tls, forwarded=True),
+        "meshgate": lambda: meshgate_config(setup, port, tls, latency=True, name=name, keep=keep),
+        "meshgate --no-flows": lambda: meshgate_config(
+            setup, port, tls, latency=True, name=name, flows=False, keep=keep
+        ),
         "meshgate --no-latency": lambda: meshgate_config(
             setup, port, tls, latency=False, name=name
         ),
@@ -265,21 +302,24 @@ def config_text(setup: Setup, name: str, port: int, tls: bool) -> str:
 def report(counts: dict[tuple[str, str], list[int]], workloads: Sequence[str]) -> str:
     lines = [
         "",
-        "| workload | config | instructions/request (median) | per round | baseline/config |",
-        "|---|---|---:|---|---:|",
+        "| workload | config | instructions/request (median) | per round | baseline/config "
+        "| baseline +forwarded/config |",
+        "|---|---|---:|---|---:|---:|",
     ]
     for workload in workloads:
         base = median([float(c) for c in counts[(workload, "baseline")]])
+        alike = median([float(c) for c in counts[(workload, "baseline +forwarded")]])
         for name in CONFIGS:
             values = counts[(workload, name)]
             value = median([float(c) for c in values])
             lines.append(
                 f"| {workload} | {name} | {value:,.0f} | {', '.join(f'{c:,}' for c in values)} "
-                f"| {base / value:.3f} |"
+                f"| {base / value:.3f} | {alike / value:.3f} |"
             )
     lines.append(
         "\nbaseline/config: the baseline's instructions per request over the configuration's"
-        " (1.000: the same work; 0.9: 11 % more)."
+        " (1.000: the same work; 0.9: 11 % more). baseline +forwarded/config: the same against"
+        " the hand-written configuration that also sends meshgate's forwarded headers."
     )
     return "\n".join(lines)
 
@@ -292,7 +332,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--h2load", default="h2load", help="h2load binary (nghttp2-client)")
     parser.add_argument("--haproxy", default="haproxy", help="HAProxy binary")
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
+    parser.add_argument(
+        "--logged",
+        type=int,
+        default=SAMPLED_KEEP,
+        help=f"requests logged, in 1/1024ths ({SAMPLED_KEEP}; 1024: every request)",
+    )
     args = parser.parse_args(argv)
+    if not 1 <= args.logged <= 1024:
+        parser.error("--logged must be between 1 and 1024")
     if args.requests < 1 or args.rounds < 1:
         parser.error("--requests and --rounds must be at least 1")
     return run_in_workdir("meshgate-bench-instructions-", args.keep, lambda w: measure(args, w))

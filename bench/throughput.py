@@ -25,6 +25,7 @@ setup fails), whether or not the target ratio is met.
     .venv/bin/python bench/throughput.py --rounds 5 --duration 10 --skip condition
     .venv/bin/python bench/throughput.py --baseline-only    # nginx and plain HAProxy only
     .venv/bin/python bench/throughput.py --busy             # a CPU hog on one core meanwhile
+    .venv/bin/python bench/throughput.py --forwarded-baseline   # the baseline sends the headers
 
 Ratios of medians move a lot on a shared machine (one slow round of the baseline lifts every
 ratio); each configuration's per-round ratios to the baseline run just before or after it, and
@@ -127,8 +128,18 @@ class Config:
         return median([s.per_request_us(s.all_cpu_s) for s in self.samples])
 
 
-def baseline_config(port: int, v1: int, v2: int) -> str:
-    """The classic hand-written 90/10 split: weights on two servers of one backend."""
+# What meshgate's gateways send instances by default, written by hand the cheapest way.
+FORWARDED_HEADERS = """\
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request del-header X-Forwarded-Host
+"""
+
+
+def baseline_config(port: int, v1: int, v2: int, *, forwarded: bool = False) -> str:
+    """The classic hand-written 90/10 split: weights on two servers of one backend; with
+    `forwarded`, also the headers meshgate sends, so both do the same work."""
+    headers = FORWARDED_HEADERS if forwarded else ""
     return f"""\
 global
 
@@ -144,7 +155,7 @@ frontend fe
 
 backend be
     balance roundrobin
-    server v1 {LOOPBACK}:{v1} weight 90
+{headers}    server v1 {LOOPBACK}:{v1} weight 90
     server v2 {LOOPBACK}:{v2} weight 10
 """
 
@@ -308,6 +319,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--baseline-only", action="store_true", help="measure the baseline alone (no meshgate)"
     )
     parser.add_argument(
+        "--forwarded-baseline",
+        action="store_true",
+        help="the baseline also sends X-Forwarded-For and -Proto, as meshgate does by default",
+    )
+    parser.add_argument(
         "--busy", action="store_true", help="a busy loop on CPU 0 during every measured run"
     )
     parser.add_argument("--target", type=float, default=0.95, help="meshgate/baseline goal")
@@ -334,7 +350,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
     v1, v2 = free_port(), free_port()
-    baseline = Config("baseline", "hand-written haproxy.cfg, server weights 90/10", free_port())
+    baseline = Config(
+        "baseline",
+        "hand-written haproxy.cfg, server weights 90/10"
+        + (", X-Forwarded-For and -Proto" if args.forwarded_baseline else ""),
+        free_port(),
+    )
     optional = {
         "meshgate": Config("meshgate", "meshgate up (defaults), weights 90/10", free_port()),
         "no-latency": Config(
@@ -378,7 +399,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
 
         cfg = workdir / "baseline" / "haproxy.cfg"
         cfg.parent.mkdir(parents=True)
-        cfg.write_text(baseline_config(baseline.port, v1, v2))
+        cfg.write_text(baseline_config(baseline.port, v1, v2, forwarded=args.forwarded_baseline))
         plain = stack.enter_context(Haproxy(cfg, baseline.port, binary=args.haproxy))
         baseline.proxy_pids = plain.pids
         for config in configs:

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from meshgate.agent.desired import Placement
+from meshgate.api.flows import flows_router
 from meshgate.api.stats import stats_router
 from meshgate.lifecycle.lock import DataDirLock
 from meshgate.metrics import metrics_router
@@ -51,11 +52,12 @@ class AgentOptions:
 
 
 def metrics_app(plane: DataPlane, store: EtcdStore) -> FastAPI:
-    """What an agent serves on `--metrics`: /metrics, its gateways' stats and rollout
+    """What an agent serves on `--metrics`: /metrics, its gateways' stats, flows and rollout
     readings (for servers), /healthz."""
     app = FastAPI(title="meshgate agent", docs_url=None, redoc_url=None)
     app.include_router(metrics_router(plane.metrics))
     app.include_router(stats_router(store, plane.stats))
+    app.include_router(flows_router(plane.stats))
 
     @app.get("/api/v1/gateways/{name:path}/readings", include_in_schema=False)
     async def readings(name: str, namespace: str = "default") -> dict[str, Any]:

@@ -167,6 +167,14 @@ class MeshgateClient:
         stats: dict[str, Any] = response.json()
         return stats
 
+    def graph(self, *, namespace: str | None = None, window: str = "60s") -> dict[str, Any]:
+        """GET /api/v1/graph: gateways, services and callers, with weights and traffic."""
+        params = {"window": window, **({"namespace": namespace} if namespace else {})}
+        response = self._request("GET", "/api/v1/graph", params=params)
+        _json(response, "edges")
+        found: dict[str, Any] = response.json()
+        return found
+
     def compare(
         self, gateway: str, *, window: str = "5m", namespace: str = "default"
     ) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import structlog
 
 from meshgate.api import create_app
 from meshgate.api.bodies import MAX_BODY_BYTES
+from meshgate.api.flows import LocalFlows, flows_router
 from meshgate.api.graph import graph_router
 from meshgate.api.rollouts import rollouts_router
 from meshgate.api.stats import stats_router
@@ -57,6 +58,7 @@ class NodeOptions:
     anomaly_window_s: float = 10.0  # route anomalies are judged on windows this long
     keep_haproxy: bool = False  # SIGTERM leaves HAProxy serving, for the next start to adopt
     max_body_bytes: int = MAX_BODY_BYTES  # larger API request bodies get a 413
+    flows: bool = True  # record who calls which gateway (the client's address of each request)
 
 
 def manifest_files(paths: Sequence[Path]) -> list[Path]:
@@ -107,6 +109,7 @@ def data_plane_options(options: NodeOptions, data_dir: Path) -> DataPlaneOptions
         log_budget_per_s=options.log_budget_per_s,
         access_log=options.access_log,
         dns_server=options.dns_server,
+        flows=options.flows,
     )
 
 
@@ -140,7 +143,8 @@ async def run_node(options: NodeOptions) -> None:
                 metrics_router(plane.metrics),
                 stats_router(store, plane.stats),
                 rollouts_router(store, rollouts, plane.stats, analytics),
-                graph_router(store, plane.stats, analytics),
+                graph_router(store, plane.stats, analytics, LocalFlows(plane.stats)),
+                flows_router(plane.stats),
             ],
         )
         mount_ui(app)

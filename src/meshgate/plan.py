@@ -149,10 +149,9 @@ def plan(running: ir.DataPlane | None, desired: ir.DataPlane) -> list[Action]:
         new_servers = {s.name: s for s in new.servers}
         for server_name, server in new_servers.items():
             before = old_servers.get(server_name)
-            if before is None or (before.address, before.port, before.cookie) != (
-                server.address,
-                server.port,
-                server.cookie,
+            # A server's backup flag cannot be changed at run time: it is added anew.
+            if before is None or dataclasses.replace(before, weight=0) != dataclasses.replace(
+                server, weight=0
             ):
                 reason = _cannot_add_at_run_time(new, server)
                 if reason:

@@ -12,6 +12,7 @@ import structlog
 
 from meshgate.api import create_app
 from meshgate.api.cluster_stats import cluster_stats_router
+from meshgate.api.flows import ClusterFlows
 from meshgate.api.graph import graph_router
 from meshgate.api.nodes import nodes_router
 from meshgate.api.rollouts import rollout_commands_router
@@ -56,7 +57,7 @@ async def run_server(options: ServerOptions) -> None:
                 nodes_router(statuses),
                 cluster_stats_router(store, statuses),
                 rollout_commands_router(controller),
-                graph_router(store),
+                graph_router(store, flows=ClusterFlows(statuses)),
             ],
             statuses=statuses,
             readiness=readiness,

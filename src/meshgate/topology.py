@@ -3,7 +3,8 @@
 Nodes are gateways, services (a route's target: a registered service, an address or inline
 targets) and callers; edges gateway → target come from the configuration, with the route's
 weight, and carry the route's live figures when it has served traffic; edges caller → gateway
-carry the gateway's traffic. On a single node every caller is `external`.
+carry the traffic of each caller: a service, a node or `external` (see `callers`), when flows
+are recorded; without them, one edge from `external` carries all of the gateway's traffic.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from meshgate.callers import Caller
 from meshgate.model import Gateway, Service
 from meshgate.model.gateway import inline_endpoint
 
@@ -52,9 +54,11 @@ def build_graph(
     gateways: Iterable[Gateway],
     services: Iterable[Service],
     stats: Mapping[tuple[str, str], Mapping[str, Any]],
+    callers: Mapping[tuple[str, str], list[tuple[Caller, Mapping[str, Any]]]] | None = None,
 ) -> dict[str, Any]:
     """`stats` maps (namespace, gateway) to the gateway's per-route stats (`routes` of the
-    stats API); a gateway without an entry has served nothing yet."""
+    stats API); a gateway without an entry has served nothing yet. `callers` maps it to its
+    callers, each with figures in the shape of a route's stats; None: flows not recorded."""
     known_services = {(s.namespace, s.name) for s in services}
     listed = list(gateways)
     known_gateways = {(g.namespace, g.name) for g in listed}
@@ -103,7 +107,21 @@ def build_graph(
         caller = node_id("external", space, EXTERNAL)
         nodes.setdefault(
             caller, {"id": caller, "kind": "external", "name": EXTERNAL, "namespace": space}
-        )
+        )  # always there, traffic or not: a page drawing the graph keeps its layout
+        if callers is not None:
+            for found, figures in callers.get((space, gateway.name), []):
+                node = {"id": found.id, "kind": found.kind, "name": found.name}
+                nodes.setdefault(found.id, {**node, "namespace": found.namespace})
+                edges.append(
+                    {
+                        "source": found.id,
+                        "target": gateway_id,
+                        "route": None,
+                        "weight": None,
+                        **_figures(figures),
+                    }
+                )
+            continue
         edges.append(
             {
                 "source": caller,

@@ -30,6 +30,7 @@ from meshgate.metrics import ControlPlaneMetrics
 from meshgate.process_metrics import HaproxyProcessMetrics
 from meshgate.stats.accesslog import AccessLog
 from meshgate.stats.collector import StatsCollector
+from meshgate.stats.flows import FlowBook
 from meshgate.stats.keeper import LogKeeper
 from meshgate.stats.latency import LatencyBook
 from meshgate.stats.logline import RING
@@ -59,6 +60,8 @@ class DataPlaneOptions:
     log_budget_per_s: int = 2_000
     access_log: str | None = None  # a file, or "-" for stdout: one JSON object per request
     dns_server: str | None = None  # "IP[:PORT]" for services' dns: names; else the system's
+    # Who calls which gateway (the client's address in each request line; needs `latency`).
+    flows: bool = True
 
 
 @dataclass
@@ -128,22 +131,19 @@ def build_data_plane(
         hard_stop_after_ms=options.hard_stop_after_ms,
         log_socket=str(run_dir / "log.sock") if options.latency else None,
         log_details=options.access_log is not None,
+        flows=options.flows and options.latency,
     )
     driver = Driver(supervisor, runtime, settings)
     follower = DnsFollower(Resolver(options.dns_server), on_change=lambda: agent.request_pass())
     health = InstanceHealth(dns_errors=follower.errors)
     events = EventLog()
-    agent = Agent(
-        store, driver, metrics, health=health, events=events, status_prefix=status_prefix
-    )
+    agent = Agent(store, driver, metrics, health=health, events=events, status_prefix=status_prefix)
     agent.loader.dns = follower
     stats, receiver = _stats(options, driver, runtime)
     stats.make_way = agent.make_way  # a stats poll never holds up a change
     metrics.registry.register(DataPlaneMetrics(stats))
     metrics.registry.register(HaproxyProcessMetrics(lambda: supervisor.master_pid))
-    return DataPlane(
-        supervisor, driver, agent, metrics, stats, health, follower, receiver, events
-    )
+    return DataPlane(supervisor, driver, agent, metrics, stats, health, follower, receiver, events)
 
 
 def _stats(
@@ -158,7 +158,7 @@ def _stats(
         # (keep stays at every request) or here.
         budget = None if options.access_log else options.log_budget_per_s or None
         parse_budget = None if options.access_log else max(PARSE_FLOOR_PER_S, 2 * (budget or 0))
-        book = LatencyBook(budget_per_s=parse_budget)
+        book = LatencyBook(budget_per_s=parse_budget, flows=FlowBook() if options.flows else None)
         if budget is not None:
             keeper = LogKeeper(KeepController(budget), runtime.set_proc_var)
     # The access log wants every line, streamed as it is written; the statistics alone read

@@ -286,3 +286,26 @@ def test_a_rollout_is_started_paused_resumed_and_aborted_from_the_page(
     banner.wait_for(state="visible")
     assert banner.inner_text() == "gateway: gateway default/nowhere does not exist"
     assert shown.errors == [] or all("422" in error for error in shown.errors)
+
+
+def test_graph_shows_who_calls_a_gateway(
+    make_node: Callable[..., Node], demos: Demos, watched: Callable[..., Watched]
+) -> None:
+    node = make_node()
+    port = sava(node, demos)
+    node.apply({"kind": "service", "name": "web", "instances": ["127.0.0.21:8000"]})
+    shown = watched()
+    shown.page.goto(f"{node.url}/ui/")
+    shown.page.wait_for_selector('svg.graph path[data-route="sava:1.1"]', state="attached")
+    with httpx.Client(timeout=5, transport=httpx.HTTPTransport(local_address="127.0.0.21")) as c:
+        for _ in range(100):
+            c.get(f"http://127.0.0.1:{port}/")
+    # The calling service appears with the callers (left), joined to the gateway it calls.
+    caller = 'svg.graph g.node.service[data-id="service:default/web"]'
+    shown.page.wait_for_selector(caller, timeout=15_000)
+    placed = shown.page.locator(caller).get_attribute("transform", timeout=1000) or ""
+    assert placed.startswith("translate(10,"), placed
+    edge = 'svg.graph path[data-id="service:default/web->gateway:default/sava#"]'
+    shown.page.wait_for_selector(edge, state="attached", timeout=5_000)
+    assert "/s" in (shown.page.locator(edge).text_content() or "")
+    assert shown.errors == []

@@ -16,8 +16,11 @@ import pytest
 from tests.integration.conftest import LineServer, Node, free_port, wait_for_port
 from tests.integration.discovery_helpers import instance_status
 from tests.integration.test_routing import gateway, wait_until
+from tests.tlscerts import Authority
 
 pytestmark = pytest.mark.integration
+
+CERTIFICATE = Authority("meshgate forwarded-headers CA").issue("shop.example")
 
 NGINX = "/usr/sbin/nginx"
 # nginx answers a check or request with what it received, so the test reads it from traffic.
@@ -106,22 +109,36 @@ def test_http_checks_send_a_host_that_strict_servers_accept(node: Node, nginx: N
     assert "-" not in nginx.hosts_seen()
 
 
-def test_instances_learn_the_client_address_scheme_and_host(node: Node, nginx: Nginx) -> None:
-    port = free_port()
+def test_instances_learn_the_client_address_and_scheme(node: Node, nginx: Nginx) -> None:
+    port, secure_port = free_port(), free_port()
     node.apply(
         checked_service("echo", nginx.port),
+        CERTIFICATE.document("forwarded-cert"),
         gateway("forwarded", port, {"echo": {}}),
         gateway("plain", free_port(), {"echo": {}}, forwarded_headers=False),
+        {
+            **gateway("secure", secure_port, {"echo": {}}),
+            "tls": {"certificates": ["forwarded-cert"]},
+        },
     )
     url = f"http://127.0.0.1:{port}/"
     wait_until(lambda: httpx.get(url).status_code == 200)
     # The client's own X-Forwarded-For is kept, HAProxy's entry follows; a claimed https on a
-    # plain connection is replaced.
+    # plain connection is replaced, a claimed X-Forwarded-Host removed (Host itself is passed on).
     spoofed = {"host": "shop.example", "x-forwarded-for": "203.0.113.9",
-               "x-forwarded-proto": "https"}  # fmt: skip
+               "x-forwarded-proto": "https", "x-forwarded-host": "evil.example"}  # fmt: skip
     host, forwarded_for, proto, forwarded_host = httpx.get(url, headers=spoofed).text.split("|")
-    assert (host, proto, forwarded_host.strip()) == ("shop.example", "http", "shop.example")
+    assert (host, proto, forwarded_host.strip()) == ("shop.example", "http", "")
     assert forwarded_for == "203.0.113.9, 127.0.0.1"
+
+    secure_url = f"https://127.0.0.1:{secure_port}/"
+    claims = {"host": "shop.example", "x-forwarded-proto": "http"}
+
+    def answer() -> str:
+        return httpx.get(secure_url, headers=claims, verify=False).text
+
+    wait_until(lambda: answer().count("|") == 3)
+    assert answer().strip() == "shop.example|127.0.0.1|https|"
 
     plain = node.get("gateways", "plain")["port"]
     plain_url = f"http://127.0.0.1:{str(plain).split('/')[0]}/"

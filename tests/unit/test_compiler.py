@@ -694,8 +694,8 @@ def test_forwarded_headers_are_on_by_default_for_http_and_can_be_turned_off() ->
         return backend_section(render_files(result.dataplane)[CONFIG_FILE], found)
 
     assert "option forwardfor" in backend_text()
-    assert any("X-Forwarded-Proto https if { ssl_fc }" in line for line in backend_text())
-    assert any("X-Forwarded-Host" in line for line in backend_text())
+    assert "http-request set-header X-Forwarded-Proto http" in backend_text()
+    assert "http-request del-header X-Forwarded-Host" in backend_text()
     assert not any("orward" in line for line in backend_text(forwarded_headers=False))
     assert not any("orward" in line for line in backend_text(port="9001/tcp"))
 

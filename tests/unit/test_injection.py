@@ -143,7 +143,7 @@ SECTION_LINES = [
     r"retry-on conn-failure(?: (?:empty-response|junk-response|response-timeout|0rtt-rejected"
     r"|40[1348]|425|50[0-4]))+",
     r"http-request disable-l7-retry if !\{ method GET HEAD OPTIONS \}",
-    *(re.escape(line) for line in forwarded_lines()),
+    *(re.escape(line) for proto in ("http", "https") for line in forwarded_lines(proto)),
     r"stick-table type ip size 1m expire 30m",
     r"stick on src",
     rf"cookie mgi_{GID} insert indirect nocache httponly",

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from meshgate.compiler import DesiredState
+from meshgate.compiler.locality import NodeIdentity
 from meshgate.discovery import registry
 from meshgate.discovery.dns import DnsFollower
 from meshgate.discovery.sources import Sources, merge
@@ -37,6 +38,12 @@ class Placement:
 
     labels: dict[str, str]
     address: str | None = None
+
+    @property
+    def node(self) -> NodeIdentity | None:
+        """The node itself, for locality (every node has the label `node: NAME`)."""
+        name = self.labels.get("node")
+        return None if name is None else NodeIdentity(name, self.address)
 
     def place(self, gateway: Gateway) -> Gateway | None:
         """The gateway as this node serves it, or None when its `nodes:` exclude the node.
@@ -81,7 +88,8 @@ class DesiredLoader:
         if self.dns is not None:
             self.dns.follow(loaded.state.services)
         registered, sources = merge(api, self.dns.instances() if self.dns else {})
-        state = dataclasses.replace(loaded.state, registered=registered)
+        node = self.placement.node if self.placement else None
+        state = dataclasses.replace(loaded.state, registered=registered, node=node)
         return dataclasses.replace(loaded, state=state, sources=sources)
 
     async def _load_resources(self, reads: Store | PinnedReads) -> Loaded:

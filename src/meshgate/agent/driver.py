@@ -21,6 +21,7 @@ import structlog
 from meshgate.agent.files import RunFiles, write_files
 from meshgate.compiler import CONFIG_FILE, ir, render_files
 from meshgate.compiler.render import MAPS_DIR
+from meshgate.compiler.rules import FAIL_FAST_ERRORS
 from meshgate.compiler.tls_text import CERTS_DIR
 from meshgate.errors import MeshgateError
 from meshgate.haproxy.commands import CheckExtras, ServerAdminState
@@ -60,17 +61,23 @@ class Outcome:
     runtime_s: float = 0.0  # of which the runtime commands, until HAProxy had the change
 
 
-def check_extras(health: ir.HealthCheck, mode: str) -> CheckExtras | None:
+def check_extras(
+    health: ir.HealthCheck, mode: str, *, fail_fast: bool = False
+) -> CheckExtras | None:
     """The check keywords of `rules.server_options` beyond inter/rise/fall, for `add server`,
     so a server added at run time is checked exactly as the configuration file checks it."""
+    observe_layer = (4 if mode == "tcp" else 7) if health.error_limit else None
+    error_limit = health.error_limit
+    if fail_fast and not health.error_limit:
+        observe_layer, error_limit = 4, FAIL_FAST_ERRORS
     extras = CheckExtras(
         port=health.port if health.type != "agent" else None,
         agent_port=health.port if health.type == "agent" else None,
         agent_inter_ms=health.interval_ms if health.type == "agent" else None,
-        observe_layer=(4 if mode == "tcp" else 7) if health.error_limit else None,
-        error_limit=health.error_limit,
+        observe_layer=observe_layer,
+        error_limit=error_limit,
     )
-    return None if extras == CheckExtras(error_limit=health.error_limit) else extras
+    return None if extras == CheckExtras(error_limit=error_limit) else extras
 
 
 def _batches(actions: list[Action]) -> list[list[RuntimeAction]]:
@@ -198,13 +205,16 @@ class Driver:
                 inter_ms=health.interval_ms,
                 rise=health.rise,
                 fall=health.fall,
-                extras=check_extras(health, _backend_mode(desired, action.backend)),
+                extras=check_extras(
+                    health, _backend_mode(desired, action.backend), fail_fast=server.fail_fast
+                ),
                 ssl=action.tls is not None,
                 verify=action.tls.verify if action.tls else True,
                 ca_file=self._cert_path(action.tls.ca_file)
                 if action.tls and action.tls.ca_file
                 else None,
                 sni=action.tls.sni if action.tls else None,
+                backup=server.backup,
             )
         elif isinstance(action, SetServerWeight):
             await self.runtime.set_server_weight(action.backend, action.server, action.weight)

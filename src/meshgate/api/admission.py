@@ -13,6 +13,7 @@ from typing import Any
 
 from meshgate.errors import Problem, ValidationFailed
 from meshgate.model import Certificate, Gateway, Resource, Service, resource_key, validate_resource
+from meshgate.model.planes import foreign_plane_targets, service_plane_ports
 from meshgate.model.ports import PortIndex, owner_name, port_conflicts
 from meshgate.model.snapshot import ca_problems, certificate_problems
 from meshgate.store import Record
@@ -132,7 +133,9 @@ def admit(
         raise ValidationFailed(problems)
     resource = validate_resource(filled, allow_raw_acl=allow_raw_acl, kind=kind)
     if isinstance(resource, Gateway):
+        others = list(others)
         conflicts = port_conflicts(resource, others)
+        conflicts += foreign_plane_targets(resource, service_plane_ports(others))
         if conflicts:
             raise ValidationFailed(conflicts)
     if certificates is not None:
@@ -174,9 +177,14 @@ def batch_conflicts(
         else:
             first_seen[key] = index
     ports: PortIndex[int | None] = PortIndex()
+    stored = [g for g in stored if resource_key(g) not in first_seen]
     for gateway in stored:
-        if resource_key(gateway) not in first_seen:
-            ports.add(gateway, None)
+        ports.add(gateway, None)
+    batch = [r for _, r in resources if isinstance(r, Gateway)]
+    plane_ports = service_plane_ports([*stored, *batch])
+    for index, resource in resources:
+        if isinstance(resource, Gateway):
+            problems += [(index, p) for p in foreign_plane_targets(resource, plane_ports)]
     for index, resource in resources:
         if not isinstance(resource, Gateway):
             continue
@@ -215,9 +223,7 @@ def admit_batch(
     located.extend(batch_conflicts(valid, stored))
     if certificates is not None:
         known = dict(certificates)
-        known.update(
-            {(r.namespace, r.name): r for _, r in valid if isinstance(r, Certificate)}
-        )
+        known.update({(r.namespace, r.name): r for _, r in valid if isinstance(r, Certificate)})
         rewritten = {resource_key(r) for _, r in valid}
         unchanged = [g for g in stored if resource_key(g) not in rewritten]
         for index, resource in valid:
@@ -227,9 +233,7 @@ def admit_batch(
     if located:
         # Stable sort: each document's problems together, in document order.
         located.sort(key=lambda item: item[0])
-        raise ValidationFailed(
-            [_under(f"{prefix}.{index}", problem) for index, problem in located]
-        )
+        raise ValidationFailed([_under(f"{prefix}.{index}", problem) for index, problem in located])
     return [resource for _, resource in valid]
 
 

@@ -20,12 +20,8 @@ from meshgate import __version__
 from meshgate.api.bodies import MAX_BODY_BYTES, BodyTooLargeError
 from meshgate.api.events import router as events_router
 from meshgate.api.instances import instances_router
-from meshgate.api.resources import (
-    StatusSource,
-    api_error,
-    manifest_schemas,
-    resources_router,
-)
+from meshgate.api.params import api_error
+from meshgate.api.resources import StatusSource, manifest_schemas, resources_router
 from meshgate.errors import ValidationFailed
 from meshgate.events import EventLog
 from meshgate.store import Store, StoreError

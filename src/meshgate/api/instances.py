@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from meshgate.api.bodies import parse_documents
-from meshgate.api.resources import api_error, status_key
+from meshgate.api.params import api_error
+from meshgate.api.resources import status_key
 from meshgate.discovery import registry
 from meshgate.errors import Problem, ValidationFailed
 from meshgate.events import EventLog, EventType, instance_label
@@ -27,6 +28,8 @@ from meshgate.model.discovery import Registration
 from meshgate.model.manifest import problems_from_pydantic
 from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
 from meshgate.model.service import Instance
+from meshgate.nodes.keys import NODES, SCOPE
+from meshgate.nodes.locate import locate, node_addresses
 from meshgate.store import Key, NotFoundError, Record, Store
 
 # A registration is a handful of fields; anything much larger is not one.
@@ -42,7 +45,7 @@ NamespaceParam = Annotated[
 _REGISTRATION = {
     "requestBody": {
         "required": True,
-        "description": "{address, port, weight?, id?, ttl?, netns?}; ttl in seconds or 10s",
+        "description": "{address, port, weight?, id?, ttl?, netns?, node?}; ttl in seconds or 10s",
         "content": {"application/json": {"schema": Registration.model_json_schema()}},
     }
 }
@@ -89,6 +92,7 @@ def _instance(registration: Registration, instance_id: str = "") -> Instance:
         weight=registration.weight,
         id=instance_id or registration.id,
         netns=registration.netns,
+        node=registration.node,
     )
 
 
@@ -188,8 +192,10 @@ def instances_router(store: Store) -> APIRouter:
         for record in await registry.registered_for(store, where, name):
             items.append(registry.describe(record))
         items += [dict(i) for i in reported.values() if i.get("source") == "dns"]
+        by_address = node_addresses(await store.list(NODES, SCOPE))
         for item in items:
             item["status"] = reported.get(item.get("id"), {}).get("status", "UNKNOWN")
+            item["node"] = locate(item, by_address)
             item.pop("namespace", None)
             item.pop("service", None)
         return {"service": name, "namespace": where, "items": items}

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from meshgate.api.resources import api_error
+from meshgate.api.params import api_error
 from meshgate.nodes.view import NodeStatuses
 
 

@@ -1,12 +1,18 @@
-"""Query and path values the read-only endpoints share: a namespace, and a gateway that must
-exist (404 otherwise)."""
+"""What the endpoints share: the API's error shape, a checked `?namespace=`, and a gateway that
+must exist (404 otherwise)."""
 
 from __future__ import annotations
 
-from meshgate.api.resources import api_error
+from fastapi import HTTPException
+
 from meshgate.errors import Problem, ValidationFailed
 from meshgate.model.names import check_namespace
 from meshgate.store import Key, Store
+
+
+def api_error(status_code: int, message: str, path: str = "") -> HTTPException:
+    """An HTTP error in the API's one error shape, `{"errors": [{"path", "message"}]}`."""
+    return HTTPException(status_code, detail={"errors": [{"path": path, "message": message}]})
 
 
 def parse_namespace(value: str | None) -> str | None:

@@ -16,7 +16,7 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any, Protocol
 from urllib.parse import quote
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from meshgate.api import paging
@@ -29,6 +29,7 @@ from meshgate.api.admission import (
 )
 from meshgate.api.bodies import read_batch, read_document
 from meshgate.api.certificates import certificate_status, public_document
+from meshgate.api.params import api_error, parse_namespace
 from meshgate.api.roundtrip import (
     keeps_stored_key,
     split_version,
@@ -49,7 +50,7 @@ from meshgate.model import (
     to_document,
     validate_resource,
 )
-from meshgate.model.names import DEFAULT_NAMESPACE, check_namespace
+from meshgate.model.names import DEFAULT_NAMESPACE
 from meshgate.model.policies import hide_passwords
 from meshgate.model.references import referrers, unresolved_routes
 from meshgate.model.rollout import Rollout, rollout_problems
@@ -111,11 +112,6 @@ IfMatchHeader = Annotated[
 ]
 
 
-def api_error(status_code: int, message: str, path: str = "") -> HTTPException:
-    """An HTTP error in the API's one error shape, `{"errors": [{"path", "message"}]}`."""
-    return HTTPException(status_code, detail={"errors": [{"path": path, "message": message}]})
-
-
 def status_key(key: Key) -> Key:
     """Where the agent reports on the resource at `key`."""
     return Key(STATUS_PREFIX + key.kind, key.namespace, key.name)
@@ -169,15 +165,6 @@ def _kinds(kind: str) -> tuple[str, str]:
     if plural is None:
         raise api_error(404, f"unknown kind {kind!r}; use one of: {', '.join(KINDS)}")
     return plural, KINDS[plural]
-
-
-def _namespace(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return check_namespace(value)
-    except ValueError as exc:
-        raise ValidationFailed([Problem("namespace", str(exc))]) from None
 
 
 def _key(kind: str, namespace: str, name: str) -> Key:
@@ -284,7 +271,7 @@ _MERGE_PATCH = {
 _ERRORS = {"description": "errors: {\"errors\": [{\"path\": ..., \"message\": ...}]}"}
 
 
-def _in_namespace(documents: list[Any], namespace: str | None) -> list[Any]:
+def _inparse_namespace(documents: list[Any], namespace: str | None) -> list[Any]:
     """Documents without a namespace of their own go into `namespace`, as `kubectl apply -n`
     does; one that names another namespace is refused rather than silently moved."""
     if namespace is None:
@@ -444,7 +431,7 @@ def resources_router(
         namespace: NamespaceParam = None,
     ) -> dict[str, Any]:
         wait_s = _wait_seconds(wait)
-        placed = _in_namespace(await read_batch(request), _namespace(namespace))
+        placed = _inparse_namespace(await read_batch(request), parse_namespace(namespace))
         documents = _inline_batch(placed, files)
         async with write_lock:
             documents = [await keep_key(d, f"documents.{i}") for i, d in enumerate(documents)]
@@ -525,7 +512,7 @@ def resources_router(
         continue_token: ContinueParam = None,
     ) -> dict[str, Any]:
         kind, _ = _kinds(kind)
-        where = _namespace(namespace) or DEFAULT_NAMESPACE
+        where = parse_namespace(namespace) or DEFAULT_NAMESPACE
         if limit is None and continue_token is None:
             records = await store.list(kind, where)
             found = await reports.many(kind, where)
@@ -551,7 +538,7 @@ def resources_router(
         kind: KindParam, request: Request, namespace: NamespaceParam = None
     ) -> JSONResponse:
         kind, singular = _kinds(kind)
-        where = _namespace(namespace)
+        where = parse_namespace(namespace)
         # A create needs no version: the resource must not exist at any.
         data, _ = split_version(inline_certificate_files(await read_document(request), api=files))
         async with write_lock:
@@ -577,7 +564,7 @@ def resources_router(
     @router.get("/{kind}/{name:path}", responses={404: _ERRORS}, summary="Read a resource")
     async def read(kind: KindParam, name: NameParam, namespace: NamespaceParam = None) -> Response:
         kind, singular = _kinds(kind)
-        key = _key(kind, _namespace(namespace) or DEFAULT_NAMESPACE, name)
+        key = _key(kind, parse_namespace(namespace) or DEFAULT_NAMESPACE, name)
         record = await store.get(key)
         if record is None:
             raise api_error(404, f"{singular} {key.namespace}/{name} not found")
@@ -637,7 +624,7 @@ def resources_router(
         if_match: IfMatchHeader = None,
     ) -> Response:
         kind, _ = _kinds(kind)
-        where = _namespace(namespace)
+        where = parse_namespace(namespace)
         expected = _expected_version(if_match)
         return await write_one(kind, name, where, await read_document(request), expected)
 
@@ -655,7 +642,7 @@ def resources_router(
         if_match: IfMatchHeader = None,
     ) -> Response:
         kind, singular = _kinds(kind)
-        key = _key(kind, _namespace(namespace) or DEFAULT_NAMESPACE, name)
+        key = _key(kind, parse_namespace(namespace) or DEFAULT_NAMESPACE, name)
         changes = await read_document(request)
         if not isinstance(changes, dict):
             raise ValidationFailed([Problem("", "a merge patch must be a JSON object")])
@@ -684,7 +671,7 @@ def resources_router(
         force: ForceParam = False,
     ) -> Response:
         kind, singular = _kinds(kind)
-        key = _key(kind, _namespace(namespace) or DEFAULT_NAMESPACE, name)
+        key = _key(kind, parse_namespace(namespace) or DEFAULT_NAMESPACE, name)
         expected = _expected_version(if_match)
         async with write_lock:
             current = await store.get(key)

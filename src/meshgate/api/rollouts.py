@@ -11,8 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 
-from meshgate.api.params import parse_namespace, require_gateway
-from meshgate.api.resources import api_error
+from meshgate.api.params import api_error, parse_namespace, require_gateway
 from meshgate.errors import Problem, ValidationFailed
 from meshgate.model.names import DEFAULT_NAMESPACE
 from meshgate.model.values import parse_duration_ms

@@ -12,6 +12,7 @@ from meshgate.cli.cluster import agent, server
 from meshgate.cli.common import Settings, read_token_file, token_file_option
 from meshgate.cli.demo import demo
 from meshgate.cli.describe import describe, events
+from meshgate.cli.graph import graph
 from meshgate.cli.instances import instances
 from meshgate.cli.local import render, up, validate, version
 from meshgate.cli.remote import apply, delete, get
@@ -43,7 +44,7 @@ def main(ctx: click.Context, server: str, token: str | None, token_file: Path | 
 
 for command in (
     up, server, agent, demo, apply, diff, get, describe, events, delete, set_group, instances,
-    stats, rollout, validate, render, version,
+    stats, graph, rollout, validate, render, version,
 ):  # fmt: skip
     main.add_command(command)
 

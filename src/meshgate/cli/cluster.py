@@ -161,6 +161,11 @@ def _metrics_address(
     help="have HAProxy log each request to the agent for latency percentiles",
 )
 @click.option(
+    "--flows/--no-flows", default=True, show_default=True,
+    help="record who calls which gateway (the client address of each logged request) for "
+    "the graph's traffic edges",
+)
+@click.option(
     "--hard-stop-after", "hard_stop_after", default="30s", show_default=True,
     callback=_duration_ms, help="how long an old HAProxy worker may finish after a reload",
 )
@@ -180,6 +185,7 @@ def agent(
     data_dir: Path,
     metrics: tuple[str, int] | None,
     latency: bool,
+    flows: bool,
     hard_stop_after: int,
     dns_server: str | None,
 ) -> None:
@@ -196,6 +202,7 @@ def agent(
             run_dir=run_dir,
             hard_stop_after_ms=hard_stop_after,
             latency=latency,
+            flows=flows,
             dns_server=dns_server,
         ),
         address=address,

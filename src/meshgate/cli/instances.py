@@ -28,6 +28,7 @@ def instances() -> None:
 @click.option("--id", "instance_id", default=None, help="instance id (default ADDRESS:PORT)")
 @click.option("--ttl", default=None, help="seconds or a duration (10s); lapses unless renewed")
 @click.option("--netns", default=None, help="Linux network namespace the instance lives in")
+@click.option("--node", default=None, help="the node it runs on (agent --node), for locality")
 @click.option(
     "--keep-alive", is_flag=True,
     help="stay in the foreground renewing the TTL; deregister on Ctrl-C",
@@ -41,6 +42,7 @@ def add(
     instance_id: str | None,
     ttl: str | None,
     netns: str | None,
+    node: str | None,
     keep_alive: bool,
     namespace: str,
     server: str | None,
@@ -52,7 +54,8 @@ def add(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="ADDRESS:PORT") from None
     body: dict[str, Any] = {"address": address, "port": port}
-    for field, value in (("weight", weight), ("id", instance_id), ("ttl", ttl), ("netns", netns)):
+    given = {"weight": weight, "id": instance_id, "ttl": ttl, "netns": netns, "node": node}
+    for field, value in given.items():
         if value is not None:
             body[field] = value
     if keep_alive and ttl is None:
@@ -128,4 +131,3 @@ def heartbeat(
     with reporting(), open_client(server, token) as client:
         client.heartbeat_instance(service, instance_id, namespace=namespace)
     click.echo(f"instance {instance_id} of {namespace}/{service} renewed")
-

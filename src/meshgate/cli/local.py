@@ -48,18 +48,70 @@ def validate(paths: tuple[Path, ...], allow_raw_acl: bool) -> None:
     click.echo(f"{count} document{'' if count == 1 else 's'} valid")
 
 
+def _render_node(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from meshgate.model.names import check_node_name
+
+    try:
+        return None if value is None else check_node_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _render_labels(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> dict[str, str]:
+    from meshgate.nodes.keys import parse_label
+
+    try:
+        return dict(parse_label(text) for text in value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @manifest_paths
 @allow_raw_acl_option
-def render(paths: tuple[Path, ...], allow_raw_acl: bool) -> None:
+@click.option(
+    "--node", default=None, callback=_render_node,
+    help="render what the agent of this node would run (placement, bind, locality)",
+)  # fmt: skip
+@click.option("--address", default=None, help="with --node: the node's --address")
+@click.option(
+    "--label", "labels", multiple=True, callback=_render_labels, metavar="KEY=VALUE",
+    help="with --node: a label of the node; repeatable",
+)  # fmt: skip
+def render(
+    paths: tuple[Path, ...],
+    allow_raw_acl: bool,
+    node: str | None,
+    address: str | None,
+    labels: dict[str, str],
+) -> None:
     """Print the HAProxy configuration the manifests compile to (offline)."""
     resources = _checked(paths, allow_raw_acl)
+    if node is None and (address is not None or labels):
+        raise click.UsageError("--address and --label need --node")
+    if address is not None:
+        try:
+            address = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise click.BadParameter(f"{address!r} is not an IP address") from None
     # Imported here: the compiler is only needed by this command.
+    from meshgate.agent.desired import Placement
     from meshgate.compiler import render_manifests
     from meshgate.compiler.render import is_secret
+    from meshgate.model import Gateway
 
+    placement = None if node is None else Placement({**labels, "node": node}, address)
+    if placement is not None:
+        resources = [
+            placed
+            for resource in resources
+            if (placed := placement.place(resource) if isinstance(resource, Gateway) else resource)
+            is not None
+        ]
     try:
-        files = render_manifests(resources)
+        files = render_manifests(resources, node=placement.node if placement else None)
     except MeshgateError as exc:
         fail([f"cannot render: {exc}"])
     names = sorted(files, key=lambda name: name != CONFIG_FILE)  # haproxy.cfg first, stable
@@ -187,6 +239,11 @@ def _size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
     help="have HAProxy log each request to the agent for latency percentiles",
 )
 @click.option(
+    "--flows/--no-flows", default=True, show_default=True,
+    help="record who calls which gateway (the client address of each logged request) for "
+    "the graph's traffic edges",
+)
+@click.option(
     "--log-budget", "log_budget", type=click.IntRange(0, 10_000_000), default=2_000,
     show_default=True, metavar="LINES_PER_S",
     help="request lines per second HAProxy logs for latency percentiles; above it, a random "
@@ -242,6 +299,7 @@ def up(
     insecure_no_auth: bool,
     cert_dir: Path | None,
     latency: bool,
+    flows: bool,
     log_budget: int,
     access_log: str | None,
     hard_stop_after: int,
@@ -282,6 +340,7 @@ def up(
         token=token,
         cert_dir=cert_dir,
         latency=latency,
+        flows=flows,
         log_budget_per_s=log_budget,
         access_log=access_log,
         hard_stop_after_ms=hard_stop_after,

@@ -118,7 +118,7 @@ def table(kind: str, resources: Sequence[dict[str, Any]]) -> str:
     )
 
 
-INSTANCE_HEADER = ["ID", "ADDRESS", "PORT", "WEIGHT", "STATUS", "SOURCE", "TTL"]
+INSTANCE_HEADER = ["ID", "ADDRESS", "PORT", "WEIGHT", "STATUS", "SOURCE", "NODE", "TTL"]
 
 
 def instances_table(items: Sequence[dict[str, Any]]) -> str:
@@ -131,6 +131,7 @@ def instances_table(items: Sequence[dict[str, Any]]) -> str:
             str(item.get("weight", "-")),
             str(item.get("status", "")),
             str(item.get("source", "")),
+            str(item.get("node") or "-"),
             f"{item['ttl']:g}s" if isinstance(item.get("ttl"), int | float) else "-",
         ]
         for item in items

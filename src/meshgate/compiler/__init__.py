@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from meshgate.compiler import ir
@@ -12,6 +13,7 @@ from meshgate.compiler.build import (
     RouteStatus,
     compile_state,
 )
+from meshgate.compiler.locality import NodeIdentity
 from meshgate.compiler.render import CONFIG_FILE, render_config, render_files
 from meshgate.model import Resource
 
@@ -19,10 +21,14 @@ DEFAULT_RUN_DIR = "/var/run/meshgate"
 
 
 def render_manifests(
-    resources: Sequence[Resource], run_dir: str = DEFAULT_RUN_DIR
+    resources: Sequence[Resource],
+    run_dir: str = DEFAULT_RUN_DIR,
+    *,
+    node: NodeIdentity | None = None,
 ) -> dict[str, str]:
-    """For `meshgate render`: the files the agent would write for these resources."""
-    state = DesiredState.of(resources)
+    """For `meshgate render`: the files the agent would write for these resources (with
+    `node`, the agent of that node, given the gateways placed on it)."""
+    state = dataclasses.replace(DesiredState.of(resources), node=node)
     return render_files(compile_state(state, ir.Settings(run_dir=run_dir)).dataplane)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from meshgate.compiler import ir, naming, policies
 from meshgate.compiler import tls as tls_parts
+from meshgate.compiler.locality import NodeIdentity, is_local, netns_here
 from meshgate.compiler.memo import Memo
 from meshgate.compiler.slots import weight_slots
 from meshgate.conditions import parse_condition, to_dnf
@@ -33,6 +34,8 @@ class DesiredState:
     services: Sequence[Service] = ()
     registered: Mapping[Key, Sequence[Instance]] = field(default_factory=dict)
     certificates: Sequence[Certificate] = ()
+    # The node this data plane is for (an agent of many); None on a single node (`up`).
+    node: NodeIdentity | None = None
 
     @classmethod
     def of(cls, resources: Sequence[Resource]) -> DesiredState:
@@ -140,10 +143,12 @@ def compile_state(
             else t
             for route, t in targets_of[key].items()
         }
-        inputs = _inputs(gateway, targets, services, served, state.registered)
+        inputs = (state.node, *_inputs(gateway, targets, services, served, state.registered))
         part = memo.gateways.lookup(key, inputs)
         if part is None:
-            part = _compile_gateway(gateway, targets, services, served, state.registered)
+            part = _compile_gateway(
+                gateway, targets, services, served, state.registered, state.node
+            )
             memo.gateways.store(key, inputs, part)
         rules_by_gateway[key] = part.rules
         backends.extend(part.backends)
@@ -201,6 +206,7 @@ def _compile_gateway(
     services: Mapping[Key, Service],
     gateways: Mapping[Key, Gateway],
     registered: Mapping[Key, Sequence[Instance]],
+    node: NodeIdentity | None = None,
 ) -> CompiledGateway:
     gateway_id = naming.gateway_id(gateway.namespace, gateway.name)
     sticky = gateway.sticky_mode
@@ -221,6 +227,8 @@ def _compile_gateway(
         instances, check = _instances(
             gateway, route_name, route, target, services, gateways, registered
         )
+        # Only a node knows which instances are its own; on a single node all of them are.
+        prefer_local = gateway.route_locality(route_name) == "prefer-local" and node is not None
         servers = tuple(
             ir.Server(
                 name=i.id,
@@ -228,7 +236,9 @@ def _compile_gateway(
                 port=i.port,
                 weight=i.weight,
                 cookie=naming.instance_token(i.id) if sticky == "instance" else None,
-                netns=i.netns,
+                netns=netns_here(i, node),
+                backup=prefer_local and not is_local(i, node),
+                fail_fast=prefer_local and is_local(i, node),
             )
             for i in instances
         )
@@ -259,7 +269,12 @@ def _compile_gateway(
                 if route.policies
                 else None,
                 gateway_policy=gateway_policy,
-                forwarded=gateway.forwarded_headers and backend_mode == "http",
+                forwarded_proto=(
+                    ("https" if gateway.tls else "http")
+                    if gateway.forwarded_headers and backend_mode == "http"
+                    else None
+                ),
+                prefer_local=prefer_local,
             )
         )
         choices.append(

@@ -33,6 +33,10 @@ class Server:
     weight: int
     cookie: str | None = None  # set when the gateway pins clients to instances
     netns: str | None = None  # the Linux network namespace it lives in (`ip netns`)
+    backup: bool = False  # used only while no other server is (see compiler.locality)
+    # Marked down by the first connection it fails in traffic (unless the service sets its
+    # own passive check): a local instance preferred over backups (see compiler.locality).
+    fail_fast: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,9 @@ class Backend:
     retry_on: tuple[str, ...] = ()  # failures after sending that are retried (http only)
     policy: Policy | None = None  # the route's own policies
     gateway_policy: Policy | None = None  # its gateway's, for the response header rules
-    forwarded: bool = False  # X-Forwarded-For/-Proto/-Host to the instances (http only)
+    # X-Forwarded-For and -Proto (this value: the gateway's scheme) to the instances; None: off.
+    forwarded_proto: Literal["http", "https"] | None = None
+    prefer_local: bool = False  # locality: prefer-local; remote servers are backups
 
 
 @dataclass(frozen=True)
@@ -195,6 +201,7 @@ class Settings:
     # is decided at run time (`stats.sampling`), outside the configuration.
     log_socket: str | None = None
     log_details: bool = False  # the detailed line (client, method, path) for the access log
+    flows: bool = False  # the client's address in the compact line: who calls which gateway
 
 
 WEIGHTS_MAP = "weights.map"

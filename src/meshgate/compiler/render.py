@@ -62,7 +62,7 @@ def _server_options(backend: ir.Backend, server: ir.Server, certs: str) -> str:
 def render_config(dataplane: ir.DataPlane) -> str:
     directory = maps_dir(dataplane.settings)
     certs = certs_dir(dataplane.settings)
-    http_format, tcp_format = log_formats(dataplane.settings.log_details)
+    http_format, tcp_format = log_formats(dataplane.settings.log_details, dataplane.settings.flows)
     return _template().render(
         run_dir=dataplane.settings.run_dir,
         settings=dataplane.settings,

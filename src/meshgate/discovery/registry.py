@@ -22,6 +22,7 @@ KIND = "instances"
 SEPARATOR = "#"
 
 ServiceKey = tuple[str, str]  # (namespace, service name)
+INSTANCE_FIELDS = ("address", "port", "weight", "id", "netns", "node")
 
 
 def instance_key(namespace: str, service: str, instance_id: str) -> Key:
@@ -44,6 +45,8 @@ def to_value(service: str, instance: Instance, ttl_s: float | None) -> dict[str,
         value["ttl"] = ttl_s
     if instance.netns is not None:
         value["netns"] = instance.netns
+    if instance.node is not None:
+        value["node"] = instance.node
     return value
 
 
@@ -53,7 +56,7 @@ def from_value(value: dict[str, Any]) -> tuple[str, Instance] | None:
     service = value.get("service")
     if not isinstance(service, str):
         return None
-    fields = {k: value[k] for k in ("address", "port", "weight", "id", "netns") if k in value}
+    fields = {k: value[k] for k in INSTANCE_FIELDS if k in value}
     try:
         return service, Instance.model_validate(fields)
     except ValidationError:

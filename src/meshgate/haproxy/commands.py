@@ -278,6 +278,7 @@ def add_server(
     verify: bool = True,
     ca_file: str | None = None,
     sni: str | None = None,
+    backup: bool = False,
 ) -> str:
     """`add server` with the keywords HAProxy 2.6 accepts for dynamic servers.
 
@@ -315,6 +316,8 @@ def add_server(
             words += [f"sni str({host})", f"check-sni {host}"]
     elif ca_file is not None or sni is not None:
         raise UnsafeRuntimeArgument("TLS settings", (ca_file, sni), "need ssl=True")
+    if backup:
+        words.append("backup")
     return " ".join(words)
 
 

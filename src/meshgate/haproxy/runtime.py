@@ -158,6 +158,7 @@ class RuntimeClient:
         verify: bool = True,
         ca_file: str | None = None,
         sni: str | None = None,
+        backup: bool = False,
     ) -> ServerState:
         """Add a dynamic server and put it in service; returns its state as read back.
 
@@ -169,7 +170,7 @@ class RuntimeClient:
             backend, name, address, port,
             server_weight=weight, check=check, inter_ms=inter_ms, rise=rise, fall=fall,
             extras=extras,
-            ssl=ssl, verify=verify, ca_file=ca_file, sni=sni,
+            ssl=ssl, verify=verify, ca_file=ca_file, sni=sni, backup=backup,
         )  # fmt: skip
         expected_addr = commands.address(address)
         try:

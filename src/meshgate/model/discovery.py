@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from meshgate.model.fields import InstanceId, NetnsName, PortNumber
+from meshgate.model.fields import InstanceId, NetnsName, NodeName, PortNumber
 from meshgate.model.values import FieldError, check_port, parse_duration_ms
 
 # DNS names as they are queried: SRV owners carry '_service._proto.' labels, which host names
@@ -37,8 +37,6 @@ def check_dns_name(value: str) -> str:
     if not name or len(name) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
         raise ValueError(f"{value!r} is not a DNS name")
     return name
-
-
 
 
 def parse_ip_endpoint(value: str, default_port: int) -> tuple[str, int]:
@@ -139,6 +137,7 @@ class Registration(_Model):
     id: InstanceId = ""
     ttl: Annotated[float, BeforeValidator(parse_ttl_s)] | None = None
     netns: NetnsName | None = None
+    node: NodeName | None = None  # the node it runs on (`agent --node`), for locality
 
     @field_validator("address")
     @classmethod
@@ -153,6 +152,3 @@ class Registration(_Model):
         if "%" in address:
             raise ValueError(f"{value!r}: IPv6 scope ids are not supported")
         return address
-
-
-

@@ -10,6 +10,7 @@ from meshgate.model.names import (
     check_instance_id,
     check_namespace,
     check_netns,
+    check_node_name,
     check_resource_name,
 )
 from meshgate.model.values import check_port
@@ -24,3 +25,4 @@ NamespaceName = Annotated[str, AfterValidator(check_namespace)]
 PortNumber = Annotated[int, AfterValidator(check_port)]
 InstanceId = Annotated[str, AfterValidator(_optional_instance_id)]
 NetnsName = Annotated[str, AfterValidator(check_netns)]
+NodeName = Annotated[str, AfterValidator(check_node_name)]

@@ -41,6 +41,13 @@ _INLINE_TARGET = re.compile(r"^\[([A-Za-z0-9.:\[\]-]+)\]\Z")
 _IPV6_TARGET = re.compile(r"^\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}\Z")
 
 
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip()).is_loopback
+    except ValueError:
+        return False
+
+
 def check_balance(value: str) -> str:
     text = value.strip()
     if text in _BALANCE_PLAIN:
@@ -129,6 +136,15 @@ class Rewrite(Model):
         return {"path": self.path + (f" if {self.condition}" if self.condition else "")}
 
 
+# Which of a route's instances take its traffic: `any` balances over all of them;
+# `prefer-local` over those on the node whose agent serves the request, the others taking
+# over only while none of those is available.
+Locality = Literal["any", "prefer-local"]
+# `service`: a gateway on every node's loopback, which local callers reach at localhost:PORT.
+Plane = Literal["ingress", "service"]
+SERVICE_PLANE_BIND = "127.0.0.1"
+
+
 class Route(Model):
     weight: int | None = None
     condition: str | None = None
@@ -137,6 +153,7 @@ class Route(Model):
     rewrites: list[Rewrite] = Field(default_factory=list, max_length=32)
     targets: list[Instance] | None = Field(default=None, max_length=1000)
     policies: Policies | None = None  # applied after the gateway's
+    locality: Locality | None = None  # default: the gateway's
 
     @field_validator("weight", mode="before")
     @classmethod
@@ -245,10 +262,39 @@ class Gateway(Model):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     routes: dict[str, Route] = Field(default_factory=dict)
     policies: Policies | None = None
-    # X-Forwarded-For/-Proto/-Host to the instances (http ports only).
+    # X-Forwarded-For and -Proto to the instances, X-Forwarded-Host from clients removed
+    # (http ports only).
     forwarded_headers: bool = True
     # Placement on many nodes: the node labels a node must all have to serve this gateway.
     nodes: dict[str, str] | None = Field(default=None, max_length=32)
+    # `service` puts the gateway on every node's loopback (SPEC §6): it implies
+    # `bind: 127.0.0.1` and no `nodes:`.
+    plane: Plane | None = None
+    locality: Locality | None = None  # the routes' default
+
+    @model_validator(mode="before")
+    @classmethod
+    def _service_plane(cls, data: Any) -> Any:
+        # Decided before the fields: `bind` defaults to every address, and only here can a
+        # bind the manifest leaves out be told from one it gives.
+        if not isinstance(data, dict) or data.get("plane") != "service":
+            return data
+        if data.get("nodes") is not None:
+            raise FieldError(
+                "nodes",
+                "a service-plane gateway runs on every node; remove nodes: (or use plane: "
+                "ingress to place it)",
+            )
+        bind = data.get("bind")
+        if bind is None:
+            return {**data, "bind": SERVICE_PLANE_BIND}
+        if not isinstance(bind, str) or not is_loopback(bind):
+            raise FieldError(
+                "bind",
+                f"{bind!r}: a service-plane gateway listens on the node's loopback; "
+                f"remove bind: (it is {SERVICE_PLANE_BIND}) or give a loopback address",
+            )
+        return data
 
     @field_validator("bind")
     @classmethod
@@ -339,8 +385,10 @@ class Gateway(Model):
                 raise FieldError("tls.hsts", "needs an http port")
         if self.tls and self.tls.redirect_http == self.port.number:
             raise FieldError("tls.redirect_http", "must differ from the gateway's own port")
-        if self.balance and self.port.mode == "tcp" and self.balance.startswith(
-            ("hdr(", "url_param(", "uri")
+        if (
+            self.balance
+            and self.port.mode == "tcp"
+            and self.balance.startswith(("hdr(", "url_param(", "uri"))
         ):
             raise FieldError("balance", "needs an http port")
         try:
@@ -368,6 +416,15 @@ class Gateway(Model):
         for index, name in enumerate(unweighted):
             weights[name] = share + (remainder if index == len(unweighted) - 1 else 0)
         return {name: weights[name] for name in self.routes}
+
+    @property
+    def on_service_plane(self) -> bool:
+        """Listening on loopback, which callers on the same node reach at localhost:PORT:
+        `plane: service`, or a loopback bind given by hand."""
+        return self.plane == "service" or is_loopback(self.bind)
+
+    def route_locality(self, route: str) -> Locality:
+        return self.routes[route].locality or self.locality or "any"
 
     @property
     def sticky_mode(self) -> Sticky:

@@ -76,6 +76,19 @@ def check_netns(value: str) -> str:
     return value
 
 
+NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+
+
+def check_node_name(name: str) -> str:
+    """A node's name (`agent --node`), also as an instance's `node`."""
+    if not NODE_NAME.match(name):
+        raise ValueError(
+            f"{name!r} is not a node name: lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63"
+        )
+    return name
+
+
 NODE_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?\Z")
 NODE_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?)?\Z")
 

@@ -86,6 +86,16 @@ class PortIndex(Generic[Tag]):
         if other.bind != gateway.bind:
             reason = f"port {port} is already bound on {other.bind} by {owner}"
             return [*found, Clash(Problem("bind", reason), other, tag, f"port {port}")]
+        if other.namespace != gateway.namespace and (
+            other.on_service_plane or gateway.on_service_plane
+        ):
+            # Every service on a node reaches loopback ports: sharing one by virtual host
+            # would let a namespace take requests meant for another's services.
+            reason = (
+                f"port {port} on the service plane belongs to namespace {other.namespace} "
+                f"({owner}); namespaces never share a service-plane port"
+            )
+            return [*found, Clash(Problem("port", reason), other, tag, f"port {port}")]
         if "tcp" in (other.port.mode, gateway.port.mode):
             reason = f"port {port} is used by {owner}; only http gateways share a port"
             return [*found, Clash(Problem("port", reason), other, tag, f"port {port}")]

@@ -8,7 +8,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from meshgate.model.discovery import DnsDiscovery
-from meshgate.model.fields import InstanceId, NamespaceName, NetnsName, PortNumber, ResourceName
+from meshgate.model.fields import (
+    InstanceId,
+    NamespaceName,
+    NetnsName,
+    NodeName,
+    PortNumber,
+    ResourceName,
+)
 from meshgate.model.names import (
     DEFAULT_NAMESPACE,
     check_resource_name,
@@ -43,6 +50,9 @@ class Instance(Model):
     weight: int = Field(default=100, ge=0, le=256)
     id: InstanceId = ""
     netns: NetnsName | None = None  # a Linux network namespace the instance lives in (`ip netns`)
+    # The node (`agent --node`) the instance runs on, for locality; when absent, an instance
+    # whose address is a node's address is on that node (see compiler.locality).
+    node: NodeName | None = None
 
     @field_validator("address")
     @classmethod

@@ -6,22 +6,15 @@ watch of the resources (one key range) never carries other nodes' heartbeats and
 
 from __future__ import annotations
 
-import re
-
+# Node names are checked where instances name their node too (model.names).
+from meshgate.model.names import NODE_NAME as NODE_NAME
 from meshgate.model.names import check_label
+from meshgate.model.names import check_node_name as check_node_name
 from meshgate.store import Key
 
 NODES = "status.nodes"  # one record per node that ever joined: address, labels, versions
 HEARTBEATS = "status.heartbeats"  # one per live node, on the node's lease
 SCOPE = "cluster"  # the namespace part of node keys: nodes belong to no namespace
-NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
-def check_node_name(name: str) -> str:
-    if not NODE_NAME.match(name):
-        raise ValueError(
-            f"{name!r} is not a node name: lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit, at most 63"
-        )
-    return name
 
 
 def parse_label(text: str) -> tuple[str, str]:

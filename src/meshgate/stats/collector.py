@@ -116,6 +116,7 @@ class StatsCollector:
             try:
                 self.snapshot = await self._poll()
                 self.polls += 1
+                self._tick_flows(self.snapshot)
             except (HaproxyError, OSError) as exc:
                 self.failed_polls += 1
                 log.debug("stats poll failed", error=str(exc))
@@ -124,6 +125,13 @@ class StatsCollector:
             if self.latency is not None:
                 self.latency.tick(self.snapshot.taken_at)
             return self.snapshot
+
+    def _tick_flows(self, snapshot: Snapshot) -> None:
+        """Hand the flow book each backend's counted requests: what its lines are shares of."""
+        flows = self.latency.flows if self.latency is not None else None
+        if flows is not None:
+            totals = {name: stats.counts.requests for name, stats in snapshot.backends.items()}
+            flows.tick(snapshot.taken_at, totals)
 
     def _follow_dataplane(self) -> None:
         """Tell the latency book which backends are routes, when the data plane changed."""

@@ -28,6 +28,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from meshgate.stats import logline
+from meshgate.stats.flows import Cell, FlowBook
 from meshgate.stats.histogram import BOUNDS_MS, Histogram, merged
 
 COMPONENTS = ("total", "connect", "response")
@@ -114,8 +115,11 @@ class LatencyBook:
         window_s: float = 60.0,
         snapshot_every_s: float = 1.0,  # the poll interval: windows line up with the counts
         budget_per_s: int | None = 20_000,
+        flows: FlowBook | None = None,
     ) -> None:
         self.window_s = window_s
+        # Who calls which gateway, from lines with the client's address (see `flows`).
+        self.flows = flows
         self.snapshot_every_s = snapshot_every_s
         self.sampler = Sampler(budget_per_s)
         self._series: dict[tuple[bytes, bytes], Series] = {}
@@ -156,6 +160,9 @@ class LatencyBook:
         """`offer` for many lines at once: the receiver's hot path, one pass with everything it
         touches in local variables. The fields of recorded lines are appended to `recorded`."""
         backends, entries, sampler = self._backends, self._entries, self.sampler
+        flow_cell = self.flows.cell if self.flows is not None else None
+        flow_client, detailed_client = logline.FLOW_CLIENT, logline.CLIENT
+        flow_fields, detailed_fields = logline.FLOW_FIELDS, logline.TCP_FIELDS
         split_limit = logline.FIELDS - 1
         shapes = logline.SHAPES
         pid_at, backend_at, server_at = logline.PID, logline.BACKEND, logline.SERVER
@@ -180,6 +187,18 @@ class LatencyBook:
                 status = fields[status_at]
                 if status and 49 <= status[0] <= 53:  # b"1" to b"5": the status class
                     counts[status[0] - 48] += 1
+            cell: Cell | None = None
+            if flow_cell is not None:
+                shape = len(fields)
+                if shape == flow_fields:
+                    cell = flow_cell(fields[backend_at], fields[flow_client])
+                elif shape >= detailed_fields:
+                    cell = flow_cell(fields[backend_at], fields[detailed_client])
+                if cell is not None:
+                    cell.lines += 1
+                    status = fields[status_at]
+                    if status[:1] == b"5":
+                        cell.errors += 1
             if not take():
                 skipped += 1
                 continue
@@ -192,11 +211,14 @@ class LatencyBook:
                 value = -1
             if value >= 0:  # -1: the step did not happen
                 histogram = series.total
-                histogram.counts[bisect_left(BOUNDS_MS, value)] += 1
+                bucket = bisect_left(BOUNDS_MS, value)
+                histogram.counts[bucket] += 1
                 histogram.count += 1
                 histogram.sum += value
                 if value > histogram.max:
                     histogram.max = value
+                if cell is not None:
+                    cell.record_latency(bucket, value)
             try:
                 value = int(fields[connect_at])
             except ValueError:

@@ -6,7 +6,11 @@ agent reads live together, so they cannot drift apart. One line per request (htt
 
     pid backend server status Tc Tr Ta
 
-and the detailed one, for the JSON access log, which goes on with
+with flow recording on (who calls which gateway, see `flows`), the client's address too:
+
+    pid backend server status Tc Tr Ta client
+
+and the detailed one, for the JSON access log, which goes on from the compact line with
 
     ... Tw bytes_out bytes_in termination client method path
 
@@ -36,9 +40,12 @@ TCP_DETAILED_LOG_FORMAT = TCP_LOG_FORMAT + _DETAILS
 PID, BACKEND, SERVER, STATUS, CONNECT, RESPONSE, TOTAL = 0, 1, 2, 3, 4, 5, 6
 QUEUE, BYTES_OUT, BYTES_IN, TERMINATION, CLIENT, METHOD, PATH = 7, 8, 9, 10, 11, 12, 13
 COMPACT_FIELDS = 7
+FLOW_FIELDS = 8  # a compact line with the client's address (flow recording on)
+FLOW_CLIENT = 7  # where a compact line with flows has the client's address
 FIELDS = 14  # the most a line has: a detailed http line
 TCP_FIELDS = 12  # a detailed tcp line
-SHAPES = frozenset({COMPACT_FIELDS, TCP_FIELDS, FIELDS})  # field counts of the lines written
+# Field counts of the lines written
+SHAPES = frozenset({COMPACT_FIELDS, FLOW_FIELDS, TCP_FIELDS, FIELDS})
 NO_SERVER = "<NOSRV>"
 
 
@@ -55,12 +62,24 @@ POLLED_RING_BYTES = 1 << 19
 MARK = "%lc:%f "
 
 
-def log_formats(detailed: bool) -> tuple[str, str]:
-    """(http, tcp) formats: compact for the statistics (read from the ring, so marked),
-    detailed for the access log too (streamed to the agent)."""
+def log_formats(detailed: bool, flows: bool = False) -> tuple[str, str]:
+    """(http, tcp) formats: compact for the statistics (read from the ring, so marked), with
+    the client's address when `flows` records callers; detailed for the access log too
+    (streamed to the agent; it has the client's address already)."""
     if detailed:
         return HTTP_DETAILED_LOG_FORMAT, TCP_DETAILED_LOG_FORMAT
-    return MARK + HTTP_LOG_FORMAT, MARK + TCP_LOG_FORMAT
+    client = " %ci" if flows else ""
+    return MARK + HTTP_LOG_FORMAT + client, MARK + TCP_LOG_FORMAT + client
+
+
+def client_of(fields: list[bytes]) -> bytes | None:
+    """The client's address of a line's fields, when the line has one."""
+    count = len(fields)
+    if count == FLOW_FIELDS:
+        return fields[FLOW_CLIENT]
+    if count >= TCP_FIELDS:
+        return fields[CLIENT]
+    return None
 
 
 def split(line: bytes) -> list[bytes] | None:

@@ -162,3 +162,10 @@ class DataPlaneMetrics(Collector):
                 "Fraction of requests HAProxy logs, a random sample (1: all)",
                 value=keeper.fraction if keeper else 1.0,
             )
+            if latency.flows is not None:
+                yield CounterMetricFamily(
+                    "meshgate_flow_lines_overflowed",
+                    "Request lines counted under the caller `other`: their time bucket's table "
+                    "of (route, client address) pairs was full",
+                    value=latency.flows.overflowed,
+                )

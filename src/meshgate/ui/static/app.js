@@ -177,7 +177,9 @@ async function tick() {
 
 // ---- overview: the graph ----------------------------------------------------------------
 
-const COLUMN = { external: 0, gateway: 1, service: 2, address: 2 };
+// Callers (external, nodes, and services that only call) on the left, gateways in the middle,
+// what they route to on the right.
+const COLUMN = { external: 0, node: 0, gateway: 1, service: 2, address: 2 };
 const NODE_W = 170;
 const NODE_H = 34;
 const ROW_H = 58;
@@ -229,9 +231,9 @@ views.overview = () => {
   const drawnNodes = new Map();
   const drawnEdges = new Map();
 
-  function place(node) {
+  function place(node, callersOnly) {
     if (!placed.has(node.id)) {
-      const column = COLUMN[node.kind] ?? 2;
+      const column = callersOnly.has(node.id) ? 0 : COLUMN[node.kind] ?? 2;
       placed.set(node.id, { x: 10 + column * 390, y: 20 + rows[column] * ROW_H });
       rows[column] += 1;
     }
@@ -242,9 +244,14 @@ views.overview = () => {
     async refresh() {
       const graph = await api("/api/v1/graph");
       empty.hidden = graph.nodes.some((n) => n.kind === "gateway");
+      // Services no route leads to (callers, or not yet called) sit with the callers.
+      const targets = new Set(graph.edges.map((e) => e.target));
+      const callersOnly = new Set(
+        graph.nodes.filter((n) => n.kind === "service" && !targets.has(n.id)).map((n) => n.id)
+      );
       const seen = new Set();
       for (const node of graph.nodes) {
-        const at = place(node);
+        const at = place(node, callersOnly);
         seen.add(node.id);
         let group = drawnNodes.get(node.id);
         if (!group) {
@@ -291,9 +298,12 @@ views.overview = () => {
           labelLayer.append(drawn.label);
           drawnEdges.set(id, drawn);
         }
-        const x1 = from.x + NODE_W;
+        // A caller to the right of what it calls (a service that is also a route's target)
+        // is joined from its left side to the gateway's right side.
+        const backward = to.x < from.x;
+        const x1 = backward ? from.x : from.x + NODE_W;
         const y1 = from.y + NODE_H / 2;
-        const x2 = to.x;
+        const x2 = backward ? to.x + NODE_W : to.x;
         const y2 = to.y + NODE_H / 2;
         const bend = (x2 - x1) / 2;
         drawn.path.setAttribute("d", `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`);
@@ -302,7 +312,8 @@ views.overview = () => {
         drawn.path.replaceChildren(svg("title"));
         drawn.path.firstChild.textContent = edge.anomaly || edgeLabel(edge);
         // Next to the target: edges into one node are labelled at distinct heights.
-        drawn.label.setAttribute("x", String(x2 - 8));
+        drawn.label.setAttribute("x", String(backward ? x2 + 8 : x2 - 8));
+        drawn.label.style.textAnchor = backward ? "start" : "";
         drawn.label.setAttribute("y", String(y2 - 7));
         const text = edgeLabel(edge);
         if (drawn.label.textContent !== text) drawn.label.textContent = text;
