@@ -24,6 +24,9 @@ ETCD = shutil.which("etcd") or "etcd"
 # Short election timeouts make a cluster elect a new leader in about a second, and bring
 # etcd's minimum lease TTL down to one second (1.5 election timeouts, rounded up).
 _TIMING = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+# A quiet watch hears the cluster's revision every second (etcd's default: every 10 minutes),
+# so tests can see a quiet agent's applied revision keep up.
+_TIMING += ["--experimental-watch-progress-notify-interval", "1s"]
 
 
 @dataclass

@@ -12,7 +12,8 @@ from meshgate.discovery.dns import DnsFollower
 from meshgate.discovery.sources import Sources, merge
 from meshgate.errors import ValidationFailed
 from meshgate.model import SINGULAR, Certificate, Gateway, Resource, Service, validate_resource
-from meshgate.store import Record, Store
+from meshgate.store import CompactedError, Record, Store
+from meshgate.store.snapshot import PinnedReads, SnapshotStore
 
 Key = tuple[str, str]
 
@@ -27,6 +28,8 @@ class Loaded:
     # Where each run-time instance came from: service -> instance id -> "api" | "dns".
     sources: Sources = field(default_factory=dict)
     certificate_versions: dict[Key, int] = field(default_factory=dict)
+    # The one store revision everything was read at, where the store pins reads (etcd).
+    revision: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,25 @@ class DesiredLoader:
     _cache: dict[tuple[str, str, str], tuple[int, Resource | str]] = field(default_factory=dict)
 
     async def load(self) -> Loaded:
-        """The resources, with the instances registered through the API and found in DNS."""
-        loaded = await self._load_resources()
-        api = registry.group_registered(await self.store.list(registry.KIND))
+        """The resources, with the instances registered through the API and found in DNS.
+        On etcd every kind is read at one revision (the first read's): a write landing
+        between two reads cannot make a state no revision ever held."""
+        if not isinstance(self.store, SnapshotStore):
+            return await self._load(self.store)
+        for attempt in range(3):
+            snapshot = self.store.snapshot()
+            try:
+                loaded = await self._load(snapshot)
+                return dataclasses.replace(loaded, revision=snapshot.revision)
+            except CompactedError:
+                # The revision was compacted while being read: read again, at a newer one.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _load(self, reads: Store | PinnedReads) -> Loaded:
+        loaded = await self._load_resources(reads)
+        api = registry.group_registered(await reads.list(registry.KIND))
         if self.dns is not None:
             self.dns.follow(loaded.state.services)
         registered, sources = merge(api, self.dns.instances() if self.dns else {})
@@ -73,7 +92,7 @@ class DesiredLoader:
         state = dataclasses.replace(loaded.state, registered=registered, node=node)
         return dataclasses.replace(loaded, state=state, sources=sources)
 
-    async def _load_resources(self) -> Loaded:
+    async def _load_resources(self, reads: Store | PinnedReads) -> Loaded:
         gateways: list[tuple[Record, Gateway]] = []
         services: list[Service] = []
         service_versions: dict[Key, int] = {}
@@ -82,9 +101,9 @@ class DesiredLoader:
         invalid: dict[tuple[str, str, str], str] = {}
         seen: set[tuple[str, str, str]] = set()
         for kind in ("gateways", "services", "certificates"):
-            for head in await self.store.list(kind, keys_only=True):
+            for head in await reads.list(kind, keys_only=True):
                 key = (kind, head.key.namespace, head.key.name)
-                found = await self._current(key, head)
+                found = await self._current(reads, key, head)
                 if found is None:
                     continue  # deleted since it was listed
                 record, resource = found
@@ -116,7 +135,7 @@ class DesiredLoader:
         )
 
     async def _current(
-        self, key: tuple[str, str, str], head: Record
+        self, reads: Store | PinnedReads, key: tuple[str, str, str], head: Record
     ) -> tuple[Record, Resource | str] | None:
         """The resource at `head` (a keys-only record): from the cache when its version is
         the cached one, else read and validated. With thousands of gateways, reading and
@@ -124,7 +143,7 @@ class DesiredLoader:
         cached = self._cache.get(key)
         if cached is not None and cached[0] == head.revision:
             return head, cached[1]
-        record = await self.store.get(head.key)
+        record = await reads.get(head.key)
         if record is None:
             return None
         return record, self._validated(key, record)

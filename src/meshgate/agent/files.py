@@ -9,6 +9,7 @@ differs from what was last written there.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class RunFiles:
         self.directory = directory
         self._written: dict[str, str] = {}  # relative path -> text last written there
         self._rendered: ir.DataPlane | None = None
+        self._digests: dict[str, tuple[str, str]] = {}  # path -> (text, its sha256)
 
     def hold(self, dataplane: ir.DataPlane) -> bool:
         """Whether the directory already holds exactly `dataplane`'s files (as an earlier
@@ -95,3 +97,19 @@ class RunFiles:
         prune_certificates(self.directory, files)
         self._written = files
         self._rendered = dataplane
+
+    def digest(self) -> str:
+        """A short hash of the files last written (configuration, maps, certificates): the
+        same on every node that runs the same thing. Files are hashed again only when their
+        text changed, so asking after every pass costs little."""
+        total = hashlib.sha256()
+        digests = {}
+        for name in sorted(self._written):
+            text = self._written[name]
+            cached = self._digests.get(name)
+            if cached is None or cached[0] is not text:
+                cached = (text, hashlib.sha256(text.encode()).hexdigest())
+            digests[name] = cached
+            total.update(f"{name}\0{cached[1]}\n".encode())
+        self._digests = digests
+        return "sha256:" + total.hexdigest()[:16]

@@ -56,6 +56,7 @@ from meshgate.model.references import referrers, unresolved_routes
 from meshgate.model.rollout import Rollout, rollout_problems
 from meshgate.model.values import parse_duration_ms
 from meshgate.store import ConflictError, Delete, Key, Put, Record, Store
+from meshgate.store.batches import PartialCommitError, commit_all
 
 KINDS = {
     "gateways": "gateway",
@@ -460,20 +461,28 @@ def resources_router(
                 ops.append(Put(key, document, expect_revision=expected))
                 outcomes.append((resource, None, "configured" if current else "created"))
             warnings = await route_warnings(resources)
-            if dry_run:
-                revision = None
-            else:
+            revisions_written: list[int] = []
+            if not dry_run and ops:
                 try:
-                    revision = await store.commit(ops) if ops else 0
+                    # More documents than one etcd transaction holds go in several.
+                    revisions_written = await commit_all(store, ops)
+                except PartialCommitError as exc:
+                    message = (
+                        f"{_describe(exc.key)} changed while being applied; the first "
+                        f"{exc.written} of the {len(ops)} changed documents were written; "
+                        "apply again"
+                    )
+                    raise api_error(409, message) from None
                 except ConflictError as exc:
                     message = f"{_describe(exc.key)} changed while being applied; apply again"
                     raise api_error(409, message) from None
+        revisions = iter(revisions_written)  # one per changed document, in order
         applied: list[dict[str, Any]] = [
             {
                 "kind": resource.kind,
                 "namespace": resource.namespace,
                 "name": resource.name,
-                "version": revision if version is None else version,
+                "version": next(revisions, None) if version is None else version,
                 "result": result,
                 "warnings": warned,
             }
