@@ -3,6 +3,7 @@ mutual TLS, each with a temporary data dir, stopped (and waited for) by the test
 
 from __future__ import annotations
 
+import base64
 import shutil
 import signal
 import ssl
@@ -23,6 +24,9 @@ ETCD = shutil.which("etcd") or "etcd"
 # Short election timeouts make a cluster elect a new leader in about a second, and bring
 # etcd's minimum lease TTL down to one second (1.5 election timeouts, rounded up).
 _TIMING = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+# A quiet watch hears the cluster's revision every second (etcd's default: every 10 minutes),
+# so tests can see a quiet agent's applied revision keep up.
+_TIMING += ["--experimental-watch-progress-notify-interval", "1s"]
 
 
 @dataclass
@@ -181,6 +185,18 @@ class Cluster:
                     raise AssertionError(f"etcd {member.name} exited: {member.log.read_text()}")
                 assert time.monotonic() < deadline, f"etcd {member.name} not ready"
                 time.sleep(0.05)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Every key under `prefix` deleted, so a lease of a finished test that expires later
+        deletes nothing (it would move the revision under the next test's feet)."""
+        start = prefix.encode()
+        end = start[:-1] + bytes([start[-1] + 1])
+        body = {
+            "key": base64.b64encode(start).decode(),
+            "range_end": base64.b64encode(end).decode(),
+        }
+        member = next(m for m in self.members if m.running)
+        assert self._post(member, "/v3/kv/deleterange", body) is not None
 
     def _post(self, member: Member, path: str, body: dict[str, object]) -> dict | None:
         verify: ssl.SSLContext | bool = True

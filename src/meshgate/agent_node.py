@@ -95,6 +95,7 @@ async def run_agent(options: AgentOptions) -> None:
         agent.loader.placement = Placement(labels, options.address)
         agent.relist_s = RELIST_S
         agent.status_batch = STATUS_BATCH
+        agent.hash_config = True
         registration = Registration(
             store,
             options.node,
@@ -102,7 +103,7 @@ async def run_agent(options: AgentOptions) -> None:
             options.labels,
             options.versions,
             instance_id(data_dir),
-            applied_revision=lambda: agent.applied_revision,
+            report=agent.acknowledgement,
             metrics=metrics_url(options),
         )
         await registration.register()

@@ -83,14 +83,16 @@ def test_a_lapsed_ttl_removes_an_instance_and_a_heartbeat_keeps_one(
         register(node, "ttl", address="127.0.0.1", port=lapsing, id="lapsing", ttl="2s")
         wait_until(lambda: set(count_served(url, 20)) == {"kept", "lapsing"})
         pids = node.haproxy_pids()
-        wait_until(lambda: count_served(url, 10) == {"kept": 10}, timeout=6)
+        wait_until(lambda: count_served(url, 10) == {"kept": 10}, timeout=8)
         lapsed_after = time.monotonic() - registered
         time.sleep(1.5)  # well past the TTLs: the heartbeat alone keeps "kept" there
         assert count_served(url, 10) == {"kept": 10}
     finally:
         stop.set()
         beating.join()
-    assert 2 <= lapsed_after < 4, f"a 2 s TTL took {lapsed_after:.1f} s to lapse"
+    # Not before the TTL; after it, the expiry sweep, a pass and this test's probing (slower on
+    # a busy machine) take a moment more.
+    assert 2 <= lapsed_after < 6, f"a 2 s TTL took {lapsed_after:.1f} s to lapse"
     gone = node.api.put(f"{instances_url('ttl')}/lapsing")
     assert gone.status_code == 404
     assert node.haproxy_pids() == pids

@@ -52,15 +52,17 @@ def test_http_check_takes_an_instance_out_within_interval_times_fall_and_back_wi
     failed_at = time.monotonic()
     wait_until(lambda: count_served(url, 10) == {"well": 10}, timeout=5)
     out_after = time.monotonic() - failed_at
-    # The check that sees the failure may start up to one interval later.
-    assert out_after <= interval_s * (fall + 1) + 0.8, f"taken out after {out_after:.2f} s"
+    # The check that sees the failure may start up to one interval later; the rest of the slack
+    # is this test's own probing (ten requests a poll), slower on a busy machine. The defaults
+    # (2 s x 3) would take several times as long.
+    assert out_after <= interval_s * (fall + 1) + 1.5, f"taken out after {out_after:.2f} s"
     wait_until(lambda: instance_status(node, "hc")[f"127.0.0.1:{sick}"] == "DOWN", timeout=3)
 
     flag.unlink()
     healed_at = time.monotonic()
     wait_until(lambda: "sick" in count_served(url, 10), timeout=5)
     back_after = time.monotonic() - healed_at
-    assert back_after <= interval_s * (rise + 1) + 0.8, f"back after {back_after:.2f} s"
+    assert back_after <= interval_s * (rise + 1) + 1.5, f"back after {back_after:.2f} s"
     wait_until(lambda: instance_status(node, "hc")[f"127.0.0.1:{sick}"] == "UP", timeout=3)
     print(f"\nhttp check (inter 300ms, fall 2, rise 3): out after {out_after:.2f} s, "
           f"back after {back_after:.2f} s")  # fmt: skip

@@ -196,3 +196,21 @@ def test_stored_gateways_skips_values_that_no_longer_validate() -> None:
     good = Record(Key("gateways", "default", "a"), {"name": "a", "port": "80/http"}, 1, 1, None)
     stale = Record(Key("gateways", "default", "b"), {"name": "b", "port": "nope"}, 2, 2, None)
     assert [g.name for g in stored_gateways([good, stale])] == ["a"]
+
+
+def test_stored_gateway_models_are_kept_only_for_gateways_still_stored() -> None:
+    """The models are cached per gateway; a deleted gateway's must not stay for good."""
+    from meshgate.api.admission import StoredGateways
+
+    def record(namespace: str, name: str, revision: int) -> Record:
+        value = {"name": name, "namespace": namespace, "port": "80/http"}
+        return Record(Key("gateways", namespace, name), value, revision, revision, None)
+
+    models = StoredGateways()
+    a, b, c = record("default", "a", 1), record("default", "b", 2), record("other", "c", 3)
+    assert [g.name for g in models([a, b, c])] == ["a", "b", "c"]
+    assert [g.name for g in models([a, c])] == ["a", "c"]
+    assert set(models._models) == {("default", "a"), ("other", "c")}
+    # A namespace's list replaces that namespace's models only.
+    assert [g.name for g in models([], "default")] == []
+    assert set(models._models) == {("other", "c")}

@@ -331,3 +331,31 @@ async def test_without_a_ring_the_collector_reads_no_events() -> None:
     reader.workers, reader.rows = [100], {100: [backend_row(4)]}
     await collector.refresh()
     assert reader.events_read == []
+
+
+def test_servers_and_backends_gone_from_every_process_are_forgotten_after_ten_seconds() -> None:
+    """A registration that lapsed, a gateway deleted: their rows leave `show stat`, and ten
+    seconds later their counts, request history and latency series leave the node too (without this,
+    every instance id ever registered stayed in memory and in every snapshot)."""
+    other = "default.gw.v2.def456"
+    tally = Tally()
+    book = LatencyBook()
+    book.accept([BE, other])
+    for pid_text in (b"100",):
+        for server in (b"a", b"lapsed"):
+            book.offer(b" ".join([pid_text, BE.encode(), server, b"200", b"1", b"1", b"1"]), 0.0)
+    rows = [backend_row(2), server_row("a", 1), server_row("lapsed", 1)]
+    other_rows = [StatRow(other, "BACKEND", StatType.BACKEND, "UP", "", "", "http", stot=1)]
+    tally.begin()
+    tally.observe(100, [*rows, *other_rows], current=True)
+    tally.end([100], 0.0)
+    for second in (1.0, 5.0, 11.0):
+        tally.begin()
+        tally.observe(100, [backend_row(2), server_row("a", 1)], current=True)
+        snapshot = tally.end([100], second)
+    assert tally.forgotten_servers == [(BE, "lapsed")]
+    assert set(snapshot.servers) == {(BE, "a")}
+    assert set(snapshot.backends) == {BE}
+    assert set(tally._history) == {BE}
+    book.forget_servers(tally.forgotten_servers)
+    assert [server for _, server, _ in book.cumulative()] == ["a"]

@@ -145,3 +145,79 @@ def test_old_samples_are_forgotten() -> None:
     for second in range(100):
         history.add(float(second), second)
     assert history.increase(1000.0) == (5, 5.0)
+
+
+def test_a_key_absent_from_polls_for_the_forget_time_is_forgotten_with_its_counts() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(1, forget_after_s=60.0)
+    totals.observe(100, "kept", (5,))
+    totals.observe(100, "gone", (7,))
+    totals.retire({100})  # both carried: "gone" only lives on in the carried counts
+    totals.observe(200, "kept", (1,))
+    assert totals.forget_absent({"kept"}, now=0.0) == []
+    assert totals.forget_absent({"kept"}, now=59.0) == []
+    assert totals.total("gone") == (7,)  # a short absence loses nothing
+    assert totals.forget_absent({"kept"}, now=60.0) == ["gone"]
+    assert sorted(totals.names()) == ["kept"]
+    assert totals.total("gone") == (0,)
+    assert totals.total("kept") == (6,)
+
+
+def test_a_key_back_within_the_forget_time_keeps_its_counts() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(1, forget_after_s=60.0)
+    totals.observe(100, "srv", (5,))
+    totals.observe(100, "other", (1,))
+    totals.forget_absent({"other"}, now=0.0)
+    totals.observe(100, "srv", (6,))
+    totals.forget_absent({"srv", "other"}, now=30.0)
+    assert totals.forget_absent({"other"}, now=70.0) == []  # absent again only since 70
+    assert totals.total("srv") == (6,)
+
+
+def test_a_key_only_in_the_log_of_a_retired_source_is_forgotten_too() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(1, forget_after_s=10.0)
+    totals.retire({100}, {"logged": {100: [3]}})
+    assert totals.total("logged") == (3,)
+    totals.forget_absent(set(), now=0.0)
+    assert totals.forget_absent(set(), now=10.0) == ["logged"]
+    assert list(totals.names()) == []
+
+
+class DenseHistory:
+    """History as it was: every sample kept for `keep_s`, the reference for the compact one."""
+
+    def __init__(self, keep_s: float) -> None:
+        self.keep_s = keep_s
+        self.samples: list[tuple[float, int]] = []
+
+    def add(self, now: float, total: int) -> None:
+        self.samples.append((now, total))
+        while len(self.samples) > 2 and self.samples[0][0] < now - self.keep_s:
+            self.samples.pop(0)
+
+    def increase(self, window_s: float) -> tuple[int, float]:
+        newest, total = self.samples[-1]
+        base = next(s for s in self.samples if s[0] >= newest - window_s)
+        return total - base[1], newest - base[0]
+
+
+def test_an_idle_counter_keeps_three_samples_whatever_the_time() -> None:
+    history = History(keep_s=70.0)
+    for second in range(500):
+        history.add(float(second), 42 if second >= 3 else second)
+    assert len(history) <= 3
+    assert history.increase(60.0) == (0, 60.0)
+    assert history.rate(10.0) == 0.0
+
+
+def test_compact_samples_give_the_windows_every_sample_would() -> None:
+    """Bursts between idle stretches, windows that start inside and outside flat runs."""
+    compact, dense = History(keep_s=70.0), DenseHistory(keep_s=70.0)
+    total = 0
+    for second in range(400):
+        if (second // 17) % 3 == 0 or second % 29 == 0:
+            total += second % 5 + 1
+        compact.add(float(second), total)
+        dense.add(float(second), total)
+        for window in (1.0, 10.0, 60.0):
+            assert compact.increase(window) == dense.increase(window), (second, window)
+    assert len(compact) < len(dense.samples)

@@ -58,7 +58,9 @@ def open_store(request: pytest.FixtureRequest, db_path: Path) -> Opener:
     if request.param == "sqlite":
         return lambda: SqliteStore.open(db_path)
     cluster: Cluster = request.getfixturevalue("etcd")
-    target = parse_etcd_url(cluster.url, prefix=f"/meshgate-test-{uuid.uuid4().hex}/")
+    prefix = f"/meshgate-test-{uuid.uuid4().hex}/"
+    request.addfinalizer(lambda: cluster.delete_prefix(prefix))
+    target = parse_etcd_url(cluster.url, prefix=prefix)
     return lambda: EtcdStore.open(target)
 
 

@@ -14,8 +14,9 @@ from meshgate.discovery.dns import DnsFollower
 from meshgate.discovery.sources import Sources, merge
 from meshgate.errors import ValidationFailed
 from meshgate.model import SINGULAR, Certificate, Gateway, Resource, Service, validate_resource
+from meshgate.store import CompactedError, Record, Store
 from meshgate.store import Key as StoreKey
-from meshgate.store import Record, Store
+from meshgate.store.snapshot import PinnedReads, SnapshotStore
 from meshgate.validated import shared_table
 
 Key = tuple[str, str]
@@ -31,6 +32,8 @@ class Loaded:
     # Where each run-time instance came from: service -> instance id -> "api" | "dns".
     sources: Sources = field(default_factory=dict)
     certificate_versions: dict[Key, int] = field(default_factory=dict)
+    # The one store revision everything was read at, where the store pins reads (etcd).
+    revision: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,23 +100,42 @@ class DesiredLoader:
     async def load(self, changed: Collection[StoreKey] | None = None) -> Loaded:
         """The resources, with the instances registered through the API and found in DNS.
         `changed`: the keys written or deleted since the last load (any kind), when they are
-        all known; None lists everything afresh."""
+        all known; None lists everything afresh. On etcd every kind is read at one revision
+        (the first read's): a write landing between two reads cannot make a state no revision
+        ever held; every key is listed then, as the watch's keys are not known to be complete
+        up to that revision."""
+        if not isinstance(self.store, SnapshotStore):
+            return await self._load(self.store, changed)
+        for attempt in range(3):
+            snapshot = self.store.snapshot()
+            try:
+                loaded = await self._load(snapshot, None)
+                return dataclasses.replace(loaded, revision=snapshot.revision)
+            except CompactedError:
+                # The revision was compacted while being read: read again, at a newer one.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _load(
+        self, reads: Store | PinnedReads, changed: Collection[StoreKey] | None
+    ) -> Loaded:
         if changed is None or self._held is None:
-            self._held = {kind: await self._listed(kind) for kind in KINDS}
+            self._held = {kind: await self._listed(reads, kind) for kind in KINDS}
             self._registered = None
         else:
             created: dict[str, list[Key]] = {}
             for key in changed:
                 if key.kind in self._held:
-                    new = await self._reread(key)
+                    new = await self._reread(reads, key)
                     if new is not None:
                         created.setdefault(key.kind, []).append(new)
                 elif key.kind == registry.KIND:
                     self._registered = None
             for kind, keys in created.items():
                 _put_in_order(self._held[kind], kind, keys)
-        if self._registered is None:
-            self._registered = await self.store.list(registry.KIND)
+        if self._registered is None or changed is None:
+            self._registered = await reads.list(registry.KIND)
         loaded = self._loaded(self._held)
         if len(self._placed) > len(loaded.gateway_versions):
             for gone in self._placed.keys() - self._held["gateways"].keys():
@@ -126,12 +148,12 @@ class DesiredLoader:
         state = dataclasses.replace(loaded.state, registered=registered, node=node)
         return dataclasses.replace(loaded, state=state, sources=sources)
 
-    async def _listed(self, kind: str) -> dict[Key, Held]:
+    async def _listed(self, reads: Store | PinnedReads, kind: str) -> dict[Key, Held]:
         held: dict[Key, Held] = {}
         seen: set[ResourceKey] = set()
-        for head in await self.store.list(kind, keys_only=True):
+        for head in await reads.list(kind, keys_only=True):
             key = (kind, head.key.namespace, head.key.name)
-            found = await self._current(key, head)
+            found = await self._current(reads, key, head)
             if found is None:
                 continue  # deleted since it was listed
             seen.add(key)
@@ -143,13 +165,13 @@ class DesiredLoader:
             held = dict(sorted(held.items(), key=lambda item: item[1][0].create_revision))
         return held
 
-    async def _reread(self, store_key: StoreKey) -> Key | None:
+    async def _reread(self, reads: Store | PinnedReads, store_key: StoreKey) -> Key | None:
         """Bring one resource up to date in what the last load held; the key when it was
         created since (it was put last)."""
         assert self._held is not None
         held = self._held[store_key.kind]
         key = (store_key.namespace, store_key.name)
-        record = await self.store.get(store_key)
+        record = await reads.get(store_key)
         before = held.get(key)
         if record is None:
             held.pop(key, None)
@@ -204,14 +226,16 @@ class DesiredLoader:
             kept = self._placed[key] = (gateway, self.placement.place(gateway))
         return kept[1]
 
-    async def _current(self, key: ResourceKey, head: Record) -> Held | None:
+    async def _current(
+        self, reads: Store | PinnedReads, key: ResourceKey, head: Record
+    ) -> Held | None:
         """The resource at `head` (a keys-only record): from the cache when its version is
         the cached one, else read and validated. With thousands of gateways, reading and
         parsing every value on every pass would cost more than the pass's compile."""
         cached = self._cache.get(key)
         if cached is not None and cached[0] == head.revision:
             return _stamp(head), cached[1]
-        record = await self.store.get(head.key)
+        record = await reads.get(head.key)
         if record is None:
             return None
         return _stamp(record), self._validated(key, record)

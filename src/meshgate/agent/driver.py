@@ -441,5 +441,9 @@ class Driver:
     def _cert_path(self, name: str) -> str:
         return str(self.run_dir / CERTS_DIR / name)
 
+    async def config_hash(self) -> str:
+        """A short hash of what HAProxy was last given (`RunFiles.digest`)."""
+        return await asyncio.to_thread(self._files.digest)
+
     async def stop(self) -> None:
         await self.supervisor.stop()

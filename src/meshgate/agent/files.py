@@ -107,3 +107,12 @@ class RunFiles:
         prune_certificates(self.directory, files)
         self._written = digests
         self._rendered = dataplane
+
+    def digest(self) -> str:
+        """A short hash of the files last written (configuration, maps, certificates): the
+        same on every node that runs the same thing. Made of each file's digest, taken when
+        it was written, so asking after every pass costs little."""
+        total = hashlib.sha256()
+        for name in sorted(self._written):
+            total.update(f"{name}\0{self._written[name].hex()}\n".encode())
+        return "sha256:" + total.hexdigest()[:16]

@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import gc
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +34,17 @@ from meshgate.metrics import ControlPlaneMetrics
 from meshgate.model import Gateway
 from meshgate.model.references import unresolved_message
 from meshgate.plan import Action, Reload, plan
-from meshgate.store import CompactedError, Delete, Put, Store, StoreClosedError, StoreError
+from meshgate.store import (
+    CompactedError,
+    Delete,
+    Put,
+    Store,
+    StoreClosedError,
+    StoreError,
+    WatchEvent,
+)
 from meshgate.store import Key as StoreKey
+from meshgate.store.snapshot import ProgressWatchStore, SnapshotStore
 
 log = structlog.get_logger("meshgate.agent")
 WATCHED_KINDS = ("gateways", "services", "instances", "certificates")
@@ -48,6 +57,9 @@ MAX_BATCH_S = 0.5  # a steady stream of writes still reaches HAProxy this often
 # After a reload with at least this many gateways, what is alive is frozen (see
 # `_freeze_survivors`).
 FREEZE_ABOVE = 1000
+# How long a watch broken by a compaction waits for the re-list it resumes after; past that
+# it resumes from the current revision (the pass that lists may be failing).
+RELIST_WAIT_S = 10.0
 
 
 class Agent:
@@ -94,6 +106,17 @@ class Agent:
         # read at least up to (what a node reports as applied).
         self.seen_revision = 0
         self.applied_revision = 0
+        # What a node reports, like Envoy's ACK/NACK: the hash of what HAProxy was given
+        # (when `hash_config`), when the node last knew it ran the store's state as of
+        # `applied_revision` (`current_at`), and the last pass: the revision it read and its
+        # error (None when it was applied). Wall-clock times, for other hosts to read.
+        self.hash_config = False
+        self.applied_hash: str | None = None
+        self.current_at: float | None = None
+        self.attempted_revision = 0
+        self.attempted_at: float | None = None
+        self._event_revision = 0  # of the newest event the watch delivered
+        self._relisted: asyncio.Future[int] | None = None
         self.healthy = False
         # "namespace/name" of each gateway the last pass left out, with why; and how many there
         # are in all: what readiness reports.
@@ -152,6 +175,16 @@ class Agent:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
 
+    def acknowledgement(self) -> dict[str, Any]:
+        """What this node runs and what it refused, as its heartbeat reports it."""
+        return {
+            "applied_revision": self.applied_revision,
+            "applied_hash": self.applied_hash,
+            "current_at": None if self.current_at is None else round(self.current_at, 3),
+            "attempted_revision": self.attempted_revision,
+            "error": self.last_error,
+        }
+
     def busy(self) -> bool:
         """A change is on its way to HAProxy, or about to be."""
         return self._passing or self._dirty.is_set() or self.driver.churning()
@@ -209,18 +242,21 @@ class Agent:
         lost = False
         while True:
             try:
-                if revision is None:
+                if revision is None and lost and isinstance(self.store, SnapshotStore):
+                    # History was compacted away: the next pass lists everything at one
+                    # revision (and changes nothing if that compiles to what runs); the watch
+                    # goes on from the revision after it.
+                    revision, lost = await self._after_relist(), False
+                elif revision is None:
                     revision = self.seen_revision = await self.store.revision()
                     # What was written before this revision is seen by listing: the next
                     # load lists everything, and the loads after it follow the watch.
                     self._changed = None
                 if lost:
-                    # History was compacted away: the next pass reads everything afresh, and
-                    # changes nothing if that compiles to what runs.
                     lost = False
                     self._dirty.set()
-                async for event in self.store.watch(revision, kinds=WATCHED_KINDS):
-                    revision = self.seen_revision = event.revision
+                async for event in self._events(revision):
+                    revision = self.seen_revision = self._event_revision = event.revision
                     if self._changed is not None:
                         self._changed.add(event.key)
                     self._dirty.set()
@@ -234,16 +270,51 @@ class Agent:
                 self._changed = None
                 await asyncio.sleep(1.0)
 
+    def _events(self, revision: int) -> AsyncIterator[WatchEvent]:
+        if isinstance(self.store, ProgressWatchStore):
+            return self.store.watch_with_progress(revision, WATCHED_KINDS, self._progressed)
+        return self.store.watch(revision, kinds=WATCHED_KINDS)
+
+    def _progressed(self, revision: int) -> None:
+        """The store says the watch has sent every change up to `revision`. With nothing
+        on its way and the last pass applied, what runs is the store's state as of then:
+        a quiet node's applied revision keeps up with the store's."""
+        self.seen_revision = max(self.seen_revision, revision)
+        if (
+            not self.busy()
+            and self.healthy
+            and self.attempted_revision >= self._event_revision
+            and self.applied_revision >= self._event_revision
+        ):
+            self.applied_revision = max(self.applied_revision, revision)
+            self.current_at = time.time()
+
+    async def _after_relist(self) -> int:
+        """The revision the next pass lists at, once it has listed."""
+        self._relisted = asyncio.get_running_loop().create_future()
+        self._dirty.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._relisted), RELIST_WAIT_S)
+        except TimeoutError:
+            log.warning("no listing after the compaction yet; watching from now")
+            self._relisted = None
+            return await self.store.revision()
+
     async def reconcile(self, *, runtime_only: bool = False) -> bool:
         """One pass; with `runtime_only`, only if it needs no reload. Returns False when it
         left the pass for later for that reason. Never raises for a bad resource; logs and
         reports instead."""
         seen = self.seen_revision
+        started_at = time.time()
         try:
             with self.metrics.reconcile_seconds.time(), _collector_paused():
                 started = time.monotonic()
                 loaded = await self._load()
                 read = time.monotonic()
+                if loaded.revision is not None:
+                    seen = loaded.revision  # the one revision everything was read at
+                    if self._relisted is not None and not self._relisted.done():
+                        self._relisted.set_result(seen)
                 checked = await self._compile_checked(loaded.state, runtime_only=runtime_only)
                 if checked is None:
                     return False
@@ -251,6 +322,7 @@ class Agent:
                 planned = time.monotonic()
                 outcome = await self.driver.apply(compiled.dataplane, actions)
         except MeshgateError as exc:
+            self.attempted_revision, self.attempted_at = seen, started_at
             self.last_error = str(exc)
             self.healthy = False
             self.metrics.reconciles.labels("failed").inc()
@@ -263,9 +335,15 @@ class Agent:
         finally:
             self._last_pass_end = asyncio.get_running_loop().time()
         self.passes += 1
-        settling = self.driver.churning()
+        # Set here and on failure, not when a pass is left for after the quiet period: the
+        # report changes (and is written) once per pass.
+        self.attempted_revision, self.attempted_at = seen, started_at
+        settling = self.driver.churning()  # server changes still going in behind the pass
         if not settling:
             self.applied_revision = max(self.applied_revision, seen)
+            self.current_at = started_at
+        if self.hash_config and (outcome.reason != "no change" or self.applied_hash is None):
+            self.applied_hash = await self.driver.config_hash()
         self.healthy = True
         self.last_error = self._failure_recorded = None
         self.metrics.reconciles.labels(
@@ -307,6 +385,7 @@ class Agent:
         while self.driver.churning():
             await self.driver.churn_drained()
         self.applied_revision = max(self.applied_revision, self._settling_revision)
+        self.current_at = time.time()
         try:
             await self.republish()
         except StoreClosedError:

@@ -34,16 +34,22 @@ class StoredGateways:
     def __init__(self) -> None:
         self._models: dict[tuple[str, str], tuple[int, Gateway | None]] = {}
 
-    def __call__(self, records: Iterable[Record]) -> list[Gateway]:
+    def __call__(self, records: Iterable[Record], namespace: str | None = None) -> list[Gateway]:
+        """`records`: every stored gateway, or with `namespace` every one of that namespace."""
         gateways = []
+        models: dict[tuple[str, str], tuple[int, Gateway | None]] = {}
+        if namespace is not None:  # the other namespaces' models stay
+            models = {key: model for key, model in self._models.items() if key[0] != namespace}
         for record in records:
             key = (record.key.namespace, record.key.name)
             cached = self._models.get(key)
             if cached is None or cached[0] != record.revision:
                 cached = (record.revision, _as_gateway(record))
-                self._models[key] = cached
+            models[key] = cached
             if cached[1] is not None:
                 gateways.append(cached[1])
+        # Only the gateways stored now: a deleted one's model would be kept for good.
+        self._models = models
         return gateways
 
     async def refresh(

@@ -58,6 +58,7 @@ from meshgate.model.references import referrers, unresolved_routes
 from meshgate.model.rollout import Rollout, rollout_problems
 from meshgate.model.values import parse_duration_ms
 from meshgate.store import ConflictError, Delete, Key, Put, Record, Store
+from meshgate.store.batches import PartialCommitError, commit_all
 from meshgate.validated import shared_table
 
 KINDS = {
@@ -343,7 +344,7 @@ def resources_router(
                 continue
             if isinstance(found, Service):
                 services.append(found)
-        gateways = stored_gateways(await store.list("gateways", key.namespace))
+        gateways = stored_gateways(await store.list("gateways", key.namespace), key.namespace)
         return certificate_users((key.namespace, key.name), gateways, services)
 
     async def check_rollouts(written: list[tuple[str, Resource]]) -> None:
@@ -384,7 +385,7 @@ def resources_router(
             return await certificate_in_use(key)
         if key.kind not in ("gateways", "services"):
             return []
-        gateways = stored_gateways(await store.list("gateways", key.namespace))
+        gateways = stored_gateways(await store.list("gateways", key.namespace), key.namespace)
         if key.kind == "gateways":
             if await store.get(Key("services", key.namespace, key.name)) is not None:
                 return []  # routes of that name lead to the service, which stays
@@ -467,34 +468,43 @@ def resources_router(
                 ops.append(Put(key, document, expect_revision=expected))
                 outcomes.append((resource, None, "configured" if current else "created"))
             warnings = await route_warnings(resources)
-            if dry_run:
-                revision = None
-            else:
+            revisions_written: list[int] = []
+            if not dry_run and ops:
                 try:
-                    revision = await store.commit(ops) if ops else 0
+                    # More documents than one etcd transaction holds go in several.
+                    revisions_written = await commit_all(store, ops)
+                except PartialCommitError as exc:
+                    message = (
+                        f"{_describe(exc.key)} changed while being applied; the first "
+                        f"{exc.written} of the {len(ops)} changed documents were written; "
+                        "apply again"
+                    )
+                    raise api_error(409, message) from None
                 except ConflictError as exc:
                     message = f"{_describe(exc.key)} changed while being applied; apply again"
                     raise api_error(409, message) from None
-                # The models just admitted are what the stored documents validate to: the
-                # agent's loader takes them instead of validating a second copy of each (at
-                # 100,000 gateways, half a minute and 300 MB).
-                shared = shared_table(store)
-                for resource, version, _ in outcomes:
-                    if version is None and isinstance(resource, Gateway):
-                        where = ("gateways", resource.namespace, resource.name)
-                        if shared.get(where, (-1, ""))[0] < revision:
-                            shared[where] = (revision, resource)
+        revisions = iter(revisions_written)  # one per changed document, in order
         applied: list[dict[str, Any]] = [
             {
                 "kind": resource.kind,
                 "namespace": resource.namespace,
                 "name": resource.name,
-                "version": revision if version is None else version,
+                "version": next(revisions, None) if version is None else version,
                 "result": result,
                 "warnings": warned,
             }
             for (resource, version, result), warned in zip(outcomes, warnings, strict=True)
         ]
+        if not dry_run:
+            # The models just admitted are what the stored documents validate to: the agent's
+            # loader takes them instead of validating a second copy of each (at 100,000
+            # gateways, half a minute and 300 MB).
+            shared = shared_table(store)
+            for entry, (resource, version, _) in zip(applied, outcomes, strict=True):
+                if version is None and isinstance(resource, Gateway):
+                    where = ("gateways", resource.namespace, resource.name)
+                    if shared.get(where, (-1, ""))[0] < entry["version"]:
+                        shared[where] = (entry["version"], resource)
         if dry_run:
             for entry, resource in zip(applied, resources, strict=True):
                 document = to_document(resource)

@@ -31,15 +31,20 @@ def _node_row(node: dict[str, Any]) -> list[str]:
     refused = sorted(name for name, g in gateways.items() if g.get("error"))
     labels = ",".join(f"{k}={v}" for k, v in sorted((node.get("labels") or {}).items()))
     age = node.get("heartbeat_age_s")
+    # Loud: a stale or refusing node says so next to its status, and what it refuses.
+    markers = [
+        m for m, on in (("STALE", node.get("stale")), ("REFUSING", node.get("refusing"))) if on
+    ]
+    refusing = ",".join(refused) if refused else "revision " + str(node.get("attempted_revision"))
     return [
         str(node.get("name", "")),
-        str(node.get("status", "")),
+        " ".join([str(node.get("status", "")), *markers]),
         str(node.get("address") or "-"),
         str(node.get("applied_revision") if node.get("applied_revision") is not None else "-"),
+        str(node.get("applied_hash") or "-"),
         "-" if age is None else f"{age:g}s",
         f"{len(gateways) - len(refused)}/{len(gateways)}",
-        # Loud: a node refusing configuration names what it refuses.
-        ("REFUSING " + ",".join(refused)) if refused else labels or "-",
+        ("REFUSING " + refusing) if node.get("refusing") else labels or "-",
     ]
 
 
@@ -87,7 +92,9 @@ def _certificate_cells(resource: dict[str, Any]) -> list[str]:
 
 def _header(kind: str) -> list[str]:
     if kind == "nodes":
-        return ["NAME", "STATUS", "ADDRESS", "APPLIED-REV", "HEARTBEAT", "GATEWAYS", "LABELS"]
+        return [
+            "NAME", "STATUS", "ADDRESS", "APPLIED-REV", "HASH", "HEARTBEAT", "GATEWAYS", "LABELS",
+        ]  # fmt: skip
     if kind == "gateways":
         return ["NAME", "NAMESPACE", "PORT", "HOSTS", "ROUTES", "VERSION", "APPLIED"]
     if kind == "services":

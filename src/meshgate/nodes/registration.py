@@ -27,7 +27,8 @@ log = structlog.get_logger("meshgate.nodes")
 
 LEASE_TTL_S = 10.0  # a dead agent's node is NotReady this long after its last heartbeat
 HEARTBEAT_S = 3.0
-# How soon a new applied revision is reported, between heartbeats (and at most this often).
+# How soon a new report (applied revision, hash, error) goes out, between heartbeats (and at
+# most this often).
 REPORT_S = 0.5
 
 
@@ -56,7 +57,9 @@ class Registration:
     labels: dict[str, str]
     versions: dict[str, str]
     instance: str
-    applied_revision: Callable[[], int] = lambda: 0
+    # What the node runs and what it refused (`Agent.acknowledgement`): applied_revision,
+    # applied_hash, current_at, attempted_revision, error. Goes into every heartbeat.
+    report: Callable[[], dict[str, Any]] = dict
     metrics: str | None = None  # the agent's --metrics base URL, where servers read its stats
     lease: int | None = field(default=None, init=False)
     _started: float = field(default_factory=time.time, init=False)
@@ -75,7 +78,7 @@ class Registration:
             "instance": self.instance,
             "heartbeat": round(time.time(), 3),
             "started": round(self._started, 3),
-            "applied_revision": self.applied_revision(),
+            **self.report(),
         }
 
     async def register(self) -> None:
@@ -114,12 +117,12 @@ class Registration:
         lapsed meanwhile. Revokes the lease when cancelled, so the node is NotReady at once."""
         loop = asyncio.get_running_loop()
         last_beat = loop.time()
-        reported = self.applied_revision()
+        reported = self.report()
         try:
             while True:
                 await asyncio.sleep(REPORT_S)
                 due = loop.time() - last_beat >= HEARTBEAT_S
-                if not due and self.applied_revision() == reported:
+                if not due and self.report() == reported:
                     continue
                 try:
                     if due:
@@ -127,7 +130,7 @@ class Registration:
                         last_beat = loop.time()
                     else:
                         await self._report()
-                    reported = self.applied_revision()
+                    reported = self.report()
                 except StoreError as exc:
                     log.warning("heartbeat failed; will retry", node=self.name, error=str(exc))
                     last_beat = loop.time()

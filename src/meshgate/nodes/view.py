@@ -18,25 +18,66 @@ from meshgate.nodes.keys import (
 )
 from meshgate.store import Key, Record, Store
 
+# A Ready node is stale when its heartbeat is this late (it beats every 3 s; its lease, and so
+# its Ready, lasts 10 s)...
+HEARTBEAT_LATE_S = 7.0
+# ... or when it has not known for this long that it runs the store's state: an agent knows it
+# after every pass it applies, when etcd's progress notifications tell it nothing changed for
+# it, and at the latest with its re-list every 30 s, so a healthy node is never this far behind.
+STALE_AFTER_S = 60.0
+
+
+def _age(now: float, when: Any) -> float | None:
+    return round(now - when, 1) if isinstance(when, int | float) else None
+
 
 def node_view(
     record: Mapping[str, Any],
     heartbeat: Mapping[str, Any] | None,
     gateways: Mapping[str, Mapping[str, Any]],
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """One node: Ready while its heartbeat key lives (it is on the node's lease)."""
+    """One node: Ready while its heartbeat key lives (it is on the node's lease); what it
+    applied and what it refused (like Envoy's ACK and NACK), and whether it is stale or
+    refusing, with why under `problems`."""
+    now = time.time() if now is None else now
+    beat = heartbeat or {}
+    heartbeat_age = _age(now, beat.get("heartbeat"))
+    current_age = _age(now, beat.get("current_at"))
+    problems = []
+    stale = False
+    if heartbeat is not None:
+        if heartbeat_age is not None and heartbeat_age > HEARTBEAT_LATE_S:
+            stale = True
+            problems.append(f"stale: no heartbeat for {heartbeat_age:g} s")
+        if "current_at" in beat and (current_age is None or current_age > STALE_AFTER_S):
+            stale = True
+            since = "ever" if current_age is None else f"{current_age:g} s"
+            problems.append(
+                f"stale: not known to run the store's state for {since} "
+                f"(applied revision {beat.get('applied_revision')})"
+            )
+    error = beat.get("error")
+    refused = sorted(name for name, g in gateways.items() if g.get("error"))
+    if error:
+        problems.append(f"refusing revision {beat.get('attempted_revision')}: {error}")
+    if refused:
+        problems.append("refusing gateways: " + ", ".join(refused))
     return {
         "name": record.get("name"),
         "address": record.get("address"),
         "labels": record.get("labels", {}),
         "status": "Ready" if heartbeat is not None else "NotReady",
-        "applied_revision": heartbeat.get("applied_revision") if heartbeat else None,
-        "heartbeat": heartbeat.get("heartbeat") if heartbeat else None,
-        "heartbeat_age_s": (
-            round(time.time() - heartbeat["heartbeat"], 1)
-            if heartbeat and isinstance(heartbeat.get("heartbeat"), int | float)
-            else None
-        ),
+        "applied_revision": beat.get("applied_revision"),
+        "applied_hash": beat.get("applied_hash"),
+        "current_at": beat.get("current_at"),
+        "attempted_revision": beat.get("attempted_revision"),
+        "error": error,
+        "stale": stale,
+        "refusing": bool(error or refused),
+        "problems": problems,
+        "heartbeat": beat.get("heartbeat"),
+        "heartbeat_age_s": heartbeat_age,
         "versions": record.get("versions", {}),
         "gateways": dict(gateways),
     }

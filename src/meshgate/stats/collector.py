@@ -198,4 +198,6 @@ class StatsCollector:
         )
         if self.latency is not None and self.tally.retired:
             self.latency.forget(self.tally.retired)
+        if self.latency is not None and self.tally.forgotten_servers:
+            self.latency.forget_servers(self.tally.forgotten_servers)
         return snapshot

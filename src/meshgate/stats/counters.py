@@ -21,7 +21,10 @@ when a worker ends while traffic is over the budget; the collector's fast polls 
 workers are what keeps that gap small.
 
 Readings are never dropped for being absent from one poll: a missing row is not a reset, and
-counting it twice on its return would be worse than keeping a frozen value.
+counting it twice on its return would be worse than keeping a frozen value. A key absent from
+every poll for `forget_after_s` (ten polls) is gone, though (a deleted gateway's backend, the
+server of a registration that lapsed): it is forgotten with its counts, or every name ever
+served would be kept, and reported, for the life of the process.
 """
 
 from __future__ import annotations
@@ -59,10 +62,12 @@ class _Source:
 class MonotonicTotals(Generic[K]):
     """Per key, a vector of `width` counters summed over sources, never decreasing."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, forget_after_s: float = 10.0) -> None:
         self.width = width
+        self.forget_after_s = forget_after_s
         self._live: dict[K, dict[int, _Source]] = {}
         self._carried: dict[K, list[int]] = {}
+        self._absent: dict[K, float] = {}  # key -> when a poll first did not see it
 
     def observe(self, source: int, key: K, values: Sequence[int]) -> None:
         if len(values) != self.width:
@@ -86,6 +91,7 @@ class MonotonicTotals(Generic[K]):
             lines = logged.get(key, {})
             for source in {s for s in sources if s in gone} | {s for s in lines if s in gone}:
                 polled = sources.pop(source).counted() if source in sources else [0] * self.width
+                self._live.setdefault(key, sources)  # every carried key is in `_live` too
                 carried = self._carried.setdefault(key, [0] * self.width)
                 for index, value in enumerate(_larger(polled, lines.get(source))):
                     carried[index] += value
@@ -101,32 +107,71 @@ class MonotonicTotals(Generic[K]):
         return tuple(result)
 
     def names(self) -> Iterator[K]:
-        yield from self._live.keys() | self._carried.keys()
+        yield from self._live.keys()  # carried keys included
+
+    def forget_absent(self, observed: Collection[K], now: float) -> list[K]:
+        """Forget keys that no poll has observed for `forget_after_s`; returns them. Observed
+        keys are all in `_live`, and so is every carried key: when a poll observed as many
+        keys as `_live` holds, none is absent, and the usual poll costs a comparison of two
+        lengths instead of a walk over every key."""
+        if len(observed) == len(self._live) and not self._absent:
+            return []
+        forgotten = []
+        for key in list(self._live):
+            if key in observed:
+                self._absent.pop(key, None)
+            elif now - self._absent.setdefault(key, now) >= self.forget_after_s:
+                del self._live[key]
+                self._carried.pop(key, None)
+                del self._absent[key]
+                forgotten.append(key)
+        return forgotten
 
     def sources(self) -> set[int]:
         return {source for sources in self._live.values() for source in sources}
 
 
 class History:
-    """(time, total) samples of one growing counter, kept for `keep_s` seconds."""
+    """(time, total) samples of one growing counter, kept for `keep_s` seconds.
+
+    A run of equal totals keeps only its first and last samples: an idle counter costs three
+    samples instead of one per poll, and a node has one per route backend, most of them idle
+    at any moment (a thousand gateways' worth of per-second samples was 14 MB). A window that
+    starts inside such a run starts at its edge, as if the dropped samples were there."""
 
     def __init__(self, keep_s: float = 70.0) -> None:
         self.keep_s = keep_s
         self._samples: deque[tuple[float, int]] = deque()
 
     def add(self, now: float, total: int) -> None:
-        self._samples.append((now, total))
-        while len(self._samples) > 2 and self._samples[0][0] < now - self.keep_s:
-            self._samples.popleft()
+        samples = self._samples
+        if len(samples) >= 2 and samples[-1][1] == total and samples[-2][1] == total:
+            samples[-1] = (now, total)  # the run goes on: its last sample moves
+        else:
+            samples.append((now, total))
+        edge = now - self.keep_s
+        popped = None
+        while len(samples) > 2 and samples[0][0] < edge:
+            popped = samples.popleft()
+        if popped is not None and samples[0][1] == popped[1] and samples[0][0] > edge:
+            samples.appendleft((edge, popped[1]))  # a run that began before the edge covers it
+
+    def __len__(self) -> int:
+        return len(self._samples)
 
     def _base(self, window_s: float) -> tuple[float, int] | None:
-        """The oldest sample no older than `window_s` before the newest one."""
+        """The oldest sample no older than `window_s` before the newest one; inside a run of
+        equal totals, the run at the window's edge."""
         if not self._samples:
             return None
-        newest = self._samples[-1][0]
+        edge = self._samples[-1][0] - window_s
+        previous: tuple[float, int] | None = None
         for sample in self._samples:
-            if sample[0] >= newest - window_s:
+            if sample[0] >= edge:
+                if previous is not None and previous[1] == sample[1]:
+                    return (max(edge, previous[0]), sample[1])
                 return sample
+            previous = sample
         return None  # unreachable: the newest sample itself qualifies
 
     def rate(self, window_s: float = 10.0) -> float:

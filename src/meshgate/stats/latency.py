@@ -292,6 +292,19 @@ class LatencyBook:
         while len(self._forgotten) > 1024:  # pids are reused, eventually: remember the recent
             del self._forgotten[next(iter(self._forgotten))]
 
+    def forget_servers(self, servers: Iterable[tuple[str, str]]) -> None:
+        """Drop the series and line counts of servers that are gone (a registration that
+        lapsed, an instance removed): the stats stopped reporting them."""
+        gone = {(backend.encode(), server.encode()) for backend, server in servers}
+        for backend, server in gone:
+            if self._series.pop((backend, server), None) is not None:
+                by_server = self._servers.get(backend, {})
+                by_server.pop(server, None)
+                if not by_server:
+                    self._servers.pop(backend, None)
+        for key in [k for k in self._entries if (k[1], k[2]) in gone]:
+            del self._entries[key]
+
     def tick(self, now: float) -> None:
         """Take a snapshot if one is due; forget those older than the window needs."""
         if self._snapshots and now - self._snapshots[-1][0] < self.snapshot_every_s:

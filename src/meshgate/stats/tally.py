@@ -103,6 +103,7 @@ class Tally:
         self.grace_s = grace_s
         self._gone: dict[int, float] = {}  # pid -> when it was first missing
         self.retired: set[int] = set()  # pids retired by the last `end`
+        self.forgotten_servers: list[tuple[str, str]] = []  # by the last `end`: gone for good
         self._backends: MonotonicTotals[str] = MonotonicTotals(len(COUNTERS))
         self._servers: MonotonicTotals[tuple[str, str]] = MonotonicTotals(len(COUNTERS))
         self._history: dict[str, History] = {}
@@ -157,6 +158,14 @@ class Tally:
                 del self._gone[pid]
             logged_backends = _without(logged_backends, self.retired)
             logged_servers = _without(logged_servers, self.retired)
+        # What this poll observed: every backend and server row of every process read. A
+        # server forgotten here must go from the request-log counts too (`forgotten_servers`),
+        # or they would bring it back.
+        self._backends.forget_absent(self._active, now)
+        self.forgotten_servers = self._servers.forget_absent(self._server_active, now)
+        if self.forgotten_servers:
+            gone = set(self.forgotten_servers)
+            logged_servers = {k: v for k, v in logged_servers.items() if k not in gone}
         backends = {}
         for name in set(self._backends.names()) | logged_backends.keys():
             values = self._backends.total(name, logged_backends)
@@ -178,6 +187,9 @@ class Tally:
             )
             for key in set(self._servers.names()) | logged_servers.keys()
         }
+        if len(self._history) > len(backends):  # backends forgotten since the last poll
+            for name in self._history.keys() - backends.keys():
+                del self._history[name]
         workers = len(live_pids) - old_workers
         return Snapshot(now, backends, servers, workers=workers, old_workers=old_workers)
 

@@ -16,7 +16,7 @@ import logging
 import math
 import random
 import ssl
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any
 
 import httpx
@@ -36,6 +36,7 @@ from meshgate.store.base import (
     WatchEvent,
     check_ops,
 )
+from meshgate.store.batches import MAX_TXN_OPS, PartialCommitError, split
 from meshgate.store.target import EtcdTarget, StoreUrlError
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,34 @@ class EtcdStore:
         revision, _ = await self._apply(ops)
         return revision
 
+    async def commit_batches(self, ops: Sequence[Op]) -> builtins.list[int]:
+        """Write `ops` in as few transactions as etcd takes (`store.batches`), returning the
+        revision of each op. One transaction when they fit: all or nothing. Else every
+        compare is checked first, in read-only transactions, so that a write that conflicts
+        with what was there when it began writes nothing; then the transactions follow one
+        another, each with its own compares again. Only a writer that changes one of the
+        keys in between can stop it midway: PartialCommitError says how many ops landed."""
+        check_ops(ops)
+        encoded = [wire.to_json(op.value) if isinstance(op, Put) else None for op in ops]
+        batches = split(
+            [len(e or b"") + len(str(op.key)) for op, e in zip(ops, encoded, strict=True)]
+        )
+        if len(batches) <= 1:
+            revision, _ = await self._apply(ops, encoded)
+            return [revision] * len(ops)
+        compared = [op for op in ops if op.expect_revision is not None]
+        for start in range(0, len(compared), MAX_TXN_OPS):
+            await self._check(compared[start : start + MAX_TXN_OPS])
+        revisions: builtins.list[int] = []
+        for batch in batches:
+            part = [ops[i] for i in batch]
+            try:
+                revision, _ = await self._apply(part, [encoded[i] for i in batch])
+            except ConflictError as exc:
+                raise PartialCommitError(exc.key, exc.expected, exc.actual, len(revisions)) from exc
+            revisions += [revision] * len(part)
+        return revisions
+
     async def revision(self) -> int:
         reply = await self._call("/v3/kv/range", {"key": wire.b64(self._layout.prefix.encode())})
         return wire.as_int(reply["header"]["revision"])
@@ -136,11 +165,26 @@ class EtcdStore:
     def watch(
         self, from_revision: int, kinds: Collection[str] | None = None
     ) -> AsyncIterator[WatchEvent]:
+        return self.watch_with_progress(from_revision, kinds, None)
+
+    def watch_with_progress(
+        self,
+        from_revision: int,
+        kinds: Collection[str] | None,
+        progress: Callable[[int], None] | None,
+    ) -> AsyncIterator[WatchEvent]:
+        """`watch`, also calling `progress(R)` when etcd says every event up to revision R was
+        sent (a progress notification, or events of other kinds in the range): in order with
+        the events, so R is never reported before the events it covers were taken."""
         if self._closed:
             raise StoreClosedError("store is closed")
         if from_revision < 0:
             raise ValueError("from_revision must be >= 0")
-        return self._watch(from_revision, None if kinds is None else frozenset(kinds))
+        return self._watch(from_revision, None if kinds is None else frozenset(kinds), progress)
+
+    def snapshot(self) -> EtcdSnapshot:
+        """Reads at one revision: the first read's."""
+        return EtcdSnapshot(self)
 
     async def grant_lease(self, ttl_seconds: float) -> int:
         if not ttl_seconds > 0:
@@ -175,16 +219,28 @@ class EtcdStore:
 
     # --- internals ---
 
-    async def _apply(self, ops: Sequence[Op]) -> tuple[int, builtins.list[Record | bool]]:
+    async def _apply(
+        self, ops: Sequence[Op], encoded: Sequence[bytes | None] | None = None
+    ) -> tuple[int, builtins.list[Record | bool]]:
         check_ops(ops)
         if not ops:
             return await self.revision(), []
-        encoded = [wire.to_json(op.value) if isinstance(op, Put) else None for op in ops]
+        if encoded is None:
+            encoded = [wire.to_json(op.value) if isinstance(op, Put) else None for op in ops]
         reply = await self._call("/v3/kv/txn", wire.txn_body(self._layout, ops, encoded))
         if not reply.get("succeeded"):
             raise wire.first_conflict(ops, reply)
         revision = wire.as_int(reply["header"]["revision"])
         return revision, wire.txn_results(ops, reply, revision)
+
+    async def _check(self, ops: Sequence[Op]) -> None:
+        """ConflictError unless every op's compare holds now; writes nothing."""
+        body = wire.txn_body(
+            self._layout, ops, [b"{}" if isinstance(op, Put) else None for op in ops]
+        )
+        reply = await self._call("/v3/kv/txn", {**body, "success": []})
+        if not reply.get("succeeded"):
+            raise wire.first_conflict(ops, reply)
 
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """`path` on the member that answered last, else the next. A read also moves on from
@@ -218,8 +274,27 @@ class EtcdStore:
             return reply
         raise StoreUnavailableError("no etcd member answers: " + "; ".join(failures))
 
-    async def _watch(self, after: int, kinds: frozenset[str] | None) -> AsyncIterator[WatchEvent]:
-        queue: asyncio.Queue[builtins.list[WatchEvent] | BaseException | None] = asyncio.Queue()
+    async def _range(
+        self, body: dict[str, Any], revision: int | None
+    ) -> tuple[builtins.list[dict[str, Any]], int]:
+        """A range's kvs, and the revision it read at; at `revision` when given."""
+        if revision is not None:
+            body = {**body, "revision": str(revision)}
+        try:
+            reply = await self._call("/v3/kv/range", body)
+        except StoreError as exc:
+            if revision is not None and "compacted" in str(exc):
+                raise CompactedError(revision, revision) from exc
+            raise
+        return reply.get("kvs", []), wire.as_int(reply["header"]["revision"])
+
+    async def _watch(
+        self,
+        after: int,
+        kinds: frozenset[str] | None,
+        progress: Callable[[int], None] | None = None,
+    ) -> AsyncIterator[WatchEvent]:
+        queue: asyncio.Queue[_Delivery] = asyncio.Queue()
         task = asyncio.create_task(self._follow(after, kinds, queue), name="store-etcd-watch")
         self._watch_tasks.add(task)
         task.add_done_callback(self._watch_tasks.discard)
@@ -230,6 +305,10 @@ class EtcdStore:
                     return
                 if isinstance(item, BaseException):
                     raise item
+                if isinstance(item, int):
+                    if progress is not None:
+                        progress(item)
+                    continue
                 for event in item:
                     yield event
         finally:
@@ -239,7 +318,7 @@ class EtcdStore:
         self,
         after: int,
         kinds: frozenset[str] | None,
-        queue: asyncio.Queue[builtins.list[WatchEvent] | BaseException | None],
+        queue: asyncio.Queue[_Delivery],
     ) -> None:
         backoff = _BACKOFF_FIRST_SECONDS
         try:
@@ -259,11 +338,11 @@ class EtcdStore:
                         if raw:
                             after = max(wire.as_int(e["kv"]["mod_revision"]) for e in raw)
                             events = wire.watch_events(self._layout, result, kinds)
-                            if events:
-                                queue.put_nowait(events)
+                            queue.put_nowait(events if events else after)
                         elif not result.get("created"):
                             # A progress notification: every event up to here was sent.
                             after = max(after, wire.as_int(result["header"].get("revision")))
+                            queue.put_nowait(after)
                 except (httpx.TransportError, ssl.SSLError, StoreUnavailableError) as exc:
                     logger.warning("etcd watch on %s broke (%s); reconnecting", endpoint, exc)
                 if self._closed:
@@ -295,6 +374,39 @@ class EtcdStore:
                 if "error" in message:
                     raise _error(endpoint, message["error"])
                 yield message["result"]
+
+
+class EtcdSnapshot:
+    """Reads pinned to one revision (`store.snapshot.PinnedReads`): the first read's header
+    revision, which every later read names. A revision compacted meanwhile raises
+    CompactedError: read again from a new snapshot."""
+
+    def __init__(self, store: EtcdStore) -> None:
+        self._store = store
+        self.revision: int | None = None
+
+    async def get(self, key: Key) -> Record | None:
+        layout = self._store._layout
+        kvs = await self._read({"key": wire.b64(layout.encode(key))})
+        return wire.record(layout, kvs[0]) if kvs else None
+
+    async def list(
+        self, kind: str | None = None, namespace: str | None = None, *, keys_only: bool = False
+    ) -> builtins.list[Record]:
+        layout = self._store._layout
+        kvs = await self._read(wire.range_body(layout, kind, namespace, keys_only))
+        return wire.records(layout, kvs, namespace, keys_only)
+
+    async def _read(self, body: dict[str, Any]) -> builtins.list[dict[str, Any]]:
+        kvs, revision = await self._store._range(body, self.revision)
+        if self.revision is None:
+            self.revision = revision
+        return kvs
+
+
+# What a watch's reader hands its consumer: events, a revision up to which everything was
+# sent, the error that ended it, or None at its end.
+_Delivery = builtins.list[WatchEvent] | int | BaseException | None
 
 
 def _tls_context(target: EtcdTarget) -> ssl.SSLContext | bool:

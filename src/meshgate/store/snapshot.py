@@ -1,0 +1,39 @@
+"""Reads pinned to one revision: a store that can serve them (etcd) lets an agent render from
+one consistent state of every kind, never from kinds read at different moments."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Collection
+from typing import Protocol, runtime_checkable
+
+from meshgate.store.base import Key, Record, WatchEvent
+
+
+class PinnedReads(Protocol):
+    """`get` and `list` as of one revision: the first read's, which `revision` then holds."""
+
+    revision: int | None
+
+    async def get(self, key: Key) -> Record | None: ...
+
+    async def list(
+        self, kind: str | None = None, namespace: str | None = None, *, keys_only: bool = False
+    ) -> list[Record]: ...
+
+
+@runtime_checkable
+class SnapshotStore(Protocol):
+    def snapshot(self) -> PinnedReads: ...
+
+
+@runtime_checkable
+class ProgressWatchStore(Protocol):
+    """A store whose watch also says, between events, up to which revision it has sent
+    everything (etcd's progress notifications), through `progress`."""
+
+    def watch_with_progress(
+        self,
+        from_revision: int,
+        kinds: Collection[str] | None,
+        progress: Callable[[int], None],
+    ) -> AsyncIterator[WatchEvent]: ...
