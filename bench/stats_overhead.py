@@ -30,7 +30,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,8 +138,13 @@ def measure(config: Config, args: argparse.Namespace, duration: float) -> tuple[
     node_cpu = cpu_seconds(node_pids) - node_before
     proxy_cpu = cpu_seconds(proxy_pids) - proxy_before
     backend_cpu = cpu_seconds(backend_pids) - backend_before
-    time.sleep(0.3)  # past the stats API's cache: the reading includes every answered request
+    # The stats API answers from a poll up to 20 polls' cost old (a second or more on a busy
+    # machine): wait, within bounds, for a reading that includes every answered request.
+    deadline = time.monotonic() + 5.0
     counted = config.requests_counted() - counted_before
+    while counted < result.requests and time.monotonic() < deadline:
+        time.sleep(0.25)
+        counted = config.requests_counted() - counted_before
     sample = Sample(result, node_cpu, proxy_cpu, backend_cpu, counted)
     problems = []
     if any(result.socket_errors.values()):
@@ -240,19 +245,24 @@ def sampling_line(config: Config) -> str:
     return "; ".join([delivered, *parts])
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+def parse_args(
+    argv: Sequence[str] | None,
+    *,
+    description: str | None = __doc__,
+    log_budget_help: str = "the on node's --log-budget (its default)",
+    with_all_help: str = "add a node logging every request (budget 0)",
+) -> argparse.Namespace:
+    """The options of this benchmark and of bench/flows.py, which measures the same way."""
+    parser = argparse.ArgumentParser(
+        description=description.split("\n\n")[0] if description else None
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run (5)")
     parser.add_argument("--rounds", type=int, default=3, help="runs per configuration (3)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first (1)")
-    parser.add_argument(
-        "--log-budget", type=int, default=None, help="the on node's --log-budget (its default)"
-    )
-    parser.add_argument(
-        "--with-all", action="store_true", help="add a node logging every request (budget 0)"
-    )
+    parser.add_argument("--log-budget", type=int, default=None, help=log_budget_help)
+    parser.add_argument("--with-all", action="store_true", help=with_all_help)
     parser.add_argument("--target", type=float, default=0.95, help="on/off goal (0.95)")
     parser.add_argument("--nginx", default="/usr/sbin/nginx", help="nginx binary")
     parser.add_argument("--wrk", default="wrk", help="wrk binary")
@@ -274,17 +284,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace, workdir: Path) -> int:
-    v1, v2 = free_port(), free_port()
-    on_args = [] if args.log_budget is None else ["--log-budget", str(args.log_budget)]
-    configs = [
-        Config("on", " ".join(["meshgate up", *on_args, "(request log on, sampled)"]), free_port()),
-        Config("off", "meshgate up --no-latency", free_port()),
-    ]
-    extra_args: dict[str, list[str]] = {"on": on_args, "off": ["--no-latency"]}
-    if args.with_all:
-        configs.append(Config("all", "meshgate up --log-budget 0 (every request)", free_port()))
-        extra_args["all"] = ["--log-budget", "0"]
+def measure_nodes(
+    args: argparse.Namespace,
+    workdir: Path,
+    configs: Sequence[Config],
+    extra_args: Mapping[str, Sequence[str]],
+    v1: int,
+    v2: int,
+) -> bool:
+    """A `meshgate up` node per configuration (with its `extra_args`) serving the gateway over
+    nginx on `v1` and `v2`; then rounds of wrk runs, the configurations in turn. Each
+    configuration's samples are appended to it. True when every run was clean."""
     print(
         machine_line(
             tool_version(["haproxy", "-v"]),
@@ -332,6 +342,21 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             print(f"  round {round_number}: " + ", ".join(line) + " req/s", flush=True)
         for config in configs:
             print(f"  latency sources after the last run, {config.key}: {sampling_line(config)}")
+    return clean
+
+
+def run(args: argparse.Namespace, workdir: Path) -> int:
+    v1, v2 = free_port(), free_port()
+    on_args = [] if args.log_budget is None else ["--log-budget", str(args.log_budget)]
+    configs = [
+        Config("on", " ".join(["meshgate up", *on_args, "(request log on, sampled)"]), free_port()),
+        Config("off", "meshgate up --no-latency", free_port()),
+    ]
+    extra_args: dict[str, list[str]] = {"on": on_args, "off": ["--no-latency"]}
+    if args.with_all:
+        configs.append(Config("all", "meshgate up --log-budget 0 (every request)", free_port()))
+        extra_args["all"] = ["--log-budget", "0"]
+    clean = measure_nodes(args, workdir, configs, extra_args, v1, v2)
     report(configs, args.target)
     return finish(clean, "some runs had errors or undercounted")
 
