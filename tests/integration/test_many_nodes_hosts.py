@@ -55,6 +55,24 @@ class Hosts:
             ip("-n", name, "link", "set", inside, "up")
             ip("-n", name, "link", "set", "lo", "up")
 
+    def start_etcd(self, data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
+        """One etcd member listening on the bridge, reachable from every host: the `--store`
+        URL naming it, and its process (the caller stops it)."""
+        client_port, peer_port = free_port(), free_port()
+        listen = f"http://{self.gateway_address}:{client_port}"
+        peer = f"http://127.0.0.1:{peer_port}"
+        process = subprocess.Popen(
+            [
+                "etcd", "--name", "solo", "--data-dir", str(data_dir),
+                "--listen-client-urls", listen, "--advertise-client-urls", listen,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"solo={peer}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        return f"etcd://{self.gateway_address}:{client_port}", process
+
     def remove(self) -> None:
         for name in self.names:
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
@@ -89,26 +107,12 @@ class InNamespace(Meshgate):
 
 
 def test_agents_on_hosts_of_their_own(hosts: Hosts, tmp_path: Path) -> None:
-    client_port, peer_port = free_port(), free_port()
-    listen = f"http://{hosts.gateway_address}:{client_port}"
-    peer = f"http://127.0.0.1:{peer_port}"
-    store = f"etcd://{hosts.gateway_address}:{client_port}"
     processes: list[Meshgate] = []
     children: list[subprocess.Popen[bytes]] = []
     try:
         # etcd and the backend on the bridge, reachable from every host.
-        children.append(
-            subprocess.Popen(
-                [
-                    "etcd", "--name", "solo", "--data-dir", str(tmp_path / "etcd"),
-                    "--listen-client-urls", listen, "--advertise-client-urls", listen,
-                    "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                    "--initial-cluster", f"solo={peer}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )  # fmt: skip
+        store, etcd = hosts.start_etcd(tmp_path / "etcd")
+        children.append(etcd)
         backend_port = free_port()
         children.append(
             subprocess.Popen(

@@ -63,25 +63,11 @@ def test_a_service_calling_through_its_own_agent_shows_in_the_servers_graph(
     hosts: Hosts,  # noqa: F811 - the fixture
     tmp_path: Path,
 ) -> None:
-    client_port, peer_port = free_port(), free_port()
-    listen = f"http://{hosts.gateway_address}:{client_port}"
-    peer = f"http://127.0.0.1:{peer_port}"
-    store = f"etcd://{hosts.gateway_address}:{client_port}"
     processes: list[Meshgate] = []
     children: list[subprocess.Popen[bytes]] = []
     try:
-        children.append(
-            subprocess.Popen(
-                [
-                    "etcd", "--name", "solo", "--data-dir", str(tmp_path / "etcd"),
-                    "--listen-client-urls", listen, "--advertise-client-urls", listen,
-                    "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                    "--initial-cluster", f"solo={peer}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )  # fmt: skip
+        store, etcd = hosts.start_etcd(tmp_path / "etcd")
+        children.append(etcd)
         versions = {}
         for name in ("v1", "v2"):
             versions[name] = free_port()

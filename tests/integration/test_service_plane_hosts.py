@@ -87,22 +87,8 @@ class Cluster:
         self.backends: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> Server:
-        client_port, peer_port = free_port(), free_port()
-        listen = f"http://{self.hosts.gateway_address}:{client_port}"
-        peer = f"http://127.0.0.1:{peer_port}"
-        store = f"etcd://{self.hosts.gateway_address}:{client_port}"
-        self.children.append(
-            subprocess.Popen(
-                [
-                    "etcd", "--name", "solo", "--data-dir", str(self.root / "etcd"),
-                    "--listen-client-urls", listen, "--advertise-client-urls", listen,
-                    "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                    "--initial-cluster", f"solo={peer}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )  # fmt: skip
+        store, etcd = self.hosts.start_etcd(self.root / "etcd")
+        self.children.append(etcd)
         server = Server(self.root, ["--store", store])
         self.processes.append(server)
         server.start()
