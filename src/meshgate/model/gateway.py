@@ -41,7 +41,10 @@ _INLINE_TARGET = re.compile(r"^\[([A-Za-z0-9.:\[\]-]+)\]\Z")
 _IPV6_TARGET = re.compile(r"^\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}\Z")
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback(address: str) -> bool:
+    # Cached: gateways share a few bind addresses, and parsing one for each of 100,000
+    # gateways (`on_service_plane`) cost more than the rest of a write's admission.
     try:
         return ipaddress.ip_address(address.strip()).is_loopback
     except ValueError:
