@@ -27,6 +27,7 @@ from meshgate.model.names import (
 )
 from meshgate.model.policies import Policies
 from meshgate.model.service import DurationMs, Instance, Mode, Model, check_unique_instances
+from meshgate.model.sharing import shared
 from meshgate.model.values import FieldError, check_port, parse_percentage, split_endpoint
 
 MAX_ROUTES = 64
@@ -398,6 +399,17 @@ class Gateway(Model):
             self.route_weights()
         except ValueError as exc:
             raise FieldError("routes", str(exc)) from None
+        return self
+
+    @model_validator(mode="after")
+    def _share_parts(self) -> Gateway:
+        # Equal ports, timeouts and plain routes of many gateways become one object each
+        # (`sharing`): the model is frozen, and it was just made, so nothing else holds it.
+        fields = self.__dict__
+        fields["port"] = shared(self.port)
+        fields["timeouts"] = shared(self.timeouts)
+        for name, route in self.routes.items():
+            self.routes[name] = shared(route)
         return self
 
     def route_weights(self) -> dict[str, int]:
