@@ -89,20 +89,15 @@ class StoredGatewayCache:
         return self._plane
 
     async def _relist(self, store: Store) -> None:
-        """Every key listed; values read only where the version is not the one held."""
+        """Every key listed (without values): those whose version is not the one held, and
+        those held but no longer listed, are read again as changed keys are."""
         self.relists += 1
-        shared = shared_table(store)
-        held: dict[Name, tuple[int, Gateway | None]] = {}
-        for head in await store.list("gateways", keys_only=True):
-            key = (head.key.namespace, head.key.name)
-            kept = self._held.get(key)
-            if kept is None or kept[0] != head.revision:
-                kept = await self._read(store, head.key, shared)
-                if kept is None:
-                    continue  # deleted since it was listed
-            held[key] = kept
-        self._held, self._ordered = held, True
-        self._forget()
+        heads = await store.list("gateways", keys_only=True)
+        listed = {(h.key.namespace, h.key.name): h for h in heads}
+        changed = [h.key for key, h in listed.items() if self._held.get(key, (0,))[0] != h.revision]
+        changed += [Key("gateways", *key) for key in self._held.keys() - listed.keys()]
+        for key in sorted(changed):
+            await self._reread(store, key)
 
     async def _read(
         self, store: Store, store_key: Key, shared: Table

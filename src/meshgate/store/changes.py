@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Collection
 
 from meshgate.store.base import Key, Store, StoreError
+from meshgate.store.snapshot import ProgressWatchStore
 
 # A history read is one or two reads of the store; past this something is wrong (a revision
 # without events, a stalled connection) and the caller lists everything instead.
@@ -22,9 +23,14 @@ async def changed_keys(
 ) -> set[Key] | None:
     """The keys of `kinds` changed after revision `after` up to `upto` (the store's revision,
     read by the caller), perhaps with some changed after `upto` too; None when the history is
-    not there any more (compacted) or cannot be read now: the caller lists everything then."""
+    not there any more (compacted), cannot be read now, or cannot say (etcd): the caller lists
+    the keys then."""
     if upto <= after:
         return set()
+    if isinstance(store, ProgressWatchStore):
+        # etcd's revisions count writes anywhere in the cluster, outside meshgate's prefix
+        # too: a revision may have no event here, and a watch would wait for one.
+        return None
     try:
         async with asyncio.timeout(CHANGES_TIMEOUT_S):
             return await _follow(store, after, upto, frozenset(kinds))
