@@ -95,10 +95,10 @@ class Agent:
         # What each gateway's published status was made from, and the resources the published
         # keys were last swept against (see `_status_ops`, `_stale_ops`).
         self._gateway_written: dict[Key, _Written] = {}
-        # The keys the watch saw written since the last pass's load; None when some may have
-        # been missed (history compacted, the watch broken, a re-list due): then the next load
-        # lists everything.
-        self._changed: set[StoreKey] | None = None
+        # The watch's events since the last pass's load, the newest per key; None when some may
+        # have been missed (history compacted, the watch broken, a re-list due): then the next
+        # load lists everything.
+        self._changed: dict[StoreKey, WatchEvent] | None = None
         self._swept: tuple[frozenset[Any], ...] | None = None
         self.last_error: str | None = None
         self.passes = 0
@@ -258,7 +258,7 @@ class Agent:
                 async for event in self._events(revision):
                     revision = self.seen_revision = self._event_revision = event.revision
                     if self._changed is not None:
-                        self._changed.add(event.key)
+                        self._changed[event.key] = event
                     self._dirty.set()
             except StoreClosedError:
                 return
@@ -430,10 +430,12 @@ class Agent:
         """What the store holds now: from the keys the watch saw written since the last load
         when it saw them all, else listed afresh (the first pass, after a lost watch, and at
         each re-list, which also covers events a store might drop)."""
-        changed, self._changed = self._changed, set()
+        # Every event up to `seen_revision` is in `changed`: the watch hands over a
+        # transaction's events without yielding to another task between them.
+        changed, self._changed, through = self._changed, {}, self.seen_revision
         if self._relist_due():
             changed = None
-        return await self.loader.load(changed)
+        return await self.loader.load(changed, through=through)
 
     async def _compile(
         self, state: DesiredState, *, runtime_only: bool = False
