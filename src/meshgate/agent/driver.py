@@ -1,8 +1,11 @@
-"""Bringing HAProxy to a desired data plane: validate, then runtime commands or a reload.
+"""Bringing HAProxy to a desired data plane: runtime commands, or a reload checked once.
 
-The running configuration is never replaced by one HAProxy rejects: every candidate is rendered
-into a scratch directory and checked with `haproxy -c` before any file the running HAProxy
-reads is touched.
+The running configuration is never replaced by one HAProxy rejects. A change that needs a
+reload is written into the run directory and checked there, once: the supervisor runs
+`haproxy -c` on the staged copy of the configuration that the master then loads, so what was
+checked is what runs. When the check fails nothing reaches HAProxy, and the run directory is
+brought back to the files of what runs, for a restart to find them. (`check` renders into a
+scratch directory instead: it is for the search of the gateways at fault, after a failure.)
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from meshgate.haproxy import bulk, commands
 from meshgate.haproxy.commands import CheckExtras, ServerAdminState
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.server_states import ServerAdminFlags
-from meshgate.haproxy.supervisor import HaproxySupervisor
+from meshgate.haproxy.supervisor import CHECK_TIMED_OUT, ConfigRejected, HaproxySupervisor
 from meshgate.plan import (
     Action,
     AddCertificate,
@@ -224,10 +227,21 @@ class Driver:
         # rendering runs in a thread (the IR is immutable), so that the API and the stats
         # poller, which share this event loop, are not held up by it.
         await self.settled()
+        if reloads and self.running is None and self.supervisor.running:
+            # An adopted HAProxy, whose data plane we do not hold: its files could not be put
+            # back after a failed check, so this one change is checked before they are touched.
+            ok, output = await self.check(desired)
+            if not ok:
+                raise ConfigRejected(output, timed_out=CHECK_TIMED_OUT in output)
         await asyncio.to_thread(self._files.write, desired)
         if reloads:
+            try:
+                await self._reload()
+            except ConfigRejected:
+                if self.running is not None:
+                    await asyncio.to_thread(self._files.write, self.running)
+                raise
             self._churn.clear_failure()
-            await self._reload()
             if not any(isinstance(a, Reload) for a in actions) or churn_failed is not None:
                 # The plan needed no reload: this one replaces a runtime change that failed.
                 await self._out_of_maintenance(desired)

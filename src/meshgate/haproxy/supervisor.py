@@ -71,8 +71,12 @@ class ReloadResult:
 
 
 class ConfigRejected(HaproxyError):  # noqa: N818
-    def __init__(self, output: str) -> None:
+    """`haproxy -c` failed: nothing reached the running HAProxy. `timed_out`: it gave no
+    verdict in time (the output says so)."""
+
+    def __init__(self, output: str, *, timed_out: bool = False) -> None:
         self.output = output
+        self.timed_out = timed_out
         super().__init__(f"HAProxy rejected the configuration:\n{output}")
 
 
@@ -319,7 +323,8 @@ class HaproxySupervisor:
         result = await self.validate(staged)
         if not result.ok:
             staged.unlink(missing_ok=True)
-            raise ConfigRejected(result.output.replace(str(staged), str(config_path)))
+            output = result.output.replace(str(staged), str(config_path))
+            raise ConfigRejected(output, timed_out=result.timed_out)
         return staged
 
     async def _proc(self) -> ProcInfo:

@@ -79,6 +79,16 @@ class WatchEvent:
     key: Key
     revision: int
     value: dict[str, Any] | None  # None for a delete
+    # For a put, where the store's watch carries them (etcd's does): the key's create
+    # revision and lease, so that the event is the whole record (see `record`). 0: not known.
+    create_revision: int = 0
+    lease: int | None = None
+
+    def record(self) -> Record | None:
+        """The record this put wrote, when the event carries all of it; else None."""
+        if self.type != "put" or self.value is None or not self.create_revision:
+            return None
+        return Record(self.key, self.value, self.revision, self.create_revision, self.lease)
 
 
 def check_ops(ops: Sequence[Op]) -> None:
