@@ -18,6 +18,7 @@ by one, the careful way (`RuntimeClient.add_server`, `remove_server`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ from meshgate.haproxy.server_states import ServerState
 from meshgate.haproxy.stat_csv import StatType
 from meshgate.haproxy.transport import RuntimeUnavailable
 
+log = logging.getLogger(__name__)
+# The statistics of every server of every proxy (type 4: servers), and how many backends are
+# looked at one by one instead.
+ALL_SERVERS_STATS = "show stat -1 4 -1"
+FEW_BACKENDS = 8
 ServerRef = tuple[str, str]  # (backend, server)
 # Pipelined requests on their way at once: well under the ten connections the master socket
 # takes at a time, which the stats poller shares.
@@ -108,9 +114,14 @@ async def in_session(
     lines = [line for group in groups for line in group]
     try:
         found = await runtime.worker_session(lines)
-    except RuntimeUnavailable:
+    except RuntimeUnavailable as error:
+        log.warning("worker session failed; through the master instead: %s", error)
         return None
     if found is None or len(found) != len(lines):
+        log.warning(
+            "worker session %s; through the master instead",
+            "not had" if found is None else f"cut after {len(found)} of {len(lines)} replies",
+        )
         return None
     out: list[list[str]] = []
     start = 0
@@ -265,7 +276,14 @@ async def _delete(runtime: RuntimeClient, servers: Sequence[ServerRef]) -> set[S
 
 async def _busy(runtime: RuntimeClient, servers: set[ServerRef]) -> set[ServerRef]:
     """Those of `servers` with a stream or a queued request."""
-    groups = [[commands.show_stat(b)] for b in sorted({b for b, _ in servers})]
+    backends = sorted({b for b, _ in servers})
+    # `show stat <proxy>` walks every proxy to find that one: past a few backends, one dump
+    # of every server is cheaper (0.3 s for a thousand backends one by one, under 20 ms at once).
+    groups = (
+        [[commands.show_stat(b)] for b in backends]
+        if len(backends) <= FEW_BACKENDS
+        else [[ALL_SERVERS_STATS]]
+    )
     found = await in_session(runtime, groups)
     reply = (
         "".join(answers[0] for answers in found)

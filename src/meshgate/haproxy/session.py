@@ -87,10 +87,11 @@ async def run(
             reading = asyncio.ensure_future(_read_replies(reader, len(lines)))
             try:
                 sent = True
-                writer.write("".join(f"{line}\n" for line in lines).encode("ascii"))
+                # `quit` ends the session, not the end of input: 2.6 sometimes resets a
+                # session whose input ended while commands were still being run (about one
+                # in five with 3,000 commands), never one that quits.
+                writer.write("".join(f"{line}\n" for line in [*lines, "quit"]).encode("ascii"))
                 await writer.drain()
-                if writer.can_write_eof():
-                    writer.write_eof()
                 output = await reading
             finally:
                 reading.cancel()
