@@ -387,3 +387,15 @@ def test_error_replies(kind: CommandKind, reply: str, error: type[RuntimeCommand
     assert type(caught.value) is error
     assert caught.value.kind is kind
     assert caught.value.reply == reply.strip()
+
+
+def test_server_streams_agree_with_the_full_parse() -> None:
+    rows = stat_csv.parse_stat_csv(SHOW_STAT)
+    expected = {
+        (row.pxname, row.svname): row.scur + row.qcur for row in rows if row.type is StatType.SERVER
+    }
+    assert stat_csv.server_streams(SHOW_STAT) == expected
+    assert expected[("tcp2", "d1")] == 1
+    # Replies of many `show stat <backend>` run together, each with its header.
+    assert stat_csv.server_streams(SHOW_STAT + SHOW_STAT) == expected
+    assert stat_csv.server_streams("No such proxy.\n") == {}

@@ -28,7 +28,6 @@ from meshgate.haproxy.commands import ServerAdminState
 from meshgate.haproxy.replies import CommandKind, NoSuchServer, RuntimeCommandFailed
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.server_states import ServerState
-from meshgate.haproxy.stat_csv import StatType
 from meshgate.haproxy.transport import RuntimeUnavailable
 
 log = logging.getLogger(__name__)
@@ -290,10 +289,5 @@ async def _busy(runtime: RuntimeClient, servers: set[ServerRef]) -> set[ServerRe
         if found is not None
         else await run_groups(runtime, groups)
     )
-    return {
-        (row.pxname, row.svname)
-        for row in stat_csv.parse_stat_csv(reply)
-        if row.type is StatType.SERVER
-        and (row.pxname, row.svname) in servers
-        and (row.scur > 0 or row.qcur > 0)
-    }
+    streams = stat_csv.server_streams(reply)
+    return {ref for ref in servers if streams.get(ref, 0) > 0}
