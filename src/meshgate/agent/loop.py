@@ -442,7 +442,9 @@ class Agent:
         its own. With `runtime_only`, None when the pass needs a reload (or HAProxy was
         restarted): it is left for after the quiet period."""
         settings = self.driver.settings()
+        made = self._memo.made
         compiled = compile_state(state, settings, self._memo)
+        self.metrics.gateways_compiled.inc(self._memo.made - made)
         running = self.driver.running
         actions = plan(running, compiled.dataplane)
         if runtime_only and (_reloads(actions) or self.driver.resync_needed()):

@@ -97,6 +97,7 @@ class CompileMemo:
     )
     last: incremental.LastCompile | None = None  # what `incremental.patch` starts from
     patched: int = 0  # compiles that patched the last one instead of compiling in full
+    made: int = 0  # gateway parts compiled, or given new servers, in all: the compile work
 
 
 def _patched(state: DesiredState, settings: ir.Settings, memo: CompileMemo) -> Compiled | None:
@@ -118,6 +119,7 @@ def _patched(state: DesiredState, settings: ir.Settings, memo: CompileMemo) -> C
                 gateway, targets, last.services_by_key, last.served, state.registered, state.node
             )
             memo.gateways.store(key, inputs, part)
+            memo.made += 1
         return part
 
     # The servers of a route to a service whose registered instances changed, shared by the
@@ -135,6 +137,7 @@ def _patched(state: DesiredState, settings: ir.Settings, memo: CompileMemo) -> C
                 found = made[shared] = route_servers(gateway, route, instances, state.node)
             return found
 
+        memo.made += 1
         return with_instances(part, gateway.namespace, changed, servers)
 
     patched = incremental.patch(
@@ -224,6 +227,7 @@ def _compile_all(
                 gateway, targets, services, served, state.registered, state.node
             )
             memo.gateways.store(key, inputs, part)
+            memo.made += 1
         parts[key] = part
         rules_by_gateway[key] = part.rules
         backends.extend(part.backends)
