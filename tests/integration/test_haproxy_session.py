@@ -162,3 +162,18 @@ async def test_after_a_reload_sessions_go_to_the_new_worker(
         assert pid == result.worker_pid, f"round {round_}"
         assert await bulk.add_servers(runtime, [new_server(1, f"r{round_}", port)]) == []
         assert await runtime.server_state(backend(1), f"r{round_}") is not None
+
+
+async def test_many_servers_go_in_sessions_of_bounded_length(
+    haproxy: tuple[HaproxySupervisor, RuntimeClient, Layout], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, runtime, layout = haproxy
+    monkeypatch.setattr(bulk, "SESSION_LINES", 100)  # 33 servers' three commands each
+    requests = Requests(runtime)
+    port = layout.echo_port("a")
+    servers = [new_server(i, "y", port) for i in range(BACKENDS)]
+    assert await bulk.add_servers(runtime, servers) == []
+    sessions = requests.kinds.count(CommandKind.PIPELINE)
+    assert sessions == -(-BACKENDS // 33)
+    states = {(s.backend, s.name) for s in await runtime.servers_state()}
+    assert all((backend(i), "y") in states for i in range(BACKENDS))
