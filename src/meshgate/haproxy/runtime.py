@@ -156,9 +156,10 @@ class RuntimeClient:
 
     async def worker_session(self, lines: Sequence[str]) -> list[str] | None:
         """Run many worker commands in one session on the admin socket (see `session`), in
-        order; returns one reply per line, or fewer when the connection was cut after some
-        (the outcome of the rest is unknown). None, having sent nothing, when no session on
-        the current worker could be had: the caller goes through the master instead.
+        order; returns one reply per line, or another number of replies when they cannot be
+        told apart (the connection was cut after some: the outcome of the rest is unknown).
+        None, having sent nothing, when no session on the current worker could be had: the
+        caller goes through the master instead.
 
         The current worker's pid is asked of the master once and kept: a session that finds
         another pid asks again. A stale pid cannot pass for the current one, since the worker

@@ -44,10 +44,10 @@ class WrongWorker(Exception):  # noqa: N818
     stopping: bool
 
 
-async def _read_replies(reader: asyncio.StreamReader, count: int) -> str:
-    """Read until `count` prompts have come (or the end); returns all that was read."""
+async def _read_replies(reader: asyncio.StreamReader, count: int | None) -> str:
+    """Read until `count` prompts have come (None: until the end); returns all that was read."""
     text, seen = "", 0
-    while seen < count:
+    while count is None or seen < count:
         chunk = await reader.read(65536)
         if not chunk:
             break
@@ -61,7 +61,8 @@ async def run(
     socket_path: str, worker_pid: int, lines: Sequence[str], *, timeout: float
 ) -> list[str]:
     """Run `lines` in order in one session on the worker `worker_pid`; returns one reply per
-    line (fewer when the connection was cut: the missing ones' outcome is unknown).
+    line, or fewer when the connection was cut (the missing ones' outcome is unknown), or
+    more when a reply held a prompt of its own (then which is which is unknown).
 
     Raises WrongWorker before sending any of `lines` when another worker answered, and
     RuntimeUnavailable (with `sent`) when the socket failed."""
@@ -84,7 +85,9 @@ async def run(
                 raise WrongWorker(pid, stopping)
             # Read while writing: the replies of thousands of commands can fill the socket's
             # buffer, and HAProxy stops reading commands until they are taken.
-            reading = asyncio.ensure_future(_read_replies(reader, len(lines)))
+            # Until the end (`quit` closes the session), not until as many prompts as lines:
+            # then a reply that held a prompt of its own shows as one reply too many.
+            reading = asyncio.ensure_future(_read_replies(reader, None))
             try:
                 sent = True
                 # `quit` ends the session, not the end of input: 2.6 sometimes resets a
@@ -105,6 +108,6 @@ async def run(
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-    # The output begins with the reply to the last line of the greeting (`show info`
-    # ended with the prompt that starts it), so the first piece is not a reply of ours.
-    return split_replies(PROMPT + output)[1 : len(lines) + 1]
+    # The output begins with the reply to the first line (`show info` ended with the prompt
+    # before it): with a prompt put in front, the first piece is empty and not a reply.
+    return split_replies(PROMPT + output)[1:]
