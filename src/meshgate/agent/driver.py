@@ -371,7 +371,8 @@ class Driver:
         if isinstance(batch[0], AddServer):
             added = [a for a in batch if isinstance(a, AddServer)]
             modes = {b.name: b.mode for b in desired.backends}
-            new_servers = [self._new_server(a, modes.get(a.backend, "http")) for a in added]
+            made: dict[tuple[object, ...], bulk.NewServer] = {}
+            new_servers = [self._new_server(a, modes.get(a.backend, "http"), made) for a in added]
             missed = await bulk.add_servers(self.runtime, new_servers)
             again = {(m.backend, m.name) for m in missed}
             left = [a for a in added if (a.backend, a.server.name) in again]
@@ -403,8 +404,26 @@ class Driver:
         if left:
             await self._side_by_side([functools.partial(self._run, a, desired) for a in left])
 
-    def _new_server(self, action: AddServer, mode: str) -> bulk.NewServer:
-        """The pipelined form of an addition: the same `add server` line `_run` sends."""
+    def _new_server(
+        self, action: AddServer, mode: str, made: dict[tuple[object, ...], bulk.NewServer]
+    ) -> bulk.NewServer:
+        """The pipelined form of an addition: the same `add server` line `_run` sends.
+
+        An instance of a service that a thousand gateways route to is the same server in a
+        thousand backends: its line is made (and checked) once, in `made`, and only the
+        backend's name differs in the others'."""
+        server, health, tls = action.server, action.health, action.tls
+        same = (server, health, tls, mode)
+        first = made.get(same)
+        prefix = f"add server {first.backend}/" if first is not None else ""
+        if first is not None and first.add_line.startswith(prefix):
+            rest = first.add_line[len(prefix) :]
+            line = f"add server {commands.proxy_name(action.backend)}/{rest}"
+            return dataclasses.replace(first, backend=action.backend, add_line=line)
+        made[same] = self._made_server(action, mode)
+        return made[same]
+
+    def _made_server(self, action: AddServer, mode: str) -> bulk.NewServer:
         server, health, tls = action.server, action.health, action.tls
         extras = check_extras(health, mode, fail_fast=server.fail_fast)
         line = commands.add_server(

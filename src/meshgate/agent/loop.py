@@ -447,7 +447,9 @@ class Agent:
         left for after the quiet period. Nothing is checked here: a reload's one `haproxy -c`
         is the supervisor's, on the very file HAProxy then loads (see `_apply`)."""
         settings = self.driver.settings()
+        made = self._memo.made
         compiled = compile_state(state, settings, self._memo)
+        self.metrics.gateways_compiled.inc(self._memo.made - made)
         running = self.driver.running
         actions = plan(running, compiled.dataplane)
         if runtime_only and (_reloads(actions) or self.driver.resync_needed()):
