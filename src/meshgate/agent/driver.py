@@ -21,7 +21,7 @@ import structlog
 
 from meshgate.agent.files import RunFiles, write_files
 from meshgate.agent.lanes import Lane, LatestLane
-from meshgate.compiler import CONFIG_FILE, ir, render_files
+from meshgate.compiler import CONFIG_FILE, checks, ir, render_files
 from meshgate.compiler.render import MAPS_DIR
 from meshgate.compiler.rules import FAIL_FAST_ERRORS
 from meshgate.compiler.tls_text import CERTS_DIR
@@ -99,8 +99,8 @@ def _batches(actions: list[Action]) -> list[list[RuntimeAction]]:
     return batches
 
 
-def _backend_mode(dataplane: ir.DataPlane, backend: str) -> str:
-    return next((b.mode for b in dataplane.backends if b.name == backend), "http")
+def _backend(dataplane: ir.DataPlane, name: str) -> ir.Backend | None:
+    return next((b for b in dataplane.backends if b.name == name), None)
 
 
 class Driver:
@@ -122,6 +122,9 @@ class Driver:
         self._files = RunFiles(self.run_dir)
         self.running: ir.DataPlane | None = None
         self._restarts_seen = 0
+        # The checker servers (compiler.checks) of the configuration HAProxy last loaded: a
+        # server added at run time can only track one of those.
+        self._checked: frozenset[tuple[str, str]] = frozenset()
 
     def settings(self) -> ir.Settings:
         return self._settings
@@ -193,6 +196,7 @@ class Driver:
             # wrote them after each change), and they are what is wanted: nothing to do.
             self.running = desired
             self._restarts_seen = self.supervisor.restarts
+            self._checked = await asyncio.to_thread(checks.checked_refs, desired.backends)
             return Outcome(False, 0, time.monotonic() - started, "adopted, already running it")
         churn_failed = self._churn.failure
         if self.running is not None and (not self.supervisor.running or self.resync_needed()):
@@ -228,6 +232,7 @@ class Driver:
         if reloads:
             self._churn.clear_failure()
             await self._reload()
+            self._checked = await asyncio.to_thread(checks.checked_refs, desired.backends)
             if not any(isinstance(a, Reload) for a in actions) or churn_failed is not None:
                 # The plan needed no reload: this one replaces a runtime change that failed.
                 await self._out_of_maintenance(desired)
@@ -280,19 +285,25 @@ class Driver:
             await self._side_by_side([functools.partial(set_entry, *e) for e in action.entries])
         elif isinstance(action, AddServer):
             server, health = action.server, action.health
+            backend = _backend(desired, action.backend)
+            track = self._track(backend, server)
+            checked = track is None
             await self.runtime.add_server(
                 action.backend,
                 server.name,
                 server.address,
                 server.port,
                 weight=server.weight,
-                check=True,
-                inter_ms=health.interval_ms,
-                rise=health.rise,
-                fall=health.fall,
+                check=checked,
+                inter_ms=health.interval_ms if checked else None,
+                rise=health.rise if checked else None,
+                fall=health.fall if checked else None,
                 extras=check_extras(
-                    health, _backend_mode(desired, action.backend), fail_fast=server.fail_fast
-                ),
+                    health, backend.mode if backend else "http", fail_fast=server.fail_fast
+                )
+                if checked
+                else None,
+                track=track,
                 ssl=action.tls is not None,
                 verify=action.tls.verify if action.tls else True,
                 ca_file=self._cert_path(action.tls.ca_file)
@@ -356,8 +367,9 @@ class Driver:
         left: Sequence[RuntimeAction] = batch
         if isinstance(batch[0], AddServer):
             added = [a for a in batch if isinstance(a, AddServer)]
-            modes = {b.name: b.mode for b in desired.backends}
-            new_servers = [self._new_server(a, modes.get(a.backend, "http")) for a in added]
+            names = {a.backend for a in added}
+            backends = {b.name: b for b in desired.backends if b.name in names}
+            new_servers = [self._new_server(a, backends.get(a.backend)) for a in added]
             missed = await bulk.add_servers(self.runtime, new_servers)
             again = {(m.backend, m.name) for m in missed}
             left = [a for a in added if (a.backend, a.server.name) in again]
@@ -389,21 +401,32 @@ class Driver:
         if left:
             await self._side_by_side([functools.partial(self._run, a, desired) for a in left])
 
-    def _new_server(self, action: AddServer, mode: str) -> bulk.NewServer:
+    def _track(self, backend: ir.Backend | None, server: ir.Server) -> tuple[str, str] | None:
+        """The checker server a server added at run time tracks, when the loaded configuration
+        has it. Otherwise (a new instance endpoint) the server is checked itself until the next
+        reload gives its endpoint a checker server: 2.6 cannot track a dynamic server."""
+        track = checks.tracked(backend, server) if backend is not None else None
+        return track if track in self._checked else None
+
+    def _new_server(self, action: AddServer, backend: ir.Backend | None) -> bulk.NewServer:
         """The pipelined form of an addition: the same `add server` line `_run` sends."""
         server, health, tls = action.server, action.health, action.tls
-        extras = check_extras(health, mode, fail_fast=server.fail_fast)
+        track = self._track(backend, server)
+        checked = track is None
+        mode = backend.mode if backend is not None else "http"
+        extras = check_extras(health, mode, fail_fast=server.fail_fast) if checked else None
         line = commands.add_server(
             action.backend,
             server.name,
             server.address,
             server.port,
             server_weight=server.weight,
-            check=True,
-            inter_ms=health.interval_ms,
-            rise=health.rise,
-            fall=health.fall,
+            check=checked,
+            inter_ms=health.interval_ms if checked else None,
+            rise=health.rise if checked else None,
+            fall=health.fall if checked else None,
             extras=extras,
+            track=track,
             ssl=tls is not None,
             verify=tls.verify if tls else True,
             ca_file=self._cert_path(tls.ca_file) if tls and tls.ca_file else None,
@@ -416,7 +439,7 @@ class Driver:
             address=commands.address(server.address),
             port=server.port,
             add_line=line,
-            check=True,
+            check=checked,
             agent=extras is not None and extras.agent_port is not None,
         )
 
