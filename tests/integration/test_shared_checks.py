@@ -141,6 +141,13 @@ def test_fifty_gateways_to_one_instance_check_it_once_and_all_follow_its_health(
     instance_id = f"127.0.0.1:{counted.port}"
     assert len(route_servers(node, instance_id)) == GATEWAYS
 
+    # The checker backend is no route: not in /metrics, a gateway's stats or the graph.
+    wait_until(lambda: 'gateway="shared00"' in node.api.get("/metrics").text, timeout=10)
+    for path in ("/metrics", "/api/v1/gateways/shared00/stats", "/api/v1/graph"):
+        response = node.api.get(path)
+        assert response.status_code == 200, (path, response.text)
+        assert "mg_checks" not in response.text, path
+
     # About one check per interval, where each gateway's own check made it fifty.
     window_s = 3.0
     checks = counted.checks_in(window_s)
