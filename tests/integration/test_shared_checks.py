@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from meshgate.haproxy.runtime import RuntimeClient
-from tests.integration.conftest import Backends, Node, free_port
-from tests.integration.discovery_helpers import register
+from tests.integration.conftest import Node, free_port
+from tests.integration.discovery_helpers import instances_url, register
 from tests.integration.test_routing import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -111,8 +111,20 @@ def route_servers(node: Node, server: str) -> dict[str, str]:
     }
 
 
+def spares(node: Node) -> list[str]:
+    """The status of each spare server of the checker backends."""
+    run = node.data_dir.resolve() / "run"
+    client = RuntimeClient(str(run / "admin.sock"), str(run / "master.sock"))
+    rows = asyncio.run(client.stats())
+    return [
+        r.status.split()[0]
+        for r in rows
+        if r.pxname.startswith("mg_checks.") and r.svname.startswith("spare")
+    ]
+
+
 def test_fifty_gateways_to_one_instance_check_it_once_and_all_follow_its_health(
-    node: Node, backends: Backends, counted: CountingInstance
+    node: Node, counted: CountingInstance
 ) -> None:
     port = free_port()
     check = {"type": "http", "path": "/health", "interval": "200ms", "rise": 1, "fall": 1}
@@ -166,13 +178,32 @@ def test_fifty_gateways_to_one_instance_check_it_once_and_all_follow_its_health(
     wait_until(lambda: set(route_servers(node, instance_id).values()) == {"UP"}, timeout=10)
     wait_until(lambda: set(answers(port)) == {"counted"}, timeout=10)
 
-    # An instance registered at run time serves through every gateway, without a reload.
+    # An instance registered at run time serves through every gateway, without a reload, and
+    # is checked once too: its route servers track a spare checker server lent to it.
     pids = node.haproxy_pids()
-    added = backends.start("added")
-    register(node, SERVICE, address="127.0.0.1", port=added, id="added")
-    wait_until(lambda: set(route_servers(node, "added").values()) == {"UP"}, timeout=20)
-    counted.stop()  # now every request must reach the new instance
-    wait_until(lambda: set(answers(port)) == {"added"}, timeout=20)
+    added = CountingInstance("added")
+    added.start()
+    try:
+        register(node, SERVICE, address="127.0.0.1", port=added.port, id="added")
+        wait_until(lambda: set(route_servers(node, "added").values()) == {"UP"}, timeout=20)
+        checks = added.checks_in(window_s)
+        print(f"added at run time: {checks} checks in {window_s:g} s")
+        assert checks / (window_s / INTERVAL_S) <= 2.5
+        counted.stop()  # now every request must reach the new instance
+        wait_until(lambda: set(answers(port)) == {"added"}, timeout=20)
+        # Its health reaches every gateway's server through the spare.
+        added.stop()
+        wait_until(lambda: set(route_servers(node, "added").values()) == {"DOWN"}, timeout=10)
+        added.start()
+        wait_until(lambda: set(route_servers(node, "added").values()) == {"UP"}, timeout=10)
+        assert sorted(spares(node)) == ["MAINT", "UP"]  # one lent, one left
+        # Deregistered: its route servers are deleted, then the spare is back in maintenance.
+        removed = node.api.delete(f"{instances_url(SERVICE)}/added")
+        assert removed.status_code in (200, 204), removed.text
+        wait_until(lambda: route_servers(node, "added") == {}, timeout=20)
+        wait_until(lambda: spares(node) == ["MAINT", "MAINT"], timeout=10)
+    finally:
+        added.stop()
     assert node.haproxy_pids() == pids, "an instance was added by a reload"
 
     # The first instance leaves and comes back at run time: its servers follow the check the

@@ -60,9 +60,14 @@ def test_gateways_routing_to_one_instance_share_one_checked_server() -> None:
     assert [e.port for _, e in checker.servers] == [9000, 9001]
     text = render_files(plane)[CONFIG_FILE]
     lines = server_lines(text)
-    # Ten route servers track; two checker servers check, once each.
+    # Ten route servers track; two checker servers check, once each; two spares wait.
     assert sum(" track " in line for line in lines) == 10
-    assert sum(" check inter " in line for line in lines) == 2
+    assert sum(" check inter " in line and "disabled" not in line for line in lines) == 2
+    spares = [line for line in lines if line.startswith("server spare")]
+    assert spares == [
+        f"server {name} 0.0.0.0:0 check inter 1000 rise 2 fall 3 disabled"
+        for name in checker.spares
+    ]
     for backend in plane.backends:
         for server in backend.servers:
             ref = checks.tracked(backend, server)
@@ -85,6 +90,18 @@ def test_each_check_profile_has_its_own_checker() -> None:
     assert len({c.name for c in found}) == 3
     # The same endpoint, the same server name in each checker: derived from the endpoint alone.
     assert len({c.servers[0][0] for c in found}) == 1
+
+
+def test_a_checker_has_as_many_spares_as_servers_within_bounds() -> None:
+    def spares(instances: int) -> int:
+        endpoints = [f"10.0.0.{i}:80" for i in range(1, instances + 1)]
+        plane = dataplane(service("a", *endpoints), gw())
+        (checker,) = checks.checkers(plane.backends)
+        assert len(set(checker.spares)) == len(checker.spares)
+        assert not set(checker.spares) & {name for name, _ in checker.servers}
+        return len(checker.spares)
+
+    assert [spares(n) for n in (1, 2, 5, 20)] == [checks.MIN_SPARES, 2, 5, checks.MAX_SPARES]
 
 
 def test_names_are_derived_and_stable_and_never_a_route_backends() -> None:
@@ -110,10 +127,10 @@ def test_a_network_namespace_is_part_of_the_endpoint_but_not_of_the_name_as_text
     assert plain is not None and in_netns is not None
     assert plain[1] != in_netns[1]
     assert "blue" not in in_netns[1]
-    (checked,) = [
-        line for line in server_lines(render_files(plane)[CONFIG_FILE]) if " check " in line
-    ]
-    assert checked.endswith(" namespace blue-1")
+    checked = [line for line in server_lines(render_files(plane)[CONFIG_FILE]) if " check " in line]
+    # The endpoint's server; a spare has no namespace (one cannot be set at run time).
+    assert checked[0].endswith(" namespace blue-1")
+    assert all(line.endswith(" disabled") for line in checked[1:])
 
 
 def gw() -> Gateway:
@@ -149,8 +166,9 @@ def test_a_tls_service_is_checked_over_tls_by_its_checker() -> None:
         service("a", "10.0.0.1:443", tls={"verify": "none"}, health_check=HTTP_CHECK), gw()
     )
     text = render_files(plane)[CONFIG_FILE]
-    (checked,) = [line for line in server_lines(text) if " check inter " in line]
-    assert checked.endswith(" ssl verify none")
+    checked = [line for line in server_lines(text) if " check inter " in line]
+    assert checked[0].endswith(" ssl verify none")
+    assert all(line.endswith(" ssl verify none disabled") for line in checked[1:])
 
 
 def test_the_rendered_configuration_passes_haproxy(tmp_path: Path) -> None:

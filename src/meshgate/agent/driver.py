@@ -19,9 +19,10 @@ from pathlib import Path
 
 import structlog
 
+from meshgate.agent.checkers import CheckerServers
 from meshgate.agent.files import RunFiles, write_files
 from meshgate.agent.lanes import Lane, LatestLane
-from meshgate.compiler import CONFIG_FILE, checks, ir, render_files
+from meshgate.compiler import CONFIG_FILE, ir, render_files
 from meshgate.compiler.render import MAPS_DIR
 from meshgate.compiler.rules import FAIL_FAST_ERRORS
 from meshgate.compiler.tls_text import CERTS_DIR
@@ -122,9 +123,8 @@ class Driver:
         self._files = RunFiles(self.run_dir)
         self.running: ir.DataPlane | None = None
         self._restarts_seen = 0
-        # The checker servers (compiler.checks) of the configuration HAProxy last loaded: a
-        # server added at run time can only track one of those.
-        self._checked: frozenset[tuple[str, str]] = frozenset()
+        # The checker servers (compiler.checks) a server added at run time can track.
+        self._checkers = CheckerServers()
 
     def settings(self) -> ir.Settings:
         return self._settings
@@ -196,7 +196,7 @@ class Driver:
             # wrote them after each change), and they are what is wanted: nothing to do.
             self.running = desired
             self._restarts_seen = self.supervisor.restarts
-            self._checked = await asyncio.to_thread(checks.checked_refs, desired.backends)
+            await asyncio.to_thread(self._checkers.loaded, desired.backends, spares=False)
             return Outcome(False, 0, time.monotonic() - started, "adopted, already running it")
         churn_failed = self._churn.failure
         if self.running is not None and (not self.supervisor.running or self.resync_needed()):
@@ -232,7 +232,7 @@ class Driver:
         if reloads:
             self._churn.clear_failure()
             await self._reload()
-            self._checked = await asyncio.to_thread(checks.checked_refs, desired.backends)
+            await asyncio.to_thread(self._checkers.loaded, desired.backends)
             if not any(isinstance(a, Reload) for a in actions) or churn_failed is not None:
                 # The plan needed no reload: this one replaces a runtime change that failed.
                 await self._out_of_maintenance(desired)
@@ -286,7 +286,7 @@ class Driver:
         elif isinstance(action, AddServer):
             server, health = action.server, action.health
             backend = _backend(desired, action.backend)
-            track = self._track(backend, server)
+            track = self._track(action.backend, backend, server)
             checked = track is None
             await self.runtime.add_server(
                 action.backend,
@@ -369,6 +369,7 @@ class Driver:
             added = [a for a in batch if isinstance(a, AddServer)]
             names = {a.backend for a in added}
             backends = {b.name: b for b in desired.backends if b.name in names}
+            await self._lend_spares(added, backends)
             new_servers = [self._new_server(a, backends.get(a.backend)) for a in added]
             missed = await bulk.add_servers(self.runtime, new_servers)
             again = {(m.backend, m.name) for m in missed}
@@ -400,18 +401,42 @@ class Driver:
             )
         if left:
             await self._side_by_side([functools.partial(self._run, a, desired) for a in left])
+        if isinstance(batch[0], RemoveServer):
+            removed = [(a.backend, a.server) for a in batch if isinstance(a, RemoveServer)]
+            for checker, spare in self._checkers.untracked(removed):
+                # Nothing tracks it: back to maintenance, where it is not checked.
+                await self.runtime.set_server_state(checker, spare, ServerAdminState.MAINT)
 
-    def _track(self, backend: ir.Backend | None, server: ir.Server) -> tuple[str, str] | None:
-        """The checker server a server added at run time tracks, when the loaded configuration
-        has it. Otherwise (a new instance endpoint) the server is checked itself until the next
-        reload gives its endpoint a checker server: 2.6 cannot track a dynamic server."""
-        track = checks.tracked(backend, server) if backend is not None else None
-        return track if track in self._checked else None
+    async def _lend_spares(
+        self, added: Sequence[AddServer], backends: dict[str, ir.Backend]
+    ) -> None:
+        """Before route servers are added for an endpoint the loaded configuration does not
+        check, a spare checker server is given its address and put in service (its check is
+        on from the file), so they can track it (see agent.checkers)."""
+        for action in added:
+            backend = backends.get(action.backend)
+            spare = self._checkers.lend(backend, action.server) if backend else None
+            if spare is not None:
+                server = action.server
+                await self.runtime.set_server_addr(*spare, server.address, server.port)
+                await self.runtime.set_server_state(*spare, ServerAdminState.READY)
+                log.info("spare checker server lent", server="/".join(spare), to=server.name)
+
+    def _track(
+        self, name: str, backend: ir.Backend | None, server: ir.Server
+    ) -> tuple[str, str] | None:
+        """The checker server a server added at run time tracks: its endpoint's in the loaded
+        configuration, or a spare lent to it. None: it checks itself (agent or passive checks,
+        or no spare was left; 2.6 cannot track a dynamic server)."""
+        track = self._checkers.target(backend, server) if backend is not None else None
+        if track is not None:
+            self._checkers.tracking((name, server.name), track)
+        return track
 
     def _new_server(self, action: AddServer, backend: ir.Backend | None) -> bulk.NewServer:
         """The pipelined form of an addition: the same `add server` line `_run` sends."""
         server, health, tls = action.server, action.health, action.tls
-        track = self._track(backend, server)
+        track = self._track(action.backend, backend, server)
         checked = track is None
         mode = backend.mode if backend is not None else "http"
         extras = check_extras(health, mode, fail_fast=server.fail_fast) if checked else None

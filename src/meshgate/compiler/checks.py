@@ -19,8 +19,14 @@ Servers that keep their own check (tried against HAProxy 2.6.12):
   errors in traffic, because the tracker has no check of its own to fail.
 
 HAProxy 2.6 cannot track a server added at run time ("unable to use ... for tracking as it is
-a dynamic server") and cannot delete a server that the configuration file tracks, so checker
-servers come and go with reloads only; see `agent.driver` for servers added at run time.
+a dynamic server") and cannot delete a server that the configuration file tracks. So each
+checker also has a few spare servers, in maintenance (not checked) at an address of 0.0.0.0:0:
+an instance added at run time at an endpoint the configuration does not check borrows one
+(`set server ... addr`, then ready), and its route servers track it; the spare goes back to
+maintenance when nothing tracks it any more, and the next reload gives the endpoint a server
+of its own (see `agent.driver`). Each spare is a checked server to HAProxy, which counts a
+file descriptor for it at start: a checker has as many spares as endpoints, at least
+MIN_SPARES and at most MAX_SPARES.
 
 Pure: the same data plane gives the same checkers and names.
 """
@@ -51,11 +57,21 @@ class Endpoint:
     netns: str | None
 
 
+MIN_SPARES = 2
+MAX_SPARES = 8
+
+
 @dataclass(frozen=True)
 class Checker:
     name: str
     profile: Profile
     servers: tuple[tuple[str, Endpoint], ...]  # (server name, endpoint), sorted by name
+
+    @property
+    def spares(self) -> tuple[str, ...]:
+        """Names of the spare servers lent to endpoints added at run time."""
+        count = min(MAX_SPARES, max(MIN_SPARES, len(self.servers)))
+        return tuple(naming.spare_server_name(number) for number in range(count))
 
 
 def keeps_own_check(backend: ir.Backend, server: ir.Server) -> bool:

@@ -91,3 +91,9 @@ def checked_server_name(address: str, port: int, netns: str | None) -> str:
     hash of the exact endpoint (slugs of two addresses may be equal, netns is not shown)."""
     digest = short_hash(address, str(port), netns or "", length=8)
     return f"{slug(address)}_{port}.{digest}"
+
+
+def spare_server_name(number: int) -> str:
+    """A checker's spare server (compiler.checks). An endpoint's name always has `_<port>.`,
+    so none is named like a spare."""
+    return f"spare{number}"

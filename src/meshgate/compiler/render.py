@@ -70,8 +70,11 @@ def _checker_lines(checker: checks.Checker) -> list[str]:
     return lines + check_lines(profile.health)
 
 
-def _checker_server_options(profile: checks.Profile, endpoint: checks.Endpoint, certs: str) -> str:
-    words = [checker_server_options(profile.health, endpoint.netns)]
+def _checker_server_options(
+    profile: checks.Profile, endpoint: checks.Endpoint | None, certs: str
+) -> str:
+    """A checker server's options; `endpoint` None for a spare (no network namespace)."""
+    words = [checker_server_options(profile.health, endpoint.netns if endpoint else None)]
     if profile.tls is not None:
         words += server_tls_words(profile.tls, certs)
     return " ".join(words)
