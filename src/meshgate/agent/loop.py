@@ -25,6 +25,7 @@ from meshgate.agent.desired import DesiredLoader, Key, Loaded
 from meshgate.agent.driver import Driver
 from meshgate.agent.health import InstanceHealth
 from meshgate.agent.ports import ports_in_use
+from meshgate.agent.published import UNKNOWN, Published
 from meshgate.compiler import Compiled, DesiredState, GatewayResult, compile_state, ir
 from meshgate.compiler.build import CompileMemo
 from meshgate.errors import MeshgateError
@@ -91,7 +92,8 @@ class Agent:
         self.metrics = metrics
         self.debounce_s = debounce_s
         self._dirty = asyncio.Event()
-        self._published: dict[StoreKey, dict[str, Any]] = {}
+        # What was written under each status key (`Published`: a digest, not the status).
+        self._published: dict[StoreKey, Published] = {}
         # What each gateway's published status was made from, and the resources the published
         # keys were last swept against (see `_status_ops`, `_stale_ops`).
         self._gateway_written: dict[Key, _Written] = {}
@@ -142,7 +144,7 @@ class Agent:
         """Reconcile now and on every change, until cancelled."""
         for kind in ("gateways", "services", "certificates"):
             for record in await self.store.list(self._status_kind(kind)):
-                self._published[record.key] = record.value
+                self._published[record.key] = Published(record.value)
         watcher = asyncio.create_task(self._watch())
         try:
             self._dirty.set()
@@ -421,7 +423,7 @@ class Agent:
                 if isinstance(op, Put):
                     self._published.pop(op.key, None)
                 else:
-                    self._published[op.key] = {}
+                    self._published[op.key] = UNKNOWN
             self._gateway_written.clear()
             self._swept = None
             self._publish_due = True
@@ -591,7 +593,7 @@ class Agent:
         if reason is not None:
             errors.append(reason)
         status: dict[str, Any] = {"errors": errors, "observed_version": version}
-        previous = self._published.get(store_key, {})
+        previous = self._published.get(store_key, UNKNOWN)
         if errors:
             status["state"] = "rejected"
             status["applied_version"] = previous.get("applied_version")
@@ -646,11 +648,11 @@ class Agent:
         return f"{self.status_prefix}.{kind}"
 
     def _record_outcome(
-        self, kind: str, key: Key, previous: dict[str, Any] | None, status: dict[str, Any]
+        self, kind: str, key: Key, previous: Published | None, status: dict[str, Any]
     ) -> None:
         """An event when a resource's new version reaches the data plane, is rejected, or
         routes to something that does not exist."""
-        previous = previous or {}
+        previous = previous or UNKNOWN
         namespace, name = key
         where = {"kind": kind, "namespace": namespace, "name": name}
         version = status.get("applied_version")
@@ -665,9 +667,10 @@ class Agent:
             self.events.record("warning", "; ".join(errors), **where)
 
     def _status_op(self, key: StoreKey, status: dict[str, Any]) -> list[Put | Delete]:
-        if self._published.get(key) == status:
+        published = self._published.get(key)
+        if published is not None and published.same(status):
             return []
-        self._published[key] = status
+        self._published[key] = Published(status)
         return [Put(key, status)]
 
 

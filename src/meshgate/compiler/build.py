@@ -47,7 +47,7 @@ class DesiredState:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteStatus:
     target: str
     kind: str  # service | gateway | address | inline | unresolved
@@ -55,7 +55,7 @@ class RouteStatus:
     backend: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GatewayResult:
     errors: tuple[str, ...] = ()
     routes: Mapping[str, RouteStatus] = field(default_factory=dict)
@@ -71,7 +71,7 @@ class Compiled:
     gateways: Mapping[Key, GatewayResult]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CompiledGateway:
     """One gateway's share of the data plane."""
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 from meshgate.errors import MeshgateError
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Key:
     """Where a value lives. Ordering is (kind, namespace, name), the order `list` returns."""
 
@@ -38,7 +38,7 @@ class Key:
         return f"{self.kind}/{self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     """A stored value. `revision` is the key's mod revision: the resource's version."""
 
@@ -71,7 +71,7 @@ class Delete:
 Op = Put | Delete
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WatchEvent:
     """One change. Every op of a transaction yields one event, all with the same revision."""
 
