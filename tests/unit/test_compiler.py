@@ -14,6 +14,7 @@ from meshgate.compiler import (
     CONFIG_FILE,
     Compiled,
     DesiredState,
+    checks,
     compile_state,
     ir,
     naming,
@@ -806,6 +807,16 @@ def test_a_shared_port_takes_the_longest_client_timeout() -> None:
 # --- health checks ------------------------------------------------------------------------------
 
 
+CHECKERS: dict[str, list[str]] = {}  # checker name -> its section, from `checked`
+
+
+def checker_of(route_lines: list[str]) -> list[str]:
+    """The section of the checker backend that the route's first server tracks."""
+    server = next(line for line in route_lines if line.startswith("server "))
+    name = server.split(" track ", 1)[1].split("/", 1)[0]
+    return CHECKERS[name]
+
+
 def checked(
     health_check: dict[str, Any] | None = None, mode: str = "http", **fields: Any
 ) -> list[str]:
@@ -815,18 +826,25 @@ def checked(
         gateway("g", port, routes={"s": {}}, forwarded_headers=False),
         service("s", "127.0.0.1:1", **extra, **fields),
     )
-    return backend_section(
-        render_files(result.dataplane)[CONFIG_FILE], result.dataplane.backends[0]
-    )
+    text = render_files(result.dataplane)[CONFIG_FILE]
+    for checker in checks.checkers(result.dataplane.backends):
+        CHECKERS[checker.name] = section(text, f"backend {checker.name}")
+    return backend_section(text, result.dataplane.backends[0])
 
 
 def test_the_default_check_is_a_tcp_connect_every_2s() -> None:
     lines = checked()
-    assert lines == [
-        "# default/g route s",
+    assert lines[:3] == ["# default/g route s", "mode http", "balance roundrobin"]
+    # The route's server follows the node's one check of the instance (compiler.checks).
+    (track,) = lines[3:]
+    assert re.fullmatch(
+        r"server 127\.0\.0\.1:1 127\.0\.0\.1:1 weight 100 track (mg_checks\.[0-9a-f]{10})/"
+        r"127\.0\.0\.1_1\.[0-9a-f]{8}",
+        track,
+    )
+    assert checker_of(lines)[:2] == [
         "mode http",
-        "balance roundrobin",
-        "server 127.0.0.1:1 127.0.0.1:1 weight 100 check inter 2000 rise 2 fall 3",
+        f"server {track.rsplit('/', 1)[1]} 127.0.0.1:1 check inter 2000 rise 2 fall 3",
     ]
 
 
@@ -852,8 +870,13 @@ def test_http_check_with_host_status_and_body() -> None:
         "http-check send meth HEAD uri /healthz?full=1 ver HTTP/1.1 hdr host sava.internal",
         "http-check expect status 204",
         "http-check expect string 'status: {up}'",
-        "server 127.0.0.1:1 127.0.0.1:1 weight 100 check inter 500 rise 1 fall 5 port 9000",
+        lines[-1],
     ]
+    # The backend-level check lines are the checker's too (and stay in the route's backend
+    # for a server added at run time that checks itself: agent.driver).
+    checker = [line for line in checker_of(lines) if not line.startswith("server spare")]
+    assert checker[:-1] == ["mode http", *lines[3:-1]]
+    assert checker[-1].endswith(" 127.0.0.1:1 check inter 500 rise 1 fall 5 port 9000")
 
 
 def test_a_service_without_retry_on_keeps_no_copy_of_requests() -> None:

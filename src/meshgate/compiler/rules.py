@@ -226,7 +226,7 @@ def backend_lines(backend: ir.Backend) -> list[str]:
         lines.append(f"timeout connect {backend.timeout_connect_ms}ms")
     if backend.timeout_server_ms:
         lines.append(f"timeout server {backend.timeout_server_ms}ms")
-    lines += _check_lines(backend)
+    lines += check_lines(backend.health)
     if backend.retries is not None:
         lines.append(f"retries {backend.retries}")
     if backend.retry_on:
@@ -285,8 +285,8 @@ def forwarded_lines(proto: str) -> list[str]:
     ]
 
 
-def _check_lines(backend: ir.Backend) -> list[str]:
-    check = backend.health
+def check_lines(check: ir.HealthCheck) -> list[str]:
+    """The backend-level lines of a health check (a route's, or a checker's: compiler.checks)."""
     lines = []
     if check.timeout_ms:
         lines.append(f"timeout check {check.timeout_ms}ms")
@@ -315,23 +315,27 @@ def _check_lines(backend: ir.Backend) -> list[str]:
 FAIL_FAST_ERRORS = 1
 
 
-def server_options(backend: ir.Backend, server: ir.Server) -> str:
-    """The options after `server NAME ADDR:PORT`, shared by the config file and `add server`."""
+def server_options(
+    backend: ir.Backend, server: ir.Server, track: tuple[str, str] | None = None
+) -> str:
+    """The options after `server NAME ADDR:PORT`, shared by the config file and `add server`.
+    With `track` (a checker server, see compiler.checks), the server follows that server's
+    health instead of being checked itself."""
     check = backend.health
-    parts = [
-        f"weight {server.weight}",
-        f"check inter {check.interval_ms}",
-        f"rise {check.rise}",
-        f"fall {check.fall}",
-    ]
-    if check.port and check.type != "agent":
+    parts = [f"weight {server.weight}"]
+    if track is not None:
+        parts.append(f"track {track[0]}/{track[1]}")
+    else:
+        parts += [f"check inter {check.interval_ms}", f"rise {check.rise}", f"fall {check.fall}"]
+    if track is None and check.port and check.type != "agent":
         parts.append(f"port {check.port}")
-    if check.type == "agent" and check.port:
+    if track is None and check.type == "agent" and check.port:
         parts.append(f"agent-check agent-port {check.port} agent-inter {check.interval_ms}")
-    if check.error_limit:
+    # A tracking server never has a passive check (compiler.checks keeps those on their own).
+    if track is None and check.error_limit:
         layer = 4 if backend.mode == "tcp" else 7
         parts.append(f"observe layer{layer} error-limit {check.error_limit} on-error mark-down")
-    elif server.fail_fast:
+    elif track is None and server.fail_fast:
         parts.append(f"observe layer4 error-limit {FAIL_FAST_ERRORS} on-error mark-down")
     if server.cookie:
         parts.append(f"cookie {server.cookie}")
@@ -339,6 +343,17 @@ def server_options(backend: ir.Backend, server: ir.Server) -> str:
         parts.append(f"namespace {server.netns}")
     if server.backup:
         parts.append("backup")
+    return " ".join(parts)
+
+
+def checker_server_options(check: ir.HealthCheck, netns: str | None) -> str:
+    """The options after `server NAME ADDR:PORT` in a checker backend (compiler.checks): the
+    check only, for the route servers that track it. It takes no traffic."""
+    parts = [f"check inter {check.interval_ms}", f"rise {check.rise}", f"fall {check.fall}"]
+    if check.port:
+        parts.append(f"port {check.port}")
+    if netns:
+        parts.append(f"namespace {netns}")
     return " ".join(parts)
 
 
