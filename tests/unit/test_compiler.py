@@ -272,13 +272,12 @@ def test_the_slot_lookup_runs_only_while_every_route_is_available() -> None:
     text = render_files(result.dataplane)[CONFIG_FILE]
     rules_text = frontend_section(text, "frontend port_9001")
     fast = [line for line in rules_text if "slots.map" in line]
-    # Chosen: the frontend's remaining rules (the walk's, other gateways') are not evaluated.
-    assert rules_text[rules_text.index(fast[0]) + 1] == (
-        "http-request allow if { var(txn.mg_be) -m found }"
-    )
+    # One rule draws, chooses and ends the frontend's rules (the walk's, other gateways'); the
+    # draw's term is last, so it runs only while both routes are available.
     assert fast == [
-        f"http-request set-var(txn.mg_be) rand(100),concat(.{rules.gateway_id}),"
-        f"map_str({MAPS}/slots.map) if {{ nbsrv({a}) gt 0 }} {{ nbsrv({b}) gt 0 }}"
+        f"http-request allow if {{ nbsrv({a}) -m bool }} {{ nbsrv({b}) -m bool }}"
+        f" {{ rand(100),concat(.{rules.gateway_id}),map_str({MAPS}/slots.map),"
+        "set-var(txn.mg_be) -m found }"
     ]
 
 
@@ -289,8 +288,9 @@ def test_a_lone_route_is_chosen_by_its_availability_and_weight_without_a_draw() 
     backend = rules.choices[0].backend
     text = render_files(result.dataplane)[CONFIG_FILE]
     assert (
-        f"http-request set-var(txn.mg_be) str({backend}) if {{ nbsrv({backend}) gt 0 }}"
+        f"http-request allow if {{ nbsrv({backend}) -m bool }}"
         f" {{ str({backend}),map_str_int({MAPS}/weights.map,0) -m int gt 0 }}"
+        f" {{ str({backend}),set-var(txn.mg_be) -m found }}"
     ) in frontend_section(text, "frontend port_9001")
 
 
@@ -301,7 +301,7 @@ def test_a_pin_or_a_condition_ends_the_rules_before_the_weighted_choice() -> Non
     conditional = next(i for i, line in enumerate(rules_text) if "x-beta" in line)
     fast = next(i for i, line in enumerate(rules_text) if "slots.map" in line)
     assert rules_text[conditional + 1] == allow
-    assert rules_text[fast + 1] == allow
+    assert rules_text[fast].startswith("http-request allow if ")
     assert conditional < fast
 
 
@@ -444,12 +444,8 @@ def test_gateway_guards_only_on_a_shared_port() -> None:
                 break
             block.append(line)
         assert block
-        # Every rule but the one that ends the frontend's rules once a route is chosen.
-        guarded = [
-            line for line in block if line != "http-request allow if { var(txn.mg_be) -m found }"
-        ]
-        assert len(guarded) == len(block) - 1
-        assert all(f"if {guard} " in line for line in guarded), block
+        # Every rule, the one that chooses and ends the frontend's rules included.
+        assert all(f"if {guard} " in line for line in block), block
 
 
 # --- ports --------------------------------------------------------------------------------------
