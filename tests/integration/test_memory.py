@@ -114,7 +114,10 @@ class Churn(threading.Thread):
 
 
 def snapshot(node: Node, directory: Path) -> tracemalloc.Snapshot:
-    """Have the node write an allocation snapshot (SIGUSR2) and load it."""
+    """Have the node write an allocation snapshot (SIGUSR2) and load it. The node takes it
+    between two stats polls, after a garbage collection (`memory_debug.snapshot_between`): one
+    taken while a poll parses holds that poll's rows beside the last poll's, hundreds of kB
+    that live for a moment."""
     before = set(directory.glob("*.tracemalloc"))
     assert node.process is not None
     os.kill(node.process.pid, signal.SIGUSR2)
@@ -129,16 +132,6 @@ def snapshot(node: Node, directory: Path) -> tracemalloc.Snapshot:
 
 def traced_total(taken: tracemalloc.Snapshot) -> int:
     return sum(stat.size for stat in taken.statistics("filename"))
-
-
-def settled_snapshot(node: Node, directory: Path) -> tracemalloc.Snapshot:
-    """The smaller of two snapshots a second apart: one taken while a stats poll is parsing
-    holds that poll's rows beside the last poll's (hundreds of kB that live for a moment), and
-    a poll in flight at both moments is unlikely. Both ends of the measurement are taken so."""
-    taken = [snapshot(node, directory)]
-    time.sleep(1.0)
-    taken.append(snapshot(node, directory))
-    return min(taken, key=traced_total)
 
 
 def growth_report(first: tracemalloc.Snapshot, second: tracemalloc.Snapshot) -> str:
@@ -182,9 +175,9 @@ def test_churn_leaves_no_growing_memory_behind(
     churn.start()
     try:
         time.sleep(WARMUP_S)
-        first = settled_snapshot(node, traces)
+        first = snapshot(node, traces)
         time.sleep(MEASURED_S)
-        second = settled_snapshot(node, traces)
+        second = snapshot(node, traces)
     finally:
         churn.stop.set()
         churn.join(15)
