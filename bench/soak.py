@@ -22,9 +22,9 @@ the end, and the allocation sites that grew most in between are printed.
 
 With --memstats each node writes a line of what holds its memory every 10 s
 (MESHGATE_MEMSTATS, see `meshgate.memory_debug`): each sample also shows what glibc's malloc
-holds in use and free and Python's small-object blocks, the report gives their slopes beside
-RSS's. RSS that grows while the objects in use do
-not is the allocator keeping freed memory. Allocator settings (MALLOC_ARENA_MAX=2,
+holds in use and free and what Python's small-object arenas do; the report gives their slopes
+beside RSS's. RSS that grows while the memory in use does not is an allocator keeping freed
+memory. Allocator settings (MALLOC_ARENA_MAX=2,
 PYTHONMALLOC=malloc, MESHGATE_MEMSTATS_TRIM=1) pass to the nodes through the environment.
 
     .venv/bin/python bench/soak.py                                   # 10 minutes, 2 warm-up
@@ -330,11 +330,14 @@ def heap_mb(sample: Sample, key: str) -> float:
 def heap_cells(sample: Sample) -> str:
     if sample.heap is None:
         return ""
-    blocks = sample.heap.get("python_blocks", 0) / 1e6
+    small = (
+        f"pymalloc in use {heap_mb(sample, 'pymalloc_in_use'):6.1f} "
+        f"free {heap_mb(sample, 'pymalloc_free'):6.1f} MB"
+    )
     traced = f", traced {heap_mb(sample, 'traced'):6.1f} MB" if "traced" in sample.heap else ""
     return (
         f" [malloc in use {heap_mb(sample, 'malloc_in_use'):6.1f} "
-        f"free {heap_mb(sample, 'malloc_free'):6.1f} MB, {blocks:.2f}M py blocks{traced}]"
+        f"free {heap_mb(sample, 'malloc_free'):6.1f} MB, {small}{traced}]"
     )
 
 
@@ -344,11 +347,10 @@ def heap_report(soaked: Soaked, args: argparse.Namespace) -> None:
     if len(busy) < 2:
         return
     slopes = []
-    for key in ("malloc_in_use", "malloc_free", "malloc_arenas", "traced"):
+    keys = ("malloc_in_use", "malloc_free", "pymalloc_in_use", "pymalloc_free", "traced")
+    for key in keys:
         series = [Sample(s.at_s, heap_mb(s, key), 0) for s in busy]
         slopes.append(f"{key} {slope_mb_per_min(series, 'node_mb'):+.3f}")
-    blocks = [Sample(s.at_s, s.heap["python_blocks"] / 1e3, 0) for s in busy if s.heap]
-    slopes.append(f"python blocks {slope_mb_per_min(blocks, 'node_mb'):+.1f}k")
     print(f"  {soaked.name} after warm-up, per minute: " + ", ".join(slopes))
 
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -98,3 +101,47 @@ def resident_bytes() -> int | None:
     except OSError:
         return None
     return int(match.group(1)) * 1024 if match else None
+
+
+@dataclass(frozen=True)
+class Pymalloc:
+    """Python's own allocator for objects of 512 bytes or less, in 1 MiB arenas: an arena
+    goes back to the system only when every block in it is free."""
+
+    arenas: int  # arenas held
+    in_use: int  # bytes in blocks allocated
+    free: int  # bytes in free blocks and unused pools of the arenas held
+
+
+_PYMALLOC = {
+    "arenas": re.compile(r"^# arenas allocated current\s+=\s+([\d,]+)", re.MULTILINE),
+    "in_use": re.compile(r"^# bytes in allocated blocks\s+=\s+([\d,]+)", re.MULTILINE),
+    "available": re.compile(r"^# bytes in available blocks\s+=\s+([\d,]+)", re.MULTILINE),
+    "unused": re.compile(r"^\d+ unused pools \* \d+ bytes\s+=\s+([\d,]+)", re.MULTILINE),
+}
+
+
+def parse_pymalloc(text: str) -> Pymalloc | None:
+    """The totals of `sys._debugmallocstats()`'s report (None: not in it)."""
+    found = {key: pattern.search(text) for key, pattern in _PYMALLOC.items()}
+    values = {k: int(m.group(1).replace(",", "")) for k, m in found.items() if m is not None}
+    if len(values) != len(_PYMALLOC):
+        return None
+    return Pymalloc(values["arenas"], values["in_use"], values["available"] + values["unused"])
+
+
+def pymalloc() -> Pymalloc | None:
+    """Python's small-object arenas now. `sys._debugmallocstats()` writes only to the C
+    stderr, so fd 2 points at a file for the moment it writes: a line another thread writes to
+    stderr then lands there instead. For diagnosis, not for every request."""
+    with tempfile.TemporaryFile("w+") as out:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        return parse_pymalloc(out.read())

@@ -13,7 +13,7 @@ never for production, so only the environment turns it on.
 
 With MESHGATE_MEMSTATS set to a file, a thread appends a JSON line to it every
 MESHGATE_MEMSTATS_INTERVAL seconds (10 by default): resident memory, what glibc's malloc holds
-in use and free (`meshgate.heap`) and Python's small-object blocks. Resident memory that grows
+in use and free, and Python's small-object arenas (`meshgate.heap`). Resident memory that grows
 while the memory in use does not is the allocator's, not a leak of objects; these lines tell the
 two apart without tracemalloc's cost. They do not count objects by type: `gc.get_objects()`
 from another thread can catch a tuple still being built (`tuple(generator)`) and make its
@@ -138,6 +138,10 @@ def memory_line() -> dict[str, Any]:
         line |= {"malloc_in_use": info.in_use, "malloc_free": info.free,
                  "malloc_mmapped": info.mmapped, "malloc_arenas": info.arenas,
                  "malloc_free_chunks": info.free_chunks}  # fmt: skip
+    small = heap.pymalloc()
+    if small is not None:
+        line |= {"pymalloc_arenas": small.arenas, "pymalloc_in_use": small.in_use,
+                 "pymalloc_free": small.free}  # fmt: skip
     if tracemalloc.is_tracing():
         line["traced"] = tracemalloc.get_traced_memory()[0]
         line["tracemalloc_own"] = tracemalloc.get_tracemalloc_memory()

@@ -96,6 +96,27 @@ def test_mallinfo_sees_an_allocation_and_its_release() -> None:
     assert trimmed is not None and trimmed.free <= after.free
 
 
+def test_pymalloc_sees_small_objects_and_its_arenas() -> None:
+    before = heap.pymalloc()
+    assert before is not None and before.arenas >= 1 and before.in_use > 0
+    objects = [object() for _ in range(200_000)]  # 16 bytes each, about 3 MB
+    during = heap.pymalloc()
+    assert during is not None and during.in_use - before.in_use >= 200_000 * 16 * 0.9
+    assert during.arenas > before.arenas
+    del objects
+
+
+def test_pymalloc_report_is_parsed() -> None:
+    text = """# arenas allocated current         =                    2
+2 arenas * 1048576 bytes/arena     =            2,097,152
+# bytes in allocated blocks        =              827,872
+# bytes in available blocks        =              343,408
+54 unused pools * 16384 bytes      =              884,736
+"""
+    assert heap.parse_pymalloc(text) == heap.Pymalloc(2, 827_872, 343_408 + 884_736)
+    assert heap.parse_pymalloc("nothing") is None
+
+
 def test_resident_memory_is_read() -> None:
     rss = heap.resident_bytes()
     assert rss is None or rss > 10 * 2**20
@@ -120,3 +141,4 @@ def test_stats_lines_are_appended(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert first["rss"] is None or first["rss"] > 0
     assert first["python_blocks"] > 0 and second["time"] >= first["time"]
     assert "traced" not in first  # tracing is not on
+    assert first["pymalloc_arenas"] >= 1 and first["pymalloc_in_use"] > 0
