@@ -86,6 +86,7 @@ class DataPlane:
     async def start(self) -> None:
         """Adopt the HAProxy an earlier meshgate left running on this run dir, if any; then
         listen for its request lines."""
+        # Allocation snapshots (a leak hunt only) wait for a moment between two stats polls.
         if tracemalloc.is_tracing() or os.environ.get(memory_debug.ENVIRONMENT):
             memory_debug.snapshot_between(self.stats.between_polls)
         if await self.supervisor.adopt():
