@@ -54,6 +54,12 @@ class ControlPlaneMetrics:
         self.reloads = Counter(
             "meshgate_haproxy_reloads_total", "HAProxy reloads and starts", registry=self.registry
         )
+        self.gateways_compiled = Counter(
+            "meshgate_gateways_compiled_total",
+            "Gateways compiled by reconcile passes, or given new servers (a change's compile "
+            "work: a gateway the change does not concern is reused as it was)",
+            registry=self.registry,
+        )
         self.runtime_commands = Counter(
             "meshgate_runtime_commands_total",
             "Changes applied through the runtime API",

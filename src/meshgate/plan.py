@@ -13,6 +13,7 @@ run time — needs a reload, which the supervisor makes hitless.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -149,16 +150,14 @@ def plan(running: ir.DataPlane | None, desired: ir.DataPlane) -> list[Action]:
     removals: list[RemoveServer] = []
     for old, new in changed:
         name = new.name
-        if dataclasses.replace(old, servers=()) != dataclasses.replace(new, servers=()):
+        if not _same_but(old, new, _BACKEND_FIELDS):
             return [Reload(f"backend {name} changed")]
         old_servers = {s.name: s for s in old.servers}
         new_servers = {s.name: s for s in new.servers}
         for server_name, server in new_servers.items():
             before = old_servers.get(server_name)
             # A server's backup flag cannot be changed at run time: it is added anew.
-            if before is None or dataclasses.replace(before, weight=0) != dataclasses.replace(
-                server, weight=0
-            ):
+            if before is None or not _same_but(before, server, _SERVER_FIELDS):
                 reason = _cannot_add_at_run_time(new, server)
                 if reason:
                     return [Reload(reason)]
@@ -272,13 +271,37 @@ def _certificate_changes(
     return actions
 
 
+# The fields compared to tell whether a backend changed beyond its servers, and a server
+# beyond its weight: field by field, where copying each with `dataclasses.replace` to compare
+# them cost a third of a plan's time for 1,000 changed backends.
+_BACKEND_FIELDS = tuple(f.name for f in dataclasses.fields(ir.Backend) if f.name != "servers")
+_SERVER_FIELDS = tuple(f.name for f in dataclasses.fields(ir.Server) if f.name != "weight")
+
+
+def _same_but(old: object, new: object, names: tuple[str, ...]) -> bool:
+    """Whether these fields of the two are equal (the same object, usually, for a backend
+    whose servers alone changed)."""
+    for name in names:
+        a, b = getattr(old, name), getattr(new, name)
+        if a is not b and a != b:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
 def _cannot_add_at_run_time(backend: ir.Backend, server: ir.Server) -> str | None:
     """Why HAProxy 2.6 cannot add this server dynamically, or None if it can."""
     if server.cookie is not None:
         return "a server with a persistence cookie cannot be added at run time"
-    try:
-        ipaddress.ip_address(server.address)
-    except ValueError:
+    if not _is_ip(server.address):
         return "a server named by host name cannot be added at run time"
     if server.netns is not None:
         return "a server in another network namespace cannot be added at run time"

@@ -7,6 +7,7 @@ The bounds are generous for a loaded machine; bench/fanout.py measures the figur
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 
@@ -138,3 +139,99 @@ def test_a_weight_change_is_not_held_up_by_an_instance_of_a_service_hundreds_of_
     assert node.haproxy_pids() == pids, "instances and weights must change without a reload"
     status = node.wait_applied("gateways", f"fan{GATEWAYS - 1:04d}")
     assert status["status"]["routes"]["fan"]["instances"] == 1
+
+
+USERS = 5  # gateways that route to the service an instance is registered with
+UNRELATED = 300  # gateways added that route elsewhere
+
+
+APPLIED = 'meshgate_reconciles_total{outcome="applied"}'
+COUNTERS = (
+    "meshgate_runtime_commands_total",  # server additions, removals, map changes...
+    "meshgate_gateways_compiled_total",
+    APPLIED,
+    'meshgate_reconciles_total{outcome="unchanged"}',
+    "meshgate_haproxy_reloads_total",
+)
+
+
+def counters(node: Node) -> dict[str, float]:
+    """The node's counters of the work a change costs."""
+    text = node.api.get("/metrics").text
+    found: dict[str, float] = {}
+    for name in COUNTERS:
+        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+        found[name] = float(match.group(1)) if match else 0.0
+    return found
+
+
+def one_registration(node: Node, probe: Probe, port: int, number: int) -> dict[str, float]:
+    """Register an instance, wait until it answers and its status is out, deregister it, wait
+    until it is gone from the status: what that cost, counter by counter."""
+    before = counters(node)
+    name = f"reg{number}"
+    register(node, "fan", address="127.0.0.1", port=port, id=name)
+    seconds_until(lambda: probe.answer() == "new", REGISTRATION_BOUND_S, "the instance")
+    seconds_until(
+        lambda: (
+            node.get("gateways", f"fan{USERS - 1:04d}")["status"]["routes"]["fan"]["instances"] == 2
+        ),
+        REGISTRATION_BOUND_S,
+        "its status",
+    )
+    removed = node.api.delete(f"{instances_url('fan')}/{name}")
+    assert removed.status_code in (200, 204), removed.text
+    seconds_until(
+        lambda: (
+            node.get("gateways", f"fan{USERS - 1:04d}")["status"]["routes"]["fan"]["instances"] == 1
+        ),
+        REGISTRATION_BOUND_S,
+        "its removal",
+    )
+    after = counters(node)
+    return {key: after[key] - before[key] for key in before}
+
+
+def test_one_registration_costs_the_same_however_many_gateways_route_elsewhere(
+    make_node: Callable[..., Node], backends: Backends, probes: Callable[[int, int], Probe]
+) -> None:
+    node = make_node()  # of its own: the counters count this test's changes alone
+    base, other, new = backends.start("base"), backends.start("other"), backends.start("new")
+    port = free_port()
+    services: list[dict[str, object]] = [
+        {"kind": "service", "name": "fan", "instances": [f"127.0.0.1:{base}"]},
+        {"kind": "service", "name": "elsewhere", "instances": [f"127.0.0.1:{other}"]},
+    ]
+
+    def gateway(name: str, index: int, route: str) -> dict[str, object]:
+        return {
+            "kind": "gateway",
+            "name": name,
+            "port": f"{port}/http",
+            "bind": "127.0.0.1",
+            "virtual_hosts": [host(index)],
+            "routes": {route: {}},
+        }
+
+    users = [gateway(f"fan{i:04d}", i, "fan") for i in range(USERS)]
+    assert node.api.post("/api/v1/apply", json=services + users).status_code == 200
+    node.wait_applied("gateways", f"fan{USERS - 1:04d}", timeout=60)
+    probe = probes(port, 0)
+    one_registration(node, probe, new, 0)  # the first change after a reload warms up
+    few = one_registration(node, probe, new, 1)
+
+    unrelated = [gateway(f"x{i:04d}", USERS + i, "elsewhere") for i in range(UNRELATED)]
+    assert node.api.post("/api/v1/apply", json=unrelated).status_code == 200
+    node.wait_applied("gateways", f"x{UNRELATED - 1:04d}", timeout=60)
+    one_registration(node, probe, new, 2)
+    many = one_registration(node, probe, new, 3)
+    print(f"with {USERS} gateways: {few}\nwith {USERS + UNRELATED}: {many}")
+
+    # Each way: one server per gateway of the service (added, then removed), one compile of
+    # each of those gateways, no other; no reload.
+    for cost in (few, many):
+        assert cost["meshgate_runtime_commands_total"] == 2 * USERS
+        assert cost["meshgate_gateways_compiled_total"] == 2 * USERS
+        assert cost["meshgate_haproxy_reloads_total"] == 0
+        assert cost[APPLIED] == 2
+    assert few == many

@@ -37,6 +37,12 @@ class CountingStore:
     async def list(self, *args: Any, **kwargs: Any) -> Any:
         return await self.store.list(*args, **kwargs)
 
+    async def revision(self) -> int:
+        return await self.store.revision()
+
+    def watch(self, *args: Any, **kwargs: Any) -> Any:
+        return self.store.watch(*args, **kwargs)
+
     async def get(self, key: Key) -> Any:
         self.gets += 1
         return await self.store.get(key)
@@ -146,4 +152,42 @@ async def test_an_apply_hands_its_models_to_the_loader(tmp_path: Path) -> None:
         shared = {g.name: g for g in (await StoredGatewayCache().load(store))}
         assert all(g is shared[g.name] for g in loaded.state.gateways)
     finally:
+        await store.close()
+
+
+async def test_the_cache_follows_writes_made_elsewhere_and_relists_past_the_history(
+    tmp_path: Path,
+) -> None:
+    """Writes by another store object on the same file (another process, say) are seen: a
+    change in place is read alone, a creation or deletion rebuilds the index, and when the
+    history since the last write is gone every key is listed again."""
+    store = await SqliteStore.open(tmp_path / "db", history=5)
+    other = await SqliteStore.open(tmp_path / "db", history=5)
+    try:
+        for n in range(4):
+            await put(store, gateway(f"g{n}", virtual_hosts=[f"h{n}.example.com"]))
+        cache = StoredGatewayCache()
+        await cache.load(store)
+        assert (cache.relists, cache.values_read) == (1, 4)
+        index, plane = cache.ports(), cache.plane_ports()
+        moved = gateway("g2", virtual_hosts=["h2.example.com"], routes={"[127.0.0.1:2]": {}})
+        await put(other, moved)
+        assert await cache.load(store) == stored_gateways(await store.list("gateways"))
+        assert (cache.relists, cache.values_read) == (1, 5)
+        assert cache.ports() is index and cache.plane_ports() is plane
+        await put(other, gateway("a0", virtual_hosts=["a.example.com"]))  # sorts first
+        await other.delete(Key("gateways", "default", "g3"))
+        found = await cache.load(store)
+        assert [g.name for g in found] == ["a0", "g0", "g1", "g2"]
+        assert found == stored_gateways(await store.list("gateways"))
+        assert cache.ports() is not index
+        assert cache.relists == 1
+        for n in range(8):  # more revisions than the history keeps
+            await put(other, gateway("g1", virtual_hosts=["h1.example.com"], port=9000 + n))
+        found = await cache.load(store)
+        assert cache.relists == 2
+        assert found == stored_gateways(await store.list("gateways"))
+        assert cache.plane_ports() == {}  # none is on loopback
+    finally:
+        await other.close()
         await store.close()

@@ -11,6 +11,7 @@ from typing import Any
 
 from meshgate.compiler import DesiredState, compile_state, ir
 from meshgate.compiler.build import CompileMemo
+from meshgate.compiler.locality import NodeIdentity
 from meshgate.model import Gateway, Instance, Service, validate_resource
 
 SETTINGS = ir.Settings(run_dir="/run/mg")
@@ -145,7 +146,7 @@ def test_services_instances_and_chains() -> None:
     assert not walk.was_patched  # a new backend
     registered = {("default", "api"): [Instance(address="10.0.1.2", port=80, id="r")]}
     walk.compile([inner, edge, *others], [api], registered)
-    assert not walk.was_patched
+    assert walk.was_patched  # new servers for the one gateway that routes to api
     edge = gw("edge", routes={"inner": {"weight": 10}, "[10.0.0.2:80]": {"weight": 90}})
     walk.compile([inner, edge, *others], [api], dict(registered))  # equal, not the same object
     assert walk.was_patched
@@ -166,3 +167,79 @@ def test_random_weight_changes_match_a_full_compile() -> None:
         walk.compile(gateways)
         patched += walk.was_patched
     assert patched == 60
+
+
+def inst(address: str, instance_id: str, **fields: Any) -> Instance:
+    return Instance(address=address, port=80, id=instance_id, **fields)
+
+
+def test_a_registration_patches_the_gateways_of_its_service_and_no_other() -> None:
+    api, other = svc("api", "10.0.1.1:80"), svc("other", "10.0.2.1:80")
+    users = [gw(f"u{n}", routes={"api": {"weight": 100}, "other": {"weight": 0}}) for n in range(5)]
+    unrelated = [gw(f"x{n}", routes={"other": {}}) for n in range(20)]
+    gateways, services = [*users, *unrelated], [api, other]
+    walk = Walk()
+    before = walk.compile(gateways, services)
+    key = ("default", "api")
+    for registered in (
+        {key: [inst("10.0.1.2", "r1")]},
+        {key: [inst("10.0.1.2", "r1"), inst("10.0.1.3", "r2")]},
+        {key: [inst("10.0.1.3", "r2")]},
+        {key: [inst("10.0.1.1", "dup-of-a-listed-one"), inst("10.0.1.3", "r2")]},
+        {},
+    ):
+        after = walk.compile(gateways, services, registered)
+        assert walk.was_patched
+        old_backends = {b.name: b for b in before.dataplane.backends}
+        for backend in after.dataplane.backends:
+            if backend.route.gateway.startswith("x"):
+                assert backend is old_backends[backend.name]  # not even looked at
+        for user in users:
+            status = after.gateways[("default", user.name)].routes["api"]
+            assert status.instances == 1 + len(registered.get(key, []))
+        before = after
+
+
+def test_a_registration_with_a_gateway_change_and_sticky_instances_matches_a_full_compile() -> None:
+    api = svc("api", "10.0.1.1:80")
+    sticky = resource(
+        name="s", port=9000, virtual_hosts=["s.example.com"], sticky="instance",
+        routes={"api": {"weight": 100}, "[10.0.0.2:80]": {"weight": 0}},
+    )  # fmt: skip
+    plain = gw("p", routes={"api": {"weight": 100}, "[10.0.0.2:80]": {"weight": 0}})
+    others = [gw(f"g{n}") for n in range(6)]
+    walk = Walk()
+    walk.compile([sticky, plain, *others], [api])
+    registered = {("default", "api"): [inst("10.0.1.2", "r1")]}
+    plain = gw("p", routes={"api": {"weight": 60}, "[10.0.0.2:80]": {"weight": 40}})
+    compiled = walk.compile([sticky, plain, *others], [api], registered)
+    assert walk.was_patched
+    servers = {b.route.gateway: b.servers for b in compiled.dataplane.backends if "api" in b.name}
+    assert [s.cookie is not None for s in servers["s"]] == [True, True]
+    assert [s.cookie for s in servers["p"]] == [None, None]
+
+
+def test_registered_instances_on_a_node_with_prefer_local_match_a_full_compile() -> None:
+    api = svc("api", "10.0.1.1:80")
+    local = resource(
+        name="l", port=9000, virtual_hosts=["l.example.com"], locality="prefer-local",
+        routes={"api": {}},
+    )  # fmt: skip
+    plain = gw("p", routes={"api": {}})
+    here = NodeIdentity("n1", "10.0.9.1")
+    memo = CompileMemo()
+
+    def compile_with(registered: dict[tuple[str, str], list[Instance]]) -> Any:
+        state = DesiredState([local, plain], [api], registered, node=here)
+        compiled = compile_state(state, SETTINGS, memo)
+        assert compiled == compile_state(state, SETTINGS)
+        return compiled
+
+    compile_with({})
+    before = memo.patched
+    compiled = compile_with(
+        {("default", "api"): [inst("10.0.9.1", "mine"), inst("10.0.7.1", "theirs", node="n2")]}
+    )
+    assert memo.patched == before + 1
+    backups = {b.route.gateway: [s.backup for s in b.servers] for b in compiled.dataplane.backends}
+    assert backups == {"l": [True, False, True], "p": [False, False, False]}

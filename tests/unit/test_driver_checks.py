@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from meshgate.agent.driver import _batches, check_extras
+import pytest
+
+from meshgate.agent.driver import Driver, _batches, check_extras
 from meshgate.compiler import ir
-from meshgate.haproxy.commands import CheckExtras, add_server
+from meshgate.haproxy.commands import CheckExtras, UnsafeRuntimeArgument, add_server
 from meshgate.plan import AddServer, RemoveServer, ReplaceMap, SetServerWeight
 
 
@@ -44,3 +46,24 @@ def test_consecutive_additions_run_as_one_batch_in_order() -> None:
         add,
     ]
     assert [len(b) for b in _batches(actions)] == [1, 2, 1, 1, 1]  # type: ignore[arg-type]
+
+
+def test_the_same_server_in_many_backends_has_the_line_each_would_have_alone() -> None:
+    """One instance at many gateways: its `add server` line is made once and given each
+    backend's name; that is the line made for each on its own."""
+    driver = Driver(None, None, ir.Settings(run_dir="/run/mg"))  # type: ignore[arg-type]
+    tls = ir.ServerTls(verify=True, ca_file="ca.pem", sni="api.example.com")
+    servers = [
+        ir.Server(name="r1", address="10.0.0.1", port=80, weight=100),
+        ir.Server(name="r1", address="::1", port=80, weight=7, backup=True),
+    ]
+    made: dict[tuple[object, ...], object] = {}
+    for server in servers:
+        for check in (health(), health(type="agent", port=9999)):
+            for backend in ("default.gw0001.svc.1", "default.gw0002.svc.2", "b3"):
+                action = AddServer(backend, server, check, tls)
+                shared = driver._new_server(action, "http", made)  # type: ignore[arg-type]
+                alone = driver._made_server(action, "http")
+                assert shared == alone
+    with pytest.raises(UnsafeRuntimeArgument):
+        driver._new_server(AddServer("bad name", servers[0], health()), "http", made)  # type: ignore[arg-type]

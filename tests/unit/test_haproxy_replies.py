@@ -387,3 +387,29 @@ def test_error_replies(kind: CommandKind, reply: str, error: type[RuntimeCommand
     assert type(caught.value) is error
     assert caught.value.kind is kind
     assert caught.value.reply == reply.strip()
+
+
+def test_server_streams_agree_with_the_full_parse() -> None:
+    rows = stat_csv.parse_stat_csv(SHOW_STAT)
+    expected = {
+        (row.pxname, row.svname): row.scur + row.qcur for row in rows if row.type is StatType.SERVER
+    }
+    assert stat_csv.server_streams(SHOW_STAT) == expected
+    assert expected[("tcp2", "d1")] == 1
+    # Replies of many `show stat <backend>` run together, each with its header.
+    assert stat_csv.server_streams(SHOW_STAT + SHOW_STAT) == expected
+    assert stat_csv.server_streams("No such proxy.\n") == {}
+
+
+def test_a_prompt_mode_session_splits_into_one_reply_per_command() -> None:
+    from meshgate.haproxy.session import PROMPT, split_replies
+
+    # What 2.6 wrote for `prompt`, `add server`, `set server ... state ready`, `del server`.
+    output = "\n> New server registered.\n\n> \n> Server deleted.\n> "
+    assert split_replies(output) == ["\n", "New server registered.\n\n", "\n", "Server deleted.\n"]
+    # A session cut in the middle of a reply: the incomplete one is left out.
+    assert split_replies("\n> New server registered.\n\n> No such") == [
+        "\n",
+        "New server registered.\n\n",
+    ]
+    assert split_replies("") == [] and PROMPT == "\n> "

@@ -85,3 +85,34 @@ async def test_only_etcd_offers_snapshots_and_progress(tmp_path: Path, store: Et
         assert not isinstance(embedded, ProgressWatchStore)
     finally:
         await embedded.close()
+
+
+async def test_a_span_and_pinned_reads_of_several_keys_are_at_the_snapshot_revision(
+    store: EtcdStore,
+) -> None:
+    first = await store.put(GW, {"v": 1})
+    await store.put(SVC, {"v": 1})
+    await store.put(BEAT, {"beat": 1})
+    snapshot = store.snapshot()
+    found = await snapshot.list_span(["gateways", "services"], keys_only=True)
+    assert [(r.key, r.value) for r in found] == [(GW, {}), (SVC, {})]
+    await store.put(GW, {"v": 2})
+    await store.delete(SVC)
+    other = Key("gateways", "default", "other")
+    read = await snapshot.get_many([GW, SVC, other])
+    assert [(r.key, r.value) for r in read] == [(GW, {"v": 1}), (SVC, {"v": 1})]
+    assert read[0].create_revision == first.revision
+    await store.compact(await store.revision())
+    with pytest.raises(CompactedError):
+        await snapshot.get_many([GW])
+
+
+async def test_a_watch_event_carries_the_whole_record(store: EtcdStore) -> None:
+    lease = await store.grant_lease(30)
+    first = await store.put(GW, {"v": 1}, lease=lease)
+    events = store.watch(first.revision - 1, ["gateways"])
+    second = await store.put(GW, {"v": 2}, lease=lease)
+    created, changed = await anext(events), await anext(events)
+    assert created.record() == first
+    assert changed.record() == second
+    assert changed.create_revision == first.revision and changed.lease == lease

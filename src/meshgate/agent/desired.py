@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -14,8 +14,9 @@ from meshgate.discovery.dns import DnsFollower
 from meshgate.discovery.sources import Sources, merge
 from meshgate.errors import ValidationFailed
 from meshgate.model import SINGULAR, Certificate, Gateway, Resource, Service, validate_resource
-from meshgate.store import CompactedError, Record, Store
+from meshgate.store import CompactedError, Record, Store, WatchEvent
 from meshgate.store import Key as StoreKey
+from meshgate.store.batches import MAX_TXN_OPS
 from meshgate.store.snapshot import PinnedReads, SnapshotStore
 from meshgate.validated import shared_table
 
@@ -93,29 +94,137 @@ class DesiredLoader:
     # What the last load held, by kind; gateways in creation order, the others in key order.
     _held: dict[str, dict[Key, Held]] | None = None
     _registered: list[Record] | None = None  # the instances registered through the API
+    _registered_by_key: dict[StoreKey, Record] = field(default_factory=dict)
+    # On etcd: the revision what is held is the state of.
+    _revision: int | None = None
     # Each gateway as placed on this node, kept with the stored one it came from: the same
     # object from pass to pass tells the compiler it did not change.
     _placed: dict[Key, tuple[Gateway, Gateway | None]] = field(default_factory=dict)
 
-    async def load(self, changed: Collection[StoreKey] | None = None) -> Loaded:
+    async def load(
+        self,
+        changed: Collection[StoreKey] | Mapping[StoreKey, WatchEvent] | None = None,
+        *,
+        through: int = 0,
+    ) -> Loaded:
         """The resources, with the instances registered through the API and found in DNS.
         `changed`: the keys written or deleted since the last load (any kind), when they are
-        all known; None lists everything afresh. On etcd every kind is read at one revision
-        (the first read's): a write landing between two reads cannot make a state no revision
-        ever held; every key is listed then, as the watch's keys are not known to be complete
-        up to that revision."""
+        all known; None lists everything afresh.
+
+        On etcd every load is the state of one revision. The first, and any without the
+        watch's events, lists everything at one revision in one range (`_listed_at_once`).
+        After it, `changed` is the watch's events since the last load (the newest per key)
+        and `through` the revision up to which the watch has delivered every event: the
+        events carry the records, so the load reads nothing from the store, and what it
+        holds is the state as of `through` (the last state, plus every change after it)."""
         if not isinstance(self.store, SnapshotStore):
             return await self._load(self.store, changed)
+        if isinstance(changed, Mapping) and self._held is not None and self._revision is not None:
+            taken = self._take_events(changed.values(), through)
+            if taken is not None:
+                return taken
         for attempt in range(3):
             snapshot = self.store.snapshot()
             try:
-                loaded = await self._load(snapshot, None)
-                return dataclasses.replace(loaded, revision=snapshot.revision)
+                held, registered = await self._listed_at_once(snapshot)
             except CompactedError:
                 # The revision was compacted while being read: read again, at a newer one.
                 if attempt == 2:
                     raise
+                continue
+            assert snapshot.revision is not None
+            self._held, self._revision = held, max(snapshot.revision, through)
+            self._registered_by_key = {r.key: r for r in registered}
+            self._registered = registered
+            return self._finish(self._held, registered)
         raise AssertionError("unreachable")
+
+    def _take_events(self, events: Iterable[WatchEvent], through: int) -> Loaded | None:
+        """The last load brought up to `through` by the watch's events, reading nothing; None
+        when an event does not carry its whole record (then the caller lists)."""
+        assert self._held is not None and self._revision is not None
+        fresh = [e for e in events if e.revision > self._revision]
+        if any(e.type == "put" and e.record() is None for e in fresh):
+            return None
+        created: dict[str, list[Key]] = {}
+        instances = False
+        for event in fresh:
+            kind = event.key.kind
+            if kind in self._held:
+                new = self._hold(event.key, event.record())
+                if new is not None:
+                    created.setdefault(kind, []).append(new)
+            elif kind == registry.KIND:
+                instances = True
+                record = event.record()
+                if record is None:
+                    self._registered_by_key.pop(event.key, None)
+                else:
+                    self._registered_by_key[event.key] = record
+        for kind, keys in created.items():
+            _put_in_order(self._held[kind], kind, keys)
+        if instances or self._registered is None:
+            self._registered = sorted(self._registered_by_key.values(), key=lambda r: r.key)
+        self._revision = max(self._revision, through)
+        return self._finish(self._held, self._registered)
+
+    async def _listed_at_once(
+        self, snapshot: PinnedReads
+    ) -> tuple[dict[str, dict[Key, Held]], list[Record]]:
+        """Every resource kind and the registered instances, read at one revision in one
+        range: keys only when most values are cached (the values that changed follow in one
+        more read, at the same revision), with values when none is."""
+        cold = not self._cache
+        found = await snapshot.list_span((*KINDS, registry.KIND), keys_only=not cold)
+        if not cold:
+            found = await self._with_values(snapshot, found)
+        held: dict[str, dict[Key, Held]] = {kind: {} for kind in KINDS}
+        registered: list[Record] = []
+        for record in found:
+            kind = record.key.kind
+            if kind == registry.KIND:
+                registered.append(record)
+                continue
+            key = (kind, record.key.namespace, record.key.name)
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] == record.revision:
+                held[kind][key[1:]] = (_stamp(record), cached[1])
+            else:
+                held[kind][key[1:]] = (_stamp(record), self._validated(key, record))
+        seen = {(kind, *key) for kind, found_here in held.items() for key in found_here}
+        for gone in self._cache.keys() - seen:
+            del self._cache[gone]
+        # Creation order decides who keeps a contested port: the one that was there first.
+        held["gateways"] = dict(
+            sorted(held["gateways"].items(), key=lambda item: item[1][0].create_revision)
+        )
+        return held, registered
+
+    async def _with_values(self, snapshot: PinnedReads, heads: list[Record]) -> list[Record]:
+        """`heads` (keys only) with the values of those not held at their revision: read at
+        the snapshot's revision, by key when few, else all in one more range."""
+        needed = [h.key for h in heads if not self._known(h)]
+        if not needed:
+            return [self._known_record(h) for h in heads]
+        if len(needed) > MAX_TXN_OPS:
+            return await snapshot.list_span((*KINDS, registry.KIND))
+        read = {r.key: r for r in await snapshot.get_many(needed)}
+        return [read[h.key] if h.key in read else self._known_record(h) for h in heads]
+
+    def _known(self, head: Record) -> bool:
+        if head.key.kind == registry.KIND:
+            known = self._registered_by_key.get(head.key)
+            return known is not None and known.revision == head.revision
+        cached = self._cache.get((head.key.kind, head.key.namespace, head.key.name))
+        return cached is not None and cached[0] == head.revision
+
+    def _known_record(self, head: Record) -> Record:
+        """A keys-only record whose value is known: an instance's from the last load (its
+        value is what is used); a resource's value is in the cache, validated, so the head
+        does."""
+        if head.key.kind == registry.KIND:
+            return self._registered_by_key[head.key]
+        return head
 
     async def _load(
         self, reads: Store | PinnedReads, changed: Collection[StoreKey] | None
@@ -136,17 +245,22 @@ class DesiredLoader:
                 _put_in_order(self._held[kind], kind, keys)
         if self._registered is None or changed is None:
             self._registered = await reads.list(registry.KIND)
-        loaded = self._loaded(self._held)
+        return self._finish(self._held, self._registered)
+
+    def _finish(self, held: dict[str, dict[Key, Held]], registered_records: list[Record]) -> Loaded:
+        """What the compiler gets from what is held: the placed resources, with the instances
+        registered through the API and found in DNS."""
+        loaded = self._loaded(held)
         if len(self._placed) > len(loaded.gateway_versions):
-            for gone in self._placed.keys() - self._held["gateways"].keys():
+            for gone in self._placed.keys() - held["gateways"].keys():
                 del self._placed[gone]
-        api = registry.group_registered(self._registered)
+        api = registry.group_registered(registered_records)
         if self.dns is not None:
             self.dns.follow(loaded.state.services)
         registered, sources = merge(api, self.dns.instances() if self.dns else {})
         node = self.placement.node if self.placement else None
         state = dataclasses.replace(loaded.state, registered=registered, node=node)
-        return dataclasses.replace(loaded, state=state, sources=sources)
+        return dataclasses.replace(loaded, state=state, sources=sources, revision=self._revision)
 
     async def _listed(self, reads: Store | PinnedReads, kind: str) -> dict[Key, Held]:
         held: dict[Key, Held] = {}
@@ -168,10 +282,14 @@ class DesiredLoader:
     async def _reread(self, reads: Store | PinnedReads, store_key: StoreKey) -> Key | None:
         """Bring one resource up to date in what the last load held; the key when it was
         created since (it was put last)."""
+        return self._hold(store_key, await reads.get(store_key))
+
+    def _hold(self, store_key: StoreKey, record: Record | None) -> Key | None:
+        """Hold `record` (None: the resource is gone) in place of what the last load held;
+        the key when it was created since (it goes last)."""
         assert self._held is not None
         held = self._held[store_key.kind]
         key = (store_key.namespace, store_key.name)
-        record = await reads.get(store_key)
         before = held.get(key)
         if record is None:
             held.pop(key, None)

@@ -1,8 +1,11 @@
-"""Bringing HAProxy to a desired data plane: validate, then runtime commands or a reload.
+"""Bringing HAProxy to a desired data plane: runtime commands, or a reload checked once.
 
-The running configuration is never replaced by one HAProxy rejects: every candidate is rendered
-into a scratch directory and checked with `haproxy -c` before any file the running HAProxy
-reads is touched.
+The running configuration is never replaced by one HAProxy rejects. A change that needs a
+reload is written into the run directory and checked there, once: the supervisor runs
+`haproxy -c` on the staged copy of the configuration that the master then loads, so what was
+checked is what runs. When the check fails nothing reaches HAProxy, and the run directory is
+brought back to the files of what runs, for a restart to find them. (`check` renders into a
+scratch directory instead: it is for the search of the gateways at fault, after a failure.)
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from meshgate.haproxy import bulk, commands
 from meshgate.haproxy.commands import CheckExtras, ServerAdminState
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.server_states import ServerAdminFlags
-from meshgate.haproxy.supervisor import HaproxySupervisor
+from meshgate.haproxy.supervisor import CHECK_TIMED_OUT, ConfigRejected, HaproxySupervisor
 from meshgate.plan import (
     Action,
     AddCertificate,
@@ -224,10 +227,21 @@ class Driver:
         # rendering runs in a thread (the IR is immutable), so that the API and the stats
         # poller, which share this event loop, are not held up by it.
         await self.settled()
+        if reloads and self.running is None and self.supervisor.running:
+            # An adopted HAProxy, whose data plane we do not hold: its files could not be put
+            # back after a failed check, so this one change is checked before they are touched.
+            ok, output = await self.check(desired)
+            if not ok:
+                raise ConfigRejected(output, timed_out=CHECK_TIMED_OUT in output)
         await asyncio.to_thread(self._files.write, desired)
         if reloads:
+            try:
+                await self._reload()
+            except ConfigRejected:
+                if self.running is not None:
+                    await asyncio.to_thread(self._files.write, self.running)
+                raise
             self._churn.clear_failure()
-            await self._reload()
             if not any(isinstance(a, Reload) for a in actions) or churn_failed is not None:
                 # The plan needed no reload: this one replaces a runtime change that failed.
                 await self._out_of_maintenance(desired)
@@ -357,7 +371,8 @@ class Driver:
         if isinstance(batch[0], AddServer):
             added = [a for a in batch if isinstance(a, AddServer)]
             modes = {b.name: b.mode for b in desired.backends}
-            new_servers = [self._new_server(a, modes.get(a.backend, "http")) for a in added]
+            made: dict[tuple[object, ...], bulk.NewServer] = {}
+            new_servers = [self._new_server(a, modes.get(a.backend, "http"), made) for a in added]
             missed = await bulk.add_servers(self.runtime, new_servers)
             again = {(m.backend, m.name) for m in missed}
             left = [a for a in added if (a.backend, a.server.name) in again]
@@ -389,8 +404,26 @@ class Driver:
         if left:
             await self._side_by_side([functools.partial(self._run, a, desired) for a in left])
 
-    def _new_server(self, action: AddServer, mode: str) -> bulk.NewServer:
-        """The pipelined form of an addition: the same `add server` line `_run` sends."""
+    def _new_server(
+        self, action: AddServer, mode: str, made: dict[tuple[object, ...], bulk.NewServer]
+    ) -> bulk.NewServer:
+        """The pipelined form of an addition: the same `add server` line `_run` sends.
+
+        An instance of a service that a thousand gateways route to is the same server in a
+        thousand backends: its line is made (and checked) once, in `made`, and only the
+        backend's name differs in the others'."""
+        server, health, tls = action.server, action.health, action.tls
+        same = (server, health, tls, mode)
+        first = made.get(same)
+        prefix = f"add server {first.backend}/" if first is not None else ""
+        if first is not None and first.add_line.startswith(prefix):
+            rest = first.add_line[len(prefix) :]
+            line = f"add server {commands.proxy_name(action.backend)}/{rest}"
+            return dataclasses.replace(first, backend=action.backend, add_line=line)
+        made[same] = self._made_server(action, mode)
+        return made[same]
+
+    def _made_server(self, action: AddServer, mode: str) -> bulk.NewServer:
         server, health, tls = action.server, action.health, action.tls
         extras = check_extras(health, mode, fail_fast=server.fail_fast)
         line = commands.add_server(

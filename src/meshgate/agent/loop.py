@@ -15,23 +15,24 @@ import contextlib
 import dataclasses
 import gc
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
+from meshgate.agent.culprits import last_alert, rejected_by_haproxy
 from meshgate.agent.desired import DesiredLoader, Key, Loaded
-from meshgate.agent.driver import Driver
+from meshgate.agent.driver import Driver, Outcome
 from meshgate.agent.health import InstanceHealth
 from meshgate.agent.ports import ports_in_use
-from meshgate.compiler import Compiled, DesiredState, GatewayResult, compile_state, ir
+from meshgate.agent.published import UNKNOWN, Published
+from meshgate.compiler import Compiled, DesiredState, GatewayResult, compile_state
 from meshgate.compiler.build import CompileMemo
 from meshgate.errors import MeshgateError
 from meshgate.events import EventLog
-from meshgate.haproxy.supervisor import CHECK_TIMED_OUT
+from meshgate.haproxy.supervisor import ConfigRejected
 from meshgate.metrics import ControlPlaneMetrics
-from meshgate.model import Gateway
 from meshgate.model.references import unresolved_message
 from meshgate.plan import Action, Reload, plan
 from meshgate.store import (
@@ -91,14 +92,15 @@ class Agent:
         self.metrics = metrics
         self.debounce_s = debounce_s
         self._dirty = asyncio.Event()
-        self._published: dict[StoreKey, dict[str, Any]] = {}
+        # What was written under each status key (`Published`: a digest, not the status).
+        self._published: dict[StoreKey, Published] = {}
         # What each gateway's published status was made from, and the resources the published
         # keys were last swept against (see `_status_ops`, `_stale_ops`).
         self._gateway_written: dict[Key, _Written] = {}
-        # The keys the watch saw written since the last pass's load; None when some may have
-        # been missed (history compacted, the watch broken, a re-list due): then the next load
-        # lists everything.
-        self._changed: set[StoreKey] | None = None
+        # The watch's events since the last pass's load, the newest per key; None when some may
+        # have been missed (history compacted, the watch broken, a re-list due): then the next
+        # load lists everything.
+        self._changed: dict[StoreKey, WatchEvent] | None = None
         self._swept: tuple[frozenset[Any], ...] | None = None
         self.last_error: str | None = None
         self.passes = 0
@@ -142,7 +144,7 @@ class Agent:
         """Reconcile now and on every change, until cancelled."""
         for kind in ("gateways", "services", "certificates"):
             for record in await self.store.list(self._status_kind(kind)):
-                self._published[record.key] = record.value
+                self._published[record.key] = Published(record.value)
         watcher = asyncio.create_task(self._watch())
         try:
             self._dirty.set()
@@ -258,7 +260,7 @@ class Agent:
                 async for event in self._events(revision):
                     revision = self.seen_revision = self._event_revision = event.revision
                     if self._changed is not None:
-                        self._changed.add(event.key)
+                        self._changed[event.key] = event
                     self._dirty.set()
             except StoreClosedError:
                 return
@@ -315,12 +317,12 @@ class Agent:
                     seen = loaded.revision  # the one revision everything was read at
                     if self._relisted is not None and not self._relisted.done():
                         self._relisted.set_result(seen)
-                checked = await self._compile_checked(loaded.state, runtime_only=runtime_only)
-                if checked is None:
+                candidate = await self._compile(loaded.state, runtime_only=runtime_only)
+                if candidate is None:
                     return False
-                compiled, rejected, actions = checked
                 planned = time.monotonic()
-                outcome = await self.driver.apply(compiled.dataplane, actions)
+                outcome, candidate = await self._apply(candidate)
+                compiled, rejected = candidate.compiled, candidate.rejected
         except MeshgateError as exc:
             self.attempted_revision, self.attempted_at = seen, started_at
             self.last_error = str(exc)
@@ -421,7 +423,7 @@ class Agent:
                 if isinstance(op, Put):
                     self._published.pop(op.key, None)
                 else:
-                    self._published[op.key] = {}
+                    self._published[op.key] = UNKNOWN
             self._gateway_written.clear()
             self._swept = None
             self._publish_due = True
@@ -430,19 +432,24 @@ class Agent:
         """What the store holds now: from the keys the watch saw written since the last load
         when it saw them all, else listed afresh (the first pass, after a lost watch, and at
         each re-list, which also covers events a store might drop)."""
-        changed, self._changed = self._changed, set()
+        # Every event up to `seen_revision` is in `changed`: the watch hands over a
+        # transaction's events without yielding to another task between them.
+        changed, self._changed, through = self._changed, {}, self.seen_revision
         if self._relist_due():
             changed = None
-        return await self.loader.load(changed)
+        return await self.loader.load(changed, through=through)
 
-    async def _compile_checked(
+    async def _compile(
         self, state: DesiredState, *, runtime_only: bool = False
-    ) -> tuple[Compiled, dict[Key, str], list[Action]] | None:
-        """Compile and plan, leaving out gateways HAProxy rejects, found by checking each on
-        its own. With `runtime_only`, None when the pass needs a reload (or HAProxy was
-        restarted): it is left for after the quiet period."""
+    ) -> _Candidate | None:
+        """Compile and plan, leaving out gateways whose port another process holds. With
+        `runtime_only`, None when the pass needs a reload (or HAProxy was restarted): it is
+        left for after the quiet period. Nothing is checked here: a reload's one `haproxy -c`
+        is the supervisor's, on the very file HAProxy then loads (see `_apply`)."""
         settings = self.driver.settings()
+        made = self._memo.made
         compiled = compile_state(state, settings, self._memo)
+        self.metrics.gateways_compiled.inc(self._memo.made - made)
         running = self.driver.running
         actions = plan(running, compiled.dataplane)
         if runtime_only and (_reloads(actions) or self.driver.resync_needed()):
@@ -451,7 +458,7 @@ class Agent:
             # Runtime changes keep the configuration's structure, which HAProxy accepted, and
             # every gateway is in: none is left out for a busy port.
             self._waiting_for_ports = False
-            return compiled, {}, actions
+            return _Candidate(state, compiled, {}, actions)
         rejected: dict[Key, str] = {}
         adopted = self.driver.supervisor.adopted_listeners() if running is None else set()
         busy = ports_in_use(compiled.dataplane, running, adopted)
@@ -464,58 +471,38 @@ class Agent:
             state = dataclasses.replace(state, gateways=kept)
             compiled = compile_state(state, settings, self._memo)
             actions = plan(running, compiled.dataplane)
-            if not _reloads(actions):
-                # Without them nothing needs a reload (a retry while the port is still held).
-                self.metrics.rejected.inc(len(rejected))
-                return compiled, rejected, actions
-        ok, output = await self.driver.check(compiled.dataplane)
-        if ok:
-            self.metrics.rejected.inc(len(rejected))
-            return compiled, rejected, actions
-        if CHECK_TIMED_OUT in output:
-            # No verdict on anything: looking for the culprit would take as long again, for
-            # each group checked.
-            raise MeshgateError(f"HAProxy's check of the configuration: {output}")
-        rejected.update(await self._rejected_by_haproxy(state, settings, state.gateways))
-        kept = [g for g in state.gateways if (g.namespace, g.name) not in rejected]
-        state = dataclasses.replace(state, gateways=kept)
-        compiled = compile_state(state, settings, self._memo)
-        ok, output = await self.driver.check(compiled.dataplane)
-        if not ok:
-            raise MeshgateError(f"HAProxy rejected the configuration: {_last_alert(output)}")
-        self.metrics.rejected.inc(len(rejected))
-        return compiled, rejected, plan(running, compiled.dataplane)
+        return _Candidate(state, compiled, rejected, actions)
 
-    async def _rejected_by_haproxy(
-        self, state: DesiredState, settings: ir.Settings, gateways: Sequence[Gateway]
-    ) -> dict[Key, str]:
-        """The gateways HAProxy rejects on their own, among `gateways` (which it rejects
-        together), found by halves: a half it accepts is cleared by one check, so a few bad
-        gateways among 100,000 cost a few dozen checks, where checking each alone cost 100,000
-        runs of `haproxy -c`."""
-        if len(gateways) == 1:
-            alone = dataclasses.replace(state, gateways=list(gateways))
-            good, message = await self.driver.check(compile_state(alone, settings).dataplane)
-            gateway = gateways[0]
-            if good:
-                return {}
-            return {
-                (gateway.namespace, gateway.name): f"HAProxy rejected it: {_last_alert(message)}"
-            }
-        found: dict[Key, str] = {}
-        middle = len(gateways) // 2
-        for half in (gateways[:middle], gateways[middle:]):
-            group = dataclasses.replace(state, gateways=list(half))
-            good, message = await self.driver.check(compile_state(group, settings).dataplane)
-            if CHECK_TIMED_OUT in message:
-                raise MeshgateError(f"HAProxy's check of the configuration: {message}")
-            if not good:
-                found.update(
-                    await self._rejected_by_haproxy(state, settings, half)
-                    if len(half) > 1
-                    else {_key_of(half[0]): f"HAProxy rejected it: {_last_alert(message)}"}
-                )
-        return found
+    async def _apply(self, candidate: _Candidate) -> tuple[Outcome, _Candidate]:
+        """Apply the candidate. When HAProxy's check of it fails (nothing reached HAProxy),
+        find the gateways it rejects by halves, leave them out, and apply the rest: one bad
+        gateway never blocks the others. Returns what was applied."""
+        try:
+            outcome = await self.driver.apply(candidate.compiled.dataplane, candidate.actions)
+        except ConfigRejected as exc:
+            if exc.timed_out:
+                # No verdict on anything: looking for the culprit would take as long again,
+                # for each group checked.
+                raise MeshgateError(f"HAProxy's check of the configuration: {exc.output}") from None
+            state, settings = candidate.state, self.driver.settings()
+            culprits = await rejected_by_haproxy(self.driver.check, state, settings, state.gateways)
+            if not culprits:
+                raise MeshgateError(
+                    f"HAProxy rejected the configuration: {last_alert(exc.output)}"
+                ) from None
+            kept = [g for g in state.gateways if (g.namespace, g.name) not in culprits]
+            state = dataclasses.replace(state, gateways=kept)
+            compiled = compile_state(state, settings, self._memo)
+            actions = plan(self.driver.running, compiled.dataplane)
+            candidate = _Candidate(state, compiled, {**candidate.rejected, **culprits}, actions)
+            try:
+                outcome = await self.driver.apply(compiled.dataplane, actions)
+            except ConfigRejected as again:
+                raise MeshgateError(
+                    f"HAProxy rejected the configuration: {last_alert(again.output)}"
+                ) from None
+        self.metrics.rejected.inc(len(candidate.rejected))
+        return outcome, candidate
 
     def _status_ops(
         self, loaded: Loaded, compiled: Compiled, rejected: Mapping[Key, str]
@@ -591,7 +578,7 @@ class Agent:
         if reason is not None:
             errors.append(reason)
         status: dict[str, Any] = {"errors": errors, "observed_version": version}
-        previous = self._published.get(store_key, {})
+        previous = self._published.get(store_key, UNKNOWN)
         if errors:
             status["state"] = "rejected"
             status["applied_version"] = previous.get("applied_version")
@@ -646,11 +633,11 @@ class Agent:
         return f"{self.status_prefix}.{kind}"
 
     def _record_outcome(
-        self, kind: str, key: Key, previous: dict[str, Any] | None, status: dict[str, Any]
+        self, kind: str, key: Key, previous: Published | None, status: dict[str, Any]
     ) -> None:
         """An event when a resource's new version reaches the data plane, is rejected, or
         routes to something that does not exist."""
-        previous = previous or {}
+        previous = previous or UNKNOWN
         namespace, name = key
         where = {"kind": kind, "namespace": namespace, "name": name}
         version = status.get("applied_version")
@@ -665,9 +652,10 @@ class Agent:
             self.events.record("warning", "; ".join(errors), **where)
 
     def _status_op(self, key: StoreKey, status: dict[str, Any]) -> list[Put | Delete]:
-        if self._published.get(key) == status:
+        published = self._published.get(key)
+        if published is not None and published.same(status):
             return []
-        self._published[key] = status
+        self._published[key] = Published(status)
         return [Put(key, status)]
 
 
@@ -679,10 +667,6 @@ def unresolved_targets(namespace: str, result: GatewayResult | None) -> list[str
         for name, route in (result.routes.items() if result else ())
         if route.kind == "unresolved"
     ]
-
-
-def _key_of(gateway: Gateway) -> Key:
-    return (gateway.namespace, gateway.name)
 
 
 def _reloads(actions: list[Action]) -> bool:
@@ -730,6 +714,17 @@ def _certificate_users(loaded: Loaded) -> dict[Key, list[str]]:
 
 
 @dataclass(frozen=True)
+class _Candidate:
+    """What a pass would apply: the state it compiled (without the gateways left out), the
+    compiled data plane, the gateways left out with why, and the plan."""
+
+    state: DesiredState
+    compiled: Compiled
+    rejected: dict[Key, str]
+    actions: list[Action]
+
+
+@dataclass(frozen=True)
 class _Written:
     """What a gateway's published status was made from, to tell whether it needs writing."""
 
@@ -742,13 +737,6 @@ class _Written:
 
 def _not_serving(status: Mapping[str, Any]) -> str:
     return "; ".join(status["errors"]) if status["state"] == "rejected" else ""
-
-
-def _last_alert(output: str) -> str:
-    alerts = [line for line in output.splitlines() if "ALERT" in line]
-    return (
-        alerts[-1] if alerts else output.strip().splitlines()[-1] if output.strip() else output
-    )[:500]
 
 
 def _revision(loaded: Loaded) -> int:

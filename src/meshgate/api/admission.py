@@ -77,7 +77,7 @@ class StoredGateways:
                 record = await get(head.key)
                 if record is None:
                     continue  # deleted since it was listed
-                validated = _validated(record)
+                validated = validated_gateway(record)
                 cached = (record.revision, validated if isinstance(validated, Gateway) else None)
                 self._models[key] = cached
                 if shared is not None:
@@ -99,7 +99,7 @@ def _as_gateway(record: Record) -> Gateway | None:
     return resource if isinstance(resource, Gateway) else None
 
 
-def _validated(record: Record) -> Resource | str:
+def validated_gateway(record: Record) -> Resource | str:
     """As the agent's loader validates a stored gateway: the model, or why it is invalid."""
     try:
         return validate_resource(
@@ -164,6 +164,7 @@ def admit(
     allow_raw_acl: bool = False,
     certificates: Certificates | None = None,
     ports: PortIndex[None] | None = None,
+    plane_ports: Mapping[int, Gateway] | None = None,
 ) -> Resource:
     """Validate one document written to /api/v1/{kind}[/{name}][?namespace=].
 
@@ -171,7 +172,8 @@ def admit(
     body may omit them, and when it repeats them they must agree. `others` are the gateways
     already stored (the resource's own stored version may be among them; it is ignored).
     `certificates` are those stored; None skips the check of references to them. `ports`: an
-    index of `others`, kept from earlier writes (used unless its place there is contested).
+    index of `others`, kept from earlier writes (used unless its place there is contested);
+    `plane_ports`: `service_plane_ports(others)`, kept likewise (None: found here).
     """
     if not isinstance(data, Mapping):
         raise ValidationFailed([Problem("", "the body must be one manifest document (a mapping)")])
@@ -194,7 +196,9 @@ def admit(
         else:
             others = list(others)
             conflicts = port_conflicts(resource, others)
-        conflicts += foreign_plane_targets(resource, service_plane_ports(others))
+        if plane_ports is None:
+            plane_ports = service_plane_ports(others)
+        conflicts += foreign_plane_targets(resource, plane_ports)
         if conflicts:
             raise ValidationFailed(conflicts)
     if certificates is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Protocol
@@ -324,13 +324,19 @@ def resources_router(
     stored_gateways = StoredGateways()
     cached_gateways = StoredGatewayCache()
 
-    async def gateways_in_store(kind: str) -> list[Gateway]:
+    async def gateways_in_store(kind: str) -> Iterable[Gateway]:
         # A certificate is checked against the gateways serving it (they need its key).
-        wanted = kind in ("gateway", "certificate")
-        return await cached_gateways.load(store) if wanted else []
+        if kind not in ("gateway", "certificate"):
+            return []
+        await cached_gateways.follow(store)
+        # Listed only if admission needs them all: a weight change does not.
+        return cached_gateways.others()
 
-    def ports_of(kind: str, others: list[Gateway]) -> PortIndex[None] | None:
-        return cached_gateways.ports(others) if kind == "gateway" else None
+    def ports_of(kind: str) -> PortIndex[None] | None:
+        return cached_gateways.ports() if kind == "gateway" else None
+
+    def plane_ports_of(kind: str) -> dict[int, Gateway] | None:
+        return cached_gateways.plane_ports() if kind == "gateway" else None
 
     async def certificates_in_store() -> dict[tuple[str, str], Certificate]:
         return stored_certificates(await store.list("certificates"))
@@ -568,7 +574,8 @@ def resources_router(
                 others=others,
                 allow_raw_acl=allow_raw_acl,
                 certificates=await certificates_in_store(),
-                ports=ports_of(singular, others),
+                ports=ports_of(singular),
+                plane_ports=plane_ports_of(singular),
             )
             await check_rollouts([("", resource)])
             key = Key(*resource_key(resource))
@@ -610,7 +617,8 @@ def resources_router(
                 others=others,
                 allow_raw_acl=allow_raw_acl,
                 certificates=await certificates_in_store(),
-                ports=ports_of(singular, others),
+                ports=ports_of(singular),
+                plane_ports=plane_ports_of(singular),
             )
             await check_rollouts([("", resource)])
             key = Key(*resource_key(resource))

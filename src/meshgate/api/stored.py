@@ -1,55 +1,168 @@
 """The stored gateways as admission needs them on every write, kept between writes.
 
-With 10,000 gateways, reading and decoding every stored value and indexing every port on each
-write cost about 0.1 s a write, although a write changes one gateway. Here the keys are listed
-(without values), only values whose version changed are read, and the port index is kept while
-the gateways that changed hold no contested place in it and listen as before
-(`PortIndex.contested`).
+With 10,000 gateways, listing every key, walking every stored gateway and finding the
+service-plane ports on each write cost 50-100 ms a write, although a write changes one gateway.
+Here the cache follows the store: a write reads the store's revision, the keys the watch saw
+changed since the last write (`store.changes`), and only those values. The port index and the
+service-plane ports are kept while the gateways that changed stay in place (same key, holding
+no contested place, listening as before); the list of every gateway is made only when asked.
+Anything else (a gateway created or deleted, a lost history) rebuilds them from what is held.
 """
 
 from __future__ import annotations
 
-from meshgate.api.admission import StoredGateways
+from collections.abc import Iterator
+
+from meshgate.api.admission import validated_gateway
 from meshgate.model import Gateway
+from meshgate.model.planes import service_plane_ports
 from meshgate.model.ports import PortIndex, listening
-from meshgate.store import Store
-from meshgate.validated import shared_table
+from meshgate.store import Key, Store
+from meshgate.store.changes import changed_keys
+from meshgate.validated import Table, shared_table
+
+Name = tuple[str, str]  # (namespace, name)
 
 
 class StoredGatewayCache:
     def __init__(self) -> None:
-        self._models = StoredGateways()
+        # Every stored gateway's version and model (None: it does not validate), in the
+        # store's order (by key) when `_ordered`.
+        self._held: dict[Name, tuple[int, Gateway | None]] = {}
+        self._ordered = True
+        self._revision: int | None = None  # the store revision `_held` is current at
+        self._list: list[Gateway] | None = None
         self._index: PortIndex[None] | None = None
-        self._indexed: list[Gateway] = []  # what the index was last checked against
+        self._plane: dict[int, Gateway] | None = None
+        self.values_read = 0  # values read from the store: what a test of the cost counts
+        self.relists = 0  # times every key was listed
 
     async def load(self, store: Store) -> list[Gateway]:
         """Every stored gateway that validates, in the store's order."""
-        heads = await store.list("gateways", keys_only=True)
-        return await self._models.refresh(heads, store.get, shared_table(store))
+        await self.follow(store)
+        return self.gateways()
 
-    def ports(self, gateways: list[Gateway]) -> PortIndex[None]:
-        """An index of `gateways` (what `load` returned), as `PortIndex` built afresh from them
-        would answer for any gateway whose place in it is not contested."""
-        if self._index is None or not self._still_valid(gateways):
+    async def follow(self, store: Store) -> None:
+        """Bring the cache up to the store's current revision."""
+        now = await store.revision()
+        if self._revision is not None and now == self._revision:
+            return
+        changed = (
+            None
+            if self._revision is None
+            else await changed_keys(store, self._revision, now, ("gateways",))
+        )
+        if changed is None:
+            await self._relist(store)
+        else:
+            for key in sorted(changed):
+                await self._reread(store, key)
+        self._revision = now
+
+    def gateways(self) -> list[Gateway]:
+        """Every stored gateway that validates, in the store's order (made when asked)."""
+        if self._list is None:
+            if not self._ordered:
+                self._held = dict(sorted(self._held.items()))
+                self._ordered = True
+            self._list = [model for _, model in self._held.values() if model is not None]
+        return self._list
+
+    def others(self) -> _Others:
+        """The gateways, as an iterable made into a list only if iterated."""
+        return _Others(self)
+
+    def ports(self, gateways: list[Gateway] | None = None) -> PortIndex[None]:
+        """An index of the stored gateways, as `PortIndex` built afresh from them would answer
+        for any gateway whose place in it is not contested. (`gateways`: what `load` returned;
+        the cache knows them.)"""
+        if self._index is None:
             self._index = PortIndex()
-            for gateway in gateways:
+            for gateway in self.gateways():
                 self._index.add(gateway, None)
-        self._indexed = gateways
         return self._index
 
-    def _still_valid(self, gateways: list[Gateway]) -> bool:
-        """The same gateways in the same (the store's) order, those that changed holding no
-        contested place and listening as before: compared in step, identity first."""
-        assert self._index is not None
-        if len(gateways) != len(self._indexed):
+    def plane_ports(self) -> dict[int, Gateway]:
+        """`service_plane_ports` of the stored gateways."""
+        if self._plane is None:
+            self._plane = service_plane_ports(self.gateways())
+        return self._plane
+
+    async def _relist(self, store: Store) -> None:
+        """Every key listed (without values): those whose version is not the one held, and
+        those held but no longer listed, are read again as changed keys are."""
+        self.relists += 1
+        heads = await store.list("gateways", keys_only=True)
+        listed = {(h.key.namespace, h.key.name): h for h in heads}
+        changed = [h.key for key, h in listed.items() if self._held.get(key, (0,))[0] != h.revision]
+        changed += [Key("gateways", *key) for key in self._held.keys() - listed.keys()]
+        for key in sorted(changed):
+            await self._reread(store, key)
+
+    async def _read(
+        self, store: Store, store_key: Key, shared: Table
+    ) -> tuple[int, Gateway | None] | None:
+        """A stored gateway's version and model: the model validated by whoever read that
+        version first in this process (`validated`), else validated here and left there."""
+        record = await store.get(store_key)
+        self.values_read += 1
+        if record is None:
+            return None
+        where = ("gateways", store_key.namespace, store_key.name)
+        found = shared.get(where)
+        if found is not None and found[0] == record.revision:
+            model = found[1]
+        else:
+            model = validated_gateway(record)
+            shared[where] = (record.revision, model)
+        return record.revision, model if isinstance(model, Gateway) else None
+
+    async def _reread(self, store: Store, store_key: Key) -> None:
+        """One changed key: in place when the gateway was there and stays where it was."""
+        key = (store_key.namespace, store_key.name)
+        before = self._held.get(key)
+        found = await self._read(store, store_key, shared_table(store))
+        if found is None:
+            if before is not None:
+                del self._held[key]
+                self._forget()
+            return
+        if before is not None and before[0] == found[0]:
+            return
+        self._held[key] = found
+        self._list = None
+        gateway = found[1]
+        if before is None:
+            self._ordered = False
+            self._forget()
+        elif not self._in_place(before[1], gateway):
+            self._forget()
+        elif self._plane is not None and gateway is not None and before[1] is not None:
+            number = gateway.port.number
+            if self._plane.get(number) is before[1]:
+                self._plane[number] = gateway
+
+    def _in_place(self, before: Gateway | None, after: Gateway | None) -> bool:
+        """Whether the port index and the service-plane ports hold for the new version."""
+        if before is None or after is None:
             return False
-        for before, gateway in zip(self._indexed, gateways, strict=True):
-            if before is gateway:
-                continue
-            if (
-                (before.namespace, before.name) != (gateway.namespace, gateway.name)
-                or self._index.contested(before)
-                or listening(before) != listening(gateway)
-            ):
-                return False
-        return True
+        return (
+            not (self._index is not None and self._index.contested(before))
+            and listening(before) == listening(after)
+            and before.on_service_plane == after.on_service_plane
+        )
+
+    def _forget(self) -> None:
+        self._index = self._plane = None
+        self._list = None
+
+
+class _Others:
+    """The stored gateways for `admit`, which lists them only when the port index cannot
+    answer (a contested place, a certificate's users)."""
+
+    def __init__(self, cache: StoredGatewayCache) -> None:
+        self._cache = cache
+
+    def __iter__(self) -> Iterator[Gateway]:
+        return iter(self._cache.gateways())

@@ -6,9 +6,10 @@ loops back on itself) is reported and left out while every other gateway is stil
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 from meshgate.compiler import incremental, ir, naming, policies
@@ -47,7 +48,7 @@ class DesiredState:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteStatus:
     target: str
     kind: str  # service | gateway | address | inline | unresolved
@@ -55,7 +56,7 @@ class RouteStatus:
     backend: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GatewayResult:
     errors: tuple[str, ...] = ()
     routes: Mapping[str, RouteStatus] = field(default_factory=dict)
@@ -71,7 +72,7 @@ class Compiled:
     gateways: Mapping[Key, GatewayResult]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CompiledGateway:
     """One gateway's share of the data plane."""
 
@@ -96,6 +97,7 @@ class CompileMemo:
     )
     last: incremental.LastCompile | None = None  # what `incremental.patch` starts from
     patched: int = 0  # compiles that patched the last one instead of compiling in full
+    made: int = 0  # gateway parts compiled, or given new servers, in all: the compile work
 
 
 def _patched(state: DesiredState, settings: ir.Settings, memo: CompileMemo) -> Compiled | None:
@@ -118,7 +120,26 @@ def _patched(state: DesiredState, settings: ir.Settings, memo: CompileMemo) -> C
                 previous=memo.gateways.previous(key),
             )  # fmt: skip
             memo.gateways.store(key, inputs, part)
+            memo.made += 1
         return part
+
+    # The servers of a route to a service whose registered instances changed, shared by the
+    # routes that make the same ones: a registration at 1,000 gateways builds them once.
+    made: dict[tuple[Key, str, str], tuple[ir.Server, ...]] = {}
+
+    def reinstance(gateway: Gateway, part: CompiledGateway, changed: Set[Key]) -> CompiledGateway:
+        def servers(route: str, key: Key) -> tuple[ir.Server, ...]:
+            shared = (key, gateway.sticky_mode, gateway.route_locality(route))
+            found = made.get(shared)
+            if found is None:
+                instances = service_instances(
+                    last.services_by_key[key], state.registered.get(key, ())
+                )
+                found = made[shared] = route_servers(gateway, route, instances, state.node)
+            return found
+
+        memo.made += 1
+        return with_instances(part, gateway.namespace, changed, servers)
 
     patched = incremental.patch(
         last,
@@ -128,6 +149,7 @@ def _patched(state: DesiredState, settings: ir.Settings, memo: CompileMemo) -> C
         state.certificates,
         state.registered,
         compile_part,
+        reinstance,
     )
     if patched is None:
         return None
@@ -207,6 +229,7 @@ def _compile_all(
                 previous=memo.gateways.previous(key),
             )  # fmt: skip
             memo.gateways.store(key, inputs, part)
+            memo.made += 1
         parts[key] = part
         rules_by_gateway[key] = part.rules
         backends.extend(part.backends)
@@ -304,19 +327,7 @@ def _compile_gateway(
         )
         # Only a node knows which instances are its own; on a single node all of them are.
         prefer_local = gateway.route_locality(route_name) == "prefer-local" and node is not None
-        servers = tuple(
-            ir.Server(
-                name=i.id,
-                address=i.address,
-                port=i.port,
-                weight=i.weight,
-                cookie=naming.instance_token(i.id) if sticky == "instance" else None,
-                netns=netns_here(i, node),
-                backup=prefer_local and not is_local(i, node),
-                fail_fast=prefer_local and is_local(i, node),
-            )
-            for i in instances
-        )
+        servers = route_servers(gateway, route_name, instances, node)
         backends.append(
             ir.Backend(
                 name=backend_name,
@@ -385,6 +396,64 @@ def _compile_gateway(
     )
 
 
+def with_instances(
+    part: CompiledGateway,
+    namespace: str,
+    changed: Set[Key],
+    servers: Callable[[str, Key], tuple[ir.Server, ...]],
+) -> CompiledGateway:
+    """A gateway's part with the servers of its routes to the `changed` services replaced by
+    `servers(route, service)`: all that a change of registered instances changes in it (the
+    backend's servers and the route's instance count), without compiling it again."""
+    statuses = dict(part.statuses)
+    backends = list(part.backends)
+    for index, backend in enumerate(backends):
+        route = backend.route.route
+        status = statuses[route]
+        key = (namespace, status.target)
+        if status.kind != "service" or key not in changed:
+            continue
+        made = servers(route, key)
+        backends[index] = dataclasses.replace(backend, servers=made)
+        statuses[route] = RouteStatus(status.target, status.kind, len(made), status.backend)
+    return CompiledGateway(
+        part.rules,
+        tuple(backends),
+        statuses,
+        part.weights,
+        part.slots,
+        GatewayResult(errors=part.result.errors, routes=statuses),
+    )
+
+
+def route_servers(
+    gateway: Gateway, route_name: str, instances: Sequence[Instance], node: NodeIdentity | None
+) -> tuple[ir.Server, ...]:
+    """The servers of a route's backend, one per instance."""
+    sticky = gateway.sticky_mode
+    # Only a node knows which instances are its own; on a single node all of them are.
+    prefer_local = gateway.route_locality(route_name) == "prefer-local" and node is not None
+    return tuple(
+        ir.Server(
+            name=i.id,
+            address=i.address,
+            port=i.port,
+            weight=i.weight,
+            cookie=naming.instance_token(i.id) if sticky == "instance" else None,
+            netns=netns_here(i, node),
+            backup=prefer_local and not is_local(i, node),
+            fail_fast=prefer_local and is_local(i, node),
+        )
+        for i in instances
+    )
+
+
+def service_instances(service: Service, registered: Sequence[Instance]) -> list[Instance]:
+    """A service's instances: its own, then those registered that it does not list."""
+    known = {i.id for i in service.instances}
+    return [*service.instances, *(i for i in registered if i.id not in known)]
+
+
 @functools.lru_cache(maxsize=8192)
 def _dnf(condition: str) -> ir.Dnf:
     # Conditions were validated when the resource was admitted; raw ACLs were allowed then.
@@ -408,9 +477,9 @@ def _instances(
         return [Instance(address=endpoint[0], port=endpoint[1])], _health(DEFAULT_CHECK, None)
     if target.kind == "service":
         service = services[(gateway.namespace, target.name)]
-        extra = registered.get((service.namespace, service.name), ())
-        known = {i.id for i in service.instances}
-        instances = [*service.instances, *(i for i in extra if i.id not in known)]
+        instances = service_instances(
+            service, registered.get((service.namespace, service.name), ())
+        )
         passive = service.passive.error_limit if service.passive else None
         return instances, _health(service.health_check or DEFAULT_CHECK, passive)
     if target.kind == "gateway":

@@ -9,8 +9,10 @@ per-gateway memo an unchanged gateway is not compiled again, but that walk alone
 whose objects changed (the store loader keeps an unchanged resource's object), when nothing
 outside those parts can have changed with them:
 
-- services, certificates, registered instances, settings and the node compiled for are the
-  last compile's;
+- services, certificates, settings and the node compiled for are the last compile's;
+- registered instances may differ: the gateways that route to a service whose instances
+  changed (an index says which) get new servers in their part, and nothing else changes
+  with them; so registering an instance costs the gateways that use its service, not all;
 - the same gateways, in the same order, each changed one accepted last time;
 - a changed gateway listens as before (port, bind, virtual hosts, TLS, client timeout): the
   port checks, the frontends, the redirects, the certificates served and what gateways chained
@@ -27,8 +29,8 @@ full compile of the same state gives; the tests compare the two.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence, Set
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from meshgate.compiler import ir
@@ -66,6 +68,9 @@ class LastCompile:
     weight_at: dict[str, int]  # backend name -> position in the weights map
     slots: dict[Key, tuple[tuple[str, str], ...]]  # slots.map entries, by gateway
     slotted: list[Key]  # the gateways with slots.map entries, in the map's order
+    # Which accepted gateways route to each service (by its key): those a change of its
+    # registered instances concerns.
+    users: dict[Key, set[Key]] = field(default_factory=dict)
     node: object = None  # the node compiled for (DesiredState.node): a patch needs the same
 
 
@@ -114,7 +119,29 @@ def record(
         weight_at={e[0]: i for i, e in enumerate(weights.entries if weights else ())},
         slots={key: part.slots for key, part in parts.items()},
         slotted=[key for key in sorted(parts) if parts[key].slots],
+        users=_users(parts),
     )
+
+
+def _services_of(key: Key, part: CompiledGateway) -> set[Key]:
+    return {(key[0], s.target) for s in part.statuses.values() if s.kind == "service"}
+
+
+def _users(parts: Mapping[Key, CompiledGateway]) -> dict[Key, set[Key]]:
+    users: dict[Key, set[Key]] = {}
+    for key, part in parts.items():
+        for service in _services_of(key, part):
+            users.setdefault(service, set()).add(key)
+    return users
+
+
+def changed_services(
+    new: Mapping[Key, Sequence[Instance]], old: Mapping[Key, Sequence[Instance]]
+) -> set[Key]:
+    """The services whose registered instances differ."""
+    if new is old:
+        return set()
+    return {k for k in new.keys() | old.keys() if tuple(new.get(k, ())) != tuple(old.get(k, ()))}
 
 
 def _same_items(new: Sequence[object], old: Sequence[object]) -> bool:
@@ -129,17 +156,20 @@ def patch(
     certificates: Sequence[Certificate],
     registered: Mapping[Key, Sequence[Instance]],
     compile_part: Callable[[Gateway, Mapping[str, Target]], CompiledGateway],
+    reinstance: Callable[[Gateway, CompiledGateway, Set[Key]], CompiledGateway],
 ) -> tuple[ir.DataPlane, dict[Key, GatewayResult]] | None:
     """The data plane and results for this state, from `last`, which is brought up to date;
-    None when a full compile is needed (see the module's docstring)."""
+    None when a full compile is needed (see the module's docstring). `compile_part` compiles
+    a changed gateway; `reinstance` gives an unchanged one's part new servers for the
+    services named."""
     if (
         settings != last.settings
         or len(gateways) != len(last.gateways)
         or not _same_items(services, last.services)
         or not _same_items(certificates, last.certificates)
-        or (registered is not last.registered and registered != last.registered)
     ):
         return None
+    instances_changed = changed_services(registered, last.registered)
     changed = [(i, g) for i, g in enumerate(gateways) if g is not last.gateways[i]]
     if len(changed) > MOST_CHANGED * len(gateways):
         return None
@@ -163,6 +193,14 @@ def patch(
         if not _fits(part, old_part):
             return None
         new_parts[key] = (new, part)
+    for service in instances_changed:
+        for key in last.users.get(service, ()):
+            if key in new_parts:
+                continue  # compiled above, with the new instances
+            gateway = last.served[key]
+            if has_policies(gateway):
+                return None
+            new_parts[key] = (gateway, reinstance(gateway, last.parts[key], instances_changed))
     return _apply(last, gateways, registered, new_parts)
 
 
@@ -234,6 +272,10 @@ def _apply(
             last.slots[key] = part.slots
             slots_changed = True
         results[key] = part.result
+        for service in _services_of(key, last.parts[key]) - _services_of(key, part):
+            last.users[service].discard(key)
+        for service in _services_of(key, part):
+            last.users.setdefault(service, set()).add(key)
         last.parts[key] = part
         last.all_by_key[key] = last.served[key] = gateway
     maps = []

@@ -16,7 +16,7 @@ Sticky = Literal["none", "route", "instance", "source"]
 Dnf = tuple[tuple[str, ...], ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteRef:
     """Which user-visible route a backend serves: how stats map HAProxy objects back."""
 
@@ -25,7 +25,7 @@ class RouteRef:
     route: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Server:
     name: str  # the instance id, unique within its backend
     address: str
@@ -39,7 +39,7 @@ class Server:
     fail_fast: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HealthCheck:
     type: Literal["tcp", "http", "agent"]
     interval_ms: int
@@ -57,13 +57,13 @@ class HealthCheck:
     error_limit: int | None = None  # passive: mark down after N consecutive errors in traffic
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rewrite:
     path: str  # a validated literal path with at most %[path] and %[query] spliced in
     condition: Dnf  # ((),) means always
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Policy:
     """A gateway's or a route's validated `policies`, and the name its HAProxy objects (maps,
     stick table, userlist) derive from (see compiler.policies). `spec` is what the configuration
@@ -75,7 +75,7 @@ class Policy:
     maps: tuple[MapFile, ...] = field(default=(), compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Backend:
     """One route of one gateway: its own servers, so stats and weights are per route."""
 
@@ -101,7 +101,7 @@ class Backend:
     prefer_local: bool = False  # locality: prefer-local; remote servers are backups
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServerTls:
     """TLS from HAProxy to the instances of a backend (re-encryption)."""
 
@@ -110,7 +110,7 @@ class ServerTls:
     sni: str | None = None  # sent to the instances, and checked against their certificate
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteChoice:
     """How a gateway's frontend rules pick one backend."""
 
@@ -120,7 +120,7 @@ class RouteChoice:
     cookie_value: str | None = None  # route pin token when sticky is route or instance
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GatewayRules:
     gateway_id: str  # stable short id, used in variables and cookie names
     namespace: str
@@ -132,7 +132,7 @@ class GatewayRules:
     policy: Policy | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Frontend:
     name: str
     bind: str
@@ -146,7 +146,7 @@ class Frontend:
     tls: FrontendTls | None = None  # set when the port terminates TLS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CrtListEntry:
     """One line of a crt-list: a certificate file, its TLS settings and the SNI names that
     select it. The first line of a list is what clients without (matching) SNI get."""
@@ -157,13 +157,13 @@ class CrtListEntry:
     filters: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FrontendTls:
     crt_list: str  # file name under the certs directory
     entries: tuple[CrtListEntry, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Redirect:
     """A plain-HTTP listener that sends every request to the same URL over HTTPS."""
 
@@ -173,7 +173,7 @@ class Redirect:
     https_port: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PemFile:
     """A certificate file HAProxy loads: a chain with its key, or a bundle of CA certificates."""
 
@@ -181,7 +181,7 @@ class PemFile:
     text: str = field(repr=False)  # a chain file holds the private key: never in logs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MapFile:
     name: str
     entries: tuple[tuple[str, str], ...]
@@ -190,7 +190,7 @@ class MapFile:
         return "".join(f"{key} {value}\n" for key, value in self.entries)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Where the data plane's files and sockets live, and process-wide limits."""
 
@@ -208,7 +208,7 @@ WEIGHTS_MAP = "weights.map"
 SLOTS_MAP = "slots.map"  # see compiler.slots
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DataPlane:
     settings: Settings
     frontends: tuple[Frontend, ...] = ()

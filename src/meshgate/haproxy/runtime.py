@@ -12,7 +12,15 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from meshgate.haproxy import commands, processes, replies, server_states, stat_csv, transport
+from meshgate.haproxy import (
+    commands,
+    processes,
+    replies,
+    server_states,
+    session,
+    stat_csv,
+    transport,
+)
 from meshgate.haproxy.commands import HaproxyError, ServerAdminState
 from meshgate.haproxy.processes import ProcInfo
 from meshgate.haproxy.replies import (
@@ -35,6 +43,10 @@ _RETRY_WINDOW_S = 2.0
 # A pipelined request the master could not pass to a worker (none yet, after a reload) ran
 # nothing: it is sent again, like a single command.
 _PIPELINE_UNSENT = ("Can't find the target PID",)
+
+# Sessions tried on the admin socket before going through the master: an old worker may
+# answer there for its grace period after a reload.
+_SESSION_ATTEMPTS = 5
 
 # Observer of every command sent: (kind, seconds, succeeded). For metrics; must not raise.
 CommandObserver = Callable[[CommandKind, float, bool], None]
@@ -68,6 +80,7 @@ class RuntimeClient:
         self.timeout = timeout
         self.observer = observer
         self.via_master = via_master
+        self._worker_pid: int | None = None  # the current worker's, for `worker_session`
 
     async def _run(
         self,
@@ -137,6 +150,45 @@ class RuntimeClient:
                     if not unsent or time.monotonic() >= deadline:
                         raise
                     await asyncio.sleep(_RETRY_S)
+        finally:
+            if self.observer is not None:
+                self.observer(CommandKind.PIPELINE, time.monotonic() - started, ok)
+
+    async def worker_session(self, lines: Sequence[str]) -> list[str] | None:
+        """Run many worker commands in one session on the admin socket (see `session`), in
+        order; returns one reply per line, or another number of replies when they cannot be
+        told apart (the connection was cut after some: the outcome of the rest is unknown).
+        None, having sent nothing, when no session on the current worker could be had: the
+        caller goes through the master instead.
+
+        The current worker's pid is asked of the master once and kept: a session that finds
+        another pid asks again. A stale pid cannot pass for the current one, since the worker
+        it names is stopping after a reload (and is refused as such); server changes are never
+        sent while a reload is under way (the driver waits for them before reloading)."""
+        started = time.monotonic()
+        ok = False
+        try:
+            for _ in range(_SESSION_ATTEMPTS):
+                if self._worker_pid is None:
+                    workers = (await self.proc()).workers
+                    if not workers:
+                        return None
+                    self._worker_pid = workers[0].pid
+                try:
+                    found = await session.run(
+                        self.admin_socket, self._worker_pid, lines, timeout=self.timeout
+                    )
+                except session.WrongWorker:
+                    self._worker_pid = None
+                    await asyncio.sleep(_RETRY_S)
+                    continue
+                except RuntimeUnavailable as error:
+                    if error.sent:
+                        raise
+                    return None
+                ok = len(found) == len(lines)
+                return found
+            return None
         finally:
             if self.observer is not None:
                 self.observer(CommandKind.PIPELINE, time.monotonic() - started, ok)

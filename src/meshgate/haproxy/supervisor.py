@@ -33,6 +33,7 @@ from pathlib import Path
 
 from meshgate.haproxy import (
     adopted,
+    bursts,
     commands,
     messages,
     processes,
@@ -71,8 +72,12 @@ class ReloadResult:
 
 
 class ConfigRejected(HaproxyError):  # noqa: N818
-    def __init__(self, output: str) -> None:
+    """`haproxy -c` failed: nothing reached the running HAProxy. `timed_out`: it gave no
+    verdict in time (the output says so)."""
+
+    def __init__(self, output: str, *, timed_out: bool = False) -> None:
         self.output = output
+        self.timed_out = timed_out
         super().__init__(f"HAProxy rejected the configuration:\n{output}")
 
 
@@ -319,7 +324,8 @@ class HaproxySupervisor:
         result = await self.validate(staged)
         if not result.ok:
             staged.unlink(missing_ok=True)
-            raise ConfigRejected(result.output.replace(str(staged), str(config_path)))
+            output = result.output.replace(str(staged), str(config_path))
+            raise ConfigRejected(output, timed_out=result.timed_out)
         return staged
 
     async def _proc(self) -> ProcInfo:
@@ -482,23 +488,49 @@ class HaproxySupervisor:
 
     async def _pump_output(self, process: asyncio.subprocess.Process) -> None:
         """HAProxy's messages go to our log and to a short history used in error reports.
-        Draining the pipe continuously also keeps HAProxy from blocking on a full pipe."""
+        Draining the pipe continuously also keeps HAProxy from blocking on a full pipe.
+        Messages of one kind in a burst (one per backend of a runtime change) are logged once
+        and summed up when the burst ends (see `bursts`)."""
         assert process.stdout is not None
         level = logging.INFO
-        while line := await process.stdout.readline():
-            text = line.decode("utf-8", "replace").rstrip()
-            self._output.append(text)
-            self._output_count += 1
-            if not text.strip():
-                continue
-            message = messages.parse_message(text, level)
-            level = message.level
-            extra = {} if message.pid is None else {"pid": message.pid}
-            haproxy_log.log(level, "%s", message.text, extra=extra)
+        loop = asyncio.get_running_loop()
+        burst = bursts.Bursts()
+        timer: asyncio.TimerHandle | None = None
+
+        def end_of_burst() -> None:
+            nonlocal timer
+            timer = None
+            if burst.due(time.monotonic()):
+                _log_messages(burst.flush())
+            elif burst.open():
+                timer = loop.call_at(loop.time() + bursts.QUIET_S, end_of_burst)
+
+        try:
+            while line := await process.stdout.readline():
+                text = line.decode("utf-8", "replace").rstrip()
+                self._output.append(text)
+                self._output_count += 1
+                if not text.strip():
+                    continue
+                message = messages.parse_message(text, level)
+                level = message.level
+                _log_messages(burst.feed(message, time.monotonic()))
+                if timer is None:
+                    timer = loop.call_at(loop.time() + bursts.QUIET_S, end_of_burst)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            _log_messages(burst.flush())
 
     def _output_since(self, mark: int) -> str:
         count = min(self._output_count - mark, len(self._output))
         return "\n".join(list(self._output)[-count:]) if count > 0 else "(no output)"
+
+
+def _log_messages(found: list[messages.Message]) -> None:
+    for message in found:
+        extra = {} if message.pid is None else {"pid": message.pid}
+        haproxy_log.log(message.level, "%s", message.text, extra=extra)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -27,6 +27,7 @@ from meshgate.model.names import (
 )
 from meshgate.model.policies import Policies
 from meshgate.model.service import DurationMs, Instance, Mode, Model, check_unique_instances
+from meshgate.model.sharing import shared
 from meshgate.model.values import FieldError, check_port, parse_percentage, split_endpoint
 
 MAX_ROUTES = 64
@@ -41,7 +42,10 @@ _INLINE_TARGET = re.compile(r"^\[([A-Za-z0-9.:\[\]-]+)\]\Z")
 _IPV6_TARGET = re.compile(r"^\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}\Z")
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback(address: str) -> bool:
+    # Cached: gateways share a few bind addresses, and parsing one for each of 100,000
+    # gateways (`on_service_plane`) cost more than the rest of a write's admission.
     try:
         return ipaddress.ip_address(address.strip()).is_loopback
     except ValueError:
@@ -395,6 +399,17 @@ class Gateway(Model):
             self.route_weights()
         except ValueError as exc:
             raise FieldError("routes", str(exc)) from None
+        return self
+
+    @model_validator(mode="after")
+    def _share_parts(self) -> Gateway:
+        # Equal ports, timeouts and plain routes of many gateways become one object each
+        # (`sharing`): the model is frozen, and it was just made, so nothing else holds it.
+        fields = self.__dict__
+        fields["port"] = shared(self.port)
+        fields["timeouts"] = shared(self.timeouts)
+        for name, route in self.routes.items():
+            self.routes[name] = shared(route)
         return self
 
     def route_weights(self) -> dict[str, int]:

@@ -23,6 +23,7 @@ log = structlog.get_logger("meshgate.analytics")
 
 ReadAll = Callable[[], Awaitable[dict[RouteKey, Reading]]]
 MAX_EVENTS = 200
+DETECT_CHUNK = 500  # routes compared between two looks at the event loop's other work
 
 
 @dataclass(frozen=True)
@@ -92,14 +93,18 @@ class RouteAnalytics:
         previous = self.history.latest()
         self.history.record(now, readings)
         if previous is not None:
-            self._detect(now - previous[0], previous[1], readings)
+            await self._detect(now - previous[0], previous[1], readings)
 
-    def _detect(
+    async def _detect(
         self, seconds: float, before: Mapping[RouteKey, Reading], now: Mapping[RouteKey, Reading]
     ) -> None:
         for key in self.watches.keys() - now.keys():
             del self.watches[key]  # a route that is gone
-        for key, reading in now.items():
+        for count, (key, reading) in enumerate(now.items(), 1):
+            if count % DETECT_CHUNK == 0:
+                # 10,000 routes took tens of milliseconds on the event loop, which a weight
+                # change landing then waited for; in chunks it waits for one chunk at most.
+                await asyncio.sleep(0)
             earlier = before.get(key)
             window = reading.since(earlier) if earlier is not None else None
             if window is None:

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 from meshgate.errors import MeshgateError
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Key:
     """Where a value lives. Ordering is (kind, namespace, name), the order `list` returns."""
 
@@ -38,7 +38,7 @@ class Key:
         return f"{self.kind}/{self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     """A stored value. `revision` is the key's mod revision: the resource's version."""
 
@@ -71,7 +71,7 @@ class Delete:
 Op = Put | Delete
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WatchEvent:
     """One change. Every op of a transaction yields one event, all with the same revision."""
 
@@ -79,6 +79,16 @@ class WatchEvent:
     key: Key
     revision: int
     value: dict[str, Any] | None  # None for a delete
+    # For a put, where the store's watch carries them (etcd's does): the key's create
+    # revision and lease, so that the event is the whole record (see `record`). 0: not known.
+    create_revision: int = 0
+    lease: int | None = None
+
+    def record(self) -> Record | None:
+        """The record this put wrote, when the event carries all of it; else None."""
+        if self.type != "put" or self.value is None or not self.create_revision:
+            return None
+        return Record(self.key, self.value, self.revision, self.create_revision, self.lease)
 
 
 def check_ops(ops: Sequence[Op]) -> None:

@@ -288,6 +288,21 @@ class EtcdStore:
             raise
         return reply.get("kvs", []), wire.as_int(reply["header"]["revision"])
 
+    async def _pinned_reads(self, keys: Sequence[Key], revision: int) -> builtins.list[Record]:
+        """The records of `keys` as of `revision` (absent ones left out), in one transaction
+        of reads per MAX_TXN_OPS keys."""
+        found: builtins.list[Record] = []
+        for start in range(0, len(keys), MAX_TXN_OPS):
+            body = wire.pinned_reads_body(self._layout, keys[start : start + MAX_TXN_OPS], revision)
+            try:
+                reply = await self._call("/v3/kv/txn", body)
+            except StoreError as exc:
+                if "compacted" in str(exc):
+                    raise CompactedError(revision, revision) from exc
+                raise
+            found += wire.pinned_reads_records(self._layout, reply)
+        return found
+
     async def _watch(
         self,
         after: int,
@@ -396,6 +411,24 @@ class EtcdSnapshot:
         layout = self._store._layout
         kvs = await self._read(wire.range_body(layout, kind, namespace, keys_only))
         return wire.records(layout, kvs, namespace, keys_only)
+
+    async def list_span(
+        self, kinds: Collection[str], *, keys_only: bool = False
+    ) -> builtins.list[Record]:
+        """The records of every kind of `kinds`, sorted by key, in one range: where an agent
+        reads all it serves from, where `list` would take one range a kind."""
+        layout = self._store._layout
+        kvs = await self._read(wire.span_body(layout, kinds, keys_only))
+        wanted = frozenset(kinds)
+        found = wire.records(layout, kvs, None, keys_only)
+        return [r for r in found if r.key.kind in wanted]
+
+    async def get_many(self, keys: Sequence[Key]) -> builtins.list[Record]:
+        """The records of `keys` (absent ones left out), read in one round trip (per 128
+        keys) at the snapshot's revision, which an earlier read must have set."""
+        if self.revision is None:
+            raise ValueError("get_many reads at the revision of an earlier read")
+        return await self._store._pinned_reads(keys, self.revision) if keys else []
 
     async def _read(self, body: dict[str, Any]) -> builtins.list[dict[str, Any]]:
         kvs, revision = await self._store._range(body, self.revision)

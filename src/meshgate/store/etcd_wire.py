@@ -99,6 +99,31 @@ def range_body(
     return {"key": b64(start), "range_end": b64(end), "keys_only": keys_only}
 
 
+def span_body(layout: Layout, kinds: Collection[str], keys_only: bool) -> dict[str, Any]:
+    """One range over every kind of `kinds` (and any kind sorting between them: filter)."""
+    start, end = watch_range(layout, kinds)
+    return {"key": b64(start), "range_end": b64(end), "keys_only": keys_only}
+
+
+def pinned_reads_body(layout: Layout, keys: Sequence[Key], revision: int) -> dict[str, Any]:
+    """A read-only transaction of one range per key, each at `revision`: one round trip."""
+    return {
+        "success": [
+            {"request_range": {"key": b64(layout.encode(key)), "revision": str(revision)}}
+            for key in keys
+        ]
+    }
+
+
+def pinned_reads_records(layout: Layout, reply: dict[str, Any]) -> list[Record]:
+    kvs = [
+        kv
+        for response in reply.get("responses", [])
+        for kv in response.get("response_range", {}).get("kvs", [])
+    ]
+    return [r for kv in kvs if (r := record(layout, kv)) is not None]
+
+
 def record(layout: Layout, kv: dict[str, Any], *, keys_only: bool = False) -> Record | None:
     key = layout.decode(unb64(kv["key"]))
     if key is None:
@@ -213,5 +238,8 @@ def watch_events(
         if event.get("type") == "DELETE":
             events.append(WatchEvent("delete", key, revision, None))
         else:
-            events.append(WatchEvent("put", key, revision, json.loads(unb64(kv.get("value", "")))))
+            value = json.loads(unb64(kv.get("value", "")))
+            created = as_int(kv.get("create_revision"))
+            lease = as_int(kv.get("lease")) or None
+            events.append(WatchEvent("put", key, revision, value, created, lease))
     return events

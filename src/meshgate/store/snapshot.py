@@ -3,7 +3,8 @@ one consistent state of every kind, never from kinds read at different moments."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection
+import builtins
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Protocol, runtime_checkable
 
 from meshgate.store.base import Key, Record, WatchEvent
@@ -19,6 +20,16 @@ class PinnedReads(Protocol):
     async def list(
         self, kind: str | None = None, namespace: str | None = None, *, keys_only: bool = False
     ) -> list[Record]: ...
+
+    async def list_span(
+        self, kinds: Collection[str], *, keys_only: bool = False
+    ) -> builtins.list[Record]:
+        """Every record of `kinds`, sorted by key, in one read."""
+        ...
+
+    async def get_many(self, keys: Sequence[Key]) -> builtins.list[Record]:
+        """The records of `keys` that exist, in one read (after another read set `revision`)."""
+        ...
 
 
 @runtime_checkable
