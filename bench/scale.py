@@ -59,7 +59,7 @@ from bench.common import (
     wait_until,
 )
 
-TIMEOUT_S = 900.0
+TIMEOUT_S = 900.0  # per step; --timeout sets it (a loaded machine needs more at 100,000)
 
 
 def documents(count: int, layout: str, backend: int, base_port: int) -> list[dict[str, Any]]:
@@ -247,6 +247,8 @@ def _reloads(node: MeshgateNode) -> float:
 
 
 def run(workdir: Path, args: argparse.Namespace) -> int:
+    global TIMEOUT_S
+    TIMEOUT_S = args.timeout
     sizes = [int(size) for size in args.sizes.split(",")]
     print(machine_line(f"meshgate {meshgate_version()}", tool_version(["haproxy", "-v"])))
     backends = {"v1": free_port(), "v2": free_port()}
@@ -282,6 +284,7 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per step")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("NO_PROXY", LOOPBACK)

@@ -14,6 +14,7 @@ from meshgate.compiler import (
     CONFIG_FILE,
     Compiled,
     DesiredState,
+    checks,
     compile_state,
     ir,
     naming,
@@ -271,13 +272,12 @@ def test_the_slot_lookup_runs_only_while_every_route_is_available() -> None:
     text = render_files(result.dataplane)[CONFIG_FILE]
     rules_text = frontend_section(text, "frontend port_9001")
     fast = [line for line in rules_text if "slots.map" in line]
-    # Chosen: the frontend's remaining rules (the walk's, other gateways') are not evaluated.
-    assert rules_text[rules_text.index(fast[0]) + 1] == (
-        "http-request allow if { var(txn.mg_be) -m found }"
-    )
+    # One rule draws, chooses and ends the frontend's rules (the walk's, other gateways'); the
+    # draw's term is last, so it runs only while both routes are available.
     assert fast == [
-        f"http-request set-var(txn.mg_be) rand(100),concat(.{rules.gateway_id}),"
-        f"map_str({MAPS}/slots.map) if {{ nbsrv({a}) gt 0 }} {{ nbsrv({b}) gt 0 }}"
+        f"http-request allow if {{ nbsrv({a}) -m bool }} {{ nbsrv({b}) -m bool }}"
+        f" {{ rand(100),concat(.{rules.gateway_id}),map_str({MAPS}/slots.map),"
+        "set-var(txn.mg_be) -m found }"
     ]
 
 
@@ -288,8 +288,9 @@ def test_a_lone_route_is_chosen_by_its_availability_and_weight_without_a_draw() 
     backend = rules.choices[0].backend
     text = render_files(result.dataplane)[CONFIG_FILE]
     assert (
-        f"http-request set-var(txn.mg_be) str({backend}) if {{ nbsrv({backend}) gt 0 }}"
+        f"http-request allow if {{ nbsrv({backend}) -m bool }}"
         f" {{ str({backend}),map_str_int({MAPS}/weights.map,0) -m int gt 0 }}"
+        f" {{ str({backend}),set-var(txn.mg_be) -m found }}"
     ) in frontend_section(text, "frontend port_9001")
 
 
@@ -300,7 +301,7 @@ def test_a_pin_or_a_condition_ends_the_rules_before_the_weighted_choice() -> Non
     conditional = next(i for i, line in enumerate(rules_text) if "x-beta" in line)
     fast = next(i for i, line in enumerate(rules_text) if "slots.map" in line)
     assert rules_text[conditional + 1] == allow
-    assert rules_text[fast + 1] == allow
+    assert rules_text[fast].startswith("http-request allow if ")
     assert conditional < fast
 
 
@@ -443,12 +444,8 @@ def test_gateway_guards_only_on_a_shared_port() -> None:
                 break
             block.append(line)
         assert block
-        # Every rule but the one that ends the frontend's rules once a route is chosen.
-        guarded = [
-            line for line in block if line != "http-request allow if { var(txn.mg_be) -m found }"
-        ]
-        assert len(guarded) == len(block) - 1
-        assert all(f"if {guard} " in line for line in guarded), block
+        # Every rule, the one that chooses and ends the frontend's rules included.
+        assert all(f"if {guard} " in line for line in block), block
 
 
 # --- ports --------------------------------------------------------------------------------------
@@ -806,6 +803,16 @@ def test_a_shared_port_takes_the_longest_client_timeout() -> None:
 # --- health checks ------------------------------------------------------------------------------
 
 
+CHECKERS: dict[str, list[str]] = {}  # checker name -> its section, from `checked`
+
+
+def checker_of(route_lines: list[str]) -> list[str]:
+    """The section of the checker backend that the route's first server tracks."""
+    server = next(line for line in route_lines if line.startswith("server "))
+    name = server.split(" track ", 1)[1].split("/", 1)[0]
+    return CHECKERS[name]
+
+
 def checked(
     health_check: dict[str, Any] | None = None, mode: str = "http", **fields: Any
 ) -> list[str]:
@@ -815,18 +822,25 @@ def checked(
         gateway("g", port, routes={"s": {}}, forwarded_headers=False),
         service("s", "127.0.0.1:1", **extra, **fields),
     )
-    return backend_section(
-        render_files(result.dataplane)[CONFIG_FILE], result.dataplane.backends[0]
-    )
+    text = render_files(result.dataplane)[CONFIG_FILE]
+    for checker in checks.checkers(result.dataplane.backends):
+        CHECKERS[checker.name] = section(text, f"backend {checker.name}")
+    return backend_section(text, result.dataplane.backends[0])
 
 
 def test_the_default_check_is_a_tcp_connect_every_2s() -> None:
     lines = checked()
-    assert lines == [
-        "# default/g route s",
+    assert lines[:3] == ["# default/g route s", "mode http", "balance roundrobin"]
+    # The route's server follows the node's one check of the instance (compiler.checks).
+    (track,) = lines[3:]
+    assert re.fullmatch(
+        r"server 127\.0\.0\.1:1 127\.0\.0\.1:1 weight 100 track (mg_checks\.[0-9a-f]{10})/"
+        r"127\.0\.0\.1_1\.[0-9a-f]{8}",
+        track,
+    )
+    assert checker_of(lines)[:2] == [
         "mode http",
-        "balance roundrobin",
-        "server 127.0.0.1:1 127.0.0.1:1 weight 100 check inter 2000 rise 2 fall 3",
+        f"server {track.rsplit('/', 1)[1]} 127.0.0.1:1 check inter 2000 rise 2 fall 3",
     ]
 
 
@@ -852,8 +866,13 @@ def test_http_check_with_host_status_and_body() -> None:
         "http-check send meth HEAD uri /healthz?full=1 ver HTTP/1.1 hdr host sava.internal",
         "http-check expect status 204",
         "http-check expect string 'status: {up}'",
-        "server 127.0.0.1:1 127.0.0.1:1 weight 100 check inter 500 rise 1 fall 5 port 9000",
+        lines[-1],
     ]
+    # The backend-level check lines are the checker's too (and stay in the route's backend
+    # for a server added at run time that checks itself: agent.driver).
+    checker = [line for line in checker_of(lines) if not line.startswith("server spare")]
+    assert checker[:-1] == ["mode http", *lines[3:-1]]
+    assert checker[-1].endswith(" 127.0.0.1:1 check inter 500 rise 1 fall 5 port 9000")
 
 
 def test_a_service_without_retry_on_keeps_no_copy_of_requests() -> None:

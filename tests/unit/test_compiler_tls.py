@@ -244,7 +244,8 @@ def test_verify_none_is_explicit() -> None:
         resource(name="g", port=8080, routes={"api": {}}),
     )
     text = render_files(result.dataplane)[CONFIG_FILE]
-    assert text.count(" ssl verify none\n") == 1
+    # The route's server, and the checker server it tracks (checks go over TLS too).
+    assert text.count(" ssl verify none\n") == 2
     assert result.dataplane.ca_files == ()
 
 

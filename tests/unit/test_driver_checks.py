@@ -62,8 +62,8 @@ def test_the_same_server_in_many_backends_has_the_line_each_would_have_alone() -
         for check in (health(), health(type="agent", port=9999)):
             for backend in ("default.gw0001.svc.1", "default.gw0002.svc.2", "b3"):
                 action = AddServer(backend, server, check, tls)
-                shared = driver._new_server(action, "http", made)  # type: ignore[arg-type]
-                alone = driver._made_server(action, "http")
+                shared = driver._new_server(action, None, made)  # type: ignore[arg-type]
+                alone = driver._made_server(action, "http", None)
                 assert shared == alone
     with pytest.raises(UnsafeRuntimeArgument):
-        driver._new_server(AddServer("bad name", servers[0], health()), "http", made)  # type: ignore[arg-type]
+        driver._new_server(AddServer("bad name", servers[0], health()), None, made)  # type: ignore[arg-type]

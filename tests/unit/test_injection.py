@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshgate.compiler import CONFIG_FILE, DesiredState, compile_state, ir, render_files
+from meshgate.compiler import CONFIG_FILE, DesiredState, checks, compile_state, ir, render_files
 from meshgate.compiler.policies import sections as policy_sections
 from meshgate.compiler.rules import INSTANCE_HOST, forwarded_lines
 from meshgate.conditions import MAX_LINE_WORDS, count_words
@@ -97,8 +97,11 @@ ACTIONS = [
     "accept",
 ]
 CHECK_PATH = r"/[A-Za-z0-9/._~!&()*+,;=:@?-]*"
+CHECKER = r"mg_checks\.[0-9a-f]{10}"  # compiler.checks: derived names only
+CHECKED_SERVER = r"[A-Za-z0-9._:-]+_[0-9]+\.[0-9a-f]{8}"
 SERVER_OPTIONS = (
-    r"weight [0-9]+ check inter [0-9]+ rise [0-9]+ fall [0-9]+(?: port [0-9]+)?"
+    rf"(?:weight [0-9]+ track {CHECKER}/{CHECKED_SERVER}"
+    r"|(?:weight [0-9]+ )?check inter [0-9]+ rise [0-9]+ fall [0-9]+(?: port [0-9]+)?)"
     r"(?: agent-check agent-port [0-9]+ agent-inter [0-9]+)?"
     r"(?: observe layer[47] error-limit [0-9]+ on-error mark-down)?"
     r"(?: cookie i[0-9a-f]{12})?"
@@ -148,6 +151,9 @@ SECTION_LINES = [
     r"stick on src",
     rf"cookie mgi_{GID} insert indirect nocache httponly",
     rf"server {NAME} [A-Za-z0-9.:-]+:[0-9]+ {SERVER_OPTIONS}{SERVER_TLS}",
+    # A checker's spare servers (compiler.checks): lent at run time, disabled until then.
+    r"server spare[0-9] 0\.0\.0\.0:0 check inter [0-9]+ rise [0-9]+ fall [0-9]+"
+    rf"(?: port [0-9]+)?{SERVER_TLS} disabled",
     rf"bind [0-9a-fA-F.:]+:[0-9]+ ssl crt-list {CERTS}/{NAME}\.crtlist",
     rf"default-server ca-file {CERTS}/{NAME}\.ca\.pem",
     r'http-response set-header Strict-Transport-Security "max-age=[0-9]+"'
@@ -203,6 +209,7 @@ def problems(files: dict[str, str], dataplane: ir.DataPlane) -> list[str]:
             ]
     sections: list[str] = []
     servers = 0
+    checkers = checks.checkers(dataplane.backends)
     for line in files[CONFIG_FILE].splitlines():
         if count_words(line) > MAX_LINE_WORDS:
             found.append(f"more than {MAX_LINE_WORDS} words: {line!r}")
@@ -218,11 +225,13 @@ def problems(files: dict[str, str], dataplane: ir.DataPlane) -> list[str]:
         *(f"frontend {f.name}" for f in dataplane.frontends),
         *(f"frontend {r.name}" for r in dataplane.redirects),
         *(f"backend {b.name}" for b in dataplane.backends),
+        *(f"backend {c.name}" for c in checkers),
         *(header for header, _ in policy_sections(dataplane)),
     ]
     if sections != expected:
         found.append(f"sections {sections} instead of {expected}")
-    if servers != sum(len(b.servers) for b in dataplane.backends):
+    checked = sum(len(c.servers) + len(c.spares) for c in checkers)
+    if servers != sum(len(b.servers) for b in dataplane.backends) + checked:
         found.append(f"{servers} server lines for the IR's servers")
     return found
 
@@ -247,7 +256,10 @@ GATEWAY: dict[str, Any] = {
     "balance": "roundrobin",
     "timeouts": {"connect": "5s", "client": "50s", "server": "50s"},
     "tls": {
-        "certificates": ["sava-cert"], "min_version": "1.2", "redirect_http": 9080, "hsts": 600
+        "certificates": ["sava-cert"],
+        "min_version": "1.2",
+        "redirect_http": 9080,
+        "hsts": 600,
     },
     "policies": {
         "rate_limit": {"requests": 100, "per": "10s", "by": "header(X-Key)"},
@@ -283,7 +295,10 @@ GATEWAY: dict[str, Any] = {
 }
 # A default gateway on the same port, so the shared-port rules are rendered too.
 NEIGHBOUR: dict[str, Any] = {
-    "name": "default-site", "port": 9070, "tls": {"certificates": ["other"]}, "routes": {"svc": {}}
+    "name": "default-site",
+    "port": 9070,
+    "tls": {"certificates": ["other"]},
+    "routes": {"svc": {}},
 }
 SERVICE: dict[str, Any] = {
     "kind": "service",
@@ -442,7 +457,8 @@ FIELDS: dict[str, tuple[Callable[[Documents, str], None], str]] = {
     "password hash": (set_field("g.policies.basic_auth.users.alice"), SHA512_HASH),
     "request header value": (set_field("g.policies.headers.request.set.X-Env"), "prod"),
     "response header value": (
-        set_field("g.policies.headers.response.set.X-Frame-Options"), "DENY; a=b"
+        set_field("g.policies.headers.response.set.X-Frame-Options"),
+        "DENY; a=b",
     ),
     "removed header": (set_field("g.policies.headers.response.remove.0"), "Server"),
     "redirect location": (set_field("g.routes.svc.policies.redirect.location"), "https://a.b/c"),

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import structlog
 
+from meshgate.agent.checkers import CheckerServers
 from meshgate.agent.files import RunFiles, write_files
 from meshgate.agent.lanes import Lane, LatestLane
 from meshgate.compiler import CONFIG_FILE, ir, render_files
@@ -102,8 +103,8 @@ def _batches(actions: list[Action]) -> list[list[RuntimeAction]]:
     return batches
 
 
-def _backend_mode(dataplane: ir.DataPlane, backend: str) -> str:
-    return next((b.mode for b in dataplane.backends if b.name == backend), "http")
+def _backend(dataplane: ir.DataPlane, name: str) -> ir.Backend | None:
+    return next((b for b in dataplane.backends if b.name == name), None)
 
 
 class Driver:
@@ -125,6 +126,8 @@ class Driver:
         self._files = RunFiles(self.run_dir)
         self.running: ir.DataPlane | None = None
         self._restarts_seen = 0
+        # The checker servers (compiler.checks) a server added at run time can track.
+        self._checkers = CheckerServers()
 
     def settings(self) -> ir.Settings:
         return self._settings
@@ -196,6 +199,7 @@ class Driver:
             # wrote them after each change), and they are what is wanted: nothing to do.
             self.running = desired
             self._restarts_seen = self.supervisor.restarts
+            await asyncio.to_thread(self._checkers.loaded, desired.backends, spares=False)
             return Outcome(False, 0, time.monotonic() - started, "adopted, already running it")
         churn_failed = self._churn.failure
         if self.running is not None and (not self.supervisor.running or self.resync_needed()):
@@ -242,6 +246,7 @@ class Driver:
                     await asyncio.to_thread(self._files.write, self.running)
                 raise
             self._churn.clear_failure()
+            await asyncio.to_thread(self._checkers.loaded, desired.backends)
             if not any(isinstance(a, Reload) for a in actions) or churn_failed is not None:
                 # The plan needed no reload: this one replaces a runtime change that failed.
                 await self._out_of_maintenance(desired)
@@ -294,19 +299,25 @@ class Driver:
             await self._side_by_side([functools.partial(set_entry, *e) for e in action.entries])
         elif isinstance(action, AddServer):
             server, health = action.server, action.health
+            backend = _backend(desired, action.backend)
+            track = self._track(action.backend, backend, server)
+            checked = track is None
             await self.runtime.add_server(
                 action.backend,
                 server.name,
                 server.address,
                 server.port,
                 weight=server.weight,
-                check=True,
-                inter_ms=health.interval_ms,
-                rise=health.rise,
-                fall=health.fall,
+                check=checked,
+                inter_ms=health.interval_ms if checked else None,
+                rise=health.rise if checked else None,
+                fall=health.fall if checked else None,
                 extras=check_extras(
-                    health, _backend_mode(desired, action.backend), fail_fast=server.fail_fast
-                ),
+                    health, backend.mode if backend else "http", fail_fast=server.fail_fast
+                )
+                if checked
+                else None,
+                track=track,
                 ssl=action.tls is not None,
                 verify=action.tls.verify if action.tls else True,
                 ca_file=self._cert_path(action.tls.ca_file)
@@ -370,9 +381,11 @@ class Driver:
         left: Sequence[RuntimeAction] = batch
         if isinstance(batch[0], AddServer):
             added = [a for a in batch if isinstance(a, AddServer)]
-            modes = {b.name: b.mode for b in desired.backends}
+            names = {a.backend for a in added}
+            backends = {b.name: b for b in desired.backends if b.name in names}
+            await self._lend_spares(added, backends)
             made: dict[tuple[object, ...], bulk.NewServer] = {}
-            new_servers = [self._new_server(a, modes.get(a.backend, "http"), made) for a in added]
+            new_servers = [self._new_server(a, backends.get(a.backend), made) for a in added]
             missed = await bulk.add_servers(self.runtime, new_servers)
             again = {(m.backend, m.name) for m in missed}
             left = [a for a in added if (a.backend, a.server.name) in again]
@@ -403,40 +416,80 @@ class Driver:
             )
         if left:
             await self._side_by_side([functools.partial(self._run, a, desired) for a in left])
+        if isinstance(batch[0], RemoveServer):
+            removed = [(a.backend, a.server) for a in batch if isinstance(a, RemoveServer)]
+            for checker, spare in self._checkers.untracked(removed):
+                # Nothing tracks it: back to maintenance, where it is not checked.
+                await self.runtime.set_server_state(checker, spare, ServerAdminState.MAINT)
+
+    async def _lend_spares(
+        self, added: Sequence[AddServer], backends: dict[str, ir.Backend]
+    ) -> None:
+        """Before route servers are added for an endpoint the loaded configuration does not
+        check, a spare checker server is given its address and put in service (its check is
+        on from the file), so they can track it (see agent.checkers)."""
+        for action in added:
+            backend = backends.get(action.backend)
+            spare = self._checkers.lend(backend, action.server) if backend else None
+            if spare is not None:
+                server = action.server
+                await self.runtime.set_server_addr(*spare, server.address, server.port)
+                await self.runtime.set_server_state(*spare, ServerAdminState.READY)
+                log.info("spare checker server lent", server="/".join(spare), to=server.name)
+
+    def _track(
+        self, name: str, backend: ir.Backend | None, server: ir.Server
+    ) -> tuple[str, str] | None:
+        """The checker server a server added at run time tracks: its endpoint's in the loaded
+        configuration, or a spare lent to it. None: it checks itself (agent or passive checks,
+        or no spare was left; 2.6 cannot track a dynamic server)."""
+        track = self._checkers.target(backend, server) if backend is not None else None
+        if track is not None:
+            self._checkers.tracking((name, server.name), track)
+        return track
 
     def _new_server(
-        self, action: AddServer, mode: str, made: dict[tuple[object, ...], bulk.NewServer]
+        self,
+        action: AddServer,
+        backend: ir.Backend | None,
+        made: dict[tuple[object, ...], bulk.NewServer],
     ) -> bulk.NewServer:
         """The pipelined form of an addition: the same `add server` line `_run` sends.
 
         An instance of a service that a thousand gateways route to is the same server in a
         thousand backends: its line is made (and checked) once, in `made`, and only the
         backend's name differs in the others'."""
-        server, health, tls = action.server, action.health, action.tls
-        same = (server, health, tls, mode)
+        server = action.server
+        track = self._track(action.backend, backend, server)
+        mode = backend.mode if backend is not None else "http"
+        same = (server, action.health, action.tls, mode, track)
         first = made.get(same)
         prefix = f"add server {first.backend}/" if first is not None else ""
         if first is not None and first.add_line.startswith(prefix):
             rest = first.add_line[len(prefix) :]
             line = f"add server {commands.proxy_name(action.backend)}/{rest}"
             return dataclasses.replace(first, backend=action.backend, add_line=line)
-        made[same] = self._made_server(action, mode)
+        made[same] = self._made_server(action, mode, track)
         return made[same]
 
-    def _made_server(self, action: AddServer, mode: str) -> bulk.NewServer:
+    def _made_server(
+        self, action: AddServer, mode: str, track: tuple[str, str] | None
+    ) -> bulk.NewServer:
         server, health, tls = action.server, action.health, action.tls
-        extras = check_extras(health, mode, fail_fast=server.fail_fast)
+        checked = track is None
+        extras = check_extras(health, mode, fail_fast=server.fail_fast) if checked else None
         line = commands.add_server(
             action.backend,
             server.name,
             server.address,
             server.port,
             server_weight=server.weight,
-            check=True,
-            inter_ms=health.interval_ms,
-            rise=health.rise,
-            fall=health.fall,
+            check=checked,
+            inter_ms=health.interval_ms if checked else None,
+            rise=health.rise if checked else None,
+            fall=health.fall if checked else None,
             extras=extras,
+            track=track,
             ssl=tls is not None,
             verify=tls.verify if tls else True,
             ca_file=self._cert_path(tls.ca_file) if tls and tls.ca_file else None,
@@ -449,7 +502,7 @@ class Driver:
             address=commands.address(server.address),
             port=server.port,
             add_line=line,
-            check=True,
+            check=checked,
             agent=extras is not None and extras.agent_port is not None,
         )
 

@@ -74,3 +74,26 @@ def crt_list_name(frontend: str) -> str:
 
 def redirect_name(bind: str, port: int) -> str:
     return f"redirect_{frontend_name(bind, port)}"
+
+
+# Checker backends (compiler.checks) start with this; a namespace has no '_', so no route
+# backend (`namespace.gateway.route.hash`) can be named like one.
+CHECKER_PREFIX = "mg_checks."
+
+
+def checker_backend_name(profile_digest: str) -> str:
+    """The hidden backend that health-checks every instance sharing one check profile."""
+    return f"{CHECKER_PREFIX}{profile_digest}"
+
+
+def checked_server_name(address: str, port: int, netns: str | None) -> str:
+    """A checker backend's server for one instance endpoint: readable address and port, and a
+    hash of the exact endpoint (slugs of two addresses may be equal, netns is not shown)."""
+    digest = short_hash(address, str(port), netns or "", length=8)
+    return f"{slug(address)}_{port}.{digest}"
+
+
+def spare_server_name(number: int) -> str:
+    """A checker's spare server (compiler.checks). An endpoint's name always has `_<port>.`,
+    so none is named like a spare."""
+    return f"spare{number}"

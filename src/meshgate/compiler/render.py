@@ -7,10 +7,12 @@ from pathlib import PurePosixPath
 
 import jinja2
 
-from meshgate.compiler import ir, policies
+from meshgate.compiler import checks, ir, policies
 from meshgate.compiler.rules import (
     backend_lines,
     balance_directive,
+    check_lines,
+    checker_server_options,
     frontend_rules,
     server_options,
     switching_rules,
@@ -53,9 +55,28 @@ def server_endpoint(server: ir.Server) -> str:
 
 
 def _server_options(backend: ir.Backend, server: ir.Server, certs: str) -> str:
-    words = [server_options(backend, server)]
+    words = [server_options(backend, server, checks.tracked(backend, server))]
     if backend.tls is not None:
         words += server_tls_words(backend.tls, certs)
+    return " ".join(words)
+
+
+def _checker_lines(checker: checks.Checker) -> list[str]:
+    """A checker backend's directives after its mode line (see compiler.checks)."""
+    profile = checker.profile
+    lines = []
+    if profile.timeout_connect_ms:
+        lines.append(f"timeout connect {profile.timeout_connect_ms}ms")
+    return lines + check_lines(profile.health)
+
+
+def _checker_server_options(
+    profile: checks.Profile, endpoint: checks.Endpoint | None, certs: str
+) -> str:
+    """A checker server's options; `endpoint` None for a spare (no network namespace)."""
+    words = [checker_server_options(profile.health, endpoint.netns if endpoint else None)]
+    if profile.tls is not None:
+        words += server_tls_words(profile.tls, certs)
     return " ".join(words)
 
 
@@ -68,6 +89,11 @@ def render_config(dataplane: ir.DataPlane) -> str:
         settings=dataplane.settings,
         frontends=dataplane.frontends,
         backends=dataplane.backends,
+        checkers=checks.checkers(dataplane.backends),
+        checker_lines=_checker_lines,
+        checker_server_options=lambda profile, endpoint: _checker_server_options(
+            profile, endpoint, certs
+        ),
         switching_rules=switching_rules,
         frontend_rules=lambda frontend: frontend_rules(frontend, directory),
         backend_lines=backend_lines,

@@ -279,6 +279,7 @@ def add_server(
     ca_file: str | None = None,
     sni: str | None = None,
     backup: bool = False,
+    track: tuple[str, str] | None = None,
 ) -> str:
     """`add server` with the keywords HAProxy 2.6 accepts for dynamic servers.
 
@@ -289,10 +290,18 @@ def add_server(
     With `ssl`, the server speaks TLS: `verify` its certificate against `ca_file` (a CA file
     2.6 must already have loaded: it loads none for a dynamic server), and send `sni`, also
     to health checks.
+
+    With `track` (backend, server), the new server follows that server's health instead of
+    being checked itself; 2.6 only tracks a server of the configuration file, never a
+    dynamic one.
     """
     words = [f"add server {_server_ref(backend, server)} {address(addr)}:{port(port_number)}"]
     if server_weight is not None:
         words.append(f"weight {weight(server_weight)}")
+    if track is not None:
+        if check:
+            raise UnsafeRuntimeArgument("track", track, "a tracking server has no check")
+        words.append(f"track {_server_ref(*track)}")
     if check:
         words.append("check")
     elif inter_ms is not None or rise is not None or fall is not None:

@@ -265,6 +265,7 @@ class RuntimeClient:
         ca_file: str | None = None,
         sni: str | None = None,
         backup: bool = False,
+        track: tuple[str, str] | None = None,
     ) -> ServerState:
         """Add a dynamic server and put it in service; returns its state as read back.
 
@@ -276,7 +277,7 @@ class RuntimeClient:
             backend, name, address, port,
             server_weight=weight, check=check, inter_ms=inter_ms, rise=rise, fall=fall,
             extras=extras,
-            ssl=ssl, verify=verify, ca_file=ca_file, sni=sni, backup=backup,
+            ssl=ssl, verify=verify, ca_file=ca_file, sni=sni, backup=backup, track=track,
         )  # fmt: skip
         expected_addr = commands.address(address)
         try:

@@ -1,0 +1,88 @@
+"""Which checker server a route server added at run time tracks (agent.checkers): the loaded
+configuration's, a spare lent to a new endpoint, or none (it checks itself)."""
+
+from __future__ import annotations
+
+from meshgate.agent.checkers import CheckerServers
+from meshgate.compiler import DesiredState, checks, compile_state, ir
+from meshgate.model import Gateway, Service, validate_resource
+
+SETTINGS = ir.Settings(run_dir="/run/mg")
+
+
+def plane(*instances: str, gateways: int = 2, **fields: object) -> ir.DataPlane:
+    service = validate_resource(
+        {"kind": "service", "name": "a", "instances": list(instances), **fields}
+    )
+    found = [
+        validate_resource({"kind": "gateway", "name": f"g{i}", "port": 8000 + i,
+                           "routes": {"a": {}}})
+        for i in range(gateways)
+    ]  # fmt: skip
+    assert isinstance(service, Service)
+    state = DesiredState(gateways=[g for g in found if isinstance(g, Gateway)], services=[service])
+    return compile_state(state, SETTINGS).dataplane
+
+
+def servers(dataplane: ir.DataPlane, address: str) -> list[tuple[ir.Backend, ir.Server]]:
+    return [(b, s) for b in dataplane.backends for s in b.servers if s.address == address]
+
+
+def test_an_endpoint_of_the_loaded_configuration_is_tracked_without_a_spare() -> None:
+    loaded = plane("10.0.0.1:80")
+    state = CheckerServers()
+    state.loaded(loaded.backends)
+    for backend, server in servers(loaded, "10.0.0.1"):
+        assert state.lend(backend, server) is None
+        assert state.target(backend, server) == checks.tracked(backend, server)
+
+
+def test_a_new_endpoint_borrows_one_spare_for_all_its_route_servers_and_gives_it_back() -> None:
+    state = CheckerServers()
+    state.loaded(plane("10.0.0.1:80").backends)
+    now = plane("10.0.0.1:80", "10.0.0.2:80")
+    new = servers(now, "10.0.0.2")
+    assert len(new) == 2
+    assert state.target(*new[0]) is None  # nothing lent yet
+    spare = state.lend(*new[0])
+    assert spare is not None and spare[1] == "spare0"
+    assert state.lend(*new[1]) is None  # the same endpoint: already lent
+    for backend, server in new:
+        assert state.target(backend, server) == spare
+        state.tracking((backend.name, server.name), spare)
+    first, second = ((b.name, s.name) for b, s in new)
+    assert state.untracked([first]) == []  # still tracked by the other route's server
+    assert state.untracked([second]) == [spare]
+    assert state.target(*new[0]) is None
+    assert state.lend(*new[0]) is not None  # free again
+
+
+def test_without_a_free_spare_a_new_endpoint_checks_itself() -> None:
+    state = CheckerServers()
+    state.loaded(plane("10.0.0.1:80").backends)  # a checker with MIN_SPARES spares
+    now = plane("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80")
+    lent = [state.lend(*servers(now, f"10.0.0.{i}")[0]) for i in (2, 3, 4)]
+    assert lent[:2] != [None, None] and lent[2] is None
+    assert state.target(*servers(now, "10.0.0.4")[0]) is None
+
+
+def test_an_adopted_haproxy_lends_no_spare_and_a_reload_frees_them_all() -> None:
+    state = CheckerServers()
+    state.loaded(plane("10.0.0.1:80").backends, spares=False)
+    now = plane("10.0.0.1:80", "10.0.0.2:80")
+    new = servers(now, "10.0.0.2")[0]
+    assert state.lend(*new) is None  # an earlier agent may have lent them
+    state.loaded(plane("10.0.0.1:80").backends)
+    assert state.lend(*new) is not None
+    state.loaded(now.backends)  # the reload gave the endpoint its own server
+    assert state.lend(*new) is None
+    assert state.target(*new) == checks.tracked(*new)
+
+
+def test_agent_checks_never_borrow() -> None:
+    state = CheckerServers()
+    check = {"type": "agent", "port": 9999}
+    state.loaded(plane("10.0.0.1:80", health_check=check).backends)
+    now = plane("10.0.0.1:80", "10.0.0.2:80", health_check=check)
+    new = servers(now, "10.0.0.2")[0]
+    assert state.lend(*new) is None and state.target(*new) is None
