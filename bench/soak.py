@@ -20,6 +20,13 @@ With --tracemalloc the churn node traces Python allocations from the first chang
 (MESHGATE_TRACEMALLOC, see `meshgate.memory_debug`): a snapshot is taken after warm-up and at
 the end, and the allocation sites that grew most in between are printed.
 
+With --memstats each node writes a line of what holds its memory every 10 s
+(MESHGATE_MEMSTATS, see `meshgate.memory_debug`): each sample also shows what glibc's malloc
+holds in use and free and what Python's small-object arenas do; the report gives their slopes
+beside RSS's. RSS that grows while the memory in use does not is an allocator keeping freed
+memory. Allocator settings (MALLOC_ARENA_MAX=2,
+PYTHONMALLOC=malloc, MESHGATE_MEMSTATS_TRIM=1) pass to the nodes through the environment.
+
     .venv/bin/python bench/soak.py                                   # 10 minutes, 2 warm-up
     .venv/bin/python bench/soak.py --duration 1800 --warmup 300      # the 30-minute soak
     .venv/bin/python bench/soak.py --duration 420 --tracemalloc --no-baseline
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import random
 import re
@@ -105,6 +113,7 @@ class Sample:
     at_s: float  # since the changes began
     node_mb: float
     haproxy_mb: float
+    heap: dict[str, Any] | None = None  # the node's last MESHGATE_MEMSTATS line (--memstats)
 
 
 @dataclasses.dataclass
@@ -239,8 +248,25 @@ class Soaked:
         self.samples: list[Sample] = []
         self.churn: Churn | None = None
 
+    @property
+    def memstats(self) -> Path:
+        return self.node.data_dir / "memstats.jsonl"
+
+    def last_heap_line(self) -> dict[str, Any] | None:
+        try:
+            lines = self.memstats.read_text().splitlines()
+        except OSError:
+            return None
+        line: dict[str, Any] | None = json.loads(lines[-1]) if lines else None
+        return line
+
     def start(self) -> None:
-        self.node.start(timeout=60)
+        if self.args.memstats:
+            os.environ["MESHGATE_MEMSTATS"] = str(self.memstats)
+        try:
+            self.node.start(timeout=60)
+        finally:
+            os.environ.pop("MESHGATE_MEMSTATS", None)
         docs = documents(self.args.gateways, self.port, self.backends)
         self.node.api.post("/api/v1/apply", json=docs, timeout=600).raise_for_status()
         last = f"h{self.args.gateways - 1}.soak.test"
@@ -271,6 +297,8 @@ class Soaked:
     def sample(self, at_s: float) -> Sample:
         self.node.process.check_running()
         row = Sample(at_s, rss_mb(self.node.node_pids()), rss_mb(self.node.haproxy_pids()))
+        if self.args.memstats:
+            row.heap = self.last_heap_line()
         self.samples.append(row)
         return row
 
@@ -292,6 +320,38 @@ def slope_mb_per_min(samples: Sequence[Sample], attribute: str) -> float:
     if spread == 0:
         return float("nan")
     return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
+
+
+def heap_mb(sample: Sample, key: str) -> float:
+    value = (sample.heap or {}).get(key)
+    return float(value) / 2**20 if isinstance(value, int) else float("nan")
+
+
+def heap_cells(sample: Sample) -> str:
+    if sample.heap is None:
+        return ""
+    small = (
+        f"pymalloc in use {heap_mb(sample, 'pymalloc_in_use'):6.1f} "
+        f"free {heap_mb(sample, 'pymalloc_free'):6.1f} MB"
+    )
+    traced = f", traced {heap_mb(sample, 'traced'):6.1f} MB" if "traced" in sample.heap else ""
+    return (
+        f" [malloc in use {heap_mb(sample, 'malloc_in_use'):6.1f} "
+        f"free {heap_mb(sample, 'malloc_free'):6.1f} MB, {small}{traced}]"
+    )
+
+
+def heap_report(soaked: Soaked, args: argparse.Namespace) -> None:
+    """Slopes of what the allocator holds after warm-up."""
+    busy = [s for s in soaked.samples if args.warmup <= s.at_s <= args.duration and s.heap]
+    if len(busy) < 2:
+        return
+    slopes = []
+    keys = ("malloc_in_use", "malloc_free", "pymalloc_in_use", "pymalloc_free", "traced")
+    for key in keys:
+        series = [Sample(s.at_s, heap_mb(s, key), 0) for s in busy]
+        slopes.append(f"{key} {slope_mb_per_min(series, 'node_mb'):+.3f}")
+    print(f"  {soaked.name} after warm-up, per minute: " + ", ".join(slopes))
 
 
 def milestones(samples: Sequence[Sample], warmup_s: float, every_s: float) -> list[Sample]:
@@ -341,6 +401,7 @@ def report(nodes: Sequence[Soaked], args: argparse.Namespace) -> None:
         print(line)
         if counts is not None:
             print(f"  {counts}")
+        heap_report(soaked, args)
     if len(nodes) == 2:
         churned, baseline = (
             [s for s in n.samples if args.warmup <= s.at_s <= args.duration] for n in nodes
@@ -429,6 +490,7 @@ def run(workdir: Path, args: argparse.Namespace) -> int:
                     f"t={now:6.0f}s "
                     + "  ".join(
                         f"{n.name} meshgate {c.node_mb:7.1f} MB haproxy {c.haproxy_mb:7.1f} MB"
+                        + heap_cells(c)
                         for n, c in zip(nodes, cells, strict=True)
                     )
                     + f"  (load {load_average()})",
@@ -465,6 +527,7 @@ def main() -> int:
     parser.add_argument("--requests-per-tick", type=int, default=2, help="10 ticks a second")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--tracemalloc", action="store_true", help="trace the churn node")
+    parser.add_argument("--memstats", action="store_true", help="nodes log their heap")
     parser.add_argument("--top", type=int, default=15, help="allocation sites shown")
     parser.add_argument("--node-arg", action="append", default=[], help="extra `up` argument")
     parser.add_argument("--keep", action="store_true")

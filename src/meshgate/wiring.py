@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import tracemalloc
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
+from meshgate import memory_debug
 from meshgate.agent import Agent, Driver
 from meshgate.agent.health import InstanceHealth, poll_health
 from meshgate.compiler import ir
@@ -83,6 +86,9 @@ class DataPlane:
     async def start(self) -> None:
         """Adopt the HAProxy an earlier meshgate left running on this run dir, if any; then
         listen for its request lines."""
+        # Allocation snapshots (a leak hunt only) wait for a moment between two stats polls.
+        if tracemalloc.is_tracing() or os.environ.get(memory_debug.ENVIRONMENT):
+            memory_debug.snapshot_between(self.stats.between_polls)
         if await self.supervisor.adopt():
             log.info("adopted the running HAProxy", master=self.supervisor.master_pid)
         if self.receiver is not None:

@@ -114,7 +114,10 @@ class Churn(threading.Thread):
 
 
 def snapshot(node: Node, directory: Path) -> tracemalloc.Snapshot:
-    """Have the node write an allocation snapshot (SIGUSR2) and load it."""
+    """Have the node write an allocation snapshot (SIGUSR2) and load it. The node takes it
+    between two stats polls, after a garbage collection (`memory_debug.snapshot_between`): one
+    taken while a poll parses holds that poll's rows beside the last poll's, hundreds of kB
+    that live for a moment."""
     before = set(directory.glob("*.tracemalloc"))
     assert node.process is not None
     os.kill(node.process.pid, signal.SIGUSR2)
@@ -132,9 +135,9 @@ def traced_total(taken: tracemalloc.Snapshot) -> int:
 
 
 def settled_snapshot(node: Node, directory: Path) -> tracemalloc.Snapshot:
-    """The smaller of two snapshots a second apart: one taken while a stats poll is parsing
-    holds that poll's rows beside the last poll's (hundreds of kB that live for a moment), and
-    a poll in flight at both moments is unlikely. Both ends of the measurement are taken so."""
+    """The smaller of two snapshots a second apart. Each is taken between polls, but a change
+    on its way to HAProxy (a map replaced in batches, a pass's compile) may be in flight at
+    one moment; at both is unlikely. Both ends of the measurement are taken so."""
     taken = [snapshot(node, directory)]
     time.sleep(1.0)
     taken.append(snapshot(node, directory))

@@ -136,3 +136,22 @@ def test_certificates_are_an_input_of_their_port() -> None:
     second = resource(**CA.issue("a.example.com", "www.a.example.com").document("site"))
     site = gw("a", 8443, {"[10.0.0.9:80]": {}}, tls={"certificates": ["site"]})
     walk(state(first, site), state(second, site), state(site), state(first, site))
+
+
+def test_a_recompiled_gateway_keeps_its_slots_while_its_weights_are_the_same() -> None:
+    """A registration recompiles every gateway routing to the service; their 100 slot entries
+    are the ones kept from before, not equal copies, until a weight changes."""
+    routes = {"api": {"weight": 70}, "web": {"weight": 30}}
+    one = [Instance(address="10.0.0.5", port=80, id="r1")]
+    base = (svc(), svc("web"), gw("a", routes=routes))
+    memo = walk(state(*base))
+    slots_before = memo.gateways.previous(("default", "a")).slots  # type: ignore[union-attr]
+    assert len(slots_before) == 100
+    with_memo = compile_state(state(*base, api=one), SETTINGS, memo)
+    assert with_memo == compile_state(state(*base, api=one), SETTINGS)
+    part = memo.gateways.previous(("default", "a"))
+    assert part is not None and part.slots is slots_before
+    changed = {"api": {"weight": 60}, "web": {"weight": 40}}
+    compile_state(state(svc(), svc("web"), gw("a", routes=changed), api=one), SETTINGS, memo)
+    part = memo.gateways.previous(("default", "a"))
+    assert part is not None and part.slots != slots_before

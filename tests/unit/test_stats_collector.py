@@ -359,3 +359,21 @@ def test_servers_and_backends_gone_from_every_process_are_forgotten_after_ten_se
     assert set(tally._history) == {BE}
     book.forget_servers(tally.forgotten_servers)
     assert [server for _, server, _ in book.cumulative()] == ["a"]
+
+
+async def test_route_readings_keep_one_key_tuple_per_route_across_reads() -> None:
+    """The route history keeps ten minutes of records: each must not hold its own copy of
+    every route's key."""
+    from meshgate.rollouts.source import AllRoutes
+
+    reader, clock = FakeReader(), Clock()
+    running = dataplane()
+    collector = StatsCollector(reader, lambda: running, latency=LatencyBook(), clock=clock)  # type: ignore[arg-type]
+    reader.workers, reader.rows = [100], {100: [backend_row(4)]}
+    routes = AllRoutes(collector, max_age_s=0.0)
+    first = await routes.read()
+    clock.now, reader.rows = 5.0, {100: [backend_row(9)]}
+    second = await routes.read()
+    assert list(first) == list(second) == [("default", "gw", "v1")]
+    assert next(iter(first)) is next(iter(second))
+    assert first[("default", "gw", "v1")] != second[("default", "gw", "v1")]  # counts moved

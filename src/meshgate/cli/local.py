@@ -313,7 +313,7 @@ def up(
 ) -> None:
     """Run the store, the API, the agent and HAProxy on this machine until interrupted."""
     # Imported here: the node pulls in uvicorn and the agent, which no other command needs.
-    from meshgate.memory_debug import trace_if_asked
+    from meshgate.memory_debug import stats_if_asked, trace_if_asked
     from meshgate.node import NodeOptions, run_node
 
     if access_log and not latency:
@@ -355,6 +355,7 @@ def up(
         raise click.BadParameter("must be at least 1s", param_hint="--anomaly-window")
     configure_logging(log_format, log_level)
     trace_if_asked()
+    stats_if_asked()
     try:
         asyncio.run(run_node(options))
     except KeyboardInterrupt:

@@ -116,8 +116,9 @@ def _patched(state: DesiredState, settings: ir.Settings, memo: CompileMemo) -> C
         part = memo.gateways.lookup(key, inputs)
         if part is None:
             part = _compile_gateway(
-                gateway, targets, last.services_by_key, last.served, state.registered, state.node
-            )
+                gateway, targets, last.services_by_key, last.served, state.registered, state.node,
+                previous=memo.gateways.previous(key),
+            )  # fmt: skip
             memo.gateways.store(key, inputs, part)
             memo.made += 1
         return part
@@ -224,8 +225,9 @@ def _compile_all(
         part = memo.gateways.lookup(key, inputs)
         if part is None:
             part = _compile_gateway(
-                gateway, targets, services, served, state.registered, state.node
-            )
+                gateway, targets, services, served, state.registered, state.node,
+                previous=memo.gateways.previous(key),
+            )  # fmt: skip
             memo.gateways.store(key, inputs, part)
             memo.made += 1
         parts[key] = part
@@ -297,7 +299,13 @@ def _compile_gateway(
     gateways: Mapping[Key, Gateway],
     registered: Mapping[Key, Sequence[Instance]],
     node: NodeIdentity | None = None,
+    *,
+    previous: CompiledGateway | None = None,
 ) -> CompiledGateway:
+    """One gateway's share. `previous`, its last share, lends the weights and slots when
+    they come out equal: an instance registered or lapsing recompiles every gateway routing
+    to its service, and building each one's 100 slot entries afresh every time (20,000
+    tuples and strings for 200 gateways) was most of what a registration allocated to keep."""
     gateway_id = naming.gateway_id(gateway.namespace, gateway.name)
     sticky = gateway.sticky_mode
     pins_route = sticky in ("route", "instance")
@@ -379,7 +387,10 @@ def _compile_gateway(
     weight_of = gateway.route_weights()
     route_weights = [(b.name, weight_of[b.route.route]) for b in backends]
     weights = tuple((name, str(weight)) for name, weight in route_weights)
-    slots = weight_slots(gateway_id, route_weights)
+    if previous is not None and previous.weights == weights:
+        weights, slots = previous.weights, previous.slots
+    else:
+        slots = weight_slots(gateway_id, route_weights)
     return CompiledGateway(
         rules, tuple(backends), statuses, weights, slots, GatewayResult(routes=statuses)
     )

@@ -29,6 +29,12 @@ class Memo(Generic[K, V]):
         self.misses += 1
         return None
 
+    def previous(self, key: K) -> V | None:
+        """The last value stored for `key`, whatever its inputs were: parts of it that a new
+        value would build equal can be taken from it instead."""
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None else None
+
     def store(self, key: K, inputs: tuple[object, ...], value: V) -> V:
         self._entries[key] = (inputs, value)
         return value

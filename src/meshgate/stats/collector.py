@@ -94,6 +94,11 @@ class StatsCollector:
                 await self.keeper.update(snapshot, self.workers)
             await asyncio.sleep(self.next_interval())
 
+    def between_polls(self) -> asyncio.Lock:
+        """Held by one poll from start to end: whoever holds it sees no poll half-done (memory
+        snapshots, `memory_debug.snapshot_between`)."""
+        return self._lock
+
     def next_interval(self) -> float:
         wanted = OLD_WORKER_POLL_S if self.snapshot.old_workers else self.interval_s
         return max(wanted, COST_FACTOR * self.poll_seconds)
