@@ -128,7 +128,7 @@ SECTION_LINES = [
     r" if !\{ var\(txn\.mg_pinned\) -m str r[0-9a-f]{8} \}",
     r"use_backend %\[var\(txn\.mg_be\)\]",
     rf"use_backend (?P<backend>{NAME}) if \{{ var\(txn\.mg_be\) -m str (?P=backend) \}}",
-    rf"# gateway [a-z0-9-]+/{RESOURCE}",
+    rf"# gateway [a-z0-9-]+/{RESOURCE}(: routes unavailable)?",
     rf"# [a-z0-9-]+/{RESOURCE} route {ROUTE}",
     r"mode (?:http|tcp)",
     r"bind [0-9a-fA-F.:]+:[0-9]+",

@@ -101,12 +101,22 @@ def frontend_rules(frontend: ir.Frontend, maps_dir: str) -> list[str]:
                 f'{keyword} return status 404 content-type text/plain string "no gateway serves'
                 f' this host" if {NO_GATEWAY}'
             )
+    # Each gateway's rules up to its fast path come first, one gateway after another, and the
+    # fallbacks (a route with no server up) of all of them after: a request to a gateway
+    # passes the other gateways' rules by their guards, so on a port of many virtual hosts it
+    # passes one rule per plain gateway before it rather than all of their fallback rules.
+    # Every rule is guarded by its gateway, so a gateway's own rules keep their order.
+    fallbacks: list[str] = []
     for gateway in frontend.gateways:
         guard = (f"{{ var(txn.mg_gw) -m str {gateway.gateway_id} }}",) if shared else ()
         lines.append(f"# gateway {gateway.namespace}/{gateway.name}")
         if gateway.policy is not None:
             lines += policies.request_rules(gateway.policy, keyword, guard, maps_dir, 0)
-        lines += gateway_rules(gateway, keyword, guard, maps_dir)
+        choosing, fallback = gateway_rules(gateway, keyword, guard, maps_dir)
+        lines += choosing
+        fallbacks.append(f"# gateway {gateway.namespace}/{gateway.name}: routes unavailable")
+        fallbacks += fallback
+    lines += fallbacks
     if frontend.mode == "http":
         lines.append(
             f'{keyword} return status 503 content-type text/plain string "no route available"'
@@ -119,7 +129,9 @@ def frontend_rules(frontend: ir.Frontend, maps_dir: str) -> list[str]:
 
 def gateway_rules(
     gateway: ir.GatewayRules, keyword: str, guard: tuple[str, ...], maps_dir: str
-) -> list[str]:
+) -> tuple[list[str], list[str]]:
+    """A gateway's rules in two parts: those that choose while every route is available
+    (pins, conditions, the fast path), and the fallback that weighs the routes still usable."""
     set_backend = f"{keyword} set-var(txn.mg_be)"
     lines: list[str] = []
 
@@ -146,8 +158,8 @@ def gateway_rules(
 
     if lines:  # a pin or a condition chose: the weighted choice below must not run
         lines.append(f"{keyword} {done(keyword)} if {CHOSEN}")
-    lines += weighted_rules(gateway, keyword, guard, maps_dir)
-    return lines
+    fast, fallback = weighted_rules(gateway, keyword, guard, maps_dir)
+    return [*lines, *fast], fallback
 
 
 def done(keyword: str) -> str:
@@ -158,14 +170,15 @@ def done(keyword: str) -> str:
 
 def weighted_rules(
     gateway: ir.GatewayRules, keyword: str, guard: tuple[str, ...], maps_dir: str
-) -> list[str]:
+) -> tuple[list[str], list[str]]:
     """Pick a route by weight among the usable routes.
 
     While all routes are available, the slots map picks at once. Otherwise the first pass
     keeps a running sum of the usable routes' weights and notes where each route's share ends
     (txn.mg_cN); the draw is then below the end of exactly one share, and the first route
     whose share ends above it is chosen. A route left out has no end noted, so it is never
-    chosen. One map lookup per route and one rule per route per pass.
+    chosen. One map lookup per route and one rule per route per pass. Returned apart: the
+    fast path, and the fallback for when a route is unavailable.
     """
     weights = f"{maps_dir}/{ir.WEIGHTS_MAP}"
     draw = "src,crc32(1)" if gateway.sticky == "source" else "rand"
@@ -200,8 +213,7 @@ def weighted_rules(
         # split by weight alone, and a route that really has no instance answers 503 itself.
         return f"{when(available(choice.backend))} || {when(STOPPING)}"
 
-    lines = [*fast]
-    lines.append(f"{keyword} set-var(txn.mg_sum) int(0) if {when()}")
+    lines = [f"{keyword} set-var(txn.mg_sum) int(0) if {when()}"]
     for number, choice in enumerate(gateway.choices):
         lines += [
             f"{keyword} set-var(txn.mg_sum) str({choice.backend}),map_str_int({weights},0),"
@@ -217,7 +229,7 @@ def weighted_rules(
         f" if {when(f'{{ var(txn.mg_pick),sub(txn.mg_c{number}) -m int lt 0 }}')}"
         for number, choice in enumerate(gateway.choices)
     ]
-    return lines
+    return fast, lines
 
 
 def balance_directive(balance: str) -> str:
