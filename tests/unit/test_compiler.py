@@ -415,6 +415,29 @@ def test_host_lookup_ignores_the_port_and_case() -> None:
     ]
 
 
+def test_a_request_passes_one_rule_per_plain_gateway_before_its_own() -> None:
+    """On a port of many virtual hosts every gateway's fast path comes before any gateway's
+    fallback: the rules a request passes grow by one per gateway before its own, not by all of
+    their rules. A gateway's own rules keep their order (fast path, then its fallback)."""
+    two_routes = {"[127.0.0.1:8081]": {"weight": "60%"}, "[127.0.0.1:8082]": {"weight": "40%"}}
+    names = [f"g{i}" for i in range(6)]
+    text = config(
+        *(
+            gateway(name, 8080, virtual_hosts=f"{name}.example.com", routes=two_routes)
+            for name in names
+        )
+    )
+    rules = [r for r in frontend_section(text, "frontend port_8080") if not r.startswith("#")]
+    fast = [i for i, rule in enumerate(rules) if rule.startswith("http-request allow if")]
+    fallback = [i for i, rule in enumerate(rules) if "set-var(txn.mg_sum) int(0)" in rule]
+    assert len(fast) == len(fallback) == len(names)
+    assert fast == list(range(fast[0], fast[0] + len(names)))  # one rule each, back to back
+    assert max(fast) < min(fallback)
+    for ahead, behind in zip(fast, fallback, strict=True):
+        gateway_id = rules[ahead].split("-m str ")[1].split(" ")[0]
+        assert gateway_id in rules[behind]
+
+
 def test_no_host_maps_when_no_gateway_on_the_port_has_virtual_hosts() -> None:
     result = compiled(gateway("a", 8080), gateway("b", 8081, virtual_hosts="b.example.com"))
     assert [m.name for m in result.dataplane.maps] == [
