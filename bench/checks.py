@@ -40,6 +40,7 @@ from bench.common import (
     machine_line,
     median,
     meshgate_version,
+    rss_mb,
     run_in_workdir,
     tool_version,
 )
@@ -126,15 +127,6 @@ def write_config(run_dir: Path, state: DesiredState, layout: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return run_dir / "haproxy.cfg"
-
-
-def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
 
 
 def one_round(

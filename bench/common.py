@@ -219,6 +219,19 @@ def process_name(pid: int) -> str:
         return ""
 
 
+def rss_mb(pids: Sequence[int]) -> float:
+    """Resident memory of the processes (VmRSS), in MB; processes gone count 0."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^VmRSS:\s+(\d+)", status, re.MULTILINE)
+        total += int(match.group(1)) if match else 0
+    return total / 1024
+
+
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -53,6 +53,7 @@ from bench.common import (
     median,
     meshgate_binary,
     meshgate_version,
+    rss_mb,
     run_in_workdir,
     run_wrk,
     tool_version,
@@ -74,18 +75,6 @@ def documents(count: int, layout: str, backend: int, base_port: int) -> list[dic
         {"name": f"g{i}", "port": f"{base_port + i}/http", "bind": LOOPBACK, "routes": target}
         for i in range(count)
     ]
-
-
-def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        match = re.search(r"^VmRSS:\s+(\d+)", status, re.MULTILINE)
-        total += int(match.group(1)) if match else 0
-    return total / 1024
 
 
 def served(port: int, host: str | None) -> bool:

@@ -39,7 +39,6 @@ import dataclasses
 import json
 import os
 import random
-import re
 import signal
 import sys
 import threading
@@ -64,6 +63,7 @@ from bench.common import (
     load_average,
     machine_line,
     meshgate_version,
+    rss_mb,
     run_in_workdir,
     tool_version,
     wait_until,
@@ -71,19 +71,6 @@ from bench.common import (
 
 SERVICES = 10
 BACKENDS = ("v1", "v2", "v3", "v4")
-
-
-def rss_mb(pids: Sequence[int]) -> float:
-    """Resident memory of the processes (VmRSS), in MB; processes gone count 0."""
-    total = 0
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        match = re.search(r"^VmRSS:\s+(\d+)", status, re.MULTILINE)
-        total += int(match.group(1)) if match else 0
-    return total / 1024
 
 
 def gateway(index: int, port: int) -> dict[str, Any]:
