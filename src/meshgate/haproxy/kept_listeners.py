@@ -9,10 +9,9 @@ these same sockets (matched to its `bind` lines by address) and accepts them.
 
 The copy is taken from the worker itself, through its admin socket (`stats socket ... expose-fd
 listeners`), after every start, reload and adoption: ports a reload adds are kept, ports it
-removes are let go (a port nobody serves must refuse, not queue). The master re-executes itself
-with the arguments it was started with, and our `-x` comes after the `-x sockpair@` it adds for
-its current worker, so every reload takes its sockets from here too: the same kernel sockets the
-current worker listens on, which is why the copy must be current before the next reload.
+removes are let go (a port nobody serves must refuse, not queue). Only a fresh start reads `-x`:
+on a reload the master drops it from its arguments and passes its current worker's sockets to
+the new one itself (`-x sockpair@`), as before.
 """
 
 from __future__ import annotations
@@ -205,7 +204,7 @@ class KeptListeners:
             with conn:
                 conn.setblocking(True)
                 socket_transfer.give(conn, given, self.timeout)
-            log.info("passed %d listening sockets to a starting HAProxy", len(given))
+            log.info("passed %d kept listening sockets to a starting HAProxy", len(given))
         except (OSError, TransferError) as error:
             log.warning("could not pass listening sockets to HAProxy: %s", error)
         finally:

@@ -219,7 +219,6 @@ class HaproxySupervisor:
             self._process = adopted.AdoptedMaster(pid)
             self.adopted = True
             self._stopping = False
-            # Its master reloads with `-x` naming our socket: serve it before any reload.
             await self._listeners.serve()
             await self._keep_listeners()
             self._watch_task = asyncio.create_task(self._watch(), name="haproxy-watchdog")
@@ -242,7 +241,7 @@ class HaproxySupervisor:
             raise NotRunning("HAProxy is not running; start it first")
         before = await self._proc()
         await self._dump_server_state()
-        await self._settle_listeners()  # the new worker takes its sockets from our copy
+        await self._settle_listeners()  # one copy at a time, each of the worker it follows
         mark = self._output_count
         os.replace(staged, self._active)
         try:
@@ -263,7 +262,8 @@ class HaproxySupervisor:
             _replace_with_copy(self._last_good, self._active)
             raise
         _replace_with_copy(self._active, self._last_good)
-        # Taken in the background: the reload is done, and the next one waits for the copy.
+        # Taken in the background: the reload is done; a crash before the copy is taken
+        # restarts with the previous one (the ports this reload added would then be bound anew).
         self._keeping = asyncio.create_task(self._keep_listeners(), name="keep-listeners")
         result = ReloadResult(
             worker_pid=worker_pid,
@@ -284,7 +284,7 @@ class HaproxySupervisor:
                 await self._watch_task
             self._watch_task = None
         async with self._lock:
-            await self._settle_listeners(cancel=True)
+            await self._settle_listeners()
             process = self._process
             if process is not None:
                 await self._terminate(process)
@@ -310,8 +310,8 @@ class HaproxySupervisor:
             self._output_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._output_task
-        # HAProxy keeps its own copies; the next meshgate serves `-x` again when it adopts.
-        await self._settle_listeners(cancel=True)
+        # HAProxy keeps its own copies; the next meshgate takes a copy again when it adopts.
+        await self._settle_listeners()
         await self._listeners.close()
         if self.running:
             log.info("leaving HAProxy master %d serving", self.master_pid)
@@ -443,15 +443,13 @@ class HaproxySupervisor:
             return
         log.debug("keeping %d listening sockets of HAProxy", count)
 
-    async def _settle_listeners(self, *, cancel: bool = False) -> None:
-        """Wait for (or cancel) the copy being taken after the last reload."""
+    async def _settle_listeners(self) -> None:
+        """Wait for the copy being taken after the last reload (bounded by its timeout; not
+        cancelled: the sockets a cancelled copy received would stay open unowned)."""
         task, self._keeping = self._keeping, None
-        if task is None:
-            return
-        if cancel:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _dump_server_state(self) -> None:
         """Save servers' state (weights, health, maintenance) for the next configuration to
