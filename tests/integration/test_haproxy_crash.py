@@ -124,10 +124,19 @@ async def test_ports_a_reload_adds_are_kept_and_those_it_removes_refuse(tmp_path
             '    http-request return status 200 content-type text/plain string "static"\n'
         )
         config = write_config(layout, render_config(layout, echoes=("a",), extra=extra))
+        removed = ("127.0.0.1", layout.echo_port("b"))
+        assert removed in supervisor.kept_addresses()
         await supervisor.reload(config)
-        await supervisor.reload(config)  # waits for the sockets kept after the first one
+        # The copy follows the new worker once the old one has stopped accepting (`grace`).
+        await _until(
+            lambda: (
+                ("127.0.0.1", added) in supervisor.kept_addresses()
+                and removed not in supervisor.kept_addresses()
+            ),
+            5,
+        )
         with pytest.raises(ConnectionRefusedError):
-            await asyncio.to_thread(http_get, layout.echo_port("b"))
+            await asyncio.to_thread(http_get, removed[1])
         await _kill_under_load(supervisor, added, master=False)
 
 

@@ -159,7 +159,7 @@ class KeptListeners:
                             why)  # fmt: skip
                 break
             _close_all(received)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
         with self._lock:
             old, self._held = self._held, received
         _close_all(old)

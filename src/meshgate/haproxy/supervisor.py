@@ -62,6 +62,8 @@ _POLL_S = 0.02
 CHECK_S_PER_MB = 1.0
 CHECK_TIMED_OUT = "haproxy -c did not finish"
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+# The compiler's `grace` is 100 ms: until then the old worker may answer on the admin socket.
+_KEEP_AFTER_RELOAD_S = 0.15
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class HaproxySupervisor:
         self._pidfile = self._own_dir / "master.pid"
         self._listeners = kept_listeners.KeptListeners(self.run_dir / "listeners.sock")
         self._keeping: asyncio.Task[None] | None = None  # the copy taken after a reload
+        self._keep_waiting = False  # that copy has not begun: it may be dropped
         self._process: asyncio.subprocess.Process | adopted.AdoptedMaster | None = None
         self.adopted = False  # running a master an earlier meshgate process started
         self._output_task: asyncio.Task[None] | None = None
@@ -241,7 +244,30 @@ class HaproxySupervisor:
             raise NotRunning("HAProxy is not running; start it first")
         before = await self._proc()
         await self._dump_server_state()
-        await self._settle_listeners()  # one copy at a time, each of the worker it follows
+        await self._settle_listeners()  # one copy at a time, of the worker serving after it
+        try:
+            after, worker_pid = await self._reload_confirmed(staged, before, validate_s)
+        finally:
+            # Whatever the outcome, a copy of the worker now serving, taken in the background
+            # once the old worker has stopped accepting on the shared admin socket (`grace`), so
+            # as not to compete with the caller's next commands there. A crash before then
+            # restarts with the previous copy (ports this reload added are then bound anew,
+            # the ones it removed let go right after).
+            self._keeping = asyncio.create_task(
+                self._keep_listeners(after_s=_KEEP_AFTER_RELOAD_S), name="keep-listeners"
+            )
+        result = ReloadResult(
+            worker_pid=worker_pid,
+            old_worker_pids=[w.pid for w in after.old_workers],
+            duration_s=time.monotonic() - started,
+            validate_s=validate_s,
+        )
+        log.info("HAProxy reloaded: worker %d in %.3fs", worker_pid, result.duration_s)
+        return result
+
+    async def _reload_confirmed(
+        self, staged: Path, before: ProcInfo, validate_s: float
+    ) -> tuple[ProcInfo, int]:
         mark = self._output_count
         os.replace(staged, self._active)
         try:
@@ -256,23 +282,13 @@ class HaproxySupervisor:
             # A new worker parses the same text `haproxy -c` just did: a configuration that took
             # the check long (100,000 gateways) takes the reload as long.
             timeout = max(self.reload_timeout, 3 * validate_s)
-            after, worker_pid = await self._await_reload(before, mark, timeout)
+            found = await self._await_reload(before, mark, timeout)
         except ReloadFailed:
             # Keep the file the master re-reads on its next reload or restart good.
             _replace_with_copy(self._last_good, self._active)
             raise
         _replace_with_copy(self._active, self._last_good)
-        # Taken in the background: the reload is done; a crash before the copy is taken
-        # restarts with the previous one (the ports this reload added would then be bound anew).
-        self._keeping = asyncio.create_task(self._keep_listeners(), name="keep-listeners")
-        result = ReloadResult(
-            worker_pid=worker_pid,
-            old_worker_pids=[w.pid for w in after.old_workers],
-            duration_s=time.monotonic() - started,
-            validate_s=validate_s,
-        )
-        log.info("HAProxy reloaded: worker %d in %.3fs", worker_pid, result.duration_s)
-        return result
+        return found
 
     async def stop(self) -> None:
         """Soft-stop (SIGUSR1: finish what is in flight), then SIGTERM, then SIGKILL to the
@@ -296,6 +312,11 @@ class HaproxySupervisor:
         if not self.adopted:
             return set()
         return adopted.bind_addresses(self._active.read_text())
+
+    def kept_addresses(self) -> set[tuple[str, int]]:
+        """The TCP addresses whose listening sockets meshgate holds for a restart after a
+        crash (see `kept_listeners`)."""
+        return self._listeners.addresses()
 
     async def leave_running(self) -> None:
         """Stop watching HAProxy but leave it serving, for the next meshgate process on this
@@ -423,11 +444,17 @@ class HaproxySupervisor:
             f"no new HAProxy worker within {timeout:.0f}s:\n{self._output_since(mark)}"
         )
 
-    async def _keep_listeners(self) -> None:
+    async def _keep_listeners(self, *, after_s: float = 0.0) -> None:
         """Copy the current worker's listening sockets (see `kept_listeners`). Without an
         admin socket exposing them, or if the copy fails, nothing is held: a crash then
         refuses connections until HAProxy is back, as before, rather than queue them for
         ports the new HAProxy may not serve."""
+        if after_s > 0:
+            self._keep_waiting = True
+            try:
+                await asyncio.sleep(after_s)
+            finally:
+                self._keep_waiting = False
         admin = kept_listeners.exposing_socket(self._active, self.run_dir)
         if admin is None:
             self._listeners.release()
@@ -444,12 +471,16 @@ class HaproxySupervisor:
         log.debug("keeping %d listening sockets of HAProxy", count)
 
     async def _settle_listeners(self) -> None:
-        """Wait for the copy being taken after the last reload (bounded by its timeout; not
-        cancelled: the sockets a cancelled copy received would stay open unowned)."""
+        """Drop the copy due after the last reload if it has not begun (what follows takes
+        its own), else wait for it (bounded by its timeout): cancelled midway, the sockets it
+        was receiving would stay open, owned by nobody."""
         task, self._keeping = self._keeping, None
-        if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is None:
+            return
+        if self._keep_waiting:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _dump_server_state(self) -> None:
         """Save servers' state (weights, health, maintenance) for the next configuration to
