@@ -125,15 +125,20 @@ class KeptListeners:
         """Listen at `path` (replacing a socket left by an earlier process); idempotent."""
         if self._accepting is not None and not self._accepting.done():
             return
-        self.path.unlink(missing_ok=True)
+        # Bound under another name and made private before it takes its own: whoever connects
+        # gets the listening sockets.
+        staging = self.path.with_name(f".{self.path.name}.tmp")
+        staging.unlink(missing_ok=True)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            server.bind(str(self.path))
-            os.chmod(self.path, 0o600)  # whoever connects gets the listening sockets
+            server.bind(str(staging))
+            os.chmod(staging, 0o600)
             server.listen(8)
             server.setblocking(False)
+            os.replace(staging, self.path)
         except BaseException:
             server.close()
+            staging.unlink(missing_ok=True)
             raise
         self._server = server
         self._accepting = asyncio.create_task(self._accept(server), name="kept-listeners")
@@ -204,7 +209,8 @@ class KeptListeners:
             with conn:
                 conn.setblocking(True)
                 socket_transfer.give(conn, given, self.timeout)
-            log.info("passed %d kept listening sockets to a starting HAProxy", len(given))
+            level = logging.INFO if given else logging.DEBUG
+            log.log(level, "passed %d kept listening sockets to a starting HAProxy", len(given))
         except (OSError, TransferError) as error:
             log.warning("could not pass listening sockets to HAProxy: %s", error)
         finally:
