@@ -157,7 +157,9 @@ def weight_changes(
             flush=True,
         )
         reloads = _reloads(big)
-        delays = []
+        delays: list[float] = []
+        moments: list[float] = []
+        answered: list[float] = []  # from the call to the API's answer
         for change in range(changes):
             wanted = "v2" if change % 2 == 0 else "v1"
             weights = {"v1": 0, "v2": 100} if wanted == "v2" else {"v1": 100, "v2": 0}
@@ -169,11 +171,23 @@ def weight_changes(
             big.api.put(
                 "/api/v1/gateways/canary", json=canary, timeout=TIMEOUT_S
             ).raise_for_status()
+            answered.append((time.monotonic() - started) * 1000)
             with httpx.Client(timeout=2) as client:
                 while client.get(url, headers=headers).text.strip() != wanted:
                     if time.monotonic() - started > 30:
                         raise RuntimeError("a weight change did not reach the traffic in 30 s")
             delays.append((time.monotonic() - started) * 1000)
+            moments.append(time.time())
+        slowest = sorted(range(len(delays)), key=delays.__getitem__)[-3:][::-1]
+        # When the slowest ones began (wall clock): to match with a node's MESHGATE_STALLS lines.
+        print(
+            "slowest swaps: "
+            + ", ".join(
+                f"#{i + 1} {delays[i]:.0f} ms (API {answered[i]:.0f} ms) "
+                f"at {moments[i] - delays[i] / 1000:.3f}"
+                for i in slowest
+            )
+        )
         delays.sort()
         p99 = delays[min(len(delays) - 1, round(0.99 * (len(delays) - 1)))]
         print(

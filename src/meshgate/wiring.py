@@ -19,7 +19,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from meshgate import memory_debug
+from meshgate import memory_debug, stalls
 from meshgate.agent import Agent, Driver
 from meshgate.agent.health import InstanceHealth, poll_health
 from meshgate.compiler import ir
@@ -89,6 +89,8 @@ class DataPlane:
         # Allocation snapshots (a leak hunt only) wait for a moment between two stats polls.
         if tracemalloc.is_tracing() or os.environ.get(memory_debug.ENVIRONMENT):
             memory_debug.snapshot_between(self.stats.between_polls)
+        # What holds the event loop, when asked (a latency investigation only).
+        stalls.watch_if_asked(asyncio.get_running_loop())
         if await self.supervisor.adopt():
             log.info("adopted the running HAProxy", master=self.supervisor.master_pid)
         if self.receiver is not None:

@@ -489,6 +489,8 @@ def resources_router(
                 except ConflictError as exc:
                     message = f"{_describe(exc.key)} changed while being applied; apply again"
                     raise api_error(409, message) from None
+                if any(op.key.kind == "gateways" for op in ops):
+                    cached_gateways.warm_soon(store, write_lock)
         revisions = iter(revisions_written)  # one per changed document, in order
         applied: list[dict[str, Any]] = [
             {
