@@ -12,6 +12,7 @@ from collections.abc import Collection
 
 from meshgate.store.base import Key, Store, StoreError
 from meshgate.store.snapshot import ProgressWatchStore
+from meshgate.store.sqlite import SqliteStore
 
 # A history read is one or two reads of the store; past this something is wrong (a revision
 # without events, a stalled connection) and the caller lists everything instead.
@@ -33,6 +34,9 @@ async def changed_keys(
         return None
     try:
         async with asyncio.timeout(CHANGES_TIMEOUT_S):
+            if isinstance(store, SqliteStore):
+                # The keys alone, of these kinds: following every event decodes every value.
+                return await store.keys_changed(after, upto, kinds)
             return await _follow(store, after, upto, frozenset(kinds))
     except (TimeoutError, StoreError):
         return None

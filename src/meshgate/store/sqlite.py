@@ -135,6 +135,11 @@ class SqliteStore:
             raise ValueError("from_revision must be >= 0")
         return self._watch(from_revision, None if kinds is None else tuple(sorted(set(kinds))))
 
+    async def keys_changed(self, after: int, upto: int, kinds: Collection[str]) -> set[Key]:
+        """The keys of `kinds` written or deleted after revision `after` up to `upto`;
+        CompactedError when that history is gone (see `store.changes`)."""
+        return await self._run(tables.keys_changed, after, upto, tuple(sorted(set(kinds))))
+
     async def grant_lease(self, ttl_seconds: float) -> int:
         if not ttl_seconds > 0:
             raise ValueError("a lease needs a positive TTL")

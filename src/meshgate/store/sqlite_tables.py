@@ -284,3 +284,21 @@ def read_events(
         return upto, revision, events
     finally:
         conn.execute("COMMIT")
+
+
+def keys_changed(
+    conn: sqlite3.Connection, after: int, upto: int, kinds: tuple[str, ...]
+) -> set[Key]:
+    """The keys of `kinds` written or deleted after revision `after` up to `upto`, without
+    their values: a reader of one kind does not decode every other kind's events (the agent's
+    status of 10,000 gateways, written after an apply, took 100 ms to go through)."""
+    conn.execute("BEGIN")  # one snapshot for both the compaction check and the keys
+    try:
+        _, compact_revision = _meta(conn)
+        if after < compact_revision:
+            raise CompactedError(after, compact_revision)
+        query = "SELECT DISTINCT kind, namespace, name FROM events"
+        query += f" WHERE revision > ? AND revision <= ? AND kind IN ({','.join('?' * len(kinds))})"
+        return {Key(*row) for row in conn.execute(query, (after, upto, *kinds))}
+    finally:
+        conn.execute("COMMIT")
