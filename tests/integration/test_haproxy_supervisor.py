@@ -278,3 +278,41 @@ async def test_reload_is_hitless(tmp_path: Path) -> None:
         assert errors == []
         assert total >= 2000
         assert (await supervisor.proc()).reloads == 20
+
+
+async def test_unchecked_loads_are_parsed_once_and_a_bad_one_is_still_rejected(
+    tmp_path: Path,
+) -> None:
+    """Without `check` (nothing served yet), HAProxy's own load is the check: a good file is
+    loaded without `haproxy -c`, and a bad one is rejected as a check would, with its reasons,
+    the running worker left as it was; a port taken still fails as a reload does."""
+    assert HAPROXY is not None
+    (tmp_path / "start").mkdir()
+    layout = Layout(tmp_path / "start")
+    supervisor = HaproxySupervisor(binary=HAPROXY, run_dir=tmp_path / "start")
+    config = write_config(layout, render_config(layout, extra=BROKEN))
+    with pytest.raises(ConfigRejected) as rejected:
+        await supervisor.start(config, check=False)
+    assert "no_such_directive" in rejected.value.output
+    assert str(config) in rejected.value.output
+    assert not supervisor.running and haproxy_pids_under(tmp_path / "start") == []
+    (tmp_path / "reload").mkdir()
+    async with running_haproxy(tmp_path / "reload") as (supervisor, _, layout):
+        worker = (await supervisor.proc()).workers[0].pid
+        config = write_config(layout, render_config(layout, extra=BROKEN))
+        with pytest.raises(ConfigRejected) as rejected:
+            await supervisor.reload(config, check=False)
+        assert "no_such_directive" in rejected.value.output
+        assert [w.pid for w in (await supervisor.proc()).workers] == [worker]
+        assert await get(layout.front_port) == (200, "static")
+        with socket.socket() as blocker:
+            blocker.bind(("127.0.0.1", 0))
+            blocker.listen()
+            extra = f"\nfrontend fe_taken\n    bind 127.0.0.1:{blocker.getsockname()[1]}\n"
+            config = write_config(layout, render_config(layout, extra=extra))
+            with pytest.raises(ReloadFailed):
+                await supervisor.reload(config, check=False)
+        good = write_config(layout, render_config(layout, echoes=("a", "b")))
+        result = await supervisor.reload(good, check=False)
+        assert result.worker_pid != worker and result.validate_s < 0.05
+        assert await get(layout.echo_port("b")) == (200, "b")
