@@ -36,7 +36,7 @@ from meshgate.api.roundtrip import (
     split_versions,
     with_stored_key,
 )
-from meshgate.api.stored import StoredGatewayCache
+from meshgate.api.stored import READ_ONE_BY_ONE, StoredGatewayCache
 from meshgate.api.waiting import DEFAULT_WAIT_S, Written, wait_until_live
 from meshgate.certificate_files import ApiFiles, inline_certificate_files
 from meshgate.discovery.registry import registered_for
@@ -411,16 +411,39 @@ def resources_router(
         except ValidationFailed as exc:
             raise exc.prefixed(path) if path else exc from None
 
+    async def current_records(resources: list[Resource]) -> dict[Key, Record] | None:
+        """For a batch of thousands, the stored records of the kinds it writes, one listing
+        a kind: a read per document, each a trip to the store's thread, was most of an
+        apply of 10,000 gateways. None for a small batch (read one by one)."""
+        if len(resources) <= READ_ONE_BY_ONE:
+            return None
+        held: dict[Key, Record] = {}
+        for kind in {Key(*resource_key(r)).kind for r in resources}:
+            held.update((record.key, record) for record in await store.list(kind))
+        return held
+
     async def route_warnings(resources: list[Resource]) -> list[list[str]]:
         """For each resource, the routes of a gateway that will lead nowhere once written.
         Only the targets named are looked up: the cost follows the batch, not the store."""
         written = {(f"{r.kind}s", r.namespace, r.name) for r in resources}
+        # A batch of thousands lists each kind's keys once instead of a read per route.
+        listed: dict[str, set[tuple[str, str]]] | None = (
+            {} if len(resources) > READ_ONE_BY_ONE else None
+        )
+
+        async def stored(kind: str, namespace: str, name: str) -> bool:
+            if listed is None:
+                return await store.get(_key(kind, namespace, name)) is not None
+            if kind not in listed:
+                heads = await store.list(kind, keys_only=True)
+                listed[kind] = {(h.key.namespace, h.key.name) for h in heads}
+            return (namespace, name) in listed[kind]
 
         async def names(kind: str, gateway: Gateway) -> set[str]:
             found = set()
             for route in gateway.routes:
                 key = (kind, gateway.namespace, route)
-                if key in written or await store.get(_key(*key)) is not None:
+                if key in written or await stored(*key):
                     found.add(route)
             return found
 
@@ -459,10 +482,11 @@ def resources_router(
             await check_rollouts([(f"documents.{i}", r) for i, r in enumerate(resources)])
             ops: list[Put] = []
             outcomes: list[tuple[Resource, int | None, str]] = []
+            held = await current_records(resources)
             for index, resource in enumerate(resources):
                 key = Key(*resource_key(resource))
                 document = to_document(resource)
-                current = await store.get(key)
+                current = held.get(key) if held is not None else await store.get(key)
                 if index in versions:
                     path = f"documents.{index}.version"
                     _check_version(versions[index], current, _describe(resource), path)
