@@ -316,3 +316,27 @@ async def test_unchecked_loads_are_parsed_once_and_a_bad_one_is_still_rejected(
         result = await supervisor.reload(good, check=False)
         assert result.worker_pid != worker and result.validate_s < 0.05
         assert await get(layout.echo_port("b")) == (200, "b")
+
+
+async def test_an_unchecked_load_is_given_time_by_the_size_of_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No check timed an unchecked load, so its wait follows the file's size (`CHECK_S_PER_MB`),
+    not the start and reload timeouts alone: 100,000 gateways take HAProxy half a minute to
+    load. Here the timeouts are zero and a megabyte is given hours."""
+    import meshgate.haproxy.supervisor as module
+
+    assert HAPROXY is not None
+    monkeypatch.setattr(module, "CHECK_S_PER_MB", 1e7)
+    layout = Layout(tmp_path)
+    supervisor = HaproxySupervisor(
+        binary=HAPROXY, run_dir=tmp_path, start_timeout=0.0, reload_timeout=0.0
+    )
+    await supervisor.start(write_config(layout, render_config(layout)), check=False)
+    try:
+        config = write_config(layout, render_config(layout, echoes=("a",)))
+        result = await supervisor.reload(config, check=False)
+        assert await get(layout.echo_port("a")) == (200, "a")
+        assert result.worker_pid in [w.pid for w in (await supervisor.proc()).workers]
+    finally:
+        await supervisor.stop()
