@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import gc
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from meshgate.agent.driver import Driver, Outcome
 from meshgate.agent.health import InstanceHealth
 from meshgate.agent.ports import ports_in_use
 from meshgate.agent.published import UNKNOWN, Published
+from meshgate.collection import collector_paused
 from meshgate.compiler import Compiled, DesiredState, GatewayResult, compile_state
 from meshgate.compiler.build import CompileMemo
 from meshgate.errors import MeshgateError
@@ -309,7 +310,7 @@ class Agent:
         seen = self.seen_revision
         started_at = time.time()
         try:
-            with self.metrics.reconcile_seconds.time(), _collector_paused():
+            with self.metrics.reconcile_seconds.time(), collector_paused():
                 started = time.monotonic()
                 loaded = await self._load()
                 read = time.monotonic()
@@ -684,20 +685,6 @@ def _freeze_survivors() -> None:
     frozen it is still freed by reference counting when replaced, but no longer walked."""
     gc.collect()
     gc.freeze()
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector waits while a change is on its way to HAProxy: with
-    thousands of gateways in memory, one full collection takes tens of milliseconds, and it
-    would land on whichever change happened to be under way. It runs right after the pass."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _certificate_users(loaded: Loaded) -> dict[Key, list[str]]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path as FilePath
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, ParamSpec, Protocol, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -39,6 +40,7 @@ from meshgate.api.roundtrip import (
 from meshgate.api.stored import READ_ONE_BY_ONE, StoredGatewayCache
 from meshgate.api.waiting import DEFAULT_WAIT_S, Written, wait_until_live
 from meshgate.certificate_files import ApiFiles, inline_certificate_files
+from meshgate.collection import collector_paused
 from meshgate.discovery.registry import registered_for
 from meshgate.errors import Problem, ValidationFailed
 from meshgate.merge_patch import merge_patch
@@ -168,6 +170,23 @@ def _kinds(kind: str) -> tuple[str, str]:
     if plural is None:
         raise api_error(404, f"unknown kind {kind!r}; use one of: {', '.join(KINDS)}")
     return plural, KINDS[plural]
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+def _collector_paused(
+    handler: Callable[P, Awaitable[T]],
+) -> Callable[P, Awaitable[T]]:
+    """The handler with Python's garbage collector paused while it runs (`collection`): an
+    apply of 100,000 gateways spent a third of its time in full collections."""
+
+    @functools.wraps(handler)
+    async def paused(*args: P.args, **kwargs: P.kwargs) -> T:
+        with collector_paused():
+            return await handler(*args, **kwargs)
+
+    return paused
 
 
 def _key(kind: str, namespace: str, name: str) -> Key:
@@ -460,6 +479,7 @@ def resources_router(
         responses={409: _ERRORS, 412: _ERRORS, 422: _ERRORS},
         summary="Create or replace many resources at once, all or nothing",
     )
+    @_collector_paused
     async def apply(
         request: Request,
         dry_run: DryRunParam = False,
