@@ -163,12 +163,18 @@ class Agent:
                     continue
                 self._passing = True
                 try:
-                    if self._dirty.is_set() and self._idle():
-                        self._dirty.clear()
-                        if await self.reconcile(runtime_only=True):
-                            continue
-                    await self._quiet_period()
-                    await self.reconcile()
+                    # One pause of the garbage collector for the whole pass, from a first try
+                    # at run time to the status written: with 100,000 gateways, each time it
+                    # was enabled in between, a collection walked the millions of objects the
+                    # pass had made (2-3 s each, five of them after the first apply). The one
+                    # collection of a pass runs after it (`_freeze_survivors` after a reload).
+                    with collector_paused():
+                        if self._dirty.is_set() and self._idle():
+                            self._dirty.clear()
+                            if await self.reconcile(runtime_only=True):
+                                continue
+                        await self._quiet_period()
+                        await self.reconcile()
                 finally:
                     self._passing = False
         finally:
