@@ -377,29 +377,3 @@ async def test_route_readings_keep_one_key_tuple_per_route_across_reads() -> Non
     assert list(first) == list(second) == [("default", "gw", "v1")]
     assert next(iter(first)) is next(iter(second))
     assert first[("default", "gw", "v1")] != second[("default", "gw", "v1")]  # counts moved
-
-
-async def test_a_poll_of_many_rows_is_tallied_in_a_thread_with_the_same_result() -> None:
-    """Past `TALLY_IN_THREAD_ABOVE` rows the tally runs in a thread (so the event loop keeps
-    its turns): the snapshot is what the tally gives on the loop."""
-    from meshgate.stats.collector import TALLY_IN_THREAD_ABOVE
-
-    names = [f"default.g{n}.r.abcdef" for n in range(TALLY_IN_THREAD_ABOVE)]
-    rows = [
-        row
-        for n, name in enumerate(names)
-        for row in (
-            StatRow(name, "BACKEND", StatType.BACKEND, "UP", "", "", "http", req_tot=n),
-            StatRow(name, "s", StatType.SERVER, "UP", "", "127.0.0.1:1", "http", req_tot=n),
-        )
-    ]
-    reader = FakeReader()
-    reader.workers, reader.rows = [100], {100: rows}
-    collector = StatsCollector(reader, lambda: None, clock=Clock())  # type: ignore[arg-type]
-    snapshot = await collector.refresh()
-    tally = Tally()
-    tally.begin()
-    tally.observe(100, rows, current=True)
-    alone = tally.end([100], 0.0)
-    assert snapshot.backends == alone.backends and snapshot.servers == alone.servers
-    assert snapshot.backends[names[-1]].counts.requests == len(names) - 1

@@ -12,8 +12,6 @@ runtime-command metrics.
 
 from __future__ import annotations
 
-import asyncio
-
 from meshgate.haproxy import commands, replies, transport
 from meshgate.haproxy.processes import ProcInfo, parse_proc
 from meshgate.haproxy.replies import CommandKind
@@ -21,7 +19,6 @@ from meshgate.haproxy.stat_csv import StatRow, parse_stat_csv
 
 # Backends (2) and servers (4) of every proxy: frontends are not needed for route stats.
 _BACKENDS_AND_SERVERS = "show stat -1 6 -1"
-PARSE_IN_THREAD_ABOVE = 500_000  # characters of a reply: about a thousand rows
 
 
 class StatsReader:
@@ -46,9 +43,4 @@ class StatsReader:
         answers with an error sentence instead of CSV)."""
         command = commands.on_worker(pid, _BACKENDS_AND_SERVERS)
         reply = await transport.send(self.master_socket, command, timeout=self.timeout)
-        if len(reply) > PARSE_IN_THREAD_ABOVE:
-            # Thousands of rows take the parser a tenth of a second and more (seconds at
-            # 100,000 gateways): in a thread, the event loop gets its turns meanwhile (the
-            # interpreter switches every few milliseconds), so a change is not held up.
-            return await asyncio.to_thread(parse_stat_csv, reply)
         return parse_stat_csv(reply)

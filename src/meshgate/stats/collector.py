@@ -27,7 +27,6 @@ one step.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Awaitable, Callable
 
@@ -45,7 +44,6 @@ from meshgate.stats.tally import Snapshot, Tally
 log = structlog.get_logger("meshgate.stats")
 OLD_WORKER_POLL_S = 0.1
 COST_FACTOR = 20  # sleep at least this many times the last poll's duration
-TALLY_IN_THREAD_ABOVE = 2000  # rows of a poll (all processes)
 
 
 class StatsCollector:
@@ -190,26 +188,19 @@ class StatsCollector:
         rows = await asyncio.gather(*(self.reader.worker_stats(pid) for pid in pids))
         if self.ring is not None and self.latency is not None:
             await self._read_rings(self.ring, self.latency, dict(zip(pids, rows, strict=True)))
-        # Many rows are tallied in a thread: at 10,000 gateways each step held the event loop
-        # for 150-300 ms, the slowest weight changes of a run. Only the poll touches the
-        # tally, under `_lock`; the snapshot others read is replaced whole.
-        many = sum(len(pid_rows) for pid_rows in rows) > TALLY_IN_THREAD_ABOVE
         self.tally.begin()
         for pid, pid_rows in zip(pids, rows, strict=True):
             await self._give_way()
-            observe = functools.partial(self.tally.observe, pid, pid_rows, current=pid in current)
-            await asyncio.to_thread(observe) if many else observe()
+            self.tally.observe(pid, pid_rows, current=pid in current)
         await self._give_way()
         logged_backends, logged_servers = self.latency.logged() if self.latency else ({}, {})
-        end = functools.partial(
-            self.tally.end,
+        snapshot = self.tally.end(
             pids,
             self.clock(),
             old_workers=len(processes.old_workers),
             logged_backends=logged_backends,
             logged_servers=logged_servers,
         )
-        snapshot = await asyncio.to_thread(end) if many else end()
         if self.latency is not None and self.tally.retired:
             self.latency.forget(self.tally.retired)
         if self.latency is not None and self.tally.forgotten_servers:
