@@ -7,6 +7,9 @@ changed since the last write (`store.changes`), and only those values. The port 
 service-plane ports are kept while the gateways that changed stay in place (same key, holding
 no contested place, listening as before); the list of every gateway is made only when asked.
 Anything else (a gateway created or deleted, a lost history) rebuilds them from what is held.
+After a batch (more than `READ_ONE_BY_ONE` keys changed, or none known) the keys are listed
+and the models the apply and the agent's loader share are taken, and an apply warms the cache
+in the background, so that the first write after it does not do that work.
 """
 
 from __future__ import annotations
