@@ -14,7 +14,9 @@ each gateway a port of its own (up to --max-ports, HAProxy listeners being file 
 At the largest vhost size it then measures, on that node:
 
   weight     --changes weight swaps of one gateway's two routes among the N: from the API call
-             to the first request served by the new route (p50, p99), and reloads meanwhile;
+             to the first request served by the new route (p50, p99), the three slowest with
+             their API part and wall-clock start (to match a node's MESHGATE_STALLS lines),
+             and reloads meanwhile;
              then a page of the gateway listing, a /metrics scrape (time, size) and memory
   throughput wrk through the first and the last virtual host among the N, against a node
              serving one gateway alone, rounds alternating (the ratio is the verdict, >= 0.95)
