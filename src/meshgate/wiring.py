@@ -174,13 +174,15 @@ def _stats(
             keeper = LogKeeper(KeepController(budget), runtime.set_proc_var)
     # The access log wants every line, streamed as it is written; the statistics alone read
     # the ring with each poll, which costs HAProxy less (see `stats.ring`).
+    reader = StatsReader(str(run_dir / "master.sock"))
     stats = StatsCollector(
-        StatsReader(str(run_dir / "master.sock")),
+        reader,
         lambda: driver.running,
         latency=book,
         keeper=keeper,
         ring=RING if book is not None and not options.access_log else None,
     )
+    reader.between = stats.step  # a long reply is parsed in steps, changes going first
     if book is None or not options.access_log:
         return stats, None
     access_log = AccessLog(options.access_log, lambda: driver.running)

@@ -147,7 +147,7 @@ class StatsCollector:
         self._running = running
         self.latency.accept([b.name for b in running.backends] if running else [])
 
-    async def _step(self) -> None:
+    async def step(self) -> None:
         """Between two steps of a poll: let whatever is ready run (a request just received
         may be a change), then wait for the changes on their way."""
         if self.make_way is not None:
@@ -203,10 +203,10 @@ class StatsCollector:
         self.tally.begin()
         for pid, pid_rows in zip(pids, rows, strict=True):
             for start in range(0, max(len(pid_rows), 1), ROWS_A_STEP):
-                await self._step()
+                await self.step()
                 part = pid_rows[start : start + ROWS_A_STEP]
                 self.tally.observe(pid, part, current=pid in current, first=start == 0)
-        await self._step()
+        await self.step()
         logged_backends, logged_servers = self.latency.logged() if self.latency else ({}, {})
         steps = self.tally.ending(
             pids,
@@ -217,7 +217,7 @@ class StatsCollector:
             keys_a_step=ROWS_A_STEP,
         )
         for _ in steps:
-            await self._step()
+            await self.step()
         snapshot = self.tally.ended
         if self.latency is not None and self.tally.retired:
             self.latency.forget(self.tally.retired)
