@@ -139,7 +139,6 @@ class Agent:
         self._publish_due = False  # the last status write failed
         # Publishing status once the background server changes are done (see `reconcile`).
         self._settler: asyncio.Task[None] | None = None
-        self._freeze_due = False  # a reload of many gateways left survivors to freeze
         self._settling_revision = 0
 
     async def run(self) -> None:
@@ -153,9 +152,6 @@ class Agent:
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._dirty.wait(), RESYNC_CHECK_S)
-                if self._freeze_due and not self.busy():
-                    self._freeze_due = False
-                    _freeze_survivors()
                 if self._relist_due():
                     self._dirty.set()
                 if self._publish_due and not self._dirty.is_set():
@@ -171,8 +167,7 @@ class Agent:
                     # at run time to the status written: with 100,000 gateways, each time it
                     # was enabled in between, a collection walked the millions of objects the
                     # pass had made (2-3 s each, five of them after the first apply). The one
-                    # collection of a pass runs after it (after a reload, `_freeze_survivors`
-                    # once the node is idle).
+                    # collection of a pass runs after it (`_freeze_survivors` after a reload).
                     with collector_paused():
                         if self._dirty.is_set() and self._idle():
                             self._dirty.clear()
@@ -387,9 +382,7 @@ class Agent:
         async with self._publishing:
             await self._publish(loaded, compiled, rejected)
         if outcome.reloaded and len(loaded.gateway_versions) >= FREEZE_ABOVE:
-            # Once the node is idle: the collection takes 0.2 s at 10,000 gateways, 2 s at
-            # 100,000, and right after the pass it held up the first changes made after it.
-            self._freeze_due = True
+            _freeze_survivors()
         return True
 
     def _publish_when_settled(self, revision: int) -> None:
