@@ -103,6 +103,15 @@ def _batches(actions: list[Action]) -> list[list[RuntimeAction]]:
     return batches
 
 
+def _refs(batch: Sequence[RuntimeAction]) -> set[bulk.ServerRef]:
+    """The (backend, server) of each server addition or removal of a batch."""
+    return {
+        (a.backend, a.server.name if isinstance(a, AddServer) else a.server)
+        for a in batch
+        if isinstance(a, AddServer | RemoveServer)
+    }
+
+
 def _backend(dataplane: ir.DataPlane, name: str) -> ir.Backend | None:
     return next((b for b in dataplane.backends if b.name == name), None)
 
@@ -119,6 +128,15 @@ class Driver:
         self.supervisor = supervisor
         self.background = background
         self._churn = Lane("server changes")
+        # Departing servers wait for their requests to end (a tenth of a second at least)
+        # before they are deleted: that wait runs here, beside the lane, so the next
+        # instance's servers are not queued behind it (see `_run_batches`).
+        self._removals = Lane("server removals")
+        self._departing: dict[bulk.ServerRef, int] = {}  # handed to `_removals`, not yet gone
+        # Lending a spare checker server and putting a freed one back in maintenance, from
+        # either lane, one at a time: a spare freed and lent again at once must receive its
+        # "maintenance" before its "ready".
+        self._spares = asyncio.Lock()
         self._writes = LatestLane()
         self.runtime = runtime
         self._settings = settings
@@ -150,23 +168,29 @@ class Driver:
         A restart loads the configuration of the last reload, which lacks what was changed at
         run time since; the next apply then reloads from the current files.
         """
-        return self.supervisor.restarts != self._restarts_seen or self._churn.failure is not None
+        return self.supervisor.restarts != self._restarts_seen or self._lane_failure() is not None
+
+    def _lane_failure(self) -> str | None:
+        return self._churn.failure or self._removals.failure
 
     def churning(self) -> bool:
-        """Server changes handed to the background lane have not all reached HAProxy yet."""
-        return self._churn.busy()
+        """Server changes handed to the background lanes have not all reached HAProxy yet."""
+        return self._churn.busy() or self._removals.busy()
 
     async def churn_drained(self) -> None:
-        await self._churn.drained()
+        # The server lane hands removals on to the other: both, until neither has work.
+        while self.churning():
+            await self._churn.drained()
+            await self._removals.drained()
 
     def settling(self) -> bool:
         """Server changes or the files of an earlier apply are still on their way."""
-        return self._churn.busy() or self._writes.busy()
+        return self.churning() or self._writes.busy()
 
     async def settled(self) -> None:
         """Return once the server changes and the files of every earlier apply are done; files
         the background could not write are written here (an error is raised)."""
-        await self._churn.drained()
+        await self.churn_drained()
         await self._writes.drained()
         if self._writes.failure is not None and self.running is not None:
             await asyncio.to_thread(self._files.write, self.running)
@@ -179,6 +203,8 @@ class Driver:
             async with asyncio.timeout(timeout):
                 await self.settled()
         await self._churn.stop()
+        await self._removals.stop()
+        self._departing.clear()
 
     async def apply(self, desired: ir.DataPlane, actions: list[Action]) -> Outcome:
         """Make HAProxy run `desired`, which the caller has checked, by `actions`, which
@@ -201,7 +227,7 @@ class Driver:
             self._restarts_seen = self.supervisor.restarts
             await asyncio.to_thread(self._checkers.loaded, desired.backends, spares=False)
             return Outcome(False, 0, time.monotonic() - started, "adopted, already running it")
-        churn_failed = self._churn.failure
+        churn_failed = self._lane_failure()
         if self.running is not None and (not self.supervisor.running or self.resync_needed()):
             reason = "HAProxy was restarted or is not running"
             if churn_failed is not None and self.supervisor.running:
@@ -246,6 +272,9 @@ class Driver:
                     await asyncio.to_thread(self._files.write, self.running)
                 raise
             self._churn.clear_failure()
+            self._removals.clear_failure()
+            # Removals a failure dropped are made by the reload (the file lacks them).
+            self._departing.clear()
             await asyncio.to_thread(self._checkers.loaded, desired.backends)
             if not any(isinstance(a, Reload) for a in actions) or churn_failed is not None:
                 # The plan needed no reload: this one replaces a runtime change that failed.
@@ -272,14 +301,42 @@ class Driver:
         return len(actions)
 
     async def _run_batches(self, batches: list[list[RuntimeAction]], desired: ir.DataPlane) -> None:
+        """One apply's server changes, in order, except that removals no addition of this
+        apply replaces go on in the removals lane: the next apply's additions (an instance
+        registered while the last one drains) need not wait for the drain. An addition of a
+        server of the same name as one still departing waits for it."""
         started = time.monotonic()
+        added = {(a.backend, a.server.name) for b in batches for a in b if isinstance(a, AddServer)}
         for batch in batches:
+            if isinstance(batch[0], RemoveServer) and not added & _refs(batch):
+                self._hand_off(batch, desired)
+                continue
+            if isinstance(batch[0], AddServer) and self._departing.keys() & _refs(batch):
+                await self._removals.drained()
             await self._run_batch(batch, desired)
         log.info(
             "server changes applied",
             actions=sum(len(b) for b in batches),
             seconds=round(time.monotonic() - started, 4),
         )
+
+    def _hand_off(self, batch: list[RuntimeAction], desired: ir.DataPlane) -> None:
+        refs = _refs(batch)
+        for ref in refs:
+            self._departing[ref] = self._departing.get(ref, 0) + 1
+
+        async def remove() -> None:
+            try:
+                await self._run_batch(batch, desired)
+            finally:
+                for ref in refs:
+                    left = self._departing.get(ref, 0) - 1
+                    if left > 0:
+                        self._departing[ref] = left
+                    else:
+                        self._departing.pop(ref, None)
+
+        self._removals.submit(remove)
 
     async def _reload(self) -> None:
         config = self.run_dir / CONFIG_FILE
@@ -383,9 +440,10 @@ class Driver:
             added = [a for a in batch if isinstance(a, AddServer)]
             names = {a.backend for a in added}
             backends = {b.name: b for b in desired.backends if b.name in names}
-            await self._lend_spares(added, backends)
             made: dict[tuple[object, ...], bulk.NewServer] = {}
-            new_servers = [self._new_server(a, backends.get(a.backend), made) for a in added]
+            async with self._spares:
+                await self._lend_spares(added, backends)
+                new_servers = [self._new_server(a, backends.get(a.backend), made) for a in added]
             missed = await bulk.add_servers(self.runtime, new_servers)
             again = {(m.backend, m.name) for m in missed}
             left = [a for a in added if (a.backend, a.server.name) in again]
@@ -418,9 +476,10 @@ class Driver:
             await self._side_by_side([functools.partial(self._run, a, desired) for a in left])
         if isinstance(batch[0], RemoveServer):
             removed = [(a.backend, a.server) for a in batch if isinstance(a, RemoveServer)]
-            for checker, spare in self._checkers.untracked(removed):
-                # Nothing tracks it: back to maintenance, where it is not checked.
-                await self.runtime.set_server_state(checker, spare, ServerAdminState.MAINT)
+            async with self._spares:
+                for checker, spare in self._checkers.untracked(removed):
+                    # Nothing tracks it: back to maintenance, where it is not checked.
+                    await self.runtime.set_server_state(checker, spare, ServerAdminState.MAINT)
 
     async def _lend_spares(
         self, added: Sequence[AddServer], backends: dict[str, ir.Backend]
