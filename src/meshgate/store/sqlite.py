@@ -124,6 +124,11 @@ class SqliteStore:
     async def revision(self) -> int:
         return await self._run(tables.current_revision)
 
+    async def keys_changed(self, after: int, upto: int, kinds: Collection[str]) -> set[Key]:
+        """The keys of `kinds` written or deleted after revision `after` up to `upto` (see
+        `store.changes`); CompactedError when that history is gone."""
+        return await self._run(tables.keys_changed, after, upto, tuple(sorted(set(kinds))))
+
     def watch(
         self, from_revision: int, kinds: Collection[str] | None = None
     ) -> AsyncIterator[WatchEvent]:
