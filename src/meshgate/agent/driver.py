@@ -25,7 +25,7 @@ import structlog
 from meshgate.agent.checkers import CheckerServers
 from meshgate.agent.files import RunFiles, write_files
 from meshgate.agent.lanes import Lane, LatestLane
-from meshgate.compiler import CONFIG_FILE, ir, render_files
+from meshgate.compiler import CONFIG_FILE, checks, ir, render_files
 from meshgate.compiler.render import MAPS_DIR
 from meshgate.compiler.rules import FAIL_FAST_ERRORS
 from meshgate.compiler.tls_text import CERTS_DIR
@@ -101,6 +101,27 @@ def _batches(actions: list[Action]) -> list[list[RuntimeAction]]:
         else:
             batches.append([action])
     return batches
+
+
+class _Tracked:
+    """`checks.tracked` for the servers of one batch of additions, worked out once for the
+    routes that share a server and a check (a thousand backends of one service): keyed by
+    identity, which the batch keeps alive, where hashing the check cost more than the answer."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[object, ...], tuple[str, str] | None] = {}
+
+    def __call__(self, backend: ir.Backend, server: ir.Server) -> tuple[str, str] | None:
+        key = (
+            id(server),
+            id(backend.health),
+            id(backend.tls),
+            backend.mode,
+            backend.timeout_connect_ms,
+        )
+        if key not in self._found:
+            self._found[key] = checks.tracked(backend, server)
+        return self._found[key]
 
 
 def _refs(batch: Sequence[RuntimeAction]) -> set[bulk.ServerRef]:
@@ -441,9 +462,12 @@ class Driver:
             names = {a.backend for a in added}
             backends = {b.name: b for b in desired.backends if b.name in names}
             made: dict[tuple[object, ...], bulk.NewServer] = {}
+            tracked = _Tracked()
             async with self._spares:
-                await self._lend_spares(added, backends)
-                new_servers = [self._new_server(a, backends.get(a.backend), made) for a in added]
+                await self._lend_spares(added, backends, tracked)
+                new_servers = [
+                    self._new_server(a, backends.get(a.backend), made, tracked) for a in added
+                ]
             missed = await bulk.add_servers(self.runtime, new_servers)
             again = {(m.backend, m.name) for m in missed}
             left = [a for a in added if (a.backend, a.server.name) in again]
@@ -482,14 +506,14 @@ class Driver:
                     await self.runtime.set_server_state(checker, spare, ServerAdminState.MAINT)
 
     async def _lend_spares(
-        self, added: Sequence[AddServer], backends: dict[str, ir.Backend]
+        self, added: Sequence[AddServer], backends: dict[str, ir.Backend], tracked: _Tracked
     ) -> None:
         """Before route servers are added for an endpoint the loaded configuration does not
         check, a spare checker server is given its address and put in service (its check is
         on from the file), so they can track it (see agent.checkers)."""
         for action in added:
             backend = backends.get(action.backend)
-            spare = self._checkers.lend(backend, action.server) if backend else None
+            spare = self._checkers.lend_for(tracked(backend, action.server)) if backend else None
             if spare is not None:
                 server = action.server
                 await self.runtime.set_server_addr(*spare, server.address, server.port)
@@ -497,12 +521,17 @@ class Driver:
                 log.info("spare checker server lent", server="/".join(spare), to=server.name)
 
     def _track(
-        self, name: str, backend: ir.Backend | None, server: ir.Server
+        self,
+        name: str,
+        backend: ir.Backend | None,
+        server: ir.Server,
+        tracked: _Tracked | None = None,
     ) -> tuple[str, str] | None:
         """The checker server a server added at run time tracks: its endpoint's in the loaded
         configuration, or a spare lent to it. None: it checks itself (agent or passive checks,
         or no spare was left; 2.6 cannot track a dynamic server)."""
-        track = self._checkers.target(backend, server) if backend is not None else None
+        tracked = tracked or _Tracked()
+        track = self._checkers.target_of(tracked(backend, server)) if backend is not None else None
         if track is not None:
             self._checkers.tracking((name, server.name), track)
         return track
@@ -512,6 +541,7 @@ class Driver:
         action: AddServer,
         backend: ir.Backend | None,
         made: dict[tuple[object, ...], bulk.NewServer],
+        tracked: _Tracked | None = None,
     ) -> bulk.NewServer:
         """The pipelined form of an addition: the same `add server` line `_run` sends.
 
@@ -519,7 +549,7 @@ class Driver:
         thousand backends: its line is made (and checked) once, in `made`, and only the
         backend's name differs in the others'."""
         server = action.server
-        track = self._track(action.backend, backend, server)
+        track = self._track(action.backend, backend, server, tracked)
         mode = backend.mode if backend is not None else "http"
         same = (server, action.health, action.tls, mode, track)
         first = made.get(same)
@@ -527,7 +557,15 @@ class Driver:
         if first is not None and first.add_line.startswith(prefix):
             rest = first.add_line[len(prefix) :]
             line = f"add server {commands.proxy_name(action.backend)}/{rest}"
-            return dataclasses.replace(first, backend=action.backend, add_line=line)
+            return bulk.NewServer(
+                action.backend,
+                first.name,
+                first.address,
+                first.port,
+                line,
+                first.check,
+                first.agent,
+            )
         made[same] = self._made_server(action, mode, track)
         return made[same]
 
