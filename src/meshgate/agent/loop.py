@@ -459,6 +459,7 @@ class Agent:
                 if start:
                     await self._make_way_for_passes()
                 await self.store.commit(ops[start : start + size])
+                self.metrics.status_writes.inc(len(ops[start : start + size]))
         except StoreError as exc:
             if isinstance(exc, StoreClosedError):
                 raise
