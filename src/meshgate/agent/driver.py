@@ -57,6 +57,9 @@ DRAIN_TIMEOUT_S = 5.0
 # trips, and well under the ten connections the master CLI accepts at a time (16 got
 # connections reset), which the stats poller shares.
 ADD_CONCURRENCY = 4
+# How long deletes of departing servers wait for additions under way, and how often they look.
+MAKE_WAY_S = 1.0
+MAKE_WAY_POLL_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ class Driver:
         # either lane, one at a time: a spare freed and lent again at once must receive its
         # "maintenance" before its "ready".
         self._spares = asyncio.Lock()
+        self._awaiting_removals = False  # the server lane waits for the removals lane
         self._writes = LatestLane()
         self.runtime = runtime
         self._settings = settings
@@ -330,10 +334,17 @@ class Driver:
         added = {(a.backend, a.server.name) for b in batches for a in b if isinstance(a, AddServer)}
         for batch in batches:
             if isinstance(batch[0], RemoveServer) and not added & _refs(batch):
-                self._hand_off(batch, desired)
+                # Drained at once (no new request goes to them), deleted in the other lane.
+                refs = [(a.backend, a.server) for a in batch if isinstance(a, RemoveServer)]
+                drained = await bulk.drain(self.runtime, refs)
+                self._hand_off(batch, desired, (drained, time.monotonic() + DRAIN_TIMEOUT_S))
                 continue
             if isinstance(batch[0], AddServer) and self._departing.keys() & _refs(batch):
-                await self._removals.drained()
+                self._awaiting_removals = True
+                try:
+                    await self._removals.drained()
+                finally:
+                    self._awaiting_removals = False
             await self._run_batch(batch, desired)
         log.info(
             "server changes applied",
@@ -341,14 +352,19 @@ class Driver:
             seconds=round(time.monotonic() - started, 4),
         )
 
-    def _hand_off(self, batch: list[RuntimeAction], desired: ir.DataPlane) -> None:
+    def _hand_off(
+        self,
+        batch: list[RuntimeAction],
+        desired: ir.DataPlane,
+        drained: tuple[list[bulk.ServerRef], float],
+    ) -> None:
         refs = _refs(batch)
         for ref in refs:
             self._departing[ref] = self._departing.get(ref, 0) + 1
 
         async def remove() -> None:
             try:
-                await self._run_batch(batch, desired)
+                await self._run_batch(batch, desired, drained)
             finally:
                 for ref in refs:
                     left = self._departing.get(ref, 0) - 1
@@ -358,6 +374,15 @@ class Driver:
                         self._departing.pop(ref, None)
 
         self._removals.submit(remove)
+
+    async def _make_way_for_additions(self) -> None:
+        """Before each look at departing servers: while server additions are under way (an
+        instance registered meanwhile), wait for them, at most MAKE_WAY_S. HAProxy's CLI
+        answers one command at a time, and reading every server's state for the departing
+        ones held up the new ones' commands."""
+        deadline = time.monotonic() + MAKE_WAY_S
+        while self._churn.busy() and not self._awaiting_removals and time.monotonic() < deadline:
+            await asyncio.sleep(MAKE_WAY_POLL_S)
 
     async def _reload(self) -> None:
         config = self.run_dir / CONFIG_FILE
@@ -449,7 +474,12 @@ class Driver:
         except MeshgateError as exc:
             log.warning("could not take servers out of maintenance", error=str(exc))
 
-    async def _run_batch(self, batch: list[RuntimeAction], desired: ir.DataPlane) -> None:
+    async def _run_batch(
+        self,
+        batch: list[RuntimeAction],
+        desired: ir.DataPlane,
+        drained: tuple[list[bulk.ServerRef], float] | None = None,
+    ) -> None:
         """Run one action, or a run of server additions, weights or removals pipelined (see
         `haproxy.bulk`): an instance of a service a thousand gateways route to is a thousand
         servers, and four round trips to the master socket for each would take seconds. Their
@@ -483,9 +513,15 @@ class Driver:
             ]
         elif isinstance(batch[0], RemoveServer):
             refs = [(a.backend, a.server) for a in batch if isinstance(a, RemoveServer)]
-            still = set(
-                await bulk.remove_servers(self.runtime, refs, drain_timeout=DRAIN_TIMEOUT_S)
-            )
+            if drained is None:
+                found = await bulk.remove_servers(self.runtime, refs, drain_timeout=DRAIN_TIMEOUT_S)
+            else:
+                # Drained already (`_run_batches`): deleted once idle, after any additions.
+                pending, deadline = drained
+                found = await bulk.delete_drained(
+                    self.runtime, pending, deadline=deadline, make_way=self._make_way_for_additions
+                )
+            still = set(found)
             left = [
                 a for a in batch if isinstance(a, RemoveServer) and (a.backend, a.server) in still
             ]
@@ -510,15 +546,35 @@ class Driver:
     ) -> None:
         """Before route servers are added for an endpoint the loaded configuration does not
         check, a spare checker server is given its address and put in service (its check is
-        on from the file), so they can track it (see agent.checkers)."""
+        on from the file), so they can track it (see agent.checkers). The commands go in one
+        session on the worker, each reply checked (through the master, two round trips per
+        spare, they held up the additions by tens of milliseconds on a busy node)."""
+        lent: list[tuple[tuple[str, str], ir.Server]] = []
         for action in added:
             backend = backends.get(action.backend)
             spare = self._checkers.lend_for(tracked(backend, action.server)) if backend else None
             if spare is not None:
-                server = action.server
+                lent.append((spare, action.server))
+        if not lent:
+            return
+        groups = [
+            [
+                commands.set_server_addr(*spare, server.address, server.port),
+                commands.set_server_state(*spare, ServerAdminState.READY),
+            ]
+            for spare, server in lent
+        ]
+        found: Sequence[list[str] | None] = await bulk.in_session(self.runtime, groups) or [
+            None for _ in lent
+        ]
+        for (spare, server), group, answers in zip(lent, groups, found, strict=True):
+            if answers is None or any(
+                bulk.failure(line, reply) for line, reply in zip(group, answers, strict=True)
+            ):
+                # No session, or a reply says it failed: the careful way, which raises.
                 await self.runtime.set_server_addr(*spare, server.address, server.port)
                 await self.runtime.set_server_state(*spare, ServerAdminState.READY)
-                log.info("spare checker server lent", server="/".join(spare), to=server.name)
+            log.info("spare checker server lent", server="/".join(spare), to=server.name)
 
     def _track(
         self,
