@@ -716,9 +716,10 @@ class Agent:
 
     def _status_op(self, key: StoreKey, status: dict[str, Any]) -> list[Put | Delete]:
         published = self._published.get(key)
-        if published is not None and published.same(status):
+        made = Published(status)  # its digest once, compared and kept
+        if published is not None and published.digest == made.digest:
             return []
-        self._published[key] = Published(status)
+        self._published[key] = made
         return [Put(key, status)]
 
 
