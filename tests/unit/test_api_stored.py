@@ -251,3 +251,24 @@ async def test_a_warm_up_after_a_batch_leaves_the_next_write_nothing_to_read_or_
         assert cache.ports() is index and cache.plane_ports() is plane
     finally:
         await store.close()
+
+
+async def test_the_first_listing_reads_every_value_at_once(tmp_path: Path) -> None:
+    """A thousand gateways read one by one took seconds on a busy node (each read a trip to
+    the store's thread): past a few, the cache lists the values instead; later writes are
+    read one by one."""
+    store = await SqliteStore.open(tmp_path / "db")
+    counting = CountingStore(store)
+    try:
+        many = READ_ONE_BY_ONE + 6
+        for n in range(many):
+            await put(store, gateway(f"g{n}", virtual_hosts=[f"h{n}.example.com"]))
+        cache = StoredGatewayCache()
+        found = await cache.load(counting)  # type: ignore[arg-type]
+        assert found == stored_gateways(await store.list("gateways"))
+        assert (cache.relists, cache.values_read, counting.gets) == (1, many, 0)
+        await put(store, gateway("g1", virtual_hosts=["h1.example.com"], port=9001))
+        await cache.load(counting)  # type: ignore[arg-type]
+        assert (cache.values_read, counting.gets) == (many + 1, 1)
+    finally:
+        await store.close()
