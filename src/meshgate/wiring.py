@@ -101,7 +101,13 @@ class DataPlane:
             self.agent.run(),
             self.stats.run(),
             self.follower.run(),
-            poll_health(self.health, self.stats, self.agent.republish, events=self.events),
+            poll_health(
+                self.health,
+                self.stats,
+                self.agent.republish,
+                events=self.events,
+                states_seen=self.driver.refresh_dispatch,
+            ),
         ]
 
     async def stop(self, *, keep_haproxy: bool = False) -> None:

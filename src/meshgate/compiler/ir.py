@@ -206,6 +206,7 @@ class Settings:
 
 WEIGHTS_MAP = "weights.map"
 SLOTS_MAP = "slots.map"  # see compiler.slots
+DISPATCH_MAP = "dispatch.map"  # see compiler.dispatch
 
 
 @dataclass(frozen=True, slots=True)
