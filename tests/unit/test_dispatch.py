@@ -160,3 +160,22 @@ def test_many_changes_swap_the_map_instead() -> None:
     nothing = availability.effective(running, {})
     (action,) = availability.dispatch_actions(running, nothing)
     assert isinstance(action, ReplaceMap) and action.entries == ()
+
+
+def test_haproxy_state_lines_are_read_as_server_statuses() -> None:
+    from meshgate.agent.state_log import parse
+
+    be = "default.shop.web.1a2b3c"
+    down = (
+        f"Server {be}/i1 is DOWN, reason: Layer4 connection problem, info: "
+        '"Connection refused", check duration: 0ms. 0 active and 0 backup servers left.'
+    )
+    assert parse(down.encode()) == ((be, "i1"), "DOWN")
+    up = f"Server {be}/i1 is UP, reason: Layer7 check passed, check duration: 1ms."
+    assert parse(up.encode()) == ((be, "i1"), "UP")
+    tracked = f"Server {be}/i1 is DOWN via mg_checks.a1/s0. 0 active and 0 backup servers left."
+    assert parse(tracked.encode()) == ((be, "i1"), "DOWN")
+    maint = f"Server {be}/i1 is going DOWN for maintenance. 0 active servers left."
+    assert parse(maint.encode()) == ((be, "i1"), "MAINT")
+    assert parse(b"backend default.shop.web.1a2b3c has no server available!") is None
+    assert parse(b'127.0.0.1 "GET / HTTP/1.1" 200') is None

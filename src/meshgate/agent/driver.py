@@ -132,6 +132,8 @@ class Driver:
         # until the first poll: every route counts as usable, as HAProxy starts its servers.
         self._states: dict[tuple[str, str], str] | None = None
         self._dispatch_lock = asyncio.Lock()
+        self._changed_at: dict[tuple[str, str], float] = {}  # streamed changes, when
+        self._refreshing: asyncio.Task[None] | None = None
         # The checker servers (compiler.checks) a server added at run time can track.
         self._checkers = CheckerServers()
 
@@ -198,14 +200,38 @@ class Driver:
                 actions = availability.with_dispatch_actions(actions, self.running, desired)
             return await self._apply(desired, actions)
 
-    async def refresh_dispatch(self, states: Mapping[tuple[str, str], str]) -> None:
-        """HAProxy's latest server states (`(backend, server)` -> UP, DOWN, MAINT): the routes
-        that gained or lost their last usable server enter or leave dispatch.map now, with a
-        few `set map` / `del map`, no reload."""
+    async def refresh_dispatch(
+        self, states: Mapping[tuple[str, str], str], taken_at: float | None = None
+    ) -> None:
+        """HAProxy's server states from a stats poll taken at `taken_at` (monotonic):
+        `(backend, server)` -> UP, DOWN, MAINT. A state change streamed after the poll was
+        taken (`server_changed`) is newer and stays. Then `refresh`."""
+        merged = dict(states)
+        if taken_at is not None and self._states is not None:
+            for key, at in list(self._changed_at.items()):
+                if at > taken_at and key in self._states:
+                    merged[key] = self._states[key]
+                else:
+                    del self._changed_at[key]  # the poll has caught up with it
+        self._states = merged
+        await self.refresh()
+
+    def server_changed(self, key: tuple[str, str], status: str) -> None:
+        """A state change HAProxy streamed (agent.state_log): dispatch.map follows at once,
+        one refresh for a burst of them."""
+        if self._states is None:
+            self._states = {}
+        self._states[key] = status
+        self._changed_at[key] = time.monotonic()
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
+
+    async def refresh(self) -> None:
+        """Routes that gained or lost their last usable server enter or leave dispatch.map
+        now, with a few `set map` / `del map`, no reload."""
         async with self._dispatch_lock:
-            self._states = dict(states)
             running = self.running
-            if running is None or not self.supervisor.running:
+            if running is None or self._states is None or not self.supervisor.running:
                 return
             desired = availability.effective(running, self._states)
             if desired is running:
