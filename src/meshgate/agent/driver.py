@@ -26,7 +26,7 @@ from meshgate.agent import availability
 from meshgate.agent.checkers import CheckerServers
 from meshgate.agent.files import RunFiles, write_files
 from meshgate.agent.lanes import Lane, LatestLane
-from meshgate.compiler import CONFIG_FILE, ir, render_files
+from meshgate.compiler import CONFIG_FILE, dispatch, ir, render_files
 from meshgate.compiler.render import MAPS_DIR
 from meshgate.compiler.rules import FAIL_FAST_ERRORS
 from meshgate.compiler.tls_text import CERTS_DIR
@@ -134,6 +134,7 @@ class Driver:
         self._dispatch_lock = asyncio.Lock()
         self._changed_at: dict[tuple[str, str], float] = {}  # streamed changes, when
         self._refreshing: asyncio.Task[None] | None = None
+        self._refreshed: tuple[ir.DataPlane | None, frozenset[str]] = (None, frozenset())
         # The checker servers (compiler.checks) a server added at run time can track.
         self._checkers = CheckerServers()
 
@@ -233,7 +234,11 @@ class Driver:
             running = self.running
             if running is None or self._states is None or not self.supervisor.running:
                 return
-            desired = availability.effective(running, self._states)
+            usable = dispatch.usable_backends(running, self._states)
+            if running is self._refreshed[0] and usable == self._refreshed[1]:
+                return  # every poll comes here: the map is not laid out again for nothing
+            desired = dispatch.with_usable(running, usable.__contains__)
+            self._refreshed = (desired, usable)
             if desired is running:
                 return
             actions = availability.dispatch_actions(running, desired)
