@@ -203,7 +203,7 @@ def map_changes(old: ir.MapFile, new: ir.MapFile) -> list[RuntimeAction]:
 
     Values set one by one are not swapped atomically, so numbers that grow are set before
     numbers that shrink: the weights of a gateway's routes never all read 0 in between."""
-    if new.name == ir.DISPATCH_MAP:
+    if new.name in ir.DISPATCH_MAPS:
         return dispatch_changes(old, new)
     if len(old.entries) != len(new.entries):
         return [ReplaceMap(new.name, new.entries)]
@@ -221,9 +221,10 @@ def map_changes(old: ir.MapFile, new: ir.MapFile) -> list[RuntimeAction]:
 
 
 def dispatch_changes(old: ir.MapFile, new: ir.MapFile) -> list[RuntimeAction]:
-    """dispatch.map by key: entries set (added when absent) and removed one by one while that
-    takes fewer commands than swapping the whole map. Not atomic, and it need not be: a
-    gateway whose entries are half there has its other draws chosen by its fallback walk."""
+    """dispatch.map and lone.map by key: entries set (added when absent) and removed one by
+    one while that takes fewer commands than swapping the whole map. Not atomic, and it need
+    not be: a gateway whose entries are half there has its other draws chosen by its fallback
+    walk."""
     if old.entries == new.entries:
         return []
     before = dict(old.entries)

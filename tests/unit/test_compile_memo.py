@@ -87,7 +87,7 @@ def test_a_weight_change_reuses_every_other_gateway_and_sets_only_changed_entrie
     # 80 of the 100 slots change owner: the small map is swapped; the weight that grows is set
     # before the one that shrinks.
     assert [(type(a), a.name, len(a.entries)) for a in actions] == [
-        (ReplaceMap, ir.DISPATCH_MAP, 120),
+        (ReplaceMap, ir.DISPATCH_MAP, 100),
         (SetMapEntries, ir.WEIGHTS_MAP, 1),
         (SetMapEntries, ir.WEIGHTS_MAP, 1),
     ]

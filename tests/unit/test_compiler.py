@@ -206,6 +206,7 @@ def test_rendered_files_are_the_config_and_the_maps() -> None:
     assert list(rendered) == [
         "haproxy.cfg",
         "maps/dispatch.map",
+        "maps/lone.map",
         "maps/port_9070.hosts.map",
         "maps/port_9070.wildcards.map",
         "maps/slots.map",
@@ -444,8 +445,9 @@ def test_plain_gateways_of_a_shared_port_are_chosen_by_one_generic_rule() -> Non
     assert len(fallback) == 10
     assert max(fast) < min(fallback)
     dispatch_map = f"map_str({MAPS}/dispatch.map)"
+    lone_map = f"map_str({MAPS}/lone.map)"
     assert [rules[i] for i in fast[-2:]] == [
-        f"http-request allow if {{ var(txn.mg_gw),{dispatch_map},set-var(txn.mg_be) -m found }}",
+        f"http-request allow if {{ var(txn.mg_gw),{lone_map},set-var(txn.mg_be) -m found }}",
         "http-request allow if { rand(100),concat(.,txn.mg_gw),"
         f"{dispatch_map},set-var(txn.mg_be) -m found }}",
     ]
@@ -472,6 +474,7 @@ def test_no_host_maps_when_no_gateway_on_the_port_has_virtual_hosts() -> None:
     result = compiled(gateway("a", 8080), gateway("b", 8081, virtual_hosts="b.example.com"))
     assert [m.name for m in result.dataplane.maps] == [
         "dispatch.map",
+        "lone.map",
         "port_8081.hosts.map",
         "port_8081.wildcards.map",
         "slots.map",

@@ -111,7 +111,7 @@ def dataplane(servers_a: tuple[tuple[str, int], ...]) -> ir.DataPlane:
             backend("y", ("y1", 1)),
         ),
         maps=(
-            dispatch.dispatch_map(frontends, weights),
+            *dispatch.dispatch_maps(frontends, weights),
             ir.MapFile(ir.WEIGHTS_MAP, weights),
         ),
     )
@@ -158,8 +158,10 @@ def test_every_route_down_deletes_the_gateways_entries_and_keeps_the_others() ->
 def test_many_changes_swap_the_map_instead() -> None:
     running = dataplane((("a1", 1),))
     nothing = availability.effective(running, {})
-    (action,) = availability.dispatch_actions(running, nothing)
-    assert isinstance(action, ReplaceMap) and action.entries == ()
+    swapped, deleted = availability.dispatch_actions(running, nothing)
+    assert isinstance(swapped, ReplaceMap) and swapped.entries == ()
+    # lone.map had one entry: deleting it is less than swapping.
+    assert isinstance(deleted, DeleteMapEntries) and deleted.keys == ("g2",)
 
 
 def test_haproxy_state_lines_are_read_as_server_statuses() -> None:

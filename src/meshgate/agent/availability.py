@@ -35,17 +35,19 @@ def effective(dataplane: ir.DataPlane, states: Mapping[ServerKey, str]) -> ir.Da
 def is_dispatch_action(action: Action) -> bool:
     return (
         isinstance(action, ReplaceMap | SetMapEntries | DeleteMapEntries)
-        and action.name == ir.DISPATCH_MAP
+        and action.name in ir.DISPATCH_MAPS
     )
 
 
 def dispatch_actions(running: ir.DataPlane | None, desired: ir.DataPlane) -> list[Action]:
-    """The changes that take the running dispatch.map to the desired one."""
-    new = desired.map_named(ir.DISPATCH_MAP)
-    old = running.map_named(ir.DISPATCH_MAP) if running is not None else None
-    if new is None or old is None:
-        return []
-    return list(dispatch_changes(old, new))
+    """The changes that take the running dispatch maps to the desired ones."""
+    actions: list[Action] = []
+    for name in ir.DISPATCH_MAPS:
+        new = desired.map_named(name)
+        old = running.map_named(name) if running is not None else None
+        if new is not None and old is not None and new is not old:
+            actions += dispatch_changes(old, new)
+    return actions
 
 
 def with_dispatch_actions(

@@ -247,7 +247,7 @@ def _compile_all(
         ir.MapFile(
             ir.SLOTS_MAP, tuple(itertools.chain.from_iterable(slots[k] for k in sorted(slots)))
         ),
-        dispatch.dispatch_map(frontends, weights),
+        *dispatch.dispatch_maps(frontends, weights),
     )
     dataplane = ir.DataPlane(
         settings=settings,

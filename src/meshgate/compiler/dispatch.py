@@ -2,15 +2,18 @@
 
 A plain gateway (no pinned routes, no conditions, no policies) chooses a route by weight alone,
 so on a shared port it needs no rules of its own before its fallback: after the rules of the
-gateways that do need theirs, a few generic rules look its choice up in `dispatch.map` by the
-gateway id the host map gave (`txn.mg_gw`). A request then costs the same however many plain
-gateways share its port.
+gateways that do need theirs, a few generic rules look its choice up by the gateway id the
+host map gave (`txn.mg_gw`). A request then costs the same however many plain gateways share
+its port.
 
 Entries, by gateway id `G`:
-- a gateway of one route: `G` -> backend;
-- of several routes: 100 slots, `<draw>.G` -> backend (`<draw>.G.s` with `sticky: source`,
-  drawn from a hash of the client address instead of at random), each route owning as many
-  slots as its share of the weights.
+- a gateway of one route, in `lone.map`: `G` -> backend;
+- of several routes, in `dispatch.map`: 100 slots, `<draw>.G` -> backend (`<draw>.G.s` with
+  `sticky: source`, drawn from a hash of the client address instead of at random), each route
+  owning as many slots as its share of the weights.
+
+Two maps, so that a weight change among 10,000 gateways of one route each swaps (or sets) the
+few slots of the gateway that changed, not a map of 10,000 entries.
 
 These rules cannot read a backend's availability (`nbsrv` takes a backend name, not a
 variable), so the map itself follows it: the agent computes each gateway's entries over the
@@ -105,33 +108,47 @@ def plain_gateways(frontends: Iterable[ir.Frontend]) -> list[ir.GatewayRules]:
     return [g for f in frontends for g in f.gateways if is_plain(g)]
 
 
-def dispatch_map(
+def dispatch_maps(
     frontends: Iterable[ir.Frontend],
     weights: Sequence[tuple[str, str]],
     usable: Callable[[str], bool] | None = None,
-) -> ir.MapFile:
-    """The whole dispatch.map: the entries of every plain gateway."""
+) -> tuple[ir.MapFile, ir.MapFile]:
+    """dispatch.map and lone.map: the entries of every plain gateway."""
     weight_of = dict(weights)
-    return ir.MapFile(
-        ir.DISPATCH_MAP,
-        tuple(
-            itertools.chain.from_iterable(
-                gateway_entries(g, weight_of, usable) for g in plain_gateways(frontends)
-            )
+    plain = plain_gateways(frontends)
+    return (
+        ir.MapFile(
+            ir.DISPATCH_MAP,
+            tuple(
+                itertools.chain.from_iterable(
+                    gateway_entries(g, weight_of, usable) for g in plain if len(g.choices) > 1
+                )
+            ),
+        ),
+        ir.MapFile(
+            ir.LONE_MAP,
+            tuple(
+                itertools.chain.from_iterable(
+                    gateway_entries(g, weight_of, usable) for g in plain if len(g.choices) == 1
+                )
+            ),
         ),
     )
 
 
 def with_usable(dataplane: ir.DataPlane, usable: Callable[[str], bool]) -> ir.DataPlane:
-    """`dataplane` with dispatch.map over the routes `usable` says have a usable server."""
+    """`dataplane` with the dispatch maps over the routes `usable` says have a usable server."""
     weights = dataplane.map_named(ir.WEIGHTS_MAP)
-    current = dataplane.map_named(ir.DISPATCH_MAP)
-    if current is None:
+    current = {m.name: m for m in dataplane.maps if m.name in ir.DISPATCH_MAPS}
+    if len(current) != len(ir.DISPATCH_MAPS):
         return dataplane
-    made = dispatch_map(dataplane.frontends, weights.entries if weights else (), usable)
+    made = {
+        m.name: m
+        for m in dispatch_maps(dataplane.frontends, weights.entries if weights else (), usable)
+    }
     if made == current:
         return dataplane
-    maps = tuple(made if m.name == ir.DISPATCH_MAP else m for m in dataplane.maps)
+    maps = tuple(made.get(m.name, m) for m in dataplane.maps)
     return dataclasses.replace(dataplane, maps=maps)
 
 

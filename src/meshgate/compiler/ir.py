@@ -210,7 +210,9 @@ class Settings:
 
 WEIGHTS_MAP = "weights.map"
 SLOTS_MAP = "slots.map"  # see compiler.slots
-DISPATCH_MAP = "dispatch.map"  # see compiler.dispatch
+DISPATCH_MAP = "dispatch.map"  # see compiler.dispatch: slots of plain gateways
+LONE_MAP = "lone.map"  # see compiler.dispatch: the route of each plain gateway of one route
+DISPATCH_MAPS = (DISPATCH_MAP, LONE_MAP)
 STATE_RING = "mg_states"  # server state changes on their way to the agent (agent.state_log)
 
 

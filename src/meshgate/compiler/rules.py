@@ -145,17 +145,16 @@ def generic_rules(gateways: Sequence[ir.GatewayRules], keyword: str, maps_dir: s
     lone = any(len(g.choices) == 1 for g in plain)
     random = any(len(g.choices) > 1 and g.sticky != "source" for g in plain)
     source = any(len(g.choices) > 1 and g.sticky == "source" for g in plain)
-    table = f"{maps_dir}/{ir.DISPATCH_MAP}"
-    keys = [
-        key
-        for key, present in (
-            (dispatch.LONE_KEY, lone),
-            (dispatch.RANDOM_KEY, random),
-            (dispatch.SOURCE_KEY, source),
+    lookups = [
+        f"{key},map_str({maps_dir}/{table})"
+        for key, table, present in (
+            (dispatch.LONE_KEY, ir.LONE_MAP, lone),
+            (dispatch.RANDOM_KEY, ir.DISPATCH_MAP, random),
+            (dispatch.SOURCE_KEY, ir.DISPATCH_MAP, source),
         )
         if present
     ]
-    return [f"{keyword} {done(keyword)} if {chosen_by(f'{key},map_str({table})')}" for key in keys]
+    return [f"{keyword} {done(keyword)} if {chosen_by(lookup)}" for lookup in lookups]
 
 
 def gateway_rules(
