@@ -23,7 +23,7 @@ VHOSTS = 300
 # HAProxy marks a server down after `fall` (3) failed checks, 200 ms apart; the change it
 # streams takes the route out of the map within milliseconds (the stats poll, 1 s, is the
 # safety net). Generous bounds for a shared 2-core machine.
-HEALTH_LEAVES_WITHIN_S = 2.5
+HEALTH_LEAVES_WITHIN_S = 5.0
 # A killed instance: requests sent to it before the verdict wait out HAProxy's retry
 # turn-around (1 s per retry, 2 retries) before their 503.
 KILLED_LEAVES_WITHIN_S = 8.0
