@@ -1119,3 +1119,14 @@ def test_haproxy_accepts_edge_cases(tmp_path: Path) -> None:
     assert all(r.ok for r in result.gateways.values())
     ok, output = check_files(haproxy, tmp_path, render_files(result.dataplane))
     assert ok, output
+
+
+def test_a_port_of_one_gateway_keeps_the_exact_availability_test() -> None:
+    """Virtual hosts but no other gateway: nothing to walk past, so no generic rule; its own
+    fast path tests every route's `nbsrv` in the request."""
+    two_routes = {"[127.0.0.1:8081]": {}, "[127.0.0.1:8082]": {}}
+    text = config(gateway("a", 8080, virtual_hosts="a.example.com", routes=two_routes))
+    rules = frontend_section(text, "frontend port_8080")
+    assert not any("txn.mg_gw),map_str" in r or "concat(.,txn.mg_gw" in r for r in rules)
+    (fast,) = [r for r in rules if r.startswith("http-request allow if")]
+    assert fast.count("nbsrv(") == 2 and "dispatch.map" in fast
