@@ -4,7 +4,9 @@ Everything happens inside the one frontend the client connected to, with variabl
 lookups, so choosing a route costs no extra proxy hop. Weights live in a map file keyed by
 backend name, so a weight change is a map update at run time, not a reload. Availability is
 read live with nbsrv(), so a route whose instances are all down is skipped in the same request
-and its share goes to the others in proportion to their weights (SPEC §1, rule 2).
+and its share goes to the others in proportion to their weights (SPEC §1, rule 2) — except on
+a port of several virtual hosts, where plain gateways are chosen by generic rules from maps
+the agent keeps over the usable routes (compiler.dispatch).
 
 Weighted choice, in HAProxy terms: sum the weights of the available routes, noting where each
 route's share ends, draw pick = random mod sum, and choose the first route whose share ends
