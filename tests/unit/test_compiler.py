@@ -1130,3 +1130,21 @@ def test_a_port_of_one_gateway_keeps_the_exact_availability_test() -> None:
     assert not any("txn.mg_gw),map_str" in r or "concat(.,txn.mg_gw" in r for r in rules)
     (fast,) = [r for r in rules if r.startswith("http-request allow if")]
     assert fast.count("nbsrv(") == 2 and "dispatch.map" in fast
+
+
+def test_lone_map_holds_only_the_lone_gateways_of_shared_ports() -> None:
+    """HAProxy loads only the maps a rule names, and only the generic rules name lone.map: a
+    gateway alone on its port has no entry there (a `set map` on it would fail)."""
+    one_route = {"[127.0.0.1:8081]": {}}
+    result = compiled(
+        gateway("alone", 8080, routes=one_route),
+        gateway("alone-vhost", 8082, virtual_hosts="v.example.com", routes=one_route),
+        gateway("a", 8081, virtual_hosts="a.example.com", routes=one_route),
+        gateway("b", 8081, virtual_hosts="b.example.com", routes=one_route),
+    )
+    shared = {
+        g.gateway_id for f in result.dataplane.frontends if f.port == 8081 for g in f.gateways
+    }
+    assert {key for key, _ in map_entries(result, ir.LONE_MAP)} == shared
+    text = render_files(result.dataplane)[CONFIG_FILE]
+    assert text.count("lone.map") == 1

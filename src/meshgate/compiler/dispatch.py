@@ -103,6 +103,13 @@ def _weight(value: str | None) -> int:
     return int(value) if value and value.isdigit() else 0
 
 
+def is_generic(frontend: ir.Frontend) -> bool:
+    """A port of several virtual hosts: its plain gateways are chosen by the generic rules.
+    A port of one gateway keeps its exact per-request availability test (`nbsrv`): there is
+    nothing to walk past, and the generic rules would only add the map's window."""
+    return frontend.host_map is not None and len(frontend.gateways) > 1
+
+
 def plain_gateways(frontends: Iterable[ir.Frontend]) -> list[ir.GatewayRules]:
     """The plain gateways of every port, in port then gateway order (the map's order)."""
     return [g for f in frontends for g in f.gateways if is_plain(g)]
@@ -115,7 +122,12 @@ def dispatch_maps(
 ) -> tuple[ir.MapFile, ir.MapFile]:
     """dispatch.map and lone.map: the entries of every plain gateway."""
     weight_of = dict(weights)
+    frontends = tuple(frontends)
     plain = plain_gateways(frontends)
+    # HAProxy knows only the maps a rule names: lone.map is named by the generic rules alone,
+    # so it holds the lone gateways of generic ports only (dispatch.map is also named by the
+    # fast path of a plain gateway alone on its port).
+    lone = [g for f in frontends if is_generic(f) for g in f.gateways if is_plain(g)]
     return (
         ir.MapFile(
             ir.DISPATCH_MAP,
@@ -129,7 +141,7 @@ def dispatch_maps(
             ir.LONE_MAP,
             tuple(
                 itertools.chain.from_iterable(
-                    gateway_entries(g, weight_of, usable) for g in plain if len(g.choices) == 1
+                    gateway_entries(g, weight_of, usable) for g in lone if len(g.choices) == 1
                 )
             ),
         ),

@@ -111,9 +111,7 @@ def frontend_rules(frontend: ir.Frontend, maps_dir: str) -> list[str]:
     # On a port of virtual hosts, a plain gateway (compiler.dispatch) has no rules of its own
     # before its fallback: the generic rules after the other gateways' choose for all of them
     # with one lookup, so only the gateways that need their own rules are walked in sequence.
-    # A port of one gateway keeps its exact per-request availability test (`nbsrv`): there
-    # is nothing to walk past, and the generic rules would only add the map's window.
-    generic = frontend.host_map is not None and len(frontend.gateways) > 1
+    generic = dispatch.is_generic(frontend)
     fallbacks: list[str] = []
     for gateway in frontend.gateways:
         guard = (f"{{ var(txn.mg_gw) -m str {gateway.gateway_id} }}",) if shared else ()
