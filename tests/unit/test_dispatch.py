@@ -119,12 +119,15 @@ def dataplane(servers_a: tuple[tuple[str, int], ...]) -> ir.DataPlane:
 
 def test_a_route_is_usable_while_a_server_the_data_plane_keeps_is_up_with_weight() -> None:
     running = dataplane((("a1", 1), ("a2", 0)))
-    states = {("a", "a1"): "UP", ("a", "a2"): "UP", ("b", "b1"): "UP"}
-    assert dispatch.usable_backends(running, states) == {"a", "b"}
-    assert dispatch.usable_backends(running, {**states, ("a", "a1"): "DOWN"}) == {"b"}
-    assert dispatch.usable_backends(running, {**states, ("a", "a1"): "MAINT"}) == {"b"}
-    # A server HAProxy has not reported yet does not count.
-    assert dispatch.usable_backends(running, {("b", "b1"): "UP"}) == {"b"}
+    states = {**OTHERS_UP, ("a", "a1"): "UP", ("a", "a2"): "UP", ("b", "b1"): "UP"}
+    assert dispatch.usable_backends(running, states) == {"a", "b", "x", "y"}
+    assert dispatch.usable_backends(running, {**states, ("a", "a1"): "DOWN"}) == {"b", "x", "y"}
+    assert dispatch.usable_backends(running, {**states, ("a", "a1"): "MAINT"}) == {"b", "x", "y"}
+    # A server HAProxy has not reported yet does not count, unless its backend is new to
+    # HAProxy (none of its servers reported): loaded servers start up.
+    seen = {**OTHERS_UP, ("b", "b1"): "UP"}
+    assert dispatch.usable_backends(running, {**seen, ("a", "a2"): "UP"}) == {"b", "x", "y"}
+    assert dispatch.usable_backends(running, seen) == {"a", "b", "x", "y"}
 
 
 def test_a_route_losing_its_last_server_leaves_the_map_before_the_server_goes() -> None:
@@ -157,7 +160,8 @@ def test_every_route_down_deletes_the_gateways_entries_and_keeps_the_others() ->
 
 def test_many_changes_swap_the_map_instead() -> None:
     running = dataplane((("a1", 1),))
-    nothing = availability.effective(running, {})
+    down = {(b.name, server.name): "DOWN" for b in running.backends for server in b.servers}
+    nothing = availability.effective(running, down)
     swapped, deleted = availability.dispatch_actions(running, nothing)
     assert isinstance(swapped, ReplaceMap) and swapped.entries == ()
     # lone.map had one entry: deleting it is less than swapping.

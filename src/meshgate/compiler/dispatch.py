@@ -170,13 +170,19 @@ def usable_backends(
     """The backends with a server HAProxy reports UP (`states`: (backend, server) -> UP, DOWN,
     MAINT) that `dataplane` keeps with a weight above 0. A server the data plane no longer
     has counts for nothing, so a route losing its last server leaves the map before the
-    server goes; one HAProxy has not reported yet counts for nothing either, so a route
-    enters the map only once a server of it is seen up."""
+    server goes. A server HAProxy has not reported yet counts for nothing either, unless no
+    server of its backend has been reported: a backend HAProxy has just loaded (the poll
+    that would list it is still to come) counts as usable, as HAProxy starts its servers."""
     return frozenset(
         backend.name
         for backend in dataplane.backends
-        if any(
-            server.weight > 0 and states.get((backend.name, server.name)) == "UP"
-            for server in backend.servers
-        )
+        if _usable(backend, [states.get((backend.name, s.name)) for s in backend.servers])
     )
+
+
+def _usable(backend: ir.Backend, reported: Sequence[str | None]) -> bool:
+    servers = zip(backend.servers, reported, strict=True)
+    weighed = [status for server, status in servers if server.weight > 0]
+    if all(status is None for status in reported):
+        return bool(weighed)
+    return "UP" in weighed
