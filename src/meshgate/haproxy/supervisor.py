@@ -28,6 +28,7 @@ import signal
 import tempfile
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -506,15 +507,18 @@ class HaproxySupervisor:
                 timer = loop.call_at(loop.time() + bursts.QUIET_S, end_of_burst)
 
         try:
-            while line := await process.stdout.readline():
-                text = line.decode("utf-8", "replace").rstrip()
-                self._output.append(text)
-                self._output_count += 1
-                if not text.strip():
-                    continue
-                message = messages.parse_message(text, level)
-                level = message.level
-                _log_messages(burst.feed(message, time.monotonic()))
+            # What the pipe holds at once, not a line at a time: a runtime change to a
+            # thousand backends is thousands of lines, each await a turn of the event loop.
+            async for lines in _lines(process.stdout):
+                now = time.monotonic()
+                for text in lines:
+                    self._output.append(text)
+                    self._output_count += 1
+                    if not text.strip():
+                        continue
+                    message = messages.parse_message(text, level)
+                    level = message.level
+                    _log_messages(burst.feed(message, now))
                 if timer is None:
                     timer = loop.call_at(loop.time() + bursts.QUIET_S, end_of_burst)
         finally:
@@ -525,6 +529,21 @@ class HaproxySupervisor:
     def _output_since(self, mark: int) -> str:
         count = min(self._output_count - mark, len(self._output))
         return "\n".join(list(self._output)[-count:]) if count > 0 else "(no output)"
+
+
+PIPE_READ = 65536
+
+
+async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[list[str]]:
+    """The complete lines the stream has, as they come, a batch at a time; then what is left
+    after the last line break."""
+    partial = b""
+    while data := await stream.read(PIPE_READ):
+        *complete, partial = (partial + data).split(b"\n")
+        if complete:
+            yield [line.decode("utf-8", "replace").rstrip() for line in complete]
+    if partial:
+        yield [partial.decode("utf-8", "replace").rstrip()]
 
 
 def _log_messages(found: list[messages.Message]) -> None:
