@@ -39,6 +39,15 @@ class SetMapEntries:
 
 
 @dataclass(frozen=True)
+class DeleteMapEntries:
+    """Keys to remove from a map (`del map`), side by side: for dispatch.map, where a gateway
+    whose routes are all unusable loses its entries while the rest of the map stays."""
+
+    name: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class AddServer:
     backend: str
     server: ir.Server
@@ -102,6 +111,7 @@ class Reload:
 RuntimeAction = (
     ReplaceMap
     | SetMapEntries
+    | DeleteMapEntries
     | AddServer
     | SetServerWeight
     | RemoveServer
@@ -224,6 +234,8 @@ def map_changes(old: ir.MapFile, new: ir.MapFile) -> list[RuntimeAction]:
 
     Values set one by one are not swapped atomically, so numbers that grow are set before
     numbers that shrink: the weights of a gateway's routes never all read 0 in between."""
+    if new.name in ir.DISPATCH_MAPS:
+        return dispatch_changes(old, new)
     if len(old.entries) != len(new.entries):
         return [ReplaceMap(new.name, new.entries)]
     # Entries of unchanged gateways are the very same tuples (the compiler's memo), in the same
@@ -237,6 +249,27 @@ def map_changes(old: ir.MapFile, new: ir.MapFile) -> list[RuntimeAction]:
     growing = tuple(n for o, n in changed if _grows(o[1], n[1]))
     others = tuple(n for o, n in changed if not _grows(o[1], n[1]))
     return [SetMapEntries(new.name, entries) for entries in (growing, others) if entries]
+
+
+def dispatch_changes(old: ir.MapFile, new: ir.MapFile) -> list[RuntimeAction]:
+    """dispatch.map and lone.map by key: entries set (added when absent) and removed one by
+    one while that takes fewer commands than swapping the whole map. Not atomic, and it need
+    not be: a gateway whose entries are half there has its other draws chosen by its fallback
+    walk."""
+    if old.entries == new.entries:
+        return []
+    before = dict(old.entries)
+    after = dict(new.entries)
+    changed = tuple((k, v) for k, v in new.entries if before.get(k) != v)
+    removed = tuple(k for k in before if k not in after)
+    if len(changed) + len(removed) > 2 + len(new.entries) // ENTRIES_PER_PAYLOAD:
+        return [ReplaceMap(new.name, new.entries)]
+    actions: list[RuntimeAction] = []
+    if changed:
+        actions.append(SetMapEntries(new.name, changed))
+    if removed:
+        actions.append(DeleteMapEntries(new.name, removed))
+    return actions
 
 
 def _grows(old: str, new: str) -> bool:

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from meshgate import memory_debug, stalls
 from meshgate.agent import Agent, Driver
 from meshgate.agent.health import InstanceHealth, poll_health
+from meshgate.agent.state_log import StateReceiver
 from meshgate.compiler import ir
 from meshgate.discovery.dns import DnsFollower, Resolver
 from meshgate.events import EventLog
@@ -50,6 +51,7 @@ log = structlog.get_logger("meshgate.node")
 PARSE_FLOOR_PER_S = 20_000
 # How long stopping waits for server changes still on their way to HAProxy, and for the files.
 LANES_STOP_S = 10.0
+STATES_SOCKET = "states.sock"  # HAProxy streams server state changes here (agent.state_log)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class DataPlane:
     follower: DnsFollower
     receiver: LogReceiver | None
     events: EventLog
+    states: StateReceiver | None = None
 
     async def start(self) -> None:
         """Adopt the HAProxy an earlier meshgate left running on this run dir, if any; then
@@ -96,6 +99,8 @@ class DataPlane:
         if self.receiver is not None:
             # Listening before HAProxy starts, so its log forwarder connects at once.
             await self.receiver.start()
+        if self.states is not None:
+            await self.states.start()
 
     def work(self) -> list[Coroutine[Any, Any, None]]:
         """The loops that run until cancelled: the agent first (its end ends the node)."""
@@ -103,7 +108,13 @@ class DataPlane:
             self.agent.run(),
             self.stats.run(),
             self.follower.run(),
-            poll_health(self.health, self.stats, self.agent.republish, events=self.events),
+            poll_health(
+                self.health,
+                self.stats,
+                self.agent.republish,
+                events=self.events,
+                states_seen=self.driver.refresh_dispatch,
+            ),
         ]
 
     async def stop(self, *, keep_haproxy: bool = False) -> None:
@@ -115,6 +126,8 @@ class DataPlane:
             await self.supervisor.stop()
         if self.receiver is not None:
             await self.receiver.stop()
+        if self.states is not None:
+            await self.states.stop()
 
     async def readiness(self) -> dict[str, Any]:
         """/healthz: the agent applies, HAProxy runs, and some gateway (if any) is served."""
@@ -143,6 +156,7 @@ def build_data_plane(
         log_socket=str(run_dir / "log.sock") if options.latency else None,
         log_details=options.access_log is not None,
         flows=options.flows and options.latency,
+        state_socket=str(run_dir / STATES_SOCKET),
     )
     driver = Driver(supervisor, runtime, settings, background=True)
     follower = DnsFollower(Resolver(options.dns_server), on_change=lambda: agent.request_pass())
@@ -154,7 +168,10 @@ def build_data_plane(
     stats.make_way = agent.make_way  # a stats poll never holds up a change
     metrics.registry.register(DataPlaneMetrics(stats))
     metrics.registry.register(HaproxyProcessMetrics(lambda: supervisor.master_pid))
-    return DataPlane(supervisor, driver, agent, metrics, stats, health, follower, receiver, events)
+    states = StateReceiver(run_dir / STATES_SOCKET, driver.server_changed)
+    return DataPlane(
+        supervisor, driver, agent, metrics, stats, health, follower, receiver, events, states
+    )
 
 
 def _stats(

@@ -16,16 +16,17 @@ import dataclasses
 import functools
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
+from meshgate.agent import availability
 from meshgate.agent.checkers import CheckerServers
 from meshgate.agent.files import RunFiles, write_files
 from meshgate.agent.lanes import Lane, LatestLane
-from meshgate.compiler import CONFIG_FILE, checks, ir, render_files
+from meshgate.compiler import CONFIG_FILE, checks, dispatch, ir, render_files
 from meshgate.compiler.render import MAPS_DIR
 from meshgate.compiler.rules import FAIL_FAST_ERRORS
 from meshgate.compiler.tls_text import CERTS_DIR
@@ -41,6 +42,7 @@ from meshgate.plan import (
     AddCertificate,
     AddCrtListEntry,
     AddServer,
+    DeleteMapEntries,
     Reload,
     RemoveServer,
     ReplaceMap,
@@ -178,6 +180,13 @@ class Driver:
         self._files = RunFiles(self.run_dir)
         self.running: ir.DataPlane | None = None
         self._restarts_seen = 0
+        # HAProxy's server states as last polled, for dispatch.map (agent.availability); None
+        # until the first poll: every route counts as usable, as HAProxy starts its servers.
+        self._states: dict[tuple[str, str], str] | None = None
+        self._dispatch_lock = asyncio.Lock()
+        self._changed_at: dict[tuple[str, str], float] = {}  # streamed changes, when
+        self._refreshing: asyncio.Task[None] | None = None
+        self._refreshed: tuple[ir.DataPlane | None, frozenset[str]] = (None, frozenset())
         # The checker servers (compiler.checks) a server added at run time can track.
         self._checkers = CheckerServers()
 
@@ -243,6 +252,70 @@ class Driver:
     async def apply(self, desired: ir.DataPlane, actions: list[Action]) -> Outcome:
         """Make HAProxy run `desired`, which the caller has checked, by `actions`, which
         `plan(self.running, desired)` returned.
+
+        dispatch.map is applied over the routes last seen usable (agent.availability), its
+        changes made against the running map, whatever the plan said of it."""
+        async with self._dispatch_lock:
+            if self._states is not None:
+                desired = availability.effective(desired, self._states)
+                actions = availability.with_dispatch_actions(actions, self.running, desired)
+            return await self._apply(desired, actions)
+
+    async def refresh_dispatch(
+        self, states: Mapping[tuple[str, str], str], taken_at: float | None = None
+    ) -> None:
+        """HAProxy's server states from a stats poll taken at `taken_at` (monotonic):
+        `(backend, server)` -> UP, DOWN, MAINT. A state change streamed after the poll was
+        taken (`server_changed`) is newer and stays. Then `refresh`."""
+        merged = dict(states)
+        if taken_at is not None and self._states is not None:
+            for key, at in list(self._changed_at.items()):
+                if at > taken_at and key in self._states:
+                    merged[key] = self._states[key]
+                else:
+                    del self._changed_at[key]  # the poll has caught up with it
+        self._states = merged
+        await self.refresh()
+
+    def server_changed(self, key: tuple[str, str], status: str) -> None:
+        """A state change HAProxy streamed (agent.state_log): dispatch.map follows at once,
+        one refresh for a burst of them."""
+        if self._states is None:
+            self._states = {}
+        self._states[key] = status
+        self._changed_at[key] = time.monotonic()
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
+
+    async def refresh(self) -> None:
+        """Routes that gained or lost their last usable server enter or leave dispatch.map
+        now, with a few `set map` / `del map`, no reload."""
+        async with self._dispatch_lock:
+            running = self.running
+            if running is None or self._states is None or not self.supervisor.running:
+                return
+            usable = dispatch.usable_backends(running, self._states)
+            if running is self._refreshed[0] and usable == self._refreshed[1]:
+                return  # every poll comes here: the map is not laid out again for nothing
+            desired = dispatch.with_usable(running, usable.__contains__)
+            self._refreshed = (desired, usable)
+            if desired is running:
+                return
+            actions = availability.dispatch_actions(running, desired)
+            try:
+                for action in actions:
+                    assert not isinstance(action, Reload)
+                    await self._run(action, desired)
+            except MeshgateError as exc:
+                # The map is now partly changed: the next pass tries again from what it was.
+                log.warning("dispatch map update failed", error=str(exc))
+                return
+            self.running = desired
+            self._writes.submit(functools.partial(asyncio.to_thread, self._files.write, desired))
+            log.info("dispatch map follows route availability", actions=len(actions))
+
+    async def _apply(self, desired: ir.DataPlane, actions: list[Action]) -> Outcome:
+        """`apply`, once the dispatch map has the availability in it.
 
         With `background` (the agent's way), server additions, weights and removals go to a
         lane that runs them in order after this returns, and the files are written there too:
@@ -415,6 +488,10 @@ class Driver:
                 return
             set_entry = functools.partial(self.runtime.set_map_entry, map_file)
             await self._side_by_side([functools.partial(set_entry, *e) for e in action.entries])
+        elif isinstance(action, DeleteMapEntries):
+            map_file = str(self.run_dir / MAPS_DIR / action.name)
+            delete = functools.partial(self.runtime.del_map_entry, map_file)
+            await self._side_by_side([functools.partial(delete, key) for key in action.keys])
         elif isinstance(action, AddServer):
             server, health = action.server, action.health
             backend = _backend(desired, action.backend)

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
-from meshgate.compiler import incremental, ir, naming, policies
+from meshgate.compiler import dispatch, incremental, ir, naming, policies
 from meshgate.compiler import tls as tls_parts
 from meshgate.compiler.locality import NodeIdentity, is_local, netns_here
 from meshgate.compiler.memo import Memo
@@ -246,6 +246,7 @@ def _compile_all(
         ir.MapFile(
             ir.SLOTS_MAP, tuple(itertools.chain.from_iterable(slots[k] for k in sorted(slots)))
         ),
+        *dispatch.dispatch_maps(frontends, weights),
     )
     dataplane = ir.DataPlane(
         settings=settings,
@@ -387,7 +388,11 @@ def _compile_gateway(
     route_weights = [(b.name, weight_of[b.route.route]) for b in backends]
     weights = tuple((name, str(weight)) for name, weight in route_weights)
     if previous is not None and previous.weights == weights:
-        weights, slots = previous.weights, previous.slots
+        weights = previous.weights
+    if dispatch.is_plain(rules):
+        slots: tuple[tuple[str, str], ...] = ()  # in dispatch.map (compiler.dispatch) instead
+    elif previous is not None and previous.weights is weights and previous.slots:
+        slots = previous.slots
     else:
         slots = weight_slots(gateway_id, route_weights)
     return CompiledGateway(

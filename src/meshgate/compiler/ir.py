@@ -216,10 +216,18 @@ class Settings:
     log_socket: str | None = None
     log_details: bool = False  # the detailed line (client, method, path) for the access log
     flows: bool = False  # the client's address in the compact line: who calls which gateway
+    # Where HAProxy streams its server state changes (a unix socket), so that dispatch.map
+    # follows a route's last server going down or up at once (agent.state_log); None: only the
+    # stats poll tells.
+    state_socket: str | None = None
 
 
 WEIGHTS_MAP = "weights.map"
 SLOTS_MAP = "slots.map"  # see compiler.slots
+DISPATCH_MAP = "dispatch.map"  # see compiler.dispatch: slots of plain gateways
+LONE_MAP = "lone.map"  # see compiler.dispatch: the route of each plain gateway of one route
+DISPATCH_MAPS = (DISPATCH_MAP, LONE_MAP)
+STATE_RING = "mg_states"  # server state changes on their way to the agent (agent.state_log)
 
 
 @dataclass(frozen=True, slots=True)
