@@ -19,7 +19,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from meshgate import memory_debug
+from meshgate import memory_debug, stalls
 from meshgate.agent import Agent, Driver
 from meshgate.agent.health import InstanceHealth, poll_health
 from meshgate.agent.state_log import StateReceiver
@@ -92,6 +92,8 @@ class DataPlane:
         # Allocation snapshots (a leak hunt only) wait for a moment between two stats polls.
         if tracemalloc.is_tracing() or os.environ.get(memory_debug.ENVIRONMENT):
             memory_debug.snapshot_between(self.stats.between_polls)
+        # What holds the event loop, when asked (a latency investigation only).
+        stalls.watch_if_asked(asyncio.get_running_loop())
         if await self.supervisor.adopt():
             log.info("adopted the running HAProxy", master=self.supervisor.master_pid)
         if self.receiver is not None:
@@ -189,13 +191,15 @@ def _stats(
             keeper = LogKeeper(KeepController(budget), runtime.set_proc_var)
     # The access log wants every line, streamed as it is written; the statistics alone read
     # the ring with each poll, which costs HAProxy less (see `stats.ring`).
+    reader = StatsReader(str(run_dir / "master.sock"))
     stats = StatsCollector(
-        StatsReader(str(run_dir / "master.sock")),
+        reader,
         lambda: driver.running,
         latency=book,
         keeper=keeper,
         ring=RING if book is not None and not options.access_log else None,
     )
+    reader.between = stats.step  # a long reply is parsed in steps, changes going first
     if book is None or not options.access_log:
         return stats, None
     access_log = AccessLog(options.access_log, lambda: driver.running)

@@ -468,10 +468,14 @@ class Driver:
 
     async def _reload(self) -> None:
         config = self.run_dir / CONFIG_FILE
+        # While no gateway is served (HAProxy not running, or running none), a bad
+        # configuration costs no traffic: HAProxy's own load is the check (it says what a
+        # check would), and the file is parsed once, not twice.
+        check = self.supervisor.running and (self.running is None or _serves_gateways(self.running))
         if self.supervisor.running:
-            await self.supervisor.reload(config)
+            await self.supervisor.reload(config, check=check)
         else:
-            await self.supervisor.start(config)
+            await self.supervisor.start(config, check=check)
         self._restarts_seen = self.supervisor.restarts
 
     async def _run(self, action: RuntimeAction, desired: ir.DataPlane) -> None:
@@ -785,3 +789,7 @@ class Driver:
 
     async def stop(self) -> None:
         await self.supervisor.stop()
+
+
+def _serves_gateways(dataplane: ir.DataPlane) -> bool:
+    return any(frontend.gateways for frontend in dataplane.frontends)

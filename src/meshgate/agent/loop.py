@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import gc
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from meshgate.agent.driver import Driver, Outcome
 from meshgate.agent.health import InstanceHealth
 from meshgate.agent.ports import ports_in_use
 from meshgate.agent.published import UNKNOWN, Published
+from meshgate.collection import collector_paused
 from meshgate.compiler import Compiled, DesiredState, GatewayResult, compile_state
 from meshgate.compiler.build import CompileMemo
 from meshgate.errors import MeshgateError
@@ -171,12 +172,18 @@ class Agent:
                     continue
                 self._passing = self._ahead = True
                 try:
-                    if self._dirty.is_set() and self._idle():
-                        self._dirty.clear()
-                        if await self.reconcile(runtime_only=True):
-                            continue
-                    await self._quiet_period()
-                    await self.reconcile()
+                    # One pause of the garbage collector for the whole pass, from a first try
+                    # at run time to the end: with 100,000 gateways, each time it was enabled
+                    # in between, a collection walked the millions of objects the pass had
+                    # made (2-3 s each, five of them after the first apply). The one
+                    # collection of a pass runs after it (`_freeze_survivors` after a reload).
+                    with collector_paused():
+                        if self._dirty.is_set() and self._idle():
+                            self._dirty.clear()
+                            if await self.reconcile(runtime_only=True):
+                                continue
+                        await self._quiet_period()
+                        await self.reconcile()
                 finally:
                     self._passing = self._ahead = False
         finally:
@@ -318,7 +325,7 @@ class Agent:
         seen = self.seen_revision
         started_at = time.time()
         try:
-            with self.metrics.reconcile_seconds.time(), _collector_paused():
+            with self.metrics.reconcile_seconds.time(), collector_paused():
                 started = time.monotonic()
                 loaded = await self._load()
                 read = time.monotonic()
@@ -748,20 +755,6 @@ def _freeze_survivors() -> None:
     frozen it is still freed by reference counting when replaced, but no longer walked."""
     gc.collect()
     gc.freeze()
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector waits while a change is on its way to HAProxy: with
-    thousands of gateways in memory, one full collection takes tens of milliseconds, and it
-    would land on whichever change happened to be under way. It runs right after the pass."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _certificate_users(loaded: Loaded) -> dict[Key, list[str]]:
