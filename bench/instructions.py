@@ -24,6 +24,13 @@ process runs more of them per request).
   meshgate --no-flows   the same request log without the client's address
   meshgate --no-latency the same without the request log
 
+With `--vhosts N` (http1 only), also:
+
+  meshgate, last of N   the same gateway (without the request log, as `meshgate --no-latency`)
+                        as the default gateway of a port it shares with N-1 other gateways of
+                        two weighted routes, each its own virtual host, all created before it:
+                        the cost of a request to the last gateway of a busy shared port
+
 Workloads: h2 (HTTPS, HTTP/2 negotiated through ALPN, the certificate of bench/tls.py), https1
 (HTTPS, HTTP/1.1 keep-alive: bench/tls.py's keepalive) and http1 (plain HTTP/1.1 keep-alive).
 
@@ -31,6 +38,7 @@ Needs `valgrind` (Debian package) besides what the other benchmarks use.
 
     .venv/bin/python bench/instructions.py                   # 2 rounds, 2,000 requests each
     .venv/bin/python bench/instructions.py --requests 5000 --skip http1
+    .venv/bin/python bench/instructions.py --skip h2 --skip https1 --vhosts 1000 --requests 500
 """
 
 from __future__ import annotations
@@ -132,9 +140,21 @@ def baseline_config(setup: Setup, port: int, tls: bool, *, forwarded: bool = Fal
     )
 
 
-def meshgate_resources(setup: Setup, port: int, tls: bool) -> list[Resource]:
-    gateway = gateway_doc("bench", port, {"bench:v1": {"weight": 90}, "bench:v2": {"weight": 10}})
-    documents = [service_doc("bench:v1", setup.v1), service_doc("bench:v2", setup.v2), gateway]
+def meshgate_resources(setup: Setup, port: int, tls: bool, vhosts: int = 0) -> list[Resource]:
+    routes = {"bench:v1": {"weight": 90}, "bench:v2": {"weight": 10}}
+    gateway = gateway_doc("bench", port, routes)
+    # Other gateways of the port first (in creation and in name order), the bench gateway,
+    # which serves every other Host (h2load's is the address), last.
+    others = [
+        {**gateway_doc(f"a{n:05d}", port, routes), "virtual_hosts": [f"h{n}.bench.test"]}
+        for n in range(vhosts - 1 if vhosts else 0)
+    ]
+    documents = [
+        service_doc("bench:v1", setup.v1),
+        service_doc("bench:v2", setup.v2),
+        *others,
+        gateway,
+    ]
     if tls:
         gateway["tls"] = {"certificates": ["bench-cert"]}
         documents.append(
@@ -152,6 +172,7 @@ def meshgate_config(
     name: str,
     flows: bool = True,
     keep: int = SAMPLED_KEEP,
+    vhosts: int = 0,
 ) -> str:
     """meshgate's files for the gateway, written under the work dir; the configuration's text
     with one thread and no health checks, and the share of requests logged fixed (`keep` of
@@ -162,7 +183,9 @@ def meshgate_config(
         log_socket=str(run_dir / "log.sock") if latency else None,
         flows=flows and latency,
     )
-    compiled = compile_state(DesiredState.of(meshgate_resources(setup, port, tls)), settings)
+    compiled = compile_state(
+        DesiredState.of(meshgate_resources(setup, port, tls, vhosts)), settings
+    )
     problems = [e for result in compiled.gateways.values() for e in result.errors]
     if problems:
         raise BenchError(f"meshgate rejected the bench gateway: {problems}")
@@ -170,6 +193,8 @@ def meshgate_config(
     text = (run_dir / CONFIG_FILE).read_text()
     text = text.replace("global\n", "global\n    nbthread 1\n", 1)
     text = re.sub(r" check inter \d+ rise \d+ fall \d+", "", text)
+    # Route servers follow the checker servers' checks (compiler.checks): none are left.
+    text = re.sub(r" track \S+", "", text)
     if latency:
         logged_all = f"set-var {KEEP_VAR} int(1024)"
         if logged_all not in text:
@@ -269,22 +294,29 @@ def measure(args: argparse.Namespace, workdir: Path) -> int:
         f"{args.rounds} rounds; workloads: {', '.join(workloads)}"
     )
     counts: dict[tuple[str, str], list[int]] = {}
+    configs = (*CONFIGS, vhosts_config(args.vhosts)) if args.vhosts else CONFIGS
     with Nginx(workdir / "nginx", {"v1": setup.v1, "v2": setup.v2}):
         for round_number in range(args.rounds):
-            order = CONFIGS if round_number % 2 == 0 else tuple(reversed(CONFIGS))
+            order = configs if round_number % 2 == 0 else tuple(reversed(configs))
             for workload in workloads:
                 for name in order:
+                    if name.startswith("meshgate, last") and workload != "http1":
+                        continue  # the other gateways of the port would need TLS too
                     port = free_port()
                     tls = CLIENTS[workload][1] == "https"
-                    config = config_text(setup, name, port, tls, args.logged)
+                    config = config_text(setup, name, port, tls, args.logged, args.vhosts)
                     count = count_instructions(args, name, config, port, workload)
                     counts.setdefault((workload, name), []).append(count)
                     print(f"  round {round_number + 1}: {workload}/{name} {count:,} per request")
-    print(report(counts, workloads))
+    print(report(counts, workloads, configs))
     return 0
 
 
-def config_text(setup: Setup, name: str, port: int, tls: bool, keep: int) -> str:
+def vhosts_config(vhosts: int) -> str:
+    return f"meshgate, last of {vhosts:,}"
+
+
+def config_text(setup: Setup, name: str, port: int, tls: bool, keep: int, vhosts: int = 0) -> str:
     makers: dict[str, Callable[[], str]] = {
         "baseline": lambda: baseline_config(setup, port, tls),
         "baseline +forwarded": lambda: baseline_config(setup, port, tls, forwarded=True),
@@ -295,11 +327,18 @@ def config_text(setup: Setup, name: str, port: int, tls: bool, keep: int) -> str
         "meshgate --no-latency": lambda: meshgate_config(
             setup, port, tls, latency=False, name=name
         ),
+        vhosts_config(vhosts): lambda: meshgate_config(
+            setup, port, tls, latency=False, name="meshgate vhosts", vhosts=vhosts
+        ),
     }
     return makers[name]()
 
 
-def report(counts: dict[tuple[str, str], list[int]], workloads: Sequence[str]) -> str:
+def report(
+    counts: dict[tuple[str, str], list[int]],
+    workloads: Sequence[str],
+    configs: Sequence[str] = CONFIGS,
+) -> str:
     lines = [
         "",
         "| workload | config | instructions/request (median) | per round | baseline/config "
@@ -309,8 +348,10 @@ def report(counts: dict[tuple[str, str], list[int]], workloads: Sequence[str]) -
     for workload in workloads:
         base = median([float(c) for c in counts[(workload, "baseline")]])
         alike = median([float(c) for c in counts[(workload, "baseline +forwarded")]])
-        for name in CONFIGS:
-            values = counts[(workload, name)]
+        for name in configs:
+            values = counts.get((workload, name))
+            if not values:
+                continue
             value = median([float(c) for c in values])
             lines.append(
                 f"| {workload} | {name} | {value:,.0f} | {', '.join(f'{c:,}' for c in values)} "
@@ -332,6 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--h2load", default="h2load", help="h2load binary (nghttp2-client)")
     parser.add_argument("--haproxy", default="haproxy", help="HAProxy binary")
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
+    parser.add_argument(
+        "--vhosts", type=int, default=0, help="also the last gateway of a port of N (http1)"
+    )
     parser.add_argument(
         "--logged",
         type=int,

@@ -14,7 +14,9 @@ each gateway a port of its own (up to --max-ports, HAProxy listeners being file 
 At the largest vhost size it then measures, on that node:
 
   weight     --changes weight swaps of one gateway's two routes among the N: from the API call
-             to the first request served by the new route (p50, p99), and reloads meanwhile;
+             to the first request served by the new route (p50, p99), the three slowest with
+             their API part and wall-clock start (to match a node's MESHGATE_STALLS lines),
+             and reloads meanwhile;
              then a page of the gateway listing, a /metrics scrape (time, size) and memory
   throughput wrk through the first and the last virtual host among the N, against a node
              serving one gateway alone, rounds alternating (the ratio is the verdict, >= 0.95)
@@ -157,7 +159,9 @@ def weight_changes(
             flush=True,
         )
         reloads = _reloads(big)
-        delays = []
+        delays: list[float] = []
+        moments: list[float] = []
+        answered: list[float] = []  # from the call to the API's answer
         for change in range(changes):
             wanted = "v2" if change % 2 == 0 else "v1"
             weights = {"v1": 0, "v2": 100} if wanted == "v2" else {"v1": 100, "v2": 0}
@@ -169,11 +173,23 @@ def weight_changes(
             big.api.put(
                 "/api/v1/gateways/canary", json=canary, timeout=TIMEOUT_S
             ).raise_for_status()
+            answered.append((time.monotonic() - started) * 1000)
             with httpx.Client(timeout=2) as client:
                 while client.get(url, headers=headers).text.strip() != wanted:
                     if time.monotonic() - started > 30:
                         raise RuntimeError("a weight change did not reach the traffic in 30 s")
             delays.append((time.monotonic() - started) * 1000)
+            moments.append(time.time())
+        slowest = sorted(range(len(delays)), key=delays.__getitem__)[-3:][::-1]
+        # When the slowest ones began (wall clock): to match with a node's MESHGATE_STALLS lines.
+        print(
+            "slowest swaps: "
+            + ", ".join(
+                f"#{i + 1} {delays[i]:.0f} ms (API {answered[i]:.0f} ms) "
+                f"at {moments[i] - delays[i] / 1000:.3f}"
+                for i in slowest
+            )
+        )
         delays.sort()
         p99 = delays[min(len(delays) - 1, round(0.99 * (len(delays) - 1)))]
         print(

@@ -65,6 +65,11 @@ class ControlPlaneMetrics:
             "Changes applied through the runtime API",
             registry=self.registry,
         )
+        self.status_writes = Counter(
+            "meshgate_status_writes_total",
+            "Status records written or deleted in the store (only those that changed)",
+            registry=self.registry,
+        )
         self.rejected = Counter(
             "meshgate_rejected_changes_total",
             "Gateways left out of the data plane because they could not be served",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+import operator
 from dataclasses import dataclass
 
 from meshgate.compiler import ir
@@ -35,6 +36,15 @@ class SetMapEntries:
 
     name: str
     entries: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class DeleteMapEntries:
+    """Keys to remove from a map (`del map`), side by side: for dispatch.map, where a gateway
+    whose routes are all unusable loses its entries while the rest of the map stays."""
+
+    name: str
+    keys: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,7 @@ class Reload:
 RuntimeAction = (
     ReplaceMap
     | SetMapEntries
+    | DeleteMapEntries
     | AddServer
     | SetServerWeight
     | RemoveServer
@@ -148,25 +159,23 @@ def plan(running: ir.DataPlane | None, desired: ir.DataPlane) -> list[Action]:
     additions: list[AddServer] = []
     weights: list[SetServerWeight] = []
     removals: list[RemoveServer] = []
+    # The routes to one service share their server tuples (the compiler makes them once per
+    # change): their difference is worked out once, not once per backend.
+    diffs: dict[tuple[int, int], _ServerDiff | Reload] = {}
     for old, new in changed:
         name = new.name
-        if not _same_but(old, new, _BACKEND_FIELDS):
+        if _backend_rest(old) != _backend_rest(new):
             return [Reload(f"backend {name} changed")]
-        old_servers = {s.name: s for s in old.servers}
-        new_servers = {s.name: s for s in new.servers}
-        for server_name, server in new_servers.items():
-            before = old_servers.get(server_name)
-            # A server's backup flag cannot be changed at run time: it is added anew.
-            if before is None or not _same_but(before, server, _SERVER_FIELDS):
-                reason = _cannot_add_at_run_time(new, server)
-                if reason:
-                    return [Reload(reason)]
-                if before is not None:
-                    removals.append(RemoveServer(name, server_name))
-                additions.append(AddServer(name, server, new.health, new.tls))
-            elif before.weight != server.weight:
-                weights.append(SetServerWeight(name, server_name, server.weight))
-        removals += [RemoveServer(name, s) for s in old_servers if s not in new_servers]
+        pair = (id(old.servers), id(new.servers))
+        diff = diffs.get(pair)
+        if diff is None:
+            diff = diffs[pair] = _server_diff(new, old.servers, new.servers)
+        if isinstance(diff, Reload):
+            return [diff]
+        added, reweighted, removed = diff
+        removals += [RemoveServer(name, server) for server in removed]
+        additions += [AddServer(name, server, new.health, new.tls) for server in added]
+        weights += [SetServerWeight(name, server, weight) for server, weight in reweighted]
     old_maps = {m.name: m for m in running.maps}
     maps = [
         action
@@ -182,6 +191,38 @@ def plan(running: ir.DataPlane | None, desired: ir.DataPlane) -> list[Action]:
     return [*certificates, *entries, *first, *additions, *weights, *maps, *last]
 
 
+# What changes among a backend's servers: those to add, the new weights, those to remove
+# (first, those that an addition replaces).
+_ServerDiff = tuple[tuple[ir.Server, ...], tuple[tuple[str, int], ...], tuple[str, ...]]
+
+
+def _server_diff(
+    backend: ir.Backend, old: tuple[ir.Server, ...], new: tuple[ir.Server, ...]
+) -> _ServerDiff | Reload:
+    """How a backend's servers go from `old` to `new`, or the reload that must do it. Reads
+    nothing of the backend but what decides whether a server can be added at run time, which
+    the backends sharing these servers share too (their routes' settings are the same)."""
+    old_servers = {s.name: s for s in old}
+    new_servers = {s.name: s for s in new}
+    added: list[ir.Server] = []
+    reweighted: list[tuple[str, int]] = []
+    replaced: list[str] = []
+    for server_name, server in new_servers.items():
+        before = old_servers.get(server_name)
+        # A server's backup flag cannot be changed at run time: it is added anew.
+        if before is None or not _same_but(before, server, _SERVER_FIELDS):
+            reason = _cannot_add_at_run_time(backend, server)
+            if reason:
+                return Reload(reason)
+            if before is not None:
+                replaced.append(server_name)
+            added.append(server)
+        elif before.weight != server.weight:
+            reweighted.append((server_name, server.weight))
+    gone = [s for s in old_servers if s not in new_servers]
+    return tuple(added), tuple(reweighted), (*replaced, *gone)
+
+
 # A whole map goes to HAProxy in `add map` payloads of about this many entries (12 kB of
 # entries of up to 80 bytes), plus `prepare map` and `commit map`.
 ENTRIES_PER_PAYLOAD = 150
@@ -193,6 +234,8 @@ def map_changes(old: ir.MapFile, new: ir.MapFile) -> list[RuntimeAction]:
 
     Values set one by one are not swapped atomically, so numbers that grow are set before
     numbers that shrink: the weights of a gateway's routes never all read 0 in between."""
+    if new.name in ir.DISPATCH_MAPS:
+        return dispatch_changes(old, new)
     if len(old.entries) != len(new.entries):
         return [ReplaceMap(new.name, new.entries)]
     # Entries of unchanged gateways are the very same tuples (the compiler's memo), in the same
@@ -206,6 +249,27 @@ def map_changes(old: ir.MapFile, new: ir.MapFile) -> list[RuntimeAction]:
     growing = tuple(n for o, n in changed if _grows(o[1], n[1]))
     others = tuple(n for o, n in changed if not _grows(o[1], n[1]))
     return [SetMapEntries(new.name, entries) for entries in (growing, others) if entries]
+
+
+def dispatch_changes(old: ir.MapFile, new: ir.MapFile) -> list[RuntimeAction]:
+    """dispatch.map and lone.map by key: entries set (added when absent) and removed one by
+    one while that takes fewer commands than swapping the whole map. Not atomic, and it need
+    not be: a gateway whose entries are half there has its other draws chosen by its fallback
+    walk."""
+    if old.entries == new.entries:
+        return []
+    before = dict(old.entries)
+    after = dict(new.entries)
+    changed = tuple((k, v) for k, v in new.entries if before.get(k) != v)
+    removed = tuple(k for k in before if k not in after)
+    if len(changed) + len(removed) > 2 + len(new.entries) // ENTRIES_PER_PAYLOAD:
+        return [ReplaceMap(new.name, new.entries)]
+    actions: list[RuntimeAction] = []
+    if changed:
+        actions.append(SetMapEntries(new.name, changed))
+    if removed:
+        actions.append(DeleteMapEntries(new.name, removed))
+    return actions
 
 
 def _grows(old: str, new: str) -> bool:
@@ -276,6 +340,9 @@ def _certificate_changes(
 # them cost a third of a plan's time for 1,000 changed backends.
 _BACKEND_FIELDS = tuple(f.name for f in dataclasses.fields(ir.Backend) if f.name != "servers")
 _SERVER_FIELDS = tuple(f.name for f in dataclasses.fields(ir.Server) if f.name != "weight")
+# A backend's fields but its servers, read at once: compared as tuples (each pair by identity
+# first, then equality, as `_same_but` does), in a third of the time for 1,000 backends.
+_backend_rest = operator.attrgetter(*_BACKEND_FIELDS)
 
 
 def _same_but(old: object, new: object, names: tuple[str, ...]) -> bool:

@@ -19,9 +19,10 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from meshgate import memory_debug
+from meshgate import memory_debug, stalls
 from meshgate.agent import Agent, Driver
 from meshgate.agent.health import InstanceHealth, poll_health
+from meshgate.agent.state_log import StateReceiver
 from meshgate.compiler import ir
 from meshgate.discovery.dns import DnsFollower, Resolver
 from meshgate.events import EventLog
@@ -50,6 +51,7 @@ log = structlog.get_logger("meshgate.node")
 PARSE_FLOOR_PER_S = 20_000
 # How long stopping waits for server changes still on their way to HAProxy, and for the files.
 LANES_STOP_S = 10.0
+STATES_SOCKET = "states.sock"  # HAProxy streams server state changes here (agent.state_log)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class DataPlane:
     follower: DnsFollower
     receiver: LogReceiver | None
     events: EventLog
+    states: StateReceiver | None = None
 
     async def start(self) -> None:
         """Adopt the HAProxy an earlier meshgate left running on this run dir, if any; then
@@ -89,11 +92,15 @@ class DataPlane:
         # Allocation snapshots (a leak hunt only) wait for a moment between two stats polls.
         if tracemalloc.is_tracing() or os.environ.get(memory_debug.ENVIRONMENT):
             memory_debug.snapshot_between(self.stats.between_polls)
+        # What holds the event loop, when asked (a latency investigation only).
+        stalls.watch_if_asked(asyncio.get_running_loop())
         if await self.supervisor.adopt():
             log.info("adopted the running HAProxy", master=self.supervisor.master_pid)
         if self.receiver is not None:
             # Listening before HAProxy starts, so its log forwarder connects at once.
             await self.receiver.start()
+        if self.states is not None:
+            await self.states.start()
 
     def work(self) -> list[Coroutine[Any, Any, None]]:
         """The loops that run until cancelled: the agent first (its end ends the node)."""
@@ -101,7 +108,13 @@ class DataPlane:
             self.agent.run(),
             self.stats.run(),
             self.follower.run(),
-            poll_health(self.health, self.stats, self.agent.republish, events=self.events),
+            poll_health(
+                self.health,
+                self.stats,
+                self.agent.republish,
+                events=self.events,
+                states_seen=self.driver.refresh_dispatch,
+            ),
         ]
 
     async def stop(self, *, keep_haproxy: bool = False) -> None:
@@ -113,6 +126,8 @@ class DataPlane:
             await self.supervisor.stop()
         if self.receiver is not None:
             await self.receiver.stop()
+        if self.states is not None:
+            await self.states.stop()
 
     async def readiness(self) -> dict[str, Any]:
         """/healthz: the agent applies, HAProxy runs, and some gateway (if any) is served."""
@@ -141,6 +156,7 @@ def build_data_plane(
         log_socket=str(run_dir / "log.sock") if options.latency else None,
         log_details=options.access_log is not None,
         flows=options.flows and options.latency,
+        state_socket=str(run_dir / STATES_SOCKET),
     )
     driver = Driver(supervisor, runtime, settings, background=True)
     follower = DnsFollower(Resolver(options.dns_server), on_change=lambda: agent.request_pass())
@@ -152,7 +168,10 @@ def build_data_plane(
     stats.make_way = agent.make_way  # a stats poll never holds up a change
     metrics.registry.register(DataPlaneMetrics(stats))
     metrics.registry.register(HaproxyProcessMetrics(lambda: supervisor.master_pid))
-    return DataPlane(supervisor, driver, agent, metrics, stats, health, follower, receiver, events)
+    states = StateReceiver(run_dir / STATES_SOCKET, driver.server_changed)
+    return DataPlane(
+        supervisor, driver, agent, metrics, stats, health, follower, receiver, events, states
+    )
 
 
 def _stats(
@@ -172,13 +191,15 @@ def _stats(
             keeper = LogKeeper(KeepController(budget), runtime.set_proc_var)
     # The access log wants every line, streamed as it is written; the statistics alone read
     # the ring with each poll, which costs HAProxy less (see `stats.ring`).
+    reader = StatsReader(str(run_dir / "master.sock"))
     stats = StatsCollector(
-        StatsReader(str(run_dir / "master.sock")),
+        reader,
         lambda: driver.running,
         latency=book,
         keeper=keeper,
         ring=RING if book is not None and not options.access_log else None,
     )
+    reader.between = stats.step  # a long reply is parsed in steps, changes going first
     if book is None or not options.access_log:
         return stats, None
     access_log = AccessLog(options.access_log, lambda: driver.running)

@@ -281,3 +281,65 @@ async def test_reload_is_hitless(tmp_path: Path) -> None:
         assert errors == []
         assert total >= 2000
         assert (await supervisor.proc()).reloads == 20
+
+
+async def test_unchecked_loads_are_parsed_once_and_a_bad_one_is_still_rejected(
+    tmp_path: Path,
+) -> None:
+    """Without `check` (nothing served yet), HAProxy's own load is the check: a good file is
+    loaded without `haproxy -c`, and a bad one is rejected as a check would, with its reasons,
+    the running worker left as it was; a port taken still fails as a reload does."""
+    assert HAPROXY is not None
+    (tmp_path / "start").mkdir()
+    layout = Layout(tmp_path / "start")
+    supervisor = HaproxySupervisor(binary=HAPROXY, run_dir=tmp_path / "start")
+    config = write_config(layout, render_config(layout, extra=BROKEN))
+    with pytest.raises(ConfigRejected) as rejected:
+        await supervisor.start(config, check=False)
+    assert "no_such_directive" in rejected.value.output
+    assert str(config) in rejected.value.output
+    assert not supervisor.running and haproxy_pids_under(tmp_path / "start") == []
+    (tmp_path / "reload").mkdir()
+    async with running_haproxy(tmp_path / "reload") as (supervisor, _, layout):
+        worker = (await supervisor.proc()).workers[0].pid
+        config = write_config(layout, render_config(layout, extra=BROKEN))
+        with pytest.raises(ConfigRejected) as rejected:
+            await supervisor.reload(config, check=False)
+        assert "no_such_directive" in rejected.value.output
+        assert [w.pid for w in (await supervisor.proc()).workers] == [worker]
+        assert await get(layout.front_port) == (200, "static")
+        with socket.socket() as blocker:
+            blocker.bind(("127.0.0.1", 0))
+            blocker.listen()
+            extra = f"\nfrontend fe_taken\n    bind 127.0.0.1:{blocker.getsockname()[1]}\n"
+            config = write_config(layout, render_config(layout, extra=extra))
+            with pytest.raises(ReloadFailed):
+                await supervisor.reload(config, check=False)
+        good = write_config(layout, render_config(layout, echoes=("a", "b")))
+        result = await supervisor.reload(good, check=False)
+        assert result.worker_pid != worker and result.validate_s < 0.05
+        assert await get(layout.echo_port("b")) == (200, "b")
+
+
+async def test_an_unchecked_load_is_given_time_by_the_size_of_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No check timed an unchecked load, so its wait follows the file's size (`CHECK_S_PER_MB`),
+    not the start and reload timeouts alone: 100,000 gateways take HAProxy half a minute to
+    load. Here the timeouts are zero and a megabyte is given hours."""
+    import meshgate.haproxy.supervisor as module
+
+    assert HAPROXY is not None
+    monkeypatch.setattr(module, "CHECK_S_PER_MB", 1e7)
+    layout = Layout(tmp_path)
+    supervisor = HaproxySupervisor(
+        binary=HAPROXY, run_dir=tmp_path, start_timeout=0.0, reload_timeout=0.0
+    )
+    await supervisor.start(write_config(layout, render_config(layout)), check=False)
+    try:
+        config = write_config(layout, render_config(layout, echoes=("a",)))
+        result = await supervisor.reload(config, check=False)
+        assert await get(layout.echo_port("a")) == (200, "a")
+        assert result.worker_pid in [w.pid for w in (await supervisor.proc()).workers]
+    finally:
+        await supervisor.stop()

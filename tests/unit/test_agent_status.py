@@ -3,11 +3,12 @@ no status built, a changed one one write, a deleted one one delete."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from meshgate.agent.desired import DesiredLoader
-from meshgate.agent.loop import Agent
+from meshgate.agent.loop import STATUS_CHUNK, Agent
 from meshgate.compiler import compile_state, ir
 from meshgate.compiler.build import CompileMemo
 from meshgate.metrics import ControlPlaneMetrics
@@ -57,5 +58,37 @@ async def test_status_is_written_for_changed_gateways_only(tmp_path: Path) -> No
         await store.put(keys[9], gateway("g9"))
         assert [op.key.name for op in await ops({keys[9]})] == ["g9"]
         assert agent.not_serving == {}
+    finally:
+        await store.close()
+
+
+async def test_status_writes_wait_while_a_pass_is_due_or_under_way(tmp_path: Path) -> None:
+    """A thousand gateways' status is built and written a chunk at a time, and between two
+    chunks it waits for a pass that is due (a weight change just written) or under way, so
+    that the change reaches HAProxy before the status of an earlier one goes on."""
+    store = await SqliteStore.open(tmp_path / "db")
+    try:
+        agent = Agent(store, None, ControlPlaneMetrics())  # type: ignore[arg-type]  # no driver used
+        count = 3 * STATUS_CHUNK
+        for n in range(count):
+            await store.put(Key("gateways", "default", f"g{n}"), gateway(f"g{n}"))
+        loaded = await DesiredLoader(store).load(None)
+        compiled = compile_state(loaded.state, SETTINGS, CompileMemo())
+        for holding in ("due", "under way"):
+            agent._gateway_written.clear()
+            agent._published.clear()
+            if holding == "due":
+                agent._dirty.set()  # the watch saw a write: its pass comes first
+            else:
+                agent._ahead = True  # a pass has begun and not yet applied its change
+            publishing = asyncio.create_task(agent._publish(loaded, compiled, {}))
+            await asyncio.sleep(0.2)
+            assert not publishing.done(), holding
+            assert len(agent._gateway_written) == STATUS_CHUNK  # the first chunk, no more
+            agent._dirty.clear()
+            agent._ahead = False  # the pass has applied it
+            await publishing
+            assert len(agent._gateway_written) == count
+            assert len(await store.list("status.gateways")) == count
     finally:
         await store.close()

@@ -300,3 +300,29 @@ async def test_registrations_are_events(client: httpx.AsyncClient, events: Event
         ("registered", STABLE, "127.0.0.1:9000"),
         ("deregistered", STABLE, "127.0.0.1:9000"),
     ]
+
+
+async def test_a_batch_of_many_reads_the_store_by_listing_with_the_same_answers(
+    client: httpx.AsyncClient,
+) -> None:
+    """Past `READ_ONE_BY_ONE` documents an apply lists each kind instead of reading each key:
+    what is unchanged, configured or created, and which routes lead nowhere, are as before."""
+    from meshgate.api.stored import READ_ONE_BY_ONE
+
+    count = READ_ONE_BY_ONE + 10
+
+    def gateway(n: int, **changes: Any) -> dict[str, Any]:
+        return sava(name=f"g{n}", virtual_hosts=[f"h{n}.example.com"], **changes)
+
+    assert (await apply(client, service(), gateway(0), gateway(1))).status_code == 200
+    batch = [gateway(0), gateway(1, port="9071/http"), *(gateway(n) for n in range(2, count))]
+    answer = await apply(client, service(CANARY), *batch)
+    assert answer.status_code == 200, answer.text
+    applied = answer.json()["applied"]
+    assert [e["result"] for e in applied[:4]] == ["created", "unchanged", "configured", "created"]
+    assert all(e["warnings"] == [] for e in applied)  # STABLE stored, CANARY in the batch
+    alone = sava(name="alone", virtual_hosts=["alone.example.com"])
+    alone["routes"] = {**alone["routes"], "nowhere": {"weight": "0%"}}
+    answer = await apply(client, alone, *(gateway(n) for n in range(count)))
+    (warning,) = answer.json()["applied"][0]["warnings"]
+    assert warning.startswith("routes.nowhere: target 'nowhere' does not exist")

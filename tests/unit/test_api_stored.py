@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from meshgate.api.admission import admit, stored_gateways
-from meshgate.api.stored import StoredGatewayCache
+from meshgate.api.stored import READ_ONE_BY_ONE, StoredGatewayCache
 from meshgate.errors import ValidationFailed
 from meshgate.model import Gateway, to_document, validate_resource
 from meshgate.model.ports import PortIndex, port_conflicts
@@ -190,4 +190,85 @@ async def test_the_cache_follows_writes_made_elsewhere_and_relists_past_the_hist
         assert cache.plane_ports() == {}  # none is on loopback
     finally:
         await other.close()
+        await store.close()
+
+
+async def test_after_a_batch_the_cache_takes_the_shared_models_and_reads_no_value_alone(
+    tmp_path: Path,
+) -> None:
+    """After a batch of more gateways than are read one by one (an apply, the first write
+    after it), the cache lists the keys and takes the models the loader (or the apply) left
+    in the shared table; what nobody validated yet is read in one listing, not key by key."""
+    from meshgate.agent.desired import DesiredLoader
+
+    count = 3 * READ_ONE_BY_ONE
+    store = await SqliteStore.open(tmp_path / "db")
+    try:
+        for n in range(count):
+            await put(store, gateway(f"g{n}", virtual_hosts=[f"h{n}.example.com"]))
+        counting = CountingStore(store)
+        cache = StoredGatewayCache()
+        found = await cache.load(counting)  # type: ignore[arg-type]
+        # Nothing shared yet: every value, in one listing.
+        assert (counting.gets, cache.values_read, cache.relists) == (0, count, 1)
+        assert found == stored_gateways(await store.list("gateways"))
+        for n in range(count):  # a batch: every gateway moves to another port
+            await put(store, gateway(f"g{n}", virtual_hosts=[f"h{n}.example.com"], port=9001))
+        # The loader shares its models by store object: the same one here.
+        loaded = await DesiredLoader(counting).load()  # type: ignore[arg-type]
+        gets = counting.gets
+        found = await cache.load(counting)  # type: ignore[arg-type]
+        assert (counting.gets - gets, cache.values_read, cache.relists) == (0, count, 2)
+        theirs = {g.name: g for g in loaded.state.gateways}
+        assert all(g is theirs[g.name] for g in found)
+        assert found == stored_gateways(await store.list("gateways"))
+    finally:
+        await store.close()
+
+
+async def test_a_warm_up_after_a_batch_leaves_the_next_write_nothing_to_read_or_index(
+    tmp_path: Path,
+) -> None:
+    """What an apply starts once it has written: the next write finds the cache current and
+    its port index built (it waits for the write lock the warm-up holds)."""
+    import asyncio
+
+    store = await SqliteStore.open(tmp_path / "db")
+    try:
+        for n in range(100):
+            await put(store, gateway(f"g{n}", virtual_hosts=[f"h{n}.example.com"]))
+        counting = CountingStore(store)
+        cache, lock = StoredGatewayCache(), asyncio.Lock()
+        async with lock:
+            cache.warm_soon(counting, lock)  # type: ignore[arg-type]
+            await asyncio.sleep(0.01)
+            assert cache.relists == 0  # it waits for the writer that started it
+        await cache.warmed()
+        index, plane, read = cache.ports(), cache.plane_ports(), cache.values_read
+        assert (cache.relists, read) == (1, 100)
+        await cache.follow(counting)  # type: ignore[arg-type]
+        assert cache.values_read == read and counting.gets == 0
+        assert cache.ports() is index and cache.plane_ports() is plane
+    finally:
+        await store.close()
+
+
+async def test_the_first_listing_reads_every_value_at_once(tmp_path: Path) -> None:
+    """A thousand gateways read one by one took seconds on a busy node (each read a trip to
+    the store's thread): past a few, the cache lists the values instead; later writes are
+    read one by one."""
+    store = await SqliteStore.open(tmp_path / "db")
+    counting = CountingStore(store)
+    try:
+        many = READ_ONE_BY_ONE + 6
+        for n in range(many):
+            await put(store, gateway(f"g{n}", virtual_hosts=[f"h{n}.example.com"]))
+        cache = StoredGatewayCache()
+        found = await cache.load(counting)  # type: ignore[arg-type]
+        assert found == stored_gateways(await store.list("gateways"))
+        assert (cache.relists, cache.values_read, counting.gets) == (1, many, 0)
+        await put(store, gateway("g1", virtual_hosts=["h1.example.com"], port=9001))
+        await cache.load(counting)  # type: ignore[arg-type]
+        assert (cache.values_read, counting.gets) == (many + 1, 1)
+    finally:
         await store.close()

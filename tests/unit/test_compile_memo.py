@@ -87,7 +87,7 @@ def test_a_weight_change_reuses_every_other_gateway_and_sets_only_changed_entrie
     # 80 of the 100 slots change owner: the small map is swapped; the weight that grows is set
     # before the one that shrinks.
     assert [(type(a), a.name, len(a.entries)) for a in actions] == [
-        (ReplaceMap, ir.SLOTS_MAP, 100),
+        (ReplaceMap, ir.DISPATCH_MAP, 100),
         (SetMapEntries, ir.WEIGHTS_MAP, 1),
         (SetMapEntries, ir.WEIGHTS_MAP, 1),
     ]
@@ -145,13 +145,14 @@ def test_a_recompiled_gateway_keeps_its_slots_while_its_weights_are_the_same() -
     one = [Instance(address="10.0.0.5", port=80, id="r1")]
     base = (svc(), svc("web"), gw("a", routes=routes))
     memo = walk(state(*base))
-    slots_before = memo.gateways.previous(("default", "a")).slots  # type: ignore[union-attr]
-    assert len(slots_before) == 100
+    before = memo.last.dataplane.map_named(ir.DISPATCH_MAP)  # type: ignore[union-attr]
+    assert before is not None and len(before.entries) == 100
     with_memo = compile_state(state(*base, api=one), SETTINGS, memo)
     assert with_memo == compile_state(state(*base, api=one), SETTINGS)
-    part = memo.gateways.previous(("default", "a"))
-    assert part is not None and part.slots is slots_before
+    after = with_memo.dataplane.map_named(ir.DISPATCH_MAP)
+    assert after is not None
+    assert all(x is y for x, y in zip(before.entries, after.entries, strict=True))
     changed = {"api": {"weight": 60}, "web": {"weight": 40}}
     compile_state(state(svc(), svc("web"), gw("a", routes=changed), api=one), SETTINGS, memo)
-    part = memo.gateways.previous(("default", "a"))
-    assert part is not None and part.slots != slots_before
+    again = memo.last.dataplane.map_named(ir.DISPATCH_MAP)  # type: ignore[union-attr]
+    assert again is not None and again.entries != before.entries

@@ -205,6 +205,8 @@ def test_rendered_files_are_the_config_and_the_maps() -> None:
     rendered = files(*SAVA)
     assert list(rendered) == [
         "haproxy.cfg",
+        "maps/dispatch.map",
+        "maps/lone.map",
         "maps/port_9070.hosts.map",
         "maps/port_9070.wildcards.map",
         "maps/slots.map",
@@ -254,7 +256,7 @@ def test_slots_give_each_route_as_many_draws_as_its_weight() -> None:
         gateway("g", 9001, routes={"a": {"weight": 70}, "b": {"weight": 0}, "c": {"weight": 30}})
     )
     (rules,) = result.dataplane.frontends[0].gateways
-    slots = map_entries(result, ir.SLOTS_MAP)
+    slots = map_entries(result, ir.DISPATCH_MAP)  # a plain gateway's (compiler.dispatch)
     assert [key for key, _ in slots] == [f"{n}.{rules.gateway_id}" for n in range(100)]
     owners = [backend.split(".")[2] for _, backend in slots]
     assert owners == ["a"] * 70 + ["c"] * 30
@@ -271,12 +273,12 @@ def test_the_slot_lookup_runs_only_while_every_route_is_available() -> None:
     a, b = (choice.backend for choice in rules.choices)
     text = render_files(result.dataplane)[CONFIG_FILE]
     rules_text = frontend_section(text, "frontend port_9001")
-    fast = [line for line in rules_text if "slots.map" in line]
+    fast = [line for line in rules_text if "dispatch.map" in line]
     # One rule draws, chooses and ends the frontend's rules (the walk's, other gateways'); the
     # draw's term is last, so it runs only while both routes are available.
     assert fast == [
         f"http-request allow if {{ nbsrv({a}) -m bool }} {{ nbsrv({b}) -m bool }}"
-        f" {{ rand(100),concat(.{rules.gateway_id}),map_str({MAPS}/slots.map),"
+        f" {{ rand(100),concat(.{rules.gateway_id}),map_str({MAPS}/dispatch.map),"
         "set-var(txn.mg_be) -m found }"
     ]
 
@@ -415,32 +417,64 @@ def test_host_lookup_ignores_the_port_and_case() -> None:
     ]
 
 
-def test_a_request_passes_one_rule_per_plain_gateway_before_its_own() -> None:
-    """On a port of many virtual hosts every gateway's fast path comes before any gateway's
-    fallback: the rules a request passes grow by one per gateway before its own, not by all of
-    their rules. A gateway's own rules keep their order (fast path, then its fallback)."""
+def test_plain_gateways_of_a_shared_port_are_chosen_by_one_generic_rule() -> None:
+    """On a port of many virtual hosts a plain gateway has no rule of its own before the
+    fallbacks: one rule for all of them looks the choice up by gateway id, so a request
+    passes the same rules whatever its gateway's position. Only a gateway that needs its own
+    rules (here a condition) is walked, and before the generic rule."""
     two_routes = {"[127.0.0.1:8081]": {"weight": "60%"}, "[127.0.0.1:8082]": {"weight": "40%"}}
-    names = [f"g{i}" for i in range(6)]
+    one_route = {"[127.0.0.1:8083]": {}}
+    conditional = {
+        "[127.0.0.1:8081]": {"condition": "has header x-beta"},
+        "[127.0.0.1:8082]": {},
+    }
     text = config(
         *(
-            gateway(name, 8080, virtual_hosts=f"{name}.example.com", routes=two_routes)
-            for name in names
-        )
+            gateway(f"g{i}", 8080, virtual_hosts=f"g{i}.example.com", routes=two_routes)
+            for i in range(6)
+        ),
+        *(
+            gateway(f"l{i}", 8080, virtual_hosts=f"l{i}.example.com", routes=one_route)
+            for i in range(3)
+        ),
+        gateway("c", 8080, virtual_hosts="c.example.com", routes=conditional),
     )
     rules = [r for r in frontend_section(text, "frontend port_8080") if not r.startswith("#")]
     fast = [i for i, rule in enumerate(rules) if rule.startswith("http-request allow if")]
     fallback = [i for i, rule in enumerate(rules) if "set-var(txn.mg_sum) int(0)" in rule]
-    assert len(fast) == len(fallback) == len(names)
-    assert fast == list(range(fast[0], fast[0] + len(names)))  # one rule each, back to back
+    assert len(fallback) == 10
     assert max(fast) < min(fallback)
-    for ahead, behind in zip(fast, fallback, strict=True):
-        gateway_id = rules[ahead].split("-m str ")[1].split(" ")[0]
-        assert gateway_id in rules[behind]
+    dispatch_map = f"map_str({MAPS}/dispatch.map)"
+    lone_map = f"map_str({MAPS}/lone.map)"
+    assert [rules[i] for i in fast[-2:]] == [
+        f"http-request allow if {{ var(txn.mg_gw),{lone_map},set-var(txn.mg_be) -m found }}",
+        "http-request allow if { rand(100),concat(.,txn.mg_gw),"
+        f"{dispatch_map},set-var(txn.mg_be) -m found }}",
+    ]
+    # The conditional gateway's own rules are the only others: its condition's, then its fast
+    # path, guarded by its id.
+    assert len(fast) == 4 and "var(txn.mg_gw) -m str g" in rules[fast[1]]
+    assert "slots.map" in rules[fast[1]]
+
+
+def test_the_source_hash_rule_only_when_a_plain_gateway_is_sticky_by_source() -> None:
+    two_routes = {"[127.0.0.1:8081]": {}, "[127.0.0.1:8082]": {}}
+    text = config(
+        gateway("a", 8080, virtual_hosts="a.example.com", routes=two_routes),
+        gateway("b", 8080, virtual_hosts="b.example.com", routes=two_routes, sticky="source"),
+    )
+    rules = frontend_section(text, "frontend port_8080")
+    source = [r for r in rules if "src,crc32(1),mod(100),concat(.,txn.mg_gw,.s)" in r]
+    assert len(source) == 1
+    text = config(gateway("a", 8080, virtual_hosts="a.example.com", routes=two_routes))
+    assert "concat(.,txn.mg_gw,.s)" not in text
 
 
 def test_no_host_maps_when_no_gateway_on_the_port_has_virtual_hosts() -> None:
     result = compiled(gateway("a", 8080), gateway("b", 8081, virtual_hosts="b.example.com"))
     assert [m.name for m in result.dataplane.maps] == [
+        "dispatch.map",
+        "lone.map",
         "port_8081.hosts.map",
         "port_8081.wildcards.map",
         "slots.map",
@@ -460,7 +494,7 @@ def test_gateway_guards_only_on_a_shared_port() -> None:
     shared = frontend_section(text, "frontend port_8081")
     for rules in result.dataplane.frontends[1].gateways:
         guard = f"{{ var(txn.mg_gw) -m str {rules.gateway_id} }}"
-        start = shared.index(f"# gateway default/{rules.name}")
+        start = shared.index(f"# gateway default/{rules.name}: routes unavailable")
         block = []
         for line in shared[start + 1 :]:
             if line.startswith("#") or "no route available" in line:
@@ -1085,3 +1119,32 @@ def test_haproxy_accepts_edge_cases(tmp_path: Path) -> None:
     assert all(r.ok for r in result.gateways.values())
     ok, output = check_files(haproxy, tmp_path, render_files(result.dataplane))
     assert ok, output
+
+
+def test_a_port_of_one_gateway_keeps_the_exact_availability_test() -> None:
+    """Virtual hosts but no other gateway: nothing to walk past, so no generic rule; its own
+    fast path tests every route's `nbsrv` in the request."""
+    two_routes = {"[127.0.0.1:8081]": {}, "[127.0.0.1:8082]": {}}
+    text = config(gateway("a", 8080, virtual_hosts="a.example.com", routes=two_routes))
+    rules = frontend_section(text, "frontend port_8080")
+    assert not any("txn.mg_gw),map_str" in r or "concat(.,txn.mg_gw" in r for r in rules)
+    (fast,) = [r for r in rules if r.startswith("http-request allow if")]
+    assert fast.count("nbsrv(") == 2 and "dispatch.map" in fast
+
+
+def test_lone_map_holds_only_the_lone_gateways_of_shared_ports() -> None:
+    """HAProxy loads only the maps a rule names, and only the generic rules name lone.map: a
+    gateway alone on its port has no entry there (a `set map` on it would fail)."""
+    one_route = {"[127.0.0.1:8081]": {}}
+    result = compiled(
+        gateway("alone", 8080, routes=one_route),
+        gateway("alone-vhost", 8082, virtual_hosts="v.example.com", routes=one_route),
+        gateway("a", 8081, virtual_hosts="a.example.com", routes=one_route),
+        gateway("b", 8081, virtual_hosts="b.example.com", routes=one_route),
+    )
+    shared = {
+        g.gateway_id for f in result.dataplane.frontends if f.port == 8081 for g in f.gateways
+    }
+    assert {key for key, _ in map_entries(result, ir.LONE_MAP)} == shared
+    text = render_files(result.dataplane)[CONFIG_FILE]
+    assert text.count("lone.map") == 1

@@ -413,3 +413,12 @@ def test_a_prompt_mode_session_splits_into_one_reply_per_command() -> None:
         "New server registered.\n\n",
     ]
     assert split_replies("") == [] and PROMPT == "\n> "
+
+
+def test_a_reply_parsed_in_parts_is_the_reply_parsed_whole() -> None:
+    whole = stat_csv.parse_stat_csv(SHOW_STAT)
+    assert len(whole) >= 3
+    parts = list(stat_csv.stat_csv_parts(SHOW_STAT, 2))
+    assert [len(part) for part in parts[:-1]] == [2] * (len(parts) - 1)
+    assert [row for part in parts for row in part] == whole
+    assert list(stat_csv.stat_csv_parts("\n", 2)) == []

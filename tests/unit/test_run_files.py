@@ -73,7 +73,7 @@ def test_only_changed_files_are_written_and_the_config_is_rendered_only_when_it_
     monkeypatch.setattr(run_files, "render_files", counting)
     weights = compile_with(memo, gateway(10), *SERVICES, run_dir=tmp_path)
     files.write(weights)
-    assert written[-1] == ["maps/slots.map", "maps/weights.map"]
+    assert written[-1] == ["maps/dispatch.map", "maps/weights.map"]
     assert renders[-1] is False  # the configuration's parts are the same objects
     on_disk = {name: (tmp_path / name).read_text() for name in render_files(weights)}
     assert on_disk == render_files(weights)

@@ -377,3 +377,45 @@ async def test_route_readings_keep_one_key_tuple_per_route_across_reads() -> Non
     assert list(first) == list(second) == [("default", "gw", "v1")]
     assert next(iter(first)) is next(iter(second))
     assert first[("default", "gw", "v1")] != second[("default", "gw", "v1")]  # counts moved
+
+
+async def test_a_poll_of_many_rows_lets_changes_go_first_every_step_of_rows() -> None:
+    """A poll of thousands of rows is tallied `ROWS_A_STEP` rows (and backends, and servers)
+    at a time, looking for changes on their way before each step; the snapshot is the one
+    tallying it in one go gives."""
+    from meshgate.stats.collector import ROWS_A_STEP
+
+    count = 3 * ROWS_A_STEP
+    names = [f"default.g{n}.r.abcdef" for n in range(count)]
+    rows = [
+        row
+        for n, name in enumerate(names)
+        for row in (
+            StatRow(name, "BACKEND", StatType.BACKEND, "UP", "", "", "http", req_tot=n),
+            StatRow(name, "s", StatType.SERVER, "DOWN", "", "127.0.0.1:1", "http", req_tot=n),
+        )
+    ]
+    looks = 0
+
+    async def make_way() -> None:
+        nonlocal looks
+        looks += 1
+
+    reader = FakeReader()
+    reader.workers, reader.rows = [100], {100: rows}
+    collector = StatsCollector(
+        reader,  # type: ignore[arg-type]
+        lambda: None,
+        clock=Clock(),
+        make_way=make_way,
+    )
+    snapshot = await collector.refresh()
+    # rows: 6 steps; backends: 3 and servers: 3; and the few steps of any poll.
+    assert looks >= 6 + 3 + 3
+    tally = Tally()
+    tally.begin()
+    tally.observe(100, rows, current=True)
+    alone = tally.end([100], 0.0)
+    assert snapshot.backends == alone.backends and snapshot.servers == alone.servers
+    assert snapshot.servers[(names[-1], "s")].status == "DOWN"
+    assert snapshot.backends[names[-1]].counts.requests == count - 1

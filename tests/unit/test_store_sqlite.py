@@ -403,6 +403,30 @@ async def test_watch_sees_another_process(sqlite_store: SqliteStore, db_path: Pa
     assert (event.key.name, event.value) == ("child", {"ok": True})
 
 
+async def test_keys_changed_between_two_revisions_are_those_of_the_kinds_asked(
+    db_path: Path,
+) -> None:
+    """What the API's stored gateways follow: gateways written between two revisions, with
+    the status writes in between left unread."""
+    status = Key("status.gateways", "default", "a")
+    async with await SqliteStore.open(db_path, history=8) as store:
+        start = await store.revision()
+        await store.put(GW_A, {"v": 1})
+        await store.commit([Put(status, {"n": 0}), Put(SVC, {})])
+        await store.put(GW_B, {"v": 1})
+        middle = await store.revision()
+        await store.delete(GW_A)
+        end = await store.revision()
+        assert await store.keys_changed(start, middle, ["gateways"]) == {GW_A, GW_B}
+        assert await store.keys_changed(middle, end, ["gateways"]) == {GW_A}
+        assert await store.keys_changed(start, end, ["services"]) == {SVC}
+        assert await store.keys_changed(end, end, ["gateways"]) == set()
+        for n in range(8):
+            await store.put(status, {"n": n})
+        with pytest.raises(CompactedError):
+            await store.keys_changed(start, await store.revision(), ["gateways"])
+
+
 async def test_watch_of_compacted_history_fails(db_path: Path) -> None:
     async with await SqliteStore.open(db_path, history=5) as small:
         for i in range(12):

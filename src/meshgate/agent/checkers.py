@@ -38,7 +38,10 @@ class CheckerServers:
     def target(self, backend: ir.Backend, server: ir.Server) -> Ref | None:
         """The checker server this route server tracks now, or None: it checks itself (agent
         or passive checks, or no checker server for its endpoint and no spare left)."""
-        ref = checks.tracked(backend, server)
+        return self.target_of(checks.tracked(backend, server))
+
+    def target_of(self, ref: Ref | None) -> Ref | None:
+        """`target`, from what `checks.tracked` answered for the route server."""
         if ref is None or ref in self._loaded:
             return ref
         return self._lent.get(ref)
@@ -46,7 +49,10 @@ class CheckerServers:
     def lend(self, backend: ir.Backend, server: ir.Server) -> Ref | None:
         """A spare for this server's endpoint when it needs one and one is free; the caller
         sets the spare's address and puts it in service before adding trackers."""
-        ref = checks.tracked(backend, server)
+        return self.lend_for(checks.tracked(backend, server))
+
+    def lend_for(self, ref: Ref | None) -> Ref | None:
+        """`lend`, from what `checks.tracked` answered for the route server."""
         if ref is None or ref in self._loaded or ref in self._lent:
             return None
         free = self._free.get(ref[0])

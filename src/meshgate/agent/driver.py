@@ -16,22 +16,24 @@ import dataclasses
 import functools
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
+from meshgate.agent import availability
 from meshgate.agent.checkers import CheckerServers
 from meshgate.agent.files import RunFiles, write_files
 from meshgate.agent.lanes import Lane, LatestLane
-from meshgate.compiler import CONFIG_FILE, ir, render_files
+from meshgate.compiler import CONFIG_FILE, checks, dispatch, ir, render_files
 from meshgate.compiler.render import MAPS_DIR
 from meshgate.compiler.rules import FAIL_FAST_ERRORS
 from meshgate.compiler.tls_text import CERTS_DIR
 from meshgate.errors import MeshgateError
-from meshgate.haproxy import bulk, commands
+from meshgate.haproxy import bulk, commands, replies
 from meshgate.haproxy.commands import CheckExtras, ServerAdminState
+from meshgate.haproxy.replies import CommandKind, RuntimeCommandFailed
 from meshgate.haproxy.runtime import RuntimeClient
 from meshgate.haproxy.server_states import ServerAdminFlags
 from meshgate.haproxy.supervisor import CHECK_TIMED_OUT, ConfigRejected, HaproxySupervisor
@@ -40,6 +42,7 @@ from meshgate.plan import (
     AddCertificate,
     AddCrtListEntry,
     AddServer,
+    DeleteMapEntries,
     Reload,
     RemoveServer,
     ReplaceMap,
@@ -57,6 +60,9 @@ DRAIN_TIMEOUT_S = 5.0
 # trips, and well under the ten connections the master CLI accepts at a time (16 got
 # connections reset), which the stats poller shares.
 ADD_CONCURRENCY = 4
+# How long deletes of departing servers wait for additions under way, and how often they look.
+MAKE_WAY_S = 1.0
+MAKE_WAY_POLL_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,44 @@ def _batches(actions: list[Action]) -> list[list[RuntimeAction]]:
     return batches
 
 
+class _Tracked:
+    """`checks.tracked` for the servers of one batch of additions, worked out once for the
+    routes that share a server and a check (a thousand backends of one service): keyed by
+    identity, which the batch keeps alive, where hashing the check cost more than the answer."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[object, ...], tuple[str, str] | None] = {}
+
+    def __call__(self, backend: ir.Backend, server: ir.Server) -> tuple[str, str] | None:
+        key = (
+            id(server),
+            id(backend.health),
+            id(backend.tls),
+            backend.mode,
+            backend.timeout_connect_ms,
+        )
+        if key not in self._found:
+            self._found[key] = checks.tracked(backend, server)
+        return self._found[key]
+
+
+def _map_failure(reply: str) -> RuntimeCommandFailed | None:
+    try:
+        replies.check_reply(CommandKind.CHANGE_MAP, reply)
+    except RuntimeCommandFailed as error:
+        return error
+    return None
+
+
+def _refs(batch: Sequence[RuntimeAction]) -> set[bulk.ServerRef]:
+    """The (backend, server) of each server addition or removal of a batch."""
+    return {
+        (a.backend, a.server.name if isinstance(a, AddServer) else a.server)
+        for a in batch
+        if isinstance(a, AddServer | RemoveServer)
+    }
+
+
 def _backend(dataplane: ir.DataPlane, name: str) -> ir.Backend | None:
     return next((b for b in dataplane.backends if b.name == name), None)
 
@@ -119,6 +163,16 @@ class Driver:
         self.supervisor = supervisor
         self.background = background
         self._churn = Lane("server changes")
+        # Departing servers wait for their requests to end (a tenth of a second at least)
+        # before they are deleted: that wait runs here, beside the lane, so the next
+        # instance's servers are not queued behind it (see `_run_batches`).
+        self._removals = Lane("server removals")
+        self._departing: dict[bulk.ServerRef, int] = {}  # handed to `_removals`, not yet gone
+        # Lending a spare checker server and putting a freed one back in maintenance, from
+        # either lane, one at a time: a spare freed and lent again at once must receive its
+        # "maintenance" before its "ready".
+        self._spares = asyncio.Lock()
+        self._awaiting_removals = False  # the server lane waits for the removals lane
         self._writes = LatestLane()
         self.runtime = runtime
         self._settings = settings
@@ -126,6 +180,13 @@ class Driver:
         self._files = RunFiles(self.run_dir)
         self.running: ir.DataPlane | None = None
         self._restarts_seen = 0
+        # HAProxy's server states as last polled, for dispatch.map (agent.availability); None
+        # until the first poll: every route counts as usable, as HAProxy starts its servers.
+        self._states: dict[tuple[str, str], str] | None = None
+        self._dispatch_lock = asyncio.Lock()
+        self._changed_at: dict[tuple[str, str], float] = {}  # streamed changes, when
+        self._refreshing: asyncio.Task[None] | None = None
+        self._refreshed: tuple[ir.DataPlane | None, frozenset[str]] = (None, frozenset())
         # The checker servers (compiler.checks) a server added at run time can track.
         self._checkers = CheckerServers()
 
@@ -150,23 +211,29 @@ class Driver:
         A restart loads the configuration of the last reload, which lacks what was changed at
         run time since; the next apply then reloads from the current files.
         """
-        return self.supervisor.restarts != self._restarts_seen or self._churn.failure is not None
+        return self.supervisor.restarts != self._restarts_seen or self._lane_failure() is not None
+
+    def _lane_failure(self) -> str | None:
+        return self._churn.failure or self._removals.failure
 
     def churning(self) -> bool:
-        """Server changes handed to the background lane have not all reached HAProxy yet."""
-        return self._churn.busy()
+        """Server changes handed to the background lanes have not all reached HAProxy yet."""
+        return self._churn.busy() or self._removals.busy()
 
     async def churn_drained(self) -> None:
-        await self._churn.drained()
+        # The server lane hands removals on to the other: both, until neither has work.
+        while self.churning():
+            await self._churn.drained()
+            await self._removals.drained()
 
     def settling(self) -> bool:
         """Server changes or the files of an earlier apply are still on their way."""
-        return self._churn.busy() or self._writes.busy()
+        return self.churning() or self._writes.busy()
 
     async def settled(self) -> None:
         """Return once the server changes and the files of every earlier apply are done; files
         the background could not write are written here (an error is raised)."""
-        await self._churn.drained()
+        await self.churn_drained()
         await self._writes.drained()
         if self._writes.failure is not None and self.running is not None:
             await asyncio.to_thread(self._files.write, self.running)
@@ -179,10 +246,76 @@ class Driver:
             async with asyncio.timeout(timeout):
                 await self.settled()
         await self._churn.stop()
+        await self._removals.stop()
+        self._departing.clear()
 
     async def apply(self, desired: ir.DataPlane, actions: list[Action]) -> Outcome:
         """Make HAProxy run `desired`, which the caller has checked, by `actions`, which
         `plan(self.running, desired)` returned.
+
+        dispatch.map is applied over the routes last seen usable (agent.availability), its
+        changes made against the running map, whatever the plan said of it."""
+        async with self._dispatch_lock:
+            if self._states is not None:
+                desired = availability.effective(desired, self._states)
+                actions = availability.with_dispatch_actions(actions, self.running, desired)
+            return await self._apply(desired, actions)
+
+    async def refresh_dispatch(
+        self, states: Mapping[tuple[str, str], str], taken_at: float | None = None
+    ) -> None:
+        """HAProxy's server states from a stats poll taken at `taken_at` (monotonic):
+        `(backend, server)` -> UP, DOWN, MAINT. A state change streamed after the poll was
+        taken (`server_changed`) is newer and stays. Then `refresh`."""
+        merged = dict(states)
+        if taken_at is not None and self._states is not None:
+            for key, at in list(self._changed_at.items()):
+                if at > taken_at and key in self._states:
+                    merged[key] = self._states[key]
+                else:
+                    del self._changed_at[key]  # the poll has caught up with it
+        self._states = merged
+        await self.refresh()
+
+    def server_changed(self, key: tuple[str, str], status: str) -> None:
+        """A state change HAProxy streamed (agent.state_log): dispatch.map follows at once,
+        one refresh for a burst of them."""
+        if self._states is None:
+            self._states = {}
+        self._states[key] = status
+        self._changed_at[key] = time.monotonic()
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
+
+    async def refresh(self) -> None:
+        """Routes that gained or lost their last usable server enter or leave dispatch.map
+        now, with a few `set map` / `del map`, no reload."""
+        async with self._dispatch_lock:
+            running = self.running
+            if running is None or self._states is None or not self.supervisor.running:
+                return
+            usable = dispatch.usable_backends(running, self._states)
+            if running is self._refreshed[0] and usable == self._refreshed[1]:
+                return  # every poll comes here: the map is not laid out again for nothing
+            desired = dispatch.with_usable(running, usable.__contains__)
+            self._refreshed = (desired, usable)
+            if desired is running:
+                return
+            actions = availability.dispatch_actions(running, desired)
+            try:
+                for action in actions:
+                    assert not isinstance(action, Reload)
+                    await self._run(action, desired)
+            except MeshgateError as exc:
+                # The map is now partly changed: the next pass tries again from what it was.
+                log.warning("dispatch map update failed", error=str(exc))
+                return
+            self.running = desired
+            self._writes.submit(functools.partial(asyncio.to_thread, self._files.write, desired))
+            log.info("dispatch map follows route availability", actions=len(actions))
+
+    async def _apply(self, desired: ir.DataPlane, actions: list[Action]) -> Outcome:
+        """`apply`, once the dispatch map has the availability in it.
 
         With `background` (the agent's way), server additions, weights and removals go to a
         lane that runs them in order after this returns, and the files are written there too:
@@ -201,7 +334,7 @@ class Driver:
             self._restarts_seen = self.supervisor.restarts
             await asyncio.to_thread(self._checkers.loaded, desired.backends, spares=False)
             return Outcome(False, 0, time.monotonic() - started, "adopted, already running it")
-        churn_failed = self._churn.failure
+        churn_failed = self._lane_failure()
         if self.running is not None and (not self.supervisor.running or self.resync_needed()):
             reason = "HAProxy was restarted or is not running"
             if churn_failed is not None and self.supervisor.running:
@@ -246,6 +379,9 @@ class Driver:
                     await asyncio.to_thread(self._files.write, self.running)
                 raise
             self._churn.clear_failure()
+            self._removals.clear_failure()
+            # Removals a failure dropped are made by the reload (the file lacks them).
+            self._departing.clear()
             await asyncio.to_thread(self._checkers.loaded, desired.backends)
             if not any(isinstance(a, Reload) for a in actions) or churn_failed is not None:
                 # The plan needed no reload: this one replaces a runtime change that failed.
@@ -272,8 +408,25 @@ class Driver:
         return len(actions)
 
     async def _run_batches(self, batches: list[list[RuntimeAction]], desired: ir.DataPlane) -> None:
+        """One apply's server changes, in order, except that removals no addition of this
+        apply replaces go on in the removals lane: the next apply's additions (an instance
+        registered while the last one drains) need not wait for the drain. An addition of a
+        server of the same name as one still departing waits for it."""
         started = time.monotonic()
+        added = {(a.backend, a.server.name) for b in batches for a in b if isinstance(a, AddServer)}
         for batch in batches:
+            if isinstance(batch[0], RemoveServer) and not added & _refs(batch):
+                # Drained at once (no new request goes to them), deleted in the other lane.
+                refs = [(a.backend, a.server) for a in batch if isinstance(a, RemoveServer)]
+                drained = await bulk.drain(self.runtime, refs)
+                self._hand_off(batch, desired, (drained, time.monotonic() + DRAIN_TIMEOUT_S))
+                continue
+            if isinstance(batch[0], AddServer) and self._departing.keys() & _refs(batch):
+                self._awaiting_removals = True
+                try:
+                    await self._removals.drained()
+                finally:
+                    self._awaiting_removals = False
             await self._run_batch(batch, desired)
         log.info(
             "server changes applied",
@@ -281,12 +434,48 @@ class Driver:
             seconds=round(time.monotonic() - started, 4),
         )
 
+    def _hand_off(
+        self,
+        batch: list[RuntimeAction],
+        desired: ir.DataPlane,
+        drained: tuple[list[bulk.ServerRef], float],
+    ) -> None:
+        refs = _refs(batch)
+        for ref in refs:
+            self._departing[ref] = self._departing.get(ref, 0) + 1
+
+        async def remove() -> None:
+            try:
+                await self._run_batch(batch, desired, drained)
+            finally:
+                for ref in refs:
+                    left = self._departing.get(ref, 0) - 1
+                    if left > 0:
+                        self._departing[ref] = left
+                    else:
+                        self._departing.pop(ref, None)
+
+        self._removals.submit(remove)
+
+    async def _make_way_for_additions(self) -> None:
+        """Before each look at departing servers: while server additions are under way (an
+        instance registered meanwhile), wait for them, at most MAKE_WAY_S. HAProxy's CLI
+        answers one command at a time, and reading every server's state for the departing
+        ones held up the new ones' commands."""
+        deadline = time.monotonic() + MAKE_WAY_S
+        while self._churn.busy() and not self._awaiting_removals and time.monotonic() < deadline:
+            await asyncio.sleep(MAKE_WAY_POLL_S)
+
     async def _reload(self) -> None:
         config = self.run_dir / CONFIG_FILE
+        # While no gateway is served (HAProxy not running, or running none), a bad
+        # configuration costs no traffic: HAProxy's own load is the check (it says what a
+        # check would), and the file is parsed once, not twice.
+        check = self.supervisor.running and (self.running is None or _serves_gateways(self.running))
         if self.supervisor.running:
-            await self.supervisor.reload(config)
+            await self.supervisor.reload(config, check=check)
         else:
-            await self.supervisor.start(config)
+            await self.supervisor.start(config, check=check)
         self._restarts_seen = self.supervisor.restarts
 
     async def _run(self, action: RuntimeAction, desired: ir.DataPlane) -> None:
@@ -295,8 +484,14 @@ class Driver:
             await self.runtime.replace_map(str(path), dict(action.entries))
         elif isinstance(action, SetMapEntries):
             map_file = str(self.run_dir / MAPS_DIR / action.name)
+            if await self._set_map_in_session(map_file, action.entries):
+                return
             set_entry = functools.partial(self.runtime.set_map_entry, map_file)
             await self._side_by_side([functools.partial(set_entry, *e) for e in action.entries])
+        elif isinstance(action, DeleteMapEntries):
+            map_file = str(self.run_dir / MAPS_DIR / action.name)
+            delete = functools.partial(self.runtime.del_map_entry, map_file)
+            await self._side_by_side([functools.partial(delete, key) for key in action.keys])
         elif isinstance(action, AddServer):
             server, health = action.server, action.health
             backend = _backend(desired, action.backend)
@@ -335,6 +530,15 @@ class Driver:
         else:
             await self._run_tls(action)
 
+    async def _set_map_in_session(self, map_file: str, entries: Sequence[tuple[str, str]]) -> bool:
+        """A route's weights in one session on the worker, in order, each reply checked:
+        through the master they took a round trip each, 40-140 ms on a node busy with server
+        changes. False when that could not be done (no session, a key not there yet): the
+        caller sets them the careful way, which adds a missing key."""
+        lines = [[commands.set_map_entry(map_file, key, value)] for key, value in entries]
+        found = await bulk.in_session(self.runtime, lines)
+        return found is not None and not any(_map_failure(answers[0]) for answers in found)
+
     async def _run_tls(
         self, action: UpdateCertificate | AddCertificate | AddCrtListEntry | UpdateCaFile
     ) -> None:
@@ -371,7 +575,12 @@ class Driver:
         except MeshgateError as exc:
             log.warning("could not take servers out of maintenance", error=str(exc))
 
-    async def _run_batch(self, batch: list[RuntimeAction], desired: ir.DataPlane) -> None:
+    async def _run_batch(
+        self,
+        batch: list[RuntimeAction],
+        desired: ir.DataPlane,
+        drained: tuple[list[bulk.ServerRef], float] | None = None,
+    ) -> None:
         """Run one action, or a run of server additions, weights or removals pipelined (see
         `haproxy.bulk`): an instance of a service a thousand gateways route to is a thousand
         servers, and four round trips to the master socket for each would take seconds. Their
@@ -383,9 +592,13 @@ class Driver:
             added = [a for a in batch if isinstance(a, AddServer)]
             names = {a.backend for a in added}
             backends = {b.name: b for b in desired.backends if b.name in names}
-            await self._lend_spares(added, backends)
             made: dict[tuple[object, ...], bulk.NewServer] = {}
-            new_servers = [self._new_server(a, backends.get(a.backend), made) for a in added]
+            tracked = _Tracked()
+            async with self._spares:
+                await self._lend_spares(added, backends, tracked)
+                new_servers = [
+                    self._new_server(a, backends.get(a.backend), made, tracked) for a in added
+                ]
             missed = await bulk.add_servers(self.runtime, new_servers)
             again = {(m.backend, m.name) for m in missed}
             left = [a for a in added if (a.backend, a.server.name) in again]
@@ -401,9 +614,15 @@ class Driver:
             ]
         elif isinstance(batch[0], RemoveServer):
             refs = [(a.backend, a.server) for a in batch if isinstance(a, RemoveServer)]
-            still = set(
-                await bulk.remove_servers(self.runtime, refs, drain_timeout=DRAIN_TIMEOUT_S)
-            )
+            if drained is None:
+                found = await bulk.remove_servers(self.runtime, refs, drain_timeout=DRAIN_TIMEOUT_S)
+            else:
+                # Drained already (`_run_batches`): deleted once idle, after any additions.
+                pending, deadline = drained
+                found = await bulk.delete_drained(
+                    self.runtime, pending, deadline=deadline, make_way=self._make_way_for_additions
+                )
+            still = set(found)
             left = [
                 a for a in batch if isinstance(a, RemoveServer) and (a.backend, a.server) in still
             ]
@@ -418,32 +637,58 @@ class Driver:
             await self._side_by_side([functools.partial(self._run, a, desired) for a in left])
         if isinstance(batch[0], RemoveServer):
             removed = [(a.backend, a.server) for a in batch if isinstance(a, RemoveServer)]
-            for checker, spare in self._checkers.untracked(removed):
-                # Nothing tracks it: back to maintenance, where it is not checked.
-                await self.runtime.set_server_state(checker, spare, ServerAdminState.MAINT)
+            async with self._spares:
+                for checker, spare in self._checkers.untracked(removed):
+                    # Nothing tracks it: back to maintenance, where it is not checked.
+                    await self.runtime.set_server_state(checker, spare, ServerAdminState.MAINT)
 
     async def _lend_spares(
-        self, added: Sequence[AddServer], backends: dict[str, ir.Backend]
+        self, added: Sequence[AddServer], backends: dict[str, ir.Backend], tracked: _Tracked
     ) -> None:
         """Before route servers are added for an endpoint the loaded configuration does not
         check, a spare checker server is given its address and put in service (its check is
-        on from the file), so they can track it (see agent.checkers)."""
+        on from the file), so they can track it (see agent.checkers). The commands go in one
+        session on the worker, each reply checked (through the master, two round trips per
+        spare, they held up the additions by tens of milliseconds on a busy node)."""
+        lent: list[tuple[tuple[str, str], ir.Server]] = []
         for action in added:
             backend = backends.get(action.backend)
-            spare = self._checkers.lend(backend, action.server) if backend else None
+            spare = self._checkers.lend_for(tracked(backend, action.server)) if backend else None
             if spare is not None:
-                server = action.server
+                lent.append((spare, action.server))
+        if not lent:
+            return
+        groups = [
+            [
+                commands.set_server_addr(*spare, server.address, server.port),
+                commands.set_server_state(*spare, ServerAdminState.READY),
+            ]
+            for spare, server in lent
+        ]
+        found: Sequence[list[str] | None] = await bulk.in_session(self.runtime, groups) or [
+            None for _ in lent
+        ]
+        for (spare, server), group, answers in zip(lent, groups, found, strict=True):
+            if answers is None or any(
+                bulk.failure(line, reply) for line, reply in zip(group, answers, strict=True)
+            ):
+                # No session, or a reply says it failed: the careful way, which raises.
                 await self.runtime.set_server_addr(*spare, server.address, server.port)
                 await self.runtime.set_server_state(*spare, ServerAdminState.READY)
-                log.info("spare checker server lent", server="/".join(spare), to=server.name)
+            log.info("spare checker server lent", server="/".join(spare), to=server.name)
 
     def _track(
-        self, name: str, backend: ir.Backend | None, server: ir.Server
+        self,
+        name: str,
+        backend: ir.Backend | None,
+        server: ir.Server,
+        tracked: _Tracked | None = None,
     ) -> tuple[str, str] | None:
         """The checker server a server added at run time tracks: its endpoint's in the loaded
         configuration, or a spare lent to it. None: it checks itself (agent or passive checks,
         or no spare was left; 2.6 cannot track a dynamic server)."""
-        track = self._checkers.target(backend, server) if backend is not None else None
+        tracked = tracked or _Tracked()
+        track = self._checkers.target_of(tracked(backend, server)) if backend is not None else None
         if track is not None:
             self._checkers.tracking((name, server.name), track)
         return track
@@ -453,6 +698,7 @@ class Driver:
         action: AddServer,
         backend: ir.Backend | None,
         made: dict[tuple[object, ...], bulk.NewServer],
+        tracked: _Tracked | None = None,
     ) -> bulk.NewServer:
         """The pipelined form of an addition: the same `add server` line `_run` sends.
 
@@ -460,15 +706,25 @@ class Driver:
         thousand backends: its line is made (and checked) once, in `made`, and only the
         backend's name differs in the others'."""
         server = action.server
-        track = self._track(action.backend, backend, server)
+        track = self._track(action.backend, backend, server, tracked)
         mode = backend.mode if backend is not None else "http"
-        same = (server, action.health, action.tls, mode, track)
+        # By identity (the batch keeps them alive): the routes to one service share the
+        # server and the check, and hashing the check for each of 1,000 cost more than this.
+        same = (id(server), id(action.health), id(action.tls), mode, track)
         first = made.get(same)
         prefix = f"add server {first.backend}/" if first is not None else ""
         if first is not None and first.add_line.startswith(prefix):
             rest = first.add_line[len(prefix) :]
             line = f"add server {commands.proxy_name(action.backend)}/{rest}"
-            return dataclasses.replace(first, backend=action.backend, add_line=line)
+            return bulk.NewServer(
+                action.backend,
+                first.name,
+                first.address,
+                first.port,
+                line,
+                first.check,
+                first.agent,
+            )
         made[same] = self._made_server(action, mode, track)
         return made[same]
 
@@ -533,3 +789,7 @@ class Driver:
 
     async def stop(self) -> None:
         await self.supervisor.stop()
+
+
+def _serves_gateways(dataplane: ir.DataPlane) -> bool:
+    return any(frontend.gateways for frontend in dataplane.frontends)

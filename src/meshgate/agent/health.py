@@ -183,13 +183,18 @@ async def poll_health(
     republish: Callable[[], Awaitable[None]],
     interval_s: float = POLL_S,
     events: EventLog | None = None,
+    states_seen: Callable[[Mapping[ServerKey, str], float], Awaitable[None]] | None = None,
 ) -> None:
     """Read HAProxy's server states every `interval_s` (sharing the stats poll) and have the
     agent publish again when an instance's status changed, recording each change in
-    `events`. Runs until cancelled."""
+    `events`; every poll's states go to `states_seen` too. Runs until cancelled."""
     while True:
         snapshot = await collector.refresh(max_age_s=interval_s / 2)
         states = {key: server.status for key, server in snapshot.servers.items()}
+        if states_seen is not None:
+            # First: a route whose last server went down leaves the dispatch map (compiler.
+            # dispatch) before anything else is done with the news.
+            await states_seen(states, snapshot.taken_at)
         before = health.reported()
         if health.observe(states):
             if events is not None:

@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import gc
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from meshgate.agent.driver import Driver, Outcome
 from meshgate.agent.health import InstanceHealth
 from meshgate.agent.ports import ports_in_use
 from meshgate.agent.published import UNKNOWN, Published
+from meshgate.collection import collector_paused
 from meshgate.compiler import Compiled, DesiredState, GatewayResult, compile_state
 from meshgate.compiler.build import CompileMemo
 from meshgate.errors import MeshgateError
@@ -55,6 +56,10 @@ RESYNC_CHECK_S = 1.0  # how often to look for a HAProxy restarted by the supervi
 PORT_RETRY_S = 5.0
 MAKE_WAY_POLL_S = 0.005  # how often background work waiting for a pass looks again
 MAX_BATCH_S = 0.5  # a steady stream of writes still reaches HAProxy this often
+# Status is built and written this many gateways at a time, the event loop free in between
+# for a pass to go first (see `_make_way_for_passes`), at most this long each time.
+STATUS_CHUNK = 100
+STATUS_YIELD_S = 1.0
 # After a reload with at least this many gateways, what is alive is frozen (see
 # `_freeze_survivors`).
 FREEZE_ABOVE = 1000
@@ -136,6 +141,11 @@ class Agent:
         # so an older view can never be written over a newer one.
         self._publishing = asyncio.Lock()
         self._publish_due = False  # the last status write failed
+        # A pass is under way and has not yet reached its status: status writes wait for it.
+        self._ahead = False
+        # Publishing the last pass's status in the background (see `_publish_soon`).
+        self._publisher: asyncio.Task[None] | None = None
+        self._publish_wanted = False
         # Publishing status once the background server changes are done (see `reconcile`).
         self._settler: asyncio.Task[None] | None = None
         self._settling_revision = 0
@@ -155,23 +165,29 @@ class Agent:
                     self._dirty.set()
                 if self._publish_due and not self._dirty.is_set():
                     self._publish_due = False
-                    await self.republish()
+                    self._publish_soon()
                 if not (
                     self._dirty.is_set() or self.driver.resync_needed() or self._port_retry_due()
                 ):
                     continue
-                self._passing = True
+                self._passing = self._ahead = True
                 try:
-                    if self._dirty.is_set() and self._idle():
-                        self._dirty.clear()
-                        if await self.reconcile(runtime_only=True):
-                            continue
-                    await self._quiet_period()
-                    await self.reconcile()
+                    # One pause of the garbage collector for the whole pass, from a first try
+                    # at run time to the end: with 100,000 gateways, each time it was enabled
+                    # in between, a collection walked the millions of objects the pass had
+                    # made (2-3 s each, five of them after the first apply). The one
+                    # collection of a pass runs after it (`_freeze_survivors` after a reload).
+                    with collector_paused():
+                        if self._dirty.is_set() and self._idle():
+                            self._dirty.clear()
+                            if await self.reconcile(runtime_only=True):
+                                continue
+                        await self._quiet_period()
+                        await self.reconcile()
                 finally:
-                    self._passing = False
+                    self._passing = self._ahead = False
         finally:
-            for task in (watcher, self._settler):
+            for task in (watcher, self._settler, self._publisher):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -309,7 +325,7 @@ class Agent:
         seen = self.seen_revision
         started_at = time.time()
         try:
-            with self.metrics.reconcile_seconds.time(), _collector_paused():
+            with self.metrics.reconcile_seconds.time(), collector_paused():
                 started = time.monotonic()
                 loaded = await self._load()
                 read = time.monotonic()
@@ -367,16 +383,43 @@ class Agent:
             )
         self._log_rejections(rejected)
         self._last = (loaded, compiled, rejected)
+        self._ahead = False  # what follows (status) waits for the next pass, not it for them
         if settling:
             # Server changes are still on their way to HAProxy: status says "applied" once
             # they are there, while the loop goes on (a weight change does not wait for it).
             self._publish_when_settled(seen)
             return True
-        async with self._publishing:
-            await self._publish(loaded, compiled, rejected)
+        # In the background too: a thousand gateways' status takes tens of milliseconds to
+        # build and write, and the next change (a weight) goes to HAProxy first.
+        self._publish_soon()
         if outcome.reloaded and len(loaded.gateway_versions) >= FREEZE_ABOVE:
             _freeze_survivors()
         return True
+
+    def _publish_soon(self) -> None:
+        """Publish the last pass's status in the background; once for any number of passes
+        that end while it is being written, with the newest of them."""
+        self._publish_wanted = True
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.get_running_loop().create_task(self._publish_wanted_now())
+
+    async def _publish_wanted_now(self) -> None:
+        while self._publish_wanted:
+            self._publish_wanted = False
+            try:
+                await self.republish()
+            except StoreClosedError:
+                return
+
+    async def _make_way_for_passes(self) -> None:
+        """Between two chunks of status: let the event loop go to other work, and when a pass
+        is due or under way (a weight change, say), wait until it has applied its change,
+        for at most STATUS_YIELD_S (a steady stream of passes must not starve the status)."""
+        await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STATUS_YIELD_S
+        while (self._dirty.is_set() or self._ahead) and loop.time() < deadline:
+            await asyncio.sleep(MAKE_WAY_POLL_S)
 
     def _publish_when_settled(self, revision: int) -> None:
         self._settling_revision = max(self._settling_revision, revision)
@@ -406,14 +449,24 @@ class Agent:
         self, loaded: Loaded, compiled: Compiled, rejected: Mapping[Key, str]
     ) -> None:
         """Write what changed in the status; when the store cannot take it now (a shared store
-        that is down), keep serving and write it all again on the next check."""
-        ops = self._status_ops(loaded, compiled, rejected)
+        that is down), keep serving and write it all again on the next check. Built and
+        written in chunks, making way for passes in between (`_make_way_for_passes`)."""
+        ops: list[Put | Delete] = []
+        keys = list(loaded.gateway_versions.items())
+        for start in range(0, len(keys), STATUS_CHUNK):
+            if start:
+                await self._make_way_for_passes()
+            ops += self._gateway_ops(keys[start : start + STATUS_CHUNK], compiled, rejected)
+        ops += self._other_ops(loaded, compiled)
         if not ops:
             return
-        size = self.status_batch or len(ops)
+        size = min(self.status_batch or len(ops), STATUS_CHUNK)
         try:
             for start in range(0, len(ops), size):
+                if start:
+                    await self._make_way_for_passes()
                 await self.store.commit(ops[start : start + size])
+                self.metrics.status_writes.inc(len(ops[start : start + size]))
         except StoreError as exc:
             if isinstance(exc, StoreClosedError):
                 raise
@@ -513,11 +566,21 @@ class Agent:
         unchanged gateway) and rejection are those of the last write is skipped after a few
         identity checks: with 10,000 gateways, building and comparing every status on every
         pass cost more than the change being published."""
+        ops = self._gateway_ops(loaded.gateway_versions.items(), compiled, rejected)
+        return ops + self._other_ops(loaded, compiled)
+
+    def _gateway_ops(
+        self,
+        versions: Iterable[tuple[Key, int]],
+        compiled: Compiled,
+        rejected: Mapping[Key, str],
+    ) -> list[Put | Delete]:
+        """The writes of these gateways' status (see `_status_ops`)."""
         ops: list[Put | Delete] = []
         gateway_kind = self._status_kind("gateways")
         written = self._gateway_written
         results = compiled.gateways
-        for key, version in loaded.gateway_versions.items():
+        for key, version in versions:
             last = written.get(key)
             result = results.get(key)
             reason = rejected.get(key) if rejected else None
@@ -532,6 +595,13 @@ class Agent:
             status = self._gateway_status(key, version, result, reason, store_key)
             ops += self._status_op(store_key, status)
             written[key] = _Written(version, result, reason, store_key, _not_serving(status))
+        return ops
+
+    def _other_ops(self, loaded: Loaded, compiled: Compiled) -> list[Put | Delete]:
+        """After the gateways' (`_gateway_ops`): the status of services and certificates,
+        and the deletes of what is gone."""
+        ops: list[Put | Delete] = []
+        written = self._gateway_written
         if len(written) != len(loaded.gateway_versions):
             for gone in written.keys() - loaded.gateway_versions.keys():
                 del written[gone]
@@ -653,9 +723,10 @@ class Agent:
 
     def _status_op(self, key: StoreKey, status: dict[str, Any]) -> list[Put | Delete]:
         published = self._published.get(key)
-        if published is not None and published.same(status):
+        made = Published(status)  # its digest once, compared and kept
+        if published is not None and published.digest == made.digest:
             return []
-        self._published[key] = Published(status)
+        self._published[key] = made
         return [Put(key, status)]
 
 
@@ -684,20 +755,6 @@ def _freeze_survivors() -> None:
     frozen it is still freed by reference counting when replaced, but no longer walked."""
     gc.collect()
     gc.freeze()
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector waits while a change is on its way to HAProxy: with
-    thousands of gateways in memory, one full collection takes tens of milliseconds, and it
-    would land on whichever change happened to be under way. It runs right after the pass."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _certificate_users(loaded: Loaded) -> dict[Key, list[str]]:

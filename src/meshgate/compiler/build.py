@@ -6,13 +6,12 @@ loops back on itself) is reported and left out while every other gateway is stil
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
-from meshgate.compiler import incremental, ir, naming, policies
+from meshgate.compiler import dispatch, incremental, ir, naming, policies
 from meshgate.compiler import tls as tls_parts
 from meshgate.compiler.locality import NodeIdentity, is_local, netns_here
 from meshgate.compiler.memo import Memo
@@ -247,6 +246,7 @@ def _compile_all(
         ir.MapFile(
             ir.SLOTS_MAP, tuple(itertools.chain.from_iterable(slots[k] for k in sorted(slots)))
         ),
+        *dispatch.dispatch_maps(frontends, weights),
     )
     dataplane = ir.DataPlane(
         settings=settings,
@@ -388,7 +388,11 @@ def _compile_gateway(
     route_weights = [(b.name, weight_of[b.route.route]) for b in backends]
     weights = tuple((name, str(weight)) for name, weight in route_weights)
     if previous is not None and previous.weights == weights:
-        weights, slots = previous.weights, previous.slots
+        weights = previous.weights
+    if dispatch.is_plain(rules):
+        slots: tuple[tuple[str, str], ...] = ()  # in dispatch.map (compiler.dispatch) instead
+    elif previous is not None and previous.weights is weights and previous.slots:
+        slots = previous.slots
     else:
         slots = weight_slots(gateway_id, route_weights)
     return CompiledGateway(
@@ -414,7 +418,7 @@ def with_instances(
         if status.kind != "service" or key not in changed:
             continue
         made = servers(route, key)
-        backends[index] = dataclasses.replace(backend, servers=made)
+        backends[index] = ir.with_servers(backend, made)
         statuses[route] = RouteStatus(status.target, status.kind, len(made), status.backend)
     return CompiledGateway(
         part.rules,
@@ -492,6 +496,20 @@ def _instances(
 
 
 def _health(check: HealthCheck, error_limit: int | None) -> ir.HealthCheck:
+    """One object for equal checks: the routes to a service share it, so that what is looked
+    up by a backend's check for a thousand of them (its checker, in the driver) is found by
+    identity, not by hashing the check a thousand times."""
+    made = _made_health(check, error_limit)
+    if len(_HEALTHS) > MAX_HEALTHS:
+        _HEALTHS.clear()
+    return _HEALTHS.setdefault(made, made)
+
+
+MAX_HEALTHS = 4096
+_HEALTHS: dict[ir.HealthCheck, ir.HealthCheck] = {}
+
+
+def _made_health(check: HealthCheck, error_limit: int | None) -> ir.HealthCheck:
     return ir.HealthCheck(
         type=check.type,
         interval_ms=check.interval,

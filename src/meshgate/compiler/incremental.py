@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from meshgate.compiler import ir
+from meshgate.compiler import dispatch, ir
 from meshgate.compiler import tls as tls_parts
 from meshgate.model.certificate import Certificate
 from meshgate.model.gateway import Gateway
@@ -278,10 +278,14 @@ def _apply(
             last.users.setdefault(service, set()).add(key)
         last.parts[key] = part
         last.all_by_key[key] = last.served[key] = gateway
+    # The frontends are the same (a patch changes no shape): only weights can differ.
+    dispatched = {m.name: m for m in dispatch.dispatch_maps(dataplane.frontends, weights)}
     maps = []
     for map_file in dataplane.maps:
         if map_file.name == ir.WEIGHTS_MAP:
             map_file = ir.MapFile(ir.WEIGHTS_MAP, tuple(weights))
+        elif map_file.name in dispatched:
+            map_file = dispatched[map_file.name]
         elif map_file.name == ir.SLOTS_MAP and slots_changed:
             ordered = (last.slots[k] for k in last.slotted)
             map_file = ir.MapFile(ir.SLOTS_MAP, tuple(itertools.chain.from_iterable(ordered)))

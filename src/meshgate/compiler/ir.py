@@ -6,7 +6,8 @@ map files; the planner compares two of them to decide between runtime commands a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from meshgate.model.policies import Policies
@@ -99,6 +100,19 @@ class Backend:
     # X-Forwarded-For and -Proto (this value: the gateway's scheme) to the instances; None: off.
     forwarded_proto: Literal["http", "https"] | None = None
     prefer_local: bool = False  # locality: prefer-local; remote servers are backups
+
+
+_BACKEND_FIELDS = tuple(f.name for f in fields(Backend))
+_SERVERS_AT = _BACKEND_FIELDS.index("servers")
+_backend_values = operator.attrgetter(*_BACKEND_FIELDS)
+
+
+def with_servers(backend: Backend, servers: tuple[Server, ...]) -> Backend:
+    """`backend` with other servers: what `dataclasses.replace` makes, in half the time (a
+    registration at 1,000 gateways makes 1,000 of them on the way to HAProxy)."""
+    values = list(_backend_values(backend))
+    values[_SERVERS_AT] = servers
+    return Backend(*values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,10 +216,18 @@ class Settings:
     log_socket: str | None = None
     log_details: bool = False  # the detailed line (client, method, path) for the access log
     flows: bool = False  # the client's address in the compact line: who calls which gateway
+    # Where HAProxy streams its server state changes (a unix socket), so that dispatch.map
+    # follows a route's last server going down or up at once (agent.state_log); None: only the
+    # stats poll tells.
+    state_socket: str | None = None
 
 
 WEIGHTS_MAP = "weights.map"
 SLOTS_MAP = "slots.map"  # see compiler.slots
+DISPATCH_MAP = "dispatch.map"  # see compiler.dispatch: slots of plain gateways
+LONE_MAP = "lone.map"  # see compiler.dispatch: the route of each plain gateway of one route
+DISPATCH_MAPS = (DISPATCH_MAP, LONE_MAP)
+STATE_RING = "mg_states"  # server state changes on their way to the agent (agent.state_log)
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,7 @@ def render_config(dataplane: ir.DataPlane) -> str:
         keep_var=KEEP_VAR,
         keep_scale=KEEP_SCALE,
         ring=RING,
+        state_ring=ir.STATE_RING,
         polled_ring_bytes=POLLED_RING_BYTES,
     )
 

@@ -4,7 +4,9 @@ Everything happens inside the one frontend the client connected to, with variabl
 lookups, so choosing a route costs no extra proxy hop. Weights live in a map file keyed by
 backend name, so a weight change is a map update at run time, not a reload. Availability is
 read live with nbsrv(), so a route whose instances are all down is skipped in the same request
-and its share goes to the others in proportion to their weights (SPEC §1, rule 2).
+and its share goes to the others in proportion to their weights (SPEC §1, rule 2) — except on
+a port of several virtual hosts, where plain gateways are chosen by generic rules from maps
+the agent keeps over the usable routes (compiler.dispatch).
 
 Weighted choice, in HAProxy terms: sum the weights of the available routes, noting where each
 route's share ends, draw pick = random mod sum, and choose the first route whose share ends
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from meshgate.compiler import ir, policies
+from meshgate.compiler import dispatch, ir, policies
 from meshgate.compiler.slots import SLOTS, key_expression
 from meshgate.conditions import MAX_LINE_WORDS, count_words
 
@@ -106,16 +108,25 @@ def frontend_rules(frontend: ir.Frontend, maps_dir: str) -> list[str]:
     # passes the other gateways' rules by their guards, so on a port of many virtual hosts it
     # passes one rule per plain gateway before it rather than all of their fallback rules.
     # Every rule is guarded by its gateway, so a gateway's own rules keep their order.
+    # On a port of virtual hosts, a plain gateway (compiler.dispatch) has no rules of its own
+    # before its fallback: the generic rules after the other gateways' choose for all of them
+    # with one lookup, so only the gateways that need their own rules are walked in sequence.
+    generic = dispatch.is_generic(frontend)
     fallbacks: list[str] = []
     for gateway in frontend.gateways:
         guard = (f"{{ var(txn.mg_gw) -m str {gateway.gateway_id} }}",) if shared else ()
-        lines.append(f"# gateway {gateway.namespace}/{gateway.name}")
+        plain = generic and dispatch.is_plain(gateway)
+        if not plain:
+            lines.append(f"# gateway {gateway.namespace}/{gateway.name}")
         if gateway.policy is not None:
             lines += policies.request_rules(gateway.policy, keyword, guard, maps_dir, 0)
         choosing, fallback = gateway_rules(gateway, keyword, guard, maps_dir)
-        lines += choosing
+        if not plain:
+            lines += choosing
         fallbacks.append(f"# gateway {gateway.namespace}/{gateway.name}: routes unavailable")
         fallbacks += fallback
+    if generic:
+        lines += generic_rules(frontend.gateways, keyword, maps_dir)
     lines += fallbacks
     if frontend.mode == "http":
         lines.append(
@@ -125,6 +136,27 @@ def frontend_rules(frontend: ir.Frontend, maps_dir: str) -> list[str]:
     else:
         lines.append(f"{keyword} reject if {NOT_CHOSEN}")
     return lines
+
+
+def generic_rules(gateways: Sequence[ir.GatewayRules], keyword: str, maps_dir: str) -> list[str]:
+    """The rules that choose for every plain gateway of a port in one map lookup each: by the
+    gateway id for lone routes, by a random slot, by a slot of the client's address hash.
+    Each only when the port has such gateways; a gateway whose routes are all unusable has no
+    entries (the agent removed them) and falls through to its fallback."""
+    plain = [g for g in gateways if dispatch.is_plain(g)]
+    lone = any(len(g.choices) == 1 for g in plain)
+    random = any(len(g.choices) > 1 and g.sticky != "source" for g in plain)
+    source = any(len(g.choices) > 1 and g.sticky == "source" for g in plain)
+    lookups = [
+        f"{key},map_str({maps_dir}/{table})"
+        for key, table, present in (
+            (dispatch.LONE_KEY, ir.LONE_MAP, lone),
+            (dispatch.RANDOM_KEY, ir.DISPATCH_MAP, random),
+            (dispatch.SOURCE_KEY, ir.DISPATCH_MAP, source),
+        )
+        if present
+    ]
+    return [f"{keyword} {done(keyword)} if {chosen_by(lookup)}" for lookup in lookups]
 
 
 def gateway_rules(
@@ -195,13 +227,18 @@ def weighted_rules(
         weighs = f"{{ str({only.backend}),map_str_int({weights},0) -m int gt 0 }}"
         terms = [*guard, available(only.backend), weighs, chosen_by(f"str({only.backend})")]
     else:
-        slot = key_expression(
-            "rand(100)" if draw == "rand" else f"{draw},mod({SLOTS})", gateway.gateway_id
-        )
+        slot_draw = "rand(100)" if draw == "rand" else f"{draw},mod({SLOTS})"
+        if dispatch.is_plain(gateway):
+            # Its slots are in dispatch.map, kept over the usable routes; the exact test of
+            # every route's availability still decides whether this path is taken.
+            slot = dispatch.key_expression(slot_draw, gateway.gateway_id, gateway.sticky)
+            table = ir.DISPATCH_MAP
+        else:
+            slot, table = key_expression(slot_draw, gateway.gateway_id), ir.SLOTS_MAP
         terms = [
             *guard,
             *(available(choice.backend) for choice in gateway.choices),
-            chosen_by(f"{slot},map_str({maps_dir}/{ir.SLOTS_MAP})"),
+            chosen_by(f"{slot},map_str({maps_dir}/{table})"),
         ]
     # The choosing term stays last when the rule is split (`conditional_rules` keeps the order
     # and puts it in the last step), so nothing is chosen unless the route is ending the rules.

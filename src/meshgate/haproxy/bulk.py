@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from meshgate.haproxy import commands, replies, server_states, stat_csv
@@ -244,21 +244,44 @@ async def remove_servers(
     while idle connections to it remain, which it closes soon after the server enters
     maintenance: deletes are tried again until the deadline. Returns the servers still there
     then (the caller removes them one by one, cutting what still runs)."""
+    pending = await drain(runtime, servers)
+    return await delete_drained(
+        runtime, pending, deadline=time.monotonic() + drain_timeout, poll_interval=poll_interval
+    )
+
+
+async def drain(runtime: RuntimeClient, servers: Sequence[ServerRef]) -> list[ServerRef]:
+    """Put in drain: no new request goes to them. Returns those HAProxy has (a server it does
+    not know is removed already), to be deleted once idle (`delete_drained`)."""
     if not servers:
         return []
     drains = [[commands.set_server_state(b, s, ServerAdminState.DRAIN)] for b, s in servers]
     found = await in_session(runtime, drains)
     if found is None:
         await run_groups(runtime, drains)
-    deadline = time.monotonic() + drain_timeout
+        return list(servers)
+    return [
+        ref
+        for ref, group, answers in zip(servers, drains, found, strict=True)
+        if not isinstance(failure(group[0], answers[0]), NoSuchServer)
+    ]
+
+
+async def delete_drained(
+    runtime: RuntimeClient,
+    servers: Sequence[ServerRef],
+    *,
+    deadline: float,
+    poll_interval: float = 0.1,
+    make_way: Callable[[], Awaitable[None]] | None = None,
+) -> list[ServerRef]:
+    """Delete drained servers as they become idle, until `deadline` (monotonic); returns
+    those still there then. `make_way` is awaited before each look: other commands to HAProxy
+    that are in a hurry (an instance's servers to add) go first."""
     pending = set(servers)
-    if found is not None:  # a server HAProxy does not have is removed already
-        pending -= {
-            ref
-            for ref, group, answers in zip(servers, drains, found, strict=True)
-            if isinstance(failure(group[0], answers[0]), NoSuchServer)
-        }
     while pending and time.monotonic() < deadline:
+        if make_way is not None:
+            await make_way()
         busy = await _busy(runtime, pending)
         idle = pending - busy
         if idle:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from operator import itemgetter
@@ -107,10 +108,19 @@ def parse_stat_csv(reply: str) -> list[StatRow]:
 
     This runs on every stats poll for every backend and server of every process (thousands of
     rows with many gateways), so the columns' positions are looked up once per reply."""
+    rows: list[StatRow] = []
+    for part in stat_csv_parts(reply, sys.maxsize):
+        rows += part
+    return rows
+
+
+def stat_csv_parts(reply: str, rows_a_part: int) -> Iterator[list[StatRow]]:
+    """`parse_stat_csv` in parts of at most `rows_a_part` rows, for a caller that lets other
+    work run between them: at 10,000 gateways parsing a reply took 150 ms."""
     lines = reply.splitlines()
     header_index = next((i for i, line in enumerate(lines) if line.startswith("# ")), None)
     if header_index is None:
-        return []
+        return
     names = lines[header_index][2:].split(",")
     position = {name: index for index, name in enumerate(names)}
     width = len(names)
@@ -144,7 +154,11 @@ def parse_stat_csv(reply: str) -> list[StatRow]:
                 *numbers, names, line,
             )
         )  # fmt: skip
-    return rows
+        if len(rows) >= rows_a_part:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
 
 
 def server_streams(reply: str) -> dict[tuple[str, str], int]:

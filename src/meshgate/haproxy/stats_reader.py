@@ -12,19 +12,25 @@ runtime-command metrics.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from meshgate.haproxy import commands, replies, transport
 from meshgate.haproxy.processes import ProcInfo, parse_proc
 from meshgate.haproxy.replies import CommandKind
-from meshgate.haproxy.stat_csv import StatRow, parse_stat_csv
+from meshgate.haproxy.stat_csv import StatRow, parse_stat_csv, stat_csv_parts
 
 # Backends (2) and servers (4) of every proxy: frontends are not needed for route stats.
 _BACKENDS_AND_SERVERS = "show stat -1 6 -1"
+ROWS_A_STEP = 1000  # rows parsed between two `between`
 
 
 class StatsReader:
     def __init__(self, master_socket: str, *, timeout: float = 2.0) -> None:
         self.master_socket = master_socket
         self.timeout = timeout
+        # Awaited after each `ROWS_A_STEP` rows parsed (the stats collector's `step`: changes
+        # on their way go first); None: a reply is parsed in one go.
+        self.between: Callable[[], Awaitable[None]] | None = None
 
     async def processes(self) -> ProcInfo:
         reply = await transport.send(self.master_socket, commands.show_proc(), timeout=self.timeout)
@@ -43,4 +49,10 @@ class StatsReader:
         answers with an error sentence instead of CSV)."""
         command = commands.on_worker(pid, _BACKENDS_AND_SERVERS)
         reply = await transport.send(self.master_socket, command, timeout=self.timeout)
-        return parse_stat_csv(reply)
+        if self.between is None:
+            return parse_stat_csv(reply)
+        rows: list[StatRow] = []
+        for part in stat_csv_parts(reply, ROWS_A_STEP):
+            rows += part
+            await self.between()
+        return rows

@@ -3,7 +3,9 @@
 A custom collector on the node's registry: at scrape time it reads the collector's latest
 snapshot and the latency book, both already in memory, so a scrape never waits on HAProxy.
 Latencies are Prometheus histograms in seconds: per route for each component (total, connect,
-response), per instance for the total only, to keep the number of series down. A histogram
+response), per instance for the total only, to keep the number of series down. Idle routes are
+exported at zero while there are at most `IDLE_ROUTES_SHOWN` of them, and left out (counted in
+`meshgate_routes_idle`) above that. A histogram
 appears once it has an observation, as a labelled prometheus_client histogram does: a node with
 thousands of idle routes would otherwise format tens of thousands of zero buckets per scrape,
 on the event loop that also applies changes.
@@ -11,7 +13,7 @@ on the event loop that also applies changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -21,16 +23,20 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from meshgate.compiler import ir
 from meshgate.stats.collector import StatsCollector
 from meshgate.stats.histogram import PROMETHEUS_BOUNDS_MS, Histogram, merged
 from meshgate.stats.latency import COMPONENTS, Series
-from meshgate.stats.tally import RESPONSE_CLASSES, Counts
+from meshgate.stats.tally import RESPONSE_CLASSES, Counts, Snapshot
 
 ROUTE = ["namespace", "gateway", "route"]
 # Not "instance": Prometheus sets that label to the scrape target's address and would rename
 # this one to exported_instance.
 INSTANCE = [*ROUTE, "server"]
 _LE = [f"{bound / 1000:g}" for bound in PROMETHEUS_BOUNDS_MS]
+# Idle routes are exported at zero up to this many (so that `rate()` sees a route's first
+# requests); above it, only routes with traffic are (see `_exported`).
+IDLE_ROUTES_SHOWN = 1000
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
@@ -75,6 +81,12 @@ class _Families:
             labels=INSTANCE,
         )
 
+        self.idle = g(
+            "meshgate_routes_idle",
+            f"Routes left out of the per-route and per-instance series: no request since the "
+            f"node started, while more than {IDLE_ROUTES_SHOWN} routes are idle",
+        )
+
     def add_counts(self, labels: list[str], counts: Counts, *, instance: bool) -> None:
         requests = self.instance_requests if instance else self.requests
         responses = self.instance_responses if instance else self.responses
@@ -87,6 +99,24 @@ class _Families:
 
     def all(self) -> list[Metric]:
         return list(vars(self).values())
+
+
+def _exported(
+    backends: Sequence[ir.Backend], snapshot: Snapshot, series: Mapping[str, Mapping[str, Series]]
+) -> Sequence[ir.Backend]:
+    """The routes whose series a scrape shows: every route while at most `IDLE_ROUTES_SHOWN`
+    are idle (no request counted, none in progress, no latency sample); above that, only the
+    routes that carried traffic. Each route costs about 17 lines (2 kB): at 100,000 gateways
+    a scrape of every route was 200 MB and took minutes to format, and most of those series
+    would only ever be zero. A series left out appears with the route's first request."""
+    stats = snapshot.backends
+    busy = [
+        b
+        for b in backends
+        if ((found := stats.get(b.name)) is not None and (found.counts.requests or found.active))
+        or any(one.total.count for one in series.get(b.name, {}).values())
+    ]
+    return backends if len(backends) - len(busy) <= IDLE_ROUTES_SHOWN else busy
 
 
 class DataPlaneMetrics(Collector):
@@ -106,7 +136,10 @@ class DataPlaneMetrics(Collector):
             for backend_name, server_name, one in latency.cumulative():
                 series.setdefault(backend_name, {})[server_name] = one
         families = _Families()
-        for backend in running.backends if running else ():
+        backends = running.backends if running else ()
+        shown = _exported(backends, snapshot, series)
+        families.idle.add_metric([], len(backends) - len(shown))
+        for backend in shown:
             route = backend.route
             labels = [route.namespace, route.gateway, route.route]
             stats = snapshot.backends.get(backend.name)

@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
+from typing import Protocol, runtime_checkable
 
 from meshgate.store.base import Key, Store, StoreError
 from meshgate.store.snapshot import ProgressWatchStore
+
+
+@runtime_checkable
+class KeysChangedStore(Protocol):
+    """A store that answers `changed_keys` itself (the embedded one)."""
+
+    async def keys_changed(self, after: int, upto: int, kinds: Collection[str]) -> set[Key]: ...
+
 
 # A history read is one or two reads of the store; past this something is wrong (a revision
 # without events, a stalled connection) and the caller lists everything instead.
@@ -33,6 +42,10 @@ async def changed_keys(
         return None
     try:
         async with asyncio.timeout(CHANGES_TIMEOUT_S):
+            if isinstance(store, KeysChangedStore):
+                # One query for those keys: the watch below reads every event of every
+                # kind in between, values and all (status writes included).
+                return await store.keys_changed(after, upto, kinds)
             return await _follow(store, after, upto, frozenset(kinds))
     except (TimeoutError, StoreError):
         return None

@@ -85,7 +85,7 @@ class SqliteStore:
         await self.close()
 
     async def get(self, key: Key) -> Record | None:
-        return await self._run(tables.get, key)
+        return await self._read(tables.get, key)
 
     async def list(
         self, kind: str | None = None, namespace: str | None = None, *, keys_only: bool = False
@@ -122,7 +122,12 @@ class SqliteStore:
         return revision
 
     async def revision(self) -> int:
-        return await self._run(tables.current_revision)
+        return await self._read(tables.current_revision)
+
+    async def keys_changed(self, after: int, upto: int, kinds: Collection[str]) -> set[Key]:
+        """The keys of `kinds` written or deleted after revision `after` up to `upto` (see
+        `store.changes`); CompactedError when that history is gone."""
+        return await self._read(tables.keys_changed, after, upto, tuple(sorted(set(kinds))))
 
     def watch(
         self, from_revision: int, kinds: Collection[str] | None = None
@@ -236,6 +241,16 @@ class SqliteStore:
             raise StoreClosedError("store is closed")
         return await asyncio.to_thread(self._call_locked, call, *args)
 
+    async def _read(self, read: Callable[..., T], *args: object) -> T:
+        """A short read (a key, the revision): on the event loop's thread when the connection
+        is free at once, else in a worker thread. A trip through a worker thread waits for
+        the GIL behind whatever the loop is computing, milliseconds each on a busy node (a
+        gateway write of the API makes several), where the read itself takes microseconds."""
+        boxed: tuple[T] | None = self._read_now(_boxed, read, *args)
+        if boxed is not None:
+            return boxed[0]
+        return await self._run(read, *args)
+
     def _read_now(self, read: Callable[..., T], *args: object) -> T | None:
         """`read` on the event loop's own thread, for the idle loops' one-row reads: 14 a second
         through a worker thread cost the node more CPU than all its other idle work. None when
@@ -279,3 +294,8 @@ class SqliteStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _boxed(conn: sqlite3.Connection, read: Callable[..., T], *args: object) -> tuple[T]:
+    """What `read` returns, in a tuple: a None it returns is then told from "not now"."""
+    return (read(conn, *args),)

@@ -260,6 +260,27 @@ def expire_leases(conn: sqlite3.Connection, now: float, history: int) -> int | N
         return _drop_leases(conn, leases, history) if leases else None
 
 
+def keys_changed(
+    conn: sqlite3.Connection, after: int, upto: int, kinds: tuple[str, ...]
+) -> set[Key]:
+    """The keys of `kinds` with an event after revision `after` up to `upto`: the keys alone,
+    without reading the values of the events of other kinds in between (a thousand status
+    writes per registered instance, when 1,000 gateways route to its service)."""
+    conn.execute("BEGIN")
+    try:
+        _, compact_revision = _meta(conn)
+        if after < compact_revision:
+            raise CompactedError(after, compact_revision)
+        rows = conn.execute(
+            "SELECT DISTINCT kind, namespace, name FROM events"
+            f" WHERE revision > ? AND revision <= ? AND kind IN ({','.join('?' * len(kinds))})",
+            (after, upto, *kinds),
+        )
+        return {Key(kind, namespace, name) for kind, namespace, name in rows}
+    finally:
+        conn.execute("COMMIT")
+
+
 def read_events(
     conn: sqlite3.Connection, after: int, kinds: tuple[str, ...] | None
 ) -> tuple[int, int, list[WatchEvent]]:

@@ -1,0 +1,188 @@
+"""Constant-time dispatch on a port of many virtual hosts: one map for every plain gateway.
+
+A plain gateway (no pinned routes, no conditions, no policies) chooses a route by weight alone,
+so on a shared port it needs no rules of its own before its fallback: after the rules of the
+gateways that do need theirs, a few generic rules look its choice up by the gateway id the
+host map gave (`txn.mg_gw`). A request then costs the same however many plain gateways share
+its port.
+
+Entries, by gateway id `G`:
+- a gateway of one route, in `lone.map`: `G` -> backend;
+- of several routes, in `dispatch.map`: 100 slots, `<draw>.G` -> backend (`<draw>.G.s` with
+  `sticky: source`, drawn from a hash of the client address instead of at random), each route
+  owning as many slots as its share of the weights.
+
+Two maps, so that a weight change among 10,000 gateways of one route each swaps (or sets) the
+few slots of the gateway that changed, not a map of 10,000 entries.
+
+These rules cannot read a backend's availability (`nbsrv` takes a backend name, not a
+variable), so the map itself follows it: the agent computes each gateway's entries over the
+routes that have a usable server, weights renormalised (`entries` with `usable`), and leaves a
+gateway without entries when none has, so its requests fall through to its exact fallback
+walk (compiler.rules). The compiler, which knows nothing of health, writes every route as
+usable. Pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from meshgate.compiler import ir
+from meshgate.compiler.slots import SLOTS
+
+SOURCE_SUFFIX = ".s"
+
+# The generic rules' lookup keys, built from the gateway id the host map stored.
+LONE_KEY = "var(txn.mg_gw)"
+RANDOM_KEY = "rand(100),concat(.,txn.mg_gw)"
+SOURCE_KEY = f"src,crc32(1),mod({SLOTS}),concat(.,txn.mg_gw,{SOURCE_SUFFIX})"
+
+
+def is_plain(gateway: ir.GatewayRules) -> bool:
+    """Chosen by weight alone: what the generic rules can do for it."""
+    return (
+        gateway.route_cookie_name is None
+        and gateway.policy is None
+        and not any(c.condition and c.strength > 0 for c in gateway.choices)
+        and bool(gateway.choices)
+    )
+
+
+def slot_key(draw: int, gateway_id: str, sticky: str) -> str:
+    suffix = SOURCE_SUFFIX if sticky == "source" else ""
+    return f"{draw}.{gateway_id}{suffix}"
+
+
+def key_expression(draw: str, gateway_id: str, sticky: str) -> str:
+    """A slot key from a draw expression of 0-99, for a rule that names its gateway."""
+    suffix = SOURCE_SUFFIX if sticky == "source" else ""
+    return f"{draw},concat(.{gateway_id}{suffix})"
+
+
+@functools.lru_cache(maxsize=65536)
+def entries(
+    gateway_id: str, sticky: str, lone: bool, weights: tuple[tuple[str, int], ...]
+) -> tuple[tuple[str, str], ...]:
+    """dispatch.map entries of one gateway from (backend, weight) of its usable routes, in
+    route order. `lone`: the gateway has one route (keyed by its id, no draw). No weight left,
+    no entries. Cached: a gateway's entries are the same tuple while its inputs are."""
+    total = sum(weight for _, weight in weights if weight > 0)
+    if total <= 0:
+        return ()
+    if lone:
+        ((backend, _),) = weights
+        return ((gateway_id, backend),)
+    owners: list[str] = []
+    end = 0
+    for backend, weight in weights:
+        end += max(weight, 0)
+        # The usable routes' weights no longer total 100: each keeps its share of what is
+        # left, as closely as 100 slots can.
+        owners += [backend] * (round(end * SLOTS / total) - len(owners))
+    return tuple((slot_key(draw, gateway_id, sticky), owner) for draw, owner in enumerate(owners))
+
+
+def gateway_entries(
+    gateway: ir.GatewayRules,
+    weight_of: Mapping[str, str],
+    usable: Callable[[str], bool] | None = None,
+) -> tuple[tuple[str, str], ...]:
+    """One plain gateway's entries; `usable` (backend -> has a usable server) None: all are."""
+    weights = tuple(
+        (choice.backend, _weight(weight_of.get(choice.backend)))
+        for choice in gateway.choices
+        if usable is None or usable(choice.backend)
+    )
+    return entries(gateway.gateway_id, gateway.sticky, len(gateway.choices) == 1, weights)
+
+
+def _weight(value: str | None) -> int:
+    return int(value) if value and value.isdigit() else 0
+
+
+def is_generic(frontend: ir.Frontend) -> bool:
+    """A port of several virtual hosts: its plain gateways are chosen by the generic rules.
+    A port of one gateway keeps its exact per-request availability test (`nbsrv`): there is
+    nothing to walk past, and the generic rules would only add the map's window."""
+    return frontend.host_map is not None and len(frontend.gateways) > 1
+
+
+def plain_gateways(frontends: Iterable[ir.Frontend]) -> list[ir.GatewayRules]:
+    """The plain gateways of every port, in port then gateway order (the map's order)."""
+    return [g for f in frontends for g in f.gateways if is_plain(g)]
+
+
+def dispatch_maps(
+    frontends: Iterable[ir.Frontend],
+    weights: Sequence[tuple[str, str]],
+    usable: Callable[[str], bool] | None = None,
+) -> tuple[ir.MapFile, ir.MapFile]:
+    """dispatch.map and lone.map: the entries of every plain gateway."""
+    weight_of = dict(weights)
+    frontends = tuple(frontends)
+    plain = plain_gateways(frontends)
+    # HAProxy knows only the maps a rule names: lone.map is named by the generic rules alone,
+    # so it holds the lone gateways of generic ports only (dispatch.map is also named by the
+    # fast path of a plain gateway alone on its port).
+    lone = [g for f in frontends if is_generic(f) for g in f.gateways if is_plain(g)]
+    return (
+        ir.MapFile(
+            ir.DISPATCH_MAP,
+            tuple(
+                itertools.chain.from_iterable(
+                    gateway_entries(g, weight_of, usable) for g in plain if len(g.choices) > 1
+                )
+            ),
+        ),
+        ir.MapFile(
+            ir.LONE_MAP,
+            tuple(
+                itertools.chain.from_iterable(
+                    gateway_entries(g, weight_of, usable) for g in lone if len(g.choices) == 1
+                )
+            ),
+        ),
+    )
+
+
+def with_usable(dataplane: ir.DataPlane, usable: Callable[[str], bool]) -> ir.DataPlane:
+    """`dataplane` with the dispatch maps over the routes `usable` says have a usable server."""
+    weights = dataplane.map_named(ir.WEIGHTS_MAP)
+    current = {m.name: m for m in dataplane.maps if m.name in ir.DISPATCH_MAPS}
+    if len(current) != len(ir.DISPATCH_MAPS):
+        return dataplane
+    made = {
+        m.name: m
+        for m in dispatch_maps(dataplane.frontends, weights.entries if weights else (), usable)
+    }
+    if made == current:
+        return dataplane
+    maps = tuple(made.get(m.name, m) for m in dataplane.maps)
+    return dataclasses.replace(dataplane, maps=maps)
+
+
+def usable_backends(
+    dataplane: ir.DataPlane, states: Mapping[tuple[str, str], str]
+) -> frozenset[str]:
+    """The backends with a server HAProxy reports UP (`states`: (backend, server) -> UP, DOWN,
+    MAINT) that `dataplane` keeps with a weight above 0. A server the data plane no longer
+    has counts for nothing, so a route losing its last server leaves the map before the
+    server goes. A server HAProxy has not reported yet counts for nothing either, unless no
+    server of its backend has been reported: a backend HAProxy has just loaded (the poll
+    that would list it is still to come) counts as usable, as HAProxy starts its servers."""
+    return frozenset(
+        backend.name
+        for backend in dataplane.backends
+        if _usable(backend, [states.get((backend.name, s.name)) for s in backend.servers])
+    )
+
+
+def _usable(backend: ir.Backend, reported: Sequence[str | None]) -> bool:
+    servers = zip(backend.servers, reported, strict=True)
+    weighed = [status for server, status in servers if server.weight > 0]
+    if all(status is None for status in reported):
+        return bool(weighed)
+    return "UP" in weighed

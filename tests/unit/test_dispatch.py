@@ -1,0 +1,187 @@
+"""compiler.dispatch and agent.availability: dispatch.map over the routes with a usable server."""
+
+from __future__ import annotations
+
+from meshgate.agent import availability
+from meshgate.compiler import dispatch, ir
+from meshgate.plan import DeleteMapEntries, RemoveServer, ReplaceMap, SetMapEntries, plan
+
+CHECK = ir.HealthCheck(type="tcp", interval_ms=1000, rise=1, fall=1)
+
+
+def rules(gateway_id: str, *backends: str, sticky: ir.Sticky = "none") -> ir.GatewayRules:
+    return ir.GatewayRules(
+        gateway_id=gateway_id,
+        namespace="default",
+        name=gateway_id,
+        sticky=sticky,
+        route_cookie_name=None,
+        choices=tuple(ir.RouteChoice(backend=b, condition=(), strength=100) for b in backends),
+    )
+
+
+def backend(name: str, *servers: tuple[str, int]) -> ir.Backend:
+    return ir.Backend(
+        name=name,
+        mode="http",
+        route=ir.RouteRef("default", "g", name),
+        balance="roundrobin",
+        servers=tuple(ir.Server(s, "127.0.0.1", 9000, weight) for s, weight in servers),
+        health=CHECK,
+    )
+
+
+def owners(entries: tuple[tuple[str, str], ...]) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for _, owner in entries:
+        counted[owner] = counted.get(owner, 0) + 1
+    return counted
+
+
+def test_slots_follow_the_weights_of_the_usable_routes_renormalised() -> None:
+    weights = {"a": "50", "b": "30", "c": "20"}
+    gateway = rules("g1", "a", "b", "c")
+    assert owners(dispatch.gateway_entries(gateway, weights)) == {"a": 50, "b": 30, "c": 20}
+    without_a = dispatch.gateway_entries(gateway, weights, {"b", "c"}.__contains__)
+    assert owners(without_a) == {"b": 60, "c": 40}
+    assert [k for k, _ in without_a] == [f"{n}.g1" for n in range(100)]
+    only_c = dispatch.gateway_entries(gateway, weights, {"c"}.__contains__)
+    assert owners(only_c) == {"c": 100}  # still 100 slots: the rule draws one
+
+
+def test_no_usable_route_or_no_weight_left_means_no_entries() -> None:
+    gateway = rules("g1", "a", "b")
+    assert dispatch.gateway_entries(gateway, {"a": "50", "b": "50"}, set().__contains__) == ()
+    assert dispatch.gateway_entries(gateway, {"a": "0", "b": "0"}) == ()
+    # The usable route weighs 0: its share is none, whatever the others'.
+    assert dispatch.gateway_entries(gateway, {"a": "100", "b": "0"}, {"b"}.__contains__) == ()
+
+
+def test_a_lone_route_is_one_entry_by_gateway_id() -> None:
+    gateway = rules("g2", "a")
+    assert dispatch.gateway_entries(gateway, {"a": "100"}) == (("g2", "a"),)
+    assert dispatch.gateway_entries(gateway, {"a": "0"}) == ()
+    assert dispatch.gateway_entries(gateway, {"a": "100"}, set().__contains__) == ()
+
+
+def test_sticky_source_slots_have_their_own_keys() -> None:
+    entries = dispatch.gateway_entries(
+        rules("g3", "a", "b", sticky="source"), {"a": "50", "b": "50"}
+    )
+    assert entries[0] == ("0.g3.s", "a") and entries[-1] == ("99.g3.s", "b")
+
+
+def test_only_plain_gateways_are_dispatched() -> None:
+    plain = rules("g1", "a", "b")
+    assert dispatch.is_plain(plain)
+    pinned = ir.GatewayRules("g2", "d", "p", "route", "mg_route", plain.choices)
+    conditional = ir.GatewayRules(
+        "g3", "d", "c", "none", None, (ir.RouteChoice("a", (("true",),), 100),)
+    )
+    assert not dispatch.is_plain(pinned)
+    assert not dispatch.is_plain(conditional)
+
+
+OTHERS = tuple(rules(f"o{n}", "x", "y") for n in range(80))
+
+
+OTHERS_UP = {("x", "x1"): "UP", ("y", "y1"): "UP"}
+
+
+def dataplane(servers_a: tuple[tuple[str, int], ...]) -> ir.DataPlane:
+    frontend = ir.Frontend(
+        name="port_8080",
+        bind="0.0.0.0",
+        port=8080,
+        mode="http",
+        # Others, so that the map is large enough to be changed entry by entry.
+        gateways=(rules("g1", "a", "b"), rules("g2", "b"), *OTHERS),
+        host_map="port_8080.hosts.map",
+        wildcard_map="port_8080.wildcards.map",
+    )
+    weights = (("a", "50"), ("b", "50"), ("x", "50"), ("y", "50"))
+    frontends = (frontend,)
+    return ir.DataPlane(
+        settings=ir.Settings(run_dir="/run/mg"),
+        frontends=frontends,
+        backends=(
+            backend("a", *servers_a),
+            backend("b", ("b1", 1)),
+            backend("x", ("x1", 1)),
+            backend("y", ("y1", 1)),
+        ),
+        maps=(
+            *dispatch.dispatch_maps(frontends, weights),
+            ir.MapFile(ir.WEIGHTS_MAP, weights),
+        ),
+    )
+
+
+def test_a_route_is_usable_while_a_server_the_data_plane_keeps_is_up_with_weight() -> None:
+    running = dataplane((("a1", 1), ("a2", 0)))
+    states = {**OTHERS_UP, ("a", "a1"): "UP", ("a", "a2"): "UP", ("b", "b1"): "UP"}
+    assert dispatch.usable_backends(running, states) == {"a", "b", "x", "y"}
+    assert dispatch.usable_backends(running, {**states, ("a", "a1"): "DOWN"}) == {"b", "x", "y"}
+    assert dispatch.usable_backends(running, {**states, ("a", "a1"): "MAINT"}) == {"b", "x", "y"}
+    # A server HAProxy has not reported yet does not count, unless its backend is new to
+    # HAProxy (none of its servers reported): loaded servers start up.
+    seen = {**OTHERS_UP, ("b", "b1"): "UP"}
+    assert dispatch.usable_backends(running, {**seen, ("a", "a2"): "UP"}) == {"b", "x", "y"}
+    assert dispatch.usable_backends(running, seen) == {"a", "b", "x", "y"}
+
+
+def test_a_route_losing_its_last_server_leaves_the_map_before_the_server_goes() -> None:
+    states = {**OTHERS_UP, ("a", "a1"): "UP", ("b", "b1"): "UP"}
+    running = availability.effective(dataplane((("a1", 1),)), states)
+    compiled = dataplane(())  # the instance was deregistered
+    actions = plan(running, compiled)
+    assert isinstance(actions[-1], RemoveServer)
+    desired = availability.effective(compiled, states)
+    ordered = availability.with_dispatch_actions(actions, running, desired)
+    kinds = [type(a) for a in ordered]
+    assert kinds == [SetMapEntries, RemoveServer]
+    (set_entries,) = [a for a in ordered if isinstance(a, SetMapEntries)]
+    assert {v for _, v in set_entries.entries} == {"b"} and len(set_entries.entries) == 50
+
+
+def test_every_route_down_deletes_the_gateways_entries_and_keeps_the_others() -> None:
+    states = {**OTHERS_UP, ("a", "a1"): "UP", ("b", "b1"): "UP"}
+    running = availability.effective(dataplane((("a1", 1),)), states)
+    down = availability.effective(running, {**states, ("b", "b1"): "DOWN"})
+    actions = availability.dispatch_actions(running, down)
+    assert [type(a) for a in actions] == [SetMapEntries, DeleteMapEntries]
+    (deleted,) = [a for a in actions if isinstance(a, DeleteMapEntries)]
+    assert deleted.keys == ("g2",)
+    # And back, once b is seen up again.
+    up = availability.effective(down, states)
+    assert up.maps == running.maps
+    assert availability.effective(up, states) is up  # nothing changed: the same data plane
+
+
+def test_many_changes_swap_the_map_instead() -> None:
+    running = dataplane((("a1", 1),))
+    down = {(b.name, server.name): "DOWN" for b in running.backends for server in b.servers}
+    nothing = availability.effective(running, down)
+    swapped, deleted = availability.dispatch_actions(running, nothing)
+    assert isinstance(swapped, ReplaceMap) and swapped.entries == ()
+    # lone.map had one entry: deleting it is less than swapping.
+    assert isinstance(deleted, DeleteMapEntries) and deleted.keys == ("g2",)
+
+
+def test_haproxy_state_lines_are_read_as_server_statuses() -> None:
+    from meshgate.agent.state_log import parse
+
+    be = "default.shop.web.1a2b3c"
+    down = (
+        f"Server {be}/i1 is DOWN, reason: Layer4 connection problem, info: "
+        '"Connection refused", check duration: 0ms. 0 active and 0 backup servers left.'
+    )
+    assert parse(down.encode()) == ((be, "i1"), "DOWN")
+    up = f"Server {be}/i1 is UP, reason: Layer7 check passed, check duration: 1ms."
+    assert parse(up.encode()) == ((be, "i1"), "UP")
+    tracked = f"Server {be}/i1 is DOWN via mg_checks.a1/s0. 0 active and 0 backup servers left."
+    assert parse(tracked.encode()) == ((be, "i1"), "DOWN")
+    maint = f"Server {be}/i1 is going DOWN for maintenance. 0 active servers left."
+    assert parse(maint.encode()) == ((be, "i1"), "MAINT")
+    assert parse(b"backend default.shop.web.1a2b3c has no server available!") is None
+    assert parse(b'127.0.0.1 "GET / HTTP/1.1" 200') is None
