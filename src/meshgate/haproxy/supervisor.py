@@ -201,6 +201,7 @@ class HaproxySupervisor:
                 try:
                     await self._spawn_until_ready(load_s)
                 except HaproxyStartFailed:
+                    await self._listeners.close()  # nothing runs: nothing to hand over
                     if not check:
                         await self._reject_if_invalid(config_path)
                     raise
