@@ -54,16 +54,19 @@ from bench.common import (
     wait_until,
 )
 
+import meshgate
 from meshgate.haproxy.runtime import RuntimeClient
 
 
 class Probe(threading.Thread):
-    """Requests on new connections until stopped; the times of those that failed."""
+    """Requests on new connections until stopped; the times of those that failed, and how many
+    of them were refused (nothing listening) rather than cut after being accepted."""
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
         self.url = url
         self.failed: list[float] = []
+        self.refused = 0
         self.total = 0
         self._done = threading.Event()
 
@@ -73,6 +76,9 @@ class Probe(threading.Thread):
             while not self._done.is_set():
                 try:
                     ok = http.get(self.url).status_code == 200
+                except httpx.ConnectError as error:
+                    ok = False
+                    self.refused += "refused" in str(error).lower()
                 except httpx.HTTPError:
                     ok = False
                 self.total += 1
@@ -99,6 +105,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     print(f"load average before: {load_average()}")
+    # Which tree: PYTHONPATH may name another checkout, to measure it side by side.
+    print(f"meshgate from {Path(meshgate.__file__).parent}")
     with tempfile.TemporaryDirectory(prefix="meshgate-faults-") as scratch:
         workdir = Path(scratch)
         backend, port = free_port(), free_port()
@@ -145,7 +153,7 @@ def run_faults(node: MeshgateNode, nginx: Nginx, url: str, port: int, seconds: f
     }
     print(f"wrk -t1 -c20 for {seconds:.0f} s a run; fault at {seconds / 3:.1f} s\n")
     print(f"{'fault':<18} {'wrk requests':>12} {'wrk failed':>10} {'probe failed':>12} "
-          f"{'outage s':>8} {'req/s ratio':>11}")  # fmt: skip
+          f"{'refused':>7} {'outage s':>8} {'req/s ratio':>11}")  # fmt: skip
     clean = True
     baseline_rate = 0.0
     for name, fault in faults.items():
@@ -163,7 +171,7 @@ def run_faults(node: MeshgateNode, nginx: Nginx, url: str, port: int, seconds: f
         failed = result.errors + len(probe.failed)
         ratio = result.requests_per_sec / baseline_rate
         print(f"{name:<18} {result.requests:>12} {result.errors:>10} {len(probe.failed):>12} "
-              f"{probe.outage_s:>8.2f} {ratio:>11.2f}")  # fmt: skip
+              f"{probe.refused:>7} {probe.outage_s:>8.2f} {ratio:>11.2f}")  # fmt: skip
         if name.startswith("meshgate") and failed:
             clean = False
     return finish(clean, "a restart of meshgate failed requests")

@@ -207,6 +207,9 @@ async def test_start_stops_a_master_left_from_an_earlier_run(tmp_path: Path) -> 
     async with running_haproxy(tmp_path) as (first, _, layout):
         orphan = first.master_pid
         assert orphan is not None
+        # The earlier run is gone: nothing watches its master (a live watchdog would restart
+        # it) and nothing holds its listening sockets.
+        await first.leave_running()
         second = HaproxySupervisor(binary=HAPROXY, run_dir=tmp_path)
         await second.start(layout.config_path)
         try:

@@ -15,6 +15,12 @@ group stops its workers too. Three facts of 2.6 shape this module:
   from `show proc`: the master's reload counter advances on every attempt and its "failed"
   count is reset to 0 by a successful one; the new worker's pid appears among the current
   workers, and we confirm it answers before calling the reload done.
+
+One fact of 2.6 this module works around: the master closes its listening sockets once the
+worker is forked, so a crash of the worker (or of the master, whose worker we then stop) would
+close them, and connections would be refused until HAProxy is back. `kept_listeners` holds a
+copy of every listening socket and HAProxy is started with `-x` naming it, so the restarted
+HAProxy accepts from the same sockets the connections that waited meanwhile.
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ from meshgate.haproxy import (
     adopted,
     bursts,
     commands,
+    kept_listeners,
     messages,
     processes,
     replies,
     server_states,
+    socket_transfer,
     transport,
 )
 from meshgate.haproxy.commands import HaproxyError
@@ -55,6 +63,8 @@ _POLL_S = 0.02
 CHECK_S_PER_MB = 1.0
 CHECK_TIMED_OUT = "haproxy -c did not finish"
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+# The compiler's `grace` is 100 ms: until then the old worker may answer on the admin socket.
+_KEEP_AFTER_RELOAD_S = 0.15
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,9 @@ class HaproxySupervisor:
         self._active = self._own_dir / "active.cfg"
         self._last_good = self._own_dir / "last-good.cfg"
         self._pidfile = self._own_dir / "master.pid"
+        self._listeners = kept_listeners.KeptListeners(self.run_dir / "listeners.sock")
+        self._keeping: asyncio.Task[None] | None = None  # the copy taken after a reload
+        self._keep_waiting = False  # that copy has not begun: it may be dropped
         self._process: asyncio.subprocess.Process | adopted.AdoptedMaster | None = None
         self.adopted = False  # running a master an earlier meshgate process started
         self._output_task: asyncio.Task[None] | None = None
@@ -130,8 +143,9 @@ class HaproxySupervisor:
         self._stopping = False
         self._output: deque[str] = deque(maxlen=400)
         self._output_count = 0
-        if len(str(self.master_socket)) > _UNIX_PATH_MAX:
-            raise ValueError(f"run dir too long for a unix socket path: {self.master_socket}")
+        for path in (self.master_socket, self._listeners.path):
+            if len(str(path)) > _UNIX_PATH_MAX:
+                raise ValueError(f"run dir too long for a unix socket path: {path}")
 
     @property
     def master_pid(self) -> int | None:
@@ -187,6 +201,7 @@ class HaproxySupervisor:
                 try:
                     await self._spawn_until_ready(load_s)
                 except HaproxyStartFailed:
+                    await self._listeners.close()  # nothing runs: nothing to hand over
                     if not check:
                         await self._reject_if_invalid(config_path)
                     raise
@@ -218,6 +233,8 @@ class HaproxySupervisor:
             self._process = adopted.AdoptedMaster(pid)
             self.adopted = True
             self._stopping = False
+            await self._listeners.serve()
+            await self._keep_listeners()
             self._watch_task = asyncio.create_task(self._watch(), name="haproxy-watchdog")
         return True
 
@@ -261,6 +278,33 @@ class HaproxySupervisor:
         load_s = 0.0 if checked else _load_time(staged)  # before the file is moved
         before = await self._proc()
         await self._dump_server_state()
+        await self._settle_listeners()  # one copy at a time, of the worker serving after it
+        try:
+            # A new worker parses the same text `haproxy -c` just did: a configuration that took
+            # the check long (100,000 gateways) takes the reload as long.
+            timeout = max(self.reload_timeout, 3 * validate_s if checked else 2 * load_s)
+            after, worker_pid = await self._reload_confirmed(staged, before, timeout)
+        finally:
+            # Whatever the outcome, a copy of the worker now serving, taken in the background
+            # once the old worker has stopped accepting on the shared admin socket (`grace`), so
+            # as not to compete with the caller's next commands there. A crash before then
+            # restarts with the previous copy (ports this reload added are then bound anew,
+            # the ones it removed let go right after).
+            self._keeping = asyncio.create_task(
+                self._keep_listeners(after_s=_KEEP_AFTER_RELOAD_S), name="keep-listeners"
+            )
+        result = ReloadResult(
+            worker_pid=worker_pid,
+            old_worker_pids=[w.pid for w in after.old_workers],
+            duration_s=time.monotonic() - started,
+            validate_s=validate_s,
+        )
+        log.info("HAProxy reloaded: worker %d in %.3fs", worker_pid, result.duration_s)
+        return result
+
+    async def _reload_confirmed(
+        self, staged: Path, before: ProcInfo, timeout: float
+    ) -> tuple[ProcInfo, int]:
         mark = self._output_count
         os.replace(staged, self._active)
         try:
@@ -272,23 +316,13 @@ class HaproxySupervisor:
                 _replace_with_copy(self._last_good, self._active)
                 raise ReloadFailed(f"could not ask HAProxy to reload: {error}") from None
         try:
-            # A new worker parses the same text `haproxy -c` just did: a configuration that took
-            # the check long (100,000 gateways) takes the reload as long.
-            timeout = max(self.reload_timeout, 3 * validate_s if checked else 2 * load_s)
-            after, worker_pid = await self._await_reload(before, mark, timeout)
+            found = await self._await_reload(before, mark, timeout)
         except ReloadFailed:
             # Keep the file the master re-reads on its next reload or restart good.
             _replace_with_copy(self._last_good, self._active)
             raise
         _replace_with_copy(self._active, self._last_good)
-        result = ReloadResult(
-            worker_pid=worker_pid,
-            old_worker_pids=[w.pid for w in after.old_workers],
-            duration_s=time.monotonic() - started,
-            validate_s=validate_s,
-        )
-        log.info("HAProxy reloaded: worker %d in %.3fs", worker_pid, result.duration_s)
-        return result
+        return found
 
     async def stop(self) -> None:
         """Soft-stop (SIGUSR1: finish what is in flight), then SIGTERM, then SIGKILL to the
@@ -300,16 +334,23 @@ class HaproxySupervisor:
                 await self._watch_task
             self._watch_task = None
         async with self._lock:
+            await self._settle_listeners()
             process = self._process
             if process is not None:
                 await self._terminate(process)
             self._pidfile.unlink(missing_ok=True)
+            await self._listeners.close()  # only now: the ports close with HAProxy's copies
 
     def adopted_listeners(self) -> set[tuple[str, int]]:
         """The addresses the adopted HAProxy listens on (none unless one was adopted)."""
         if not self.adopted:
             return set()
         return adopted.bind_addresses(self._active.read_text())
+
+    def kept_addresses(self) -> set[tuple[str, int]]:
+        """The TCP addresses whose listening sockets meshgate holds for a restart after a
+        crash (see `kept_listeners`)."""
+        return self._listeners.addresses()
 
     async def leave_running(self) -> None:
         """Stop watching HAProxy but leave it serving, for the next meshgate process on this
@@ -324,6 +365,9 @@ class HaproxySupervisor:
             self._output_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._output_task
+        # HAProxy keeps its own copies; the next meshgate takes a copy again when it adopts.
+        await self._settle_listeners()
+        await self._listeners.close()
         if self.running:
             log.info("leaving HAProxy master %d serving", self.master_pid)
 
@@ -382,9 +426,10 @@ class HaproxySupervisor:
         `start_timeout` (an unchecked large file)."""
         self.master_socket.unlink(missing_ok=True)  # a stale socket must not look alive
         mark = self._output_count
+        await self._listeners.serve()
         process = await asyncio.create_subprocess_exec(
             self._binary_path(), "-W", "-S", f"{self.master_socket},mode,600",
-            "-f", str(self._active),
+            "-x", str(self._listeners.path), "-f", str(self._active),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, cwd=str(self.run_dir), start_new_session=True,
         )  # fmt: skip
@@ -404,6 +449,7 @@ class HaproxySupervisor:
                 if info.workers and await self._worker_answers(info.workers[0].pid):
                     log.info("HAProxy started: master %d, worker %d", process.pid,
                              info.workers[0].pid)  # fmt: skip
+                    await self._keep_listeners()
                     return
             await asyncio.sleep(_POLL_S)
         await self._terminate(process)
@@ -437,6 +483,44 @@ class HaproxySupervisor:
             f"no new HAProxy worker within {timeout:.0f}s:\n{self._output_since(mark)}"
         )
 
+    async def _keep_listeners(self, *, after_s: float = 0.0) -> None:
+        """Copy the current worker's listening sockets (see `kept_listeners`). Without an
+        admin socket exposing them, or if the copy fails, nothing is held: a crash then
+        refuses connections until HAProxy is back, as before, rather than queue them for
+        ports the new HAProxy may not serve."""
+        if after_s > 0:
+            self._keep_waiting = True
+            try:
+                await asyncio.sleep(after_s)
+            finally:
+                self._keep_waiting = False
+        admin = kept_listeners.exposing_socket(self._active, self.run_dir)
+        if admin is None:
+            self._listeners.release()
+            return
+        try:
+            text = await asyncio.to_thread(self._active.read_text)
+            expected = kept_listeners.expected_addresses(adopted.bind_addresses(text))
+            count = await self._listeners.refresh(admin, expected)
+        except (OSError, socket_transfer.TransferError) as error:
+            log.warning("listening sockets not kept; a crash of HAProxy will refuse "
+                        "connections until it is back: %s", error)  # fmt: skip
+            self._listeners.release()
+            return
+        log.debug("keeping %d listening sockets of HAProxy", count)
+
+    async def _settle_listeners(self) -> None:
+        """Drop the copy due after the last reload if it has not begun (what follows takes
+        its own), else wait for it (bounded by its timeout): cancelled midway, the sockets it
+        was receiving would stay open, owned by nobody."""
+        task, self._keeping = self._keeping, None
+        if task is None:
+            return
+        if self._keep_waiting:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     async def _dump_server_state(self) -> None:
         """Save servers' state (weights, health, maintenance) for the next configuration to
         load: `load-server-state-from-file` reads this file on startup."""
@@ -467,6 +551,7 @@ class HaproxySupervisor:
             # into the new process, it would keep them out for rise x interval. Without it
             # servers start up and their checks judge them afresh.
             self.server_state_file.unlink(missing_ok=True)
+            await self._settle_listeners()
             delay = 0.0
             while not self._stopping:
                 await asyncio.sleep(delay)
@@ -480,6 +565,9 @@ class HaproxySupervisor:
                         await self._spawn_until_ready()
                     except (HaproxyError, OSError) as error:
                         log.error("HAProxy restart failed: %s", error)
+                        # Connections must not wait for a restart that may never come: the
+                        # ports refuse until HAProxy binds them again.
+                        self._listeners.release()
                         delay = min(max(0.5, delay * 2), self.max_restart_delay)
                         continue
                     self.restarts += 1
