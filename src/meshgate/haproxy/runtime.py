@@ -45,8 +45,9 @@ _RETRY_WINDOW_S = 2.0
 _PIPELINE_UNSENT = ("Can't find the target PID",)
 
 # Sessions tried on the admin socket before going through the master: an old worker may
-# answer there for its grace period after a reload.
-_SESSION_ATTEMPTS = 5
+# answer there for its grace period after a reload (100 ms), and one that stops accepting
+# cuts the connection it had just taken. The attempts, `_RETRY_S` apart, outlast that period.
+_SESSION_ATTEMPTS = 8
 
 # Observer of every command sent: (kind, seconds, succeeded). For metrics; must not raise.
 CommandObserver = Callable[[CommandKind, float, bool], None]
@@ -185,7 +186,10 @@ class RuntimeClient:
                 except RuntimeUnavailable as error:
                     if error.sent:
                         raise
-                    return None
+                    # Nothing was sent: a stopping worker may have cut the connection.
+                    self._worker_pid = None
+                    await asyncio.sleep(_RETRY_S)
+                    continue
                 ok = len(found) == len(lines)
                 return found
             return None
