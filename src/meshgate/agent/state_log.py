@@ -15,16 +15,11 @@ safety net: a line lost or one not understood is corrected at the next poll.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 
-import structlog
-
-log = structlog.get_logger("meshgate.agent")
+from meshgate.haproxy.line_socket import LineSocket
 
 ServerKey = tuple[str, str]
 MAX_LINE = 4096
@@ -45,54 +40,23 @@ def parse(line: bytes) -> tuple[ServerKey, str] | None:
     return (found["backend"].decode(), found["server"].decode()), status
 
 
-class _Stream(asyncio.Protocol):
-    def __init__(self, receiver: StateReceiver) -> None:
-        self.receiver = receiver
-        self.partial = b""
-        self.transport: asyncio.BaseTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self.receiver.streams.add(self)
-
-    def data_received(self, data: bytes) -> None:
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()
-        if len(self.partial) > MAX_LINE:
-            self.partial = b""
-        for line in lines:
-            change = parse(line)
-            if change is not None:
-                self.receiver.changed(*change)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.receiver.streams.discard(self)
-
-
 class StateReceiver:
     """Listens on `path`; calls `on_change(server, status)` for every state change."""
 
     def __init__(self, path: Path, on_change: Callable[[ServerKey, str], None]) -> None:
         self.path = path
         self.changed = on_change
-        self.streams: set[_Stream] = set()
-        self._server: asyncio.AbstractServer | None = None
+        # Anyone who can write here could move traffic between routes: the socket is 0600.
+        self._socket = LineSocket(path, self._lines, max_line=MAX_LINE)
+
+    def _lines(self, lines: list[bytes]) -> None:
+        for line in lines:
+            change = parse(line)
+            if change is not None:
+                self.changed(*change)
 
     async def start(self) -> None:
-        self.path.unlink(missing_ok=True)  # left over by a process that did not stop cleanly
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(lambda: _Stream(self), str(self.path))
-        # Anyone who can write here could move traffic between routes: only our user may.
-        os.chmod(self.path, 0o600)
+        await self._socket.start()
 
     async def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        for stream in list(self.streams):  # HAProxy keeps its connections open
-            if stream.transport is not None:
-                stream.transport.close()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), 2.0)
-        self._server = None
-        self.path.unlink(missing_ok=True)
+        await self._socket.stop()

@@ -17,50 +17,20 @@ after a reload still arrive. Lines go to the latency book and, optionally, to a 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import structlog
-
+from meshgate.haproxy.line_socket import LineSocket
 from meshgate.stats.accesslog import AccessLog
 from meshgate.stats.latency import LatencyBook
 
-log = structlog.get_logger("meshgate.stats")
 MAX_LINE = 65_536  # a partial line longer than this is not one of ours: drop it
+# Let lines gather in HAProxy's ring for a moment after each read: one large write instead of
+# many small ones costs HAProxy fewer system calls per request, and this process fewer
+# wake-ups (in a test: HAProxy 15.0 us of CPU a request instead of 17-18, this reader a
+# quarter of the CPU). The ring holds far more than a pause's worth of lines.
 READ_PAUSE_S = 0.025
-
-
-class _LogStream(asyncio.Protocol):
-    def __init__(self, receiver: LogReceiver) -> None:
-        self.receiver = receiver
-        self.partial = b""
-        self.transport: asyncio.ReadTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.ReadTransport)
-        self.transport = transport
-        self.receiver.streams.add(self)
-
-    def data_received(self, data: bytes) -> None:
-        lines = (self.partial + data if self.partial else data).split(b"\n")
-        self.partial = lines.pop()
-        if len(self.partial) > MAX_LINE:
-            self.partial = b""
-        self.receiver.lines(lines)
-        # Let lines gather in HAProxy's ring for a moment: one large write instead of many
-        # small ones costs HAProxy fewer system calls per request, and this process fewer
-        # wake-ups (in a test: HAProxy 15.0 us of CPU a request instead of 17-18, this reader a
-        # quarter of the CPU). The ring holds far more than a pause's worth of lines.
-        if self.transport is not None and READ_PAUSE_S > 0:
-            self.transport.pause_reading()
-            asyncio.get_running_loop().call_later(READ_PAUSE_S, self.transport.resume_reading)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.receiver.streams.discard(self)
 
 
 class LogReceiver:
@@ -76,27 +46,13 @@ class LogReceiver:
         self.book = book
         self.access_log = access_log
         self.clock = clock
-        self.streams: set[_LogStream] = set()
-        self._server: asyncio.AbstractServer | None = None
+        self._socket = LineSocket(path, self.lines, max_line=MAX_LINE, pause_s=READ_PAUSE_S)
 
     async def start(self) -> None:
-        self.path.unlink(missing_ok=True)  # left over by a process that did not stop cleanly
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(lambda: _LogStream(self), str(self.path))
-        # Anyone who can write here can feed the statistics: only our user may.
-        os.chmod(self.path, 0o600)
+        await self._socket.start()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            # HAProxy keeps its connections open; close them, or waiting would never end.
-            for stream in list(self.streams):
-                if stream.transport is not None:
-                    stream.transport.close()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            self._server = None
-        self.path.unlink(missing_ok=True)
+        await self._socket.stop()
         if self.access_log is not None:
             self.access_log.close()
 
