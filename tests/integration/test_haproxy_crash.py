@@ -30,6 +30,7 @@ from tests.integration.haproxy_helpers import (
     running_haproxy,
     write_config,
 )
+from tests.integration.test_haproxy_supervisor import wait_for
 
 pytestmark = [pytest.mark.integration, needs_haproxy]
 
@@ -75,26 +76,17 @@ class NewConnections(threading.Thread):
                 self.cut.append(repr(data[:60]))
 
 
-async def _until(condition: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 async def _kill_under_load(supervisor: HaproxySupervisor, port: int, *, master: bool) -> None:
     info = await supervisor.proc()
     victim = info.master_pid if master else info.workers[0].pid
     client = NewConnections(port)
     client.start()
     try:
-        await _until(lambda: client.ok >= 200, 10)
+        await wait_for(lambda: client.ok >= 200, 10)
         os.kill(victim, signal.SIGKILL)
-        await _until(lambda: supervisor.restarts == 1 and supervisor.running, 10)
+        await wait_for(lambda: supervisor.restarts == 1 and supervisor.running, 10)
         served = client.ok
-        await _until(lambda: client.ok >= served + 200, 10)
+        await wait_for(lambda: client.ok >= served + 200, 10)
     finally:
         client.stop.set()
         await asyncio.to_thread(client.join, 10)
@@ -128,7 +120,7 @@ async def test_ports_a_reload_adds_are_kept_and_those_it_removes_refuse(tmp_path
         assert removed in supervisor.kept_addresses()
         await supervisor.reload(config)
         # The copy follows the new worker once the old one has stopped accepting (`grace`).
-        await _until(
+        await wait_for(
             lambda: (
                 ("127.0.0.1", added) in supervisor.kept_addresses()
                 and removed not in supervisor.kept_addresses()
