@@ -199,7 +199,6 @@ def _stats(
         keeper=keeper,
         ring=RING if book is not None and not options.access_log else None,
     )
-    reader.between = stats.step  # a long reply is parsed in steps, changes going first
     if book is None or not options.access_log:
         return stats, None
     access_log = AccessLog(options.access_log, lambda: driver.running)

@@ -13,7 +13,7 @@ from meshgate.api import create_app
 from meshgate.api.stats import stats_router
 from meshgate.compiler import ir
 from meshgate.haproxy.processes import ProcEntry, ProcInfo
-from meshgate.haproxy.stat_csv import StatRow, StatType
+from meshgate.haproxy.stat_csv import CountedRow, StatRow, StatType, counted
 from meshgate.stats.collector import StatsCollector
 from meshgate.store import Key, Put, SqliteStore
 
@@ -34,6 +34,9 @@ class Haproxy:
                     hrsp_2xx=6, hrsp_5xx=1),
             StatRow(BACKEND, "i1", StatType.SERVER, "UP", "", "", "http", req_tot=7),
         ]  # fmt: skip
+
+    async def worker_parts(self, pid: int) -> AsyncIterator[list[CountedRow]]:
+        yield [counted(row) for row in await self.worker_stats(pid)]
 
 
 def dataplane() -> ir.DataPlane:

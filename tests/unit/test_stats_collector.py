@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import pytest
 
 from meshgate.compiler import ir
 from meshgate.haproxy.processes import ProcEntry, ProcInfo
-from meshgate.haproxy.stat_csv import StatRow, StatType
+from meshgate.haproxy.stat_csv import CountedRow, StatRow, StatType, counted
+from meshgate.haproxy.stats_reader import ROWS_A_STEP
 from meshgate.haproxy.transport import RuntimeUnavailable
 from meshgate.stats.collector import StatsCollector
 from meshgate.stats.latency import LatencyBook
@@ -149,6 +150,12 @@ class FakeReader:
     async def worker_stats(self, pid: int) -> list[StatRow]:
         return list(self.rows.get(pid, []))
 
+    async def worker_parts(self, pid: int) -> AsyncIterator[list[CountedRow]]:
+        """As `StatsReader` hands them: parts of `ROWS_A_STEP` rows."""
+        rows = [counted(row) for row in await self.worker_stats(pid)]
+        for start in range(0, len(rows), ROWS_A_STEP):
+            yield rows[start : start + ROWS_A_STEP]
+
     async def worker_events(self, pid: int, ring: str) -> bytes:
         assert ring == "meshgate_log"
         self.events_read.append(pid)
@@ -270,8 +277,8 @@ async def test_a_poll_lets_changes_go_first_and_does_not_count_that_time() -> No
     )
     snapshot = await collector.refresh()
     assert snapshot.backends[BE].counts.requests == 6
-    # Before reading, before tallying each process, before finishing.
-    assert steps == ["wait at 0 reads", *["wait at 2 reads"] * 3]
+    # Before reading, before tallying each process's part as it arrives, before finishing.
+    assert steps == ["wait at 0 reads", "wait at 1 reads", "wait at 2 reads", "wait at 2 reads"]
     # The poll's own cost is what the bound spaces polls by, not the time spent waiting.
     assert collector.poll_seconds == pytest.approx(0.2)
 

@@ -12,25 +12,23 @@ runtime-command metrics.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncGenerator
 
 from meshgate.haproxy import commands, replies, transport
 from meshgate.haproxy.processes import ProcInfo, parse_proc
 from meshgate.haproxy.replies import CommandKind
-from meshgate.haproxy.stat_csv import StatRow, parse_stat_csv, stat_csv_parts
+from meshgate.haproxy.stat_csv import CountedRow, StatStream
 
 # Backends (2) and servers (4) of every proxy: frontends are not needed for route stats.
 _BACKENDS_AND_SERVERS = "show stat -1 6 -1"
-ROWS_A_STEP = 1000  # rows parsed between two `between`
+ROWS_A_STEP = 1000  # rows a part (the collector tallies a part a step)
 
 
 class StatsReader:
     def __init__(self, master_socket: str, *, timeout: float = 2.0) -> None:
         self.master_socket = master_socket
         self.timeout = timeout
-        # Awaited after each `ROWS_A_STEP` rows parsed (the stats collector's `step`: changes
-        # on their way go first); None: a reply is parsed in one go.
-        self.between: Callable[[], Awaitable[None]] | None = None
 
     async def processes(self) -> ProcInfo:
         reply = await transport.send(self.master_socket, commands.show_proc(), timeout=self.timeout)
@@ -44,15 +42,21 @@ class StatsReader:
         reply = await transport.send(self.master_socket, command, timeout=self.timeout)
         return reply.encode()
 
-    async def worker_stats(self, pid: int) -> list[StatRow]:
-        """One worker's backend and server rows; [] when the worker is gone (the master then
-        answers with an error sentence instead of CSV)."""
+    async def worker_parts(self, pid: int) -> AsyncGenerator[list[CountedRow], None]:
+        """One worker's backend and server rows, the counted columns of `ROWS_A_STEP` rows
+        at a time (fewer at the end) as the reply arrives, never the whole
+        reply: at 100,000 gateways its text, lines and rows held 300 MB for most of each
+        second. Nothing when the worker is gone (the master's error sentence has no CSV)."""
         command = commands.on_worker(pid, _BACKENDS_AND_SERVERS)
-        reply = await transport.send(self.master_socket, command, timeout=self.timeout)
-        if self.between is None:
-            return parse_stat_csv(reply)
-        rows: list[StatRow] = []
-        for part in stat_csv_parts(reply, ROWS_A_STEP):
-            rows += part
-            await self.between()
-        return rows
+        parser = StatStream()
+        rows: list[CountedRow] = []
+        chunks = transport.stream(self.master_socket, command, timeout=self.timeout)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                rows += parser.feed(chunk)
+                while len(rows) >= ROWS_A_STEP:
+                    yield rows[:ROWS_A_STEP]
+                    del rows[:ROWS_A_STEP]
+        rows += parser.close()
+        if rows:
+            yield rows

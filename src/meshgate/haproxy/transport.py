@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncGenerator
 
 from meshgate.haproxy.commands import HaproxyError
 
@@ -72,3 +73,51 @@ async def send(
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
     return reply.decode("utf-8", errors="replace")
+
+
+CHUNK_BYTES = 256 * 1024  # what `stream` reads at a time, at most
+
+
+async def stream(
+    socket_path: str, command: str, *, timeout: float = 5.0, chunk_bytes: int = CHUNK_BYTES
+) -> AsyncGenerator[bytes, None]:
+    """`send`, for a reply too large to hold whole (`show stat` at 100,000 gateways is 100 MB):
+    its bytes in chunks of at most `chunk_bytes`, as they arrive. `timeout` bounds the
+    connection and each read, not the whole: the caller may take its time between chunks,
+    HAProxy then waits with the rest. Close the generator (`contextlib.aclosing`) when leaving
+    it early, so that the connection is closed at once."""
+    data = encode_request(command)
+    sent = False
+    writer: asyncio.StreamWriter | None = None
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_unix_connection(socket_path)
+                writer.write(data)
+                sent = True
+                await writer.drain()
+                if writer.can_write_eof():
+                    writer.write_eof()
+        except TimeoutError:
+            raise RuntimeUnavailable(
+                socket_path, f"no reply within {timeout}s", sent=sent
+            ) from None
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    chunk = await reader.read(chunk_bytes)
+            except TimeoutError:
+                raise RuntimeUnavailable(
+                    socket_path, f"no data within {timeout}s", sent=True
+                ) from None
+            if not chunk:
+                return
+            yield chunk
+    except OSError as error:
+        reason = error.strerror or error.__class__.__name__
+        raise RuntimeUnavailable(socket_path, reason, sent=sent) from None
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()

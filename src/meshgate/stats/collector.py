@@ -27,6 +27,7 @@ one step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -34,7 +35,7 @@ import structlog
 
 from meshgate.compiler import ir
 from meshgate.haproxy.commands import HaproxyError
-from meshgate.haproxy.stat_csv import StatRow
+from meshgate.haproxy.stat_csv import StatType
 from meshgate.haproxy.stats_reader import StatsReader
 from meshgate.stats.keeper import LogKeeper
 from meshgate.stats.latency import LatencyBook
@@ -160,16 +161,10 @@ class StatsCollector:
             await self.make_way()
             self._waited += self.clock() - started
 
-    async def _read_rings(
-        self, ring: str, book: LatencyBook, rows: dict[int, list[StatRow]]
-    ) -> None:
+    async def _read_rings(self, ring: str, book: LatencyBook, totals: dict[int, int]) -> None:
         """New request lines of each worker whose request count moved since its ring was last
         read, or whose last read found lines: a line is written as its request ends, which may
         be just after the count was read."""
-        totals = {
-            pid: sum(row.stot for row in pid_rows if row.svname == "BACKEND")
-            for pid, pid_rows in rows.items()
-        }
         due = [
             pid
             for pid, total in totals.items()
@@ -187,25 +182,38 @@ class StatsCollector:
         self._ring_totals = totals
         self._markers = {pid: m for pid, m in self._markers.items() if pid in totals}
 
+    async def _tally_worker(self, pid: int, *, current: bool) -> int:
+        """Read and tally one process's rows; returns the sessions its backends counted."""
+        served = 0
+        first = True
+        parts = self.reader.worker_parts(pid)
+        async with contextlib.aclosing(parts):
+            async for part in parts:
+                await self.step()
+                self.tally.observe_counted(pid, part, current=current, first=first)
+                first = False
+                served += sum(row.stot for row in part if row.type is StatType.BACKEND)
+        if first:  # no rows: still a reading (a current worker serving no backend)
+            self.tally.observe_counted(pid, (), current=current)
+        return served
+
     async def _poll(self) -> Snapshot:
         await self._give_way()
         processes = await self.reader.processes()
         current = {worker.pid for worker in processes.workers}
         self.workers = frozenset(current)
         pids = [*current, *(worker.pid for worker in processes.old_workers)]
-        rows = await asyncio.gather(*(self.reader.worker_stats(pid) for pid in pids))
-        if self.ring is not None and self.latency is not None:
-            await self._read_rings(self.ring, self.latency, dict(zip(pids, rows, strict=True)))
-        # In steps of ROWS_A_STEP rows and keys, each after the changes on their way: at
-        # 10,000 gateways tallying a poll in one go held the event loop for 300-500 ms, the
-        # slowest weight changes of a run. (Not in a thread: a change's many small I/O steps
-        # then each waited for the interpreter lock.)
+        # Each process's reply is tallied as it arrives, ROWS_A_STEP rows at a time, each
+        # step after the changes on their way: at 10,000 gateways tallying a poll in one go
+        # held the event loop for 300-500 ms, the slowest weight changes of a run; at 100,000
+        # holding the reply whole, then its rows, held 300 MB. (Not in a thread: a change's
+        # many small I/O steps then each waited for the interpreter lock.)
         self.tally.begin()
-        for pid, pid_rows in zip(pids, rows, strict=True):
-            for start in range(0, max(len(pid_rows), 1), ROWS_A_STEP):
-                await self.step()
-                part = pid_rows[start : start + ROWS_A_STEP]
-                self.tally.observe(pid, part, current=pid in current, first=start == 0)
+        served: dict[int, int] = {}  # pid -> sessions its backends counted, for the rings
+        for pid in pids:
+            served[pid] = await self._tally_worker(pid, current=pid in current)
+        if self.ring is not None and self.latency is not None:
+            await self._read_rings(self.ring, self.latency, served)
         await self.step()
         logged_backends, logged_servers = self.latency.logged() if self.latency else ({}, {})
         steps = self.tally.ending(

@@ -16,25 +16,14 @@ from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from meshgate.haproxy.stat_csv import StatRow, StatType
+from meshgate.haproxy.stat_csv import CountedRow, StatRow, StatType, counted
 from meshgate.stats.counters import History, Logged, MonotonicTotals
 
 K = TypeVar("K", bound=Hashable)
 
-# What a row contributes to the monotonic totals, in this order.
+# What a row contributes to the monotonic totals, in this order (`CountedRow.counters`).
 COUNTERS = ("requests", "1xx", "2xx", "3xx", "4xx", "5xx", "bytes_in", "bytes_out")
 RESPONSE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
-
-
-def row_counters(row: StatRow) -> tuple[int, ...]:
-    # HTTP requests for http proxies (keep-alive carries several per connection), connections
-    # (sessions) for tcp ones.
-    requests = row.req_tot if row.mode == "http" else row.stot
-    return (
-        requests,
-        row.hrsp_1xx, row.hrsp_2xx, row.hrsp_3xx, row.hrsp_4xx, row.hrsp_5xx,
-        row.bin, row.bout,
-    )  # fmt: skip
 
 
 def server_status(text: str) -> str:
@@ -130,18 +119,24 @@ class Tally:
         """The rows of one process; `current` for the newest worker, whose view of server
         health is the one reported. A process's rows may come in several parts: `first` for
         the first of them."""
+        self.observe_counted(pid, map(counted, rows), current=current, first=first)
+
+    def observe_counted(
+        self, pid: int, rows: Iterable[CountedRow], *, current: bool, first: bool = True
+    ) -> None:
+        """`observe`, of the counted columns alone (`StatStream`'s rows)."""
         if current and first:
             self._status = {}
-        for row in rows:
-            if row.type is StatType.BACKEND:
-                self._backends.observe(pid, row.pxname, row_counters(row))
-                self._active[row.pxname] = self._active.get(row.pxname, 0) + row.scur
-            elif row.type is StatType.SERVER:
-                key = (row.pxname, row.svname)
-                self._servers.observe(pid, key, row_counters(row))
-                self._server_active[key] = self._server_active.get(key, 0) + row.scur
+        for kind, pxname, svname, status, scur, _, values in rows:
+            if kind is StatType.BACKEND:
+                self._backends.observe(pid, pxname, values)
+                self._active[pxname] = self._active.get(pxname, 0) + scur
+            elif kind is StatType.SERVER:
+                key = (pxname, svname)
+                self._servers.observe(pid, key, values)
+                self._server_active[key] = self._server_active.get(key, 0) + scur
                 if current:
-                    self._status[key] = server_status(row.status)
+                    self._status[key] = server_status(status)
 
     def end(
         self,
