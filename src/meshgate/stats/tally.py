@@ -37,7 +37,7 @@ def server_status(text: str) -> str:
     return "DOWN"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Counts:
     requests: int = 0
     responses: Mapping[str, int] = field(default_factory=dict)
@@ -61,7 +61,7 @@ class Counts:
 _ZERO = Counts(responses=dict.fromkeys(RESPONSE_CLASSES, 0))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one a backend or server: 200,000 at 100,000 gateways
 class BackendStats:
     counts: Counts
     active: int  # sessions in progress, all processes
@@ -70,7 +70,7 @@ class BackendStats:
     recent_seconds: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one a backend or server: 200,000 at 100,000 gateways
 class ServerStats:
     counts: Counts
     active: int
