@@ -1,4 +1,5 @@
-"""Python's cyclic garbage collector, paused while large work is under way.
+"""Python's cyclic garbage collector, paused while large work is under way; the C heap trimmed
+after it.
 
 Building thousands of objects that live on (an apply of 100,000 gateways, a reconcile pass
 compiling them) triggers full collections again and again, each walking every object alive:
@@ -7,28 +8,44 @@ free. The collector waits while any such work is under way and runs as usual aft
 
 Pauses nest and overlap (the API and the agent share one event loop): the collector is
 enabled again when the last one ends, and only if it was enabled before the first began.
+
+Such work also leaves glibc's malloc holding what it freed (large strings and lists: the
+rendered configuration, request bodies), resident until trimmed. When the last pause ends
+after work of at least `TRIM_AFTER_S`, the heap is trimmed (`heap.trim`, glibc only): at
+100,000 gateways about 100 MB went back to the system; a trim takes milliseconds, nothing
+beside such a pass, and short pauses (a single change) never pay it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import time
 from collections.abc import Iterator
+
+from meshgate import heap
+
+TRIM_AFTER_S = 1.0  # paused this long (large work): trim the C heap when it ends
 
 _paused = 0
 _was_enabled = False
+_since = 0.0
 
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
-    global _paused, _was_enabled
+    global _paused, _was_enabled, _since
     if _paused == 0:
         _was_enabled = gc.isenabled()
+        _since = time.monotonic()
         gc.disable()
     _paused += 1
     try:
         yield
     finally:
         _paused -= 1
-        if _paused == 0 and _was_enabled:
-            gc.enable()
+        if _paused == 0:
+            if _was_enabled:
+                gc.enable()
+            if time.monotonic() - _since >= TRIM_AFTER_S:
+                heap.trim()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import gc
+import time
 
+import pytest
+
+from meshgate import collection, heap
 from meshgate.collection import collector_paused
 
 
@@ -26,3 +30,23 @@ def test_a_collector_disabled_before_stays_disabled() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_the_heap_is_trimmed_after_long_work_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[bool] = []
+    monkeypatch.setattr(collection.heap, "trim", lambda: trims.append(True) or True)
+    monkeypatch.setattr(collection, "TRIM_AFTER_S", 0.05)
+    with collector_paused():
+        pass
+    assert trims == []  # a short pause (a single change) does not pay for a trim
+    outer = collector_paused()
+    outer.__enter__()
+    with collector_paused():
+        time.sleep(0.06)
+    assert trims == []  # only when the last pause ends
+    outer.__exit__(None, None, None)
+    assert trims == [True]
+
+
+def test_trimming_the_heap_works_here_or_does_nothing() -> None:
+    assert heap.trim() in (True, False)  # glibc: pages given back or not; elsewhere False
