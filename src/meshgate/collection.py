@@ -13,7 +13,8 @@ Such work also leaves glibc's malloc holding what it freed (large strings and li
 rendered configuration, request bodies), resident until trimmed. When the last pause ends
 after work of at least `TRIM_AFTER_S`, the heap is trimmed (`heap.trim`, glibc only): at
 100,000 gateways about 100 MB went back to the system; a trim takes milliseconds, nothing
-beside such a pass, and short pauses (a single change) never pay it.
+beside such a pass, and short pauses (a single change) never pay it. Large work outside a
+pause (the status of every gateway, written after the pass) trims with `trim_after`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from meshgate import heap
 
 TRIM_AFTER_S = 1.0  # paused this long (large work): trim the C heap when it ends
+TRIM_ABOVE = 1000  # `trim_after` this many items or more (a write of many gateways' status)
 
 _paused = 0
 _was_enabled = False
@@ -49,3 +51,9 @@ def collector_paused() -> Iterator[None]:
                 gc.enable()
             if time.monotonic() - _since >= TRIM_AFTER_S:
                 heap.trim()
+
+
+def trim_after(items: int) -> None:
+    """After work on `items` things (records written): trim the C heap when they were many."""
+    if items >= TRIM_ABOVE:
+        heap.trim()

@@ -50,3 +50,12 @@ def test_the_heap_is_trimmed_after_long_work_only(monkeypatch: pytest.MonkeyPatc
 
 def test_trimming_the_heap_works_here_or_does_nothing() -> None:
     assert heap.trim() in (True, False)  # glibc: pages given back or not; elsewhere False
+
+
+def test_many_items_written_trim_the_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[bool] = []
+    monkeypatch.setattr(collection.heap, "trim", lambda: trims.append(True) or True)
+    collection.trim_after(collection.TRIM_ABOVE - 1)
+    assert trims == []
+    collection.trim_after(collection.TRIM_ABOVE)
+    assert trims == [True]

@@ -27,7 +27,7 @@ from meshgate.agent.driver import Driver, Outcome
 from meshgate.agent.health import InstanceHealth
 from meshgate.agent.ports import ports_in_use
 from meshgate.agent.published import UNKNOWN, Published
-from meshgate.collection import collector_paused
+from meshgate.collection import collector_paused, trim_after
 from meshgate.compiler import Compiled, DesiredState, GatewayResult, compile_state
 from meshgate.compiler.build import CompileMemo
 from meshgate.errors import MeshgateError
@@ -467,6 +467,7 @@ class Agent:
                     await self._make_way_for_passes()
                 await self.store.commit(ops[start : start + size])
                 self.metrics.status_writes.inc(len(ops[start : start + size]))
+            trim_after(len(ops))  # the status of a large pass: its bodies are freed now
         except StoreError as exc:
             if isinstance(exc, StoreClosedError):
                 raise
