@@ -63,6 +63,10 @@ ADD_CONCURRENCY = 4
 # How long deletes of departing servers wait for additions under way, and how often they look.
 MAKE_WAY_S = 1.0
 MAKE_WAY_POLL_S = 0.005
+# How far apart the files of runtime changes are written at least: they matter only to a later
+# reload, restart or adoption, which wait for them or reload what they lack, and each write
+# of a thousand changed backends holds the interpreter lock for tens of milliseconds.
+WRITE_GAP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ class Driver:
         # "maintenance" before its "ready".
         self._spares = asyncio.Lock()
         self._awaiting_removals = False  # the server lane waits for the removals lane
-        self._writes = LatestLane()
+        self._writes = LatestLane(gap_s=WRITE_GAP_S)
         self.runtime = runtime
         self._settings = settings
         self.run_dir = Path(settings.run_dir)
@@ -187,6 +191,7 @@ class Driver:
         self._changed_at: dict[tuple[str, str], float] = {}  # streamed changes, when
         self._refreshing: asyncio.Task[None] | None = None
         self._refreshed: tuple[ir.DataPlane | None, frozenset[str]] = (None, frozenset())
+        self._usable = availability.UsableRoutes()
         # The checker servers (compiler.checks) a server added at run time can track.
         self._checkers = CheckerServers()
 
@@ -257,7 +262,7 @@ class Driver:
         changes made against the running map, whatever the plan said of it."""
         async with self._dispatch_lock:
             if self._states is not None:
-                desired = availability.effective(desired, self._states)
+                desired = availability.effective(desired, self._usable.of(desired, self._states))
                 actions = availability.with_dispatch_actions(actions, self.running, desired)
             return await self._apply(desired, actions)
 
@@ -274,6 +279,7 @@ class Driver:
                     merged[key] = self._states[key]
                 else:
                     del self._changed_at[key]  # the poll has caught up with it
+        self._usable.changed_between(self._states, merged)
         self._states = merged
         await self.refresh()
 
@@ -284,6 +290,7 @@ class Driver:
             self._states = {}
         self._states[key] = status
         self._changed_at[key] = time.monotonic()
+        self._usable.changed(key[0])
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
 
@@ -294,7 +301,7 @@ class Driver:
             running = self.running
             if running is None or self._states is None or not self.supervisor.running:
                 return
-            usable = dispatch.usable_backends(running, self._states)
+            usable = self._usable.of(running, self._states)
             if running is self._refreshed[0] and usable == self._refreshed[1]:
                 return  # every poll comes here: the map is not laid out again for nothing
             desired = dispatch.with_usable(running, usable.__contains__)

@@ -173,9 +173,16 @@ def usable_backends(
     server goes. A server HAProxy has not reported yet counts for nothing either, unless no
     server of its backend has been reported: a backend HAProxy has just loaded (the poll
     that would list it is still to come) counts as usable, as HAProxy starts its servers."""
+    return usable_among(dataplane.backends, states)
+
+
+def usable_among(
+    backends: Iterable[ir.Backend], states: Mapping[tuple[str, str], str]
+) -> frozenset[str]:
+    """`usable_backends` of these backends only."""
     return frozenset(
         backend.name
-        for backend in dataplane.backends
+        for backend in backends
         if _usable(backend, [states.get((backend.name, s.name)) for s in backend.servers])
     )
 
