@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from meshgate.agent import availability
 from meshgate.compiler import dispatch, ir
 from meshgate.plan import DeleteMapEntries, RemoveServer, ReplaceMap, SetMapEntries, plan
@@ -212,3 +214,18 @@ def test_haproxy_state_lines_are_read_as_server_statuses() -> None:
     assert parse(maint.encode()) == ((be, "i1"), "MAINT")
     assert parse(b"backend default.shop.web.1a2b3c has no server available!") is None
     assert parse(b'127.0.0.1 "GET / HTTP/1.1" 200') is None
+
+
+def test_layouts_lay_the_maps_out_again_only_when_what_they_come_from_changes() -> None:
+    running = dataplane((("a1", 1),))
+    layouts = dispatch.Layouts()
+    every = frozenset({"a", "b", "x", "y"})
+    first = layouts.maps(running, every)
+    assert first == dispatch.dispatch_maps(
+        running.frontends, running.map_named(ir.WEIGHTS_MAP).entries
+    )  # type: ignore[union-attr]
+    # Other backends, the same frontends, weights and usable routes: the same maps.
+    other_servers = dataclasses.replace(running, frontends=tuple(running.frontends))
+    assert layouts.maps(other_servers, frozenset(every)) is first
+    without_b = layouts.maps(running, frozenset({"a", "x", "y"}))
+    assert without_b is not first and without_b != first

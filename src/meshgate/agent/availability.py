@@ -24,11 +24,13 @@ from meshgate.plan import (
 ServerKey = tuple[str, str]
 
 
-def effective(dataplane: ir.DataPlane, usable: frozenset[str]) -> ir.DataPlane:
+def effective(
+    dataplane: ir.DataPlane, usable: frozenset[str], layouts: dispatch.Layouts | None = None
+) -> ir.DataPlane:
     """`dataplane` with dispatch.map over the routes `usable` names (`UsableRoutes.of`: those
     with a server up that `dataplane` keeps: a server it no longer has makes no route usable,
     so a route whose last server is leaving is out of the map before the server goes)."""
-    return dispatch.with_usable(dataplane, usable.__contains__)
+    return dispatch.with_usable(dataplane, usable, layouts)
 
 
 class UsableRoutes:

@@ -192,6 +192,7 @@ class Driver:
         self._refreshing: asyncio.Task[None] | None = None
         self._refreshed: tuple[ir.DataPlane | None, frozenset[str]] = (None, frozenset())
         self._usable = availability.UsableRoutes()
+        self._layouts = dispatch.Layouts()
         # The checker servers (compiler.checks) a server added at run time can track.
         self._checkers = CheckerServers()
 
@@ -262,7 +263,8 @@ class Driver:
         changes made against the running map, whatever the plan said of it."""
         async with self._dispatch_lock:
             if self._states is not None:
-                desired = availability.effective(desired, self._usable.of(desired, self._states))
+                usable = self._usable.of(desired, self._states)
+                desired = availability.effective(desired, usable, self._layouts)
                 actions = availability.with_dispatch_actions(actions, self.running, desired)
             return await self._apply(desired, actions)
 
@@ -304,7 +306,7 @@ class Driver:
             usable = self._usable.of(running, self._states)
             if running is self._refreshed[0] and usable == self._refreshed[1]:
                 return  # every poll comes here: the map is not laid out again for nothing
-            desired = dispatch.with_usable(running, usable.__contains__)
+            desired = dispatch.with_usable(running, usable, self._layouts)
             self._refreshed = (desired, usable)
             if desired is running:
                 return
