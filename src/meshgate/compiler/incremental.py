@@ -259,11 +259,13 @@ def _apply(
     weights = list(weights_map.entries if weights_map else ())
     results = dict(last.results)
     slots_changed = False
-    weights_changed = False
+    weights_changed = backends_changed = False
     for key, (gateway, part) in new_parts.items():
         old = last.parts[key]
         for backend in part.backends:
-            backends[last.backend_at[backend.name]] = backend
+            at = last.backend_at[backend.name]
+            if backends[at] is not backend and backends[at] != backend:
+                backends[at], backends_changed = backend, True
         if part.weights is not old.weights:  # a part given new servers keeps its weights
             for entry in part.weights:
                 at = last.weight_at[entry[0]]
@@ -299,7 +301,12 @@ def _apply(
         ordered = (last.slots[k] for k in last.slotted)
         slots = ir.MapFile(ir.SLOTS_MAP, tuple(itertools.chain.from_iterable(ordered)))
         maps = [slots if m.name == ir.SLOTS_MAP else m for m in maps]
-    dataplane = replace(dataplane, backends=tuple(backends), maps=tuple(maps))
+    # The same backends keep the same tuple: what follows a data plane's backends (route
+    # availability) tells a weight change from new servers by its identity.
+    kept = dataplane.backends
+    dataplane = replace(
+        dataplane, backends=tuple(backends) if backends_changed else kept, maps=tuple(maps)
+    )
     last.gateways, last.registered = tuple(gateways), registered
     last.dataplane, last.results = dataplane, results
     return dataplane, results
