@@ -408,9 +408,15 @@ class Driver:
         # Certificates and maps now; the servers after those of earlier applies. A route whose
         # backend is still waiting for its first servers is passed over by the frontend's
         # rules (`nbsrv`), so a map that routes to it early sends no request nowhere.
+        sets: list[SetMapEntries] = []  # consecutive ones go in one session
         for batch in batches:
-            if not isinstance(batch[0], _GROUPED):
+            if isinstance(batch[0], SetMapEntries):
+                sets.append(batch[0])
+            elif not isinstance(batch[0], _GROUPED):
+                await self._set_maps(sets)
+                sets = []
                 await self._run_batch(batch, desired)
+        await self._set_maps(sets)
         servers = [b for b in batches if isinstance(b[0], _GROUPED)]
         if servers:
             self._churn.submit(functools.partial(self._run_batches, servers, desired))
@@ -492,11 +498,7 @@ class Driver:
             path = self.run_dir / MAPS_DIR / action.name
             await self.runtime.replace_map(str(path), dict(action.entries))
         elif isinstance(action, SetMapEntries):
-            map_file = str(self.run_dir / MAPS_DIR / action.name)
-            if await self._set_map_in_session(map_file, action.entries):
-                return
-            set_entry = functools.partial(self.runtime.set_map_entry, map_file)
-            await self._side_by_side([functools.partial(set_entry, *e) for e in action.entries])
+            await self._set_maps([action])
         elif isinstance(action, DeleteMapEntries):
             map_file = str(self.run_dir / MAPS_DIR / action.name)
             delete = functools.partial(self.runtime.del_map_entry, map_file)
@@ -539,14 +541,26 @@ class Driver:
         else:
             await self._run_tls(action)
 
-    async def _set_map_in_session(self, map_file: str, entries: Sequence[tuple[str, str]]) -> bool:
-        """A route's weights in one session on the worker, in order, each reply checked:
-        through the master they took a round trip each, 40-140 ms on a node busy with server
-        changes. False when that could not be done (no session, a key not there yet): the
-        caller sets them the careful way, which adds a missing key."""
-        lines = [[commands.set_map_entry(map_file, key, value)] for key, value in entries]
+    async def _set_maps(self, actions: Sequence[SetMapEntries]) -> None:
+        """Map entries, in order, in one session on the worker, each reply checked: a weight
+        change sets a route's weights and its gateway's slots, and through the master each
+        entry took a round trip, 40-140 ms on a node busy with server changes. What cannot
+        be done so (no session, a key not there yet) is then set the careful way, which adds
+        a missing key."""
+        if not actions:
+            return
+        paths = [str(self.run_dir / MAPS_DIR / action.name) for action in actions]
+        lines = [
+            [commands.set_map_entry(path, key, value)]
+            for path, action in zip(paths, actions, strict=True)
+            for key, value in action.entries
+        ]
         found = await bulk.in_session(self.runtime, lines)
-        return found is not None and not any(_map_failure(answers[0]) for answers in found)
+        if found is not None and not any(_map_failure(answers[0]) for answers in found):
+            return
+        for path, action in zip(paths, actions, strict=True):
+            set_entry = functools.partial(self.runtime.set_map_entry, path)
+            await self._side_by_side([functools.partial(set_entry, *e) for e in action.entries])
 
     async def _run_tls(
         self, action: UpdateCertificate | AddCertificate | AddCrtListEntry | UpdateCaFile
