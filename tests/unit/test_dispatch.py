@@ -6,7 +6,14 @@ import dataclasses
 
 from meshgate.agent import availability
 from meshgate.compiler import dispatch, ir
-from meshgate.plan import DeleteMapEntries, RemoveServer, ReplaceMap, SetMapEntries, plan
+from meshgate.plan import (
+    DeleteMapEntries,
+    RemoveServer,
+    ReplaceMap,
+    SetMapEntries,
+    dispatch_changes,
+    plan,
+)
 
 CHECK = ir.HealthCheck(type="tcp", interval_ms=1000, rise=1, fall=1)
 
@@ -229,3 +236,12 @@ def test_layouts_lay_the_maps_out_again_only_when_what_they_come_from_changes() 
     assert layouts.maps(other_servers, frozenset(every)) is first
     without_b = layouts.maps(running, frozenset({"a", "x", "y"}))
     assert without_b is not first and without_b != first
+
+
+def test_a_gateways_redrawn_slots_are_set_not_swapped() -> None:
+    # Every slot of a two-route gateway changes owner: one session of entries set (a swap
+    # would be three round trips through the master).
+    old = dispatch.dispatch_maps(dataplane((("a1", 1),)).frontends, (("a", "100"), ("b", "0")))[0]
+    new = dispatch.dispatch_maps(dataplane((("a1", 1),)).frontends, (("a", "0"), ("b", "100")))[0]
+    (action,) = dispatch_changes(old, new)
+    assert isinstance(action, SetMapEntries) and len(action.entries) == 100
