@@ -226,6 +226,9 @@ def _server_diff(
 # A whole map goes to HAProxy in `add map` payloads of about this many entries (12 kB of
 # entries of up to 80 bytes), plus `prepare map` and `commit map`.
 ENTRIES_PER_PAYLOAD = 150
+# dispatch.map entries set rather than the map swapped: a swap is three round trips through the
+# master, where this many `set map` lines take one session on the worker.
+SET_IN_SESSION = 1_000
 
 
 def map_changes(old: ir.MapFile, new: ir.MapFile) -> list[RuntimeAction]:
@@ -262,7 +265,10 @@ def dispatch_changes(old: ir.MapFile, new: ir.MapFile) -> list[RuntimeAction]:
     after = dict(new.entries)
     changed = tuple((k, v) for k, v in new.entries if before.get(k) != v)
     removed = tuple(k for k in before if k not in after)
-    if len(changed) + len(removed) > 2 + len(new.entries) // ENTRIES_PER_PAYLOAD:
+    # Entries set go to HAProxy in one session on the worker, one round trip for all of
+    # them (a weight change redraws its gateway's 100 slots); deletes one at a time.
+    swap_commands = 2 + len(new.entries) // ENTRIES_PER_PAYLOAD
+    if len(changed) > SET_IN_SESSION or len(removed) > swap_commands:
         return [ReplaceMap(new.name, new.entries)]
     actions: list[RuntimeAction] = []
     if changed:

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from meshgate.agent import availability
 from meshgate.compiler import dispatch, ir
-from meshgate.plan import DeleteMapEntries, RemoveServer, ReplaceMap, SetMapEntries, plan
+from meshgate.plan import (
+    DeleteMapEntries,
+    RemoveServer,
+    ReplaceMap,
+    SetMapEntries,
+    dispatch_changes,
+    plan,
+)
 
 CHECK = ir.HealthCheck(type="tcp", interval_ms=1000, rise=1, fall=1)
 
@@ -117,6 +126,33 @@ def dataplane(servers_a: tuple[tuple[str, int], ...]) -> ir.DataPlane:
     )
 
 
+def effective(running: ir.DataPlane, states: dict[tuple[str, str], str]) -> ir.DataPlane:
+    return availability.effective(running, dispatch.usable_backends(running, states))
+
+
+def test_usable_routes_follow_state_changes_without_going_over_every_backend() -> None:
+    running = dataplane((("a1", 1), ("a2", 1)))
+    states = {**OTHERS_UP, ("a", "a1"): "UP", ("a", "a2"): "UP", ("b", "b1"): "UP"}
+    usable = availability.UsableRoutes()
+    assert usable.of(running, states) == {"a", "b", "x", "y"}
+    # A streamed change: only its backend is looked at again.
+    states[("b", "b1")] = "DOWN"
+    usable.changed("b")
+    assert usable.of(running, states) == {"a", "x", "y"}
+    # A poll: the backends whose servers read differently.
+    polled = {**states, ("a", "a1"): "DOWN", ("a", "a2"): "DOWN", ("b", "b1"): "UP"}
+    usable.changed_between(states, polled)
+    assert usable.of(running, polled) == {"b", "x", "y"}
+    # A change nobody told of is not seen until the backends change...
+    polled[("x", "x1")] = "DOWN"
+    assert usable.of(running, polled) == {"b", "x", "y"}
+    # ... and new backends are worked out in full.
+    assert usable.of(dataplane((("a1", 1),)), polled) == {"b", "y"}
+    assert usable.of(dataplane((("a1", 1),)), polled) == dispatch.usable_backends(
+        dataplane((("a1", 1),)), polled
+    )
+
+
 def test_a_route_is_usable_while_a_server_the_data_plane_keeps_is_up_with_weight() -> None:
     running = dataplane((("a1", 1), ("a2", 0)))
     states = {**OTHERS_UP, ("a", "a1"): "UP", ("a", "a2"): "UP", ("b", "b1"): "UP"}
@@ -132,11 +168,11 @@ def test_a_route_is_usable_while_a_server_the_data_plane_keeps_is_up_with_weight
 
 def test_a_route_losing_its_last_server_leaves_the_map_before_the_server_goes() -> None:
     states = {**OTHERS_UP, ("a", "a1"): "UP", ("b", "b1"): "UP"}
-    running = availability.effective(dataplane((("a1", 1),)), states)
+    running = effective(dataplane((("a1", 1),)), states)
     compiled = dataplane(())  # the instance was deregistered
     actions = plan(running, compiled)
     assert isinstance(actions[-1], RemoveServer)
-    desired = availability.effective(compiled, states)
+    desired = effective(compiled, states)
     ordered = availability.with_dispatch_actions(actions, running, desired)
     kinds = [type(a) for a in ordered]
     assert kinds == [SetMapEntries, RemoveServer]
@@ -146,22 +182,22 @@ def test_a_route_losing_its_last_server_leaves_the_map_before_the_server_goes() 
 
 def test_every_route_down_deletes_the_gateways_entries_and_keeps_the_others() -> None:
     states = {**OTHERS_UP, ("a", "a1"): "UP", ("b", "b1"): "UP"}
-    running = availability.effective(dataplane((("a1", 1),)), states)
-    down = availability.effective(running, {**states, ("b", "b1"): "DOWN"})
+    running = effective(dataplane((("a1", 1),)), states)
+    down = effective(running, {**states, ("b", "b1"): "DOWN"})
     actions = availability.dispatch_actions(running, down)
     assert [type(a) for a in actions] == [SetMapEntries, DeleteMapEntries]
     (deleted,) = [a for a in actions if isinstance(a, DeleteMapEntries)]
     assert deleted.keys == ("g2",)
     # And back, once b is seen up again.
-    up = availability.effective(down, states)
+    up = effective(down, states)
     assert up.maps == running.maps
-    assert availability.effective(up, states) is up  # nothing changed: the same data plane
+    assert effective(up, states) is up  # nothing changed: the same data plane
 
 
 def test_many_changes_swap_the_map_instead() -> None:
     running = dataplane((("a1", 1),))
     down = {(b.name, server.name): "DOWN" for b in running.backends for server in b.servers}
-    nothing = availability.effective(running, down)
+    nothing = effective(running, down)
     swapped, deleted = availability.dispatch_actions(running, nothing)
     assert isinstance(swapped, ReplaceMap) and swapped.entries == ()
     # lone.map had one entry: deleting it is less than swapping.
@@ -185,3 +221,27 @@ def test_haproxy_state_lines_are_read_as_server_statuses() -> None:
     assert parse(maint.encode()) == ((be, "i1"), "MAINT")
     assert parse(b"backend default.shop.web.1a2b3c has no server available!") is None
     assert parse(b'127.0.0.1 "GET / HTTP/1.1" 200') is None
+
+
+def test_layouts_lay_the_maps_out_again_only_when_what_they_come_from_changes() -> None:
+    running = dataplane((("a1", 1),))
+    layouts = dispatch.Layouts()
+    every = frozenset({"a", "b", "x", "y"})
+    first = layouts.maps(running, every)
+    assert first == dispatch.dispatch_maps(
+        running.frontends, running.map_named(ir.WEIGHTS_MAP).entries
+    )  # type: ignore[union-attr]
+    # Other backends, the same frontends, weights and usable routes: the same maps.
+    other_servers = dataclasses.replace(running, frontends=tuple(running.frontends))
+    assert layouts.maps(other_servers, frozenset(every)) is first
+    without_b = layouts.maps(running, frozenset({"a", "x", "y"}))
+    assert without_b is not first and without_b != first
+
+
+def test_a_gateways_redrawn_slots_are_set_not_swapped() -> None:
+    # Every slot of a two-route gateway changes owner: one session of entries set (a swap
+    # would be three round trips through the master).
+    old = dispatch.dispatch_maps(dataplane((("a1", 1),)).frontends, (("a", "100"), ("b", "0")))[0]
+    new = dispatch.dispatch_maps(dataplane((("a1", 1),)).frontends, (("a", "0"), ("b", "100")))[0]
+    (action,) = dispatch_changes(old, new)
+    assert isinstance(action, SetMapEntries) and len(action.entries) == 100

@@ -26,6 +26,31 @@ def test_names_and_numbers_do_not_make_a_kind() -> None:
     assert kind_of(Message(WARN, stopped)) == kind_of(Message(WARN, other))
 
 
+def test_a_burst_finds_the_same_kinds_as_the_pattern_over_each_whole_text() -> None:
+    texts = [
+        "CLI : Server a.b/r0 is UP/READY (leaving forced maintenance).",
+        "CLI : Server c.d/i1 is UP/READY (leaving forced maintenance).",
+        "CLI : Server x y/r0 is UP/READY (leaving forced maintenance).",  # a space: not a name
+        "CLI : Server 'q/r0 is UP/READY (leaving forced maintenance).",
+        "CLI : Server /r0 is UP/READY (leaving forced maintenance).",
+        "CLI : 'server e.f/r0' : New server registered.",
+        "CLI : 'server e f/r0' : New server registered.",
+        "Proxy default.gw1 stopped (cumulated conns: FE: 0, BE: 12).",
+        "Proxy default gw1 stopped (cumulated conns: FE: 0, BE: 12).",
+        "Server b/s is going DOWN for maintenance. 0 active and 1 backup servers left.",
+        "Server b/s is going DOWN for maintenance. 10 active and 0 backup servers left.",
+        "Server deleted.",
+        "12 servers",
+        "1x2 servers",
+    ]
+    bursts = Bursts()
+    for level in (WARN, logging.INFO):
+        for round_ in range(3):
+            for text in texts:
+                message = Message(level, text)
+                assert bursts._kind_of(message) == kind_of(message), (round_, text)
+
+
 def test_a_different_reason_or_level_is_another_kind() -> None:
     down = 'Server b/s is DOWN, reason: Layer4 connection problem, info: "Connection refused"'
     timeout = "Server b/s is DOWN, reason: Layer4 timeout"

@@ -97,6 +97,28 @@ async def test_a_latest_lane_keeps_the_failure_of_its_last_job() -> None:
     assert lane.failure == "disk full"
 
 
+async def test_a_latest_lane_starts_jobs_a_gap_apart_unless_someone_waits() -> None:
+    lane, started = LatestLane(gap_s=0.3), list[float]()
+    loop = asyncio.get_running_loop()
+
+    async def write() -> None:
+        started.append(loop.time())
+
+    lane.submit(write)
+    await asyncio.sleep(0.01)
+    lane.submit(write)  # the first has just ended: this one waits for the gap
+    await asyncio.sleep(0.1)
+    assert len(started) == 1 and lane.busy()
+    await asyncio.sleep(0.3)
+    assert len(started) == 2 and started[1] - started[0] >= 0.29
+    lane.submit(write)
+    await asyncio.sleep(0.01)
+    waited_from = loop.time()
+    await lane.drained()  # a reload waiting for the files: no gap
+    assert len(started) == 3 and started[2] - waited_from < 0.1
+    assert not lane.busy()
+
+
 def test_server_actions_of_a_kind_are_grouped_and_others_stay_alone() -> None:
     actions = [
         add("a"),

@@ -9,8 +9,17 @@ import pytest
 
 from meshgate.agent import files as run_files
 from meshgate.agent.files import RunFiles
-from meshgate.compiler import CONFIG_FILE, DesiredState, compile_state, ir, render_files
+from meshgate.compiler import (
+    CONFIG_FILE,
+    DesiredState,
+    compile_state,
+    ir,
+    render,
+    render_config,
+    render_files,
+)
 from meshgate.compiler.build import CompileMemo
+from meshgate.compiler.render import RenderMemo
 from meshgate.model import Gateway, Resource, Service, validate_resource
 
 
@@ -66,9 +75,11 @@ def test_only_changed_files_are_written_and_the_config_is_rendered_only_when_it_
     renders: list[int] = []
     original = run_files.render_files
 
-    def counting(dataplane: ir.DataPlane, *, config: str | None = None) -> dict[str, str]:
+    def counting(
+        dataplane: ir.DataPlane, *, config: str | None = None, memo: RenderMemo | None = None
+    ) -> dict[str, str]:
         renders.append(config is None)
-        return original(dataplane, config=config)
+        return original(dataplane, config=config, memo=memo)
 
     monkeypatch.setattr(run_files, "render_files", counting)
     weights = compile_with(memo, gateway(10), *SERVICES, run_dir=tmp_path)
@@ -86,3 +97,28 @@ def test_only_changed_files_are_written_and_the_config_is_rendered_only_when_it_
 
     files.write(backend_change)
     assert written[-1] == []
+
+
+def test_a_render_with_a_memo_renders_again_only_what_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memo, render_memo = CompileMemo(), RenderMemo()
+    first = compile_with(memo, gateway(90), *SERVICES, run_dir=tmp_path)
+    assert render_config(first, render_memo) == render_config(first)
+
+    rendered: list[str] = []
+    original = render.frontend_rules
+
+    def counting(frontend: ir.Frontend, directory: str) -> list[str]:
+        rendered.append(frontend.name)
+        return original(frontend, directory)
+
+    monkeypatch.setattr(render, "frontend_rules", counting)
+    v1 = resource(kind="service", name="v1", instances=["127.0.0.1:8081", "127.0.0.1:8083"])
+    registered = compile_with(memo, gateway(90), v1, SERVICES[1], run_dir=tmp_path)
+    assert registered.frontends[0] is first.frontends[0]  # an instance more: a backend changed
+    assert render_config(registered, render_memo) == render_config(registered)
+    assert rendered == ["port_9001"]  # by the render without the memo only
+    # Other settings (another run directory) start the memo over.
+    moved = compile_with(CompileMemo(), gateway(90), *SERVICES, run_dir=tmp_path / "other")
+    assert render_config(moved, render_memo) == render_config(moved)

@@ -24,12 +24,53 @@ from meshgate.plan import (
 ServerKey = tuple[str, str]
 
 
-def effective(dataplane: ir.DataPlane, states: Mapping[ServerKey, str]) -> ir.DataPlane:
-    """`dataplane` with dispatch.map over the routes with a server up in `states` that
-    `dataplane` keeps: a server it no longer has makes no route usable, so a route whose last
-    server is leaving is out of the map before the server goes."""
-    usable = dispatch.usable_backends(dataplane, states)
-    return dispatch.with_usable(dataplane, usable.__contains__)
+def effective(
+    dataplane: ir.DataPlane, usable: frozenset[str], layouts: dispatch.Layouts | None = None
+) -> ir.DataPlane:
+    """`dataplane` with dispatch.map over the routes `usable` names (`UsableRoutes.of`: those
+    with a server up that `dataplane` keeps: a server it no longer has makes no route usable,
+    so a route whose last server is leaving is out of the map before the server goes)."""
+    return dispatch.with_usable(dataplane, usable, layouts)
+
+
+class UsableRoutes:
+    """`dispatch.usable_backends` kept up to date: worked out in full for new backends, then
+    only for the backends whose servers changed state since (`changed`). A registration at
+    1,000 gateways streams 1,000 server state changes, and going over every backend for each
+    burst of them was most of the agent's event loop time after the pass itself."""
+
+    def __init__(self) -> None:
+        self._backends: tuple[ir.Backend, ...] | None = None
+        self._by_name: dict[str, ir.Backend] = {}
+        self._usable: frozenset[str] = frozenset()
+        self._dirty: set[str] = set()
+
+    def changed(self, backend: str) -> None:
+        """A server of `backend` changed state."""
+        self._dirty.add(backend)
+
+    def changed_between(
+        self, old: Mapping[ServerKey, str] | None, new: Mapping[ServerKey, str]
+    ) -> None:
+        """The backends whose servers' states differ between two readings."""
+        if old is None:
+            self._backends = None  # nothing to compare with: all of them
+            return
+        self._dirty.update(key[0] for key, state in new.items() if old.get(key) != state)
+        self._dirty.update(key[0] for key in old.keys() - new.keys())
+
+    def of(self, dataplane: ir.DataPlane, states: Mapping[ServerKey, str]) -> frozenset[str]:
+        # Identity of the backends, not of the data plane: the dispatch maps laid out over
+        # the usable routes make another data plane of the same backends.
+        if dataplane.backends is not self._backends:
+            self._backends = dataplane.backends
+            self._by_name = {backend.name: backend for backend in dataplane.backends}
+            self._usable = dispatch.usable_backends(dataplane, states)
+        elif self._dirty:
+            again = [self._by_name[name] for name in self._dirty if name in self._by_name]
+            self._usable = (self._usable - self._dirty) | dispatch.usable_among(again, states)
+        self._dirty.clear()
+        return self._usable
 
 
 def is_dispatch_action(action: Action) -> bool:

@@ -63,6 +63,10 @@ ADD_CONCURRENCY = 4
 # How long deletes of departing servers wait for additions under way, and how often they look.
 MAKE_WAY_S = 1.0
 MAKE_WAY_POLL_S = 0.005
+# How far apart the files of runtime changes are written at least: they matter only to a later
+# reload, restart or adoption, which wait for them or reload what they lack, and each write
+# of a thousand changed backends holds the interpreter lock for tens of milliseconds.
+WRITE_GAP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ class Driver:
         # "maintenance" before its "ready".
         self._spares = asyncio.Lock()
         self._awaiting_removals = False  # the server lane waits for the removals lane
-        self._writes = LatestLane()
+        self._writes = LatestLane(gap_s=WRITE_GAP_S)
         self.runtime = runtime
         self._settings = settings
         self.run_dir = Path(settings.run_dir)
@@ -187,6 +191,8 @@ class Driver:
         self._changed_at: dict[tuple[str, str], float] = {}  # streamed changes, when
         self._refreshing: asyncio.Task[None] | None = None
         self._refreshed: tuple[ir.DataPlane | None, frozenset[str]] = (None, frozenset())
+        self._usable = availability.UsableRoutes()
+        self._layouts = dispatch.Layouts()
         # The checker servers (compiler.checks) a server added at run time can track.
         self._checkers = CheckerServers()
 
@@ -257,7 +263,8 @@ class Driver:
         changes made against the running map, whatever the plan said of it."""
         async with self._dispatch_lock:
             if self._states is not None:
-                desired = availability.effective(desired, self._states)
+                usable = self._usable.of(desired, self._states)
+                desired = availability.effective(desired, usable, self._layouts)
                 actions = availability.with_dispatch_actions(actions, self.running, desired)
             return await self._apply(desired, actions)
 
@@ -274,6 +281,7 @@ class Driver:
                     merged[key] = self._states[key]
                 else:
                     del self._changed_at[key]  # the poll has caught up with it
+        self._usable.changed_between(self._states, merged)
         self._states = merged
         await self.refresh()
 
@@ -284,6 +292,7 @@ class Driver:
             self._states = {}
         self._states[key] = status
         self._changed_at[key] = time.monotonic()
+        self._usable.changed(key[0])
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
 
@@ -294,10 +303,10 @@ class Driver:
             running = self.running
             if running is None or self._states is None or not self.supervisor.running:
                 return
-            usable = dispatch.usable_backends(running, self._states)
+            usable = self._usable.of(running, self._states)
             if running is self._refreshed[0] and usable == self._refreshed[1]:
                 return  # every poll comes here: the map is not laid out again for nothing
-            desired = dispatch.with_usable(running, usable.__contains__)
+            desired = dispatch.with_usable(running, usable, self._layouts)
             self._refreshed = (desired, usable)
             if desired is running:
                 return
@@ -399,9 +408,15 @@ class Driver:
         # Certificates and maps now; the servers after those of earlier applies. A route whose
         # backend is still waiting for its first servers is passed over by the frontend's
         # rules (`nbsrv`), so a map that routes to it early sends no request nowhere.
+        sets: list[SetMapEntries] = []  # consecutive ones go in one session
         for batch in batches:
-            if not isinstance(batch[0], _GROUPED):
+            if isinstance(batch[0], SetMapEntries):
+                sets.append(batch[0])
+            elif not isinstance(batch[0], _GROUPED):
+                await self._set_maps(sets)
+                sets = []
                 await self._run_batch(batch, desired)
+        await self._set_maps(sets)
         servers = [b for b in batches if isinstance(b[0], _GROUPED)]
         if servers:
             self._churn.submit(functools.partial(self._run_batches, servers, desired))
@@ -483,11 +498,7 @@ class Driver:
             path = self.run_dir / MAPS_DIR / action.name
             await self.runtime.replace_map(str(path), dict(action.entries))
         elif isinstance(action, SetMapEntries):
-            map_file = str(self.run_dir / MAPS_DIR / action.name)
-            if await self._set_map_in_session(map_file, action.entries):
-                return
-            set_entry = functools.partial(self.runtime.set_map_entry, map_file)
-            await self._side_by_side([functools.partial(set_entry, *e) for e in action.entries])
+            await self._set_maps([action])
         elif isinstance(action, DeleteMapEntries):
             map_file = str(self.run_dir / MAPS_DIR / action.name)
             delete = functools.partial(self.runtime.del_map_entry, map_file)
@@ -530,14 +541,26 @@ class Driver:
         else:
             await self._run_tls(action)
 
-    async def _set_map_in_session(self, map_file: str, entries: Sequence[tuple[str, str]]) -> bool:
-        """A route's weights in one session on the worker, in order, each reply checked:
-        through the master they took a round trip each, 40-140 ms on a node busy with server
-        changes. False when that could not be done (no session, a key not there yet): the
-        caller sets them the careful way, which adds a missing key."""
-        lines = [[commands.set_map_entry(map_file, key, value)] for key, value in entries]
+    async def _set_maps(self, actions: Sequence[SetMapEntries]) -> None:
+        """Map entries, in order, in one session on the worker, each reply checked: a weight
+        change sets a route's weights and its gateway's slots, and through the master each
+        entry took a round trip, 40-140 ms on a node busy with server changes. What cannot
+        be done so (no session, a key not there yet) is then set the careful way, which adds
+        a missing key."""
+        if not actions:
+            return
+        paths = [str(self.run_dir / MAPS_DIR / action.name) for action in actions]
+        lines = [
+            [commands.set_map_entry(path, key, value)]
+            for path, action in zip(paths, actions, strict=True)
+            for key, value in action.entries
+        ]
         found = await bulk.in_session(self.runtime, lines)
-        return found is not None and not any(_map_failure(answers[0]) for answers in found)
+        if found is not None and not any(_map_failure(answers[0]) for answers in found):
+            return
+        for path, action in zip(paths, actions, strict=True):
+            set_entry = functools.partial(self.runtime.set_map_entry, path)
+            await self._side_by_side([functools.partial(set_entry, *e) for e in action.entries])
 
     async def _run_tls(
         self, action: UpdateCertificate | AddCertificate | AddCrtListEntry | UpdateCaFile

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from meshgate.compiler import CONFIG_FILE, ir, render_files
+from meshgate.compiler.render import RenderMemo
 from meshgate.compiler.tls_text import CERTS_DIR
 
 
@@ -78,11 +79,12 @@ class RunFiles:
         self.directory = directory
         self._written: dict[str, bytes] = {}  # relative path -> digest of the text written there
         self._rendered: ir.DataPlane | None = None
+        self._memo = RenderMemo()  # only the frontends and backends that changed are rendered
 
     def hold(self, dataplane: ir.DataPlane) -> bool:
         """Whether the directory already holds exactly `dataplane`'s files (as an earlier
         meshgate left them); if so they count as written."""
-        files = render_files(dataplane)
+        files = render_files(dataplane, memo=self._memo)
         for name, text in files.items():
             try:
                 if (self.directory / name).read_text() != text:
@@ -98,7 +100,7 @@ class RunFiles:
         previous = self._rendered
         same = previous is not None and _same_config(previous, dataplane)
         # An unchanged configuration is not rendered: its text is left out and its digest kept.
-        files = render_files(dataplane, config="" if same else None)
+        files = render_files(dataplane, config="" if same else None, memo=self._memo)
         digests = {name: _digest(text) for name, text in files.items()}
         if same:
             digests[CONFIG_FILE] = self._written[CONFIG_FILE]

@@ -83,13 +83,21 @@ class Lane:
 
 class LatestLane:
     """A job of which only the newest submission matters (writing the data plane's files):
-    run in the background, a submission made while one runs replacing any still waiting."""
+    run in the background, a submission made while one runs replacing any still waiting.
 
-    def __init__(self) -> None:
+    Jobs start at least `gap_s` apart: under instance churn at a thousand gateways each write
+    renders a thousand backends, in a thread that takes the interpreter lock from the event
+    loop the next weight change needs. Whoever waits for the lane (`drained`: a reload,
+    stopping) does not wait for the gap: the newest job then starts at once."""
+
+    def __init__(self, gap_s: float = 0.0) -> None:
+        self.gap_s = gap_s
         self._next: Callable[[], Awaitable[None]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._hurry = asyncio.Event()
+        self._last_ended = -float("inf")  # event loop time
 
     def submit(self, job: Callable[[], Awaitable[None]]) -> None:
         self._next = job
@@ -101,13 +109,21 @@ class LatestLane:
         return not self._idle.is_set()
 
     async def drained(self) -> None:
+        if self.busy():
+            self._hurry.set()
         await self._idle.wait()
 
     failure: str | None = None  # the last job failed: the caller does it again itself
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while self._next is not None:
+                wait = self._last_ended + self.gap_s - loop.time()
+                if wait > 0 and not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self._hurry.wait()
                 job, self._next = self._next, None
                 try:
                     await job()
@@ -115,6 +131,8 @@ class LatestLane:
                 except (OSError, MeshgateError) as exc:
                     self.failure = str(exc)
                     log.warning("writing the data plane's files failed", error=str(exc))
+                self._last_ended = loop.time()
         finally:
             self._next = None
+            self._hurry.clear()
             self._idle.set()

@@ -178,7 +178,11 @@ class Agent:
                     # made (2-3 s each, five of them after the first apply). The one
                     # collection of a pass runs after it (`_freeze_survivors` after a reload).
                     with collector_paused():
-                        if self._dirty.is_set() and self._idle():
+                        # At once, in the middle of a burst too: a pass takes whatever was
+                        # written while the last one ran, and a weight change written during
+                        # instance churn must not wait out the debounce behind it. Only what
+                        # needs a reload waits for the burst to end.
+                        if self._dirty.is_set():
                             self._dirty.clear()
                             if await self.reconcile(runtime_only=True):
                                 continue
@@ -239,10 +243,6 @@ class Agent:
             self._waiting_for_ports
             and asyncio.get_running_loop().time() - self._last_pass_end >= PORT_RETRY_S
         )
-
-    def _idle(self) -> bool:
-        """No pass for a debounce period: a write now is not in the middle of a burst."""
-        return asyncio.get_running_loop().time() - self._last_pass_end >= self.debounce_s
 
     async def _quiet_period(self) -> None:
         """Wait until writes pause for `debounce_s` (at most MAX_BATCH_S), so that a burst of

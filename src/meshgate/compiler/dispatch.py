@@ -148,17 +148,48 @@ def dispatch_maps(
     )
 
 
-def with_usable(dataplane: ir.DataPlane, usable: Callable[[str], bool]) -> ir.DataPlane:
-    """`dataplane` with the dispatch maps over the routes `usable` says have a usable server."""
-    weights = dataplane.map_named(ir.WEIGHTS_MAP)
+class Layouts:
+    """The dispatch maps last laid out, and what from: the same frontends (each by identity), the
+    same weights map and the same usable routes lay them out the same. An instance
+    registered at 1,000 gateways changes none of the three, where laying them out again was
+    an O(gateways) walk on every pass."""
+
+    def __init__(self) -> None:
+        self._made: tuple[tuple[ir.Frontend, ...], ir.MapFile | None, frozenset[str]] | None = None
+        self._maps: tuple[ir.MapFile, ir.MapFile] | None = None
+
+    def maps(
+        self, dataplane: ir.DataPlane, usable: frozenset[str]
+    ) -> tuple[ir.MapFile, ir.MapFile]:
+        weights = dataplane.map_named(ir.WEIGHTS_MAP)
+        made = self._made
+        if (
+            self._maps is None
+            or made is None
+            or not _same_objects(made[0], dataplane.frontends)
+            or made[1] is not weights
+            or made[2] != usable
+        ):
+            entries = weights.entries if weights else ()
+            self._maps = dispatch_maps(dataplane.frontends, entries, usable.__contains__)
+            self._made = (dataplane.frontends, weights, usable)
+        return self._maps
+
+
+def _same_objects(old: tuple[object, ...], new: tuple[object, ...]) -> bool:
+    return len(old) == len(new) and all(a is b for a, b in zip(old, new, strict=True))
+
+
+def with_usable(
+    dataplane: ir.DataPlane, usable: frozenset[str], layouts: Layouts | None = None
+) -> ir.DataPlane:
+    """`dataplane` with the dispatch maps over the routes in `usable` (those with a usable
+    server); `layouts` spares laying them out again from the same inputs."""
     current = {m.name: m for m in dataplane.maps if m.name in ir.DISPATCH_MAPS}
     if len(current) != len(ir.DISPATCH_MAPS):
         return dataplane
-    made = {
-        m.name: m
-        for m in dispatch_maps(dataplane.frontends, weights.entries if weights else (), usable)
-    }
-    if made == current:
+    made = {m.name: m for m in (layouts or Layouts()).maps(dataplane, usable)}
+    if all(made[name] is current[name] or made[name] == current[name] for name in made):
         return dataplane
     maps = tuple(made.get(m.name, m) for m in dataplane.maps)
     return dataclasses.replace(dataplane, maps=maps)
@@ -173,9 +204,16 @@ def usable_backends(
     server goes. A server HAProxy has not reported yet counts for nothing either, unless no
     server of its backend has been reported: a backend HAProxy has just loaded (the poll
     that would list it is still to come) counts as usable, as HAProxy starts its servers."""
+    return usable_among(dataplane.backends, states)
+
+
+def usable_among(
+    backends: Iterable[ir.Backend], states: Mapping[tuple[str, str], str]
+) -> frozenset[str]:
+    """`usable_backends` of these backends only."""
     return frozenset(
         backend.name
-        for backend in dataplane.backends
+        for backend in backends
         if _usable(backend, [states.get((backend.name, s.name)) for s in backend.servers])
     )
 

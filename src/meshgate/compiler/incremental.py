@@ -259,11 +259,18 @@ def _apply(
     weights = list(weights_map.entries if weights_map else ())
     results = dict(last.results)
     slots_changed = False
+    weights_changed = backends_changed = False
     for key, (gateway, part) in new_parts.items():
+        old = last.parts[key]
         for backend in part.backends:
-            backends[last.backend_at[backend.name]] = backend
-        for entry in part.weights:
-            weights[last.weight_at[entry[0]]] = entry
+            at = last.backend_at[backend.name]
+            if backends[at] is not backend and backends[at] != backend:
+                backends[at], backends_changed = backend, True
+        if part.weights is not old.weights:  # a part given new servers keeps its weights
+            for entry in part.weights:
+                at = last.weight_at[entry[0]]
+                if weights[at] != entry:
+                    weights[at], weights_changed = entry, True
         if part.slots != last.slots[key]:
             if bool(part.slots) != bool(last.slots[key]):
                 last.slotted = sorted(
@@ -272,25 +279,34 @@ def _apply(
             last.slots[key] = part.slots
             slots_changed = True
         results[key] = part.result
-        for service in _services_of(key, last.parts[key]) - _services_of(key, part):
-            last.users[service].discard(key)
-        for service in _services_of(key, part):
-            last.users.setdefault(service, set()).add(key)
+        if part.statuses is not old.statuses:
+            before, after = _services_of(key, old), _services_of(key, part)
+            if before != after:
+                for service in before - after:
+                    last.users[service].discard(key)
+                for service in after:
+                    last.users.setdefault(service, set()).add(key)
         last.parts[key] = part
         last.all_by_key[key] = last.served[key] = gateway
-    # The frontends are the same (a patch changes no shape): only weights can differ.
-    dispatched = {m.name: m for m in dispatch.dispatch_maps(dataplane.frontends, weights)}
-    maps = []
-    for map_file in dataplane.maps:
-        if map_file.name == ir.WEIGHTS_MAP:
-            map_file = ir.MapFile(ir.WEIGHTS_MAP, tuple(weights))
-        elif map_file.name in dispatched:
-            map_file = dispatched[map_file.name]
-        elif map_file.name == ir.SLOTS_MAP and slots_changed:
-            ordered = (last.slots[k] for k in last.slotted)
-            map_file = ir.MapFile(ir.SLOTS_MAP, tuple(itertools.chain.from_iterable(ordered)))
-        maps.append(map_file)
-    dataplane = replace(dataplane, backends=tuple(backends), maps=tuple(maps))
+    maps = list(dataplane.maps)
+    if weights_changed:
+        # The frontends are the same (a patch changes no shape): only weights can differ.
+        dispatched = {m.name: m for m in dispatch.dispatch_maps(dataplane.frontends, weights)}
+        for index, map_file in enumerate(maps):
+            if map_file.name == ir.WEIGHTS_MAP:
+                maps[index] = ir.MapFile(ir.WEIGHTS_MAP, tuple(weights))
+            elif map_file.name in dispatched:
+                maps[index] = dispatched[map_file.name]
+    if slots_changed:
+        ordered = (last.slots[k] for k in last.slotted)
+        slots = ir.MapFile(ir.SLOTS_MAP, tuple(itertools.chain.from_iterable(ordered)))
+        maps = [slots if m.name == ir.SLOTS_MAP else m for m in maps]
+    # The same backends keep the same tuple: what follows a data plane's backends (route
+    # availability) tells a weight change from new servers by its identity.
+    kept = dataplane.backends
+    dataplane = replace(
+        dataplane, backends=tuple(backends) if backends_changed else kept, maps=tuple(maps)
+    )
     last.gateways, last.registered = tuple(gateways), registered
     last.dataplane, last.results = dataplane, results
     return dataplane, results

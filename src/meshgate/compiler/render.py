@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from pathlib import PurePosixPath
+from typing import Any, Generic, TypeVar
 
 import jinja2
 
@@ -33,9 +35,13 @@ CONFIG_FILE = "haproxy.cfg"
 MAPS_DIR = "maps"
 
 
+T = TypeVar("T")
+V = TypeVar("V")
+
+
 @cache
-def _template() -> jinja2.Template:
-    environment = jinja2.Environment(
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
         loader=jinja2.PackageLoader("meshgate.compiler", "templates"),
         trim_blocks=True,
         lstrip_blocks=True,
@@ -43,7 +49,52 @@ def _template() -> jinja2.Template:
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # the output is HAProxy configuration, not HTML
     )
-    return environment.get_template("haproxy.cfg.j2")
+
+
+def _template(name: str = "haproxy.cfg.j2") -> jinja2.Template:
+    return _environment().get_template(name)
+
+
+class _ByIdentity(Generic[T, V]):
+    """What was made of each object in the last render, found by identity (the object is
+    kept with it, so its id cannot be reused meanwhile)."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, tuple[T, V]] = {}
+        self._now: dict[int, tuple[T, V]] = {}
+
+    def get(self, item: T, make: Callable[[T], V]) -> V:
+        found = self._last.get(id(item))
+        value = found[1] if found is not None and found[0] is item else make(item)
+        self._now[id(item)] = (item, value)
+        return value
+
+    def end(self) -> None:
+        """Keep only what this render used."""
+        self._last, self._now = self._now, {}
+
+
+class RenderMemo:
+    """The rules of each frontend and the section of each backend as the last render made
+    them. The compiler reuses the frontends and backends a change leaves alone, so with a
+    memo the writer of the run directory renders again only what changed: an instance
+    registered at 1,000 gateways is 1,000 backend sections, not the rules of 1,000 gateways
+    too. Made for one run directory: other settings start it over."""
+
+    def __init__(self) -> None:
+        self.settings: ir.Settings | None = None
+        self.frontend_rules = _ByIdentity[ir.Frontend, list[str]]()
+        self.backends = _ByIdentity[ir.Backend, str]()
+
+    def start(self, settings: ir.Settings) -> None:
+        if settings != self.settings:
+            self.settings = settings
+            self.frontend_rules = _ByIdentity()
+            self.backends = _ByIdentity()
+
+    def end(self) -> None:
+        self.frontend_rules.end()
+        self.backends.end()
 
 
 def maps_dir(settings: ir.Settings) -> str:
@@ -80,48 +131,71 @@ def _checker_server_options(
     return " ".join(words)
 
 
-def render_config(dataplane: ir.DataPlane) -> str:
+def render_config(dataplane: ir.DataPlane, memo: RenderMemo | None = None) -> str:
+    """haproxy.cfg for `dataplane`; `memo` (see `RenderMemo`) spares rendering again what an
+    earlier call with the same memo rendered."""
+    memo = memo if memo is not None else RenderMemo()
+    memo.start(dataplane.settings)
     directory = maps_dir(dataplane.settings)
     certs = certs_dir(dataplane.settings)
     http_format, tcp_format = log_formats(dataplane.settings.log_details, dataplane.settings.flows)
-    return _template().render(
+    common: dict[str, Any] = {
+        "settings": dataplane.settings,
+        "certs_dir": certs,
+        "state_ring": ir.STATE_RING,
+    }
+    backend_template = _template("backend.cfg.j2")
+    backend_helpers: dict[str, Any] = {
+        **common,
+        "backend_lines": backend_lines,
+        "policy_lines": lambda backend: policies.backend_rules(backend, directory),
+        "balance": balance_directive,
+        "server_options": lambda backend, server: _server_options(backend, server, certs),
+        "endpoint": server_endpoint,
+    }
+
+    def backend_section(backend: ir.Backend) -> str:
+        return backend_template.render(backend=backend, **backend_helpers)
+
+    text = _template().render(
+        **common,
         run_dir=dataplane.settings.run_dir,
-        settings=dataplane.settings,
         frontends=dataplane.frontends,
         backends=dataplane.backends,
+        backend_section=lambda backend: memo.backends.get(backend, backend_section),
         checkers=checks.checkers(dataplane.backends),
         checker_lines=_checker_lines,
         checker_server_options=lambda profile, endpoint: _checker_server_options(
             profile, endpoint, certs
         ),
         switching_rules=switching_rules,
-        frontend_rules=lambda frontend: frontend_rules(frontend, directory),
-        backend_lines=backend_lines,
-        policy_lines=lambda backend: policies.backend_rules(backend, directory),
+        frontend_rules=lambda frontend: memo.frontend_rules.get(
+            frontend, lambda f: frontend_rules(f, directory)
+        ),
         policy_sections=policies.sections(dataplane),
-        balance=balance_directive,
-        server_options=lambda backend, server: _server_options(backend, server, certs),
-        endpoint=server_endpoint,
         bind_options=lambda frontend: bind_options(frontend, certs),
         hsts_lines=hsts_lines,
         redirects=dataplane.redirects,
         redirect_location=redirect_location,
-        certs_dir=certs,
         http_log_format=http_format,
         tcp_log_format=tcp_format,
         keep_var=KEEP_VAR,
         keep_scale=KEEP_SCALE,
         ring=RING,
-        state_ring=ir.STATE_RING,
         polled_ring_bytes=POLLED_RING_BYTES,
     )
+    memo.end()
+    return text
 
 
-def render_files(dataplane: ir.DataPlane, *, config: str | None = None) -> dict[str, str]:
+def render_files(
+    dataplane: ir.DataPlane, *, config: str | None = None, memo: RenderMemo | None = None
+) -> dict[str, str]:
     """File name (relative to the run dir) to content: the config first, then the maps, then
     the crt-lists and certificate files (which hold private keys: see `is_secret`). `config`:
-    the configuration's text, when the caller knows it is unchanged."""
-    files = {CONFIG_FILE: config if config is not None else render_config(dataplane)}
+    the configuration's text, when the caller knows it is unchanged; `memo`: see
+    `render_config`."""
+    files = {CONFIG_FILE: config if config is not None else render_config(dataplane, memo)}
     for map_file in dataplane.maps:
         files[f"{MAPS_DIR}/{map_file.name}"] = map_file.text()
     certs = certs_dir(dataplane.settings)
