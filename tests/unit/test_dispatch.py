@@ -245,3 +245,18 @@ def test_a_gateways_redrawn_slots_are_set_not_swapped() -> None:
     new = dispatch.dispatch_maps(dataplane((("a1", 1),)).frontends, (("a", "0"), ("b", "100")))[0]
     (action,) = dispatch_changes(old, new)
     assert isinstance(action, SetMapEntries) and len(action.entries) == 100
+
+
+def test_the_entries_memo_keeps_only_what_the_last_layout_used() -> None:
+    memo = dispatch.EntriesMemo()
+    frontends = dataplane((("a1", 1),)).frontends
+    for step in range(50):  # weights that change every time: nothing of the old ones stays
+        weights = (("a", str(step)), ("b", str(100 - step)), ("x", "50"), ("y", "50"))
+        first = dispatch.dispatch_maps(frontends, weights, memo=memo)
+        assert first == dispatch.dispatch_maps(frontends, weights)
+    once = dispatch.EntriesMemo()
+    dispatch.dispatch_maps(frontends, weights, memo=once)
+    assert len(memo._last) == len(once._last)  # a gateway each, of the last layout only
+    # The same inputs again: the very same tuples.
+    again = dispatch.dispatch_maps(frontends, weights, memo=memo)
+    assert again[0].entries[0] is first[0].entries[0]

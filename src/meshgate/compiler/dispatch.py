@@ -26,7 +26,6 @@ usable. Pure.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -62,13 +61,39 @@ def key_expression(draw: str, gateway_id: str, sticky: str) -> str:
     return f"{draw},concat(.{gateway_id}{suffix})"
 
 
-@functools.lru_cache(maxsize=65536)
+Inputs = tuple[str, str, bool, tuple[tuple[str, int], ...]]
+
+
+class EntriesMemo:
+    """Each gateway's entries as the last layout made them, kept while its inputs are the
+    same: a weight change among 10,000 two-route gateways lays out one gateway again, not
+    10,000 times 100 slots. Only what the last layout used is kept, so the memo holds one
+    entry per gateway laid out (a cache of every set of inputs ever seen grew with each
+    weight and each instance that came and went)."""
+
+    def __init__(self) -> None:
+        self._last: dict[Inputs, tuple[tuple[str, str], ...]] = {}
+        self._now: dict[Inputs, tuple[tuple[str, str], ...]] = {}
+
+    def get(self, inputs: Inputs) -> tuple[tuple[str, str], ...]:
+        found = self._now.get(inputs)
+        if found is None:
+            found = self._last.get(inputs)
+            if found is None:
+                found = entries(*inputs)
+            self._now[inputs] = found
+        return found
+
+    def end(self) -> None:
+        self._last, self._now = self._now, {}
+
+
 def entries(
     gateway_id: str, sticky: str, lone: bool, weights: tuple[tuple[str, int], ...]
 ) -> tuple[tuple[str, str], ...]:
     """dispatch.map entries of one gateway from (backend, weight) of its usable routes, in
     route order. `lone`: the gateway has one route (keyed by its id, no draw). No weight left,
-    no entries. Cached: a gateway's entries are the same tuple while its inputs are."""
+    no entries."""
     total = sum(weight for _, weight in weights if weight > 0)
     if total <= 0:
         return ()
@@ -89,6 +114,7 @@ def gateway_entries(
     gateway: ir.GatewayRules,
     weight_of: Mapping[str, str],
     usable: Callable[[str], bool] | None = None,
+    memo: EntriesMemo | None = None,
 ) -> tuple[tuple[str, str], ...]:
     """One plain gateway's entries; `usable` (backend -> has a usable server) None: all are."""
     weights = tuple(
@@ -96,7 +122,8 @@ def gateway_entries(
         for choice in gateway.choices
         if usable is None or usable(choice.backend)
     )
-    return entries(gateway.gateway_id, gateway.sticky, len(gateway.choices) == 1, weights)
+    inputs = (gateway.gateway_id, gateway.sticky, len(gateway.choices) == 1, weights)
+    return memo.get(inputs) if memo is not None else entries(*inputs)
 
 
 def _weight(value: str | None) -> int:
@@ -119,8 +146,10 @@ def dispatch_maps(
     frontends: Iterable[ir.Frontend],
     weights: Sequence[tuple[str, str]],
     usable: Callable[[str], bool] | None = None,
+    memo: EntriesMemo | None = None,
 ) -> tuple[ir.MapFile, ir.MapFile]:
-    """dispatch.map and lone.map: the entries of every plain gateway."""
+    """dispatch.map and lone.map: the entries of every plain gateway; `memo` keeps them from
+    one layout to the next."""
     weight_of = dict(weights)
     frontends = tuple(frontends)
     plain = plain_gateways(frontends)
@@ -128,12 +157,12 @@ def dispatch_maps(
     # so it holds the lone gateways of generic ports only (dispatch.map is also named by the
     # fast path of a plain gateway alone on its port).
     lone = [g for f in frontends if is_generic(f) for g in f.gateways if is_plain(g)]
-    return (
+    laid_out = (
         ir.MapFile(
             ir.DISPATCH_MAP,
             tuple(
                 itertools.chain.from_iterable(
-                    gateway_entries(g, weight_of, usable) for g in plain if len(g.choices) > 1
+                    gateway_entries(g, weight_of, usable, memo) for g in plain if len(g.choices) > 1
                 )
             ),
         ),
@@ -141,11 +170,14 @@ def dispatch_maps(
             ir.LONE_MAP,
             tuple(
                 itertools.chain.from_iterable(
-                    gateway_entries(g, weight_of, usable) for g in lone if len(g.choices) == 1
+                    gateway_entries(g, weight_of, usable, memo) for g in lone if len(g.choices) == 1
                 )
             ),
         ),
     )
+    if memo is not None:
+        memo.end()
+    return laid_out
 
 
 class Layouts:
@@ -157,6 +189,7 @@ class Layouts:
     def __init__(self) -> None:
         self._made: tuple[tuple[ir.Frontend, ...], ir.MapFile | None, frozenset[str]] | None = None
         self._maps: tuple[ir.MapFile, ir.MapFile] | None = None
+        self._entries = EntriesMemo()
 
     def maps(
         self, dataplane: ir.DataPlane, usable: frozenset[str]
@@ -171,7 +204,9 @@ class Layouts:
             or made[2] != usable
         ):
             entries = weights.entries if weights else ()
-            self._maps = dispatch_maps(dataplane.frontends, entries, usable.__contains__)
+            self._maps = dispatch_maps(
+                dataplane.frontends, entries, usable.__contains__, self._entries
+            )
             self._made = (dataplane.frontends, weights, usable)
         return self._maps
 

@@ -72,6 +72,8 @@ class LastCompile:
     # registered instances concerns.
     users: dict[Key, set[Key]] = field(default_factory=dict)
     node: object = None  # the node compiled for (DesiredState.node): a patch needs the same
+    # Each gateway's dispatch entries, kept from one patch to the next.
+    dispatch_entries: dispatch.EntriesMemo = field(default_factory=dispatch.EntriesMemo)
 
 
 def shape(gateway: Gateway) -> tuple[object, ...]:
@@ -291,7 +293,8 @@ def _apply(
     maps = list(dataplane.maps)
     if weights_changed:
         # The frontends are the same (a patch changes no shape): only weights can differ.
-        dispatched = {m.name: m for m in dispatch.dispatch_maps(dataplane.frontends, weights)}
+        laid_out = dispatch.dispatch_maps(dataplane.frontends, weights, memo=last.dispatch_entries)
+        dispatched = {m.name: m for m in laid_out}
         for index, map_file in enumerate(maps):
             if map_file.name == ir.WEIGHTS_MAP:
                 maps[index] = ir.MapFile(ir.WEIGHTS_MAP, tuple(weights))
