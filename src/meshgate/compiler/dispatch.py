@@ -123,7 +123,8 @@ def gateway_entries(
         if usable is None or usable(choice.backend)
     )
     inputs = (gateway.gateway_id, gateway.sticky, len(gateway.choices) == 1, weights)
-    return memo.get(inputs) if memo is not None else entries(*inputs)
+    # A lone gateway's one entry costs less to make than to keep (100,000 of them).
+    return memo.get(inputs) if memo is not None and len(weights) > 1 else entries(*inputs)
 
 
 def _weight(value: str | None) -> int:

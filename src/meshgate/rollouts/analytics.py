@@ -109,7 +109,11 @@ class RouteAnalytics:
             window = reading.since(earlier) if earlier is not None else None
             if window is None:
                 continue
-            watch = self.watches.setdefault(key, anomaly.RouteWatch())
+            watch = self.watches.get(key)
+            if watch is None:
+                if not window.requests:
+                    continue  # a route that never had traffic has no baseline to keep yet
+                watch = self.watches[key] = anomaly.RouteWatch()
             values = anomaly.window_values(window, seconds)
             for change in anomaly.observe(watch, values, window.requests):
                 self._report(key, change)
