@@ -18,11 +18,10 @@ otherwise it says so (`WrongWorker`) and the caller connects again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from meshgate.haproxy import commands, replies
+from meshgate.haproxy import commands, replies, transport
 from meshgate.haproxy.transport import RuntimeUnavailable
 
 PROMPT = "\n> "
@@ -101,13 +100,9 @@ async def run(
     except TimeoutError:
         raise RuntimeUnavailable(socket_path, f"no reply within {timeout}s", sent=sent) from None
     except OSError as error:
-        reason = error.strerror or error.__class__.__name__
-        raise RuntimeUnavailable(socket_path, reason, sent=sent) from None
+        raise transport.unavailable(socket_path, error, sent=sent) from None
     finally:
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        await transport.close_quietly(writer)
     # The output begins with the reply to the first line (`show info` ended with the prompt
     # before it): with a prompt put in front, the first piece is empty and not a reply.
     return split_replies(PROMPT + output)[1:]

@@ -46,6 +46,19 @@ def encode_request(command: str, payload: str | None = None) -> bytes:
     return data
 
 
+def unavailable(socket_path: str, error: OSError, *, sent: bool) -> RuntimeUnavailable:
+    """The socket failed: why, in a word or a sentence."""
+    return RuntimeUnavailable(socket_path, error.strerror or error.__class__.__name__, sent=sent)
+
+
+async def close_quietly(writer: asyncio.StreamWriter | None) -> None:
+    """Close a connection, if one was made; a socket already broken is closed all the same."""
+    if writer is not None:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
 async def send(
     socket_path: str, command: str, *, payload: str | None = None, timeout: float = 5.0
 ) -> str:
@@ -65,13 +78,9 @@ async def send(
     except TimeoutError:
         raise RuntimeUnavailable(socket_path, f"no reply within {timeout}s", sent=sent) from None
     except OSError as error:
-        reason = error.strerror or error.__class__.__name__
-        raise RuntimeUnavailable(socket_path, reason, sent=sent) from None
+        raise unavailable(socket_path, error, sent=sent) from None
     finally:
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        await close_quietly(writer)
     return reply.decode("utf-8", errors="replace")
 
 
@@ -114,10 +123,6 @@ async def stream(
                 return
             yield chunk
     except OSError as error:
-        reason = error.strerror or error.__class__.__name__
-        raise RuntimeUnavailable(socket_path, reason, sent=sent) from None
+        raise unavailable(socket_path, error, sent=sent) from None
     finally:
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        await close_quietly(writer)
