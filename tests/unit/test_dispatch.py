@@ -127,7 +127,7 @@ def dataplane(servers_a: tuple[tuple[str, int], ...]) -> ir.DataPlane:
 
 
 def effective(running: ir.DataPlane, states: dict[tuple[str, str], str]) -> ir.DataPlane:
-    return availability.effective(running, dispatch.usable_backends(running, states))
+    return dispatch.with_usable(running, dispatch.usable_backends(running, states))
 
 
 def test_usable_routes_follow_state_changes_without_going_over_every_backend() -> None:

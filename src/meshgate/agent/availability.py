@@ -24,15 +24,6 @@ from meshgate.plan import (
 ServerKey = tuple[str, str]
 
 
-def effective(
-    dataplane: ir.DataPlane, usable: frozenset[str], layouts: dispatch.Layouts | None = None
-) -> ir.DataPlane:
-    """`dataplane` with dispatch.map over the routes `usable` names (`UsableRoutes.of`: those
-    with a server up that `dataplane` keeps: a server it no longer has makes no route usable,
-    so a route whose last server is leaving is out of the map before the server goes)."""
-    return dispatch.with_usable(dataplane, usable, layouts)
-
-
 class UsableRoutes:
     """`dispatch.usable_backends` kept up to date: worked out in full for new backends, then
     only for the backends whose servers changed state since (`changed`). A registration at

@@ -264,7 +264,9 @@ class Driver:
         async with self._dispatch_lock:
             if self._states is not None:
                 usable = self._usable.of(desired, self._states)
-                desired = availability.effective(desired, usable, self._layouts)
+                # A server `desired` no longer has makes no route usable: a route whose last
+                # server is leaving is out of the map before the server goes.
+                desired = dispatch.with_usable(desired, usable, self._layouts)
                 actions = availability.with_dispatch_actions(actions, self.running, desired)
             return await self._apply(desired, actions)
 
