@@ -27,6 +27,7 @@ from meshgate.agent.driver import Driver, Outcome
 from meshgate.agent.health import InstanceHealth
 from meshgate.agent.ports import ports_in_use
 from meshgate.agent.published import UNKNOWN, Published
+from meshgate.agent.watched import kept
 from meshgate.collection import collector_paused, trim_after
 from meshgate.compiler import Compiled, DesiredState, GatewayResult, compile_state
 from meshgate.compiler.build import CompileMemo
@@ -276,7 +277,7 @@ class Agent:
                 async for event in self._events(revision):
                     revision = self.seen_revision = self._event_revision = event.revision
                     if self._changed is not None:
-                        self._changed[event.key] = event
+                        self._changed[event.key] = kept(event)
                     self._dirty.set()
             except StoreClosedError:
                 return

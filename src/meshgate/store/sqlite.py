@@ -192,6 +192,10 @@ class SqliteStore:
                     return
                 for event in events:
                     yield event
+                # Not held while waiting: a batch is up to WATCH_BATCH_REVISIONS revisions of
+                # events with their values (an apply of 100,000 gateways, 300 MB), which the
+                # watcher has taken what it needs of by now.
+                del events
                 if after >= current:
                     await wake.wait()
         finally:
