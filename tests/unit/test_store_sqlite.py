@@ -6,6 +6,8 @@ after the contract are about the SQLite file itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import sqlite3
 import subprocess
 import sys
@@ -597,3 +599,25 @@ async def test_a_consumer_may_stop_iterating(store: Store, base: int) -> None:
         break
     await store.put(GW_B, {})  # the abandoned watch holds nothing up
     assert await store.revision() == base + 2
+
+
+async def test_a_waiting_watch_holds_no_value_it_yielded(sqlite_store: SqliteStore) -> None:
+    # A batch of events is up to a thousand revisions (an apply of 100,000 gateways): held
+    # while the watch waits for the next write, its values stayed alive beside the pass
+    # that read them.
+    store = sqlite_store
+    await store.commit([Put(GW_A, {"bulky": ["x"]}), Put(GW_B, {"bulky": ["y"]})])
+    events = store.watch(0)
+    taken = await take(events, 2)
+    values = [e.value for e in taken]
+    del taken
+    waiting = asyncio.ensure_future(events.__anext__())
+    await asyncio.sleep(0.05)  # the watch has read everything and waits for a write
+    assert not waiting.done()
+    for value in values:
+        holders = [r for r in gc.get_referrers(value) if isinstance(r, WatchEvent)]
+        assert holders == [], "a yielded event is still held by the waiting watch"
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    await events.aclose()
