@@ -72,8 +72,8 @@ class LastCompile:
     # registered instances concerns.
     users: dict[Key, set[Key]] = field(default_factory=dict)
     node: object = None  # the node compiled for (DesiredState.node): a patch needs the same
-    # Each gateway's dispatch entries, kept from one patch to the next.
-    dispatch_entries: dispatch.EntriesMemo = field(default_factory=dispatch.EntriesMemo)
+    # The dispatch maps, kept gateway by gateway from one patch to the next.
+    dispatch_layouts: dispatch.Layouts = field(default_factory=dispatch.Layouts)
 
 
 def shape(gateway: Gateway) -> tuple[object, ...]:
@@ -293,11 +293,12 @@ def _apply(
     maps = list(dataplane.maps)
     if weights_changed:
         # The frontends are the same (a patch changes no shape): only weights can differ.
-        laid_out = dispatch.dispatch_maps(dataplane.frontends, weights, memo=last.dispatch_entries)
+        weights_entries = tuple(weights)
+        laid_out = last.dispatch_layouts.lay_out(dataplane.frontends, weights_entries)
         dispatched = {m.name: m for m in laid_out}
         for index, map_file in enumerate(maps):
             if map_file.name == ir.WEIGHTS_MAP:
-                maps[index] = ir.MapFile(ir.WEIGHTS_MAP, tuple(weights))
+                maps[index] = ir.MapFile(ir.WEIGHTS_MAP, weights_entries)
             elif map_file.name in dispatched:
                 maps[index] = dispatched[map_file.name]
     if slots_changed:
