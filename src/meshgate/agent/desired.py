@@ -35,6 +35,8 @@ class Loaded:
     certificate_versions: dict[Key, int] = field(default_factory=dict)
     # The one store revision everything was read at, where the store pins reads (etcd).
     revision: int | None = None
+    # The gateways written or deleted since the last load; None: listed afresh (any may have).
+    changed_gateways: frozenset[Key] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ class DesiredLoader:
             self._held, self._revision = held, max(snapshot.revision, through)
             self._registered_by_key = {r.key: r for r in registered}
             self._registered = registered
-            return self._finish(self._held, registered)
+            return self._finish(self._held, registered, None)
         raise AssertionError("unreachable")
 
     def _take_events(self, events: Iterable[WatchEvent], through: int) -> Loaded | None:
@@ -166,7 +168,7 @@ class DesiredLoader:
         if instances or self._registered is None:
             self._registered = sorted(self._registered_by_key.values(), key=lambda r: r.key)
         self._revision = max(self._revision, through)
-        return self._finish(self._held, self._registered)
+        return self._finish(self._held, self._registered, _gateway_keys(e.key for e in fresh))
 
     async def _listed_at_once(
         self, snapshot: PinnedReads
@@ -245,9 +247,16 @@ class DesiredLoader:
                 _put_in_order(self._held[kind], kind, keys)
         if self._registered is None or changed is None:
             self._registered = await reads.list(registry.KIND)
-        return self._finish(self._held, self._registered)
+        return self._finish(
+            self._held, self._registered, None if changed is None else _gateway_keys(changed)
+        )
 
-    def _finish(self, held: dict[str, dict[Key, Held]], registered_records: list[Record]) -> Loaded:
+    def _finish(
+        self,
+        held: dict[str, dict[Key, Held]],
+        registered_records: list[Record],
+        changed_gateways: frozenset[Key] | None,
+    ) -> Loaded:
         """What the compiler gets from what is held: the placed resources, with the instances
         registered through the API and found in DNS."""
         loaded = self._loaded(held)
@@ -260,7 +269,13 @@ class DesiredLoader:
         registered, sources = merge(api, self.dns.instances() if self.dns else {})
         node = self.placement.node if self.placement else None
         state = dataclasses.replace(loaded.state, registered=registered, node=node)
-        return dataclasses.replace(loaded, state=state, sources=sources, revision=self._revision)
+        return dataclasses.replace(
+            loaded,
+            state=state,
+            sources=sources,
+            revision=self._revision,
+            changed_gateways=changed_gateways,
+        )
 
     async def _listed(self, reads: Store | PinnedReads, kind: str) -> dict[Key, Held]:
         held: dict[Key, Held] = {}
@@ -393,3 +408,7 @@ def _put_in_order(held: dict[Key, Held], kind: str, created: list[Key]) -> None:
     ordered = sorted(held.items())
     held.clear()
     held.update(ordered)
+
+
+def _gateway_keys(changed: Iterable[StoreKey]) -> frozenset[Key]:
+    return frozenset((k.namespace, k.name) for k in changed if k.kind == "gateways")

@@ -28,7 +28,7 @@ from meshgate.agent.health import InstanceHealth
 from meshgate.agent.ports import ports_in_use
 from meshgate.agent.published import UNKNOWN, Published
 from meshgate.collection import collector_paused, trim_after
-from meshgate.compiler import Compiled, DesiredState, GatewayResult, compile_state
+from meshgate.compiler import Compiled, DesiredState, GatewayResult, compile_state, ir
 from meshgate.compiler.build import CompileMemo
 from meshgate.errors import MeshgateError
 from meshgate.events import EventLog
@@ -102,6 +102,10 @@ class Agent:
         # What each gateway's published status was made from, and the resources the published
         # keys were last swept against (see `_status_ops`, `_stale_ops`).
         self._gateway_written: dict[Key, _Written] = {}
+        # The gateways whose status may differ from what was written (their version, result
+        # or rejection changed since); None: any may. A pass among 10,000 gateways then looks
+        # at the status of the few it changed, not of all of them.
+        self._unpublished: set[Key] | None = None
         # The watch's events since the last pass's load, the newest per key; None when some may
         # have been missed (history compacted, the watch broken, a re-list due): then the next
         # load lists everything.
@@ -328,6 +332,7 @@ class Agent:
             with self.metrics.reconcile_seconds.time(), collector_paused():
                 started = time.monotonic()
                 loaded = await self._load()
+                self._may_have_changed(loaded.changed_gateways)
                 read = time.monotonic()
                 if loaded.revision is not None:
                     seen = loaded.revision  # the one revision everything was read at
@@ -382,6 +387,8 @@ class Agent:
                 compile_seconds=round(planned - read, 4),
             )
         self._log_rejections(rejected)
+        if rejected or (self._last is not None and self._last[2]):
+            self._may_have_changed(None)  # a rejection's status names the port's holder
         self._last = (loaded, compiled, rejected)
         self._ahead = False  # what follows (status) waits for the next pass, not it for them
         if settling:
@@ -454,7 +461,12 @@ class Agent:
         between (`_make_way_for_passes`): the status of 100,000 gateways built whole before
         the first write was 240 MB of short-lived objects at once, whose holes in Python's
         arenas stayed resident after."""
-        keys = list(loaded.gateway_versions.items())
+        versions = loaded.gateway_versions
+        candidates, self._unpublished = self._unpublished, set()
+        if candidates is None:
+            keys = list(versions.items())
+        else:
+            keys = [(key, versions[key]) for key in candidates if key in versions]
         written = 0
         try:
             for start in range(0, len(keys), STATUS_CHUNK):
@@ -470,6 +482,7 @@ class Agent:
             # What landed is unknown: what was built is written again, deletes stay due; and
             # every gateway is looked at again, those not reached yet included.
             self._gateway_written.clear()
+            self._unpublished = None
             self._swept = None
             self._publish_due = True
             return
@@ -516,7 +529,7 @@ class Agent:
         is the supervisor's, on the very file HAProxy then loads (see `_apply`)."""
         settings = self.driver.settings()
         made = self._memo.made
-        compiled = compile_state(state, settings, self._memo)
+        compiled = self._compiled(state, settings)
         self.metrics.gateways_compiled.inc(self._memo.made - made)
         running = self.driver.running
         actions = plan(running, compiled.dataplane)
@@ -537,9 +550,21 @@ class Agent:
                     rejected[(gateway_rules.namespace, gateway_rules.name)] = busy[frontend.name]
             kept = [g for g in state.gateways if (g.namespace, g.name) not in rejected]
             state = dataclasses.replace(state, gateways=kept)
-            compiled = compile_state(state, settings, self._memo)
+            compiled = self._compiled(state, settings)
             actions = plan(running, compiled.dataplane)
         return _Candidate(state, compiled, rejected, actions)
+
+    def _compiled(self, state: DesiredState, settings: ir.Settings) -> Compiled:
+        compiled = compile_state(state, settings, self._memo)
+        self._may_have_changed(compiled.changed)
+        return compiled
+
+    def _may_have_changed(self, gateways: frozenset[Key] | None) -> None:
+        """These gateways' status may have to be written again (None: any gateway's)."""
+        if gateways is None:
+            self._unpublished = None
+        elif self._unpublished is not None:
+            self._unpublished |= gateways
 
     async def _apply(self, candidate: _Candidate) -> tuple[Outcome, _Candidate]:
         """Apply the candidate. When HAProxy's check of it fails (nothing reached HAProxy),
@@ -560,7 +585,7 @@ class Agent:
                 ) from None
             kept = [g for g in state.gateways if (g.namespace, g.name) not in culprits]
             state = dataclasses.replace(state, gateways=kept)
-            compiled = compile_state(state, settings, self._memo)
+            compiled = self._compiled(state, settings)
             actions = plan(self.driver.running, compiled.dataplane)
             candidate = _Candidate(state, compiled, {**candidate.rejected, **culprits}, actions)
             try:
@@ -610,6 +635,10 @@ class Agent:
             status = self._gateway_status(key, version, result, reason, store_key)
             ops += self._status_op(store_key, status)
             written[key] = _Written(version, result, reason, store_key, _not_serving(status))
+            if written[key].not_serving:
+                self.not_serving["/".join(key)] = written[key].not_serving
+            else:
+                self.not_serving.pop("/".join(key), None)
         return ops
 
     def _other_ops(self, loaded: Loaded, compiled: Compiled) -> list[Put | Delete]:
@@ -620,6 +649,7 @@ class Agent:
         if len(written) != len(loaded.gateway_versions):
             for gone in written.keys() - loaded.gateway_versions.keys():
                 del written[gone]
+                self.not_serving.pop("/".join(gone), None)
         if self.health is not None:
             self.health.update(
                 loaded.state.services, loaded.state.registered, loaded.sources, compiled
@@ -644,8 +674,8 @@ class Agent:
                 {"state": "invalid", "errors": [message]},
             )
         ops += self._stale_ops(loaded)
-        not_serving = {"/".join(k): w.not_serving for k, w in written.items() if w.not_serving}
-        self.not_serving, self.gateway_count = not_serving, len(loaded.gateway_versions)
+        not_serving = self.not_serving  # kept up to date by `_gateway_ops`
+        self.gateway_count = len(loaded.gateway_versions)
         served = len(loaded.gateway_versions) - len(not_serving)
         self.metrics.gateways.labels("serving").set(served)
         self.metrics.gateways.labels("rejected").set(len(not_serving))

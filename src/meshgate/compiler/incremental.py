@@ -159,7 +159,7 @@ def patch(
     registered: Mapping[Key, Sequence[Instance]],
     compile_part: Callable[[Gateway, Mapping[str, Target]], CompiledGateway],
     reinstance: Callable[[Gateway, CompiledGateway, Set[Key]], CompiledGateway],
-) -> tuple[ir.DataPlane, dict[Key, GatewayResult]] | None:
+) -> tuple[ir.DataPlane, dict[Key, GatewayResult], frozenset[Key]] | None:
     """The data plane and results for this state, from `last`, which is brought up to date;
     None when a full compile is needed (see the module's docstring). `compile_part` compiles
     a changed gateway; `reinstance` gives an unchanged one's part new servers for the
@@ -251,10 +251,11 @@ def _apply(
     gateways: Sequence[Gateway],
     registered: Mapping[Key, Sequence[Instance]],
     new_parts: Mapping[Key, tuple[Gateway, CompiledGateway]],
-) -> tuple[ir.DataPlane, dict[Key, GatewayResult]]:
+) -> tuple[ir.DataPlane, dict[Key, GatewayResult], frozenset[Key]]:
+    """The last compile with these parts in place; and the gateways whose result may differ."""
     if not new_parts:
         last.gateways, last.registered = tuple(gateways), registered
-        return last.dataplane, last.results
+        return last.dataplane, last.results, frozenset()
     dataplane = last.dataplane
     backends = list(dataplane.backends)
     weights_map = dataplane.map_named(ir.WEIGHTS_MAP)
@@ -313,4 +314,4 @@ def _apply(
     )
     last.gateways, last.registered = tuple(gateways), registered
     last.dataplane, last.results = dataplane, results
-    return dataplane, results
+    return dataplane, results, frozenset(new_parts)
