@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import gc
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -474,7 +474,7 @@ class Agent:
                     await self._make_way_for_passes()
                 chunk = keys[start : start + STATUS_CHUNK]
                 written += await self._write(self._gateway_ops(chunk, compiled, rejected))
-            written += await self._write(self._other_ops(loaded, compiled))
+            written += await self._write(self._other_ops(loaded, compiled, candidates))
         except StoreError as exc:
             if isinstance(exc, StoreClosedError):
                 raise
@@ -641,9 +641,12 @@ class Agent:
                 self.not_serving.pop("/".join(key), None)
         return ops
 
-    def _other_ops(self, loaded: Loaded, compiled: Compiled) -> list[Put | Delete]:
+    def _other_ops(
+        self, loaded: Loaded, compiled: Compiled, changed: Collection[Key] | None = None
+    ) -> list[Put | Delete]:
         """After the gateways' (`_gateway_ops`): the status of services and certificates,
-        and the deletes of what is gone."""
+        and the deletes of what is gone. `changed`: the gateways that may differ since the
+        last time (None: any)."""
         ops: list[Put | Delete] = []
         written = self._gateway_written
         if len(written) != len(loaded.gateway_versions):
@@ -652,7 +655,7 @@ class Agent:
                 self.not_serving.pop("/".join(gone), None)
         if self.health is not None:
             self.health.update(
-                loaded.state.services, loaded.state.registered, loaded.sources, compiled
+                loaded.state.services, loaded.state.registered, loaded.sources, compiled, changed
             )
         for key, version in loaded.service_versions.items():
             service_status: dict[str, Any] = {"applied_version": version}
