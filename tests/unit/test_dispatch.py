@@ -266,3 +266,12 @@ def test_layouts_lay_out_again_only_the_gateways_whose_routes_changed() -> None:
     assert {id(e) for e in after[0].entries if e[1] in ("x", "y")} == {id(e) for e in other}
     # Nothing that matters changed: the same maps.
     assert layouts.lay_out(frontends, weights, frozenset(every)) is after
+
+
+def test_the_weights_of_a_few_routes_are_found_by_bisection_or_else_read_whole() -> None:
+    ordered = tuple((f"b{n:03d}", str(n)) for n in range(200))
+    assert dispatch._weights_of(ordered, ["b007", "b150"]) == {"b007": "7", "b150": "150"}
+    # Not in backend order, or a backend without an entry: every entry is read.
+    shuffled = ordered[100:] + ordered[:100]
+    assert dispatch._weights_of(shuffled, ["b007"])["b007"] == "7"
+    assert "missing" not in dispatch._weights_of(ordered, ["missing", "b001"])
