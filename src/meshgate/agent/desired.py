@@ -233,10 +233,12 @@ class DesiredLoader:
     async def _load(
         self, reads: Store | PinnedReads, changed: Collection[StoreKey] | None
     ) -> Loaded:
+        changed_gateways: frozenset[Key] | None = None  # listed: any may have changed
         if changed is None or self._held is None:
             self._held = {kind: await self._listed(reads, kind) for kind in KINDS}
             self._registered = None
         else:
+            changed_gateways = _gateway_keys(changed)
             created: dict[str, list[Key]] = {}
             for key in changed:
                 if key.kind in self._held:
@@ -249,9 +251,7 @@ class DesiredLoader:
                 _put_in_order(self._held[kind], kind, keys)
         if self._registered is None or changed is None:
             self._registered = await reads.list(registry.KIND)
-        return self._finish(
-            self._held, self._registered, None if changed is None else _gateway_keys(changed)
-        )
+        return self._finish(self._held, self._registered, changed_gateways)
 
     def _finish(
         self,
