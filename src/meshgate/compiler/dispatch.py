@@ -126,7 +126,9 @@ def dispatch_maps(
 ) -> tuple[ir.MapFile, ir.MapFile]:
     """dispatch.map and lone.map: the entries of every plain gateway."""
     weight_of = dict(weights)
-    multi, lone = _laid_out_gateways(tuple(frontends))
+    laid_out = _laid_out_gateways(tuple(frontends))
+    multi = laid_out.gateways[: laid_out.lone_from]
+    lone = laid_out.gateways[laid_out.lone_from :]
     return (
         ir.MapFile(
             ir.DISPATCH_MAP,
@@ -143,17 +145,44 @@ def dispatch_maps(
     )
 
 
-def _laid_out_gateways(
-    frontends: tuple[ir.Frontend, ...],
-) -> tuple[list[ir.GatewayRules], list[ir.GatewayRules]]:
-    """The gateways of dispatch.map (plain, of several routes, on any port) and of lone.map
-    (plain, of one route), in port then gateway order: the maps' order. HAProxy knows only
-    the maps a rule names: lone.map is named by the generic rules alone, so it holds the lone
-    gateways of generic ports only (dispatch.map is also named by the fast path of a plain
-    gateway alone on its port)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Gateways:
+    """The gateways of dispatch.map (plain, of several routes, on any port), then those of
+    lone.map (plain, of one route), in port then gateway order: the maps' order. HAProxy
+    knows only the maps a rule names: lone.map is named by the generic rules alone, so it
+    holds the lone gateways of generic ports only (dispatch.map is also named by the fast path
+    of a plain gateway alone on its port)."""
+
+    frontends: tuple[ir.Frontend, ...]
+    gateways: list[ir.GatewayRules]
+    lone_from: int
+    # Route backend -> its gateway's place; a backend in more gateways' routes (none of the
+    # compiler's) has the others in `also_at`.
+    at: dict[str, int]
+    also_at: dict[str, list[int]]
+
+
+def _laid_out_gateways(frontends: tuple[ir.Frontend, ...]) -> _Gateways:
+    """`_Gateways` of these frontends; the last ones made when the frontends are the same
+    objects: the compiler's layouts and the driver's share them (at 100,000 gateways, 9 MB)."""
+    last = _last_gateways[0]
+    if last is not None and _same_objects(last.frontends, frontends):
+        return last
     multi = [g for g in plain_gateways(frontends) if len(g.choices) > 1]
     lone = [g for f in frontends if is_generic(f) for g in f.gateways if is_plain(g)]
-    return multi, [g for g in lone if len(g.choices) == 1]
+    gateways = multi + [g for g in lone if len(g.choices) == 1]
+    at: dict[str, int] = {}
+    also_at: dict[str, list[int]] = {}
+    for index, gateway in enumerate(gateways):
+        for choice in gateway.choices:
+            if at.setdefault(choice.backend, index) != index:
+                also_at.setdefault(choice.backend, []).append(index)
+    found = _Gateways(frontends, gateways, len(multi), at, also_at)
+    _last_gateways[0] = found
+    return found
+
+
+_last_gateways: list[_Gateways | None] = [None]
 
 
 class Layouts:
@@ -166,16 +195,10 @@ class Layouts:
     A lone gateway's part is its one entry or None, not a tuple of it: 100,000 of them."""
 
     def __init__(self) -> None:
-        self._frontends: tuple[ir.Frontend, ...] = ()
+        self._laid_out: _Gateways | None = None
         self._weights: Sequence[tuple[str, str]] = ()
         self._usable: frozenset[str] | None = None
-        self._gateways: list[ir.GatewayRules] = []  # dispatch.map's, then lone.map's
         self._parts: list[Entries | tuple[str, str] | None] = []  # each gateway's entries
-        self._lone_from = 0
-        # Route backend -> its gateway's part; a backend in more gateways' routes (none of
-        # the compiler's) has the others in `_also_at`.
-        self._at: dict[str, int] = {}
-        self._also_at: dict[str, list[int]] = {}
         self._maps: tuple[ir.MapFile, ir.MapFile] | None = None
 
     def maps(
@@ -193,9 +216,11 @@ class Layouts:
     ) -> tuple[ir.MapFile, ir.MapFile]:
         """The maps of these frontends and weights, over the routes in `usable` (None: every
         route is usable)."""
+        laid_out = self._laid_out
         if (
             self._maps is None
-            or not _same_objects(self._frontends, frontends)
+            or laid_out is None
+            or not _same_objects(laid_out.frontends, frontends)
             or (usable is None) != (self._usable is None)
         ):
             return self._lay_out_all(frontends, weights, usable)
@@ -203,7 +228,7 @@ class Layouts:
         if usable is not None and self._usable is not None and usable is not self._usable:
             changed |= usable.symmetric_difference(self._usable)
         self._weights, self._usable = weights, usable
-        at, also_at = self._at, self._also_at
+        at, also_at = laid_out.at, laid_out.also_at
         touched = sorted(
             {
                 *(at[backend] for backend in changed if backend in at),
@@ -213,15 +238,15 @@ class Layouts:
         if not touched:
             return self._maps
         weight_of = _weights_of(
-            weights, [c.backend for index in touched for c in self._gateways[index].choices]
+            weights, [c.backend for index in touched for c in laid_out.gateways[index].choices]
         )
         is_usable = None if usable is None else usable.__contains__
         for index in touched:
             self._parts[index] = self._part(index, weight_of, is_usable)
         dispatch_map, lone_map = self._maps
-        if touched[0] < self._lone_from:
+        if touched[0] < laid_out.lone_from:
             dispatch_map = self._map(ir.DISPATCH_MAP)
-        if touched[-1] >= self._lone_from:
+        if touched[-1] >= laid_out.lone_from:
             lone_map = self._map(ir.LONE_MAP)
         self._maps = (dispatch_map, lone_map)
         return self._maps
@@ -232,17 +257,11 @@ class Layouts:
         weights: Sequence[tuple[str, str]],
         usable: frozenset[str] | None,
     ) -> tuple[ir.MapFile, ir.MapFile]:
-        multi, lone = _laid_out_gateways(frontends)
-        self._frontends, self._weights, self._usable = frontends, weights, usable
-        self._gateways, self._lone_from = multi + lone, len(multi)
+        laid_out = self._laid_out = _laid_out_gateways(frontends)
+        self._weights, self._usable = weights, usable
         weight_of = dict(weights)
         is_usable = None if usable is None else usable.__contains__
-        self._parts = [self._part(i, weight_of, is_usable) for i in range(len(self._gateways))]
-        self._at, self._also_at = {}, {}
-        for index, gateway in enumerate(self._gateways):
-            for choice in gateway.choices:
-                if self._at.setdefault(choice.backend, index) != index:
-                    self._also_at.setdefault(choice.backend, []).append(index)
+        self._parts = [self._part(i, weight_of, is_usable) for i in range(len(laid_out.gateways))]
         self._maps = (self._map(ir.DISPATCH_MAP), self._map(ir.LONE_MAP))
         return self._maps
 
@@ -252,16 +271,19 @@ class Layouts:
         weight_of: Mapping[str, str],
         usable: Callable[[str], bool] | None,
     ) -> Entries | tuple[str, str] | None:
-        found = gateway_entries(self._gateways[index], weight_of, usable)
-        if index < self._lone_from:
+        assert self._laid_out is not None
+        found = gateway_entries(self._laid_out.gateways[index], weight_of, usable)
+        if index < self._laid_out.lone_from:
             return found
         return found[0] if found else None
 
     def _map(self, name: str) -> ir.MapFile:
+        assert self._laid_out is not None
+        lone_from = self._laid_out.lone_from
         if name == ir.DISPATCH_MAP:
-            parts = cast(list[Entries], self._parts[: self._lone_from])
+            parts = cast(list[Entries], self._parts[:lone_from])
             return ir.MapFile(name, tuple(itertools.chain.from_iterable(parts)))
-        lone = cast(list[tuple[str, str] | None], self._parts[self._lone_from :])
+        lone = cast(list[tuple[str, str] | None], self._parts[lone_from:])
         return ir.MapFile(name, tuple(filter(None, lone)))
 
 
