@@ -195,6 +195,7 @@ def patch(
         if not _fits(part, old_part):
             return None
         new_parts[key] = (new, part)
+    reinstanced: set[Key] = set()  # given new servers only: they route where they did
     for service in instances_changed:
         for key in last.users.get(service, ()):
             if key in new_parts:
@@ -203,7 +204,8 @@ def patch(
             if has_policies(gateway):
                 return None
             new_parts[key] = (gateway, reinstance(gateway, last.parts[key], instances_changed))
-    return _apply(last, gateways, registered, new_parts)
+            reinstanced.add(key)
+    return _apply(last, gateways, registered, new_parts, reinstanced)
 
 
 def _targets(gateway: Gateway, old: Gateway, last: LastCompile) -> dict[str, Target] | None:
@@ -251,6 +253,7 @@ def _apply(
     gateways: Sequence[Gateway],
     registered: Mapping[Key, Sequence[Instance]],
     new_parts: Mapping[Key, tuple[Gateway, CompiledGateway]],
+    reinstanced: Set[Key] = frozenset(),
 ) -> tuple[ir.DataPlane, dict[Key, GatewayResult], frozenset[Key]]:
     """The last compile with these parts in place; and the gateways whose result may differ."""
     if not new_parts:
@@ -282,7 +285,7 @@ def _apply(
             last.slots[key] = part.slots
             slots_changed = True
         results[key] = part.result
-        if part.statuses is not old.statuses:
+        if part.statuses is not old.statuses and key not in reinstanced:
             before, after = _services_of(key, old), _services_of(key, part)
             if before != after:
                 for service in before - after:
