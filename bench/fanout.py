@@ -247,7 +247,9 @@ def measure(
         threads = [
             threading.Thread(
                 target=guarded(lambda: churn(node, layout, samples, stop), samples, stop)
-            ),
+            )
+            for _ in range(0 if args.without_churn else 1)
+        ] + [
             threading.Thread(
                 target=guarded(
                     lambda: flip_weights(node, layout, args.weight_every, samples, stop),
@@ -306,6 +308,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a `meshgate` of another version: the baseline is then --gateways on it, "
         "instead of --baseline-gateways on this one",
     )
+    parser.add_argument(
+        "--without-churn",
+        action="store_true",
+        help="weight changes only: what fan-out costs a weight change by itself",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     if args.gateways < 2:
@@ -331,7 +338,10 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             results[label] = measure(gateways, args, ports, workdir, binary)
             print(f"  load average {load_average()}", flush=True)
     report(results)
-    return finish(all(s.registration and s.weight for s in results.values()), "no samples")
+    return finish(
+        all((s.registration or args.without_churn) and s.weight for s in results.values()),
+        "no samples",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,8 @@ At the largest vhost size it then measures, on that node:
     .venv/bin/python bench/scale.py --sizes 1000,10000,100000 --max-ports 1000
     .venv/bin/python bench/scale.py --sizes 100000 --weights-at 100000 --weights-only \
         --changes 5 --rounds 1                               # 100,000: the weight node alone
+    .venv/bin/python bench/scale.py --sizes 10000 --weights-only --changes 200 \
+        --baseline-binary /path/to/older/meshgate            # weight changes, before and after
 """
 
 from __future__ import annotations
@@ -127,9 +129,16 @@ def one_size(workdir: Path, count: int, layout: str, backend: int) -> dict[str, 
 
 
 def weight_changes(
-    workdir: Path, count: int, backends: dict[str, int], changes: int, rounds: int, duration: int
-) -> None:
-    """A node with `count` vhost gateways plus one canary gateway: weight swaps, then wrk."""
+    workdir: Path,
+    count: int,
+    backends: dict[str, int],
+    changes: int,
+    rounds: int,
+    duration: int,
+    binary: str | None = None,
+) -> tuple[float, float]:
+    """A node with `count` vhost gateways plus one canary gateway: weight swaps, then wrk.
+    With `binary`, that `meshgate` serves them. Returns the swaps' p50 and p99 (ms)."""
     port = free_port()
     docs = documents(count, "vhosts", backends["v1"], port)
     canary = {
@@ -138,11 +147,17 @@ def weight_changes(
         "routes": {f"[{LOOPBACK}:{backends['v1']}]": {"weight": 100},
                    f"[{LOOPBACK}:{backends['v2']}]": {"weight": 0}},
     }  # fmt: skip
-    big = MeshgateNode(workdir / "weights", "--max-body", "256m", "--no-latency")
+    big = MeshgateNode(
+        workdir / ("weights-baseline" if binary else "weights"),
+        "--max-body",
+        "256m",
+        "--no-latency",
+        binary=binary,
+    )
     # With 100,000 gateways the API may take longer than the default 10 s while the first
     # pass compiles them all.
     big.api.timeout = httpx.Timeout(TIMEOUT_S)
-    small = MeshgateNode(workdir / "alone", "--no-latency")
+    small = MeshgateNode(workdir / ("alone-baseline" if binary else "alone"), "--no-latency")
     big.start()
     try:
         started = time.monotonic()
@@ -198,6 +213,8 @@ def weight_changes(
             f"reloads meanwhile {_reloads(big) - reloads:g}  (load {load_average()})"
         )
         reads(big, count)
+        if not rounds:
+            return median(delays), p99
         alone_port = free_port()
         small.start()
         small.api.post(
@@ -228,6 +245,7 @@ def weight_changes(
                 f"throughput through the {which} of {count:,} vhosts / one alone: "
                 f"{median(values):.3f}"
             )
+        return median(delays), p99
     finally:
         big.stop()
         small.stop()
@@ -282,7 +300,18 @@ def run(workdir: Path, args: argparse.Namespace) -> int:
                     flush=True,
                 )
         largest = max(size for size in sizes if size <= args.weights_at)
-        weight_changes(workdir, largest, backends, args.changes, args.rounds, args.duration)
+        baseline = None
+        if args.baseline_binary:
+            print(f"baseline: {args.baseline_binary}", flush=True)
+            baseline = weight_changes(
+                workdir, largest, backends, args.changes, 0, args.duration, args.baseline_binary
+            )
+        now = weight_changes(workdir, largest, backends, args.changes, args.rounds, args.duration)
+        if baseline is not None:
+            print(
+                f"weight change among {largest:,} gateways, this version / baseline: "
+                f"p50 {now[0] / baseline[0]:.2f}, p99 {now[1] / baseline[1]:.2f}"
+            )
     return finish(True, "")
 
 
@@ -298,6 +327,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per step")
+    parser.add_argument(
+        "--baseline-binary",
+        help="a `meshgate` of another version: the weight changes run on it first, and the "
+        "ratio of this version's to its p50 and p99 is printed",
+    )
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("NO_PROXY", LOOPBACK)

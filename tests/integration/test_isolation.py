@@ -103,9 +103,7 @@ def netns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-def test_an_instance_in_another_network_namespace_is_reached_there(
-    node: Node, netns: str
-) -> None:
+def test_an_instance_in_another_network_namespace_is_reached_there(node: Node, netns: str) -> None:
     demos = Demos()
     try:
         port = free_port()

@@ -216,6 +216,7 @@ def test_stats_from_any_server_cover_every_node(mesh: Mesh, backends: Backends) 
     sent = {"a": 30, "b": 12}
     for address in ("127.0.0.11", "127.0.0.12"):
         wait_for(lambda h=address: served_by(f"http://{h}:{port}/") == "one", 10)
+
     def counts() -> dict[str, int]:
         return {
             name: httpx.get(

@@ -92,3 +92,23 @@ def test_same_names_in_two_namespaces_never_share_status() -> None:
     assert health.status(("team-b", "web"))["instances"][0]["status"] == "UNKNOWN"
     assert health.status(("team-b", "web"))["dns_error"] == "timeout"
     assert "dns_error" not in health.status(KEY)
+
+
+def test_an_update_of_the_changed_gateways_only_follows_their_routes() -> None:
+    services = [web()]
+    both = DesiredState(
+        gateways=[gateway("a", 9001, "web"), gateway("b", 9002, "web")], services=services
+    )
+    health = InstanceHealth()
+    health.update(services, {}, {}, compile_state(both, ir.Settings(run_dir="/run")))
+    a, b = service_backends(compile_state(both, ir.Settings(run_dir="/run")))[KEY]
+    only_a = DesiredState(gateways=[gateway("a", 9001, "web")], services=services)
+    compiled = compile_state(only_a, ir.Settings(run_dir="/run"))
+    # Told that nothing changed, it still counts b's backend; told b changed, it lets it go.
+    health.update(services, {}, {}, compiled, changed=())
+    assert health.observe({(b, "127.0.0.1:8081"): "UP"}) is True
+    assert health.status(KEY)["instances"][0]["status"] == "UP"
+    health.update(services, {}, {}, compiled, changed=[("default", "b")])
+    health.observe({(b, "127.0.0.1:8081"): "UP", (a, "127.0.0.1:8081"): "DOWN"})
+    assert health.status(KEY)["instances"][0]["status"] == "DOWN"
+    assert health._backends == service_backends(compiled)

@@ -77,6 +77,7 @@ async def test_status_writes_wait_while_a_pass_is_due_or_under_way(tmp_path: Pat
         for holding in ("due", "under way"):
             agent._gateway_written.clear()
             agent._published.clear()
+            agent._unpublished = None  # every gateway's status to be written again
             if holding == "due":
                 agent._dirty.set()  # the watch saw a write: its pass comes first
             else:
@@ -90,5 +91,40 @@ async def test_status_writes_wait_while_a_pass_is_due_or_under_way(tmp_path: Pat
             await publishing
             assert len(agent._gateway_written) == count
             assert len(await store.list("status.gateways")) == count
+    finally:
+        await store.close()
+
+
+async def test_a_pass_looks_only_at_the_status_of_the_gateways_it_changed(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "db")
+    try:
+        agent = Agent(store, None, ControlPlaneMetrics())  # type: ignore[arg-type]  # no driver used
+        keys = [Key("gateways", "default", f"g{n}") for n in range(20)]
+        for key in keys:
+            await store.put(key, gateway(key.name))
+        loaded = await agent.loader.load(None)
+        assert loaded.changed_gateways is None  # listed: any may have changed
+        agent._may_have_changed(loaded.changed_gateways)
+        await agent._publish(loaded, agent._compiled(loaded.state, SETTINGS), {})
+        assert len(await store.list("status.gateways")) == 20 and agent._unpublished == set()
+
+        # A status that nothing changed is not looked at again: what was written for g3,
+        # forgotten, stays forgotten.
+        del agent._gateway_written[("default", "g3")]
+        await store.put(keys[5], gateway("g5", 30))
+        loaded = await agent.loader.load({keys[5]})
+        assert loaded.changed_gateways == {("default", "g5")}
+        agent._may_have_changed(loaded.changed_gateways)
+        compiled = agent._compiled(loaded.state, SETTINGS)
+        assert compiled.changed == {("default", "g5")}  # a patch of one gateway
+        before = {r.key.name: r.revision for r in await store.list("status.gateways")}
+        await agent._publish(loaded, compiled, {})
+        after = {r.key.name: r.revision for r in await store.list("status.gateways")}
+        assert [name for name in after if after[name] != before[name]] == ["g5"]
+        assert ("default", "g3") not in agent._gateway_written
+        # Any may have changed (a store error, a re-list): all are looked at, g3 too.
+        agent._may_have_changed(None)
+        await agent._publish(loaded, compiled, {})
+        assert ("default", "g3") in agent._gateway_written
     finally:
         await store.close()

@@ -212,7 +212,10 @@ def test_apply_get_delete_against_a_server(tmp_path: Path, server: str) -> None:
     assert row.split()[-1] == "no"
     services = run("--server", server, "get", "service")
     assert services.stdout.splitlines()[1].split()[:4] == [
-        "sava:1.0/sava/port", "default", "http", "2"
+        "sava:1.0/sava/port",
+        "default",
+        "http",
+        "2",
     ]
 
     one = run("--server", server, "get", "service", "sava:1.0/sava/port", "-o", "json")
@@ -293,9 +296,7 @@ def test_usage_errors_exit_2() -> None:
     assert run("up", "--api", "localhost:http").exit_code == 2
 
 
-def test_up_passes_its_options_to_the_node(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_up_passes_its_options_to_the_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[dict[str, Any]] = []
 
     def node_options(**fields: Any) -> dict[str, Any]:
@@ -311,8 +312,15 @@ def test_up_passes_its_options_to_the_node(
     monkeypatch.setitem(sys.modules, "meshgate.node", fake)
     manifest = write(tmp_path, "sava.yaml", SAVA)
     result = run(
-        "up", "-f", manifest, "--data-dir", tmp_path / "data", "--api", "0.0.0.0:7800",
-        "--allow-raw-acl", env={"MESHGATE_TOKEN": "t"},
+        "up",
+        "-f",
+        manifest,
+        "--data-dir",
+        tmp_path / "data",
+        "--api",
+        "0.0.0.0:7800",
+        "--allow-raw-acl",
+        env={"MESHGATE_TOKEN": "t"},
     )
     assert result.exit_code == 0, result.output
     expected = {

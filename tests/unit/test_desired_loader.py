@@ -62,3 +62,37 @@ async def test_a_load_of_the_written_keys_matches_a_full_listing(tmp_path: Path)
         assert all(a is b for a, b in zip(third.state.gateways, second.state.gateways, strict=True))
     finally:
         await store.close()
+
+
+async def test_gateways_updated_in_place_are_put_in_their_places(tmp_path: Path) -> None:
+    """Updates of gateways that stay valid take their places in a copy of the last load's
+    list; a gateway made invalid, and then valid again, is a full walk each time: all of
+    them match a full listing."""
+    store = await SqliteStore.open(tmp_path / "db")
+    loader = DesiredLoader(store)
+    try:
+        keys = [Key("gateways", "default", f"g{n}") for n in range(6)]
+        for key in keys:
+            await store.put(key, gateway(key.name))
+        first = await loader.load()
+        await store.put(keys[4], gateway("g4", 30))
+        await store.put(keys[1], gateway("g1", 70))
+        second = await loader.load({keys[4], keys[1]})
+        assert second.changed_gateways == {("default", "g4"), ("default", "g1")}
+        same(second, await DesiredLoader(store).load())
+        assert second.state.gateways is not first.state.gateways  # the last load's, untouched
+        assert [g.name for g in first.state.gateways] == [k.name for k in keys]
+        assert (
+            first.gateway_versions[("default", "g4")] < second.gateway_versions[("default", "g4")]
+        )
+        await store.put(keys[2], {**gateway("g2"), "port": "not a port"})
+        third = await loader.load({keys[2]})
+        same(third, await DesiredLoader(store).load())
+        assert ("gateways", "default", "g2") in third.invalid
+        await store.put(keys[2], gateway("g2", 10))
+        fourth = await loader.load({keys[2]})
+        same(fourth, await DesiredLoader(store).load())
+        assert [g.name for g in fourth.state.gateways] == [k.name for k in keys]
+        assert (await loader.load(set())).state.gateways is fourth.state.gateways
+    finally:
+        await store.close()

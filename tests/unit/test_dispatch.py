@@ -247,16 +247,31 @@ def test_a_gateways_redrawn_slots_are_set_not_swapped() -> None:
     assert isinstance(action, SetMapEntries) and len(action.entries) == 100
 
 
-def test_the_entries_memo_keeps_only_what_the_last_layout_used() -> None:
-    memo = dispatch.EntriesMemo()
+def test_layouts_lay_out_again_only_the_gateways_whose_routes_changed() -> None:
     frontends = dataplane((("a1", 1),)).frontends
-    for step in range(50):  # weights that change every time: nothing of the old ones stays
+    layouts = dispatch.Layouts()
+    every = frozenset({"a", "b", "x", "y"})
+    for step in range(50):  # weights and usable routes that change every time
         weights = (("a", str(step)), ("b", str(100 - step)), ("x", "50"), ("y", "50"))
-        first = dispatch.dispatch_maps(frontends, weights, memo=memo)
-        assert first == dispatch.dispatch_maps(frontends, weights)
-    once = dispatch.EntriesMemo()
-    dispatch.dispatch_maps(frontends, weights, memo=once)
-    assert len(memo._last) == len(once._last)  # a gateway each, of the last layout only
-    # The same inputs again: the very same tuples.
-    again = dispatch.dispatch_maps(frontends, weights, memo=memo)
-    assert again[0].entries[0] is first[0].entries[0]
+        usable = every - {"b"} if step % 3 == 0 else every
+        laid_out = layouts.lay_out(frontends, weights, usable)
+        assert laid_out == dispatch.dispatch_maps(frontends, weights, usable.__contains__)
+    assert len(layouts._parts) == 2 + len(OTHERS)  # a part a gateway, no more
+    # Only the first gateway's weights changed: the other's entries are the very same objects.
+    before = layouts.lay_out(frontends, weights, every)
+    other = {e for e in before[0].entries if e[1] in ("x", "y")}
+    weights = (("a", "70"), ("b", "30"), ("x", "50"), ("y", "50"))
+    after = layouts.lay_out(frontends, weights, every)
+    assert after == dispatch.dispatch_maps(frontends, weights)
+    assert {id(e) for e in after[0].entries if e[1] in ("x", "y")} == {id(e) for e in other}
+    # Nothing that matters changed: the same maps.
+    assert layouts.lay_out(frontends, weights, frozenset(every)) is after
+
+
+def test_the_weights_of_a_few_routes_are_found_by_bisection_or_else_read_whole() -> None:
+    ordered = tuple((f"b{n:03d}", str(n)) for n in range(200))
+    assert dispatch._weights_of(ordered, ["b007", "b150"]) == {"b007": "7", "b150": "150"}
+    # Not in backend order, or a backend without an entry: every entry is read.
+    shuffled = ordered[100:] + ordered[:100]
+    assert dispatch._weights_of(shuffled, ["b007"])["b007"] == "7"
+    assert "missing" not in dispatch._weights_of(ordered, ["missing", "b001"])

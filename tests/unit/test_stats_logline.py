@@ -9,13 +9,9 @@ from meshgate.stats import logline
 from meshgate.stats.accesslog import entry
 
 # Captured from HAProxy 2.6.12 running configurations meshgate rendered (ring, raw format).
-HTTP_OK = (
-    b"17343 default.gw.s1.3116af 127.0.0.1:18101 200 0 601 602 0 169 92 -- 127.0.0.1 GET /"
-)
+HTTP_OK = b"17343 default.gw.s1.3116af 127.0.0.1:18101 200 0 601 602 0 169 92 -- 127.0.0.1 GET /"
 HTTP_503 = b"17343 default.gw.s1.3116af 127.0.0.1:18101 503 0 0 0 0 187 93 -- 127.0.0.1 GET /"
-NO_SERVER = (
-    b"17343 default.nothing.dead.de2162 <NOSRV> 503 -1 -1 0 -1 217 82 SC 127.0.0.1 GET /"
-)
+NO_SERVER = b"17343 default.nothing.dead.de2162 <NOSRV> 503 -1 -1 0 -1 217 82 SC 127.0.0.1 GET /"
 TCP = b"17343 default.tcpgw.s1.b2b26f 127.0.0.1:18101 - 0 - 1 1 171 68 -- 127.0.0.1"
 COMPACT_OK = b"17064 default.gw.s1.3116af 127.0.0.1:18101 200 0 605 606"
 COMPACT_NO_SERVER = b"17064 default.nothing.dead.de2162 <NOSRV> 503 -1 -1 0"

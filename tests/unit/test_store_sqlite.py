@@ -621,3 +621,23 @@ async def test_a_waiting_watch_holds_no_value_it_yielded(sqlite_store: SqliteSto
     with contextlib.suppress(asyncio.CancelledError):
         await waiting
     await events.aclose()
+
+
+def test_a_listing_of_one_kind_reads_only_that_kind(tmp_path: Path) -> None:
+    """Listing the few certificates of a store of thousands of gateways (every write through
+    the API does) must not read every row: SQLite's plan searches the primary key."""
+    from meshgate.store import sqlite_tables
+
+    conn = sqlite3.connect(tmp_path / "plan.db")
+    conn.executescript(sqlite_tables._SCHEMA)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)  # with the values bound
+    assert sqlite_tables.list_records(conn, "certificates", None, keys_only=False) == []
+    assert sqlite_tables.list_records(conn, "gateways", "team-a", keys_only=True) == []
+    conn.set_trace_callback(None)
+    listings = [s for s in statements if s.startswith("SELECT")]
+    assert len(listings) == 2
+    for listing in listings:
+        plan = " ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {listing}"))
+        assert "USING PRIMARY KEY" in plan, (listing, plan)
+    conn.close()

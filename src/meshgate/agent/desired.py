@@ -35,6 +35,8 @@ class Loaded:
     certificate_versions: dict[Key, int] = field(default_factory=dict)
     # The one store revision everything was read at, where the store pins reads (etcd).
     revision: int | None = None
+    # The gateways written or deleted since the last load; None: listed afresh (any may have).
+    changed_gateways: frozenset[Key] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class DesiredLoader:
     # Each gateway as placed on this node, kept with the stored one it came from: the same
     # object from pass to pass tells the compiler it did not change.
     _placed: dict[Key, tuple[Gateway, Gateway | None]] = field(default_factory=dict)
+    # The gateways the last load gave the compiler, and where each is among them.
+    _gateways: _LoadedGateways | None = None
 
     async def load(
         self,
@@ -136,7 +140,7 @@ class DesiredLoader:
             self._held, self._revision = held, max(snapshot.revision, through)
             self._registered_by_key = {r.key: r for r in registered}
             self._registered = registered
-            return self._finish(self._held, registered)
+            return self._finish(self._held, registered, None)
         raise AssertionError("unreachable")
 
     def _take_events(self, events: Iterable[WatchEvent], through: int) -> Loaded | None:
@@ -166,7 +170,7 @@ class DesiredLoader:
         if instances or self._registered is None:
             self._registered = sorted(self._registered_by_key.values(), key=lambda r: r.key)
         self._revision = max(self._revision, through)
-        return self._finish(self._held, self._registered)
+        return self._finish(self._held, self._registered, _gateway_keys(e.key for e in fresh))
 
     async def _listed_at_once(
         self, snapshot: PinnedReads
@@ -229,10 +233,12 @@ class DesiredLoader:
     async def _load(
         self, reads: Store | PinnedReads, changed: Collection[StoreKey] | None
     ) -> Loaded:
+        changed_gateways: frozenset[Key] | None = None  # listed: any may have changed
         if changed is None or self._held is None:
             self._held = {kind: await self._listed(reads, kind) for kind in KINDS}
             self._registered = None
         else:
+            changed_gateways = _gateway_keys(changed)
             created: dict[str, list[Key]] = {}
             for key in changed:
                 if key.kind in self._held:
@@ -245,12 +251,17 @@ class DesiredLoader:
                 _put_in_order(self._held[kind], kind, keys)
         if self._registered is None or changed is None:
             self._registered = await reads.list(registry.KIND)
-        return self._finish(self._held, self._registered)
+        return self._finish(self._held, self._registered, changed_gateways)
 
-    def _finish(self, held: dict[str, dict[Key, Held]], registered_records: list[Record]) -> Loaded:
+    def _finish(
+        self,
+        held: dict[str, dict[Key, Held]],
+        registered_records: list[Record],
+        changed_gateways: frozenset[Key] | None,
+    ) -> Loaded:
         """What the compiler gets from what is held: the placed resources, with the instances
         registered through the API and found in DNS."""
-        loaded = self._loaded(held)
+        loaded = self._loaded(held, changed_gateways)
         if len(self._placed) > len(loaded.gateway_versions):
             for gone in self._placed.keys() - held["gateways"].keys():
                 del self._placed[gone]
@@ -260,7 +271,13 @@ class DesiredLoader:
         registered, sources = merge(api, self.dns.instances() if self.dns else {})
         node = self.placement.node if self.placement else None
         state = dataclasses.replace(loaded.state, registered=registered, node=node)
-        return dataclasses.replace(loaded, state=state, sources=sources, revision=self._revision)
+        return dataclasses.replace(
+            loaded,
+            state=state,
+            sources=sources,
+            revision=self._revision,
+            changed_gateways=changed_gateways,
+        )
 
     async def _listed(self, reads: Store | PinnedReads, kind: str) -> dict[Key, Held]:
         held: dict[Key, Held] = {}
@@ -305,36 +322,79 @@ class DesiredLoader:
         held[key] = found
         return key
 
-    def _loaded(self, held: dict[str, dict[Key, Held]]) -> Loaded:
-        gateways: list[Gateway] = []
-        gateway_versions: dict[Key, int] = {}
+    def _loaded(
+        self, held: dict[str, dict[Key, Held]], changed_gateways: frozenset[Key] | None
+    ) -> Loaded:
+        found = self._updated_gateways(held["gateways"], changed_gateways)
+        if found is None:
+            found = self._all_gateways(held["gateways"])
+        self._gateways = found
         services: list[Service] = []
         service_versions: dict[Key, int] = {}
         certificates: list[Certificate] = []
         certificate_versions: dict[Key, int] = {}
-        invalid: dict[tuple[str, str, str], str] = {}
-        for kind, found in held.items():
-            for key, (record, resource) in found.items():
+        invalid = {("gateways", *key): reason for key, reason in found.invalid.items()}
+        for kind, resources in held.items():
+            if kind == "gateways":
+                continue
+            for key, (record, resource) in resources.items():
                 if isinstance(resource, str):
                     invalid[(kind, *key)] = resource
-                elif isinstance(resource, Gateway):
-                    placed = self._place(key, resource)
-                    if placed is not None:
-                        gateways.append(placed)
-                        gateway_versions[key] = record.revision
                 elif isinstance(resource, Certificate):
                     certificates.append(resource)
                     certificate_versions[key] = record.revision
                 elif isinstance(resource, Service):
                     services.append(resource)
                     service_versions[key] = record.revision
+        # Shared with the next load when no gateway changed: neither is changed in place.
         return Loaded(
-            state=DesiredState(gateways=gateways, services=services, certificates=certificates),
-            gateway_versions=gateway_versions,
+            state=DesiredState(
+                gateways=found.gateways, services=services, certificates=certificates
+            ),
+            gateway_versions=found.versions,
             service_versions=service_versions,
             invalid=invalid,
             certificate_versions=certificate_versions,
         )
+
+    def _all_gateways(self, held: dict[Key, Held]) -> _LoadedGateways:
+        found = _LoadedGateways()
+        for key, (record, resource) in held.items():
+            if isinstance(resource, str):
+                found.invalid[key] = resource
+            elif isinstance(resource, Gateway):
+                placed = self._place(key, resource)
+                if placed is not None:
+                    found.at[key] = len(found.gateways)
+                    found.gateways.append(placed)
+                    found.versions[key] = record.revision
+        return found
+
+    def _updated_gateways(
+        self, held: dict[Key, Held], changed: frozenset[Key] | None
+    ) -> _LoadedGateways | None:
+        """The last load's gateways with the changed ones in their places, when each was a
+        valid gateway placed here and still is: a weight change among 10,000 gateways then
+        copies two containers (in C) instead of walking them all. None: walk them all."""
+        last = self._gateways
+        if last is None or changed is None:
+            return None
+        updates: list[tuple[Key, int, Gateway]] = []
+        for key in changed:
+            at, now = last.at.get(key), held.get(key)
+            if at is None or now is None or not isinstance(now[1], Gateway):
+                return None
+            placed = self._place(key, now[1])
+            if placed is None:
+                return None
+            updates.append((key, now[0].revision, placed))
+        if not updates:
+            return last
+        found = _LoadedGateways(list(last.gateways), dict(last.versions), last.at, last.invalid)
+        for key, revision, placed in updates:
+            found.gateways[last.at[key]] = placed
+            found.versions[key] = revision
+        return found
 
     def _place(self, key: Key, gateway: Gateway) -> Gateway | None:
         if self.placement is None:
@@ -383,6 +443,17 @@ class DesiredLoader:
 KINDS = ("gateways", "services", "certificates")
 
 
+@dataclass
+class _LoadedGateways:
+    """The gateways of a load: those placed here in the order held, their versions and
+    places, and why the invalid ones are."""
+
+    gateways: list[Gateway] = field(default_factory=list)
+    versions: dict[Key, int] = field(default_factory=dict)
+    at: dict[Key, int] = field(default_factory=dict)
+    invalid: dict[Key, str] = field(default_factory=dict)
+
+
 def _put_in_order(held: dict[Key, Held], kind: str, created: list[Key]) -> None:
     """Gateways in creation order (the one created first keeps a contested port): those
     created since the last load go last, among themselves by creation. Other kinds by key."""
@@ -393,3 +464,7 @@ def _put_in_order(held: dict[Key, Held], kind: str, created: list[Key]) -> None:
     ordered = sorted(held.items())
     held.clear()
     held.update(ordered)
+
+
+def _gateway_keys(changed: Iterable[StoreKey]) -> frozenset[Key]:
+    return frozenset((k.namespace, k.name) for k in changed if k.kind == "gateways")

@@ -15,17 +15,19 @@ status publication reads the result (`status`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import itertools
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from meshgate.compiler import Compiled
+from meshgate.compiler import Compiled, GatewayResult
 from meshgate.events import EventLog, instance_label
 from meshgate.model.service import Instance, Service
 from meshgate.stats.collector import StatsCollector
 
 ServiceKey = tuple[str, str]
 ServerKey = tuple[str, str]  # (backend, server) as HAProxy names them
+GatewayKey = tuple[str, str]
 UNKNOWN = "UNKNOWN"
 POLL_S = 1.0
 
@@ -66,11 +68,24 @@ def members_of(
 
 def service_backends(compiled: Compiled) -> dict[ServiceKey, list[str]]:
     """The route backends that serve each service."""
+    return _by_service(_service_routes(key, result) for key, result in compiled.gateways.items())
+
+
+def _service_routes(key: GatewayKey, result: GatewayResult) -> tuple[tuple[ServiceKey, str], ...]:
+    """(service, route backend) of each of the gateway's routes to a service."""
+    return tuple(
+        ((key[0], route.target), route.backend)
+        for route in result.routes.values()
+        if route.kind == "service"
+    )
+
+
+def _by_service(
+    routes: Iterable[tuple[tuple[ServiceKey, str], ...]],
+) -> dict[ServiceKey, list[str]]:
     found: dict[ServiceKey, list[str]] = {}
-    for (namespace, _gateway), result in compiled.gateways.items():
-        for route in result.routes.values():
-            if route.kind == "service":
-                found.setdefault((namespace, route.target), []).append(route.backend)
+    for service, backend in itertools.chain.from_iterable(routes):
+        found.setdefault(service, []).append(backend)
     return found
 
 
@@ -78,6 +93,8 @@ class InstanceHealth:
     def __init__(self, dns_errors: Callable[[], Mapping[ServiceKey, str]] | None = None) -> None:
         self._members: dict[ServiceKey, list[Member]] = {}
         self._backends: dict[ServiceKey, list[str]] = {}
+        # Each gateway's routes to services, of the gateways that have some.
+        self._routes: dict[GatewayKey, tuple[tuple[ServiceKey, str], ...]] = {}
         self._servers: dict[ServerKey, str] = {}
         self._dns_errors = dns_errors
         self._reported: dict[ServiceKey, list[dict[str, Any]]] = {}
@@ -88,8 +105,11 @@ class InstanceHealth:
         registered: Mapping[ServiceKey, Sequence[Instance]],
         sources: Mapping[ServiceKey, Mapping[str, str]],
         compiled: Compiled,
+        changed: Collection[GatewayKey] | None = None,
     ) -> None:
-        """What each service has now, after an agent pass compiled it."""
+        """What each service has now, after an agent pass compiled it. `changed`: the only
+        gateways whose routes may differ since the last update (None: any may); among
+        10,000 gateways a pass changed one of, the others are not looked at."""
         self._members = {
             (s.namespace, s.name): members_of(
                 s,
@@ -98,7 +118,17 @@ class InstanceHealth:
             )
             for s in services
         }
-        self._backends = service_backends(compiled)
+        results = compiled.gateways
+        if changed is None:
+            self._routes, changed = {}, results.keys()
+        for key in changed:
+            result = results.get(key)
+            routes = _service_routes(key, result) if result is not None else ()
+            if routes:
+                self._routes[key] = routes
+            else:
+                self._routes.pop(key, None)
+        self._backends = _by_service(self._routes.values())
         self._reported = {key: self._report(key) for key in self._members}
 
     def observe(self, servers: Mapping[ServerKey, str]) -> bool:

@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import gc
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from meshgate.agent.ports import ports_in_use
 from meshgate.agent.published import UNKNOWN, Published
 from meshgate.agent.watched import kept
 from meshgate.collection import collector_paused, trim_after
-from meshgate.compiler import Compiled, DesiredState, GatewayResult, compile_state
+from meshgate.compiler import Compiled, DesiredState, GatewayResult, compile_state, ir
 from meshgate.compiler.build import CompileMemo
 from meshgate.errors import MeshgateError
 from meshgate.events import EventLog
@@ -61,6 +61,12 @@ MAX_BATCH_S = 0.5  # a steady stream of writes still reaches HAProxy this often
 # for a pass to go first (see `_make_way_for_passes`), at most this long each time.
 STATUS_CHUNK = 100
 STATUS_YIELD_S = 1.0
+# A publication of status that follows another waits STATUS_REST times as long as the last
+# one took, at most STATUS_REST_MAX_S: under steady instance churn at a thousand gateways,
+# each change rewrote a thousand statuses back to back, a fifth of the node's CPU, which
+# the changes themselves waited for. A lone change after a quiet spell is published at once.
+STATUS_REST = 2.0
+STATUS_REST_MAX_S = 1.0
 # After a reload with at least this many gateways, what is alive is frozen (see
 # `_freeze_survivors`).
 FREEZE_ABOVE = 1000
@@ -103,6 +109,11 @@ class Agent:
         # What each gateway's published status was made from, and the resources the published
         # keys were last swept against (see `_status_ops`, `_stale_ops`).
         self._gateway_written: dict[Key, _Written] = {}
+        # The gateways whose status may differ from what was written (their version, result
+        # or rejection changed since); None: any may. A pass among 10,000 gateways then looks
+        # at the status of the few it changed, not of all of them.
+        self._unpublished: set[Key] | None = None
+        self._next_publish_at = 0.0  # event loop time: see STATUS_REST
         # The watch's events since the last pass's load, the newest per key; None when some may
         # have been missed (history compacted, the watch broken, a re-list due): then the next
         # load lists everything.
@@ -329,6 +340,7 @@ class Agent:
             with self.metrics.reconcile_seconds.time(), collector_paused():
                 started = time.monotonic()
                 loaded = await self._load()
+                self._may_have_changed(loaded.changed_gateways)
                 read = time.monotonic()
                 if loaded.revision is not None:
                     seen = loaded.revision  # the one revision everything was read at
@@ -383,6 +395,8 @@ class Agent:
                 compile_seconds=round(planned - read, 4),
             )
         self._log_rejections(rejected)
+        if rejected or (self._last is not None and self._last[2]):
+            self._may_have_changed(None)  # a rejection's status names the port's holder
         self._last = (loaded, compiled, rejected)
         self._ahead = False  # what follows (status) waits for the next pass, not it for them
         if settling:
@@ -406,11 +420,27 @@ class Agent:
 
     async def _publish_wanted_now(self) -> None:
         while self._publish_wanted:
+            await self._rest_after_publishing()
             self._publish_wanted = False
             try:
-                await self.republish()
+                await self._timed_republish()
             except StoreClosedError:
                 return
+
+    async def _rest_after_publishing(self) -> None:
+        rest = self._next_publish_at - asyncio.get_running_loop().time()
+        if rest > 0:
+            await asyncio.sleep(rest)
+
+    async def _timed_republish(self) -> None:
+        """`republish`, and when the next publication may begin (see STATUS_REST)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await self.republish()
+        finally:
+            ended = loop.time()
+            self._next_publish_at = ended + min(STATUS_REST * (ended - started), STATUS_REST_MAX_S)
 
     async def _make_way_for_passes(self) -> None:
         """Between two chunks of status: let the event loop go to other work, and when a pass
@@ -428,12 +458,13 @@ class Agent:
             self._settler = asyncio.get_running_loop().create_task(self._settle_and_publish())
 
     async def _settle_and_publish(self) -> None:
+        await self._rest_after_publishing()
         while self.driver.churning():
             await self.driver.churn_drained()
         self.applied_revision = max(self.applied_revision, self._settling_revision)
         self.current_at = time.time()
         try:
-            await self.republish()
+            await self._timed_republish()
         except StoreClosedError:
             return
 
@@ -455,7 +486,12 @@ class Agent:
         between (`_make_way_for_passes`): the status of 100,000 gateways built whole before
         the first write was 240 MB of short-lived objects at once, whose holes in Python's
         arenas stayed resident after."""
-        keys = list(loaded.gateway_versions.items())
+        versions = loaded.gateway_versions
+        candidates, self._unpublished = self._unpublished, set()
+        if candidates is None:
+            keys = list(versions.items())
+        else:
+            keys = [(key, versions[key]) for key in candidates if key in versions]
         written = 0
         try:
             for start in range(0, len(keys), STATUS_CHUNK):
@@ -463,7 +499,7 @@ class Agent:
                     await self._make_way_for_passes()
                 chunk = keys[start : start + STATUS_CHUNK]
                 written += await self._write(self._gateway_ops(chunk, compiled, rejected))
-            written += await self._write(self._other_ops(loaded, compiled))
+            written += await self._write(self._other_ops(loaded, compiled, candidates))
         except StoreError as exc:
             if isinstance(exc, StoreClosedError):
                 raise
@@ -471,6 +507,7 @@ class Agent:
             # What landed is unknown: what was built is written again, deletes stay due; and
             # every gateway is looked at again, those not reached yet included.
             self._gateway_written.clear()
+            self._unpublished = None
             self._swept = None
             self._publish_due = True
             return
@@ -517,7 +554,7 @@ class Agent:
         is the supervisor's, on the very file HAProxy then loads (see `_apply`)."""
         settings = self.driver.settings()
         made = self._memo.made
-        compiled = compile_state(state, settings, self._memo)
+        compiled = self._compiled(state, settings)
         self.metrics.gateways_compiled.inc(self._memo.made - made)
         running = self.driver.running
         actions = plan(running, compiled.dataplane)
@@ -538,9 +575,21 @@ class Agent:
                     rejected[(gateway_rules.namespace, gateway_rules.name)] = busy[frontend.name]
             kept = [g for g in state.gateways if (g.namespace, g.name) not in rejected]
             state = dataclasses.replace(state, gateways=kept)
-            compiled = compile_state(state, settings, self._memo)
+            compiled = self._compiled(state, settings)
             actions = plan(running, compiled.dataplane)
         return _Candidate(state, compiled, rejected, actions)
+
+    def _compiled(self, state: DesiredState, settings: ir.Settings) -> Compiled:
+        compiled = compile_state(state, settings, self._memo)
+        self._may_have_changed(compiled.changed)
+        return compiled
+
+    def _may_have_changed(self, gateways: frozenset[Key] | None) -> None:
+        """These gateways' status may have to be written again (None: any gateway's)."""
+        if gateways is None:
+            self._unpublished = None
+        elif self._unpublished is not None:
+            self._unpublished |= gateways
 
     async def _apply(self, candidate: _Candidate) -> tuple[Outcome, _Candidate]:
         """Apply the candidate. When HAProxy's check of it fails (nothing reached HAProxy),
@@ -561,7 +610,7 @@ class Agent:
                 ) from None
             kept = [g for g in state.gateways if (g.namespace, g.name) not in culprits]
             state = dataclasses.replace(state, gateways=kept)
-            compiled = compile_state(state, settings, self._memo)
+            compiled = self._compiled(state, settings)
             actions = plan(self.driver.running, compiled.dataplane)
             candidate = _Candidate(state, compiled, {**candidate.rejected, **culprits}, actions)
             try:
@@ -611,19 +660,27 @@ class Agent:
             status = self._gateway_status(key, version, result, reason, store_key)
             ops += self._status_op(store_key, status)
             written[key] = _Written(version, result, reason, store_key, _not_serving(status))
+            if written[key].not_serving:
+                self.not_serving["/".join(key)] = written[key].not_serving
+            else:
+                self.not_serving.pop("/".join(key), None)
         return ops
 
-    def _other_ops(self, loaded: Loaded, compiled: Compiled) -> list[Put | Delete]:
+    def _other_ops(
+        self, loaded: Loaded, compiled: Compiled, changed: Collection[Key] | None = None
+    ) -> list[Put | Delete]:
         """After the gateways' (`_gateway_ops`): the status of services and certificates,
-        and the deletes of what is gone."""
+        and the deletes of what is gone. `changed`: the gateways that may differ since the
+        last time (None: any)."""
         ops: list[Put | Delete] = []
         written = self._gateway_written
         if len(written) != len(loaded.gateway_versions):
             for gone in written.keys() - loaded.gateway_versions.keys():
                 del written[gone]
+                self.not_serving.pop("/".join(gone), None)
         if self.health is not None:
             self.health.update(
-                loaded.state.services, loaded.state.registered, loaded.sources, compiled
+                loaded.state.services, loaded.state.registered, loaded.sources, compiled, changed
             )
         for key, version in loaded.service_versions.items():
             service_status: dict[str, Any] = {"applied_version": version}
@@ -645,8 +702,8 @@ class Agent:
                 {"state": "invalid", "errors": [message]},
             )
         ops += self._stale_ops(loaded)
-        not_serving = {"/".join(k): w.not_serving for k, w in written.items() if w.not_serving}
-        self.not_serving, self.gateway_count = not_serving, len(loaded.gateway_versions)
+        not_serving = self.not_serving  # kept up to date by `_gateway_ops`
+        self.gateway_count = len(loaded.gateway_versions)
         served = len(loaded.gateway_versions) - len(not_serving)
         self.metrics.gateways.labels("serving").set(served)
         self.metrics.gateways.labels("rejected").set(len(not_serving))

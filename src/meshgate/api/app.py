@@ -140,9 +140,7 @@ def create_app(
     # Before the resource endpoints too: they would take ".../instances" for part of a name.
     app.include_router(instances_router(store), dependencies=dependencies)
     app.include_router(
-        resources_router(
-            store, allow_raw_acl=allow_raw_acl, cert_dir=cert_dir, statuses=statuses
-        ),
+        resources_router(store, allow_raw_acl=allow_raw_acl, cert_dir=cert_dir, statuses=statuses),
         dependencies=dependencies,
     )
 
@@ -190,9 +188,7 @@ def create_app(
                 description=app.description,
                 routes=app.routes,
             )
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(
-                manifest_schemas()
-            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(manifest_schemas())
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -175,6 +175,7 @@ def _kinds(kind: str) -> tuple[str, str]:
 P = ParamSpec("P")
 T = TypeVar("T")
 
+
 def _collector_paused(
     handler: Callable[P, Awaitable[T]],
 ) -> Callable[P, Awaitable[T]]:
@@ -276,7 +277,7 @@ _ONE_DOCUMENT = {
 _MANY_DOCUMENTS = {
     "requestBody": {
         "required": True,
-        "description": "a JSON list of documents, {\"documents\": [...]}, or multi-document YAML",
+        "description": 'a JSON list of documents, {"documents": [...]}, or multi-document YAML',
         "content": {
             "application/json": {"schema": {"type": "array", "items": _MANIFEST}},
             "application/yaml": {"schema": {"type": "string"}},
@@ -290,7 +291,7 @@ _MERGE_PATCH = {
         "content": {"application/merge-patch+json": {"schema": {"type": "object"}}},
     }
 }
-_ERRORS = {"description": "errors: {\"errors\": [{\"path\": ..., \"message\": ...}]}"}
+_ERRORS = {"description": 'errors: {"errors": [{"path": ..., "message": ...}]}'}
 
 
 def _inparse_namespace(documents: list[Any], namespace: str | None) -> list[Any]:
@@ -566,9 +567,7 @@ def resources_router(
             return {"dry_run": True, "applied": applied}
         answer: dict[str, Any] = {"applied": applied}
         if wait_s is not None:
-            written = [
-                Written(e["kind"], e["namespace"], e["name"], e["version"]) for e in applied
-            ]
+            written = [Written(e["kind"], e["namespace"], e["name"], e["version"]) for e in applied]
             many = None if isinstance(reports, LocalStatuses) else reports
             answer["wait"] = (await wait_until_live(store, written, wait_s, many)).as_dict()
         return answer

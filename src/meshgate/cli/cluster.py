@@ -68,7 +68,11 @@ def _run(what: str, main: Any) -> None:
 @click.command()
 @store_options
 @click.option(
-    "--api", "api", default=DEFAULT_API, show_default=True, callback=_api_address,
+    "--api",
+    "api",
+    default=DEFAULT_API,
+    show_default=True,
+    callback=_api_address,
     help="address the REST API listens on",
 )
 @allow_raw_acl_option
@@ -141,36 +145,61 @@ def _metrics_address(
 @store_options
 @click.option("--node", required=True, callback=_node_name, help="this node's name")
 @click.option(
-    "--address", default=None, callback=_address,
+    "--address",
+    default=None,
+    callback=_address,
     help="this node's address: where its gateways listen unless they name a bind",
 )
 @click.option(
-    "--label", "labels", multiple=True, callback=_labels, metavar="KEY=VALUE",
+    "--label",
+    "labels",
+    multiple=True,
+    callback=_labels,
+    metavar="KEY=VALUE",
     help="a node label for gateways' nodes: placement; repeatable",
 )
 @click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".meshgate-agent"), show_default=True, help="where the run files live",
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".meshgate-agent"),
+    show_default=True,
+    help="where the run files live",
 )
 @click.option(
-    "--metrics", "metrics", default=None, callback=_metrics_address, metavar="HOST:PORT",
+    "--metrics",
+    "metrics",
+    default=None,
+    callback=_metrics_address,
+    metavar="HOST:PORT",
     help="serve /metrics, gateways' stats and /healthz here",
 )
 @click.option(
-    "--latency/--no-latency", default=True, show_default=True,
+    "--latency/--no-latency",
+    default=True,
+    show_default=True,
     help="have HAProxy log each request to the agent for latency percentiles",
 )
 @click.option(
-    "--flows/--no-flows", default=True, show_default=True,
+    "--flows/--no-flows",
+    default=True,
+    show_default=True,
     help="record who calls which gateway (the client address of each logged request) for "
     "the graph's traffic edges",
 )
 @click.option(
-    "--hard-stop-after", "hard_stop_after", default="30s", show_default=True,
-    callback=_duration_ms, help="how long an old HAProxy worker may finish after a reload",
+    "--hard-stop-after",
+    "hard_stop_after",
+    default="30s",
+    show_default=True,
+    callback=_duration_ms,
+    help="how long an old HAProxy worker may finish after a reload",
 )
 @click.option(
-    "--dns-server", "dns_server", default=None, callback=_dns_server, metavar="IP[:PORT]",
+    "--dns-server",
+    "dns_server",
+    default=None,
+    callback=_dns_server,
+    metavar="IP[:PORT]",
     help="resolver for services' dns: names (default: the system's)",
 )
 def agent(

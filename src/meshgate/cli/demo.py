@@ -24,8 +24,11 @@ Press Ctrl-C to stop.
 
 @click.command()
 @click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".meshgate-demo"), show_default=True, help="where the store and run files live",
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".meshgate-demo"),
+    show_default=True,
+    help="where the store and run files live",
 )
 @click.option("--api-port", default=7700, show_default=True, help="REST API port on 127.0.0.1")
 def demo(data_dir: Path, api_port: int) -> None:

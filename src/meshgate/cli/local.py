@@ -210,80 +210,129 @@ def _size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
 
 @click.command()
 @click.option(
-    "-f", "--filename", "paths", multiple=True,
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
     type=click.Path(exists=True, path_type=Path),
     help="manifests to apply at start (files or directories); repeatable",
 )
 @click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".meshgate"), show_default=True, help="where the store and run files live",
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".meshgate"),
+    show_default=True,
+    help="where the store and run files live",
 )
 @click.option(
-    "--api", "api", default=DEFAULT_API, show_default=True, callback=_api_address,
+    "--api",
+    "api",
+    default=DEFAULT_API,
+    show_default=True,
+    callback=_api_address,
     help="address the REST API listens on",
 )
 @allow_raw_acl_option
 @click.option("--token", default=None, help="require this bearer token from API clients")
 @token_file_option("require the bearer token in this file from API clients (not shown by ps)")
 @click.option(
-    "--insecure-no-auth", is_flag=True,
+    "--insecure-no-auth",
+    is_flag=True,
     help="serve an API reachable from other machines without a token",
 )
 @click.option(
-    "--cert-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+    "--cert-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
     help="certificates sent over the API may name files (cert_file, key_file) under this "
     "directory; without it, only PEM text",
 )
 @click.option(
-    "--latency/--no-latency", default=True, show_default=True,
+    "--latency/--no-latency",
+    default=True,
+    show_default=True,
     help="have HAProxy log each request to the agent for latency percentiles",
 )
 @click.option(
-    "--flows/--no-flows", default=True, show_default=True,
+    "--flows/--no-flows",
+    default=True,
+    show_default=True,
     help="record who calls which gateway (the client address of each logged request) for "
     "the graph's traffic edges",
 )
 @click.option(
-    "--log-budget", "log_budget", type=click.IntRange(0, 10_000_000), default=2_000,
-    show_default=True, metavar="LINES_PER_S",
+    "--log-budget",
+    "log_budget",
+    type=click.IntRange(0, 10_000_000),
+    default=2_000,
+    show_default=True,
+    metavar="LINES_PER_S",
     help="request lines per second HAProxy logs for latency percentiles; above it, a random "
     "sample of requests (0: every request; --access-log: every request)",
 )
 @click.option(
-    "--access-log", default=None, metavar="PATH|-",
+    "--access-log",
+    default=None,
+    metavar="PATH|-",
     help="write one JSON object per request to PATH, or to stdout with '-'",
 )
 @click.option(
-    "--hard-stop-after", "hard_stop_after", default="30s", show_default=True,
-    callback=_duration_ms, help="how long an old HAProxy worker may finish after a reload",
+    "--hard-stop-after",
+    "hard_stop_after",
+    default="30s",
+    show_default=True,
+    callback=_duration_ms,
+    help="how long an old HAProxy worker may finish after a reload",
 )
 @click.option(
-    "--watch", "watch", default=None, type=click.Path(file_okay=False, path_type=Path),
+    "--watch",
+    "watch",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
     help="apply the manifest files in DIR as they are added, changed and removed",
 )
 @click.option(
-    "--dns-server", "dns_server", default=None, callback=_dns_server, metavar="IP[:PORT]",
+    "--dns-server",
+    "dns_server",
+    default=None,
+    callback=_dns_server,
+    metavar="IP[:PORT]",
     help="resolver for services' dns: names (default: the system's)",
 )
 @click.option(
-    "--max-body", "max_body", default="32m", show_default=True, callback=_size_bytes,
-    metavar="SIZE", help="largest API request body (e.g. 512k, 64m); larger ones get a 413",
+    "--max-body",
+    "max_body",
+    default="32m",
+    show_default=True,
+    callback=_size_bytes,
+    metavar="SIZE",
+    help="largest API request body (e.g. 512k, 64m); larger ones get a 413",
 )
 @click.option(
-    "--anomaly-window", "anomaly_window", default="10s", show_default=True,
+    "--anomaly-window",
+    "anomaly_window",
+    default="10s",
+    show_default=True,
     callback=_duration_ms,
     help="length of the windows in which route anomalies are judged (1s at least)",
 )
 @click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
     help="how log lines (meshgate's and HAProxy's) are written to stderr",
 )
 @click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-    show_default=True, help="the least severe lines logged",
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="the least severe lines logged",
 )
 @click.option(
-    "--keep-haproxy", is_flag=True,
+    "--keep-haproxy",
+    is_flag=True,
     help="on SIGTERM leave HAProxy serving; the next `up` on this data dir adopts it "
     "(SIGINT still stops both)",
 )

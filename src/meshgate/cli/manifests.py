@@ -90,9 +90,7 @@ def manifest_only(documents: Sequence[Document]) -> list[Document]:
     """The documents without what `get -o yaml` adds (`version`, `status`, `has_key`), for
     checking them here; the server reads `version` as the version the writer saw."""
     return [
-        dataclasses.replace(
-            d, data={k: v for k, v in d.data.items() if k not in OUTPUT_FIELDS}
-        )
+        dataclasses.replace(d, data={k: v for k, v in d.data.items() if k not in OUTPUT_FIELDS})
         if isinstance(d.data, dict)
         else d
         for d in documents

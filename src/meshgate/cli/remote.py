@@ -156,7 +156,10 @@ def apply(
 @click.argument("kind", type=KindType())
 @click.argument("name", required=False)
 @click.option(
-    "-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table",
+    "-o",
+    "--output",
+    type=click.Choice(["table", "yaml", "json"]),
+    default="table",
     show_default=True,
 )
 @click.option("-n", "--namespace", default="default", show_default=True)

@@ -69,6 +69,9 @@ class GatewayResult:
 class Compiled:
     dataplane: ir.DataPlane
     gateways: Mapping[Key, GatewayResult]
+    # The gateways whose result may differ from the last compile's (a patch's); None: any.
+    # Not part of what was compiled: a patch and a full compile of one state are equal.
+    changed: frozenset[Key] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,9 +25,12 @@ usable. Pure.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import cast
 
 from meshgate.compiler import ir
 from meshgate.compiler.slots import SLOTS
@@ -61,31 +64,7 @@ def key_expression(draw: str, gateway_id: str, sticky: str) -> str:
     return f"{draw},concat(.{gateway_id}{suffix})"
 
 
-Inputs = tuple[str, str, bool, tuple[tuple[str, int], ...]]
-
-
-class EntriesMemo:
-    """Each gateway's entries as the last layout made them, kept while its inputs are the
-    same: a weight change among 10,000 two-route gateways lays out one gateway again, not
-    10,000 times 100 slots. Only what the last layout used is kept, so the memo holds one
-    entry per gateway laid out (a cache of every set of inputs ever seen grew with each
-    weight and each instance that came and went)."""
-
-    def __init__(self) -> None:
-        self._last: dict[Inputs, tuple[tuple[str, str], ...]] = {}
-        self._now: dict[Inputs, tuple[tuple[str, str], ...]] = {}
-
-    def get(self, inputs: Inputs) -> tuple[tuple[str, str], ...]:
-        found = self._now.get(inputs)
-        if found is None:
-            found = self._last.get(inputs)
-            if found is None:
-                found = entries(*inputs)
-            self._now[inputs] = found
-        return found
-
-    def end(self) -> None:
-        self._last, self._now = self._now, {}
+Entries = tuple[tuple[str, str], ...]
 
 
 def entries(
@@ -114,17 +93,14 @@ def gateway_entries(
     gateway: ir.GatewayRules,
     weight_of: Mapping[str, str],
     usable: Callable[[str], bool] | None = None,
-    memo: EntriesMemo | None = None,
-) -> tuple[tuple[str, str], ...]:
+) -> Entries:
     """One plain gateway's entries; `usable` (backend -> has a usable server) None: all are."""
     weights = tuple(
         (choice.backend, _weight(weight_of.get(choice.backend)))
         for choice in gateway.choices
         if usable is None or usable(choice.backend)
     )
-    inputs = (gateway.gateway_id, gateway.sticky, len(gateway.choices) == 1, weights)
-    # A lone gateway's one entry costs less to make than to keep (100,000 of them).
-    return memo.get(inputs) if memo is not None and len(weights) > 1 else entries(*inputs)
+    return entries(gateway.gateway_id, gateway.sticky, len(gateway.choices) == 1, weights)
 
 
 def _weight(value: str | None) -> int:
@@ -147,69 +123,195 @@ def dispatch_maps(
     frontends: Iterable[ir.Frontend],
     weights: Sequence[tuple[str, str]],
     usable: Callable[[str], bool] | None = None,
-    memo: EntriesMemo | None = None,
 ) -> tuple[ir.MapFile, ir.MapFile]:
-    """dispatch.map and lone.map: the entries of every plain gateway; `memo` keeps them from
-    one layout to the next."""
+    """dispatch.map and lone.map: the entries of every plain gateway."""
     weight_of = dict(weights)
-    frontends = tuple(frontends)
-    plain = plain_gateways(frontends)
-    # HAProxy knows only the maps a rule names: lone.map is named by the generic rules alone,
-    # so it holds the lone gateways of generic ports only (dispatch.map is also named by the
-    # fast path of a plain gateway alone on its port).
-    lone = [g for f in frontends if is_generic(f) for g in f.gateways if is_plain(g)]
-    laid_out = (
+    laid_out = _laid_out_gateways(tuple(frontends))
+    multi = laid_out.gateways[: laid_out.lone_from]
+    lone = laid_out.gateways[laid_out.lone_from :]
+    return (
         ir.MapFile(
             ir.DISPATCH_MAP,
             tuple(
-                itertools.chain.from_iterable(
-                    gateway_entries(g, weight_of, usable, memo) for g in plain if len(g.choices) > 1
-                )
+                itertools.chain.from_iterable(gateway_entries(g, weight_of, usable) for g in multi)
             ),
         ),
         ir.MapFile(
             ir.LONE_MAP,
             tuple(
-                itertools.chain.from_iterable(
-                    gateway_entries(g, weight_of, usable, memo) for g in lone if len(g.choices) == 1
-                )
+                itertools.chain.from_iterable(gateway_entries(g, weight_of, usable) for g in lone)
             ),
         ),
     )
-    if memo is not None:
-        memo.end()
-    return laid_out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Gateways:
+    """The gateways of dispatch.map (plain, of several routes, on any port), then those of
+    lone.map (plain, of one route), in port then gateway order: the maps' order. HAProxy
+    knows only the maps a rule names: lone.map is named by the generic rules alone, so it
+    holds the lone gateways of generic ports only (dispatch.map is also named by the fast path
+    of a plain gateway alone on its port)."""
+
+    frontends: tuple[ir.Frontend, ...]
+    gateways: list[ir.GatewayRules]
+    lone_from: int
+    # Route backend -> its gateway's place; a backend in more gateways' routes (none of the
+    # compiler's) has the others in `also_at`.
+    at: dict[str, int]
+    also_at: dict[str, list[int]]
+
+
+def _laid_out_gateways(frontends: tuple[ir.Frontend, ...]) -> _Gateways:
+    """`_Gateways` of these frontends; the last ones made when the frontends are the same
+    objects: the compiler's layouts and the driver's share them (at 100,000 gateways, 9 MB)."""
+    last = _last_gateways[0]
+    if last is not None and _same_objects(last.frontends, frontends):
+        return last
+    multi = [g for g in plain_gateways(frontends) if len(g.choices) > 1]
+    lone = [g for f in frontends if is_generic(f) for g in f.gateways if is_plain(g)]
+    gateways = multi + [g for g in lone if len(g.choices) == 1]
+    at: dict[str, int] = {}
+    also_at: dict[str, list[int]] = {}
+    for index, gateway in enumerate(gateways):
+        for choice in gateway.choices:
+            if at.setdefault(choice.backend, index) != index:
+                also_at.setdefault(choice.backend, []).append(index)
+    found = _Gateways(frontends, gateways, len(multi), at, also_at)
+    _last_gateways[0] = found
+    return found
+
+
+_last_gateways: list[_Gateways | None] = [None]
 
 
 class Layouts:
-    """The dispatch maps last laid out, and what from: the same frontends (each by identity), the
-    same weights map and the same usable routes lay them out the same. An instance
-    registered at 1,000 gateways changes none of the three, where laying them out again was
-    an O(gateways) walk on every pass."""
+    """dispatch.map and lone.map kept from one layout to the next, gateway by gateway. While
+    the frontends are the same objects, only the gateways of routes whose weight or
+    availability changed are laid out again: a weight change among 10,000 gateways lays out
+    one, where walking all of them was most of the pass. Anything else (other frontends,
+    usable routes given where they were not) lays them all out again.
+
+    A lone gateway's part is its one entry or None, not a tuple of it: 100,000 of them."""
 
     def __init__(self) -> None:
-        self._made: tuple[tuple[ir.Frontend, ...], ir.MapFile | None, frozenset[str]] | None = None
+        self._laid_out: _Gateways | None = None
+        self._weights: Sequence[tuple[str, str]] = ()
+        self._usable: frozenset[str] | None = None
+        self._parts: list[Entries | tuple[str, str] | None] = []  # each gateway's entries
         self._maps: tuple[ir.MapFile, ir.MapFile] | None = None
-        self._entries = EntriesMemo()
 
     def maps(
         self, dataplane: ir.DataPlane, usable: frozenset[str]
     ) -> tuple[ir.MapFile, ir.MapFile]:
+        """The maps of this data plane over the routes in `usable`."""
         weights = dataplane.map_named(ir.WEIGHTS_MAP)
-        made = self._made
+        return self.lay_out(dataplane.frontends, weights.entries if weights else (), usable)
+
+    def lay_out(
+        self,
+        frontends: tuple[ir.Frontend, ...],
+        weights: Sequence[tuple[str, str]],
+        usable: frozenset[str] | None = None,
+    ) -> tuple[ir.MapFile, ir.MapFile]:
+        """The maps of these frontends and weights, over the routes in `usable` (None: every
+        route is usable)."""
+        laid_out = self._laid_out
         if (
             self._maps is None
-            or made is None
-            or not _same_objects(made[0], dataplane.frontends)
-            or made[1] is not weights
-            or made[2] != usable
+            or laid_out is None
+            or not _same_objects(laid_out.frontends, frontends)
+            or (usable is None) != (self._usable is None)
         ):
-            entries = weights.entries if weights else ()
-            self._maps = dispatch_maps(
-                dataplane.frontends, entries, usable.__contains__, self._entries
-            )
-            self._made = (dataplane.frontends, weights, usable)
+            return self._lay_out_all(frontends, weights, usable)
+        changed = _changed_routes(weights, self._weights)
+        if usable is not None and self._usable is not None and usable is not self._usable:
+            changed |= usable.symmetric_difference(self._usable)
+        self._weights, self._usable = weights, usable
+        at, also_at = laid_out.at, laid_out.also_at
+        touched = sorted(
+            {
+                *(at[backend] for backend in changed if backend in at),
+                *(i for backend in changed for i in also_at.get(backend, ())),
+            }
+        )
+        if not touched:
+            return self._maps
+        weight_of = _weights_of(
+            weights, [c.backend for index in touched for c in laid_out.gateways[index].choices]
+        )
+        is_usable = None if usable is None else usable.__contains__
+        for index in touched:
+            self._parts[index] = self._part(index, weight_of, is_usable)
+        dispatch_map, lone_map = self._maps
+        if touched[0] < laid_out.lone_from:
+            dispatch_map = self._map(ir.DISPATCH_MAP)
+        if touched[-1] >= laid_out.lone_from:
+            lone_map = self._map(ir.LONE_MAP)
+        self._maps = (dispatch_map, lone_map)
         return self._maps
+
+    def _lay_out_all(
+        self,
+        frontends: tuple[ir.Frontend, ...],
+        weights: Sequence[tuple[str, str]],
+        usable: frozenset[str] | None,
+    ) -> tuple[ir.MapFile, ir.MapFile]:
+        laid_out = self._laid_out = _laid_out_gateways(frontends)
+        self._weights, self._usable = weights, usable
+        weight_of = dict(weights)
+        is_usable = None if usable is None else usable.__contains__
+        self._parts = [self._part(i, weight_of, is_usable) for i in range(len(laid_out.gateways))]
+        self._maps = (self._map(ir.DISPATCH_MAP), self._map(ir.LONE_MAP))
+        return self._maps
+
+    def _part(
+        self,
+        index: int,
+        weight_of: Mapping[str, str],
+        usable: Callable[[str], bool] | None,
+    ) -> Entries | tuple[str, str] | None:
+        assert self._laid_out is not None
+        found = gateway_entries(self._laid_out.gateways[index], weight_of, usable)
+        if index < self._laid_out.lone_from:
+            return found
+        return found[0] if found else None
+
+    def _map(self, name: str) -> ir.MapFile:
+        assert self._laid_out is not None
+        lone_from = self._laid_out.lone_from
+        if name == ir.DISPATCH_MAP:
+            parts = cast(list[Entries], self._parts[:lone_from])
+            return ir.MapFile(name, tuple(itertools.chain.from_iterable(parts)))
+        lone = cast(list[tuple[str, str] | None], self._parts[lone_from:])
+        return ir.MapFile(name, tuple(filter(None, lone)))
+
+
+def _changed_routes(new: Sequence[tuple[str, str]], old: Sequence[tuple[str, str]]) -> set[str]:
+    """The backends whose weight entry differs. A patch keeps each entry's place and the
+    entry itself when its weight is the same, so the entries are told apart by identity, in
+    C: hashing the 10,000 entries of both, on every weight change, cost more than laying out
+    the gateway it changed."""
+    if new is old:
+        return set()
+    if len(new) != len(old):
+        return {backend for backend, _ in set(new).symmetric_difference(old)}
+    differs = list(map(operator.is_not, new, old))
+    moved = itertools.chain(itertools.compress(new, differs), itertools.compress(old, differs))
+    return {backend for backend, weight in moved}
+
+
+def _weights_of(weights: Sequence[tuple[str, str]], backends: list[str]) -> dict[str, str]:
+    """The weights of these backends. The weights map is in backend order, so each is found
+    by bisection; a dict of every entry, made for a weight change among 10,000 gateways,
+    was a tenth of the pass. Entries not in that order are all read."""
+    found: dict[str, str] = {}
+    for backend in backends:
+        at = bisect.bisect_left(weights, (backend,))
+        if at == len(weights) or weights[at][0] != backend:
+            return dict(weights)
+        found[backend] = weights[at][1]
+    return found
 
 
 def _same_objects(old: tuple[object, ...], new: tuple[object, ...]) -> bool:

@@ -72,8 +72,8 @@ class LastCompile:
     # registered instances concerns.
     users: dict[Key, set[Key]] = field(default_factory=dict)
     node: object = None  # the node compiled for (DesiredState.node): a patch needs the same
-    # Each gateway's dispatch entries, kept from one patch to the next.
-    dispatch_entries: dispatch.EntriesMemo = field(default_factory=dispatch.EntriesMemo)
+    # The dispatch maps, kept gateway by gateway from one patch to the next.
+    dispatch_layouts: dispatch.Layouts = field(default_factory=dispatch.Layouts)
 
 
 def shape(gateway: Gateway) -> tuple[object, ...]:
@@ -159,7 +159,7 @@ def patch(
     registered: Mapping[Key, Sequence[Instance]],
     compile_part: Callable[[Gateway, Mapping[str, Target]], CompiledGateway],
     reinstance: Callable[[Gateway, CompiledGateway, Set[Key]], CompiledGateway],
-) -> tuple[ir.DataPlane, dict[Key, GatewayResult]] | None:
+) -> tuple[ir.DataPlane, dict[Key, GatewayResult], frozenset[Key]] | None:
     """The data plane and results for this state, from `last`, which is brought up to date;
     None when a full compile is needed (see the module's docstring). `compile_part` compiles
     a changed gateway; `reinstance` gives an unchanged one's part new servers for the
@@ -195,6 +195,7 @@ def patch(
         if not _fits(part, old_part):
             return None
         new_parts[key] = (new, part)
+    reinstanced: set[Key] = set()  # given new servers only: they route where they did
     for service in instances_changed:
         for key in last.users.get(service, ()):
             if key in new_parts:
@@ -203,7 +204,8 @@ def patch(
             if has_policies(gateway):
                 return None
             new_parts[key] = (gateway, reinstance(gateway, last.parts[key], instances_changed))
-    return _apply(last, gateways, registered, new_parts)
+            reinstanced.add(key)
+    return _apply(last, gateways, registered, new_parts, reinstanced)
 
 
 def _targets(gateway: Gateway, old: Gateway, last: LastCompile) -> dict[str, Target] | None:
@@ -251,10 +253,12 @@ def _apply(
     gateways: Sequence[Gateway],
     registered: Mapping[Key, Sequence[Instance]],
     new_parts: Mapping[Key, tuple[Gateway, CompiledGateway]],
-) -> tuple[ir.DataPlane, dict[Key, GatewayResult]]:
+    reinstanced: Set[Key] = frozenset(),
+) -> tuple[ir.DataPlane, dict[Key, GatewayResult], frozenset[Key]]:
+    """The last compile with these parts in place; and the gateways whose result may differ."""
     if not new_parts:
         last.gateways, last.registered = tuple(gateways), registered
-        return last.dataplane, last.results
+        return last.dataplane, last.results, frozenset()
     dataplane = last.dataplane
     backends = list(dataplane.backends)
     weights_map = dataplane.map_named(ir.WEIGHTS_MAP)
@@ -281,7 +285,7 @@ def _apply(
             last.slots[key] = part.slots
             slots_changed = True
         results[key] = part.result
-        if part.statuses is not old.statuses:
+        if part.statuses is not old.statuses and key not in reinstanced:
             before, after = _services_of(key, old), _services_of(key, part)
             if before != after:
                 for service in before - after:
@@ -293,11 +297,12 @@ def _apply(
     maps = list(dataplane.maps)
     if weights_changed:
         # The frontends are the same (a patch changes no shape): only weights can differ.
-        laid_out = dispatch.dispatch_maps(dataplane.frontends, weights, memo=last.dispatch_entries)
+        weights_entries = tuple(weights)
+        laid_out = last.dispatch_layouts.lay_out(dataplane.frontends, weights_entries)
         dispatched = {m.name: m for m in laid_out}
         for index, map_file in enumerate(maps):
             if map_file.name == ir.WEIGHTS_MAP:
-                maps[index] = ir.MapFile(ir.WEIGHTS_MAP, tuple(weights))
+                maps[index] = ir.MapFile(ir.WEIGHTS_MAP, weights_entries)
             elif map_file.name in dispatched:
                 maps[index] = dispatched[map_file.name]
     if slots_changed:
@@ -312,4 +317,4 @@ def _apply(
     )
     last.gateways, last.registered = tuple(gateways), registered
     last.dataplane, last.results = dataplane, results
-    return dataplane, results
+    return dataplane, results, frozenset(new_parts)

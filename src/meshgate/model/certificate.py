@@ -35,8 +35,6 @@ class Certificate(Model):
     cert_file: str | None = None
     key_file: str | None = None
 
-
-
     @model_validator(mode="after")
     def _pem(self, info: ValidationInfo) -> Certificate:
         for field in ("cert_file", "key_file"):

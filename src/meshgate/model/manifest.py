@@ -180,9 +180,7 @@ def validate_resource(
         raise ValidationFailed([Problem("", "a manifest document must be a mapping of fields")])
     declared = data.get("kind", kind or "gateway")
     if not isinstance(declared, str) or declared.lower() not in KINDS:
-        raise ValidationFailed(
-            [Problem("kind", f"{declared!r} is not a kind; use {_KIND_LIST}")]
-        )
+        raise ValidationFailed([Problem("kind", f"{declared!r} is not a kind; use {_KIND_LIST}")])
     declared = declared.lower()
     if kind is not None and declared != kind:
         raise ValidationFailed([Problem("kind", f"expected {kind}, got {declared}")])
