@@ -639,9 +639,29 @@ class MeshgateNode(Started):
         return descendant_pids(pid, "haproxy") if pid and self.process.running() else []
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM, wait for meshgate (and its HAProxy) to stop; SIGKILL after `timeout` s."""
+        """SIGTERM, wait for meshgate (and its HAProxy) to stop; SIGKILL after `timeout` s.
+        An HAProxy left running (meshgate killed before it could stop it, on a loaded
+        machine) is killed too, so that a bench never leaves one behind."""
         self.api.close()
-        return self.process.stop(signal.SIGTERM, timeout=timeout)
+        haproxies = self.haproxy_pids()
+        status = self.process.stop(signal.SIGTERM, timeout=timeout)
+        left = [pid for pid in haproxies if _is_haproxy(pid)]
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if left:
+            print(f"warning: HAProxy {left} outlived meshgate; killed", flush=True)
+        return status
+
+
+def _is_haproxy(pid: int) -> bool:
+    """Whether `pid` is (still) an HAProxy process, not a zombie or a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    name, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
+    return name == "haproxy" and state != "Z"
 
 
 def stop_node(node: MeshgateNode, gateway_ports: Sequence[int]) -> None:
