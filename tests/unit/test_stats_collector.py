@@ -121,6 +121,27 @@ def test_rates_come_from_the_request_history() -> None:
     assert snapshot.backends[BE].recent_requests == 220
 
 
+def test_routes_that_never_had_a_request_share_one_reading_and_keep_no_history() -> None:
+    import dataclasses
+
+    other = "default.gw2.v1.def456"
+    tally = Tally(rate_window_s=10.0)
+    for second in range(3):
+        tally.begin()
+        rows = [backend_row(0), dataclasses.replace(backend_row(0), pxname=other)]
+        tally.observe(1, [*rows, server_row("i1", 0), server_row("i2", 0)], current=True)
+        snapshot = tally.end([1], float(second))
+    assert snapshot.backends[BE] is snapshot.backends[other]
+    assert snapshot.servers[(BE, "i1")] is snapshot.servers[(BE, "i2")]
+    assert snapshot.backends[BE].rate == 0.0 and not tally._history
+    # The first requests count from the last poll that saw none.
+    tally.begin()
+    tally.observe(1, [backend_row(30)], current=True)
+    snapshot = tally.end([1], 3.0)
+    assert snapshot.backends[BE].recent_requests == 30 and snapshot.backends[BE].rate == 30.0
+    assert set(tally._history) == {BE}
+
+
 class FakeReader:
     """What the master would answer: a script of (workers, old workers, rows per pid)."""
 

@@ -56,7 +56,7 @@ class _Source:
 
     def __init__(self, values: Sequence[int]) -> None:
         self.base: list[int] | None = None
-        self.last: Sequence[int] = tuple(values)
+        self.last: Sequence[int] = _kept(values)
 
     def counted(self) -> list[int]:
         if self.base is None:
@@ -70,7 +70,21 @@ class _Source:
                 if self.base is None:
                     self.base = [0] * len(last)
                 self.base[index] += last[index]
-        self.last = tuple(values)
+        self.last = _kept(values)
+
+
+_ZEROS: dict[int, tuple[int, ...]] = {}
+
+
+def _kept(values: Sequence[int]) -> tuple[int, ...]:
+    """`values` as kept: all zeros (an idle route's, most of them) as one shared tuple."""
+    if any(values):
+        return tuple(values)
+    width = len(values)
+    found = _ZEROS.get(width)
+    if found is None:
+        found = _ZEROS[width] = (0,) * width
+    return found
 
 
 class MonotonicTotals(Generic[K]):
