@@ -128,3 +128,48 @@ async def test_a_pass_looks_only_at_the_status_of_the_gateways_it_changed(tmp_pa
         assert ("default", "g3") in agent._gateway_written
     finally:
         await store.close()
+
+
+class QuietDriver:
+    """A driver with no server changes under way: all `_settle_and_publish` asks of it."""
+
+    def churning(self) -> bool:
+        return False
+
+    async def churn_drained(self) -> None:
+        return None
+
+
+async def test_a_pass_that_ends_while_status_is_being_published_is_published_too(
+    tmp_path: Path,
+) -> None:
+    """The last pass of a churn ends while the status of the one before is being written (it
+    waits between chunks for that very pass): its status is written after, not left for the
+    next change."""
+    store = await SqliteStore.open(tmp_path / "db")
+    try:
+        agent = Agent(store, QuietDriver(), ControlPlaneMetrics())  # type: ignore[arg-type]
+        keys = [Key("gateways", "default", f"g{n}") for n in range(3 * STATUS_CHUNK)]
+        for key in keys:
+            await store.put(key, gateway(key.name))
+        loaded = await agent.loader.load(None)
+        agent._last = (loaded, agent._compiled(loaded.state, SETTINGS), {})
+        agent._dirty.set()  # a pass is due: the publication waits after its first chunk
+        agent._publish_when_settled(1)
+        await asyncio.sleep(0.2)
+        assert agent._settler is not None and not agent._settler.done()
+
+        changed = keys[-1]  # in a chunk not written yet by the publication under way
+        await store.put(changed, gateway(changed.name, 30))
+        later = await agent.loader.load({changed})
+        agent._may_have_changed(later.changed_gateways)
+        agent._last = (later, agent._compiled(later.state, SETTINGS), {})
+        agent._publish_when_settled(2)  # the settler is running: it only learns of it
+        agent._dirty.clear()
+        await agent._settler
+        status = await store.get(Key("status.gateways", "default", changed.name))
+        assert status is not None
+        assert status.value["observed_version"] == later.gateway_versions[("default", "g299")]
+        assert agent.applied_revision == 2
+    finally:
+        await store.close()

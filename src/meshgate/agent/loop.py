@@ -458,15 +458,21 @@ class Agent:
             self._settler = asyncio.get_running_loop().create_task(self._settle_and_publish())
 
     async def _settle_and_publish(self) -> None:
-        await self._rest_after_publishing()
-        while self.driver.churning():
-            await self.driver.churn_drained()
-        self.applied_revision = max(self.applied_revision, self._settling_revision)
-        self.current_at = time.time()
-        try:
-            await self._timed_republish()
-        except StoreClosedError:
-            return
+        """Once the server changes are in, say so and publish; again for a pass that ended
+        meanwhile (its `_publish_when_settled` found this task running), or its status would
+        wait for the next change."""
+        published = -1
+        while published < self._settling_revision:
+            await self._rest_after_publishing()
+            while self.driver.churning():
+                await self.driver.churn_drained()
+            published = self._settling_revision
+            self.applied_revision = max(self.applied_revision, published)
+            self.current_at = time.time()
+            try:
+                await self._timed_republish()
+            except StoreClosedError:
+                return
 
     def _log_rejections(self, rejected: Mapping[Key, str]) -> None:
         """One line when a gateway is left out, and one when it is back: not one per pass."""
