@@ -239,10 +239,15 @@ class Agent:
 
     async def republish(self) -> None:
         """Publish status again without reconciling: an instance's health changed. While
-        server changes are on their way, the status waits for them (`_publish_when_settled`)."""
-        if self._last is not None and not self.driver.churning():
-            async with self._publishing:
-                await self._publish(*self._last)
+        server changes are on their way, the status waits for them (`_publish_when_settled`):
+        a publication put off this way is never dropped, whatever started the changes."""
+        if self._last is None:
+            return
+        if self.driver.churning():
+            self._publish_when_settled(self._settling_revision)
+            return
+        async with self._publishing:
+            await self._publish(*self._last)
 
     def _relist_due(self) -> bool:
         return (
