@@ -173,3 +173,36 @@ async def test_a_pass_that_ends_while_status_is_being_published_is_published_too
         assert agent.applied_revision == 2
     finally:
         await store.close()
+
+
+class ChurningDriver(QuietDriver):
+    """Server changes under way until `done` is set."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+
+    def churning(self) -> bool:
+        return not self.done.is_set()
+
+    async def churn_drained(self) -> None:
+        await self.done.wait()
+
+
+async def test_a_publication_put_off_by_server_changes_is_made_once_they_are_in(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path / "db")
+    try:
+        driver = ChurningDriver()
+        agent = Agent(store, driver, ControlPlaneMetrics())  # type: ignore[arg-type]
+        await store.put(Key("gateways", "default", "g0"), gateway("g0"))
+        loaded = await agent.loader.load(None)
+        agent._last = (loaded, agent._compiled(loaded.state, SETTINGS), {})
+        await agent.republish()  # changes under way: put off, not dropped
+        assert await store.list("status.gateways") == []
+        driver.done.set()
+        assert agent._settler is not None
+        await agent._settler
+        assert [r.key.name for r in await store.list("status.gateways")] == ["g0"]
+    finally:
+        await store.close()
