@@ -100,7 +100,23 @@ def gateway_entries(
         for choice in gateway.choices
         if usable is None or usable(choice.backend)
     )
-    return entries(gateway.gateway_id, gateway.sticky, len(gateway.choices) == 1, weights)
+    lone = len(gateway.choices) == 1
+    if lone:  # one entry: cheaper to make than to keep (100,000 of them)
+        return entries(gateway.gateway_id, gateway.sticky, lone, weights)
+    # The compiler's maps and the driver's lay out the same gateways from the same inputs:
+    # the last entries made for each gateway are shared, not made twice (100 slots each).
+    inputs = (gateway.sticky, weights)
+    last = _last_entries.get(gateway.gateway_id)
+    if last is not None and last[0] == inputs:
+        return last[1]
+    made = entries(gateway.gateway_id, gateway.sticky, lone, weights)
+    _last_entries[gateway.gateway_id] = (inputs, made)
+    return made
+
+
+# gateway id -> the inputs and entries last made for it (gateways of several routes only);
+# kept to the gateways of the last frontends laid out (`_laid_out_gateways`).
+_last_entries: dict[str, tuple[tuple[str, tuple[tuple[str, int], ...]], Entries]] = {}
 
 
 def _weight(value: str | None) -> int:
@@ -179,6 +195,10 @@ def _laid_out_gateways(frontends: tuple[ir.Frontend, ...]) -> _Gateways:
                 also_at.setdefault(choice.backend, []).append(index)
     found = _Gateways(frontends, gateways, len(multi), at, also_at)
     _last_gateways[0] = found
+    if len(_last_entries) > len(multi):  # gateways gone since: their entries go too
+        ids = {g.gateway_id for g in multi}
+        for gone in _last_entries.keys() - ids:
+            del _last_entries[gone]
     return found
 
 
