@@ -670,9 +670,10 @@ class Agent:
             store_key = last.store_key if last is not None else StoreKey(gateway_kind, *key)
             status = self._gateway_status(key, version, result, reason, store_key)
             ops += self._status_op(store_key, status)
-            written[key] = _Written(version, result, reason, store_key, _not_serving(status))
-            if written[key].not_serving:
-                self.not_serving["/".join(key)] = written[key].not_serving
+            why = _not_serving(status)
+            written[key] = _Written(version, result, reason, store_key, why)
+            if why:
+                self.not_serving["/".join(key)] = why
             else:
                 self.not_serving.pop("/".join(key), None)
         return ops
