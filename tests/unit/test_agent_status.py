@@ -105,7 +105,9 @@ async def test_a_pass_looks_only_at_the_status_of_the_gateways_it_changed(tmp_pa
         loaded = await agent.loader.load(None)
         assert loaded.changed_gateways is None  # listed: any may have changed
         agent._may_have_changed(loaded.changed_gateways)
-        await agent._publish(loaded, agent._compiled(loaded.state, SETTINGS), {})
+        compiled = agent._compiled(loaded.state, SETTINGS)
+        agent._passed_on_changes()  # the pass has ended
+        await agent._publish(loaded, compiled, {})
         assert len(await store.list("status.gateways")) == 20 and agent._unpublished == set()
 
         # A status that nothing changed is not looked at again: what was written for g3,
@@ -117,6 +119,7 @@ async def test_a_pass_looks_only_at_the_status_of_the_gateways_it_changed(tmp_pa
         agent._may_have_changed(loaded.changed_gateways)
         compiled = agent._compiled(loaded.state, SETTINGS)
         assert compiled.changed == {("default", "g5")}  # a patch of one gateway
+        agent._passed_on_changes()
         before = {r.key.name: r.revision for r in await store.list("status.gateways")}
         await agent._publish(loaded, compiled, {})
         after = {r.key.name: r.revision for r in await store.list("status.gateways")}
@@ -124,8 +127,40 @@ async def test_a_pass_looks_only_at_the_status_of_the_gateways_it_changed(tmp_pa
         assert ("default", "g3") not in agent._gateway_written
         # Any may have changed (a store error, a re-list): all are looked at, g3 too.
         agent._may_have_changed(None)
+        agent._passed_on_changes()
         await agent._publish(loaded, compiled, {})
         assert ("default", "g3") in agent._gateway_written
+    finally:
+        await store.close()
+
+
+async def test_a_publication_during_a_pass_leaves_that_pass_its_gateways(tmp_path: Path) -> None:
+    """The publication of the last pass can run while the next pass is between its load and
+    its end (awaiting the store or HAProxy): it writes the last pass's status, and the gateways
+    the next pass changed are still looked at once that one has ended."""
+    store = await SqliteStore.open(tmp_path / "db")
+    try:
+        agent = Agent(store, None, ControlPlaneMetrics())  # type: ignore[arg-type]  # no driver used
+        keys = [Key("gateways", "default", f"g{n}") for n in range(5)]
+        for key in keys[:4]:
+            await store.put(key, gateway(key.name))
+        first = await agent.loader.load(None)
+        agent._may_have_changed(first.changed_gateways)
+        first_compiled = agent._compiled(first.state, SETTINGS)
+        agent._passed_on_changes()
+        await agent._publish(first, first_compiled, {})
+
+        await store.put(keys[4], gateway("g4"))  # a new gateway: the next pass loads it
+        second = await agent.loader.load({keys[4]})
+        agent._may_have_changed(second.changed_gateways)
+        second_compiled = agent._compiled(second.state, SETTINGS)
+        await agent._publish(first, first_compiled, {})  # the first's, while the second runs
+        assert await store.get(Key("status.gateways", "default", "g4")) is None
+
+        agent._passed_on_changes()  # the second pass has ended
+        await agent._publish(second, second_compiled, {})
+        status = await store.get(Key("status.gateways", "default", "g4"))
+        assert status is not None and status.value["state"] == "serving"
     finally:
         await store.close()
 
@@ -164,6 +199,7 @@ async def test_a_pass_that_ends_while_status_is_being_published_is_published_too
         later = await agent.loader.load({changed})
         agent._may_have_changed(later.changed_gateways)
         agent._last = (later, agent._compiled(later.state, SETTINGS), {})
+        agent._passed_on_changes()
         agent._publish_when_settled(2)  # the settler is running: it only learns of it
         agent._dirty.clear()
         await agent._settler

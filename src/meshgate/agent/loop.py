@@ -113,6 +113,10 @@ class Agent:
         # or rejection changed since); None: any may. A pass among 10,000 gateways then looks
         # at the status of the few it changed, not of all of them.
         self._unpublished: set[Key] | None = None
+        # The same, gathered by passes that have not ended yet. They join `_unpublished` when
+        # their pass becomes `_last`: a publication under way meanwhile writes the status of
+        # the pass before, and must not use up the gateways this one changed.
+        self._pass_changes: set[Key] | None = set()
         self._next_publish_at = 0.0  # event loop time: see STATUS_REST
         # The watch's events since the last pass's load, the newest per key; None when some may
         # have been missed (history compacted, the watch broken, a re-list due): then the next
@@ -403,6 +407,7 @@ class Agent:
         if rejected or (self._last is not None and self._last[2]):
             self._may_have_changed(None)  # a rejection's status names the port's holder
         self._last = (loaded, compiled, rejected)
+        self._passed_on_changes()
         self._ahead = False  # what follows (status) waits for the next pass, not it for them
         if settling:
             # Server changes are still on their way to HAProxy: status says "applied" once
@@ -596,11 +601,20 @@ class Agent:
         return compiled
 
     def _may_have_changed(self, gateways: frozenset[Key] | None) -> None:
-        """These gateways' status may have to be written again (None: any gateway's)."""
+        """These gateways' status may have to be written again once this pass has ended
+        (None: any gateway's). A pass that fails or is left for later keeps them for the next."""
         if gateways is None:
+            self._pass_changes = None
+        elif self._pass_changes is not None:
+            self._pass_changes |= gateways
+
+    def _passed_on_changes(self) -> None:
+        """The pass that gathered `_pass_changes` is `_last` now: its publication looks at them."""
+        if self._pass_changes is None:
             self._unpublished = None
         elif self._unpublished is not None:
-            self._unpublished |= gateways
+            self._unpublished |= self._pass_changes
+        self._pass_changes = set()
 
     async def _apply(self, candidate: _Candidate) -> tuple[Outcome, _Candidate]:
         """Apply the candidate. When HAProxy's check of it fails (nothing reached HAProxy),
