@@ -36,6 +36,18 @@ def test_parts_that_differ_or_hold_lists_are_not_shared() -> None:
     assert other_port.port.number == 9001
 
 
+def test_gateways_given_the_same_fields_share_one_set_of_them() -> None:
+    a = gateway("a", routes={"web": {"weight": 100}}, virtual_hosts=["a.test"])
+    b = gateway("b", routes={"web": {"weight": 100}}, virtual_hosts=["b.test"])
+    assert a.model_fields_set is b.model_fields_set
+    bare = gateway("c", routes={"web": {"weight": 100}})
+    assert bare.model_fields_set == a.model_fields_set - {"virtual_hosts"}
+    # A copy with a change has a set of its own: the shared one is left as it was.
+    moved = a.model_copy(update={"bind": "127.0.0.2"})
+    assert "bind" in moved.model_fields_set and "bind" not in b.model_fields_set
+    assert (moved.bind, b.bind) == ("127.0.0.2", "0.0.0.0")
+
+
 def test_published_status_answers_as_the_status_did() -> None:
     status = {"state": "serving", "applied_version": 7, "errors": [], "routes": {"r": {}}}
     published = Published(status)

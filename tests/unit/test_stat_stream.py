@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from meshgate.compiler import naming
 from meshgate.haproxy import stat_csv
 from meshgate.haproxy.stat_csv import CountedRow, StatStream, StatType, counted
 from meshgate.haproxy.stats_reader import ROWS_A_STEP, StatsReader
@@ -37,6 +38,17 @@ def test_a_reply_fed_whole_gives_the_counted_columns_of_every_row() -> None:
     assert (draining.status, draining.scur, draining.stot, draining.counters[0]) == (
         "DRAIN", 1, 1, 1,
     )  # fmt: skip
+
+
+def test_each_poll_names_proxies_and_servers_with_the_strings_already_held() -> None:
+    """The tally keeps the names as keys from poll to poll: a later poll's rows bring the
+    same string objects (and a backend's name is the compiler's own), not copies."""
+    first, second = streamed([REPLY]), streamed([REPLY])
+    for one, other in zip(first, second, strict=True):
+        assert one.pxname is other.pxname and one.svname is other.svname
+    compiled = naming.route_backend_name("default", "web", "v1")
+    row = REPLY.replace(b"be_dyn,", f"{compiled},".encode())
+    assert any(r.pxname is compiled for r in streamed([row]))
 
 
 def test_a_reply_cut_at_any_byte_gives_the_same_rows() -> None:

@@ -43,6 +43,22 @@ def test_a_gone_source_keeps_counting_through_its_last_reading() -> None:
     assert totals.total("be") == (15,)
 
 
+def test_retiring_one_of_three_sources_keeps_the_others_counting() -> None:
+    totals: MonotonicTotals[str] = MonotonicTotals(1)
+    for pid, reading in ((100, 10), (200, 20), (300, 30)):
+        totals.observe(pid, "be", (reading,))
+    totals.retire({200})
+    assert totals.sources() == {100, 300} and totals.total("be") == (60,)
+    totals.observe(100, "be", (11,))
+    totals.observe(300, "be", (31,))
+    assert totals.total("be") == (62,)
+    totals.retire({100, 300})
+    assert totals.sources() == set() and list(totals.names()) == ["be"]
+    assert totals.total("be") == (62,)
+    totals.observe(400, "be", (1,))  # a new worker after a restart
+    assert totals.total("be") == (63,)
+
+
 def test_a_restart_starts_new_sources_from_zero_without_losing_the_old_totals() -> None:
     totals: MonotonicTotals[str] = MonotonicTotals(1)
     history = []

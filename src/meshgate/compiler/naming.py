@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 _SLUG_LENGTH = 48
@@ -29,7 +30,10 @@ def gateway_id(namespace: str, name: str) -> str:
 
 
 def route_backend_name(namespace: str, gateway: str, route: str) -> str:
-    return f"{namespace}.{slug(gateway)}.{slug(route)}.{short_hash(namespace, gateway, route)}"
+    """Interned: the statistics read back from HAProxy name every backend in each poll, and
+    interned there too, they keep this one string rather than copies of their own."""
+    name = f"{namespace}.{slug(gateway)}.{slug(route)}.{short_hash(namespace, gateway, route)}"
+    return sys.intern(name)
 
 
 def route_token(route: str) -> str:

@@ -283,6 +283,10 @@ class StatStream:
                 values = [_int(text) for text in numbers[1:]]
             scur, stot, req_tot, x1, x2, x3, x4, x5, bytes_in, bytes_out = values
             pxname, svname, status, mode = texts(parts)
+            # The names are kept as keys from poll to poll: interned, each poll's rows name
+            # them with the strings already held (the compiler interns backend names too)
+            # instead of bringing copies that would replace or sit beside them.
+            pxname, svname = sys.intern(pxname), sys.intern(svname)
             requests = req_tot if mode == "http" else stot
             rows.append(
                 CountedRow(kind, pxname, svname, status, scur, stot,

@@ -27,7 +27,7 @@ from meshgate.model.names import (
 )
 from meshgate.model.policies import Policies
 from meshgate.model.service import DurationMs, Instance, Mode, Model, check_unique_instances
-from meshgate.model.sharing import shared
+from meshgate.model.sharing import share_fields_set, shared
 from meshgate.model.values import FieldError, check_port, parse_percentage, split_endpoint
 
 MAX_ROUTES = 64
@@ -409,7 +409,10 @@ class Gateway(Model):
         fields["port"] = shared(self.port)
         fields["timeouts"] = shared(self.timeouts)
         for name, route in self.routes.items():
-            self.routes[name] = shared(route)
+            self.routes[name] = kept = shared(route)
+            if kept is route:
+                share_fields_set(route)
+        share_fields_set(self)
         return self
 
     def route_weights(self) -> dict[str, int]:

@@ -92,9 +92,12 @@ def reading_of(
     if not any(latency):
         latency = _NO_LATENCY
     if not any(classes):
+        if not requests and latency is _NO_LATENCY:
+            return _IDLE  # a route that never had a request: most of them, one object
         classes = _NO_RESPONSES
     return Reading(requests, classes[-1], latency, classes)
 
 
 _NO_LATENCY = (0,) * BUCKETS
 _NO_RESPONSES = (0,) * len(RESPONSE_CLASSES)
+_IDLE = Reading(0, 0, _NO_LATENCY, _NO_RESPONSES)

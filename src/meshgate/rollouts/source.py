@@ -46,26 +46,24 @@ class AllRoutes:
     def __init__(self, stats: StatsCollector, max_age_s: float = 2.0) -> None:
         self.stats = stats
         self.max_age_s = max_age_s
-        self._last: dict[str, tuple[int, Reading]] = {}
+        self._last: dict[str, Reading] = {}
         self._keys: dict[str, RouteKey] = {}
 
     async def read(self) -> dict[RouteKey, Reading]:
         snapshot = await self.stats.refresh(max_age_s=self.max_age_s)
         dataplane = self.stats.dataplane()
         readings: dict[RouteKey, Reading] = {}
-        last: dict[str, tuple[int, Reading]] = {}
+        last: dict[str, Reading] = {}
         keys: dict[str, RouteKey] = {}
         for backend in dataplane.backends if dataplane else ():
             found = snapshot.backends.get(backend.name)
             if found is None:
                 continue
             counts = found.counts
-            cached = self._last.get(backend.name)
-            if cached is not None and cached[0] == counts.requests:
-                reading = cached[1]
-            else:
+            reading = self._last.get(backend.name)
+            if reading is None or reading.requests != counts.requests:
                 reading = backend_reading(self.stats, backend.name, counts)
-            last[backend.name] = (counts.requests, reading)
+            last[backend.name] = reading
             route = backend.route
             key = self._keys.get(backend.name)
             if key is None or key != (route.namespace, route.gateway, route.route):
