@@ -17,7 +17,8 @@ At the largest vhost size it then measures, on that node:
              to the first request served by the new route (p50, p99), the three slowest with
              their API part and wall-clock start (to match a node's MESHGATE_STALLS lines),
              and reloads meanwhile;
-             then a page of the gateway listing, a /metrics scrape (time, size) and memory
+             then a page of the gateway listing, a /metrics scrape (time, size) and memory,
+             and with --settle S meshgate's memory again S seconds later
   throughput wrk through the first and the last virtual host among the N, against a node
              serving one gateway alone, rounds alternating (the ratio is the verdict, >= 0.95)
 
@@ -25,6 +26,8 @@ At the largest vhost size it then measures, on that node:
     .venv/bin/python bench/scale.py --sizes 1000,10000,100000 --max-ports 1000
     .venv/bin/python bench/scale.py --sizes 100000 --weights-at 100000 --weights-only \
         --changes 5 --rounds 1                               # 100,000: the weight node alone
+    .venv/bin/python bench/scale.py --sizes 100000 --weights-at 100000 --weights-only \
+        --changes 5 --rounds 0 --settle 660                  # and its memory once settled
     .venv/bin/python bench/scale.py --sizes 10000 --weights-only --changes 200 \
         --baseline-binary /path/to/older/meshgate            # weight changes, before and after
 """
@@ -136,9 +139,11 @@ def weight_changes(
     rounds: int,
     duration: int,
     binary: str | None = None,
+    settle_s: float = 0.0,
 ) -> tuple[float, float]:
     """A node with `count` vhost gateways plus one canary gateway: weight swaps, then wrk.
-    With `binary`, that `meshgate` serves them. Returns the swaps' p50 and p99 (ms)."""
+    With `binary`, that `meshgate` serves them; with `settle_s`, meshgate's memory is read
+    again that long after the reads. Returns the swaps' p50 and p99 (ms)."""
     port = free_port()
     docs = documents(count, "vhosts", backends["v1"], port)
     canary = {
@@ -213,6 +218,15 @@ def weight_changes(
             f"reloads meanwhile {_reloads(big) - reloads:g}  (load {load_average()})"
         )
         reads(big, count)
+        if settle_s:
+            # Stats polls, the route history's records and the anomaly baselines keep going
+            # while nothing changes: what they hold is part of the node's lasting size.
+            time.sleep(settle_s)
+            print(
+                f"{settle_s:.0f} s later: meshgate {rss_mb(big.node_pids()):.0f} MB  "
+                f"(load {load_average()})",
+                flush=True,
+            )
         if not rounds:
             return median(delays), p99
         alone_port = free_port()
@@ -304,9 +318,18 @@ def run(workdir: Path, args: argparse.Namespace) -> int:
         if args.baseline_binary:
             print(f"baseline: {args.baseline_binary}", flush=True)
             baseline = weight_changes(
-                workdir, largest, backends, args.changes, 0, args.duration, args.baseline_binary
+                workdir,
+                largest,
+                backends,
+                args.changes,
+                0,
+                args.duration,
+                args.baseline_binary,
+                args.settle,
             )
-        now = weight_changes(workdir, largest, backends, args.changes, args.rounds, args.duration)
+        now = weight_changes(
+            workdir, largest, backends, args.changes, args.rounds, args.duration, None, args.settle
+        )
         if baseline is not None:
             print(
                 f"weight change among {largest:,} gateways, this version / baseline: "
@@ -326,6 +349,13 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="after the weight changes and reads, wait this many seconds and read meshgate's "
+        "memory again (the route history fills for 10 minutes)",
+    )
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per step")
     parser.add_argument(
         "--baseline-binary",
