@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshgate.rollouts.history import Record, RouteHistory
+from meshgate.rollouts.history import CHUNK, Record, RouteHistory
 from meshgate.rollouts.readings import Reading
 
 A, B, C = ("default", "gw", "a"), ("default", "gw", "b"), ("default", "other", "a")
@@ -22,6 +22,23 @@ def test_records_read_back_as_recorded_and_share_what_did_not_change() -> None:
     # The same routes: one key index for both records, not a dictionary each.
     assert isinstance(first, Record) and isinstance(second, Record)
     assert second.index is first.index
+
+
+def test_a_chunk_of_routes_none_of_which_moved_is_the_last_records() -> None:
+    routes = [("default", f"g{n}", "r") for n in range(3 * CHUNK + 5)]
+    history = RouteHistory(every_s=10.0, keep_s=600.0)
+    idle = {route: Reading(requests=1) for route in routes}
+    history.record(0.0, idle)
+    busy = routes[CHUNK + 7]  # in the second chunk
+    history.record(10.0, {**idle, busy: Reading(requests=9)})
+    (_, first), (_, second) = history.records()
+    assert isinstance(first, Record) and isinstance(second, Record)
+    assert [a is b for a, b in zip(first.chunks, second.chunks, strict=True)] == [
+        True, False, True, True,
+    ]  # fmt: skip
+    assert second[busy] == Reading(requests=9) and first[busy] == Reading(requests=1)
+    assert dict(second) == {**idle, busy: Reading(requests=9)}
+    assert second[routes[-1]] is idle[routes[-1]]
 
 
 def test_a_route_added_or_gone_makes_a_new_index() -> None:
