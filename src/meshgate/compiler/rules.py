@@ -244,11 +244,18 @@ def weighted_rules(
     # and puts it in the last step), so nothing is chosen unless the route is ending the rules.
     fast = conditional_rules(keyword, done(keyword), terms)
 
-    def usable(choice: ir.RouteChoice) -> str:
+    def usable(choice: ir.RouteChoice, *terms: str) -> str:
         # A worker that is shutting down after a reload reports no usable server anywhere (its
         # backends are stopped) while it finishes its last requests. Those requests are then
         # split by weight alone, and a route that really has no instance answers 503 itself.
-        return f"{when(available(choice.backend))} || {when(STOPPING)}"
+        return f"{when(available(choice.backend), *terms)} || {when(STOPPING, *terms)}"
+
+    if len(gateway.choices) == 1:
+        # A lone route has nothing to share out: what the running sum below comes to is one
+        # rule (five were 1 kB of text a gateway, 100 MB at 100,000 gateways).
+        (only,) = gateway.choices
+        weighs = f"{{ str({only.backend}),map_str_int({weights},0) -m int gt 0 }}"
+        return fast, [f"{keyword} set-var(txn.mg_be) str({only.backend}) if {usable(only, weighs)}"]
 
     lines = [f"{keyword} set-var(txn.mg_sum) int(0) if {when()}"]
     for number, choice in enumerate(gateway.choices):
