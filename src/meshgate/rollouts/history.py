@@ -23,7 +23,7 @@ from meshgate.rollouts.readings import Reading
 RouteKey = tuple[str, str, str]  # namespace, gateway, route
 
 
-CHUNK = 1024  # readings a chunk: a power of two
+CHUNK = 1024  # readings a chunk
 
 
 class Record(Mapping[RouteKey, Reading]):
