@@ -205,8 +205,9 @@ def weighted_rules(
 ) -> tuple[list[str], list[str]]:
     """Pick a route by weight among the usable routes.
 
-    While all routes are available, the slots map picks at once. Otherwise the first pass
-    keeps a running sum of the usable routes' weights and notes where each route's share ends
+    While all routes are available, the slots map picks at once. Otherwise a lone route is
+    chosen by one rule when it weighs and is usable, and of several routes the first pass keeps
+    a running sum of the usable routes' weights and notes where each route's share ends
     (txn.mg_cN); the draw is then below the end of exactly one share, and the first route
     whose share ends above it is chosen. A route left out has no end noted, so it is never
     chosen. One map lookup per route and one rule per route per pass. Returned apart: the
@@ -218,6 +219,12 @@ def weighted_rules(
     def when(*terms: str) -> str:
         return " ".join((*guard, NOT_CHOSEN, *terms))
 
+    def usable(choice: ir.RouteChoice, *terms: str) -> str:
+        # A worker that is shutting down after a reload reports no usable server anywhere (its
+        # backends are stopped) while it finishes its last requests. Those requests are then
+        # split by weight alone, and a route that really has no instance answers 503 itself.
+        return f"{when(available(choice.backend), *terms)} || {when(STOPPING, *terms)}"
+
     # The fast path (compiler.slots): with every route available, one lookup of a draw of 0-99
     # among the gateway's slots. A lone route needs no draw, only a weight above 0. Nothing
     # can have chosen before it: a pin or a condition ends the rules (see `gateway_rules`), and
@@ -226,7 +233,13 @@ def weighted_rules(
         (only,) = gateway.choices
         weighs = f"{{ str({only.backend}),map_str_int({weights},0) -m int gt 0 }}"
         terms = [*guard, available(only.backend), weighs, chosen_by(f"str({only.backend})")]
+        # Nothing to share out either: what the running sum below comes to is one rule (five
+        # were 1 kB of text a gateway, 100 MB at 100,000 gateways).
+        lone_fallback: list[str] | None = [
+            f"{keyword} set-var(txn.mg_be) str({only.backend}) if {usable(only, weighs)}"
+        ]
     else:
+        lone_fallback = None
         slot_draw = "rand(100)" if draw == "rand" else f"{draw},mod({SLOTS})"
         if dispatch.is_plain(gateway):
             # Its slots are in dispatch.map, kept over the usable routes; the exact test of
@@ -244,18 +257,8 @@ def weighted_rules(
     # and puts it in the last step), so nothing is chosen unless the route is ending the rules.
     fast = conditional_rules(keyword, done(keyword), terms)
 
-    def usable(choice: ir.RouteChoice, *terms: str) -> str:
-        # A worker that is shutting down after a reload reports no usable server anywhere (its
-        # backends are stopped) while it finishes its last requests. Those requests are then
-        # split by weight alone, and a route that really has no instance answers 503 itself.
-        return f"{when(available(choice.backend), *terms)} || {when(STOPPING, *terms)}"
-
-    if len(gateway.choices) == 1:
-        # A lone route has nothing to share out: what the running sum below comes to is one
-        # rule (five were 1 kB of text a gateway, 100 MB at 100,000 gateways).
-        (only,) = gateway.choices
-        weighs = f"{{ str({only.backend}),map_str_int({weights},0) -m int gt 0 }}"
-        return fast, [f"{keyword} set-var(txn.mg_be) str({only.backend}) if {usable(only, weighs)}"]
+    if lone_fallback is not None:
+        return fast, lone_fallback
 
     lines = [f"{keyword} set-var(txn.mg_sum) int(0) if {when()}"]
     for number, choice in enumerate(gateway.choices):
