@@ -198,3 +198,35 @@ async def test_without_a_cert_dir_the_api_reads_no_file_at_all(
     assert all(answer == answers[0] for answer in answers)
     ((path, message),) = answers[0]
     assert path == "cert_file" and message.startswith("files are not read over the API")
+
+
+async def test_only_a_document_with_tls_has_the_stored_certificates_read(
+    client: httpx.AsyncClient, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading them is a trip to the store and a validation of each: a weight change, made
+    many times a second during a rollout, has no need of it."""
+    assert (
+        await client.post("/api/v1/apply", json=[gateway(), A.document("a")])
+    ).status_code == 200
+    routes = {"[127.0.0.1:8080]": {"weight": 100}, "[127.0.0.1:8081]": {"weight": 0}}
+    plain = {"name": "plain", "port": 8080, "routes": routes}
+    assert (await client.post("/api/v1/gateways", json=plain)).status_code == 201
+    listed: list[str | None] = []
+    list_records = store.list
+
+    async def counted(kind: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        listed.append(kind)
+        return await list_records(kind, *args, **kwargs)
+
+    monkeypatch.setattr(store, "list", counted)
+    weight = {"routes": {"[127.0.0.1:8080]": {"weight": 50}, "[127.0.0.1:8081]": {"weight": 50}}}
+    headers = {"Content-Type": "application/merge-patch+json"}
+    patched = await client.patch("/api/v1/gateways/plain", json=weight, headers=headers)
+    assert patched.status_code == 200, patched.text
+    assert "certificates" not in listed
+    named = {"tls": {"certificates": ["a", "nope"]}}
+    refused = await client.patch("/api/v1/gateways/plain", json=named, headers=headers)
+    assert errors(refused) == [
+        ("tls.certificates.1", "certificate 'nope' does not exist in namespace default")
+    ]
+    assert "certificates" in listed

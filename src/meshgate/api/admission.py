@@ -127,6 +127,12 @@ def stored_certificates(records: Iterable[Record]) -> dict[tuple[str, str], Cert
     return found
 
 
+def cites_certificates(document: Any) -> bool:
+    """Whether a document may name certificates (a gateway's `tls.certificates`, a service's
+    `tls.ca`): only then need the stored ones be read, and each validated, to check it."""
+    return not isinstance(document, Mapping) or document.get("tls") is not None
+
+
 def reference_problems(resource: Resource, certificates: Certificates) -> list[Problem]:
     """Certificates a gateway serves or a service trusts that do not exist (or cannot serve)."""
     if isinstance(resource, Gateway):

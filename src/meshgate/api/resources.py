@@ -26,6 +26,7 @@ from meshgate.api.admission import (
     admit,
     admit_batch,
     certificate_users,
+    cites_certificates,
     stored_certificates,
 )
 from meshgate.api.bodies import read_batch, read_document
@@ -358,7 +359,12 @@ def resources_router(
     def plane_ports_of(kind: str) -> dict[int, Gateway] | None:
         return cached_gateways.plane_ports() if kind == "gateway" else None
 
-    async def certificates_in_store() -> dict[tuple[str, str], Certificate]:
+    async def certificates_cited_by(documents: Iterable[Any]) -> dict[tuple[str, str], Certificate]:
+        """The stored certificates, when one of `documents` may name one: listing and
+        validating them all is a trip to the store that a weight change has no need of, and
+        during instance churn each trip waits its turn behind the agent's."""
+        if not any(cites_certificates(document) for document in documents):
+            return {}
         return stored_certificates(await store.list("certificates"))
 
     async def certificate_in_use(key: Key) -> list[str]:
@@ -498,7 +504,7 @@ def resources_router(
                 documents,
                 stored=stored,
                 allow_raw_acl=allow_raw_acl,
-                certificates=await certificates_in_store(),
+                certificates=await certificates_cited_by(documents),
             )
             await check_rollouts([(f"documents.{i}", r) for i, r in enumerate(resources)])
             ops: list[Put] = []
@@ -618,7 +624,7 @@ def resources_router(
                 namespace=where,
                 others=others,
                 allow_raw_acl=allow_raw_acl,
-                certificates=await certificates_in_store(),
+                certificates=await certificates_cited_by([data]),
                 ports=ports_of(singular),
                 plane_ports=plane_ports_of(singular),
             )
@@ -661,7 +667,7 @@ def resources_router(
                 namespace=namespace,
                 others=others,
                 allow_raw_acl=allow_raw_acl,
-                certificates=await certificates_in_store(),
+                certificates=await certificates_cited_by([data]),
                 ports=ports_of(singular),
                 plane_ports=plane_ports_of(singular),
             )
