@@ -99,3 +99,19 @@ def test_a_lone_message_leaves_nothing_to_sum_up() -> None:
     bursts = Bursts()
     assert bursts.feed(up("b0"), now=0.0) == [up("b0")]
     assert bursts.flush() == []
+
+
+def test_echoes_of_runtime_commands_are_counted_and_said_once_when_the_burst_ends() -> None:
+    bursts = Bursts()
+    logged: list[Message] = []
+    for index in range(2000):
+        logged += bursts.echo(now=0.0001 * index)
+    logged += bursts.feed(up("b0"), now=0.2)
+    assert logged == [up("b0")]
+    assert not bursts.due(0.3) and bursts.due(0.3 + QUIET_S)
+    later = bursts.echo(now=0.3 + QUIET_S)  # the next burst's first echo ends this one
+    assert [(m.level, m.text) for m in later] == [
+        (logging.INFO, "messages about runtime commands not shown: 2000")
+    ]
+    assert [m.text for m in bursts.flush()] == ["messages about runtime commands not shown: 1"]
+    assert bursts.flush() == []

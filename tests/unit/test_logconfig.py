@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from meshgate.haproxy.messages import parse_message
+from meshgate.haproxy.messages import echoes_a_command, parse_message
 from meshgate.logconfig import configure_logging
 
 
@@ -29,6 +29,18 @@ def test_haproxy_messages_carry_their_level_and_pid() -> None:
         "| a config excerpt",
         None,
     )
+
+
+def test_messages_echoing_a_runtime_command_are_told_apart_without_parsing() -> None:
+    assert echoes_a_command("[NOTICE]   (7) : CLI : 'server b/r0' : New server registered.")
+    assert echoes_a_command("[WARNING]  (7) : CLI : Server b/r0 is UP/READY (leaving forced ma")
+    assert echoes_a_command("[NOTICE]   (7) : CLI : Server deleted.")
+    # What a check, a reload or the configuration says is not an echo; nor is an alert.
+    assert not echoes_a_command("[WARNING]  (7) : Server b/s1 is DOWN, reason: Layer7 wrong st")
+    assert not echoes_a_command("[WARNING]  (7) : Proxy default.gw stopped (cumulated conns: FE")
+    assert not echoes_a_command("[ALERT]    (7) : CLI : backend 'b' has no server available!")
+    assert not echoes_a_command("[ALERT]    (7) : config : parsing [h.cfg:10] : 'CLI : x'")
+    assert not echoes_a_command("   | CLI : a config excerpt")
 
 
 @pytest.fixture

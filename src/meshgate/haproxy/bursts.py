@@ -8,13 +8,16 @@ hundred milliseconds per instance registered, on the loop that applies the next 
 
 So the first message of each kind in a burst is logged as it comes, and the others of that
 kind are counted and logged as one line when the burst ends: "N more like it", with the last
-one's text. A kind is the message's level and its text with names (`b/s`, the proxy of
+one's text. The messages that only echo meshgate's own runtime commands (see
+`messages.echoes_a_command`) are not parsed at all: the burst counts them, and says how many
+when it ends. A kind is the message's level and its text with names (`b/s`, the proxy of
 `Proxy X`) and numbers taken out, so a server going DOWN is still logged in full the first
 time, and a different reason is a different kind.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 
@@ -97,16 +100,14 @@ class Bursts:
 
     started: float | None = None  # when the current burst began (monotonic seconds)
     last: float = 0.0  # when its last message came
+    echoes: int = 0  # messages of the burst that echo a runtime command
     _kinds: dict[tuple[int, str], _Kind] = field(default_factory=dict)
     _shapes: list[_Shape] = field(default_factory=list)  # the last few, newest first
 
     def feed(self, message: Message, now: float) -> list[Message]:
         """What to log now: this message when it is the first of its kind in the burst (and
         the summary of the burst before, when that one is over)."""
-        out = self.flush() if self.due(now) else []
-        if self.started is None:
-            self.started = now
-        self.last = now
+        out = self._arrived(now)
         key = self._kind_of(message)
         seen = self._kinds.get(key)
         if seen is None:
@@ -114,6 +115,20 @@ class Bursts:
             out.append(message)
         else:
             seen.last, seen.more = message, seen.more + 1
+        return out
+
+    def echo(self, now: float) -> list[Message]:
+        """Count a message echoing a runtime command; what to log now: the summary of the
+        burst before, when that one is over."""
+        out = self._arrived(now)
+        self.echoes += 1
+        return out
+
+    def _arrived(self, now: float) -> list[Message]:
+        out = self.flush() if self.due(now) else []
+        if self.started is None:
+            self.started = now
+        self.last = now
         return out
 
     def _kind_of(self, message: Message) -> tuple[int, str]:
@@ -144,6 +159,10 @@ class Bursts:
             for k in self._kinds.values()
             if k.more
         ]
+        if self.echoes:
+            text = f"messages about runtime commands not shown: {self.echoes}"
+            out.append(Message(logging.INFO, text))
         self._kinds.clear()
+        self.echoes = 0
         self.started = None
         return out

@@ -615,8 +615,9 @@ class HaproxySupervisor:
     async def _pump_output(self, process: asyncio.subprocess.Process) -> None:
         """HAProxy's messages go to our log and to a short history used in error reports.
         Draining the pipe continuously also keeps HAProxy from blocking on a full pipe.
-        Messages of one kind in a burst (one per backend of a runtime change) are logged once
-        and summed up when the burst ends (see `bursts`)."""
+        Messages of one kind in a burst (one per backend of a reload) are logged once and
+        summed up when the burst ends; those echoing a runtime command only counted (see
+        `bursts`)."""
         assert process.stdout is not None
         level = logging.INFO
         loop = asyncio.get_running_loop()
@@ -639,6 +640,9 @@ class HaproxySupervisor:
                 for text in lines:
                     self._output.append(text)
                     self._output_count += 1
+                    if messages.echoes_a_command(text):
+                        _log_messages(burst.echo(now))
+                        continue
                     if not text.strip():
                         continue
                     message = messages.parse_message(text, level)
