@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 from meshgate.agent import availability
 from meshgate.compiler import dispatch, ir
@@ -164,6 +165,20 @@ def test_a_route_is_usable_while_a_server_the_data_plane_keeps_is_up_with_weight
     seen = {**OTHERS_UP, ("b", "b1"): "UP"}
     assert dispatch.usable_backends(running, {**seen, ("a", "a2"): "UP"}) == {"b", "x", "y"}
     assert dispatch.usable_backends(running, seen) == {"a", "b", "x", "y"}
+
+
+def test_usable_is_a_weighed_server_up_or_nothing_reported_yet_for_every_small_backend() -> None:
+    """Every backend of up to three servers, each weighing 0 or 1 and reported UP, DOWN,
+    MAINT or not yet, against the rule spelled out."""
+    for size in range(4):
+        for weights in itertools.product((0, 1), repeat=size):
+            for reported in itertools.product((None, "UP", "DOWN", "MAINT"), repeat=size):
+                servers = [(f"s{i}", w) for i, w in enumerate(weights)]
+                states = {("r", s): r for (s, _), r in zip(servers, reported, strict=True) if r}
+                weighed = [r for (_, w), r in zip(servers, reported, strict=True) if w > 0]
+                expected = "UP" in weighed or (bool(weighed) and not states)
+                found = dispatch.usable_among([backend("r", *servers)], states)
+                assert (found == {"r"}) == expected, (weights, reported)
 
 
 def test_a_route_losing_its_last_server_leaves_the_map_before_the_server_goes() -> None:
