@@ -21,6 +21,7 @@ from meshgate.compiler import (
 from meshgate.compiler.build import CompileMemo
 from meshgate.compiler.render import RenderMemo
 from meshgate.model import Gateway, Resource, Service, validate_resource
+from meshgate.model.service import Instance
 
 
 def resource(**data: Any) -> Resource:
@@ -122,3 +123,53 @@ def test_a_render_with_a_memo_renders_again_only_what_changed(
     # Other settings (another run directory) start the memo over.
     moved = compile_with(CompileMemo(), gateway(90), *SERVICES, run_dir=tmp_path / "other")
     assert render_config(moved, render_memo) == render_config(moved)
+
+
+def test_new_instances_render_each_backend_head_again_never_and_the_server_lines_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instance registered at many gateways gives their backends new servers only: the
+    memo keeps each backend's head and makes the server lines once for all of them. Every
+    render equals the one without a memo, whatever changed (the health check changes the
+    server lines of the same servers)."""
+    service = resource(kind="service", name="svc", instances=["127.0.0.1:8081"])
+    gateways = [
+        resource(name=f"g{i}", port=9001, virtual_hosts=[f"g{i}.example"], routes={"svc": {}})
+        for i in range(20)
+    ]
+    settings = ir.Settings(run_dir=str(tmp_path))
+    memo, render_memo = CompileMemo(), RenderMemo()
+    heads: list[str] = []
+    lines: list[str] = []
+    original_backend_lines, original_options = render.backend_lines, render._server_options
+
+    def counted_heads(backend: ir.Backend) -> list[str]:
+        heads.append(backend.name)
+        return original_backend_lines(backend)
+
+    def counted_lines(backend: ir.Backend, server: ir.Server, certs: str) -> str:
+        lines.append(server.name)
+        return original_options(backend, server, certs)
+
+    monkeypatch.setattr(render, "backend_lines", counted_heads)
+    monkeypatch.setattr(render, "_server_options", counted_lines)
+
+    http = resource(**{**service.model_dump(), "health_check": {"type": "http"}})
+
+    def state(registered: int, checked: Resource = service) -> ir.DataPlane:
+        instances = [
+            Instance.model_validate({"address": "127.0.0.1", "port": 9100 + n, "id": f"r{n}"})
+            for n in range(registered)
+        ]
+        desired = DesiredState(
+            gateways=gateways, services=[checked], registered={("default", "svc"): instances}
+        )
+        return compile_state(desired, settings, memo).dataplane
+
+    for step, dataplane in enumerate([state(0), state(1), state(2), state(1), state(1, http)]):
+        heads.clear()
+        lines.clear()
+        assert render_config(dataplane, render_memo) == render_config(dataplane), step
+        if step in (1, 2, 3):  # instances registered or gone: the servers of every backend
+            assert heads == [b.name for b in dataplane.backends]  # by the render without memo
+            assert len(lines) == 2 * sum(len(b.servers) for b in dataplane.backends[:1])

@@ -116,7 +116,22 @@ def checkers(backends: Iterable[ir.Backend]) -> tuple[Checker, ...]:
     """The checker backends that the route servers of `backends` track, sorted by name."""
     profiles: dict[str, Profile] = {}
     servers: dict[str, dict[str, Endpoint]] = {}
-    for backend in backends:
+    # The routes to one service share one tuple of servers and the objects of their check
+    # settings: 1,000 gateways routing to it are the same servers 1,000 times, looked at once.
+    # By identity, while `kept` holds every backend (so no id is reused meanwhile).
+    kept = tuple(backends)
+    seen: set[tuple[object, ...]] = set()
+    for backend in kept:
+        same = (
+            id(backend.servers),
+            id(backend.health),
+            id(backend.tls),
+            backend.mode,
+            backend.timeout_connect_ms,
+        )
+        if same in seen:
+            continue
+        seen.add(same)
         profile: Profile | None = None
         for server in backend.servers:
             if keeps_own_check(backend, server):
