@@ -26,6 +26,11 @@ from collections.abc import Iterator
 
 from meshgate import heap
 
+# Allocations between two collections of the youngest generation, in a node (Python's
+# default is 700). Under instance churn at 1,000 gateways a node ran about 150 collections of
+# the middle generation and 18 of the oldest in 30 s, 15-60 ms each, on the event loop that
+# applies the next change; the oldest ones come after every tenth of the middle ones.
+NODE_YOUNG_THRESHOLD = 10_000
 TRIM_AFTER_S = 1.0  # paused this long (large work): trim the C heap when it ends
 TRIM_ABOVE = 1000  # `trim_after` this many items or more (a write of many gateways' status)
 
@@ -51,6 +56,13 @@ def collector_paused() -> Iterator[None]:
                 gc.enable()
             if time.monotonic() - _since >= TRIM_AFTER_S:
                 heap.trim()
+
+
+def tune_for_a_node() -> None:
+    """Collect less often in a long-running node: a tenth as many collections of every
+    generation, each of the youngest walking at most a few thousand objects more."""
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(NODE_YOUNG_THRESHOLD, middle, oldest)
 
 
 def trim_after(items: int) -> None:

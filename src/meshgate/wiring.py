@@ -19,7 +19,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from meshgate import memory_debug, stalls
+from meshgate import collection, memory_debug, stalls
 from meshgate.agent import Agent, Driver
 from meshgate.agent.health import InstanceHealth, poll_health
 from meshgate.agent.state_log import StateReceiver
@@ -92,6 +92,7 @@ class DataPlane:
         # Allocation snapshots (a leak hunt only) wait for a moment between two stats polls.
         if tracemalloc.is_tracing() or os.environ.get(memory_debug.ENVIRONMENT):
             memory_debug.snapshot_between(self.stats.between_polls)
+        collection.tune_for_a_node()
         # What holds the event loop, when asked (a latency investigation only).
         stalls.watch_if_asked(asyncio.get_running_loop())
         if await self.supervisor.adopt():

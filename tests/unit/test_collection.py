@@ -59,3 +59,12 @@ def test_many_items_written_trim_the_heap(monkeypatch: pytest.MonkeyPatch) -> No
     assert trims == []
     collection.trim_after(collection.TRIM_ABOVE)
     assert trims == [True]
+
+
+def test_a_node_collects_its_youngest_generation_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        collection.tune_for_a_node()
+        assert gc.get_threshold() == (collection.NODE_YOUNG_THRESHOLD, *before[1:])
+    finally:
+        gc.set_threshold(*before)
