@@ -112,23 +112,28 @@ def tracked(backend: ir.Backend, server: ir.Server) -> tuple[str, str] | None:
     return checker_name(profile_of(backend)), _server_name(endpoint_of(server))
 
 
+def shared_servers(backend: ir.Backend) -> tuple[object, ...]:
+    """The backend's servers and what their lines and checks read of it, by identity: the
+    routes to one service share all of it (the compiler makes their servers once per change),
+    so 1,000 gateways routing to it are the same servers 1,000 times, looked at once. Valid
+    while the backend is alive (an id is unique among live objects only)."""
+    return (
+        id(backend.servers),
+        id(backend.health),
+        id(backend.tls),
+        backend.mode,
+        backend.timeout_connect_ms,
+    )
+
+
 def checkers(backends: Iterable[ir.Backend]) -> tuple[Checker, ...]:
     """The checker backends that the route servers of `backends` track, sorted by name."""
     profiles: dict[str, Profile] = {}
     servers: dict[str, dict[str, Endpoint]] = {}
-    # The routes to one service share one tuple of servers and the objects of their check
-    # settings: 1,000 gateways routing to it are the same servers 1,000 times, looked at once.
-    # By identity, while `kept` holds every backend (so no id is reused meanwhile).
-    kept = tuple(backends)
+    kept = tuple(backends)  # alive until the end: no id in `seen` is reused meanwhile
     seen: set[tuple[object, ...]] = set()
     for backend in kept:
-        same = (
-            id(backend.servers),
-            id(backend.health),
-            id(backend.tls),
-            backend.mode,
-            backend.timeout_connect_ms,
-        )
+        same = shared_servers(backend)
         if same in seen:
             continue
         seen.add(same)

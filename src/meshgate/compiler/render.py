@@ -87,8 +87,8 @@ class _BackendParts:
     hands the other fields on as the same objects), and their server lines are one text for
     all of them (the routes to one service share one tuple of servers). Rendering the 1,000
     sections whole took 48 ms, in a thread holding the interpreter lock the event loop needs.
-    A head is found by the backend's name and its other fields; server lines by identity,
-    the backend kept with the text so that no id is reused meanwhile."""
+    A head is found by the backend's name and its other fields; server lines by identity
+    (`checks.shared_servers`)."""
 
     def __init__(self) -> None:
         self._heads: dict[str, tuple[ir.Backend, str]] = {}
@@ -104,17 +104,10 @@ class _BackendParts:
         return found[1]
 
     def server_lines(self, backend: ir.Backend, make: Callable[[ir.Backend], str]) -> str:
-        # What a server line reads of its backend besides the server (see _server_options).
-        key = (
-            id(backend.servers),
-            id(backend.health),
-            id(backend.tls),
-            backend.mode,
-            backend.timeout_connect_ms,
-        )
-        found = self._servers_now.get(key) or self._servers.get(key)
-        if found is None or not _same_server_inputs(found[0], backend):
-            found = (backend, make(backend))
+        # The backend kept with the text keeps the objects of its key alive: a key found
+        # names those very objects.
+        key = checks.shared_servers(backend)
+        found = self._servers_now.get(key) or self._servers.get(key) or (backend, make(backend))
         self._servers_now[key] = found
         return found[1]
 
@@ -127,16 +120,6 @@ class _BackendParts:
 def _same_head(old: ir.Backend, new: ir.Backend) -> bool:
     # A tuple comparison looks at identity first: the same objects are found equal at once.
     return bool(_head_values(old) == _head_values(new))
-
-
-def _same_server_inputs(old: ir.Backend, new: ir.Backend) -> bool:
-    return (
-        old.servers is new.servers
-        and old.health is new.health
-        and old.tls is new.tls
-        and old.mode == new.mode
-        and old.timeout_connect_ms == new.timeout_connect_ms
-    )
 
 
 class RenderMemo:
