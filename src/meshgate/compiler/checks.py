@@ -113,14 +113,13 @@ def tracked(backend: ir.Backend, server: ir.Server) -> tuple[str, str] | None:
 
 
 def shared_servers(backend: ir.Backend) -> tuple[object, ...]:
-    """The backend's servers and what their lines and checks read of it, by identity: the
-    routes to one service share all of it (the compiler makes their servers once per change),
-    so 1,000 gateways routing to it are the same servers 1,000 times, looked at once. Valid
-    while the backend is alive (an id is unique among live objects only)."""
+    """The backend's servers and what their lines and checks read of it: the routes to one
+    service have all of it equal (a registration at 1,000 gateways gives them one tuple of
+    servers), so it is looked at once for all of them."""
     return (
-        id(backend.servers),
-        id(backend.health),
-        id(backend.tls),
+        backend.servers,
+        backend.health,
+        backend.tls,
         backend.mode,
         backend.timeout_connect_ms,
     )
@@ -130,9 +129,8 @@ def checkers(backends: Iterable[ir.Backend]) -> tuple[Checker, ...]:
     """The checker backends that the route servers of `backends` track, sorted by name."""
     profiles: dict[str, Profile] = {}
     servers: dict[str, dict[str, Endpoint]] = {}
-    kept = tuple(backends)  # alive until the end: no id in `seen` is reused meanwhile
     seen: set[tuple[object, ...]] = set()
-    for backend in kept:
+    for backend in backends:
         same = shared_servers(backend)
         if same in seen:
             continue

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import fields
 from functools import cache
 from pathlib import PurePosixPath
@@ -57,19 +57,28 @@ def _template(name: str = "haproxy.cfg.j2") -> jinja2.Template:
     return _environment().get_template(name)
 
 
-class _ByIdentity(Generic[T, V]):
-    """What was made of each object in the last render, found by identity (the object is
-    kept with it, so its id cannot be reused meanwhile)."""
+class _Kept(Generic[T, V]):
+    """What was made of each item in the last render, found by `key(item)`, and, with `same`,
+    only for an item that would make the same. The item is kept with what was made of it,
+    so an id in a key cannot be reused meanwhile: a key `id` found names that very object."""
 
-    def __init__(self) -> None:
-        self._last: dict[int, tuple[T, V]] = {}
-        self._now: dict[int, tuple[T, V]] = {}
+    def __init__(
+        self,
+        key: Callable[[T], Hashable],
+        same: Callable[[T, T], bool] | None = None,
+    ) -> None:
+        self._key = key
+        self._same = same
+        self._last: dict[Hashable, tuple[T, V]] = {}
+        self._now: dict[Hashable, tuple[T, V]] = {}
 
     def get(self, item: T, make: Callable[[T], V]) -> V:
-        found = self._last.get(id(item))
-        value = found[1] if found is not None and found[0] is item else make(item)
-        self._now[id(item)] = (item, value)
-        return value
+        key = self._key(item)
+        found = self._now.get(key) or self._last.get(key)
+        if found is None or (self._same is not None and not self._same(found[0], item)):
+            found = (item, make(item))
+        self._now[key] = found
+        return found[1]
 
     def end(self) -> None:
         """Keep only what this render used."""
@@ -80,75 +89,44 @@ _HEAD_FIELDS = tuple(f.name for f in fields(ir.Backend) if f.name != "servers")
 _head_values = operator.attrgetter(*_HEAD_FIELDS)
 
 
-class _BackendParts:
-    """Each backend section as two texts, its head (all but its server lines) and its server
-    lines, as the last render made them. A registration at 1,000 gateways gives 1,000
-    backends new servers and nothing else: their heads are the last render's (the compiler
-    hands the other fields on as the same objects), and their server lines are one text for
-    all of them (the routes to one service share one tuple of servers). Rendering the 1,000
-    sections whole took 48 ms, in a thread holding the interpreter lock the event loop needs.
-    A head is found by the backend's name and its other fields; server lines by identity
-    (`checks.shared_servers`)."""
-
-    def __init__(self) -> None:
-        self._heads: dict[str, tuple[ir.Backend, str]] = {}
-        self._heads_now: dict[str, tuple[ir.Backend, str]] = {}
-        self._servers: dict[tuple[object, ...], tuple[ir.Backend, str]] = {}
-        self._servers_now: dict[tuple[object, ...], tuple[ir.Backend, str]] = {}
-
-    def head(self, backend: ir.Backend, make: Callable[[ir.Backend], str]) -> str:
-        found = self._heads.get(backend.name)
-        if found is None or not _same_head(found[0], backend):
-            found = (backend, make(backend))
-        self._heads_now[backend.name] = found
-        return found[1]
-
-    def server_lines(self, backend: ir.Backend, make: Callable[[ir.Backend], str]) -> str:
-        # The backend kept with the text keeps the objects of its key alive: a key found
-        # names those very objects.
-        key = checks.shared_servers(backend)
-        found = self._servers_now.get(key) or self._servers.get(key) or (backend, make(backend))
-        self._servers_now[key] = found
-        return found[1]
-
-    def end(self) -> None:
-        """Keep only what this render used."""
-        self._heads, self._heads_now = self._heads_now, {}
-        self._servers, self._servers_now = self._servers_now, {}
-
-
 def _same_head(old: ir.Backend, new: ir.Backend) -> bool:
     # A tuple comparison looks at identity first: the same objects are found equal at once.
     return bool(_head_values(old) == _head_values(new))
 
 
 class RenderMemo:
-    """The rules of each frontend and the section of each backend as the last render made
-    them. The compiler reuses the frontends and backends a change leaves alone, so with a
-    memo the writer of the run directory renders again only what changed: an instance
-    registered at 1,000 gateways is 1,000 backend sections (and of those only the server
-    lines, see `_BackendParts`), not the rules of 1,000 gateways too. Made for one run
-    directory: other settings start it over."""
+    """What the last render made, for the writer of the run directory to render again only
+    what changed. Made for one run directory: other settings start it over.
+
+    - The rules of each frontend, found by identity (the compiler reuses the frontends a
+      change leaves alone): an instance registered at 1,000 gateways renders no rules.
+    - The head of each backend section (all but its server lines), found by name and equal
+      fields: such a registration gives 1,000 backends new servers and nothing else.
+    - The server lines, found by equal servers and settings (`checks.shared_servers`): the
+      routes to one service have the same ones, made once for all of them.
+
+    Rendering those 1,000 sections whole took 48 ms, in a thread holding the interpreter lock
+    the event loop needs; kept whole besides, they were twice the memory of the heads."""
 
     def __init__(self) -> None:
         self.settings: ir.Settings | None = None
+        self._start_over()
+
+    def _start_over(self) -> None:
         # As the block of text it renders to: 100,000 gateways' rules as lines were 700,000
         # strings, each with its own header (about 40 MB more than their text).
-        self.frontend_rules = _ByIdentity[ir.Frontend, str]()
-        self.backends = _ByIdentity[ir.Backend, str]()
-        self.backend_parts = _BackendParts()
+        self.frontend_rules = _Kept[ir.Frontend, str](id)
+        self.backend_heads = _Kept[ir.Backend, str](lambda b: b.name, _same_head)
+        self.server_lines = _Kept[ir.Backend, str](checks.shared_servers)
 
     def start(self, settings: ir.Settings) -> None:
         if settings != self.settings:
             self.settings = settings
-            self.frontend_rules = _ByIdentity()
-            self.backends = _ByIdentity()
-            self.backend_parts = _BackendParts()
+            self._start_over()
 
     def end(self) -> None:
-        self.frontend_rules.end()
-        self.backends.end()
-        self.backend_parts.end()
+        for kept in (self.frontend_rules, self.backend_heads, self.server_lines):
+            kept.end()
 
 
 def maps_dir(settings: ir.Settings) -> str:
@@ -222,15 +200,14 @@ def render_config(dataplane: ir.DataPlane, memo: RenderMemo | None = None) -> st
         )
 
     def backend_section(backend: ir.Backend) -> str:
-        parts = memo.backend_parts
-        return parts.head(backend, head) + parts.server_lines(backend, server_lines)
+        return memo.backend_heads.get(backend, head) + memo.server_lines.get(backend, server_lines)
 
     text = _template().render(
         **common,
         run_dir=dataplane.settings.run_dir,
         frontends=dataplane.frontends,
         backends=dataplane.backends,
-        backend_section=lambda backend: memo.backends.get(backend, backend_section),
+        backend_section=backend_section,
         checkers=checks.checkers(dataplane.backends),
         checker_lines=_checker_lines,
         checker_server_options=lambda profile, endpoint: _checker_server_options(
