@@ -172,3 +172,58 @@ def test_a_deregistered_instance_costs_no_request(node: Node, backends: Backends
     assert load.results["200"] > 20, load.results
     for name in ("dereg", "dereg-other"):
         node.delete("gateways", name)
+
+
+# A route whose every instance is down comes back when an instance is registered. The route
+# servers of an endpoint the node already checks track its checker server and stream no line
+# of their own: the agent gives them the checker's state as it adds them. Before, the stats
+# poll (every second) had to report them; the median of a few rounds tells the two apart.
+REVIVED_WITHIN_S = 0.3
+REVIVE_ROUNDS = 5
+
+
+def first_answer_from(url: str, host: str, name: str, timeout: float = 10.0) -> float:
+    """Seconds until a request through `host` is answered by backend `name`, asked at once
+    one request after another."""
+    started = time.monotonic()
+    with httpx.Client(timeout=5, headers={"Host": host}) as client:
+        while time.monotonic() - started < timeout:
+            if client.get(url).text.strip() == name:
+                return time.monotonic() - started
+    raise TimeoutError(f"{name} did not answer within {timeout}s")
+
+
+def test_an_instance_registered_for_a_route_that_is_down_brings_it_back_at_once(
+    node: Node, backends: Backends, demos: Demos, tmp_path: Path
+) -> None:
+    failing = tmp_path / "a-fails"
+    a, b, other = free_port(), backends.start("revive-b"), backends.start("revive-other")
+    demos.start("revive-a", a, fail_health_file=failing)
+    port = free_port()
+    node.apply(
+        service("revive:a", a, health_check=PATIENT_CHECK),
+        service("revive:b", b, health_check=PATIENT_CHECK),
+        service("revive:other", other, health_check=PATIENT_CHECK),
+        gateway(
+            "revive",
+            port,
+            {"revive:a": {"weight": 50}, "revive:b": {"weight": 50}},
+            virtual_hosts="revive.example",
+        ),
+        gateway("revive-other", port, {"revive:other": {}}, virtual_hosts="other.example"),
+    )
+    url = f"http://127.0.0.1:{port}/"
+    wait_until(lambda: set(route_share(url, "revive.example")) == {"revive-a", "revive-b"})
+    failing.touch()
+    wait_until(lambda: route_share(url, "revive.example", 20) == {"revive-b": 20})
+    took = []
+    for round_ in range(REVIVE_ROUNDS):
+        # At the endpoint of another service's instance, which the node checks already.
+        register(node, "revive:a", address="127.0.0.1", port=other, id=f"again{round_}")
+        took.append(first_answer_from(url, "revive.example", "revive-other"))
+        response = node.api.delete(f"{instances_url('revive:a')}/again{round_}")
+        assert response.status_code in (200, 204), response.text
+        wait_until(lambda: route_share(url, "revive.example", 20) == {"revive-b": 20})
+    assert sorted(took)[REVIVE_ROUNDS // 2] < REVIVED_WITHIN_S, took
+    for name in ("revive", "revive-other"):
+        node.delete("gateways", name)

@@ -86,3 +86,33 @@ def test_agent_checks_never_borrow() -> None:
     now = plane("10.0.0.1:80", "10.0.0.2:80", health_check=check)
     new = servers(now, "10.0.0.2")[0]
     assert state.lend(*new) is None and state.target(*new) is None
+
+
+def test_the_route_servers_tracking_a_changed_checker_server_follow_it() -> None:
+    state = CheckerServers()
+    loaded = plane("10.0.0.1:80", "10.0.0.2:80", gateways=3)
+    state.loaded(loaded.backends)
+    first = checks.tracked(*servers(loaded, "10.0.0.1")[0])
+    assert first is not None
+    followers = dict(state.followers(loaded.backends, {first: "DOWN"}))
+    assert followers == {(b.name, s.name): "DOWN" for b, s in servers(loaded, "10.0.0.1")}
+    assert len(followers) == 3
+    # A spare lent to an endpoint registered at run time: its route servers follow it.
+    now = plane("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", gateways=3)
+    new = servers(now, "10.0.0.3")
+    spare = state.lend(*new[0])
+    assert spare is not None
+    assert dict(state.followers(now.backends, {spare: "UP"})) == {
+        (b.name, s.name): "UP" for b, s in new
+    }
+    assert list(state.followers(now.backends, {("mg_checks.other", "x"): "UP"})) == []
+
+
+def test_route_servers_that_check_themselves_follow_no_checker() -> None:
+    state = CheckerServers()
+    passive = plane("10.0.0.1:80", passive={"error_limit": 3})
+    state.loaded(passive.backends)
+    assert [checks.tracked(b, s) for b, s in servers(passive, "10.0.0.1")] == [None, None]
+    assert all(checks.decides_own_states(b) for b in passive.backends)
+    tracking = plane("10.0.0.1:80")
+    assert not any(checks.decides_own_states(b) for b in tracking.backends)

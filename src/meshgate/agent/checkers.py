@@ -12,11 +12,32 @@ Pure state: the driver sends the commands and tells this what it did.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 
 from meshgate.compiler import checks, ir
 
 Ref = tuple[str, str]  # (backend, server) as HAProxy names them
+
+
+class Tracked:
+    """`checks.tracked`, worked out once for the routes that share a server and a check (a
+    thousand backends of one service): keyed by identity, which its caller keeps alive (a
+    batch of additions, a data plane), where hashing the check cost more than the answer."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[object, ...], tuple[str, str] | None] = {}
+
+    def __call__(self, backend: ir.Backend, server: ir.Server) -> tuple[str, str] | None:
+        key = (
+            id(server),
+            id(backend.health),
+            id(backend.tls),
+            backend.mode,
+            backend.timeout_connect_ms,
+        )
+        if key not in self._found:
+            self._found[key] = checks.tracked(backend, server)
+        return self._found[key]
 
 
 class CheckerServers:
@@ -68,6 +89,19 @@ class CheckerServers:
         users = self._users.get(target)
         if users is not None:
             users.add(route_server)
+
+    def followers(
+        self, backends: Iterable[ir.Backend], changed: Mapping[Ref, str]
+    ) -> Iterator[tuple[Ref, str]]:
+        """The route servers of `backends` that track a checker server of `changed`, each with
+        that server's new state: HAProxy gives it to them, and logs no line of theirs."""
+        tracked = Tracked()
+        for backend in backends:
+            for server in backend.servers:
+                target = self.target_of(tracked(backend, server))
+                status = changed.get(target) if target is not None else None
+                if status is not None:
+                    yield (backend.name, server.name), status
 
     def untracked(self, removed: Iterable[Ref]) -> list[Ref]:
         """Route servers were deleted; returns the spares nothing tracks any more, free again

@@ -23,10 +23,10 @@ from pathlib import Path
 import structlog
 
 from meshgate.agent import availability
-from meshgate.agent.checkers import CheckerServers
+from meshgate.agent.checkers import CheckerServers, Tracked
 from meshgate.agent.files import RunFiles, write_files
 from meshgate.agent.lanes import Lane, LatestLane
-from meshgate.compiler import CONFIG_FILE, checks, dispatch, ir, render_files
+from meshgate.compiler import CONFIG_FILE, dispatch, ir, naming, render_files
 from meshgate.compiler.render import MAPS_DIR
 from meshgate.compiler.rules import FAIL_FAST_ERRORS
 from meshgate.compiler.tls_text import CERTS_DIR
@@ -113,27 +113,6 @@ def _batches(actions: list[Action]) -> list[list[RuntimeAction]]:
     return batches
 
 
-class _Tracked:
-    """`checks.tracked` for the servers of one batch of additions, worked out once for the
-    routes that share a server and a check (a thousand backends of one service): keyed by
-    identity, which the batch keeps alive, where hashing the check cost more than the answer."""
-
-    def __init__(self) -> None:
-        self._found: dict[tuple[object, ...], tuple[str, str] | None] = {}
-
-    def __call__(self, backend: ir.Backend, server: ir.Server) -> tuple[str, str] | None:
-        key = (
-            id(server),
-            id(backend.health),
-            id(backend.tls),
-            backend.mode,
-            backend.timeout_connect_ms,
-        )
-        if key not in self._found:
-            self._found[key] = checks.tracked(backend, server)
-        return self._found[key]
-
-
 def _map_failure(reply: str) -> RuntimeCommandFailed | None:
     try:
         replies.check_reply(CommandKind.CHANGE_MAP, reply)
@@ -189,6 +168,9 @@ class Driver:
         self._states: dict[tuple[str, str], str] | None = None
         self._dispatch_lock = asyncio.Lock()
         self._changed_at: dict[tuple[str, str], float] = {}  # streamed changes, when
+        # Checker servers whose change was streamed, for the route servers tracking them to
+        # follow at the next refresh (`_follow_checkers`).
+        self._checker_changes: dict[tuple[str, str], str] = {}
         self._refreshing: asyncio.Task[None] | None = None
         self._refreshed: tuple[ir.DataPlane | None, frozenset[str]] = (None, frozenset())
         self._usable = availability.UsableRoutes()
@@ -289,14 +271,51 @@ class Driver:
 
     def server_changed(self, key: tuple[str, str], status: str) -> None:
         """A state change HAProxy streamed (agent.state_log): dispatch.map follows at once,
-        one refresh for a burst of them."""
+        one refresh for a burst of them. A checker server's change is that of every route
+        server tracking it, which streams none of its own (`checks.decides_own_states`)."""
         if self._states is None:
             self._states = {}
+        self._seen(key, status)
+        if key[0].startswith(naming.CHECKER_PREFIX):
+            self._checker_changes[key] = status
+        self._refresh_soon()
+
+    def _seen(self, key: tuple[str, str], status: str) -> None:
+        assert self._states is not None
         self._states[key] = status
         self._changed_at[key] = time.monotonic()
         self._usable.changed(key[0])
+
+    def _refresh_soon(self) -> None:
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
+
+    def _follow_checkers(self, running: ir.DataPlane) -> None:
+        """The route servers tracking a checker server whose change was streamed take its
+        state, as HAProxy gives it to them. One walk of the servers for a burst of changes:
+        a checker's change is rare (an instance's health), where each route server's own
+        line about it was 1,000 lines at 1,000 gateways."""
+        if not self._checker_changes:
+            return
+        changed, self._checker_changes = self._checker_changes, {}
+        for key, status in self._checkers.followers(running.backends, changed):
+            self._seen(key, status)
+
+    def _follow_on_addition(
+        self, added: Sequence[AddServer], backends: dict[str, ir.Backend], tracked: Tracked
+    ) -> None:
+        """Route servers just added, tracking a checker server, are in its state from the
+        start and stream no line of it: they take the checker's last state seen. The others
+        (checking themselves) stream theirs."""
+        if self._states is None:
+            return
+        for action in added:
+            backend = backends.get(action.backend)
+            target = self._checkers.target_of(tracked(backend, action.server)) if backend else None
+            status = self._states.get(target) if target is not None else None
+            if status is not None:
+                self._seen((action.backend, action.server.name), status)
+        self._refresh_soon()
 
     async def refresh(self) -> None:
         """Routes that gained or lost their last usable server enter or leave dispatch.map
@@ -305,6 +324,7 @@ class Driver:
             running = self.running
             if running is None or self._states is None or not self.supervisor.running:
                 return
+            self._follow_checkers(running)
             usable = self._usable.of(running, self._states)
             if running is self._refreshed[0] and usable == self._refreshed[1]:
                 return  # every poll comes here: the map is not laid out again for nothing
@@ -618,7 +638,7 @@ class Driver:
             names = {a.backend for a in added}
             backends = {b.name: b for b in desired.backends if b.name in names}
             made: dict[tuple[object, ...], bulk.NewServer] = {}
-            tracked = _Tracked()
+            tracked = Tracked()
             async with self._spares:
                 await self._lend_spares(added, backends, tracked)
                 new_servers = [
@@ -627,6 +647,9 @@ class Driver:
             missed = await bulk.add_servers(self.runtime, new_servers)
             again = {(m.backend, m.name) for m in missed}
             left = [a for a in added if (a.backend, a.server.name) in again]
+            self._follow_on_addition(
+                [a for a in added if (a.backend, a.server.name) not in again], backends, tracked
+            )
         elif isinstance(batch[0], SetServerWeight):
             weights = [
                 (a.backend, a.server, a.weight) for a in batch if isinstance(a, SetServerWeight)
@@ -668,7 +691,7 @@ class Driver:
                     await self.runtime.set_server_state(checker, spare, ServerAdminState.MAINT)
 
     async def _lend_spares(
-        self, added: Sequence[AddServer], backends: dict[str, ir.Backend], tracked: _Tracked
+        self, added: Sequence[AddServer], backends: dict[str, ir.Backend], tracked: Tracked
     ) -> None:
         """Before route servers are added for an endpoint the loaded configuration does not
         check, a spare checker server is given its address and put in service (its check is
@@ -707,12 +730,12 @@ class Driver:
         name: str,
         backend: ir.Backend | None,
         server: ir.Server,
-        tracked: _Tracked | None = None,
+        tracked: Tracked | None = None,
     ) -> tuple[str, str] | None:
         """The checker server a server added at run time tracks: its endpoint's in the loaded
         configuration, or a spare lent to it. None: it checks itself (agent or passive checks,
         or no spare was left; 2.6 cannot track a dynamic server)."""
-        tracked = tracked or _Tracked()
+        tracked = tracked or Tracked()
         track = self._checkers.target_of(tracked(backend, server)) if backend is not None else None
         if track is not None:
             self._checkers.tracking((name, server.name), track)
@@ -723,7 +746,7 @@ class Driver:
         action: AddServer,
         backend: ir.Backend | None,
         made: dict[tuple[object, ...], bulk.NewServer],
-        tracked: _Tracked | None = None,
+        tracked: Tracked | None = None,
     ) -> bulk.NewServer:
         """The pipelined form of an addition: the same `add server` line `_run` sends.
 

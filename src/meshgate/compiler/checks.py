@@ -76,8 +76,21 @@ class Checker:
 
 def keeps_own_check(backend: ir.Backend, server: ir.Server) -> bool:
     """Whether this route server is checked by itself rather than tracking a checker."""
-    health = backend.health
-    return health.type == "agent" or health.error_limit is not None or server.fail_fast
+    return _checks_own(backend) or server.fail_fast
+
+
+def decides_own_states(backend: ir.Backend) -> bool:
+    """Whether a server of this route backend may keep its own check (`keeps_own_check`), so
+    that HAProxy decides its state there. Only such a backend streams its servers' state
+    changes to the agent: the others' servers follow a checker server, which streams its own
+    once for all of them, and their other changes are the agent's own commands. A
+    registration at 1,000 gateways would otherwise stream 2,000 lines that tell the agent
+    nothing new, and each woke the stream in HAProxy's other thread."""
+    return _checks_own(backend) or backend.prefer_local
+
+
+def _checks_own(backend: ir.Backend) -> bool:
+    return backend.health.type == "agent" or backend.health.error_limit is not None
 
 
 def profile_of(backend: ir.Backend) -> Profile:

@@ -187,6 +187,7 @@ def render_config(dataplane: ir.DataPlane, memo: RenderMemo | None = None) -> st
         "backend_lines": backend_lines,
         "policy_lines": lambda backend: policies.backend_rules(backend, directory),
         "balance": balance_directive,
+        "decides_own_states": checks.decides_own_states,
     }
 
     def head(backend: ir.Backend) -> str:
