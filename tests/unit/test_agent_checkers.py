@@ -102,6 +102,8 @@ def test_the_route_servers_tracking_a_changed_checker_server_follow_it() -> None
     new = servers(now, "10.0.0.3")
     spare = state.lend(*new[0])
     assert spare is not None
+    for backend, server in new:  # as the driver does when it adds them
+        state.tracking((backend.name, server.name), spare)
     assert dict(state.followers(now.backends, {spare: "UP"})) == {
         (b.name, s.name): "UP" for b, s in new
     }
