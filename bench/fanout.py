@@ -48,6 +48,8 @@ from bench.common import (
     BenchError,
     MeshgateNode,
     Nginx,
+    cpu_seconds,
+    descendant_pids,
     finish,
     free_port,
     load_average,
@@ -109,6 +111,9 @@ class Samples:
     deregistration: list[float] = field(default_factory=list)
     weight: list[float] = field(default_factory=list)
     error: str | None = None
+    # CPU seconds used during the churn, by meshgate and by HAProxy (all its processes).
+    meshgate_cpu_s: float = 0.0
+    haproxy_cpu_s: float = 0.0
 
 
 class Prober:
@@ -258,12 +263,17 @@ def measure(
                 )
             ),
         ]
+        pid = node.process.pid or 0
+        haproxy = descendant_pids(pid, "haproxy")
+        cpu_before = cpu_seconds([pid]), cpu_seconds(haproxy)
         for thread in threads:
             thread.start()
         stop.wait(args.duration)
         stop.set()
         for thread in threads:
             thread.join(STEP_TIMEOUT_S + 10)
+        samples.meshgate_cpu_s = cpu_seconds([pid]) - cpu_before[0]
+        samples.haproxy_cpu_s = cpu_seconds(haproxy) - cpu_before[1]
         if samples.error:
             raise BenchError(samples.error)
         return samples
@@ -286,6 +296,12 @@ def report(results: dict[str, Samples]) -> None:
         print(row("registration", samples.registration))
         print(row("deregistration", samples.deregistration))
         print(row("weight", samples.weight))
+        cycles = max(1, len(samples.registration))
+        print(
+            f"CPU ms per registration and deregistration: meshgate "
+            f"{samples.meshgate_cpu_s * 1000 / cycles:.0f}, "
+            f"HAProxy {samples.haproxy_cpu_s * 1000 / cycles:.0f}"
+        )
     labels = list(results)
     if len(labels) == 2:
         low, high = (results[label] for label in labels)

@@ -234,6 +234,9 @@ def test_haproxy_state_lines_are_read_as_server_statuses() -> None:
     assert parse(tracked.encode()) == ((be, "i1"), "DOWN")
     maint = f"Server {be}/i1 is going DOWN for maintenance. 0 active servers left."
     assert parse(maint.encode()) == ((be, "i1"), "MAINT")
+    checker = ("mg_checks.0f16617d4f", "127.0.0.1_8080.64938bd5")
+    lent = f"Server {'/'.join(checker)} is UP/READY (leaving forced maintenance)."
+    assert parse(lent.encode()) == (checker, "UP")
     assert parse(b"backend default.shop.web.1a2b3c has no server available!") is None
     assert parse(b'127.0.0.1 "GET / HTTP/1.1" 200') is None
 

@@ -1,16 +1,17 @@
 """HAProxy's server state changes as they happen: the real-time feed of dispatch.map.
 
-Every route backend logs into a ring of its own at `notice` and above (the compiler's
-`ring mg_states`), which each worker streams to a unix socket here. What arrives is HAProxy's
-own messages about its servers, e.g.
+The checker backends, and the route backends whose servers may check themselves, log into a
+ring of their own at `notice` and above (the compiler's `ring mg_states`,
+`checks.decides_own_states`), which each worker streams to a unix socket here. What arrives is
+HAProxy's own messages about its servers, e.g.
 
-    Server default.shop.web.1a2b3c/i1 is DOWN, reason: Layer4 connection problem, ...
+    Server mg_checks.0f16617d4f/10.0.0.1_80.64938bd5 is DOWN, reason: Layer4 connection ...
     Server default.shop.web.1a2b3c/i1 is UP, reason: Layer7 check passed, ...
     Server default.shop.web.1a2b3c/i1 is going DOWN for maintenance. ...
 
-(and the same with "via <checker>" for a server that tracks a checker). Each is handed on as
-(backend, server) -> UP, DOWN or MAINT, the statuses of the stats poll, which remains the
-safety net: a line lost or one not understood is corrected at the next poll.
+Each is handed on as (backend, server) -> UP, DOWN or MAINT, the statuses of the stats poll,
+which remains the safety net: a line lost or one not understood is corrected at the next poll.
+The driver gives a checker server's change to the route servers tracking it.
 """
 
 from __future__ import annotations
