@@ -170,7 +170,7 @@ class Driver:
         self._changed_at: dict[tuple[str, str], float] = {}  # streamed changes, when
         # Checker servers whose change was streamed, for the route servers tracking them to
         # follow at the next refresh (`_follow_checkers`).
-        self._checker_changes: dict[tuple[str, str], str] = {}
+        self._checker_changes: set[tuple[str, str]] = set()
         self._refreshing: asyncio.Task[None] | None = None
         self._refreshed: tuple[ir.DataPlane | None, frozenset[str]] = (None, frozenset())
         self._usable = availability.UsableRoutes()
@@ -277,7 +277,7 @@ class Driver:
             self._states = {}
         self._seen(key, status)
         if key[0].startswith(naming.CHECKER_PREFIX):
-            self._checker_changes[key] = status
+            self._checker_changes.add(key)
         self._refresh_soon()
 
     def _seen(self, key: tuple[str, str], status: str) -> None:
@@ -295,9 +295,12 @@ class Driver:
         state, as HAProxy gives it to them. One walk of the servers for a burst of changes:
         a checker's change is rare (an instance's health), where each route server's own
         line about it was 1,000 lines at 1,000 gateways."""
-        if not self._checker_changes:
+        if not self._checker_changes or self._states is None:
             return
-        changed, self._checker_changes = self._checker_changes, {}
+        # Their state now, not as streamed: a poll since may have brought a newer one.
+        states = self._states
+        changed = {key: states[key] for key in self._checker_changes if key in states}
+        self._checker_changes = set()
         for key, status in self._checkers.followers(running.backends, changed):
             self._seen(key, status)
 
@@ -309,13 +312,16 @@ class Driver:
         (checking themselves) stream theirs."""
         if self._states is None:
             return
+        seen = False
         for action in added:
             backend = backends.get(action.backend)
             target = self._checkers.target_of(tracked(backend, action.server)) if backend else None
             status = self._states.get(target) if target is not None else None
             if status is not None:
                 self._seen((action.backend, action.server.name), status)
-        self._refresh_soon()
+                seen = True
+        if seen:
+            self._refresh_soon()
 
     async def refresh(self) -> None:
         """Routes that gained or lost their last usable server enter or leave dispatch.map
