@@ -79,27 +79,37 @@ def route_share(url: str, host: str, requests: int = 40) -> dict[str, int]:
     return count_served(url, requests, headers={"Host": host})
 
 
+def two_routes_and_another_host(node: Node, name: str, a: int, b: int, other: int) -> int:
+    """On one shared port: gateway `name` (host `name`.example) with routes to services
+    `name`:a and `name`:b at 50/50, and gateway `name`-other (other.example) with one route;
+    each service checked patiently, with one instance (a port). Returns the port once both
+    routes of `name` serve."""
+    port = free_port()
+    node.apply(
+        service(f"{name}:a", a, health_check=PATIENT_CHECK),
+        service(f"{name}:b", b, health_check=PATIENT_CHECK),
+        service(f"{name}:other", other, health_check=PATIENT_CHECK),
+        gateway(
+            name,
+            port,
+            {f"{name}:a": {"weight": 50}, f"{name}:b": {"weight": 50}},
+            virtual_hosts=f"{name}.example",
+        ),
+        gateway(f"{name}-other", port, {f"{name}:other": {}}, virtual_hosts="other.example"),
+    )
+    url = f"http://127.0.0.1:{port}/"
+    wait_until(lambda: set(route_share(url, f"{name}.example")) == {f"{name}-a", f"{name}-b"})
+    return port
+
+
 def test_a_route_without_instances_leaves_the_shared_port_and_comes_back(
     node: Node, backends: Backends, demos: Demos, tmp_path: Path
 ) -> None:
     failing = tmp_path / "b-fails"
     a, b, other = backends.start("avail-a"), free_port(), backends.start("other")
     demos.start("avail-b", b, fail_health_file=failing)
-    port = free_port()
-    node.apply(
-        service("avail:a", a, health_check=PATIENT_CHECK),
-        service("avail:b", b, health_check=PATIENT_CHECK),
-        service("avail:other", other, health_check=PATIENT_CHECK),
-        gateway(
-            "avail",
-            port,
-            {"avail:a": {"weight": 50}, "avail:b": {"weight": 50}},
-            virtual_hosts="avail.example",
-        ),
-        gateway("avail-other", port, {"avail:other": {}}, virtual_hosts="other.example"),
-    )
+    port = two_routes_and_another_host(node, "avail", a, b, other)
     url = f"http://127.0.0.1:{port}/"
-    wait_until(lambda: set(route_share(url, "avail.example")) == {"avail-a", "avail-b"})
     host = {"Host": "avail.example"}
     with Load(url, host) as load:
         # b's health check fails (3 checks, 200 ms apart), b itself still answers: HAProxy
@@ -199,21 +209,8 @@ def test_an_instance_registered_for_a_route_that_is_down_brings_it_back_at_once(
     failing = tmp_path / "a-fails"
     a, b, other = free_port(), backends.start("revive-b"), backends.start("revive-other")
     demos.start("revive-a", a, fail_health_file=failing)
-    port = free_port()
-    node.apply(
-        service("revive:a", a, health_check=PATIENT_CHECK),
-        service("revive:b", b, health_check=PATIENT_CHECK),
-        service("revive:other", other, health_check=PATIENT_CHECK),
-        gateway(
-            "revive",
-            port,
-            {"revive:a": {"weight": 50}, "revive:b": {"weight": 50}},
-            virtual_hosts="revive.example",
-        ),
-        gateway("revive-other", port, {"revive:other": {}}, virtual_hosts="other.example"),
-    )
+    port = two_routes_and_another_host(node, "revive", a, b, other)
     url = f"http://127.0.0.1:{port}/"
-    wait_until(lambda: set(route_share(url, "revive.example")) == {"revive-a", "revive-b"})
     failing.touch()
     wait_until(lambda: route_share(url, "revive.example", 20) == {"revive-b": 20})
     took = []
