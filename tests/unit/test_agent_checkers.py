@@ -3,8 +3,11 @@ configuration's, a spare lent to a new endpoint, or none (it checks itself)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from meshgate.agent.checkers import CheckerServers
 from meshgate.compiler import DesiredState, checks, compile_state, ir
+from meshgate.compiler.render import render_config
 from meshgate.model import Gateway, Service, validate_resource
 
 SETTINGS = ir.Settings(run_dir="/run/mg")
@@ -118,3 +121,23 @@ def test_route_servers_that_check_themselves_follow_no_checker() -> None:
     assert all(checks.decides_own_states(b) for b in passive.backends)
     tracking = plane("10.0.0.1:80")
     assert not any(checks.decides_own_states(b) for b in tracking.backends)
+
+
+def test_route_backends_that_track_checkers_stream_only_alerts() -> None:
+    """A registration's commands (ready, drain, maintenance after a drain) are notices in
+    HAProxy's log: a route backend whose servers track a checker streams only alerts (a DOWN
+    of a server checking itself for want of a spare); a checker and a backend whose servers
+    check themselves stream every change."""
+    settings = ir.Settings(run_dir="/run/mg", state_socket="/run/mg/states.sock")
+    tracking = replace(plane("10.0.0.1:80", gateways=1), settings=settings)
+    passive = plane("10.0.0.1:80", gateways=1, passive={"error_limit": 3})
+    passive = replace(passive, settings=settings)
+    logs = {
+        name: [line.strip() for line in render_config(dp).splitlines() if "ring@mg_states" in line]
+        for name, dp in (("tracking", tracking), ("passive", passive))
+    }
+    assert logs["tracking"] == [
+        "log ring@mg_states format raw daemon alert",  # the route backend
+        "log ring@mg_states format raw daemon notice",  # its checker
+    ]
+    assert logs["passive"] == ["log ring@mg_states format raw daemon notice"]

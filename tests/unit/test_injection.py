@@ -169,8 +169,8 @@ SECTION_LINES = [
     r" if \{ rand\(1024\),sub\(proc\.mg_log_keep\) ge 0 \}",
     r"http-request redirect location https://%\[req\.hdr\(host\),regsub\(:\[0-9\]\+\$,\)\]"
     r"(?::[0-9]+)?%\[pathq\] code 308",
-    # Route backends' server state changes, for the agent (agent.state_log).
-    r"log ring@mg_states format raw daemon notice",
+    # Server state changes of route and checker backends, for the agent (agent.state_log).
+    r"log ring@mg_states format raw daemon (notice|alert)",
     # tcp frontends log their own line shape; http ones inherit theirs from the defaults.
     re.escape(f'log-format "{TCP_LOG_FORMAT}"'),
     re.escape(f'log-format "{TCP_DETAILED_LOG_FORMAT}"'),

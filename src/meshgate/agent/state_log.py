@@ -1,9 +1,9 @@
 """HAProxy's server state changes as they happen: the real-time feed of dispatch.map.
 
 The checker backends, and the route backends whose servers may check themselves, log into a
-ring of their own at `notice` and above (the compiler's `ring mg_states`,
-`checks.decides_own_states`), which each worker streams to a unix socket here. What arrives is
-HAProxy's own messages about its servers, e.g.
+ring of their own at `notice` and above, the other route backends only alerts (the compiler's
+`ring mg_states`, `checks.decides_own_states`), which each worker streams to a unix socket
+here. What arrives is HAProxy's own messages about its servers, e.g.
 
     Server mg_checks.0f16617d4f/10.0.0.1_80.64938bd5 is DOWN, reason: Layer4 connection ...
     Server default.shop.web.1a2b3c/i1 is UP, reason: Layer7 check passed, ...

@@ -81,11 +81,13 @@ def keeps_own_check(backend: ir.Backend, server: ir.Server) -> bool:
 
 def decides_own_states(backend: ir.Backend) -> bool:
     """Whether a server of this route backend may keep its own check (`keeps_own_check`), so
-    that HAProxy decides its state there. Only such a backend streams its servers' state
-    changes to the agent: the others' servers follow a checker server, which streams its own
-    once for all of them, and their other changes are the agent's own commands. A
-    registration at 1,000 gateways would otherwise stream 2,000 lines that tell the agent
-    nothing new, and each woke the stream in HAProxy's other thread."""
+    that HAProxy decides its state there. Only such a backend streams all its servers' state
+    changes to the agent. The others' servers follow a checker server, which streams its own
+    once for all of them, and their other changes are the agent's own commands, which HAProxy
+    logs as notices: those backends stream only alerts (a DOWN from a check of their own, had
+    a server no spare checker to track). A registration at 1,000 gateways would otherwise
+    stream 2,000 lines that tell the agent nothing new, each waking the stream in HAProxy's
+    other thread."""
     return _checks_own(backend) or backend.prefer_local
 
 
