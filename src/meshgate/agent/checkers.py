@@ -19,6 +19,11 @@ from meshgate.compiler import checks, ir
 Ref = tuple[str, str]  # (backend, server) as HAProxy names them
 
 
+def _check_of(backend: ir.Backend) -> tuple[object, ...]:
+    """What decides how a backend's servers are checked (`checks.profile_of`), by identity."""
+    return (id(backend.health), id(backend.tls), backend.mode, backend.timeout_connect_ms)
+
+
 class Tracked:
     """`checks.tracked`, worked out once for the routes that share a server and a check (a
     thousand backends of one service): keyed by identity, which its caller keeps alive (a
@@ -26,18 +31,21 @@ class Tracked:
 
     def __init__(self) -> None:
         self._found: dict[tuple[object, ...], tuple[str, str] | None] = {}
+        self._checkers: dict[tuple[object, ...], str] = {}
 
     def __call__(self, backend: ir.Backend, server: ir.Server) -> tuple[str, str] | None:
-        key = (
-            id(server),
-            id(backend.health),
-            id(backend.tls),
-            backend.mode,
-            backend.timeout_connect_ms,
-        )
+        key = (id(server), *_check_of(backend))
         if key not in self._found:
             self._found[key] = checks.tracked(backend, server)
         return self._found[key]
+
+    def checker(self, backend: ir.Backend) -> str:
+        """The checker backend that checks the servers of this backend that track one."""
+        check = _check_of(backend)
+        found = self._checkers.get(check)
+        if found is None:
+            found = self._checkers[check] = checks.checker_name(checks.profile_of(backend))
+        return found
 
 
 class CheckerServers:
@@ -110,22 +118,13 @@ class CheckerServers:
                 wanted.setdefault(at, {})[ref[0]] = status
         if not wanted:
             return
-        checker_of: dict[tuple[object, ...], str] = {}  # by the check, as `Tracked` keys it
+        tracked = Tracked()
         for backend in backends:
             for server in backend.servers:
                 by_checker = wanted.get((server.address, server.port, server.netns))
                 if by_checker is None or checks.keeps_own_check(backend, server):
                     continue
-                check = (
-                    id(backend.health),
-                    id(backend.tls),
-                    backend.mode,
-                    backend.timeout_connect_ms,
-                )
-                checker = checker_of.get(check)
-                if checker is None:
-                    checker = checker_of[check] = checks.checker_name(checks.profile_of(backend))
-                state = by_checker.get(checker)
+                state = by_checker.get(tracked.checker(backend))
                 if state is not None:
                     yield (backend.name, server.name), state
 
